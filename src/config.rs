@@ -1,0 +1,358 @@
+//! Engine configuration: identifier types, guardrails, survivorship and lifecycle.
+//!
+//! Every option has a documented default, so an empty `[engine]` table is a valid
+//! configuration. Unknown keys are refused (`deny_unknown_fields`): a typo in a
+//! guardrail must not silently fall back to a default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::normalise::Normaliser;
+
+/// Errors found by [`EngineConfig::validate`].
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("identifier type `{name}`: {problem}")]
+    IdentifierType { name: String, problem: &'static str },
+    #[error("`{field}`: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+/// How one identifier type is normalised and how far it may be trusted for linking.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierType {
+    /// Normaliser applied before any match.
+    pub normaliser: Normaliser,
+    /// Lower is stronger. The strongest identifier of an event anchors its source profile.
+    pub priority: u32,
+    /// Distinct values of this type one customer may hold; further values are not linked.
+    pub limit: usize,
+    /// A customer holds at most one value: a merge that would bring two is refused.
+    #[serde(default)]
+    pub unique: bool,
+    /// Weak types do not link two source profiles whose person data contradict.
+    #[serde(default)]
+    pub weak: bool,
+}
+
+impl IdentifierType {
+    fn new(normaliser: Normaliser, priority: u32, limit: usize) -> Self {
+        Self {
+            normaliser,
+            priority,
+            limit,
+            unique: false,
+            weak: false,
+        }
+    }
+    fn unique(mut self) -> Self {
+        self.unique = true;
+        self.limit = 1;
+        self
+    }
+    fn weak(mut self) -> Self {
+        self.weak = true;
+        self
+    }
+}
+
+/// Guardrails against false merges.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guardrails {
+    /// Values never used for linking, compared after normalisation and case-insensitively
+    /// on the raw value. Empty and one-character values are always junk.
+    pub junk_values: Vec<String>,
+    /// A value carried by source profiles of more than this many different people
+    /// (names or birth dates disagree) becomes generic and stops linking.
+    pub generic_after_people: usize,
+    /// Source profiles remembered per identifier value. Beyond, the value is generic.
+    pub max_profiles_per_value: usize,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Self {
+            junk_values: [
+                "test@test.com",
+                "test@example.com",
+                "noemail@noemail.com",
+                "no@email.com",
+                "a@a.com",
+                "0000000000",
+                "+33000000000",
+                "0600000000",
+                "0123456789",
+                "1234567890",
+                "null",
+                "nil",
+                "n/a",
+                "na",
+                "none",
+                "unknown",
+                "undefined",
+                "anonymous",
+                "test",
+                "xxx",
+                "-",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            generic_after_people: 5,
+            max_profiles_per_value: 64,
+        }
+    }
+}
+
+/// Bounds on one input event. Larger events are rejected to the dead-letter topic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_string_bytes: usize,
+    pub max_identifiers: usize,
+    pub max_event_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1024 * 1024,
+            max_string_bytes: 4096,
+            max_identifiers: 64,
+            max_event_id_bytes: 128,
+        }
+    }
+}
+
+/// Which value of a person field wins when source profiles disagree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Survivorship {
+    /// Field name (`first_name`, `last_name`, `birth_date`, `address`, `attributes.<key>`)
+    /// to channels in priority order. A value from an earlier channel wins over a more
+    /// recent one from a later or unlisted channel. Fields not listed: most recent wins.
+    pub field_priority: BTreeMap<String, Vec<String>>,
+}
+
+/// Lifecycle stage thresholds, in days since the last order (event time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifecycle {
+    /// Last order at most this many days ago: `active`.
+    pub active_days: u32,
+    /// Last order at most this many days ago (and more than `active_days`): `inactive`;
+    /// beyond: `dormant`. No order at all: `prospect`.
+    pub dormant_days: u32,
+    /// Currency whose order totals make the RFM monetary value.
+    pub base_currency: String,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            active_days: 180,
+            dormant_days: 365,
+            base_currency: "EUR".into(),
+        }
+    }
+}
+
+/// Everything the engine needs. Same config + same input = same output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Region used to read phone numbers written without a country code.
+    pub default_region: String,
+    /// Identifier types by name; the eight of the contract are built in.
+    pub identifiers: BTreeMap<String, IdentifierType>,
+    pub guardrails: Guardrails,
+    pub limits: Limits,
+    pub survivorship: Survivorship,
+    pub lifecycle: Lifecycle,
+    /// Keys naming special-category data (GDPR art. 9). An event with a key containing
+    /// one of these (as whole words: `health_condition` matches `health`, `trace_id`
+    /// does not match `race`) is rejected.
+    pub special_categories: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        use Normaliser::*;
+        let identifiers = [
+            ("account_id", IdentifierType::new(Id, 10, 1).unique()),
+            ("loyalty_id", IdentifierType::new(Id, 20, 1).unique()),
+            ("marketplace_buyer_id", IdentifierType::new(Id, 30, 3)),
+            ("email", IdentifierType::new(Email, 40, 5)),
+            ("social_handle", IdentifierType::new(SocialHandle, 50, 5)),
+            ("phone", IdentifierType::new(Phone, 60, 5).weak()),
+            (
+                "device_id",
+                IdentifierType::new(IdCaseInsensitive, 70, 20).weak(),
+            ),
+            (
+                "cookie_id",
+                IdentifierType::new(IdCaseInsensitive, 80, 50).weak(),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, t)| (name.to_string(), t))
+        .collect();
+        Self {
+            default_region: "FR".into(),
+            identifiers,
+            guardrails: Guardrails::default(),
+            limits: Limits::default(),
+            survivorship: Survivorship::default(),
+            lifecycle: Lifecycle::default(),
+            special_categories: [
+                "health",
+                "medical",
+                "diagnosis",
+                "religion",
+                "religious",
+                "sexual orientation",
+                "sex life",
+                "union membership",
+                "trade union",
+                "ethnic",
+                "ethnicity",
+                "ethnic origin",
+                "racial",
+                "race",
+                "political",
+                "political opinion",
+                "biometric",
+                "genetic",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks rules that span fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.identifiers.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "identifiers",
+                problem: "at least one identifier type is needed".into(),
+            });
+        }
+        for (name, t) in &self.identifiers {
+            let problem = if name.is_empty() || name.len() > 64 {
+                Some("name must be 1 to 64 bytes")
+            } else if !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                Some("name must be lower-case ascii, digits or `_`")
+            } else if t.limit == 0 {
+                Some("limit must be at least 1")
+            } else if t.unique && t.limit != 1 {
+                Some("a unique type has limit 1")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::IdentifierType {
+                    name: name.clone(),
+                    problem,
+                });
+            }
+        }
+        if self.guardrails.generic_after_people == 0 {
+            return Err(ConfigError::Invalid {
+                field: "guardrails.generic_after_people",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.guardrails.max_profiles_per_value <= self.guardrails.generic_after_people {
+            return Err(ConfigError::Invalid {
+                field: "guardrails.max_profiles_per_value",
+                problem: "must be larger than generic_after_people".into(),
+            });
+        }
+        if self.lifecycle.active_days >= self.lifecycle.dormant_days {
+            return Err(ConfigError::Invalid {
+                field: "lifecycle.active_days",
+                problem: "must be smaller than lifecycle.dormant_days".into(),
+            });
+        }
+        if self.limits.max_event_id_bytes == 0 || self.limits.max_string_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits",
+                problem: "limits must be positive".into(),
+            });
+        }
+        if self
+            .default_region
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                field: "default_region",
+                problem: format!("`{}` is not an ISO 3166 region", self.default_region),
+            });
+        }
+        Ok(())
+    }
+
+    /// Identifier types ordered by priority (strongest first), then name.
+    pub fn identifier_order(&self) -> Vec<&str> {
+        let mut names: Vec<(&str, u32)> = self
+            .identifiers
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.priority))
+            .collect();
+        names.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));
+        names.into_iter().map(|(n, _)| n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_has_the_eight_contract_types() {
+        let c = EngineConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.identifiers.len(), 8);
+        assert_eq!(c.identifier_order()[0], "account_id");
+        assert!(c.identifiers["phone"].weak);
+        assert!(c.identifiers["loyalty_id"].unique);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<EngineConfig>("default_regoin = \"FR\"").unwrap_err();
+        assert!(err.to_string().contains("default_regoin"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_rules_are_checked() {
+        let mut c = EngineConfig::default();
+        c.lifecycle.active_days = 400;
+        assert!(c.validate().is_err());
+        let c = EngineConfig {
+            default_region: "XX".into(),
+            ..EngineConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let mut c = EngineConfig::default();
+        c.identifiers.get_mut("email").unwrap().limit = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::IdentifierType { .. })
+        ));
+    }
+}
