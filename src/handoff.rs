@@ -1,0 +1,88 @@
+//! The narrow interface between the two stages of the engine.
+//!
+//! *Resolve* owns the identity graph and decides which customer an event belongs to;
+//! *profile* owns everything keyed by customer id. Resolve hands profile a list of
+//! [`ProfileCommand`]s per event and nothing else, so that the two can later run as
+//! separate consumer groups with these commands on an internal topic keyed by customer
+//! id. Every type here is plain data with serde derives.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Address, Item};
+
+/// A normalised identifier: `email` / `sophie.dupont@gmail.com`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ident {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+impl Ident {
+    pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A person field as one source states it, in display form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FieldData {
+    Text(String),
+    Address(Address),
+}
+
+/// What the profile stage keeps of an order or a return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderFacts {
+    pub order_id: Option<String>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub items: Vec<Item>,
+}
+
+/// The facts of one accepted event that the profile stage needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileEvent {
+    pub event_id: String,
+    pub channel: String,
+    pub kind: String,
+    /// Milliseconds since the epoch (event time).
+    pub occurred_at: i64,
+    /// Identifiers that resolve attached to the customer with this event.
+    pub identifiers: Vec<Ident>,
+    /// Person fields (`first_name`, `last_name`, `birth_date`, `address`,
+    /// `attributes.<key>`) in display form.
+    pub fields: Vec<(String, FieldData)>,
+    pub purchase: Option<OrderFacts>,
+    pub refund: Option<OrderFacts>,
+}
+
+/// What resolve asks of profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProfileCommand {
+    /// `merged` no longer exists: its source profiles now belong to `survivor`.
+    Merge {
+        survivor: String,
+        merged: String,
+        at: i64,
+    },
+    /// An event attached to `source_profile` of `customer_id`.
+    Touch {
+        customer_id: String,
+        source_profile: u64,
+        event: Box<ProfileEvent>,
+    },
+}
+
+impl ProfileCommand {
+    /// The customer the command is keyed by (the partitioning key once scaled out).
+    pub fn customer_id(&self) -> &str {
+        match self {
+            ProfileCommand::Merge { survivor, .. } => survivor,
+            ProfileCommand::Touch { customer_id, .. } => customer_id,
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Output records the engine decides, independent of how they are written
+//! (Kafka topics, the replay file, tests).
+
+use serde_json::{json, Value};
+
+/// The output topics of the contract (§2). Names take a configurable prefix at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    Resolved,
+    IdentityChanges,
+    ProfilesMerged,
+    ConsentChanges,
+    CartAbandoned,
+    Dlq,
+    GdprReceipts,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 7] = [
+        Topic::Resolved,
+        Topic::IdentityChanges,
+        Topic::ProfilesMerged,
+        Topic::ConsentChanges,
+        Topic::CartAbandoned,
+        Topic::Dlq,
+        Topic::GdprReceipts,
+    ];
+
+    /// The topic's name without prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Topic::Resolved => "touchpoints.resolved",
+            Topic::IdentityChanges => "identity.changes",
+            Topic::ProfilesMerged => "profiles.merged",
+            Topic::ConsentChanges => "consent.changes",
+            Topic::CartAbandoned => "triggers.cart_abandoned",
+            Topic::Dlq => "touchpoints.dlq",
+            Topic::GdprReceipts => "gdpr.receipts",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// The value of an output record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Json(Value),
+    /// A null value: on a compacted topic, deletes the key.
+    Tombstone,
+    /// Bytes passed through untouched (dead letters keep the original record).
+    Raw(Vec<u8>),
+}
+
+/// One record to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRecord {
+    pub topic: Topic,
+    pub key: Option<String>,
+    pub payload: Payload,
+    pub headers: Vec<(String, String)>,
+}
+
+impl OutputRecord {
+    pub fn json(topic: Topic, key: impl Into<String>, value: Value) -> Self {
+        Self {
+            topic,
+            key: Some(key.into()),
+            payload: Payload::Json(value),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn tombstone(topic: Topic, key: impl Into<String>) -> Self {
+        Self {
+            topic,
+            key: Some(key.into()),
+            payload: Payload::Tombstone,
+            headers: Vec::new(),
+        }
+    }
+
+    /// The line the replay format writes (contract §3). Raw bytes are written as a
+    /// string (invalid UTF-8 replaced), with the headers alongside.
+    pub fn to_replay_json(&self) -> Value {
+        let value = match &self.payload {
+            Payload::Json(v) => v.clone(),
+            Payload::Tombstone => Value::Null,
+            Payload::Raw(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        };
+        let mut line = json!({"topic": self.topic.name(), "key": self.key, "value": value});
+        if !self.headers.is_empty() {
+            let headers: serde_json::Map<String, Value> = self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            line["headers"] = Value::Object(headers);
+        }
+        line
+    }
+}
+
+/// Formats event time (ms since the epoch) as RFC 3339 UTC.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}

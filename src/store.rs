@@ -1,0 +1,220 @@
+//! The embedded store: one sled tree, key prefixes per table, one atomic write per batch.
+//!
+//! All state lives in a single sled tree so that a batch (state of resolve and profile,
+//! dedupe marks, outbox) is written by one `apply_batch`, which sled applies atomically:
+//! after a crash either the whole batch is there or none of it. Writes of a batch are
+//! staged in an in-memory overlay that reads see first; [`Store::commit`] applies and
+//! flushes the overlay. Flushing happens per batch, never per event.
+//!
+//! Values are encoded with postcard. Key prefixes (one table each):
+//! `e/` seen event ids, `r/` resolve stage, `p/` profile stage, `m/` counters,
+//! `o/` outbox (runtime).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store i/o failed: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored value under `{key}` cannot be decoded: {source}")]
+    Decode {
+        key: String,
+        source: postcard::Error,
+    },
+    #[error("value cannot be encoded: {0}")]
+    Encode(postcard::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store and the overlay of the batch being built.
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Writes of the current batch, not yet in sled; `None` is a removal.
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Store {
+    /// Opens (or creates) a store in a directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        Self::from_db(db)
+    }
+
+    /// A store that lives in memory and disappears on drop (tests, replay without `--state`).
+    pub fn temporary() -> Result<Self> {
+        let db = sled::Config::new().temporary(true).open()?;
+        Self::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Self> {
+        let tree = db.open_tree("unicus")?;
+        Ok(Self {
+            db,
+            tree,
+            overlay: HashMap::new(),
+        })
+    }
+
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(staged) = self.overlay.get(key) {
+            return Ok(staged.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        if let Some(staged) = self.overlay.get(key) {
+            return Ok(staged.is_some());
+        }
+        Ok(self.tree.contains_key(key)?)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        match self.get_raw(key)? {
+            None => Ok(None),
+            Some(bytes) => {
+                postcard::from_bytes(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Decode {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        source,
+                    })
+            }
+        }
+    }
+
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert(key, Some(value));
+    }
+
+    pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
+        let bytes = postcard::to_stdvec(value).map_err(StoreError::Encode)?;
+        self.overlay.insert(key, Some(bytes));
+        Ok(())
+    }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key, None);
+    }
+
+    /// Keys and values under a prefix, overlay included, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = self
+            .tree
+            .scan_prefix(prefix)
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), Some(v.to_vec()))))
+            .collect::<std::result::Result<_, _>>()?;
+        for (k, v) in &self.overlay {
+            if k.starts_with(prefix) {
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// Number of staged writes (to bound a batch's memory).
+    pub fn staged(&self) -> usize {
+        self.overlay.len()
+    }
+
+    /// Drops the staged writes: the batch never happened.
+    pub fn abandon(&mut self) {
+        self.overlay.clear();
+    }
+
+    /// Applies the staged writes atomically and flushes them to disk.
+    pub fn commit(&mut self) -> Result<()> {
+        if self.overlay.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.overlay.drain() {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Builds a key from a table prefix and parts separated by `\0` (no part holds a NUL:
+/// normalised values never do).
+pub fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    k.extend_from_slice(prefix.as_bytes());
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_is_read_before_commit_and_dropped_on_abandon() {
+        let mut s = Store::temporary().unwrap();
+        s.put(b"a".to_vec(), &7u32).unwrap();
+        assert_eq!(s.get::<u32>(b"a").unwrap(), Some(7));
+        s.abandon();
+        assert_eq!(s.get::<u32>(b"a").unwrap(), None);
+        s.put(b"a".to_vec(), &8u32).unwrap();
+        s.commit().unwrap();
+        s.remove(b"a".to_vec());
+        assert!(!s.contains(b"a").unwrap());
+        s.abandon();
+        assert_eq!(s.get::<u32>(b"a").unwrap(), Some(8));
+    }
+
+    #[test]
+    fn committed_state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.put(key("r/x/", &["email", "a@b.fr"]), &"v".to_string())
+                .unwrap();
+            s.put(b"r/y".to_vec(), &1u8).unwrap();
+            s.commit().unwrap();
+            s.put(b"r/z".to_vec(), &1u8).unwrap(); // never committed
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.get::<String>(&key("r/x/", &["email", "a@b.fr"])).unwrap(),
+            Some("v".into())
+        );
+        assert_eq!(s.scan_prefix(b"r/").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn undecodable_value_is_an_error_naming_the_key() {
+        let mut s = Store::temporary().unwrap();
+        s.put_raw(b"k".to_vec(), vec![0xff, 0xff, 0xff]);
+        let err = s.get::<String>(b"k").unwrap_err();
+        assert!(err.to_string().contains("`k`"), "{err}");
+    }
+}
