@@ -1,0 +1,29 @@
+//! unicus: a live single customer view (*vue client unique*) inside a Kafka stream.
+//!
+//! The data path, one module per step:
+//!
+//! | module | step |
+//! |---|---|
+//! | [`event`] | parse and validate a touchpoint (contract §1); rejections go to the DLQ |
+//! | [`normalise`] | emails, E.164 phones, names, addresses to comparable forms |
+//! | [`resolve`] | the identity graph: source profiles, links, guardrails, merges |
+//! | [`handoff`] | the narrow, serialisable interface from resolve to profile |
+//! | [`profile`] | everything keyed by customer id: golden record, order stats, lifecycle |
+//! | [`output`] | output records for the topics of the contract (§2) |
+//! | [`engine`] | drives the steps for one record; dedupe by `event_id`; batch commit |
+//! | [`store`] | the embedded sled store, one atomic write per batch |
+//!
+//! Around the engine: [`replay`] (a file in, a file out, contract §3), [`generate`]
+//! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
+pub mod bench;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod generate;
+pub mod handoff;
+pub mod normalise;
+pub mod output;
+pub mod profile;
+pub mod replay;
+pub mod resolve;
+pub mod store;

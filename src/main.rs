@@ -1,0 +1,243 @@
+//! The `unicus` command: parses arguments, installs tracing, calls the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use unicus::config::EngineConfig;
+use unicus::generate::{self, GenerateOptions};
+use unicus::replay::{self, ReplayOptions};
+
+/// unicus: one live view of each customer across every channel.
+///
+/// unicus reads touchpoint events (store, web, app, marketplace, social, CRM, customer
+/// service, email), normalises identifiers and person data, resolves identity against an
+/// embedded store and keeps a golden record per customer.
+#[derive(Parser)]
+#[command(name = "unicus", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the engine over a file of JSON events (one per line) and writes every output
+    /// record, in order, one per line: {"topic", "key", "value"}.
+    ///
+    /// The same input into a fresh store gives the same output. With --state the store
+    /// is kept, so a second run skips the events it has already seen (by event_id).
+    Replay(ReplayArgs),
+    /// Writes a seeded synthetic multi-channel stream of touchpoints as JSON lines:
+    /// customers with identifiers reused across channels, paper forms with name and
+    /// address only, typos, junk values, carts, purchases, returns and the Sophie Dupont
+    /// story. The same seed gives the same bytes.
+    Generate(GenerateArgs),
+    /// Prints a customer's golden record (JSON) from a store, found by email, phone or id.
+    Profile(ProfileArgs),
+    /// Benchmarks: prints figures, asserts nothing.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    /// Engine configuration (TOML, the `[engine]` table of unicus.toml); defaults if absent.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Input file of JSON events, one per line.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Output file, one record per line (`-` for standard output).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Store directory kept between runs (a temporary store without it).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Events per store commit.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Distinct synthetic persons.
+    #[arg(long, default_value_t = 1_000)]
+    customers: usize,
+    /// Events to write (the story included).
+    #[arg(long, default_value_t = 10_000)]
+    events: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Share of deliberately invalid lines (malformed, missing fields, special categories).
+    #[arg(long, default_value_t = 0.001)]
+    invalid_rate: f64,
+    /// Leave out the Sophie Dupont story.
+    #[arg(long)]
+    no_story: bool,
+    /// Output file (standard output if absent).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("who").required(true).args(["email", "phone", "customer_id", "identifier"])))]
+struct ProfileArgs {
+    /// Store directory (as given to `replay --state` or `demo`).
+    #[arg(long)]
+    store: PathBuf,
+    #[arg(long)]
+    email: Option<String>,
+    #[arg(long)]
+    phone: Option<String>,
+    #[arg(long)]
+    customer_id: Option<String>,
+    /// Any identifier type, as `type:value` (e.g. `loyalty_id:FID-99812`).
+    #[arg(long)]
+    identifier: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Replay throughput and peak memory over a generated stream.
+    Replay {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 100_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("UNICUS_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_engine_config(path: Option<&Path>) -> Result<EngineConfig> {
+    let Some(path) = path else {
+        return Ok(EngineConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read {}", path.display()))?;
+    let config: EngineConfig = toml::from_str(&text)
+        .with_context(|| format!("invalid configuration in {}", path.display()))?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Replay(args) => {
+            let config = load_engine_config(args.engine.config.as_deref())?;
+            let opts = ReplayOptions {
+                input: args.input,
+                output: args.output,
+                state: args.state,
+                batch: args.batch,
+                progress: true,
+            };
+            let summary = replay::replay(config, &opts).context("replay failed")?;
+            eprint!("{}", replay::describe(&summary));
+            Ok(())
+        }
+        Command::Generate(args) => {
+            let opts = GenerateOptions {
+                seed: args.seed,
+                customers: args.customers,
+                events: args.events,
+                include_story: !args.no_story,
+                invalid_rate: args.invalid_rate,
+                ..GenerateOptions::default()
+            };
+            if !(0.0..=1.0).contains(&opts.invalid_rate) {
+                bail!("--invalid-rate must be between 0 and 1");
+            }
+            if opts.customers == 0 {
+                bail!("--customers must be at least 1");
+            }
+            let written = match args.output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("failed to create {}", path.display()))?;
+                    let mut w = std::io::BufWriter::new(file);
+                    let n = generate::write_jsonl(opts, &mut w)?;
+                    std::io::Write::flush(&mut w)?;
+                    n
+                }
+                None => {
+                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    let n = generate::write_jsonl(opts, &mut w)?;
+                    std::io::Write::flush(&mut w)?;
+                    n
+                }
+            };
+            eprintln!("wrote {written} events");
+            Ok(())
+        }
+        Command::Profile(args) => {
+            let config = load_engine_config(args.engine.config.as_deref())?;
+            if !args.store.exists() {
+                bail!("no store at {}", args.store.display());
+            }
+            let engine = replay::open_engine(config, Some(&args.store))
+                .with_context(|| format!("failed to open the store at {}", args.store.display()))?;
+            let customer = match (
+                &args.customer_id,
+                &args.email,
+                &args.phone,
+                &args.identifier,
+            ) {
+                (Some(id), ..) => Some(id.clone()),
+                (_, Some(email), ..) => engine.find_customer("email", email)?,
+                (_, _, Some(phone), _) => engine.find_customer("phone", phone)?,
+                (.., Some(typed)) => {
+                    let (kind, value) = typed
+                        .split_once(':')
+                        .context("--identifier takes `type:value`")?;
+                    if !engine.config().identifiers.contains_key(kind) {
+                        bail!("unknown identifier type `{kind}`");
+                    }
+                    engine.find_customer(kind, value)?
+                }
+                _ => unreachable!("clap requires one of them"),
+            };
+            let Some(customer) = customer else {
+                bail!("no customer holds that identifier");
+            };
+            let Some(record) = engine.golden_record(&customer)? else {
+                bail!("no customer `{customer}`");
+            };
+            println!("{}", serde_json::to_string_pretty(&record)?);
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Replay {
+            events,
+            customers,
+            seed,
+        }) => unicus::bench::replay(events, customers, seed),
+    }
+}
