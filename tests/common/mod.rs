@@ -1,0 +1,39 @@
+//! Helpers shared by the engine-level tests: drive the engine over JSON lines in memory.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use unicus::config::EngineConfig;
+use unicus::engine::Engine;
+use unicus::replay;
+use unicus::store::Store;
+
+pub fn engine() -> Engine {
+    Engine::new(EngineConfig::default(), Store::temporary().unwrap()).unwrap()
+}
+
+/// Replays lines through `engine` and returns the output lines as JSON values.
+pub fn feed(engine: &mut Engine, lines: &[String]) -> Vec<Value> {
+    let input = lines.join("\n");
+    let mut out = Vec::new();
+    replay::run(engine, input.as_bytes(), "test", &mut out, 3, None).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn on_topic<'a>(outputs: &'a [Value], topic: &str) -> Vec<&'a Value> {
+    outputs.iter().filter(|o| o["topic"] == topic).collect()
+}
+
+/// A touchpoint line with the given fields merged over the required ones.
+pub fn event(id: &str, channel: &str, kind: &str, at: &str, extra: Value) -> String {
+    let mut e = serde_json::json!({
+        "event_id": id, "channel": channel, "type": kind, "occurred_at": at,
+    });
+    if let (Value::Object(base), Value::Object(more)) = (&mut e, extra) {
+        base.extend(more);
+    }
+    e.to_string()
+}
