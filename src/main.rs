@@ -241,3 +241,6 @@ fn run(cli: Cli) -> Result<()> {
         }) => unicus::bench::replay(events, customers, seed),
     }
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

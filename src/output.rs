@@ -82,8 +82,55 @@ impl OutputRecord {
         }
     }
 
-    /// The line the replay format writes (contract §3). Raw bytes are written as a
-    /// string (invalid UTF-8 replaced), with the headers alongside.
+    /// Writes the line of the replay format (contract §3), without a newline, straight
+    /// from the record (no copy of the value).
+    pub fn write_replay_line(&self, out: &mut impl std::io::Write) -> serde_json::Result<()> {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            topic: &'static str,
+            key: &'a Option<String>,
+            value: ReplayValue<'a>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            headers: Option<std::collections::BTreeMap<&'a str, &'a str>>,
+        }
+        enum ReplayValue<'a> {
+            Json(&'a Value),
+            Null,
+            Text(std::borrow::Cow<'a, str>),
+        }
+        impl serde::Serialize for ReplayValue<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    ReplayValue::Json(v) => v.serialize(s),
+                    ReplayValue::Null => s.serialize_none(),
+                    ReplayValue::Text(t) => s.serialize_str(t),
+                }
+            }
+        }
+        let value = match &self.payload {
+            Payload::Json(v) => ReplayValue::Json(v),
+            Payload::Tombstone => ReplayValue::Null,
+            Payload::Raw(bytes) => ReplayValue::Text(String::from_utf8_lossy(bytes)),
+        };
+        let headers = (!self.headers.is_empty()).then(|| {
+            self.headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect()
+        });
+        serde_json::to_writer(
+            out,
+            &Line {
+                topic: self.topic.name(),
+                key: &self.key,
+                value,
+                headers,
+            },
+        )
+    }
+
+    /// The line the replay format writes (contract §3), as a JSON value. Raw bytes are
+    /// written as a string (invalid UTF-8 replaced), with the headers alongside.
     pub fn to_replay_json(&self) -> Value {
         let value = match &self.payload {
             Payload::Json(v) => v.clone(),

@@ -151,7 +151,8 @@ pub fn run(
             key: None,
         };
         for record in engine.process(&input)? {
-            serde_json::to_writer(&mut *out, &record.to_replay_json())
+            record
+                .write_replay_line(&mut *out)
                 .map_err(io::Error::from)
                 .and_then(|_| out.write_all(b"\n"))
                 .map_err(|error| ReplayError::Output {

@@ -10,6 +10,7 @@
 //! `e/` seen event ids, `r/` resolve stage, `p/` profile stage, `m/` counters,
 //! `o/` outbox (runtime).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -37,7 +38,45 @@ pub struct Store {
     tree: sled::Tree,
     /// Writes of the current batch, not yet in sled; `None` is a removal.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Committed values read or written lately (`None`: known absent), so that hot keys
+    /// skip sled's tree walk. Always equal to what sled holds; cleared when it grows
+    /// past `cache_budget` bytes.
+    /// Behind a `RefCell` so that reads stay `&self`; the store is used by one thread.
+    cache: RefCell<ReadCache>,
 }
+
+#[derive(Default)]
+struct ReadCache {
+    entries: HashMap<Vec<u8>, Option<sled::IVec>>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl ReadCache {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    fn remember(&mut self, key: &[u8], value: Option<sled::IVec>) {
+        if self.budget == 0 {
+            return;
+        }
+        let size = key.len() + value.as_ref().map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
+        if self.bytes + size > self.budget {
+            self.clear();
+        }
+        self.bytes += size;
+        if let Some(old) = self.entries.insert(key.to_vec(), value) {
+            self.bytes -= key.len() + old.map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
+        }
+    }
+}
+
+/// Bytes a cache entry is counted for, beyond its key and value.
+const CACHE_ENTRY_OVERHEAD: usize = 64;
+/// Default budget of the read cache.
+pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 
 impl Store {
     /// Opens (or creates) a store in a directory.
@@ -62,34 +101,62 @@ impl Store {
             db,
             tree,
             overlay: HashMap::new(),
+            cache: RefCell::new(ReadCache {
+                budget: DEFAULT_CACHE_BYTES,
+                ..ReadCache::default()
+            }),
         })
+    }
+
+    /// Sets the read cache's budget in bytes (0 disables it).
+    pub fn set_cache_budget(&mut self, bytes: usize) {
+        let cache = self.cache.get_mut();
+        cache.budget = bytes;
+        cache.clear();
+    }
+
+    /// Reads a committed value through the cache.
+    fn committed(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        if let Some(v) = self.cache.borrow().entries.get(key) {
+            return Ok(v.clone());
+        }
+        let v = self.tree.get(key)?;
+        self.cache.borrow_mut().remember(key, v.clone());
+        Ok(v)
     }
 
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(staged) = self.overlay.get(key) {
             return Ok(staged.clone());
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        Ok(self.committed(key)?.map(|v| v.to_vec()))
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
         if let Some(staged) = self.overlay.get(key) {
             return Ok(staged.is_some());
         }
-        Ok(self.tree.contains_key(key)?)
+        Ok(self.committed(key)?.is_some())
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        match self.get_raw(key)? {
+        let decode = |bytes: &[u8]| {
+            postcard::from_bytes(bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Decode {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    source,
+                })
+        };
+        if let Some(staged) = self.overlay.get(key) {
+            return match staged {
+                Some(bytes) => decode(bytes),
+                None => Ok(None),
+            };
+        }
+        match self.committed(key)? {
+            Some(bytes) => decode(&bytes),
             None => Ok(None),
-            Some(bytes) => {
-                postcard::from_bytes(&bytes)
-                    .map(Some)
-                    .map_err(|source| StoreError::Decode {
-                        key: String::from_utf8_lossy(key).into_owned(),
-                        source,
-                    })
-            }
         }
     }
 
@@ -141,13 +208,26 @@ impl Store {
             return Ok(());
         }
         let mut batch = sled::Batch::default();
-        for (k, v) in self.overlay.drain() {
+        let staged: Vec<(Vec<u8>, Option<sled::IVec>)> = self
+            .overlay
+            .drain()
+            .map(|(k, v)| (k, v.map(sled::IVec::from)))
+            .collect();
+        for (k, v) in &staged {
             match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
+                Some(v) => batch.insert(k.as_slice(), v.clone()),
+                None => batch.remove(k.as_slice()),
             }
         }
-        self.tree.apply_batch(batch)?;
+        let cache = self.cache.get_mut();
+        if let Err(e) = self.tree.apply_batch(batch) {
+            // What sled holds is unknown now: the cache must not claim otherwise.
+            cache.clear();
+            return Err(e.into());
+        }
+        for (k, v) in staged {
+            cache.remember(&k, v);
+        }
         self.db.flush()?;
         Ok(())
     }
@@ -208,6 +288,28 @@ mod tests {
             Some("v".into())
         );
         assert_eq!(s.scan_prefix(b"r/").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn read_cache_always_agrees_with_what_was_committed() {
+        for budget in [0, 200, DEFAULT_CACHE_BYTES] {
+            let mut s = Store::temporary().unwrap();
+            s.set_cache_budget(budget);
+            assert_eq!(s.get::<u32>(b"k").unwrap(), None); // absent, remembered as such
+            s.put(b"k".to_vec(), &1u32).unwrap();
+            s.commit().unwrap();
+            assert_eq!(s.get::<u32>(b"k").unwrap(), Some(1));
+            s.put(b"k".to_vec(), &2u32).unwrap();
+            s.abandon();
+            assert_eq!(s.get::<u32>(b"k").unwrap(), Some(1), "budget {budget}");
+            for i in 0..50u32 {
+                s.put(format!("x{i}").into_bytes(), &i).unwrap();
+            }
+            s.remove(b"k".to_vec());
+            s.commit().unwrap();
+            assert_eq!(s.get::<u32>(b"k").unwrap(), None, "budget {budget}");
+            assert_eq!(s.get::<u32>(b"x7").unwrap(), Some(7));
+        }
     }
 
     #[test]
