@@ -17,6 +17,7 @@
 //! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod generate;
@@ -26,4 +27,6 @@ pub mod output;
 pub mod profile;
 pub mod replay;
 pub mod resolve;
+pub mod runtime;
+pub mod settings;
 pub mod store;

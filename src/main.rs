@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use unicus::config::EngineConfig;
 use unicus::generate::{self, GenerateOptions};
 use unicus::replay::{self, ReplayOptions};
+use unicus::settings::Settings;
 
 /// unicus: one live view of each customer across every channel.
 ///
@@ -24,6 +25,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs the whole chain on an in-process Kafka mock cluster (nothing to install):
+    /// a producer plays a synthetic stream with the Sophie Dupont story into the
+    /// per-channel topics, the real runtime consumes them, and a summary follows.
+    Demo(DemoArgs),
+    /// Runs unicus against a Kafka cluster: consumes `touchpoints.<channel>` for each
+    /// configured channel and publishes the output topics. SIGINT/SIGTERM drain and stop.
+    Run(RunArgs),
+    /// Validates a configuration and prints the effective one (defaults, file,
+    /// UNICUS_<SECTION>__<KEY> variables, flags), secrets masked.
+    CheckConfig(RunArgs),
+    /// Produces a file of JSON events to their `touchpoints.<channel>` topics.
+    Produce(ProduceArgs),
     /// Runs the engine over a file of JSON events (one per line) and writes every output
     /// record, in order, one per line: {"topic", "key", "value"}.
     ///
@@ -40,6 +53,46 @@ enum Command {
     /// Benchmarks: prints figures, asserts nothing.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    #[arg(long, default_value_t = 10_000)]
+    customers: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Store directory, kept after the demo (cleared at the start of the next one).
+    #[arg(long, default_value = "unicus-demo-store")]
+    store: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Configuration file (TOML); see deploy/unicus.toml.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides kafka.brokers.
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Overrides kafka.group_id.
+    #[arg(long)]
+    group_id: Option<String>,
+    /// Overrides kafka.topic_prefix.
+    #[arg(long)]
+    topic_prefix: Option<String>,
+    /// Overrides runtime.store_dir.
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    #[arg(long, short)]
+    input: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 #[derive(Args)]
@@ -127,6 +180,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,8 +203,108 @@ fn load_engine_config(path: Option<&Path>) -> Result<EngineConfig> {
     Ok(config)
 }
 
+fn settings(args: &RunArgs) -> Result<Settings> {
+    let mut s = Settings::load(args.config.as_deref())?;
+    if let Some(b) = &args.brokers {
+        s.kafka.brokers = b.clone();
+    }
+    if let Some(g) = &args.group_id {
+        s.kafka.group_id = g.clone();
+    }
+    if let Some(p) = &args.topic_prefix {
+        s.kafka.topic_prefix = p.clone();
+    }
+    if let Some(d) = &args.store {
+        s.runtime.store_dir = d.clone();
+    }
+    s.validate()?;
+    Ok(s)
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn termination() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Demo(args) => {
+            tokio_runtime()?.block_on(unicus::demo::demo(unicus::demo::DemoOptions {
+                events: args.events,
+                customers: args.customers,
+                seed: args.seed,
+                store_dir: args.store,
+            }))
+        }
+        Command::Run(args) => {
+            let settings = settings(&args)?;
+            tokio_runtime()?.block_on(async move {
+                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    termination().await;
+                    tracing::info!("termination signal: draining");
+                    stop_tx.send(true).ok();
+                });
+                let stats = std::sync::Arc::new(unicus::runtime::RuntimeStats::default());
+                let summary = unicus::runtime::run(settings, stop_rx, stats).await?;
+                tracing::info!(
+                    consumed = summary.consumed,
+                    produced = summary.produced,
+                    batches = summary.batches,
+                    customers = summary.customers,
+                    clean = summary.clean,
+                    "stopped"
+                );
+                Ok(())
+            })
+        }
+        Command::CheckConfig(args) => {
+            let settings = settings(&args)?;
+            print!("{}", settings.to_masked_toml());
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Produce(args) => {
+            let settings = settings(&args.run)?;
+            let file = std::fs::File::open(&args.input)
+                .with_context(|| format!("failed to open {}", args.input.display()))?;
+            let lines = std::io::BufRead::lines(std::io::BufReader::new(file))
+                .map_while(|l| l.ok())
+                .filter(|l| !l.trim().is_empty());
+            let n = tokio_runtime()?.block_on(unicus::demo::produce_lines(
+                &settings.kafka.brokers,
+                &settings.kafka.topic_prefix,
+                &settings.kafka.channels,
+                lines,
+                None,
+            ))?;
+            eprintln!("produced {n} events");
+            Ok(())
+        }
         Command::Replay(args) => {
             let config = load_engine_config(args.engine.config.as_deref())?;
             let opts = ReplayOptions {

@@ -1,0 +1,707 @@
+//! The Kafka runtime: per-channel input topics → engine → output topics.
+//!
+//! # Guarantees
+//!
+//! At-least-once on outputs, exactly-once on state. Each batch goes through these steps
+//! in this order, and offsets are committed last:
+//!
+//! 1. consume up to `batch_max_events` records (or for `batch_max_wait_ms`);
+//! 2. run the engine over them (a redelivered `event_id` changes nothing);
+//! 3. write the engine's state **and the batch's output records (the outbox)** to the
+//!    store in one atomic, flushed write; the previous batch's outbox entry, already
+//!    acknowledged, is removed in the same write;
+//! 4. produce the outputs and wait for every acknowledgement, retrying (with back-off,
+//!    logged and counted) for as long as the broker does not acknowledge;
+//! 5. commit the offsets after the last record of the batch (a committed offset is the
+//!    next one to read).
+//!
+//! A crash before 3 leaves no trace: the records are consumed again. A crash after 3
+//! leaves the outbox: on start, its records are produced again before anything is
+//! consumed, and the records of the batch, consumed again since their offsets were not
+//! committed, are recognised by `event_id` and change nothing. Outputs may therefore
+//! be duplicated, never lost; state is never counted twice.
+//!
+//! A rebalance can only happen while records are being consumed (step 1), inside the
+//! client's poll: the records gathered before it are dropped, since the eager
+//! assignment the runtime asserts puts every partition back at its committed offset.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::engine::{Engine, EngineError, Input, Stats};
+use crate::output::{OutputRecord, Payload, Topic};
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("kafka client error while {action}: {source}")]
+    Kafka {
+        action: &'static str,
+        source: KafkaError,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot encode an output record: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> RuntimeError {
+    move |source| RuntimeError::Kafka { action, source }
+}
+
+/// An output record as it goes on the wire (and into the outbox).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireRecord {
+    pub topic: String,
+    pub key: Option<String>,
+    /// `None`: a tombstone.
+    pub payload: Option<Vec<u8>>,
+    pub headers: Vec<(String, String)>,
+    /// Timestamp (ms) of the input record that caused it, for the latency histogram.
+    pub source_timestamp: Option<i64>,
+}
+
+impl WireRecord {
+    pub fn from_output(
+        record: &OutputRecord,
+        settings: &Settings,
+        source_timestamp: Option<i64>,
+    ) -> Result<Self, serde_json::Error> {
+        let payload = match &record.payload {
+            Payload::Json(v) => Some(serde_json::to_vec(v)?),
+            Payload::Tombstone => None,
+            Payload::Raw(b) => Some(b.clone()),
+        };
+        Ok(Self {
+            topic: settings.kafka.topic(record.topic),
+            key: record.key.clone(),
+            payload,
+            headers: record.headers.clone(),
+            source_timestamp,
+        })
+    }
+}
+
+/// Live counters of a running runtime, shared with whoever watches it (demo, bench,
+/// metrics later).
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    pub consumed: AtomicU64,
+    pub produced: AtomicU64,
+    pub batches: AtomicU64,
+    pub delivery_retries: AtomicU64,
+    pub rebalances: AtomicU64,
+    pub dropped_batches: AtomicU64,
+    pub outbox_resent: AtomicU64,
+    pub customers: AtomicU64,
+    /// The engine's counters after the last batch.
+    pub engine: Mutex<Stats>,
+    latencies_ms: Mutex<Vec<u32>>,
+}
+
+/// Latency samples kept (the most recent ones).
+const LATENCY_SAMPLES: usize = 200_000;
+
+impl RuntimeStats {
+    fn record_latency(&self, ms: i64) {
+        let mut l = self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if l.len() >= LATENCY_SAMPLES {
+            l.drain(..LATENCY_SAMPLES / 2);
+        }
+        l.push(ms.clamp(0, i64::from(u32::MAX)) as u32);
+    }
+
+    /// Input-to-acknowledged-output latency percentile, in ms.
+    pub fn latency_percentile(&self, p: f64) -> Option<u32> {
+        let mut l = self
+            .latencies_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if l.is_empty() {
+            return None;
+        }
+        l.sort_unstable();
+        let i = ((l.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
+        Some(l[i])
+    }
+}
+
+/// Counts rebalances so a batch gathered across one is dropped.
+struct RuntimeContext {
+    generation: Arc<AtomicU64>,
+    stats: Arc<RuntimeStats>,
+}
+
+impl ClientContext for RuntimeContext {}
+
+impl ConsumerContext for RuntimeContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        match rebalance {
+            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
+            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+const OUTBOX_PREFIX: &[u8] = b"o/";
+const OUTBOX_SEQ: &[u8] = b"m/outbox_seq";
+
+fn outbox_key(seq: u64) -> Vec<u8> {
+    let mut k = OUTBOX_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Which client a pass-through property is meant for.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Consumer,
+    Producer,
+    Admin,
+}
+
+/// Properties librdkafka accepts on one kind of client only (it warns on the other).
+fn belongs_to(name: &str, role: Role) -> bool {
+    const CONSUMER_ONLY: [&str; 12] = [
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "partition.assignment.strategy",
+        "isolation.level",
+        "enable.partition.eof",
+        "group.instance.id",
+        "group.protocol",
+        "check.crcs",
+        "fetch.",
+        "queued.",
+    ];
+    const PRODUCER_ONLY: [&str; 12] = [
+        "linger.ms",
+        "acks",
+        "request.required.acks",
+        "compression.",
+        "batch.",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "queue.buffering.",
+        "enable.idempotence",
+        "retries",
+        "message.send.max.retries",
+        "transactional.id",
+    ];
+    let is = |list: &[&str]| {
+        list.iter().any(|p| {
+            if p.ends_with('.') {
+                name.starts_with(p)
+            } else {
+                name == *p
+            }
+        })
+    };
+    match role {
+        Role::Consumer => !is(&PRODUCER_ONLY),
+        Role::Producer => !is(&CONSUMER_ONLY),
+        Role::Admin => !is(&PRODUCER_ONLY) && !is(&CONSUMER_ONLY),
+    }
+}
+
+/// Common client settings: brokers, then the user's pass-through properties.
+fn base_config(settings: &Settings, role: Role) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.brokers);
+    for (k, v) in &settings.kafka.properties {
+        if belongs_to(k, role) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+pub fn producer_config(settings: &Settings) -> ClientConfig {
+    let mut c = base_config(settings, Role::Producer);
+    if !settings.kafka.properties.contains_key("linger.ms") {
+        c.set("linger.ms", "5");
+    }
+    if !settings.kafka.properties.contains_key("message.timeout.ms") {
+        c.set("message.timeout.ms", "30000");
+    }
+    // Re-asserted: no duplicates or reordering from producer retries.
+    c.set("enable.idempotence", "true").set("acks", "all");
+    c
+}
+
+pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    let mut c = base_config(settings, Role::Consumer);
+    if !settings.kafka.properties.contains_key("auto.offset.reset") {
+        c.set("auto.offset.reset", "earliest");
+    }
+    // Re-asserted: offsets are committed by unicus only, after the effects are durable;
+    // eager assignment so that a rebalance resets every partition to its commit.
+    c.set("group.id", &settings.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", "range,roundrobin");
+    c
+}
+
+/// Creates the output topics where the broker allows it; says what is missing.
+pub async fn ensure_topics(settings: &Settings) -> Vec<String> {
+    let names: Vec<String> = Topic::ALL
+        .iter()
+        .map(|t| settings.kafka.topic(*t))
+        .collect();
+    if settings.kafka.create_topics {
+        match base_config(settings, Role::Admin).create::<AdminClient<DefaultClientContext>>() {
+            Ok(admin) => {
+                let topics: Vec<NewTopic> = Topic::ALL
+                    .iter()
+                    .zip(&names)
+                    .map(|(t, name)| {
+                        let nt = NewTopic::new(
+                            name,
+                            settings.kafka.partitions,
+                            TopicReplication::Fixed(settings.kafka.replication_factor),
+                        );
+                        if *t == Topic::ProfilesMerged {
+                            nt.set("cleanup.policy", "compact")
+                        } else {
+                            nt
+                        }
+                    })
+                    .collect();
+                let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+                match tokio::time::timeout(
+                    Duration::from_secs(15),
+                    admin.create_topics(&topics, &opts),
+                )
+                .await
+                {
+                    Ok(Ok(results)) => {
+                        for r in results {
+                            match r {
+                                Ok(t) => info!(topic = %t, "created output topic"),
+                                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                                Err((t, code)) => {
+                                    warn!(topic = %t, error = %code, "cannot create output topic")
+                                }
+                            }
+                        }
+                    }
+                    Ok(Err(e)) => warn!(error = %e, "cannot create output topics"),
+                    Err(_) => {
+                        warn!("creating output topics timed out (the broker may have no admin api)")
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot create an admin client"),
+        }
+    }
+    // What exists now, as seen by a metadata request.
+    let missing = match base_config(settings, Role::Admin).create::<BaseConsumer>() {
+        Ok(client) => {
+            let metadata = tokio::task::block_in_place(|| {
+                client.fetch_metadata(None, Duration::from_secs(10))
+            });
+            match metadata {
+                Ok(m) => {
+                    let present: std::collections::HashSet<&str> = m
+                        .topics()
+                        .iter()
+                        .filter(|t| t.error().is_none())
+                        .map(|t| t.name())
+                        .collect();
+                    names
+                        .iter()
+                        .filter(|n| !present.contains(n.as_str()))
+                        .cloned()
+                        .collect()
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read topic metadata");
+                    Vec::new()
+                }
+            }
+        }
+        Err(_) => Vec::new(),
+    };
+    if !missing.is_empty() {
+        warn!(
+            missing = ?missing,
+            "output topics missing: create them (profiles.merged with cleanup.policy=compact) or allow auto-creation; outputs to them are retried until they exist"
+        );
+    }
+    missing
+}
+
+/// Produces records and waits until every one is acknowledged, retrying failures with
+/// back-off. Returns early (false) only if shutdown is requested during an outage.
+async fn deliver(
+    producer: &FutureProducer,
+    records: &[WireRecord],
+    stats: &RuntimeStats,
+    backoff: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+    deadline_on_shutdown: Duration,
+) -> bool {
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    let mut shutdown_since: Option<Instant> = None;
+    loop {
+        let mut futures = Vec::with_capacity(pending.len());
+        let mut failed = Vec::new();
+        for &i in &pending {
+            let r = &records[i];
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut record: FutureRecord<'_, str, [u8]> =
+                FutureRecord::to(&r.topic).headers(headers);
+            if let Some(k) = &r.key {
+                record = record.key(k.as_str());
+            }
+            if let Some(p) = &r.payload {
+                record = record.payload(p.as_slice());
+            }
+            loop {
+                match producer.send_result(record) {
+                    Ok(f) => {
+                        futures.push((i, f));
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // Back-pressure: let librdkafka drain its queue, then retry.
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => {
+                        warn!(error = %e, topic = %r.topic, "cannot enqueue output record");
+                        failed.push(i);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut last_error = None;
+        for (i, f) in futures {
+            match f.await {
+                Ok(Ok(_)) => {
+                    stats.produced.fetch_add(1, Ordering::Relaxed);
+                    if let Some(ts) = records[i].source_timestamp {
+                        stats.record_latency(chrono::Utc::now().timestamp_millis() - ts);
+                    }
+                }
+                Ok(Err((e, _))) => {
+                    last_error = Some(e.to_string());
+                    failed.push(i);
+                }
+                Err(_) => {
+                    last_error = Some("delivery cancelled".into());
+                    failed.push(i);
+                }
+            }
+        }
+        if failed.is_empty() {
+            return true;
+        }
+        stats.delivery_retries.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            records = failed.len(),
+            error = last_error.as_deref().unwrap_or("enqueue failed"),
+            "outputs not acknowledged; retrying in {backoff:?}"
+        );
+        if *shutdown.borrow() {
+            let since = *shutdown_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > deadline_on_shutdown {
+                return false;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        pending = failed;
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub consumed: u64,
+    pub produced: u64,
+    pub batches: u64,
+    pub elapsed: Duration,
+    pub engine: Stats,
+    pub customers: i64,
+    /// False if shutdown came during a broker outage: the outbox is kept for next start.
+    pub clean: bool,
+}
+
+/// Opens the engine on the configured store.
+pub fn open_engine(settings: &Settings) -> Result<Engine, RuntimeError> {
+    std::fs::create_dir_all(&settings.runtime.store_dir)
+        .map_err(|e| RuntimeError::Store(StoreError::Sled(sled::Error::Io(e))))?;
+    let mut store = Store::open(&settings.runtime.store_dir)?;
+    store.set_cache_budget(settings.runtime.store_cache_bytes);
+    Ok(Engine::new(settings.engine.clone(), store)?)
+}
+
+/// Runs until `shutdown` turns true, then drains and returns.
+pub async fn run(
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+    stats: Arc<RuntimeStats>,
+) -> Result<RunSummary, RuntimeError> {
+    let started = Instant::now();
+    let mut engine = open_engine(&settings)?;
+    let backoff = Duration::from_millis(settings.runtime.retry_backoff_ms);
+    let drain_deadline = Duration::from_millis(settings.runtime.shutdown_timeout_ms);
+    let producer: FutureProducer = producer_config(&settings)
+        .create()
+        .map_err(kafka("creating the producer"))?;
+
+    // Outputs decided before a crash but maybe never acknowledged go out first.
+    let mut clean = resend_outbox(
+        &mut engine,
+        &producer,
+        &stats,
+        backoff,
+        &mut shutdown,
+        drain_deadline,
+    )
+    .await?;
+    stats
+        .customers
+        .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
+
+    ensure_topics(&settings).await;
+
+    let generation = Arc::new(AtomicU64::new(0));
+    let consumer: StreamConsumer<RuntimeContext> = consumer_config(&settings)
+        .create_with_context(RuntimeContext {
+            generation: generation.clone(),
+            stats: stats.clone(),
+        })
+        .map_err(kafka("creating the consumer"))?;
+    let topics = settings.kafka.input_topics();
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .map_err(kafka("subscribing to the input topics"))?;
+    info!(topics = ?topics, group = %settings.kafka.group_id, "consuming");
+
+    let mut previous_outbox: Option<u64> = None;
+    let max_wait = Duration::from_millis(settings.runtime.batch_max_wait_ms);
+    while clean && !*shutdown.borrow() {
+        // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
+        // a record of the new assignment: records gathered before a rebalance belong to
+        // the old one and are dropped (each partition restarts from its commit).
+        let mut seen_generation = generation.load(Ordering::SeqCst);
+        let mut batch: Vec<OwnedMessage> = Vec::new();
+        let mut deadline: Option<tokio::time::Instant> = None;
+        while batch.len() < settings.runtime.batch_max_events {
+            let next = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, consumer.recv()).await.ok(),
+                    None => Some(consumer.recv().await),
+                }
+            };
+            let received = tokio::select! {
+                r = next => r,
+                _ = shutdown.changed() => break,
+            };
+            let now_generation = generation.load(Ordering::SeqCst);
+            if now_generation != seen_generation {
+                seen_generation = now_generation;
+                if !batch.is_empty() {
+                    debug!(
+                        records = batch.len(),
+                        "dropping records gathered before a rebalance"
+                    );
+                    stats.dropped_batches.fetch_add(1, Ordering::Relaxed);
+                    batch.clear();
+                    deadline = None;
+                }
+            }
+            match received {
+                None => break, // batch wait over
+                Some(Ok(m)) => {
+                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
+                    batch.push(m.detach());
+                }
+                Some(Err(e)) => {
+                    warn!(error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        debug!(records = batch.len(), "batch gathered");
+
+        // 2-3. Engine, then state and outbox in one durable write.
+        let (wire, outbox_seq) = tokio::task::block_in_place(|| -> Result<_, RuntimeError> {
+            let mut wire = Vec::with_capacity(batch.len() * 3);
+            for m in &batch {
+                let input = Input {
+                    bytes: m.payload().unwrap_or_default(),
+                    source_topic: m.topic(),
+                    source_offset: m.offset(),
+                    key: m.key(),
+                };
+                let ts = m.timestamp().to_millis();
+                for out in engine.process(&input)? {
+                    wire.push(WireRecord::from_output(&out, &settings, ts)?);
+                }
+            }
+            let store = engine.store_mut();
+            let seq = store.get::<u64>(OUTBOX_SEQ)?.unwrap_or(0) + 1;
+            store.put(OUTBOX_SEQ.to_vec(), &seq)?;
+            if let Some(prev) = previous_outbox {
+                store.remove(outbox_key(prev));
+            }
+            if !wire.is_empty() {
+                store.put(outbox_key(seq), &wire)?;
+            }
+            engine.commit()?;
+            Ok((wire, seq))
+        })?;
+        previous_outbox = Some(outbox_seq);
+        stats
+            .consumed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+
+        // 4. Outputs acknowledged.
+        if !deliver(
+            &producer,
+            &wire,
+            &stats,
+            backoff,
+            &mut shutdown,
+            drain_deadline,
+        )
+        .await
+        {
+            clean = false;
+            break;
+        }
+
+        // 5. Offsets: the next record to read on each partition of the batch.
+        let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+        for m in &batch {
+            let e = next.entry((m.topic(), m.partition())).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+        {
+            let mut tpl = TopicPartitionList::with_capacity(next.len());
+            for ((topic, partition), offset) in &next {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                    .map_err(kafka("building the offsets to commit"))?;
+            }
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                // Harmless: the records come again and are recognised by event_id.
+                warn!(error = %e, "offset commit failed; the batch will be consumed again");
+            }
+        }
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        debug!(
+            records = batch.len(),
+            outputs = wire.len(),
+            "batch committed"
+        );
+        stats
+            .customers
+            .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
+        *stats.engine.lock().unwrap_or_else(|e| e.into_inner()) = engine.stats().clone();
+    }
+
+    // Drain: everything acknowledged is already committed; flush and clean the outbox.
+    info!("stopping");
+    let flushed = tokio::task::block_in_place(|| producer.flush(drain_deadline));
+    if let Err(e) = flushed {
+        warn!(error = %e, "producer flush incomplete");
+    }
+    if clean {
+        if let Some(prev) = previous_outbox {
+            engine.store_mut().remove(outbox_key(prev));
+        }
+        tokio::task::block_in_place(|| engine.commit())?;
+    } else {
+        warn!("stopped during a broker outage: unacknowledged outputs stay in the outbox and are sent on next start");
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    let summary = RunSummary {
+        consumed: stats.consumed.load(Ordering::Relaxed),
+        produced: stats.produced.load(Ordering::Relaxed),
+        batches: stats.batches.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        engine: engine.stats().clone(),
+        customers: engine.customer_count()?,
+        clean,
+    };
+    Ok(summary)
+}
+
+/// Sends what the outbox holds, then empties it.
+async fn resend_outbox(
+    engine: &mut Engine,
+    producer: &FutureProducer,
+    stats: &RuntimeStats,
+    backoff: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+    deadline: Duration,
+) -> Result<bool, RuntimeError> {
+    let entries = engine.store().scan_prefix(OUTBOX_PREFIX)?;
+    if entries.is_empty() {
+        return Ok(true);
+    }
+    let mut total = 0;
+    for (key, value) in &entries {
+        let records: Vec<WireRecord> =
+            postcard::from_bytes(value).map_err(|source| StoreError::Decode {
+                key: "outbox".into(),
+                source,
+            })?;
+        if !deliver(producer, &records, stats, backoff, shutdown, deadline).await {
+            return Ok(false);
+        }
+        total += records.len();
+        engine.store_mut().remove(key.clone());
+    }
+    tokio::task::block_in_place(|| engine.commit())?;
+    stats
+        .outbox_resent
+        .fetch_add(total as u64, Ordering::Relaxed);
+    info!(
+        records = total,
+        "re-sent outputs left in the outbox by the previous run"
+    );
+    Ok(true)
+}
