@@ -1,0 +1,392 @@
+//! The runtime against rdkafka's in-process mock cluster: consume, produce, commit and
+//! resume, dead letters, and the outbox re-sent on start.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use unicus::demo::produce_lines;
+use unicus::output::Topic;
+use unicus::runtime::{self, RuntimeStats, WireRecord};
+use unicus::settings::Settings;
+
+const PARTITIONS: i32 = 3;
+
+struct Cluster {
+    mock: MockCluster<'static, DefaultProducerContext>,
+    settings: Settings,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster(group: &str) -> Cluster {
+    let mock = MockCluster::new(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings::default();
+    settings.kafka.brokers = mock.bootstrap_servers();
+    settings.kafka.group_id = group.into();
+    settings.kafka.create_topics = false;
+    settings.kafka.channels = vec!["web".into(), "store".into(), "social".into()];
+    settings.runtime.store_dir = dir.path().join("store");
+    settings.runtime.batch_max_wait_ms = 50;
+    settings.runtime.batch_max_events = 7; // many batches, many commits
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
+        settings.kafka.properties.insert(k.into(), v.into());
+    }
+    for t in settings.kafka.input_topics() {
+        mock.create_topic(&t, PARTITIONS, 1).unwrap();
+    }
+    for t in Topic::ALL {
+        mock.create_topic(&settings.kafka.topic(t), PARTITIONS, 1)
+            .unwrap();
+    }
+    Cluster {
+        mock,
+        settings,
+        _dir: dir,
+    }
+}
+
+fn event(id: &str, channel: &str, extra: Value) -> String {
+    let mut e = json!({"event_id": id, "channel": channel, "type": "purchase",
+                       "occurred_at": "2026-11-20T10:00:00Z"});
+    if let (Value::Object(b), Value::Object(x)) = (&mut e, extra) {
+        b.extend(x);
+    }
+    e.to_string()
+}
+
+/// Runs the runtime until it has consumed `expected` records, then stops it.
+async fn run_until(settings: &Settings, expected: u64) -> runtime::RunSummary {
+    let stats = Arc::new(RuntimeStats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));
+    let started = Instant::now();
+    while stats.consumed.load(Ordering::Relaxed) < expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "consumed {} of {expected} after 60 s",
+            stats.consumed.load(Ordering::Relaxed)
+        );
+        assert!(
+            !task.is_finished(),
+            "runtime stopped early: {:?}",
+            task.await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), task)
+        .await
+        .expect("runtime drains within 15 s")
+        .unwrap()
+        .unwrap()
+}
+
+/// Every record of a topic: (key, value, headers).
+type Record = (Option<String>, Option<Vec<u8>>, BTreeMap<String, String>);
+
+fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    drop(tpl);
+    let mut out = Vec::new();
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(1500) {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    m.payload().map(<[u8]>::to_vec),
+                    headers,
+                ));
+                idle_since = Instant::now();
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn json_values(records: &[Record]) -> Vec<Value> {
+    records
+        .iter()
+        .filter_map(|(_, v, _)| v.as_ref().map(|v| serde_json::from_slice(v).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumes_channels_and_publishes_resolved_records_and_profiles() {
+    let c = cluster("g-publish");
+    let lines = vec![
+        event(
+            "s1",
+            "store",
+            json!({"identifiers": {"loyalty_id": "FID-1", "phone": "06 12 34 56 78"},
+            "order": {"order_id": "T-1", "total": 10.5, "currency": "EUR"}}),
+        ),
+        event(
+            "w1",
+            "web",
+            json!({"type": "login", "identifiers": {"account_id": "CRM-1", "email": "a@b.fr"}}),
+        ),
+        event(
+            "x1",
+            "social",
+            json!({"type": "social_interaction",
+            "identifiers": {"social_handle": "twitter:@a", "phone": "+33612345678", "email": "A@B.fr"}}),
+        ),
+    ];
+    let n = produce_lines(
+        &c.settings.kafka.brokers,
+        "",
+        &c.settings.kafka.channels,
+        lines.into_iter(),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, 3);
+    let summary = run_until(&c.settings, 3).await;
+    assert!(summary.clean);
+    assert_eq!(summary.customers, 1);
+
+    let resolved = json_values(&read_topic(
+        &c.settings.kafka.brokers,
+        "touchpoints.resolved",
+    ));
+    assert_eq!(resolved.len(), 3);
+    let ids: HashSet<&str> = resolved
+        .iter()
+        .map(|v| v["customer_id"].as_str().unwrap())
+        .collect();
+    let golden = runtime::open_engine(&c.settings)
+        .unwrap()
+        .golden_records()
+        .unwrap();
+    assert_eq!(golden.len(), 1);
+    let survivor = golden[0]["customer_id"].as_str().unwrap();
+    let profiles = read_topic(&c.settings.kafka.brokers, "profiles.merged");
+    let last: Value = profiles
+        .iter()
+        .rev()
+        .find(|(k, v, _)| k.as_deref() == Some(survivor) && v.is_some())
+        .map(|(_, v, _)| serde_json::from_slice(v.as_ref().unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(last["orders"]["count"], 1);
+    assert_eq!(last["identifiers"]["account_id"], json!(["CRM-1"]));
+    assert_eq!(last["identifiers"]["loyalty_id"], json!(["FID-1"]));
+    let tombstones: HashSet<&str> = profiles
+        .iter()
+        .filter(|(_, v, _)| v.is_none())
+        .map(|(k, _, _)| k.as_deref().unwrap())
+        .collect();
+    assert!(ids.is_superset(&tombstones));
+    assert!(ids.contains(survivor));
+    // How many customers existed before the merge depends on the order the three
+    // topics are read in; every id merged away has a merge record and a tombstone.
+    let merged: HashSet<String> =
+        json_values(&read_topic(&c.settings.kafka.brokers, "identity.changes"))
+            .iter()
+            .filter(|v| v["type"] == "merge")
+            .flat_map(|v| {
+                v["merged_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_str().unwrap().to_string())
+            })
+            .collect();
+    assert_eq!(
+        merged,
+        tombstones
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<HashSet<_>>()
+    );
+    assert_eq!(ids.len(), 1 + merged.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_from_committed_offsets_with_no_loss_and_no_double_count() {
+    let c = cluster("g-resume");
+    let brokers = c.settings.kafka.brokers.clone();
+    let make = |range: std::ops::Range<usize>| -> Vec<String> {
+        range
+            .map(|i| {
+                event(&format!("e{i}"), ["web", "store", "social"][i % 3],
+                    json!({"identifiers": {"email": format!("c{}@x.fr", i % 25)},
+                           "order": {"order_id": format!("O{i}"), "total": 1.0, "currency": "EUR"}}))
+            })
+            .collect()
+    };
+    produce_lines(
+        &brokers,
+        "",
+        &c.settings.kafka.channels,
+        make(0..60).into_iter(),
+        None,
+    )
+    .await
+    .unwrap();
+    let first = run_until(&c.settings, 60).await;
+    assert_eq!(first.engine.accepted, 60);
+
+    // A second consumer of the same group and store picks up where the first committed.
+    produce_lines(
+        &brokers,
+        "",
+        &c.settings.kafka.channels,
+        make(60..100).into_iter(),
+        None,
+    )
+    .await
+    .unwrap();
+    let second = run_until(&c.settings, 40).await;
+    assert_eq!(
+        second.consumed, 40,
+        "nothing consumed twice after a clean stop"
+    );
+    assert_eq!(second.engine.duplicates, 0);
+    assert_eq!(second.customers, 25);
+
+    let resolved = json_values(&read_topic(&brokers, "touchpoints.resolved"));
+    let ids: HashSet<String> = resolved
+        .iter()
+        .map(|v| v["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 100, "every input event has its resolved record");
+    assert_eq!(resolved.len(), 100);
+
+    let engine = runtime::open_engine(&c.settings).unwrap();
+    let orders: u64 = engine
+        .golden_records()
+        .unwrap()
+        .iter()
+        .map(|g| g["orders"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(orders, 100, "each purchase counted once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advances_past_poison_records_to_the_dead_letter_topic() {
+    let c = cluster("g-dlq");
+    let lines = vec![
+        "{not json".to_string(),
+        event("ok1", "web", json!({"identifiers": {"email": "z@z.fr"}})),
+        event("bad", "web", json!({"attributes": {"religion": "x"}})),
+        event("ok2", "web", json!({"identifiers": {"email": "z@z.fr"}})),
+    ];
+    produce_lines(
+        &c.settings.kafka.brokers,
+        "",
+        &["web".to_string()],
+        lines.clone().into_iter(),
+        None,
+    )
+    .await
+    .unwrap();
+    let summary = run_until(&c.settings, 4).await;
+    assert_eq!(summary.engine.rejected_total(), 2);
+    assert_eq!(summary.engine.accepted, 2);
+    let dlq = read_topic(&c.settings.kafka.brokers, "touchpoints.dlq");
+    assert_eq!(dlq.len(), 2);
+    let mut originals: Vec<String> = dlq
+        .iter()
+        .map(|(_, v, _)| String::from_utf8(v.clone().unwrap()).unwrap())
+        .collect();
+    originals.sort();
+    let mut expected = vec![lines[0].clone(), lines[2].clone()];
+    expected.sort();
+    assert_eq!(originals, expected, "original bytes kept");
+    for (_, _, h) in &dlq {
+        assert_eq!(h["unicus.source.topic"], "touchpoints.web");
+        assert!(h["unicus.source.offset"].parse::<i64>().is_ok());
+        assert!(!h["unicus.error"].is_empty());
+    }
+    assert_eq!(
+        json_values(&read_topic(
+            &c.settings.kafka.brokers,
+            "touchpoints.resolved"
+        ))
+        .len(),
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_the_outbox_left_by_a_crash_before_consuming() {
+    let c = cluster("g-outbox");
+    // What a crash between the store flush and the acknowledgements leaves behind.
+    {
+        let mut engine = runtime::open_engine(&c.settings).unwrap();
+        let record = WireRecord {
+            topic: "identity.changes".into(),
+            key: Some("cus_X".into()),
+            payload: Some(br#"{"type":"merge"}"#.to_vec()),
+            headers: vec![("h".into(), "v".into())],
+            source_timestamp: None,
+        };
+        engine
+            .store_mut()
+            .put(b"o/\0\0\0\0\0\0\0\x01".to_vec(), &vec![record])
+            .unwrap();
+        engine.commit().unwrap();
+    }
+    let stats = Arc::new(RuntimeStats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runtime::run(c.settings.clone(), stop_rx, stats.clone()));
+    let started = Instant::now();
+    while stats.outbox_resent.load(Ordering::Relaxed) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    task.await.unwrap().unwrap();
+    let changes = read_topic(&c.settings.kafka.brokers, "identity.changes");
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].0.as_deref(), Some("cus_X"));
+    assert_eq!(changes[0].2["h"], "v");
+    let engine = runtime::open_engine(&c.settings).unwrap();
+    assert!(
+        engine.store().scan_prefix(b"o/").unwrap().is_empty(),
+        "outbox emptied once acknowledged"
+    );
+    drop(c.mock);
+}
