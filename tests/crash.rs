@@ -1,0 +1,278 @@
+//! Crash test against a real broker process (Tansu, started by `scripts/test.sh`):
+//! unicus runs as a child process over 200k events and is killed with SIGKILL at random
+//! moments, then restarted. The final state must equal one uninterrupted replay of the
+//! same events, and every input event must have its resolved record on the output topic.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::Message;
+use unicus::config::EngineConfig;
+use unicus::generate::{GenerateOptions, Generator};
+use unicus::replay;
+
+const EVENTS: usize = 200_000;
+const KILLS: usize = 6;
+
+fn broker() -> Option<String> {
+    match std::env::var("UNICUS_TEST_BROKERS") {
+        Ok(b) => Some(b),
+        Err(_) if std::env::var_os("UNICUS_REQUIRE_BROKER").is_some() => {
+            panic!("UNICUS_TEST_BROKERS is not set: run scripts/test.sh")
+        }
+        Err(_) => {
+            eprintln!("skipped: UNICUS_TEST_BROKERS is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// Kills the child on drop, so a failing test never leaves unicus running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &Path, log: &Path) -> Running {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_unicus"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("UNICUS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("unicus starts"),
+    )
+}
+
+fn create_topic(brokers: &str, name: &str, partitions: u32) {
+    let tansu =
+        std::env::var("UNICUS_TANSU_BIN").expect("UNICUS_TANSU_BIN is set by scripts/test.sh");
+    let status = Command::new(tansu)
+        .args([
+            "topic",
+            "create",
+            name,
+            "--broker",
+            &format!("tcp://{brokers}"),
+        ])
+        .args(["--partitions", &partitions.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "creating {name}");
+}
+
+/// Reads the resolved topic from the beginning, accumulating event ids.
+struct ResolvedReader {
+    consumer: BaseConsumer,
+    event_ids: HashSet<String>,
+    records: u64,
+}
+
+impl ResolvedReader {
+    fn new(brokers: &str, topic: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("crash-reader-{}", std::process::id()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            // unicus creates the topic after this subscribes: notice it soon.
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        Self {
+            consumer,
+            event_ids: HashSet::new(),
+            records: 0,
+        }
+    }
+
+    fn poll_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
+                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+                self.event_ids
+                    .insert(v["event_id"].as_str().unwrap().to_string());
+                self.records += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn survives_kill_9_at_random_moments_with_exact_final_state() {
+    let Some(brokers) = broker() else { return };
+    let seed: u64 = std::env::var("UNICUS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64);
+    eprintln!("crash test seed {seed} (UNICUS_CRASH_SEED to repeat)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("crash-{}-{seed}.", std::process::id());
+    let lines: Vec<String> = Generator::new(GenerateOptions {
+        seed,
+        customers: 20_000,
+        events: EVENTS,
+        ..GenerateOptions::default()
+    })
+    .map(|e| e.line)
+    .collect();
+    let config = EngineConfig::default();
+    let valid: HashSet<String> = lines
+        .iter()
+        .filter_map(|l| unicus::event::parse(l.as_bytes(), &config).ok())
+        .map(|t| t.event_id)
+        .collect();
+
+    // One partition: the broker's order is the file's order, so the state after the
+    // crashes must equal the replay's exactly, customer ids included.
+    let input = format!("{prefix}touchpoints.web");
+    create_topic(&brokers, &input, 1);
+    let config_path = dir.path().join("unicus.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "{prefix}group"
+topic_prefix = "{prefix}"
+channels = ["web"]
+partitions = 2
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+[runtime]
+store_dir = "{}"
+batch_max_events = 2000
+batch_max_wait_ms = 50
+retry_backoff_ms = 200
+"#,
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let produced = rt
+        .block_on(unicus::demo::produce_lines(
+            &brokers,
+            &prefix,
+            &["web".to_string()],
+            lines.iter().cloned(),
+            None,
+        ))
+        .unwrap();
+    assert_eq!(produced as usize, EVENTS);
+
+    let log = dir.path().join("unicus.log");
+    let mut reader = ResolvedReader::new(&brokers, &format!("{prefix}touchpoints.resolved"));
+    for kill in 0..KILLS {
+        let child = start(&config_path, &log);
+        // Every other kill lands during start-up (outbox re-sent, group join); the
+        // others while batches flow (processing, store flush, produce, offset commit).
+        if kill % 2 == 1 {
+            let before = reader.event_ids.len();
+            let until = Instant::now() + Duration::from_secs(60);
+            while reader.event_ids.len() <= before && Instant::now() < until {
+                reader.poll_for(Duration::from_millis(100));
+            }
+        }
+        let wait = Duration::from_millis(rng.gen_range(200..3_000));
+        reader.poll_for(wait);
+        drop(child); // SIGKILL
+        eprintln!(
+            "kill {} after {wait:?}: {} of {} events resolved so far",
+            kill + 1,
+            reader.event_ids.len(),
+            valid.len()
+        );
+    }
+    let mut last = start(&config_path, &log);
+    let started = Instant::now();
+    while !valid.is_subset(&reader.event_ids) {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "only {} of {} events resolved; log: {}",
+            valid.intersection(&reader.event_ids).count(),
+            valid.len(),
+            log.display()
+        );
+        reader.poll_for(Duration::from_millis(500));
+    }
+    Command::new("kill")
+        .args(["-TERM", &last.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = last.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unicus did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "unicus exits 0 on SIGTERM: {status}");
+    eprintln!(
+        "{} resolved records for {} events ({} re-sent after crashes)",
+        reader.records,
+        valid.len(),
+        reader.records - valid.len() as u64
+    );
+    assert_eq!(
+        reader.event_ids.len(),
+        valid.len(),
+        "no resolved record for an unknown event"
+    );
+
+    // The state after six crashes equals one uninterrupted replay.
+    let crashed =
+        replay::open_engine(EngineConfig::default(), Some(&dir.path().join("store"))).unwrap();
+    let mut single = replay::open_engine(EngineConfig::default(), None).unwrap();
+    let mut sink = std::io::sink();
+    replay::run(
+        &mut single,
+        lines.join("\n").as_bytes(),
+        "crash",
+        &mut sink,
+        10_000,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        crashed.customer_count().unwrap(),
+        single.customer_count().unwrap()
+    );
+    let a = crashed.golden_records().unwrap();
+    let b = single.golden_records().unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "golden records differ");
+    }
+}
