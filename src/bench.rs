@@ -7,14 +7,21 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
+use tokio::sync::watch;
+
 use crate::config::EngineConfig;
+use crate::demo::produce_lines;
 use crate::generate::{self, GenerateOptions};
+use crate::output::Topic;
 use crate::replay;
+use crate::runtime::{self, RuntimeStats};
+use crate::settings::Settings;
 
 /// Peak and current resident set size of this process, in bytes (Linux).
 pub fn memory() -> (u64, u64) {
@@ -120,5 +127,219 @@ pub fn replay(events: usize, customers: usize, seed: u64) -> Result<()> {
         mib(rss_before),
         mib(disk)
     );
+    Ok(())
+}
+
+/// Events/s from the moment the first batch was done to the moment `total` were done.
+struct Rate {
+    first_at: Option<(Instant, u64)>,
+}
+
+impl Rate {
+    fn observe(&mut self, done: u64) {
+        if done > 0 && self.first_at.is_none() {
+            self.first_at = Some((Instant::now(), done));
+        }
+    }
+    fn per_second(&self, total: u64) -> f64 {
+        match self.first_at {
+            Some((t, n)) => (total - n) as f64 / t.elapsed().as_secs_f64().max(1e-9),
+            None => 0.0,
+        }
+    }
+}
+
+/// The passthrough baseline: consume -> produce the same bytes -> await acks -> commit,
+/// with the runtime's client settings and batch size.
+async fn passthrough(settings: &Settings, total: u64) -> Result<f64> {
+    use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+
+    let consumer: StreamConsumer = runtime::consumer_config(settings).create()?;
+    let producer: FutureProducer = runtime::producer_config(settings).create()?;
+    let topics = settings.kafka.input_topics();
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    let out_topic = format!("{}bench.passthrough", settings.kafka.topic_prefix);
+    let mut done = 0u64;
+    let mut rate = Rate { first_at: None };
+    while done < total {
+        let mut batch = Vec::with_capacity(settings.runtime.batch_max_events);
+        let first = consumer.recv().await?.detach();
+        batch.push(first);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(settings.runtime.batch_max_wait_ms);
+        while batch.len() < settings.runtime.batch_max_events {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(m) => batch.push(m?.detach()),
+                Err(_) => break,
+            }
+        }
+        let mut acks = Vec::with_capacity(batch.len());
+        for m in &batch {
+            let mut record =
+                FutureRecord::<[u8], [u8]>::to(&out_topic).payload(m.payload().unwrap_or_default());
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            loop {
+                match producer.send_result(record) {
+                    Ok(f) => {
+                        acks.push(f);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+            }
+        }
+        for f in acks {
+            f.await?
+                .map_err(|(e, _)| anyhow::anyhow!("passthrough delivery failed: {e}"))?;
+        }
+        let mut next = std::collections::BTreeMap::new();
+        for m in &batch {
+            let e = next
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert(0);
+            *e = m.offset() + 1;
+        }
+        {
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o) in &next {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+            }
+            consumer.commit(&tpl, CommitMode::Sync)?;
+        }
+        done += batch.len() as u64;
+        rate.observe(done);
+    }
+    Ok(rate.per_second(total))
+}
+
+/// `unicus bench kafka`: passthrough and unicus over the same generated events on the
+/// same broker (the in-process mock cluster unless `brokers` is given), in one run.
+pub async fn kafka(
+    events: usize,
+    customers: usize,
+    seed: u64,
+    brokers: Option<String>,
+) -> Result<()> {
+    use rdkafka::mocking::MockCluster;
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir()?;
+    let mock = match &brokers {
+        Some(_) => None,
+        None => Some(MockCluster::new(1)?),
+    };
+    let mut settings = Settings::default();
+    settings.kafka.brokers = brokers
+        .clone()
+        .or_else(|| mock.as_ref().map(|m| m.bootstrap_servers()))
+        .unwrap_or_default();
+    settings.kafka.topic_prefix = format!("bench{}.", std::process::id());
+    settings.runtime.store_dir = dir.path().join("store");
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "1000"),
+    ] {
+        settings.kafka.properties.insert(k.into(), v.into());
+    }
+    let latency_events = (events / 10).clamp(1_000, 20_000);
+    if let Some(m) = &mock {
+        settings.kafka.create_topics = false;
+        // The mock keeps ~5 MiB per partition: spread the inputs.
+        let partitions = ((events + latency_events) / 15_000 + 1).clamp(2, 64) as i32;
+        for t in settings.kafka.input_topics() {
+            m.create_topic(&t, partitions, 1)?;
+        }
+        for t in Topic::ALL {
+            m.create_topic(&settings.kafka.topic(t), 8, 1)?;
+        }
+        m.create_topic(
+            &format!("{}bench.passthrough", settings.kafka.topic_prefix),
+            8,
+            1,
+        )?;
+    }
+    let lines: Vec<String> = generate::Generator::new(GenerateOptions {
+        seed,
+        customers,
+        events: events + latency_events,
+        ..GenerateOptions::default()
+    })
+    .map(|e| e.line)
+    .collect();
+    let (bulk, paced) = lines.split_at(events);
+    let channels = settings.kafka.channels.clone();
+    let t = Instant::now();
+    let n = produce_lines(
+        &settings.kafka.brokers,
+        &settings.kafka.topic_prefix,
+        &channels,
+        bulk.iter().cloned(),
+        None,
+    )
+    .await?;
+    println!("preloaded {n} events in {:.1}s", t.elapsed().as_secs_f64());
+
+    settings.kafka.group_id = "bench-passthrough".into();
+    let pass = passthrough(&settings, n).await?;
+    println!("passthrough consume->produce->ack->commit: {pass:.0} events/s");
+
+    settings.kafka.group_id = "bench-unicus".into();
+    let stats = Arc::new(RuntimeStats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));
+    let mut rate = Rate { first_at: None };
+    while stats.consumed.load(Ordering::Relaxed) < n {
+        if task.is_finished() {
+            anyhow::bail!("the runtime stopped: {:?}", task.await?);
+        }
+        rate.observe(stats.consumed.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let unicus_rate = rate.per_second(n);
+    println!("unicus:                                 {unicus_rate:.0} events/s");
+    println!(
+        "ratio unicus/passthrough:               {:.3}",
+        unicus_rate / pass
+    );
+
+    // Latency: a paced stream at a fifth of unicus's throughput, timed from each input
+    // record's timestamp to the acknowledgement of its outputs.
+    stats.reset_latencies();
+    let per_second = (unicus_rate / 5.0).max(100.0);
+    let started = Instant::now();
+    let chunk = (per_second / 10.0).max(1.0) as usize;
+    let mut sent = 0u64;
+    for (i, part) in paced.chunks(chunk).enumerate() {
+        let due = started + Duration::from_secs_f64(i as f64 * chunk as f64 / per_second);
+        tokio::time::sleep_until(due.into()).await;
+        sent += produce_lines(
+            &settings.kafka.brokers,
+            &settings.kafka.topic_prefix,
+            &channels,
+            part.iter().cloned(),
+            None,
+        )
+        .await?;
+    }
+    while stats.consumed.load(Ordering::Relaxed) < n + sent {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "latency input->output at {per_second:.0} events/s: p50 {} ms, p99 {} ms ({} outputs)",
+        stats.latency_percentile(0.5).unwrap_or(0),
+        stats.latency_percentile(0.99).unwrap_or(0),
+        stats.produced.load(Ordering::Relaxed)
+    );
+    stop.send(true).ok();
+    task.await??;
+    drop(mock);
     Ok(())
 }

@@ -171,6 +171,19 @@ enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Consume->produce throughput of unicus against a passthrough loop with the same
+    /// client settings on the same broker, and input-to-output latency.
+    Kafka {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// A real cluster; the in-process mock cluster if absent.
+        #[arg(long)]
+        brokers: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -393,6 +406,12 @@ fn run(cli: Cli) -> Result<()> {
             customers,
             seed,
         }) => unicus::bench::replay(events, customers, seed),
+        Command::Bench(BenchCommand::Kafka {
+            events,
+            customers,
+            seed,
+            brokers,
+        }) => tokio_runtime()?.block_on(unicus::bench::kafka(events, customers, seed, brokers)),
     }
 }
 

@@ -129,6 +129,14 @@ impl RuntimeStats {
         l.push(ms.clamp(0, i64::from(u32::MAX)) as u32);
     }
 
+    /// Forgets the latency samples (to measure one phase).
+    pub fn reset_latencies(&self) {
+        self.latencies_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Input-to-acknowledged-output latency percentile, in ms.
     pub fn latency_percentile(&self, p: f64) -> Option<u32> {
         let mut l = self
