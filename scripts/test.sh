@@ -19,6 +19,7 @@ trap 'scripts/test-stack.sh stop-broker || true' EXIT
 # shellcheck disable=SC1091
 source scripts/test-stack.sh >/dev/null
 export UNICUS_TEST_BROKERS UNICUS_KCAT UNICUS_TANSU_BIN UNICUS_PYTHON
+export UNICUS_REQUIRE_BROKER=1
 echo "broker: $UNICUS_TEST_BROKERS" >&2
 
 step "checking the stack itself (kcat round trip)"

@@ -339,6 +339,13 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_example_in_deploy_is_exactly_the_defaults() {
+        let text = include_str!("../deploy/unicus.toml");
+        let s = Settings::from_toml_and_env(text, []).unwrap();
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let s = Settings::from_toml_and_env(
             "[kafka.properties]\n\"sasl.password\" = \"hunter2\"\n\"sasl.username\" = \"bob\"\n",
