@@ -390,3 +390,77 @@ async fn resends_the_outbox_left_by_a_crash_before_consuming() {
     );
     drop(c.mock);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_and_retries_through_a_broker_outage_without_losing_records() {
+    let mut c = cluster("g-outage");
+    c.settings.runtime.retry_backoff_ms = 200;
+    c.settings
+        .kafka
+        .properties
+        .insert("message.timeout.ms".into(), "1000".into());
+    let brokers = c.settings.kafka.brokers.clone();
+    let batch = |range: std::ops::Range<usize>| -> Vec<String> {
+        range
+            .map(|i| {
+                event(
+                    &format!("o{i}"),
+                    "web",
+                    json!({"identifiers": {"email": format!("p{i}@x.fr")}}),
+                )
+            })
+            .collect()
+    };
+    produce_lines(
+        &brokers,
+        "",
+        &c.settings.kafka.channels,
+        batch(0..20).into_iter(),
+        None,
+    )
+    .await
+    .unwrap();
+    let stats = Arc::new(RuntimeStats::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(runtime::run(c.settings.clone(), stop_rx, stats.clone()));
+    let wait_for = |n: u64, stats: Arc<RuntimeStats>| async move {
+        let started = Instant::now();
+        while stats.consumed.load(Ordering::Relaxed) < n {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "consumed {} of {n}",
+                stats.consumed.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    wait_for(20, stats.clone()).await;
+
+    // The broker goes away while more records are on their way, then comes back.
+    let more = tokio::spawn({
+        let brokers = brokers.clone();
+        let channels = c.settings.kafka.channels.clone();
+        async move { produce_lines(&brokers, "", &channels, batch(20..40).into_iter(), None).await }
+    });
+    c.mock.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !task.is_finished(),
+        "the runtime must not crash during an outage"
+    );
+    c.mock.broker_up(1).unwrap();
+    more.await.unwrap().unwrap();
+    wait_for(40, stats.clone()).await;
+    stop.send(true).unwrap();
+    let summary = task.await.unwrap().unwrap();
+    assert!(summary.clean);
+    let ids: HashSet<String> = json_values(&read_topic(&brokers, "touchpoints.resolved"))
+        .iter()
+        .map(|v| v["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 40, "no record lost across the outage");
+    eprintln!(
+        "delivery retries during the outage: {}",
+        stats.delivery_retries.load(Ordering::Relaxed)
+    );
+}
