@@ -603,15 +603,9 @@ const CATALOGUE: &[Product] = &[
 const CLIMBING_SHOES: u16 = 0;
 const HARNESS: u16 = 1;
 
-const CONSENT_PURPOSES: &[&str] = &[
-    "marketing",
-    "personalization",
-    "remarketing",
-    "ab_testing",
-    "analytics",
-    "profiling",
-];
-const CONSENT_CHANNELS: &[&str] = &["email", "sms", "push", "phone", "post", "web", "all"];
+/// The contract's consent vocabulary, as the parser checks it.
+const CONSENT_PURPOSES: &[&str] = &crate::event::CONSENT_PURPOSES;
+const CONSENT_CHANNELS: &[&str] = &crate::event::CONSENT_CHANNELS;
 
 const JUNK_ANY: &[&str] = &["n/a", "N/A", "null", "unknown", "none", "-", "."];
 const JUNK_EMAILS: &[&str] = &[

@@ -470,3 +470,126 @@ fn unknown_types_and_fields_are_kept_and_counted() {
     assert_eq!(e.stats().unknown_fields, 1);
     assert_eq!(e.stats().unknown_identifier_types, 1);
 }
+
+fn engine_with(config: unicus::config::EngineConfig) -> unicus::engine::Engine {
+    unicus::engine::Engine::new(config, unicus::store::Store::temporary().unwrap()).unwrap()
+}
+
+#[test]
+fn source_priority_per_field_beats_recency() {
+    let mut config = unicus::config::EngineConfig::default();
+    config
+        .survivorship
+        .field_priority
+        .insert("address".into(), vec!["crm".into()]);
+    let mut e = engine_with(config);
+    let lines = vec![
+        event(
+            "c",
+            "crm",
+            "account_updated",
+            "2026-11-01T10:00:00Z",
+            json!({"identifiers": {"account_id": "CRM-5"},
+                   "person": {"first_name": "Zoé", "address": {"line1": "1 rue A", "postal_code": "44000", "city": "Nantes"}}}),
+        ),
+        event(
+            "s",
+            "store",
+            "store_visit",
+            "2026-11-05T10:00:00Z",
+            json!({"identifiers": {"account_id": "CRM-5"},
+                   "person": {"first_name": "Zoe", "address": {"line1": "9 rue B", "postal_code": "33000", "city": "Bordeaux"}}}),
+        ),
+    ];
+    feed(&mut e, &lines);
+    let g = &e.golden_records().unwrap()[0];
+    assert_eq!(
+        g["person"]["address"]["source"], "crm",
+        "crm is first for address"
+    );
+    assert_eq!(g["person"]["address"]["value"]["city"], "Nantes");
+    assert_eq!(
+        g["person"]["first_name"]["value"], "Zoe",
+        "no priority: most recent wins"
+    );
+}
+
+#[test]
+fn lifecycle_follows_event_time_and_returns_reduce_monetary() {
+    let mut e = engine();
+    let id = json!({"identifiers": {"loyalty_id": "FID-7"}});
+    let mut buy = id.clone();
+    buy["order"] = json!({"order_id": "A", "total": 100, "currency": "EUR"});
+    let mut ret = id.clone();
+    ret["order"] = json!({"order_id": "A", "total": 40, "currency": "EUR"});
+    let stage = |e: &mut unicus::engine::Engine, i: &str, at: &str| {
+        feed(e, &[event(i, "store", "store_visit", at, id.clone())]);
+        e.golden_records().unwrap()[0]["lifecycle_stage"].clone()
+    };
+    feed(
+        &mut e,
+        &[event(
+            "v0",
+            "web",
+            "page_view",
+            "2026-01-01T10:00:00Z",
+            id.clone(),
+        )],
+    );
+    assert_eq!(
+        e.golden_records().unwrap()[0]["lifecycle_stage"],
+        "prospect"
+    );
+    feed(
+        &mut e,
+        &[event("b", "store", "purchase", "2026-01-02T10:00:00Z", buy)],
+    );
+    feed(
+        &mut e,
+        &[event("r", "store", "return", "2026-01-03T10:00:00Z", ret)],
+    );
+    let g = e.golden_records().unwrap()[0].clone();
+    assert_eq!(g["lifecycle_stage"], "active");
+    assert_eq!(g["rfm"]["monetary"], 60.0);
+    assert_eq!(g["orders"]["returns"], 1);
+    assert_eq!(stage(&mut e, "v1", "2026-08-01T10:00:00Z"), "inactive");
+    assert_eq!(stage(&mut e, "v2", "2027-03-01T10:00:00Z"), "dormant");
+    assert_eq!(e.golden_records().unwrap()[0]["rfm"]["recency_days"], 423);
+}
+
+#[test]
+fn values_beyond_a_type_limit_are_not_linked() {
+    let mut config = unicus::config::EngineConfig::default();
+    config.identifiers.get_mut("cookie_id").unwrap().limit = 2;
+    let mut e = engine_with(config);
+    let lines: Vec<String> = (0..4)
+        .map(|i| {
+            event(
+                &format!("k{i}"),
+                "web",
+                "login",
+                "2026-11-01T10:00:00Z",
+                json!({"identifiers": {"account_id": "CRM-1", "cookie_id": format!("c-{i}")}}),
+            )
+        })
+        .collect();
+    feed(&mut e, &lines);
+    assert_eq!(e.stats().limit_dropped, 2);
+    let g = &e.golden_records().unwrap()[0];
+    assert_eq!(g["identifiers"]["cookie_id"], json!(["c-0", "c-1"]));
+    // A cookie over the limit does not bring its next event to the customer.
+    let out = feed(
+        &mut e,
+        &[event(
+            "k9",
+            "web",
+            "page_view",
+            "2026-11-01T11:00:00Z",
+            json!({"identifiers": {"cookie_id": "c-3"}}),
+        )],
+    );
+    assert_eq!(
+        on_topic(&out, "touchpoints.resolved")[0]["value"]["resolution"]["method"],
+        "new"
+    );
+}

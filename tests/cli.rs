@@ -1,0 +1,156 @@
+//! The `unicus` command as a user runs it: generate, replay twice with a kept store,
+//! profile lookups, configuration errors.
+
+use std::process::Command;
+
+fn unicus(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_unicus"))
+        .args(args)
+        .env_remove("UNICUS_LOG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn generate_replay_and_profile_work_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let out = unicus(&[
+        "generate",
+        "--customers",
+        "200",
+        "--events",
+        "3000",
+        "--seed",
+        "5",
+        "-o",
+        &p("ev.jsonl"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(p("ev.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        3000
+    );
+
+    let out = unicus(&[
+        "replay",
+        "--input",
+        &p("ev.jsonl"),
+        "--output",
+        &p("o1.jsonl"),
+        "--state",
+        &p("store"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("3000 records"), "{summary}");
+    assert!(summary.contains("customers:"), "{summary}");
+
+    // Same input, fresh store: same bytes. Same input, kept store: nothing new.
+    let out = unicus(&[
+        "replay",
+        "--input",
+        &p("ev.jsonl"),
+        "--output",
+        &p("o2.jsonl"),
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(p("o1.jsonl")).unwrap(),
+        std::fs::read(p("o2.jsonl")).unwrap()
+    );
+    let out = unicus(&[
+        "replay",
+        "--input",
+        &p("ev.jsonl"),
+        "--output",
+        &p("o3.jsonl"),
+        "--state",
+        &p("store"),
+    ]);
+    assert!(out.status.success());
+    let again = std::fs::read_to_string(p("o3.jsonl")).unwrap();
+    assert!(
+        again.lines().all(|l| l.contains("\"touchpoints.dlq\"")),
+        "only dead letters come again"
+    );
+
+    let by_email = unicus(&[
+        "profile",
+        "--store",
+        &p("store"),
+        "--email",
+        " Sophie.Dupont@GMAIL.com",
+    ]);
+    assert!(
+        by_email.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_email.stderr)
+    );
+    let g: serde_json::Value = serde_json::from_slice(&by_email.stdout).unwrap();
+    assert_eq!(g["identifiers"]["loyalty_id"][0], "FID-99812");
+    let id = g["customer_id"].as_str().unwrap();
+    for args in [
+        vec!["--phone", "06 12 34 56 78"],
+        vec!["--customer-id", id],
+        vec!["--identifier", "account_id:CRM-000123"],
+    ] {
+        let mut all = vec!["profile", "--store", p("store").leak()];
+        all.extend(args);
+        let out = unicus(&all);
+        assert!(out.status.success(), "{all:?}");
+        let same: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(same["customer_id"], id);
+    }
+    let nobody = unicus(&[
+        "profile",
+        "--store",
+        &p("store"),
+        "--email",
+        "nobody@nowhere.fr",
+    ]);
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no customer holds that identifier"));
+}
+
+#[test]
+fn bad_configuration_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[kafka]\nbrokerz = \"x\"\n").unwrap();
+    let out = unicus(&["check-config", "--config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("brokerz"));
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/unicus.toml");
+    let out = unicus(&["check-config", "--config", example, "--brokers", "k1:9092"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("brokers = \"k1:9092\""));
+    let help = unicus(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for cmd in [
+        "demo",
+        "run",
+        "replay",
+        "generate",
+        "profile",
+        "check-config",
+        "bench",
+    ] {
+        assert!(text.contains(cmd), "--help mentions {cmd}");
+    }
+}
