@@ -524,6 +524,7 @@ pub async fn run(
     info!(topics = ?topics, group = %settings.kafka.group_id, "consuming");
 
     let mut previous_outbox: Option<u64> = None;
+    let mut consumer_errors: u64 = 0;
     let max_wait = Duration::from_millis(settings.runtime.batch_max_wait_ms);
     while clean && !*shutdown.borrow() {
         // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
@@ -563,7 +564,11 @@ pub async fn run(
                     batch.push(m.detach());
                 }
                 Some(Err(e)) => {
-                    warn!(error = %e, "consumer error");
+                    // A missing input topic reports every poll: say it, not a flood of it.
+                    consumer_errors += 1;
+                    if consumer_errors == 1 || consumer_errors % 600 == 0 {
+                        warn!(error = %e, repeated = consumer_errors, "consumer error");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
