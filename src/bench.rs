@@ -282,7 +282,6 @@ pub async fn kafka(
         &settings.kafka.topic_prefix,
         &channels,
         bulk.iter().cloned(),
-        None,
     )
     .await?;
     println!("preloaded {n} events in {:.1}s", t.elapsed().as_secs_f64());
@@ -312,22 +311,26 @@ pub async fn kafka(
 
     // Latency: a paced stream at a fifth of unicus's throughput, timed from each input
     // record's timestamp to the acknowledgement of its outputs.
+    // Let the last bulk outputs be acknowledged before timing the paced stream.
+    let mut last = u64::MAX;
+    while last != stats.produced.load(Ordering::Relaxed) {
+        last = stats.produced.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     stats.reset_latencies();
     let per_second = (unicus_rate / 5.0).max(100.0);
     let started = Instant::now();
     let chunk = (per_second / 10.0).max(1.0) as usize;
     let mut sent = 0u64;
+    let feeder = crate::demo::Feeder::new(
+        &settings.kafka.brokers,
+        &settings.kafka.topic_prefix,
+        &channels,
+    )?;
     for (i, part) in paced.chunks(chunk).enumerate() {
         let due = started + Duration::from_secs_f64(i as f64 * chunk as f64 / per_second);
         tokio::time::sleep_until(due.into()).await;
-        sent += produce_lines(
-            &settings.kafka.brokers,
-            &settings.kafka.topic_prefix,
-            &channels,
-            part.iter().cloned(),
-            None,
-        )
-        .await?;
+        sent += feeder.send(part.iter().cloned()).await?;
     }
     while stats.consumed.load(Ordering::Relaxed) < n + sent {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -34,57 +34,85 @@ pub fn route<'a>(line: &str, channels: &'a [String]) -> &'a str {
         .unwrap_or(&channels[0])
 }
 
+/// A producer of JSON event lines to their channel topics, kept for many sends.
+pub struct Feeder {
+    producer: FutureProducer,
+    topic_prefix: String,
+    channels: Vec<String>,
+}
+
+impl Feeder {
+    pub fn new(brokers: &str, topic_prefix: &str, channels: &[String]) -> Result<Self> {
+        if channels.is_empty() {
+            bail!("at least one channel is needed");
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "10")
+            .set("queue.buffering.max.messages", "200000")
+            .create()
+            .context("failed to create the producer")?;
+        Ok(Self {
+            producer,
+            topic_prefix: topic_prefix.to_string(),
+            channels: channels.to_vec(),
+        })
+    }
+
+    /// Sends lines and waits for their acknowledgements; returns how many were acknowledged.
+    pub async fn send(&self, lines: impl Iterator<Item = String>) -> Result<u64> {
+        let mut in_flight = Vec::with_capacity(10_000);
+        let mut acked = 0u64;
+        for line in lines {
+            let topic = format!(
+                "{}touchpoints.{}",
+                self.topic_prefix,
+                route(&line, &self.channels)
+            );
+            let mut record = FutureRecord::<(), str>::to(&topic).payload(&line);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => {
+                        in_flight.push(f);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            if in_flight.len() >= 10_000 {
+                for f in in_flight.drain(..) {
+                    acked += u64::from(matches!(f.await, Ok(Ok(_))));
+                }
+            }
+        }
+        for f in in_flight.drain(..) {
+            acked += u64::from(matches!(f.await, Ok(Ok(_))));
+        }
+        Ok(acked)
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        // Everything sent was awaited; this only bounds the close.
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
 /// Produces JSON lines to their channel topics; returns how many were acknowledged.
 pub async fn produce_lines(
     brokers: &str,
     topic_prefix: &str,
     channels: &[String],
     lines: impl Iterator<Item = String>,
-    progress: Option<&ProgressBar>,
 ) -> Result<u64> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "10")
-        .set("queue.buffering.max.messages", "200000")
-        .create()
-        .context("failed to create the producer")?;
-    let mut in_flight = Vec::with_capacity(10_000);
-    let mut acked = 0u64;
-    for line in lines {
-        let topic = format!("{topic_prefix}touchpoints.{}", route(&line, channels));
-        let mut record = FutureRecord::<(), str>::to(&topic).payload(&line);
-        loop {
-            match producer.send_result(record) {
-                Ok(f) => {
-                    in_flight.push(f);
-                    break;
-                }
-                Err((_, back)) => {
-                    record = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-        if in_flight.len() >= 10_000 {
-            for f in in_flight.drain(..) {
-                if matches!(f.await, Ok(Ok(_))) {
-                    acked += 1;
-                }
-            }
-            if let Some(p) = progress {
-                p.set_message(format!("{acked} produced"));
-            }
-        }
-    }
-    for f in in_flight.drain(..) {
-        if matches!(f.await, Ok(Ok(_))) {
-            acked += 1;
-        }
-    }
-    tokio::task::block_in_place(|| producer.flush(Duration::from_secs(30)))
-        .context("failed to flush the producer")?;
-    Ok(acked)
+    Feeder::new(brokers, topic_prefix, channels)?
+        .send(lines)
+        .await
 }
 
 pub struct DemoOptions {
@@ -156,7 +184,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     let channels = settings.kafka.channels.clone();
     let brokers = settings.kafka.brokers.clone();
     let mut producer = tokio::spawn(async move {
-        produce_lines(&brokers, "", &channels, generator.map(|e| e.line), None).await
+        produce_lines(&brokers, "", &channels, generator.map(|e| e.line)).await
     });
 
     let bar = ProgressBar::new(opts.events as u64);

@@ -313,7 +313,6 @@ fn run(cli: Cli) -> Result<()> {
                 &settings.kafka.topic_prefix,
                 &settings.kafka.channels,
                 lines,
-                None,
             ))?;
             eprintln!("produced {n} events");
             Ok(())

@@ -579,6 +579,8 @@ pub async fn run(
         debug!(records = batch.len(), "batch gathered");
 
         // 2-3. Engine, then state and outbox in one durable write.
+        let t_gathered = Instant::now();
+        let mut t_processed = t_gathered;
         let (wire, outbox_seq) = tokio::task::block_in_place(|| -> Result<_, RuntimeError> {
             let mut wire = Vec::with_capacity(batch.len() * 3);
             for m in &batch {
@@ -602,6 +604,7 @@ pub async fn run(
             if !wire.is_empty() {
                 store.put(outbox_key(seq), &wire)?;
             }
+            t_processed = Instant::now();
             engine.commit()?;
             Ok((wire, seq))
         })?;
@@ -611,6 +614,7 @@ pub async fn run(
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
 
         // 4. Outputs acknowledged.
+        let t_flushed = Instant::now();
         if !deliver(
             &producer,
             &wire,
@@ -626,6 +630,7 @@ pub async fn run(
         }
 
         // 5. Offsets: the next record to read on each partition of the batch.
+        let t_delivered = Instant::now();
         let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
         for m in &batch {
             let e = next.entry((m.topic(), m.partition())).or_insert(0);
@@ -646,6 +651,10 @@ pub async fn run(
         debug!(
             records = batch.len(),
             outputs = wire.len(),
+            process_ms = (t_processed - t_gathered).as_millis() as u64,
+            flush_ms = (t_flushed - t_processed).as_millis() as u64,
+            deliver_ms = (t_delivered - t_flushed).as_millis() as u64,
+            commit_ms = t_delivered.elapsed().as_millis() as u64,
             "batch committed"
         );
         stats

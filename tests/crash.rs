@@ -183,7 +183,6 @@ retry_backoff_ms = 200
             &prefix,
             &["web".to_string()],
             lines.iter().cloned(),
-            None,
         ))
         .unwrap();
     assert_eq!(produced as usize, EVENTS);

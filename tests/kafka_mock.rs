@@ -178,7 +178,6 @@ async fn consumes_channels_and_publishes_resolved_records_and_profiles() {
         "",
         &c.settings.kafka.channels,
         lines.into_iter(),
-        None,
     )
     .await
     .unwrap();
@@ -261,7 +260,6 @@ async fn resumes_from_committed_offsets_with_no_loss_and_no_double_count() {
         "",
         &c.settings.kafka.channels,
         make(0..60).into_iter(),
-        None,
     )
     .await
     .unwrap();
@@ -274,7 +272,6 @@ async fn resumes_from_committed_offsets_with_no_loss_and_no_double_count() {
         "",
         &c.settings.kafka.channels,
         make(60..100).into_iter(),
-        None,
     )
     .await
     .unwrap();
@@ -318,7 +315,6 @@ async fn advances_past_poison_records_to_the_dead_letter_topic() {
         "",
         &["web".to_string()],
         lines.clone().into_iter(),
-        None,
     )
     .await
     .unwrap();
@@ -416,7 +412,6 @@ async fn waits_and_retries_through_a_broker_outage_without_losing_records() {
         "",
         &c.settings.kafka.channels,
         batch(0..20).into_iter(),
-        None,
     )
     .await
     .unwrap();
@@ -440,7 +435,7 @@ async fn waits_and_retries_through_a_broker_outage_without_losing_records() {
     let more = tokio::spawn({
         let brokers = brokers.clone();
         let channels = c.settings.kafka.channels.clone();
-        async move { produce_lines(&brokers, "", &channels, batch(20..40).into_iter(), None).await }
+        async move { produce_lines(&brokers, "", &channels, batch(20..40).into_iter()).await }
     });
     c.mock.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
