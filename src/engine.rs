@@ -214,6 +214,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Starts making the batch durable on a background thread and returns at once; the
+    /// next batch can be processed meanwhile. See [`Engine::wait_durable`].
+    pub fn commit_in_background(&mut self) -> Result<(), EngineError> {
+        self.store.commit_in_background()?;
+        self.pending = 0;
+        Ok(())
+    }
+
+    /// Waits until everything committed so far is on disk.
+    pub fn wait_durable(&mut self) -> Result<(), EngineError> {
+        Ok(self.store.wait_durable()?)
+    }
+
     /// Forgets everything staged since the last commit.
     pub fn abandon(&mut self) {
         self.store.abandon();

@@ -162,7 +162,7 @@ pub fn run(
             outputs += 1;
         }
         if engine.pending() >= batch {
-            engine.commit()?;
+            engine.commit_in_background()?;
             if let Some(bar) = progress {
                 bar.set_message(format!("{records} events"));
             }

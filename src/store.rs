@@ -4,7 +4,8 @@
 //! dedupe marks, outbox) is written by one `apply_batch`, which sled applies atomically:
 //! after a crash either the whole batch is there or none of it. Writes of a batch are
 //! staged in an in-memory overlay that reads see first; [`Store::commit`] applies and
-//! flushes the overlay. Flushing happens per batch, never per event.
+//! flushes the overlay. Flushing happens per batch, never per event, and can run on a
+//! background thread while the next batch is staged ([`Store::commit_in_background`]).
 //!
 //! Values are encoded with postcard. Key prefixes (one table each):
 //! `e/` seen event ids, `r/` resolve stage, `p/` profile stage, `m/` counters,
@@ -13,6 +14,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -41,8 +43,18 @@ pub struct Store {
     /// Committed values read or written lately (`None`: known absent), so that hot keys
     /// skip sled's tree walk. Always equal to what sled holds; cleared when it grows
     /// past `cache_budget` bytes.
+    /// The previous batch while a background thread applies and flushes it: reads see
+    /// it until it is durable, so the next batch can be processed meanwhile.
+    in_flight: Option<InFlight>,
     /// Behind a `RefCell` so that reads stay `&self`; the store is used by one thread.
     cache: RefCell<ReadCache>,
+}
+
+type Staged = HashMap<Vec<u8>, Option<sled::IVec>>;
+
+struct InFlight {
+    staged: Arc<Staged>,
+    done: std::thread::JoinHandle<Result<()>>,
 }
 
 #[derive(Default)]
@@ -101,6 +113,7 @@ impl Store {
             db,
             tree,
             overlay: HashMap::new(),
+            in_flight: None,
             cache: RefCell::new(ReadCache {
                 budget: DEFAULT_CACHE_BYTES,
                 ..ReadCache::default()
@@ -125,15 +138,24 @@ impl Store {
         Ok(v)
     }
 
+    /// A value written but not yet durable: `Some(None)` is a removal.
+    fn staged_value(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        if let Some(v) = self.overlay.get(key) {
+            return Some(v.as_deref());
+        }
+        let in_flight = self.in_flight.as_ref()?;
+        in_flight.staged.get(key).map(|v| v.as_deref())
+    }
+
     pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(staged) = self.overlay.get(key) {
-            return Ok(staged.clone());
+        if let Some(staged) = self.staged_value(key) {
+            return Ok(staged.map(<[u8]>::to_vec));
         }
         Ok(self.committed(key)?.map(|v| v.to_vec()))
     }
 
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
-        if let Some(staged) = self.overlay.get(key) {
+        if let Some(staged) = self.staged_value(key) {
             return Ok(staged.is_some());
         }
         Ok(self.committed(key)?.is_some())
@@ -148,7 +170,7 @@ impl Store {
                     source,
                 })
         };
-        if let Some(staged) = self.overlay.get(key) {
+        if let Some(staged) = self.staged_value(key) {
             return match staged {
                 Some(bytes) => decode(bytes),
                 None => Ok(None),
@@ -181,6 +203,13 @@ impl Store {
             .scan_prefix(prefix)
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), Some(v.to_vec()))))
             .collect::<std::result::Result<_, _>>()?;
+        if let Some(f) = &self.in_flight {
+            for (k, v) in f.staged.iter() {
+                if k.starts_with(prefix) {
+                    merged.insert(k.clone(), v.as_ref().map(|v| v.to_vec()));
+                }
+            }
+        }
         for (k, v) in &self.overlay {
             if k.starts_with(prefix) {
                 merged.insert(k.clone(), v.clone());
@@ -202,34 +231,72 @@ impl Store {
         self.overlay.clear();
     }
 
-    /// Applies the staged writes atomically and flushes them to disk.
+    /// Applies the staged writes atomically and flushes them to disk; durable on return.
     pub fn commit(&mut self) -> Result<()> {
+        self.commit_in_background()?;
+        self.wait_durable()
+    }
+
+    /// Hands the staged writes to a background thread that applies them atomically and
+    /// flushes them, and returns at once: the next batch can be staged meanwhile (reads
+    /// see the batch in flight). Waits first for the previous batch, so at most one is
+    /// in flight. [`Store::wait_durable`] says when it is on disk.
+    pub fn commit_in_background(&mut self) -> Result<()> {
+        self.wait_durable()?;
         if self.overlay.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        let staged: Vec<(Vec<u8>, Option<sled::IVec>)> = self
-            .overlay
-            .drain()
-            .map(|(k, v)| (k, v.map(sled::IVec::from)))
-            .collect();
-        for (k, v) in &staged {
-            match v {
-                Some(v) => batch.insert(k.as_slice(), v.clone()),
-                None => batch.remove(k.as_slice()),
+        let staged: Arc<Staged> = Arc::new(
+            self.overlay
+                .drain()
+                .map(|(k, v)| (k, v.map(sled::IVec::from)))
+                .collect(),
+        );
+        let (db, tree, batch_staged) = (self.db.clone(), self.tree.clone(), staged.clone());
+        let done = std::thread::Builder::new()
+            .name("unicus-store-flush".into())
+            .spawn(move || -> Result<()> {
+                let mut batch = sled::Batch::default();
+                for (k, v) in batch_staged.iter() {
+                    match v {
+                        Some(v) => batch.insert(k.as_slice(), v.clone()),
+                        None => batch.remove(k.as_slice()),
+                    }
+                }
+                tree.apply_batch(batch)?;
+                db.flush()?;
+                Ok(())
+            })
+            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+        self.in_flight = Some(InFlight { staged, done });
+        Ok(())
+    }
+
+    /// Waits until the batch in flight (if any) is applied and flushed.
+    pub fn wait_durable(&mut self) -> Result<()> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let result = f.done.join().unwrap_or_else(|_| {
+            Err(StoreError::Sled(sled::Error::ReportableBug(
+                "the store flush thread panicked".into(),
+            )))
+        });
+        let cache = self.cache.get_mut();
+        match result {
+            Ok(()) => {
+                let staged = Arc::try_unwrap(f.staged).unwrap_or_else(|shared| (*shared).clone());
+                for (k, v) in staged {
+                    cache.remember(&k, v);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // What sled holds is unknown now: the cache must not claim otherwise.
+                cache.clear();
+                Err(e)
             }
         }
-        let cache = self.cache.get_mut();
-        if let Err(e) = self.tree.apply_batch(batch) {
-            // What sled holds is unknown now: the cache must not claim otherwise.
-            cache.clear();
-            return Err(e.into());
-        }
-        for (k, v) in staged {
-            cache.remember(&k, v);
-        }
-        self.db.flush()?;
-        Ok(())
     }
 
     /// Bytes the store takes on disk.
@@ -310,6 +377,35 @@ mod tests {
             assert_eq!(s.get::<u32>(b"k").unwrap(), None, "budget {budget}");
             assert_eq!(s.get::<u32>(b"x7").unwrap(), Some(7));
         }
+    }
+
+    #[test]
+    fn a_batch_in_flight_is_read_and_then_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.put(b"a".to_vec(), &1u32).unwrap();
+            s.put(b"gone".to_vec(), &1u32).unwrap();
+            s.commit().unwrap();
+            s.put(b"a".to_vec(), &2u32).unwrap();
+            s.remove(b"gone".to_vec());
+            s.commit_in_background().unwrap();
+            // Next batch, staged while the previous one flushes.
+            assert_eq!(s.get::<u32>(b"a").unwrap(), Some(2));
+            assert!(!s.contains(b"gone").unwrap());
+            assert_eq!(s.scan_prefix(b"").unwrap().len(), 1);
+            s.put(b"a".to_vec(), &3u32).unwrap();
+            s.put(b"b".to_vec(), &4u32).unwrap();
+            s.commit_in_background().unwrap();
+            s.put(b"never".to_vec(), &5u32).unwrap(); // staged, not committed
+            s.wait_durable().unwrap();
+            assert_eq!(s.get::<u32>(b"a").unwrap(), Some(3));
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get::<u32>(b"a").unwrap(), Some(3));
+        assert_eq!(s.get::<u32>(b"b").unwrap(), Some(4));
+        assert_eq!(s.get::<u32>(b"gone").unwrap(), None);
+        assert_eq!(s.get::<u32>(b"never").unwrap(), None);
     }
 
     #[test]
