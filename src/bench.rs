@@ -166,7 +166,10 @@ async fn passthrough(settings: &Settings, total: u64) -> Result<f64> {
     let mut rate = Rate { first_at: None };
     while done < total {
         let mut batch = Vec::with_capacity(settings.runtime.batch_max_events);
-        let first = consumer.recv().await?.detach();
+        let first = tokio::time::timeout(Duration::from_secs(120), consumer.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("passthrough: no record within 120 s ({done} of {total} done)"))??
+            .detach();
         batch.push(first);
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(settings.runtime.batch_max_wait_ms);
@@ -295,7 +298,14 @@ pub async fn kafka(
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));
     let mut rate = Rate { first_at: None };
+    let mut progress = (0, Instant::now());
     while stats.consumed.load(Ordering::Relaxed) < n {
+        let consumed = stats.consumed.load(Ordering::Relaxed);
+        if consumed != progress.0 {
+            progress = (consumed, Instant::now());
+        } else if progress.1.elapsed() > Duration::from_secs(120) {
+            anyhow::bail!("unicus made no progress for 120 s ({consumed} of {n})");
+        }
         if task.is_finished() {
             anyhow::bail!("the runtime stopped: {:?}", task.await?);
         }
