@@ -168,7 +168,9 @@ async fn passthrough(settings: &Settings, total: u64) -> Result<f64> {
         let mut batch = Vec::with_capacity(settings.runtime.batch_max_events);
         let first = tokio::time::timeout(Duration::from_secs(120), consumer.recv())
             .await
-            .map_err(|_| anyhow::anyhow!("passthrough: no record within 120 s ({done} of {total} done)"))??
+            .map_err(|_| {
+                anyhow::anyhow!("passthrough: no record within 120 s ({done} of {total} done)")
+            })??
             .detach();
         batch.push(first);
         let deadline =
