@@ -97,7 +97,7 @@ struct ProduceArgs {
 
 #[derive(Args)]
 struct EngineArgs {
-    /// Engine configuration (TOML, the `[engine]` table of unicus.toml); defaults if absent.
+    /// Configuration file (the same as for `run`: its `[engine]` table is used).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -204,16 +204,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `[engine]` table of the configuration file (the same file `run` reads), with the
+/// environment applied; defaults without a file.
 fn load_engine_config(path: Option<&Path>) -> Result<EngineConfig> {
-    let Some(path) = path else {
-        return Ok(EngineConfig::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read {}", path.display()))?;
-    let config: EngineConfig = toml::from_str(&text)
-        .with_context(|| format!("invalid configuration in {}", path.display()))?;
-    config.validate()?;
-    Ok(config)
+    Ok(Settings::load(path)?.engine)
 }
 
 fn settings(args: &RunArgs) -> Result<Settings> {

@@ -154,3 +154,41 @@ fn bad_configuration_is_a_clear_error() {
         assert!(text.contains(cmd), "--help mentions {cmd}");
     }
 }
+
+#[test]
+fn replay_reads_the_engine_table_of_the_run_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let line = |id: &str, name: &str| {
+        format!(
+            r#"{{"event_id":"{id}","channel":"store","type":"purchase","occurred_at":"2026-11-01T10:00:00Z","identifiers":{{"phone":"01 43 57 89 12"}},"person":{{"first_name":"{name}"}}}}"#
+        )
+    };
+    std::fs::write(
+        &input,
+        [line("a", "Alice"), line("b", "Bruno"), line("c", "Chloé")].join("\n"),
+    )
+    .unwrap();
+    let config = dir.path().join("unicus.toml");
+    std::fs::write(&config, "[engine.guardrails]\ngeneric_after_people = 1\n").unwrap();
+    let out_path = dir.path().join("out.jsonl");
+    let out = unicus(&[
+        "replay",
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        out_path.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert!(
+        text.contains("\"generic_value\""),
+        "the second person makes the phone generic at 1"
+    );
+}
