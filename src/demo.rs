@@ -257,7 +257,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         s.duplicates
     );
     println!(
-        "outputs acknowledged: {}; latency input→output p50 {} ms, p99 {} ms",
+        "outputs acknowledged: {}; input→output latency p50 {} ms, p99 {} ms (the whole stream is produced at once, so this includes its backlog; `unicus bench kafka` measures a paced stream)",
         summary.produced,
         stats.latency_percentile(0.5).unwrap_or(0),
         stats.latency_percentile(0.99).unwrap_or(0)
