@@ -1,7 +1,7 @@
 //! Output records the engine decides, independent of how they are written
 //! (Kafka topics, the replay file, tests).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The output topics of the contract (§2). Names take a configurable prefix at the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,10 +37,6 @@ impl Topic {
             Topic::Dlq => "touchpoints.dlq",
             Topic::GdprReceipts => "gdpr.receipts",
         }
-    }
-
-    pub fn from_name(name: &str) -> Option<Topic> {
-        Topic::ALL.into_iter().find(|t| t.name() == name)
     }
 }
 
@@ -127,26 +123,6 @@ impl OutputRecord {
                 headers,
             },
         )
-    }
-
-    /// The line the replay format writes (contract §3), as a JSON value. Raw bytes are
-    /// written as a string (invalid UTF-8 replaced), with the headers alongside.
-    pub fn to_replay_json(&self) -> Value {
-        let value = match &self.payload {
-            Payload::Json(v) => v.clone(),
-            Payload::Tombstone => Value::Null,
-            Payload::Raw(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
-        };
-        let mut line = json!({"topic": self.topic.name(), "key": self.key, "value": value});
-        if !self.headers.is_empty() {
-            let headers: serde_json::Map<String, Value> = self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect();
-            line["headers"] = Value::Object(headers);
-        }
-        line
     }
 }
 

@@ -43,6 +43,7 @@ pub struct ReplayOptions {
 pub struct ReplaySummary {
     pub records: u64,
     pub outputs: u64,
+    /// The engine's counters since it was opened (a fresh engine per `replay`).
     pub stats: Stats,
     pub customers: i64,
     pub elapsed: Duration,
@@ -120,7 +121,6 @@ pub fn run(
     progress: Option<&ProgressBar>,
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
-    let stats_before = engine.stats().clone();
     let batch = batch.max(1);
     let mut line = Vec::with_capacity(4096);
     let mut line_index: i64 = -1;
@@ -169,35 +169,13 @@ pub fn run(
         }
     }
     engine.commit()?;
-    let mut stats = engine.stats().clone();
-    subtract(&mut stats, &stats_before);
     Ok(ReplaySummary {
         records,
         outputs,
-        stats,
+        stats: engine.stats().clone(),
         customers: engine.customer_count()?,
         elapsed: started.elapsed(),
     })
-}
-
-/// Counters of this run only, when an engine is reused across runs.
-fn subtract(now: &mut Stats, before: &Stats) {
-    if before == &Stats::default() {
-        return;
-    }
-    now.consumed -= before.consumed;
-    now.accepted -= before.accepted;
-    now.duplicates -= before.duplicates;
-    now.merges -= before.merges;
-    now.conflicts -= before.conflicts;
-    now.new_customers -= before.new_customers;
-    now.junk_values -= before.junk_values;
-    now.generic_values -= before.generic_values;
-    for (k, v) in &before.rejected {
-        if let Some(n) = now.rejected.get_mut(k) {
-            *n -= v;
-        }
-    }
 }
 
 /// A human summary, for the end of `unicus replay`.

@@ -267,11 +267,6 @@ impl Resolver {
         Ok(None)
     }
 
-    /// Whether a customer id exists in the identity graph.
-    pub fn customer_exists(&self, store: &Store, customer_id: &str) -> Result<bool, StoreError> {
-        store.contains(&customer_key(customer_id))
-    }
-
     /// Live customers (kept as a counter: counting keys would be a full scan).
     pub fn customer_count(&self, store: &Store) -> Result<i64, StoreError> {
         Ok(store.get::<i64>(LIVE_CUSTOMERS)?.unwrap_or(0))

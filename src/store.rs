@@ -147,13 +147,6 @@ impl Store {
         in_flight.staged.get(key).map(|v| v.as_deref())
     }
 
-    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if let Some(staged) = self.staged_value(key) {
-            return Ok(staged.map(<[u8]>::to_vec));
-        }
-        Ok(self.committed(key)?.map(|v| v.to_vec()))
-    }
-
     pub fn contains(&self, key: &[u8]) -> Result<bool> {
         if let Some(staged) = self.staged_value(key) {
             return Ok(staged.is_some());
@@ -219,11 +212,6 @@ impl Store {
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect())
-    }
-
-    /// Number of staged writes (to bound a batch's memory).
-    pub fn staged(&self) -> usize {
-        self.overlay.len()
     }
 
     /// Drops the staged writes: the batch never happened.

@@ -28,18 +28,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-/// The channels `unicus run` subscribes to by default (one input topic each).
-const CHANNELS: [&str; 8] = [
-    "web",
-    "app",
-    "store",
-    "marketplace",
-    "social",
-    "crm",
-    "service",
-    "email",
-];
-
 /// How long the outputs of a phase may take to show up.
 const OUTPUT_DEADLINE: Duration = Duration::from_secs(60);
 /// How long unicus may take to drain and exit after SIGTERM.
@@ -483,11 +471,13 @@ impl Stack {
 
 // ----------------------------------------------------------------------------- helpers
 
+/// The input topics `unicus run` subscribes to by default, one per channel.
 fn input_topics(prefix: &str) -> Vec<String> {
-    CHANNELS
-        .iter()
-        .map(|c| format!("{prefix}touchpoints.{c}"))
-        .collect()
+    unicus::settings::KafkaSettings {
+        topic_prefix: prefix.to_string(),
+        ..Default::default()
+    }
+    .input_topics()
 }
 
 /// `event_id` → customer ids of the `touchpoints.resolved` records (one per record).
