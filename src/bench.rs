@@ -265,6 +265,7 @@ pub async fn kafka(
         for t in Topic::ALL {
             m.create_topic(&settings.kafka.topic(t), 8, 1)?;
         }
+        m.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
         m.create_topic(
             &format!("{}bench.passthrough", settings.kafka.topic_prefix),
             8,

@@ -164,6 +164,126 @@ impl Default for Lifecycle {
     }
 }
 
+/// How consent decisions are read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    /// Purposes allowed until the person denies them (legitimate interest); every other
+    /// purpose needs an explicit grant (opt-in).
+    pub implied: Vec<String>,
+    /// Per channel, what makes a customer reachable on it: identifier types, or
+    /// `address` for a postal address. An allowed channel that is not reachable is not
+    /// listed in `allowed_channels`.
+    pub reachable_by: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        let reach =
+            |c: &str, by: &[&str]| (c.to_string(), by.iter().map(|s| s.to_string()).collect());
+        Self {
+            implied: ["personalization", "analytics", "profiling"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            reachable_by: [
+                reach("email", &["email"]),
+                reach("sms", &["phone"]),
+                reach("phone", &["phone"]),
+                reach("push", &["device_id"]),
+                reach("post", &["address"]),
+                reach("web", &["account_id", "cookie_id", "device_id"]),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+/// What happens to events that carry an identifier of an erased customer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasedIdentifiers {
+    /// Dropped and counted: replaying old events does not bring the person back.
+    Suppress,
+    /// Processed as any event: the person comes back as a new customer.
+    Accept,
+}
+
+/// Expiry of personal data, in days of inactivity (event time). 0 disables a rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// A customer without any event for this long is erased (receipt kind `retention`).
+    pub inactive_customer_days: u32,
+    /// A source profile known only by behavioural identifiers (cookies, devices) and
+    /// unseen for this long is detached from its customer and forgotten.
+    pub behavioural_days: u32,
+    /// The identifier types that are behavioural.
+    pub behavioural_identifiers: Vec<String>,
+    /// Customers or source profiles one sweep handles at most (the stream waits for one
+    /// sweep, so keep it small).
+    pub sweep_batch: usize,
+    /// Milliseconds between two sweeps of the runtime.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            inactive_customer_days: 3 * 365,
+            behavioural_days: 395,
+            behavioural_identifiers: vec!["cookie_id".into(), "device_id".into()],
+            sweep_batch: 200,
+            sweep_interval_ms: 60_000,
+        }
+    }
+}
+
+/// Rights of the person, retention and minimisation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gdpr {
+    pub erased_identifiers: ErasedIdentifiers,
+    /// Secret key of the keyed hashes (suppression list, pseudonymised topics). Empty:
+    /// a random key is generated once and kept in the store.
+    pub hash_key: String,
+    pub retention: Retention,
+    /// Person fields that may be stored at all; others are dropped and counted.
+    pub person_fields: Vec<String>,
+    /// Attribute keys that may be stored at all (`*`: any); others are dropped and counted.
+    pub attributes: Vec<String>,
+    /// Output topics whose records carry keyed hashes instead of identifier values, and
+    /// no person fields (`touchpoints.resolved`, `profiles.merged`, `identity.changes`).
+    pub pseudonymised_topics: Vec<String>,
+}
+
+impl Default for Gdpr {
+    fn default() -> Self {
+        Self {
+            erased_identifiers: ErasedIdentifiers::Suppress,
+            hash_key: String::new(),
+            retention: Retention::default(),
+            person_fields: ["first_name", "last_name", "birth_date", "address"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            attributes: vec!["*".into()],
+            pseudonymised_topics: Vec::new(),
+        }
+    }
+}
+
+impl Gdpr {
+    pub fn person_field_allowed(&self, name: &str) -> bool {
+        self.person_fields.iter().any(|f| f == name)
+    }
+
+    pub fn attribute_allowed(&self, name: &str) -> bool {
+        self.attributes.iter().any(|a| a == "*" || a == name)
+    }
+}
+
 /// Everything the engine needs. Same config + same input = same output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -176,6 +296,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     pub survivorship: Survivorship,
     pub lifecycle: Lifecycle,
+    pub consent: ConsentConfig,
+    pub gdpr: Gdpr,
     /// Keys naming special-category data (GDPR art. 9). An event with a key containing
     /// one of these (as whole words: `health_condition` matches `health`, `trace_id`
     /// does not match `race`) is rejected.
@@ -211,6 +333,8 @@ impl Default for EngineConfig {
             limits: Limits::default(),
             survivorship: Survivorship::default(),
             lifecycle: Lifecycle::default(),
+            consent: ConsentConfig::default(),
+            gdpr: Gdpr::default(),
             special_categories: [
                 "health",
                 "medical",
@@ -291,6 +415,82 @@ impl EngineConfig {
             return Err(ConfigError::Invalid {
                 field: "limits",
                 problem: "limits must be positive".into(),
+            });
+        }
+        for p in &self.consent.implied {
+            if !crate::event::CONSENT_PURPOSES.contains(&p.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: "consent.implied",
+                    problem: format!("`{p}` is not a consent purpose"),
+                });
+            }
+        }
+        for (channel, by) in &self.consent.reachable_by {
+            if !crate::consent::REACHABLE_CHANNELS.contains(&channel.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: "consent.reachable_by",
+                    problem: format!("`{channel}` is not a consent channel"),
+                });
+            }
+            if let Some(t) = by
+                .iter()
+                .find(|t| *t != "address" && !self.identifiers.contains_key(*t))
+            {
+                return Err(ConfigError::Invalid {
+                    field: "consent.reachable_by",
+                    problem: format!("`{t}` is neither an identifier type nor `address`"),
+                });
+            }
+        }
+        let r = &self.gdpr.retention;
+        if let Some(t) = r
+            .behavioural_identifiers
+            .iter()
+            .find(|t| !self.identifiers.contains_key(*t))
+        {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.retention.behavioural_identifiers",
+                problem: format!("`{t}` is not an identifier type"),
+            });
+        }
+        if r.sweep_batch == 0 || r.sweep_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.retention",
+                problem: "sweep_batch and sweep_interval_ms must be positive".into(),
+            });
+        }
+        if r.inactive_customer_days != 0 && r.inactive_customer_days < r.behavioural_days {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.retention.inactive_customer_days",
+                problem: "must not be shorter than behavioural_days".into(),
+            });
+        }
+        const PERSON_FIELDS: [&str; 4] = ["first_name", "last_name", "birth_date", "address"];
+        if let Some(f) = self
+            .gdpr
+            .person_fields
+            .iter()
+            .find(|f| !PERSON_FIELDS.contains(&f.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.person_fields",
+                problem: format!("`{f}` is not one of {}", PERSON_FIELDS.join(", ")),
+            });
+        }
+        const PSEUDONYMISABLE: [&str; 3] = [
+            "touchpoints.resolved",
+            "profiles.merged",
+            "identity.changes",
+        ];
+        if let Some(t) = self
+            .gdpr
+            .pseudonymised_topics
+            .iter()
+            .find(|t| !PSEUDONYMISABLE.contains(&t.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.pseudonymised_topics",
+                problem: format!("`{t}` is not one of {}", PSEUDONYMISABLE.join(", ")),
             });
         }
         if self

@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 
 use crate::config::{ConfigError, EngineConfig};
 use crate::event::{self, Rejection};
-use crate::handoff::Ident;
+use crate::gdpr::{self, Subject};
+use crate::handoff::{Ident, ProfileCommand, RequestKind};
+use crate::output::rfc3339;
 use crate::output::{OutputRecord, Payload, Topic};
 use crate::profile::Profiler;
 use crate::resolve::{Method, Resolver};
@@ -39,6 +41,8 @@ pub struct Input<'a> {
     /// Offset (or line index) of the record, for dead letters.
     pub source_offset: i64,
     pub key: Option<&'a [u8]>,
+    /// When the record was written (ms), if known: the time of a rights request.
+    pub timestamp: Option<i64>,
 }
 
 /// What the engine saw since it was opened (not persisted: per process).
@@ -61,6 +65,18 @@ pub struct Stats {
     pub merges: u64,
     pub new_customers: u64,
     pub unresolved: u64,
+    /// Events dropped because they carry an identifier of an erased customer.
+    pub suppressed: u64,
+    /// Person fields or attributes dropped by the minimisation allow-lists.
+    pub minimised: u64,
+    /// Consent entries naming an identifier that cannot be normalised.
+    pub consent_dropped: u64,
+    /// `consent.changes` records by `purpose/channel`.
+    pub consent_changes: BTreeMap<String, u64>,
+    /// Rights requests done, by kind (`export`, `erase`, `retention`, `not_found`).
+    pub requests: BTreeMap<&'static str, u64>,
+    /// Behavioural source profiles detached by retention.
+    pub detached_source_profiles: u64,
     pub outputs: BTreeMap<&'static str, u64>,
 }
 
@@ -79,7 +95,11 @@ pub struct Engine {
     stats: Stats,
     /// Events staged since the last commit.
     pending: usize,
+    /// Key of the pseudonymised topics' hashes, read once.
+    pseudonym_key: Option<Vec<u8>>,
 }
+
+const DAY_MS: i64 = 86_400_000;
 
 fn seen_key(event_id: &str) -> Vec<u8> {
     key("e/", &[event_id])
@@ -96,6 +116,7 @@ impl Engine {
             store,
             stats: Stats::default(),
             pending: 0,
+            pseudonym_key: None,
         })
     }
 
@@ -135,6 +156,13 @@ impl Engine {
             return Ok(Vec::new());
         }
         let resolution = self.resolver.resolve(&mut self.store, &tp)?;
+        if resolution.method == Method::Suppressed {
+            // Nothing of the event is kept or published: it belongs to an erased person.
+            self.store.put_raw(seen, Vec::new());
+            self.pending += 1;
+            self.stats.suppressed += 1;
+            return Ok(Vec::new());
+        }
         let mut out = Vec::with_capacity(resolution.identity_changes.len() + 3);
         let change_key = resolution.customer_id.clone().unwrap_or_default();
         for change in resolution.identity_changes {
@@ -148,6 +176,7 @@ impl Engine {
         out.extend(self.profiler.apply(&mut self.store, &resolution.commands)?);
 
         let mut resolved = tp.raw;
+        self.minimise(&mut resolved);
         resolved.insert("customer_id".into(), json!(resolution.customer_id));
         resolved.insert(
             "resolution".into(),
@@ -182,13 +211,256 @@ impl Engine {
         s.merges += u64::from(c.merges);
         s.new_customers += u64::from(c.new_customer);
         s.unresolved += u64::from(resolution.method == Method::Unresolved);
-        for r in &out {
-            *s.outputs.entry(r.topic.name()).or_default() += 1;
-        }
+        s.minimised += u64::from(c.minimised);
+        s.consent_dropped += u64::from(c.consent_dropped);
+        self.finish(&mut out)?;
         Ok(out)
     }
 
+    /// Drops from a published event what the minimisation allow-lists do not keep.
+    fn minimise(&self, doc: &mut serde_json::Map<String, Value>) {
+        let g = &self.config.gdpr;
+        if let Some(Value::Object(person)) = doc.get_mut("person") {
+            person.retain(|k, _| g.person_field_allowed(k));
+        }
+        if let Some(Value::Object(attributes)) = doc.get_mut("attributes") {
+            attributes.retain(|k, _| g.attribute_allowed(k));
+        }
+    }
+
+    /// Pseudonymises the records of the configured topics and counts every output.
+    fn finish(&mut self, out: &mut [OutputRecord]) -> Result<(), EngineError> {
+        if !self.config.gdpr.pseudonymised_topics.is_empty() {
+            for r in out.iter_mut() {
+                if !self
+                    .config
+                    .gdpr
+                    .pseudonymised_topics
+                    .iter()
+                    .any(|t| t == r.topic.name())
+                {
+                    continue;
+                }
+                if let Payload::Json(v) = &mut r.payload {
+                    if self.pseudonym_key.is_none() {
+                        self.pseudonym_key =
+                            Some(gdpr::hash_key_or_generate(&mut self.store, &self.config)?);
+                    }
+                    gdpr::pseudonymise(v, self.pseudonym_key.as_deref().unwrap_or_default());
+                }
+            }
+        }
+        let s = &mut self.stats;
+        for r in out.iter() {
+            *s.outputs.entry(r.topic.name()).or_default() += 1;
+            if r.topic == Topic::ConsentChanges {
+                if let Payload::Json(v) = &r.payload {
+                    let label = format!(
+                        "{}/{}",
+                        v["purpose"].as_str().unwrap_or("?"),
+                        v["channel"].as_str().unwrap_or("?")
+                    );
+                    *s.consent_changes.entry(label).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Processes one rights request (`gdpr.requests`): an export, or an erasure of
+    /// every stored trace of the customer. A bad request is a dead letter; a request id
+    /// seen before changes nothing.
+    pub fn process_request(&mut self, input: &Input) -> Result<Vec<OutputRecord>, EngineError> {
+        self.stats.consumed += 1;
+        let request = match gdpr::parse_request(input.bytes, &self.config) {
+            Ok(r) => r,
+            Err(rejection) => return Ok(vec![self.dead_letter(input, &rejection)]),
+        };
+        let seen = gdpr::request_key(&request.request_id);
+        if self.store.contains(&seen)? {
+            self.stats.duplicates += 1;
+            return Ok(Vec::new());
+        }
+        let at = match request.requested_at.or(input.timestamp) {
+            Some(at) => at,
+            None => self.profiler.clock(&self.store)?,
+        };
+        let customer = match &request.subject {
+            Subject::Identifier(kind, raw) => self.find_customer(kind, raw)?,
+            Subject::CustomerId(id) => self
+                .resolver
+                .customer_exists(&self.store, id)?
+                .then(|| id.clone()),
+        };
+        let mut out = match &customer {
+            Some(customer_id) => {
+                self.run_request(customer_id, &request.request_id, request.kind, at)?
+            }
+            None => {
+                *self.stats.requests.entry("not_found").or_default() += 1;
+                vec![OutputRecord::json(
+                    Topic::GdprReceipts,
+                    request.request_id.clone(),
+                    json!({
+                        "request_id": request.request_id, "customer_id": null,
+                        "kind": request.kind.as_str(), "status": "not_found",
+                        "done_at": rfc3339(at), "erased": {},
+                    }),
+                )]
+            }
+        };
+        self.store.put_raw(seen, Vec::new());
+        self.pending += 1;
+        self.finish(&mut out)?;
+        Ok(out)
+    }
+
+    /// Runs an export, erasure or retention expiry of one existing customer.
+    fn run_request(
+        &mut self,
+        customer_id: &str,
+        request_id: &str,
+        kind: RequestKind,
+        at: i64,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let facts = match kind {
+            RequestKind::Export => {
+                let identity = self.resolver.export_identity(&self.store, customer_id)?;
+                Resolver::request_facts(request_id, kind, at, None, identity.as_ref())
+            }
+            RequestKind::Erase | RequestKind::Retention => {
+                let Some(forgotten) = self.resolver.forget(&mut self.store, customer_id)? else {
+                    return Ok(Vec::new());
+                };
+                let mut facts =
+                    Resolver::request_facts(request_id, kind, at, Some(&forgotten), None);
+                let suppressed = if kind == RequestKind::Erase {
+                    gdpr::suppress(
+                        &mut self.store,
+                        &self.config,
+                        &forgotten.exclusive_identifiers,
+                    )?
+                } else {
+                    0
+                };
+                facts
+                    .erased
+                    .push(("suppressed_identifiers".into(), suppressed));
+                facts
+            }
+        };
+        *self.stats.requests.entry(kind.as_str()).or_default() += 1;
+        let commands = [ProfileCommand::Request {
+            customer_id: customer_id.to_string(),
+            facts: Box::new(facts),
+        }];
+        Ok(self.profiler.apply(&mut self.store, &commands)?)
+    }
+
+    /// Erases the customers inactive beyond `gdpr.retention.inactive_customer_days` and
+    /// detaches the behavioural source profiles unseen beyond `behavioural_days`, as of
+    /// `now` (ms): at most `sweep_batch` of each per call, found through the time
+    /// indexes (no scan). Each expiry gets a receipt of kind `retention`. Call it between
+    /// batches; what it changes is committed with the next [`Engine::commit`].
+    pub fn sweep_retention(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
+        let r = self.config.gdpr.retention.clone();
+        let mut out = Vec::new();
+        if r.inactive_customer_days > 0 {
+            let cutoff = now - i64::from(r.inactive_customer_days) * DAY_MS;
+            for (index_key, customer_id) in
+                self.profiler
+                    .inactive_before(&self.store, cutoff, r.sweep_batch)?
+            {
+                let request_id = format!("retention-{customer_id}-{}", now / DAY_MS);
+                out.extend(self.run_request(
+                    &customer_id,
+                    &request_id,
+                    RequestKind::Retention,
+                    now,
+                )?);
+                // Gone with the profile; removed here too in case the index was stale.
+                self.store.remove(index_key);
+            }
+        }
+        if r.behavioural_days > 0 {
+            let cutoff = now - i64::from(r.behavioural_days) * DAY_MS;
+            let mut by_customer: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            for (index_key, customer_id, sp) in
+                self.profiler
+                    .behavioural_before(&self.store, cutoff, r.sweep_batch)?
+            {
+                self.store.remove(index_key);
+                by_customer.entry(customer_id).or_default().push(sp);
+            }
+            for (customer_id, sps) in by_customer {
+                let Some(all) = self
+                    .resolver
+                    .source_profiles_of(&self.store, &customer_id)?
+                else {
+                    continue;
+                };
+                let request_id = format!("retention-{customer_id}-{}", now / DAY_MS);
+                if all.iter().all(|sp| sps.contains(sp)) {
+                    out.extend(self.run_request(
+                        &customer_id,
+                        &request_id,
+                        RequestKind::Retention,
+                        now,
+                    )?);
+                    continue;
+                }
+                let Some(forgotten) = self.resolver.detach(&mut self.store, &customer_id, &sps)?
+                else {
+                    continue;
+                };
+                self.stats.detached_source_profiles += forgotten.source_profiles;
+                let commands = [ProfileCommand::Detach {
+                    customer_id: customer_id.clone(),
+                    source_profiles: sps,
+                    at: now,
+                }];
+                out.extend(self.profiler.apply(&mut self.store, &commands)?);
+                let erased: serde_json::Map<String, Value> = forgotten
+                    .counts()
+                    .into_iter()
+                    .filter(|(k, _)| k != "customer_ids")
+                    .map(|(k, n)| (k, json!(n)))
+                    .collect();
+                out.push(OutputRecord::json(
+                    Topic::GdprReceipts,
+                    customer_id.clone(),
+                    json!({
+                        "request_id": request_id, "customer_id": customer_id,
+                        "kind": "retention", "scope": "behavioural_source_profiles",
+                        "status": "done", "done_at": rfc3339(now), "erased": erased,
+                    }),
+                ));
+            }
+        }
+        if !out.is_empty() {
+            self.pending += 1;
+        }
+        self.finish(&mut out)?;
+        Ok(out)
+    }
+
+    /// Channels on which `purpose` is allowed now and the customer is reachable: the
+    /// only channels an activation may use.
+    pub fn allowed_channels(
+        &self,
+        customer_id: &str,
+        purpose: &str,
+    ) -> Result<Vec<&'static str>, EngineError> {
+        let Some(profile) = self.profiler.load(&self.store, customer_id)? else {
+            return Ok(Vec::new());
+        };
+        let clock = self.profiler.clock(&self.store)?;
+        Ok(self.profiler.allowed_channels(&profile, purpose, clock))
+    }
+
     fn dead_letter(&mut self, input: &Input, rejection: &Rejection) -> OutputRecord {
+        // A dead letter changes no state but is part of the batch.
+        self.pending += 1;
         *self.stats.rejected.entry(rejection.reason()).or_default() += 1;
         *self.stats.outputs.entry(Topic::Dlq.name()).or_default() += 1;
         OutputRecord {

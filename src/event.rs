@@ -202,6 +202,11 @@ pub struct ConsentEntry {
     pub purpose: String,
     pub channel: String,
     pub granted: bool,
+    /// The decision concerns one identifier only (an opt-out of one email address):
+    /// `(type, raw value)`.
+    pub identifier: Option<(String, String)>,
+    /// The decision lapses at this time (ms since the epoch).
+    pub expires_at: Option<i64>,
 }
 
 /// A validated touchpoint. `raw` keeps the whole document for `touchpoints.resolved`.
@@ -764,10 +769,42 @@ fn parse_consent(raw: &Map<String, Value>) -> Result<Vec<ConsentEntry>, Rejectio
                 })
             }
         };
+        let identifier = match o.get("identifier") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(id)) => match (id.get("type"), id.get("value")) {
+                (Some(Value::String(t)), Some(Value::String(v))) if !v.trim().is_empty() => {
+                    Some((t.clone(), v.clone()))
+                }
+                _ => {
+                    return Err(Rejection::WrongType {
+                        field: format!("consent[{i}].identifier"),
+                        expected: "an object with string `type` and non-empty `value`",
+                    })
+                }
+            },
+            Some(_) => {
+                return Err(Rejection::WrongType {
+                    field: format!("consent[{i}].identifier"),
+                    expected: "an object",
+                })
+            }
+        };
+        let expires_at = match o.get("expires_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(parse_time(t, "consent.expires_at")?),
+            Some(_) => {
+                return Err(Rejection::WrongType {
+                    field: format!("consent[{i}].expires_at"),
+                    expected: "an RFC 3339 time",
+                })
+            }
+        };
         out.push(ConsentEntry {
             purpose: field("purpose", &CONSENT_PURPOSES)?,
             channel: field("channel", &CONSENT_CHANNELS)?,
             granted,
+            identifier,
+            expires_at,
         });
     }
     Ok(out)

@@ -58,6 +58,54 @@ pub struct ProfileEvent {
     pub fields: Vec<(String, FieldData)>,
     pub purchase: Option<OrderFacts>,
     pub refund: Option<OrderFacts>,
+    /// Consent decisions the event states.
+    pub consents: Vec<ConsentStatement>,
+}
+
+/// A consent decision stated by an event, its identifier normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentStatement {
+    pub purpose: String,
+    pub channel: String,
+    pub granted: bool,
+    pub identifier: Option<Ident>,
+    pub expires_at: Option<i64>,
+}
+
+/// What a rights request or a retention rule asks of a customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// The person asked for a copy of everything kept about them.
+    Export,
+    /// The person asked to be forgotten.
+    Erase,
+    /// The customer was inactive beyond the retention period.
+    Retention,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Export => "export",
+            RequestKind::Erase => "erase",
+            RequestKind::Retention => "retention",
+        }
+    }
+}
+
+/// Who a request is about and what resolve already did for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFacts {
+    pub request_id: String,
+    pub kind: RequestKind,
+    /// When the request is done (ms since the epoch).
+    pub at: i64,
+    /// Ids this customer had before merges (tombstoned again on erasure).
+    pub merged_ids: Vec<String>,
+    /// What resolve erased, by kind of record.
+    pub erased: Vec<(String, u64)>,
+    /// Resolve's part of an export: the identity graph of the customer (JSON text).
+    pub identity: Option<String>,
 }
 
 /// What resolve asks of profile.
@@ -75,6 +123,19 @@ pub enum ProfileCommand {
         source_profile: u64,
         event: Box<ProfileEvent>,
     },
+    /// A rights request (export, erasure) or a retention expiry for `customer_id`;
+    /// resolve has done its part (for an erasure: the identity graph is gone).
+    Request {
+        customer_id: String,
+        facts: Box<RequestFacts>,
+    },
+    /// Source profiles detached from `customer_id` (behavioural data expired): the
+    /// profile forgets their facts.
+    Detach {
+        customer_id: String,
+        source_profiles: Vec<u64>,
+        at: i64,
+    },
 }
 
 impl ProfileCommand {
@@ -82,7 +143,9 @@ impl ProfileCommand {
     pub fn customer_id(&self) -> &str {
         match self {
             ProfileCommand::Merge { survivor, .. } => survivor,
-            ProfileCommand::Touch { customer_id, .. } => customer_id,
+            ProfileCommand::Touch { customer_id, .. }
+            | ProfileCommand::Request { customer_id, .. }
+            | ProfileCommand::Detach { customer_id, .. } => customer_id,
         }
     }
 }

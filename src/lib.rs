@@ -9,6 +9,8 @@
 //! | [`resolve`] | the identity graph: source profiles, links, guardrails, merges |
 //! | [`handoff`] | the narrow, serialisable interface from resolve to profile |
 //! | [`profile`] | everything keyed by customer id: golden record, order stats, lifecycle |
+//! | [`consent`] | consent decisions per purpose × channel and how they combine |
+//! | [`gdpr`] | rights requests, suppression list, keyed hashes, pseudonymised output |
 //! | [`output`] | output records for the topics of the contract (§2) |
 //! | [`engine`] | drives the steps for one record; dedupe by `event_id`; batch commit |
 //! | [`store`] | the embedded sled store, one atomic write per batch |
@@ -17,9 +19,11 @@
 //! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
 pub mod bench;
 pub mod config;
+pub mod consent;
 pub mod demo;
 pub mod engine;
 pub mod event;
+pub mod gdpr;
 pub mod generate;
 pub mod handoff;
 pub mod normalise;

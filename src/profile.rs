@@ -10,7 +10,18 @@
 //! Lifecycle stages and RFM recency use the stage's event-time clock (the latest
 //! `occurred_at` seen), never the wall clock: the same input gives the same output.
 //!
-//! Store tables (prefix `p/`): `p/cu/<customer>` profiles, `p/clock`.
+//! Consent decisions live on the customer ([`Consents`]); each effective change is a
+//! `consent.changes` record. The golden record carries the decisions, the channels
+//! allowed *and reachable* per purpose, and flags for profiling and personalisation;
+//! with `profiling` denied it carries no RFM and no lifecycle stage.
+//!
+//! Retention needs "who has been inactive since day D" without scanning: two time
+//! indexes are kept, keyed by day of last activity. Each record remembers the day it is
+//! indexed under, so moving it is one removal and one insertion.
+//!
+//! Store tables (prefix `p/`): `p/cu/<customer>` profiles, `p/clock`,
+//! `p/ls/<day><customer>` customers by last activity, `p/lb/<day><source profile>` →
+//! customer, behavioural source profiles by last activity.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::config::EngineConfig;
-use crate::handoff::{FieldData, Ident, ProfileCommand, ProfileEvent};
+use crate::consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
+use crate::event::CONSENT_PURPOSES;
+use crate::handoff::{FieldData, Ident, ProfileCommand, ProfileEvent, RequestFacts, RequestKind};
 use crate::output::{rfc3339, OutputRecord, Topic};
 use crate::store::{key, Store, StoreError};
 
@@ -50,16 +63,71 @@ pub struct SourceFacts {
     pub last_order_id: Option<String>,
     pub returns: u64,
     pub return_cents: BTreeMap<String, i64>,
+    /// Day this source profile is indexed under in `p/lb/` (behavioural ones only).
+    pub indexed_day: Option<u32>,
 }
 
 /// A customer's profile: the facts of its source profiles.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CustomerProfile {
     pub source_profiles: BTreeMap<u64, SourceFacts>,
+    pub consents: Consents,
+    /// Day this customer is indexed under in `p/ls/`.
+    pub indexed_day: Option<u32>,
+}
+
+impl CustomerProfile {
+    /// Latest event time of the customer.
+    pub fn last_seen(&self) -> Option<i64> {
+        self.source_profiles.values().map(|f| f.last_seen).max()
+    }
 }
 
 fn profile_key(customer_id: &str) -> Vec<u8> {
     key("p/cu/", &[customer_id])
+}
+
+fn day_of(ms: i64) -> u32 {
+    (ms.max(0) / DAY_MS).min(i64::from(u32::MAX)) as u32
+}
+
+const INACTIVE_INDEX: &[u8] = b"p/ls/";
+const BEHAVIOURAL_INDEX: &[u8] = b"p/lb/";
+
+fn inactive_key(day: u32, customer_id: &str) -> Vec<u8> {
+    let mut k = INACTIVE_INDEX.to_vec();
+    k.extend_from_slice(&day.to_be_bytes());
+    k.extend_from_slice(customer_id.as_bytes());
+    k
+}
+
+fn behavioural_key(day: u32, source_profile: u64) -> Vec<u8> {
+    let mut k = BEHAVIOURAL_INDEX.to_vec();
+    k.extend_from_slice(&day.to_be_bytes());
+    k.extend_from_slice(&source_profile.to_be_bytes());
+    k
+}
+
+/// A `consent.changes` record.
+fn consent_change_record(customer_id: &str, change: &Change) -> OutputRecord {
+    let d = &change.decision;
+    OutputRecord::json(
+        Topic::ConsentChanges,
+        customer_id.to_string(),
+        json!({
+            "customer_id": customer_id,
+            "purpose": change.key.purpose,
+            "channel": change.key.channel,
+            "identifier": change.key.identifier,
+            "granted": d.granted,
+            "previous": change.previous,
+            "source_channel": d.source_channel,
+            "event_id": d.event_id,
+            "at": rfc3339(d.at),
+            "expires_at": d.expires_at.map(rfc3339),
+            "cause": change.cause.as_str(),
+        }),
+    )
 }
 
 /// The profile stage. Holds configuration only; all state is in the [`Store`].
@@ -88,8 +156,9 @@ impl Profiler {
         Ok(store.get::<i64>(CLOCK)?.unwrap_or(0))
     }
 
-    /// Applies the commands of one event; returns tombstones for merged-away customers,
-    /// then the golden record of every customer that changed.
+    /// Applies the commands of one event or request; returns tombstones for
+    /// merged-away or erased customers, consent changes, receipts, then the golden
+    /// record of every customer that changed.
     pub fn apply(
         &self,
         store: &mut Store,
@@ -106,7 +175,18 @@ impl Profiler {
                 } => {
                     let gone = self.load(store, merged)?.unwrap_or_default();
                     let mut kept = self.load(store, survivor)?.unwrap_or_default();
+                    if let Some(day) = gone.indexed_day {
+                        store.remove(inactive_key(day, merged));
+                    }
+                    for (sp, facts) in &gone.source_profiles {
+                        if let Some(day) = facts.indexed_day {
+                            store.put(behavioural_key(day, *sp), survivor)?;
+                        }
+                    }
                     kept.source_profiles.extend(gone.source_profiles);
+                    for change in kept.consents.merge(gone.consents) {
+                        out.push(consent_change_record(survivor, &change));
+                    }
                     store.remove(profile_key(merged));
                     store.put(profile_key(survivor), &kept)?;
                     changed.remove(merged);
@@ -132,9 +212,58 @@ impl Profiler {
                             ..SourceFacts::default()
                         });
                     record_event(facts, event);
+                    for c in &event.consents {
+                        let key = ConsentKey {
+                            purpose: c.purpose.clone(),
+                            channel: c.channel.clone(),
+                            identifier: c.identifier.clone(),
+                        };
+                        let decision = Decision {
+                            granted: c.granted,
+                            at: event.occurred_at,
+                            source_channel: event.channel.clone(),
+                            event_id: event.event_id.clone(),
+                            expires_at: c.expires_at,
+                        };
+                        if let Some(change) = profile.consents.apply(key, decision) {
+                            out.push(consent_change_record(customer_id, &change));
+                        }
+                    }
                     store.put(profile_key(customer_id), &profile)?;
                     clock = clock.max(event.occurred_at);
                     changed.insert(customer_id.clone());
+                }
+                ProfileCommand::Detach {
+                    customer_id,
+                    source_profiles,
+                    ..
+                } => {
+                    let Some(mut profile) = self.load(store, customer_id)? else {
+                        continue;
+                    };
+                    for sp in source_profiles {
+                        if let Some(facts) = profile.source_profiles.remove(sp) {
+                            if let Some(day) = facts.indexed_day {
+                                store.remove(behavioural_key(day, *sp));
+                            }
+                        }
+                    }
+                    store.put(profile_key(customer_id), &profile)?;
+                    changed.insert(customer_id.clone());
+                }
+                ProfileCommand::Request { customer_id, facts } => {
+                    let profile = self.load(store, customer_id)?;
+                    match facts.kind {
+                        RequestKind::Export => {
+                            let profile = profile.unwrap_or_default();
+                            out.push(self.export(customer_id, &profile, clock, facts));
+                        }
+                        RequestKind::Erase | RequestKind::Retention => {
+                            let profile = profile.unwrap_or_default();
+                            out.extend(self.erase(store, customer_id, &profile, facts));
+                            changed.remove(customer_id);
+                        }
+                    }
                 }
             }
         }
@@ -142,7 +271,10 @@ impl Profiler {
             store.put(CLOCK.to_vec(), &clock)?;
         }
         for customer_id in changed {
-            if let Some(profile) = self.load(store, &customer_id)? {
+            if let Some(mut profile) = self.load(store, &customer_id)? {
+                if self.reindex(store, &customer_id, &mut profile)? {
+                    store.put(profile_key(&customer_id), &profile)?;
+                }
                 let record = self.golden_record(&customer_id, &profile, clock);
                 out.push(OutputRecord::json(
                     Topic::ProfilesMerged,
@@ -152,6 +284,253 @@ impl Profiler {
             }
         }
         Ok(out)
+    }
+
+    /// Moves a customer (and its behavioural source profiles) to the day of its last
+    /// activity in the time indexes. True if the profile changed.
+    fn reindex(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        profile: &mut CustomerProfile,
+    ) -> Result<bool, StoreError> {
+        let retention = &self.config.gdpr.retention;
+        let mut dirty = false;
+        let want = (retention.inactive_customer_days > 0)
+            .then(|| profile.last_seen().map(day_of))
+            .flatten();
+        if want != profile.indexed_day {
+            if let Some(day) = profile.indexed_day {
+                store.remove(inactive_key(day, customer_id));
+            }
+            if let Some(day) = want {
+                store.put_raw(inactive_key(day, customer_id), Vec::new());
+            }
+            profile.indexed_day = want;
+            dirty = true;
+        }
+        for (sp, facts) in profile.source_profiles.iter_mut() {
+            let behavioural = retention.behavioural_days > 0
+                && !facts.identifiers.is_empty()
+                && facts
+                    .identifiers
+                    .iter()
+                    .all(|id| retention.behavioural_identifiers.contains(&id.kind));
+            let want = behavioural.then(|| day_of(facts.last_seen));
+            if want != facts.indexed_day {
+                if let Some(day) = facts.indexed_day {
+                    store.remove(behavioural_key(day, *sp));
+                }
+                if let Some(day) = want {
+                    store.put(behavioural_key(day, *sp), &customer_id)?;
+                }
+                facts.indexed_day = want;
+                dirty = true;
+            }
+        }
+        Ok(dirty)
+    }
+
+    /// Customers whose last activity is before `cutoff` (ms), oldest first, at most
+    /// `limit`. Reads only the index range before the cutoff.
+    pub fn inactive_before(
+        &self,
+        store: &Store,
+        cutoff: i64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+        let end = inactive_key(day_of(cutoff), "");
+        Ok(store
+            .scan_range(INACTIVE_INDEX, &end, limit)?
+            .into_iter()
+            .map(|(k, _)| {
+                let customer = String::from_utf8_lossy(&k[INACTIVE_INDEX.len() + 4..]).into_owned();
+                (k, customer)
+            })
+            .collect())
+    }
+
+    /// Behavioural source profiles unseen since before `cutoff` (ms), with their
+    /// customer, oldest first, at most `limit`.
+    pub fn behavioural_before(
+        &self,
+        store: &Store,
+        cutoff: i64,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, String, u64)>, StoreError> {
+        let end = behavioural_key(day_of(cutoff), 0);
+        let mut out = Vec::new();
+        for (k, v) in store.scan_range(BEHAVIOURAL_INDEX, &end, limit)? {
+            let sp_bytes: [u8; 8] = k[BEHAVIOURAL_INDEX.len() + 4..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("p/lb key".into()))?;
+            let customer: String =
+                postcard::from_bytes(&v).map_err(|source| StoreError::Decode {
+                    key: "p/lb".into(),
+                    source,
+                })?;
+            out.push((k, customer, u64::from_be_bytes(sp_bytes)));
+        }
+        Ok(out)
+    }
+
+    /// Forgets a customer's profile: tombstones for every id it had, then the receipt.
+    fn erase(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        profile: &CustomerProfile,
+        facts: &RequestFacts,
+    ) -> Vec<OutputRecord> {
+        store.remove(profile_key(customer_id));
+        if let Some(day) = profile.indexed_day {
+            store.remove(inactive_key(day, customer_id));
+        }
+        for (sp, f) in &profile.source_profiles {
+            if let Some(day) = f.indexed_day {
+                store.remove(behavioural_key(day, *sp));
+            }
+        }
+        let mut erased: Map<String, Value> = facts
+            .erased
+            .iter()
+            .map(|(k, n)| (k.clone(), json!(n)))
+            .collect();
+        let fields: usize = profile
+            .source_profiles
+            .values()
+            .map(|f| f.fields.len())
+            .sum();
+        let orders: u64 = profile
+            .source_profiles
+            .values()
+            .map(|f| f.orders + f.returns)
+            .sum();
+        erased.insert("profiles".into(), json!(1));
+        erased.insert("fields".into(), json!(fields));
+        erased.insert("orders".into(), json!(orders));
+        erased.insert("consents".into(), json!(profile.consents.decisions.len()));
+        let mut out: Vec<OutputRecord> = std::iter::once(customer_id)
+            .chain(facts.merged_ids.iter().map(String::as_str))
+            .map(|id| OutputRecord::tombstone(Topic::ProfilesMerged, id.to_string()))
+            .collect();
+        out.push(OutputRecord::json(
+            Topic::GdprReceipts,
+            customer_id.to_string(),
+            json!({
+                "request_id": facts.request_id,
+                "customer_id": customer_id,
+                "kind": facts.kind.as_str(),
+                "status": "done",
+                "done_at": rfc3339(facts.at),
+                "erased": erased,
+            }),
+        ));
+        out
+    }
+
+    /// The receipt of an export: everything kept about the customer.
+    fn export(
+        &self,
+        customer_id: &str,
+        profile: &CustomerProfile,
+        clock: i64,
+        facts: &RequestFacts,
+    ) -> OutputRecord {
+        let identity: Value = facts
+            .identity
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok())
+            .unwrap_or(Value::Null);
+        let source_profiles: Vec<Value> = profile
+            .source_profiles
+            .iter()
+            .map(|(sp, f)| {
+                json!({
+                    "source_profile": sp,
+                    "channel": f.channel,
+                    "identifiers": f.identifiers,
+                    "fields": f.fields.iter().map(|(name, v)| (name.clone(), json!({
+                        "value": field_json(&v.data), "source": v.channel,
+                        "at": rfc3339(v.at), "event_id": v.event_id,
+                    }))).collect::<Map<String, Value>>(),
+                    "first_seen": rfc3339(f.first_seen),
+                    "last_seen": rfc3339(f.last_seen),
+                    "events": f.events,
+                    "orders": f.orders,
+                    "last_order_id": f.last_order_id,
+                    "returns": f.returns,
+                })
+            })
+            .collect();
+        let consents: Vec<Value> = profile
+            .consents
+            .decisions
+            .iter()
+            .map(|(k, d)| {
+                json!({
+                    "purpose": k.purpose, "channel": k.channel, "identifier": k.identifier,
+                    "granted": d.granted, "at": rfc3339(d.at), "source_channel": d.source_channel,
+                    "event_id": d.event_id, "expires_at": d.expires_at.map(rfc3339),
+                })
+            })
+            .collect();
+        OutputRecord::json(
+            Topic::GdprReceipts,
+            customer_id.to_string(),
+            json!({
+                "request_id": facts.request_id,
+                "customer_id": customer_id,
+                "kind": "export",
+                "status": "done",
+                "done_at": rfc3339(facts.at),
+                "export": {
+                    "golden_record": self.golden_record(customer_id, profile, clock),
+                    "identity_graph": identity,
+                    "source_profiles": source_profiles,
+                    "consents": consents,
+                },
+            }),
+        )
+    }
+
+    fn implied(&self, purpose: &str) -> bool {
+        self.config.consent.implied.iter().any(|p| p == purpose)
+    }
+
+    /// Channels on which `purpose` is allowed now *and* the customer can be reached:
+    /// what any activation may use.
+    pub fn allowed_channels(
+        &self,
+        profile: &CustomerProfile,
+        purpose: &str,
+        now: i64,
+    ) -> Vec<&'static str> {
+        let mut ids: BTreeSet<&Ident> = BTreeSet::new();
+        let mut has_address = false;
+        for f in profile.source_profiles.values() {
+            ids.extend(f.identifiers.iter());
+            has_address |= f.fields.contains_key("address");
+        }
+        let implied = self.implied(purpose);
+        let consents = &profile.consents;
+        REACHABLE_CHANNELS
+            .into_iter()
+            .filter(|channel| {
+                let Some(by) = self.config.consent.reachable_by.get(*channel) else {
+                    return false;
+                };
+                by.iter().any(|t| {
+                    if t == "address" {
+                        has_address && consents.allowed(purpose, channel, None, implied, now)
+                    } else {
+                        ids.iter()
+                            .filter(|id| &id.kind == t)
+                            .any(|id| consents.allowed(purpose, channel, Some(id), implied, now))
+                    }
+                })
+            })
+            .collect()
     }
 
     fn rank(&self, field: &str, channel: &str) -> usize {
@@ -226,10 +605,7 @@ impl Profiler {
         let mut person = Map::new();
         let mut attributes = Map::new();
         for (name, v) in winners {
-            let value = match &v.data {
-                FieldData::Text(s) => Value::String(s.clone()),
-                FieldData::Address(a) => serde_json::to_value(a).unwrap_or(Value::Null),
-            };
+            let value = field_json(&v.data);
             let stated = json!({"value": value, "source": v.channel, "at": rfc3339(v.at), "event_id": v.event_id});
             match name.strip_prefix("attributes.") {
                 Some(attr) => attributes.insert(attr.to_string(), stated),
@@ -253,6 +629,43 @@ impl Profiler {
             Some(d) if d <= i64::from(self.config.lifecycle.dormant_days) => "inactive",
             Some(_) => "dormant",
         };
+        let consents = &profile.consents;
+        let allows =
+            |purpose: &str| consents.allowed(purpose, "all", None, self.implied(purpose), clock);
+        let profiling = allows("profiling");
+        let mut decisions: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
+        let mut by_identifier = Vec::new();
+        for (k, d) in &consents.decisions {
+            let stated = json!({
+                "granted": d.granted, "at": rfc3339(d.at), "source_channel": d.source_channel,
+                "event_id": d.event_id, "expires_at": d.expires_at.map(rfc3339),
+                "in_force": d.expires_at.is_none_or(|e| e > clock),
+            });
+            match &k.identifier {
+                None => {
+                    decisions
+                        .entry(&k.purpose)
+                        .or_default()
+                        .insert(k.channel.clone(), stated);
+                }
+                Some(id) => {
+                    let mut v = stated;
+                    v["purpose"] = json!(k.purpose);
+                    v["channel"] = json!(k.channel);
+                    v["identifier"] = json!(id);
+                    by_identifier.push(v);
+                }
+            }
+        }
+        let allowed_channels: Map<String, Value> = CONSENT_PURPOSES
+            .iter()
+            .map(|p| {
+                (
+                    p.to_string(),
+                    json!(self.allowed_channels(profile, p, clock)),
+                )
+            })
+            .collect();
         json!({
             "customer_id": customer_id,
             "identifiers": identifiers,
@@ -271,16 +684,28 @@ impl Profiler {
                 "returns": returns,
                 "returned_totals": money(&return_cents),
             },
-            "rfm": {
+            "rfm": profiling.then(|| json!({
                 "recency_days": recency_days,
                 "frequency": orders,
                 "monetary": monetary_cents as f64 / 100.0,
                 "currency": base,
-            },
-            "lifecycle_stage": stage,
+            })),
+            "lifecycle_stage": profiling.then_some(stage),
+            "consents": decisions,
+            "consents_by_identifier": by_identifier,
+            "allowed_channels": allowed_channels,
+            "do_not_profile": !profiling,
+            "do_not_personalize": !allows("personalization"),
             "source_profiles": profile.source_profiles.len(),
             "as_of": rfc3339(clock),
         })
+    }
+}
+
+fn field_json(data: &FieldData) -> Value {
+    match data {
+        FieldData::Text(s) => Value::String(s.clone()),
+        FieldData::Address(a) => serde_json::to_value(a).unwrap_or(Value::Null),
     }
 }
 

@@ -16,6 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::EngineConfig;
 use crate::engine::{Engine, EngineError, Input, Stats};
+use crate::gdpr;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -149,8 +150,14 @@ pub fn run(
             source_topic: source,
             source_offset: line_index,
             key: None,
+            timestamp: None,
         };
-        for record in engine.process(&input)? {
+        let produced = if gdpr::looks_like_request(body) {
+            engine.process_request(&input)?
+        } else {
+            engine.process(&input)?
+        };
+        for record in produced {
             record
                 .write_replay_line(&mut *out)
                 .map_err(io::Error::from)

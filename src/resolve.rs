@@ -29,7 +29,11 @@ use serde_json::{json, Value};
 
 use crate::config::EngineConfig;
 use crate::event::{EventType, Touchpoint};
-use crate::handoff::{FieldData, Ident, OrderFacts, ProfileCommand, ProfileEvent};
+use crate::gdpr;
+use crate::handoff::{
+    ConsentStatement, FieldData, Ident, OrderFacts, ProfileCommand, ProfileEvent, RequestFacts,
+    RequestKind,
+};
 use crate::normalise;
 use crate::output::rfc3339;
 use crate::store::{key, Store, StoreError};
@@ -102,6 +106,8 @@ pub enum Method {
     Deterministic,
     /// No usable identifier and no person data: nobody to attach it to.
     Unresolved,
+    /// An identifier of an erased customer: dropped so the person does not come back.
+    Suppressed,
 }
 
 impl Method {
@@ -110,6 +116,7 @@ impl Method {
             Method::New => "new",
             Method::Deterministic => "deterministic",
             Method::Unresolved => "unresolved",
+            Method::Suppressed => "suppressed",
         }
     }
 }
@@ -125,6 +132,10 @@ pub struct ResolveCounts {
     pub conflicts: u32,
     pub merges: u32,
     pub new_customer: bool,
+    /// Person fields or attributes dropped by the minimisation allow-lists.
+    pub minimised: u32,
+    /// Consent entries naming an identifier that cannot be normalised (dropped).
+    pub consent_dropped: u32,
 }
 
 /// The answer of resolve for one event.
@@ -143,6 +154,8 @@ pub struct Resolution {
 struct SourceProfile {
     customer: String,
     channel: String,
+    /// The identifier whose `r/sk/` anchor points here.
+    anchor: Option<Ident>,
     identifiers: Vec<Ident>,
     person: PersonSig,
     person_at: i64,
@@ -164,6 +177,8 @@ struct Customer {
     /// Sorted, without duplicates.
     identifiers: Vec<Ident>,
     people: Vec<PersonSig>,
+    /// Ids of the customers merged into this one (tombstoned again on erasure).
+    merged_ids: Vec<String>,
 }
 
 const MAX_PEOPLE_PER_CUSTOMER: usize = 16;
@@ -183,6 +198,10 @@ fn customer_key(id: &str) -> Vec<u8> {
 
 fn value_key(id: &Ident) -> Vec<u8> {
     key("r/ix/", &[&id.kind, &id.value])
+}
+
+fn anchor_key(channel: &str, id: &Ident) -> Vec<u8> {
+    key("r/sk/", &[channel, &id.kind, &id.value])
 }
 
 /// The resolve stage. Holds configuration only; all state is in the [`Store`].
@@ -303,6 +322,16 @@ impl Resolver {
             ))
         });
         ids.dedup();
+        if !gdpr::suppressed(store, &self.config, &ids)?.is_empty() {
+            return Ok(Resolution {
+                customer_id: None,
+                method: Method::Suppressed,
+                matched_on: Vec::new(),
+                identity_changes: Vec::new(),
+                commands: Vec::new(),
+                counts,
+            });
+        }
         let sig = PersonSig::from_touchpoint(tp);
         let has_person = tp.person.is_some();
         if ids.is_empty() && !has_person {
@@ -317,9 +346,8 @@ impl Resolver {
         }
 
         // 2. The source profile this event belongs to, anchored on its strongest id.
-        let anchor_key = ids
-            .first()
-            .map(|id| key("r/sk/", &[&tp.channel, &id.kind, &id.value]));
+        let ids_anchor = ids.first().cloned();
+        let anchor_key = ids_anchor.as_ref().map(|id| anchor_key(&tp.channel, id));
         let anchor: Option<(u64, SourceProfile)> = match &anchor_key {
             Some(k) => match store.get::<u64>(k)? {
                 Some(sp_id) => store
@@ -506,6 +534,7 @@ impl Resolver {
                 source_profiles: Vec::new(),
                 identifiers: Vec::new(),
                 people: Vec::new(),
+                merged_ids: Vec::new(),
             };
             (id, c, Method::New)
         } else {
@@ -534,6 +563,8 @@ impl Resolver {
                 for p in m.people {
                     push_person(&mut survivor.people, p);
                 }
+                survivor.merged_ids.push(mid.clone());
+                survivor.merged_ids.extend(m.merged_ids);
                 store.remove(customer_key(&mid));
                 commands.push(ProfileCommand::Merge {
                     survivor: survivor_id.clone(),
@@ -571,6 +602,7 @@ impl Resolver {
                 let sp = SourceProfile {
                     customer: survivor_id.clone(),
                     channel: tp.channel.clone(),
+                    anchor: ids_anchor.clone(),
                     identifiers: Vec::new(),
                     person: PersonSig::default(),
                     person_at: i64::MIN,
@@ -625,10 +657,11 @@ impl Resolver {
             store.put(customer_key(&survivor_id), &survivor)?;
         }
 
+        let event = self.profile_event(tp, attached, &mut counts);
         commands.push(ProfileCommand::Touch {
             customer_id: survivor_id.clone(),
             source_profile: sp_id,
-            event: Box::new(profile_event(tp, attached)),
+            event: Box::new(event),
         });
         Ok(Resolution {
             customer_id: Some(survivor_id),
@@ -638,6 +671,215 @@ impl Resolver {
             commands,
             counts,
         })
+    }
+}
+
+/// What resolve removed of a customer's identity graph.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Values only this customer carried: what an erasure puts on the suppression list.
+    pub exclusive_identifiers: Vec<Ident>,
+    pub source_profiles: u64,
+    pub index_entries_removed: u64,
+    pub index_entries_updated: u64,
+    pub anchors: u64,
+    pub merged_ids: Vec<String>,
+}
+
+impl Forgotten {
+    /// Counts for a receipt.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        vec![
+            ("source_profiles".into(), self.source_profiles),
+            (
+                "identifiers".into(),
+                self.exclusive_identifiers.len() as u64,
+            ),
+            ("index_entries_removed".into(), self.index_entries_removed),
+            ("index_entries_updated".into(), self.index_entries_updated),
+            ("anchors".into(), self.anchors),
+            ("customer_ids".into(), 1 + self.merged_ids.len() as u64),
+        ]
+    }
+}
+
+impl Resolver {
+    /// Whether a customer id is live.
+    pub fn customer_exists(&self, store: &Store, customer_id: &str) -> Result<bool, StoreError> {
+        store.contains(&customer_key(customer_id))
+    }
+
+    /// A customer's source profiles, if it exists.
+    pub fn source_profiles_of(
+        &self,
+        store: &Store,
+        customer_id: &str,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        Ok(store
+            .get::<Customer>(&customer_key(customer_id))?
+            .map(|c| c.source_profiles))
+    }
+
+    /// The customer a source profile belongs to.
+    pub fn customer_of_source_profile(
+        &self,
+        store: &Store,
+        sp: u64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(store
+            .get::<SourceProfile>(&sp_key(sp))?
+            .map(|sp| sp.customer))
+    }
+
+    /// Removes a customer's whole identity graph: its record, source profiles, anchors,
+    /// and its place in every value index entry (an entry only it carried goes). `None`
+    /// if the customer does not exist.
+    pub fn forget(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+    ) -> Result<Option<Forgotten>, StoreError> {
+        let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
+            return Ok(None);
+        };
+        let mut f = Forgotten::default();
+        self.forget_source_profiles(store, &c.source_profiles, &c.people, &mut f)?;
+        store.remove(customer_key(customer_id));
+        add_live_customers(store, -1)?;
+        f.merged_ids = c.merged_ids;
+        Ok(Some(f))
+    }
+
+    /// Detaches source profiles from a customer and forgets them (behavioural data
+    /// expired); the customer keeps the rest. `None` if none of them belongs to it.
+    pub fn detach(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        source_profiles: &[u64],
+    ) -> Result<Option<Forgotten>, StoreError> {
+        let Some(mut c) = store.get::<Customer>(&customer_key(customer_id))? else {
+            return Ok(None);
+        };
+        let gone: Vec<u64> = c
+            .source_profiles
+            .iter()
+            .copied()
+            .filter(|sp| source_profiles.contains(sp))
+            .collect();
+        if gone.is_empty() {
+            return Ok(None);
+        }
+        let mut gone_people = Vec::new();
+        for sp_id in &gone {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                if !sp.person.is_empty() {
+                    gone_people.push(sp.person);
+                }
+            }
+        }
+        let mut f = Forgotten::default();
+        self.forget_source_profiles(store, &gone, &gone_people, &mut f)?;
+        c.source_profiles.retain(|sp| !gone.contains(sp));
+        let mut kept_ids = BTreeSet::new();
+        let mut people = Vec::new();
+        for sp_id in &c.source_profiles {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                kept_ids.extend(sp.identifiers);
+                push_person(&mut people, sp.person);
+            }
+        }
+        c.identifiers.retain(|id| kept_ids.contains(id));
+        c.people = people;
+        store.put(customer_key(customer_id), &c)?;
+        Ok(Some(f))
+    }
+
+    fn forget_source_profiles(
+        &self,
+        store: &mut Store,
+        source_profiles: &[u64],
+        people: &[PersonSig],
+        f: &mut Forgotten,
+    ) -> Result<(), StoreError> {
+        let mut exclusive = BTreeSet::new();
+        for sp_id in source_profiles {
+            let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? else {
+                continue;
+            };
+            if let Some(a) = &sp.anchor {
+                let k = anchor_key(&sp.channel, a);
+                if store.get::<u64>(&k)? == Some(*sp_id) {
+                    store.remove(k);
+                    f.anchors += 1;
+                }
+            }
+            for id in &sp.identifiers {
+                let vk = value_key(id);
+                let Some(mut entry) = store.get::<ValueEntry>(&vk)? else {
+                    continue;
+                };
+                entry.source_profiles.retain(|x| x != sp_id);
+                entry.people.retain(|p| !people.contains(p));
+                if entry.source_profiles.is_empty() && !entry.generic {
+                    store.remove(vk);
+                    f.index_entries_removed += 1;
+                    exclusive.insert(id.clone());
+                } else {
+                    store.put(vk, &entry)?;
+                    f.index_entries_updated += 1;
+                }
+            }
+            store.remove(sp_key(*sp_id));
+            f.source_profiles += 1;
+        }
+        f.exclusive_identifiers.extend(exclusive);
+        Ok(())
+    }
+
+    /// Resolve's part of an export: the customer's identity graph.
+    pub fn export_identity(
+        &self,
+        store: &Store,
+        customer_id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
+            return Ok(None);
+        };
+        let mut sps = Vec::with_capacity(c.source_profiles.len());
+        for sp_id in &c.source_profiles {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                sps.push(json!({
+                    "source_profile": sp_id, "channel": sp.channel, "anchor": sp.anchor,
+                    "identifiers": sp.identifiers,
+                    "match_keys": {"first_name": sp.person.first, "last_name": sp.person.last, "birth_date": sp.person.birth},
+                }));
+            }
+        }
+        Ok(Some(json!({
+            "customer_id": customer_id,
+            "identifiers": c.identifiers,
+            "merged_ids": c.merged_ids,
+            "source_profiles": sps,
+        })))
+    }
+
+    /// Facts of a request for the profile stage, from what resolve did.
+    pub fn request_facts(
+        request_id: &str,
+        kind: RequestKind,
+        at: i64,
+        forgotten: Option<&Forgotten>,
+        identity: Option<&Value>,
+    ) -> RequestFacts {
+        RequestFacts {
+            request_id: request_id.to_string(),
+            kind,
+            at,
+            merged_ids: forgotten.map(|f| f.merged_ids.clone()).unwrap_or_default(),
+            erased: forgotten.map(Forgotten::counts).unwrap_or_default(),
+            identity: identity.map(Value::to_string),
+        }
     }
 }
 
@@ -696,80 +938,116 @@ fn new_customer_id(occurred_at: i64, event_id: &str) -> String {
     format!("cus_{}", ulid::Ulid::from_parts(ms, random))
 }
 
-/// The profile stage's view of an event.
-fn profile_event(tp: &Touchpoint, identifiers: Vec<Ident>) -> ProfileEvent {
-    let mut fields = Vec::new();
-    if let Some(p) = &tp.person {
-        let text = [
-            (
-                "first_name",
-                &p.first_name,
-                normalise::name_display as fn(&str) -> _,
-            ),
-            ("last_name", &p.last_name, normalise::name_display),
-            ("birth_date", &p.birth_date, normalise::birth_date),
-        ];
-        for (name, raw, f) in text {
-            if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
-                fields.push((name.to_string(), FieldData::Text(v)));
-            }
-        }
-        if let Some(a) = &p.address {
-            let mut a = a.clone();
-            let country = a
-                .country
-                .as_deref()
-                .and_then(|c| normalise::country(c).ok());
-            if let Some(pc) = a.postal_code.as_deref() {
-                if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
-                    a.postal_code = Some(n);
+impl Resolver {
+    /// The profile stage's view of an event: person fields and attributes the minimisation
+    /// allow-lists keep, and consent statements with their identifier normalised.
+    fn profile_event(
+        &self,
+        tp: &Touchpoint,
+        identifiers: Vec<Ident>,
+        counts: &mut ResolveCounts,
+    ) -> ProfileEvent {
+        let mut fields = Vec::new();
+        if let Some(p) = &tp.person {
+            let text = [
+                (
+                    "first_name",
+                    &p.first_name,
+                    normalise::name_display as fn(&str) -> _,
+                ),
+                ("last_name", &p.last_name, normalise::name_display),
+                ("birth_date", &p.birth_date, normalise::birth_date),
+            ];
+            for (name, raw, f) in text {
+                if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
+                    fields.push((name.to_string(), FieldData::Text(v)));
                 }
             }
-            if country.is_some() {
-                a.country = country;
-            }
-            for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
-                if let Some(s) = part {
-                    *part = normalise::name_display(s).ok();
+            if let Some(a) = &p.address {
+                let mut a = a.clone();
+                let country = a
+                    .country
+                    .as_deref()
+                    .and_then(|c| normalise::country(c).ok());
+                if let Some(pc) = a.postal_code.as_deref() {
+                    if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
+                        a.postal_code = Some(n);
+                    }
+                }
+                if country.is_some() {
+                    a.country = country;
+                }
+                for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
+                    if let Some(s) = part {
+                        *part = normalise::name_display(s).ok();
+                    }
+                }
+                if !a.is_empty() {
+                    fields.push(("address".to_string(), FieldData::Address(a)));
                 }
             }
-            if !a.is_empty() {
-                fields.push(("address".to_string(), FieldData::Address(a)));
+        }
+        for (k, v) in &tp.attributes {
+            if !v.trim().is_empty() {
+                fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
             }
         }
-    }
-    for (k, v) in &tp.attributes {
-        if !v.trim().is_empty() {
-            fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
+        let gdpr = &self.config.gdpr;
+        let before = fields.len();
+        fields.retain(|(name, _)| match name.strip_prefix("attributes.") {
+            Some(attr) => gdpr.attribute_allowed(attr),
+            None => gdpr.person_field_allowed(name),
+        });
+        counts.minimised += (before - fields.len()) as u32;
+        let mut consents = Vec::with_capacity(tp.consent.len());
+        for c in &tp.consent {
+            let identifier = match &c.identifier {
+                None => None,
+                Some((kind, raw)) => match self.normalise_identifier(kind, raw) {
+                    Some(id) => Some(id),
+                    None => {
+                        counts.consent_dropped += 1;
+                        continue;
+                    }
+                },
+            };
+            consents.push(ConsentStatement {
+                purpose: c.purpose.clone(),
+                channel: c.channel.clone(),
+                granted: c.granted,
+                identifier,
+                expires_at: c.expires_at,
+            });
         }
-    }
-    let order_facts = |tp: &Touchpoint| {
-        tp.order.as_ref().map(|o| OrderFacts {
-            order_id: o.order_id.clone(),
-            total_cents: o.total_cents.unwrap_or_else(|| {
-                o.items
-                    .iter()
-                    .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
-                    .sum()
-            }),
-            currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
-            items: o.items.clone(),
-        })
-    };
-    let (purchase, refund) = match tp.kind {
-        EventType::Purchase => (order_facts(tp), None),
-        EventType::Return => (None, order_facts(tp)),
-        _ => (None, None),
-    };
-    ProfileEvent {
-        event_id: tp.event_id.clone(),
-        channel: tp.channel.clone(),
-        kind: tp.kind.as_str().to_string(),
-        occurred_at: tp.occurred_at,
-        identifiers,
-        fields,
-        purchase,
-        refund,
+        let order_facts = |tp: &Touchpoint| {
+            tp.order.as_ref().map(|o| OrderFacts {
+                order_id: o.order_id.clone(),
+                total_cents: o.total_cents.unwrap_or_else(|| {
+                    o.items
+                        .iter()
+                        .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
+                        .sum()
+                }),
+                currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
+                items: o.items.clone(),
+            })
+        };
+        let (purchase, refund) = match tp.kind {
+            EventType::Purchase => (order_facts(tp), None),
+            EventType::Return => (None, order_facts(tp)),
+            _ => (None, None),
+        };
+        ProfileEvent {
+            event_id: tp.event_id.clone(),
+            channel: tp.channel.clone(),
+            kind: tp.kind.as_str().to_string(),
+            occurred_at: tp.occurred_at,
+            identifiers,
+            fields,
+            purchase,
+            refund,
+            consents,
+        }
     }
 }
 

@@ -280,6 +280,7 @@ pub async fn ensure_topics(settings: &Settings) -> Vec<String> {
     let names: Vec<String> = Topic::ALL
         .iter()
         .map(|t| settings.kafka.topic(*t))
+        .chain(std::iter::once(settings.kafka.requests_topic()))
         .collect();
     if settings.kafka.create_topics {
         match base_config(settings, Role::Admin).create::<AdminClient<DefaultClientContext>>() {
@@ -516,7 +517,9 @@ pub async fn run(
             stats: stats.clone(),
         })
         .map_err(kafka("creating the consumer"))?;
-    let topics = settings.kafka.input_topics();
+    let mut topics = settings.kafka.input_topics();
+    let requests_topic = settings.kafka.requests_topic();
+    topics.push(requests_topic.clone());
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_refs)
@@ -526,6 +529,9 @@ pub async fn run(
     let mut previous_outbox: Option<u64> = None;
     let mut consumer_errors: u64 = 0;
     let max_wait = Duration::from_millis(settings.runtime.batch_max_wait_ms);
+    let sweep_every = Duration::from_millis(settings.engine.gdpr.retention.sweep_interval_ms);
+    // The retention sweep runs between batches, and on an idle stream too.
+    let mut next_sweep = tokio::time::Instant::now();
     while clean && !*shutdown.borrow() {
         // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
         // a record of the new assignment: records gathered before a rebalance belong to
@@ -537,7 +543,9 @@ pub async fn run(
             let next = async {
                 match deadline {
                     Some(d) => tokio::time::timeout_at(d, consumer.recv()).await.ok(),
-                    None => Some(consumer.recv().await),
+                    None => tokio::time::timeout_at(next_sweep, consumer.recv())
+                        .await
+                        .ok(),
                 }
             };
             let received = tokio::select! {
@@ -573,10 +581,11 @@ pub async fn run(
                 }
             }
         }
-        if batch.is_empty() {
+        let sweep_due = tokio::time::Instant::now() >= next_sweep;
+        if batch.is_empty() && !sweep_due {
             continue;
         }
-        debug!(records = batch.len(), "batch gathered");
+        debug!(records = batch.len(), sweep_due, "batch gathered");
 
         // 2-3. Engine, then state and outbox in one durable write.
         let t_gathered = Instant::now();
@@ -589,10 +598,22 @@ pub async fn run(
                     source_topic: m.topic(),
                     source_offset: m.offset(),
                     key: m.key(),
+                    timestamp: m.timestamp().to_millis(),
                 };
                 let ts = m.timestamp().to_millis();
-                for out in engine.process(&input)? {
+                let outputs = if m.topic() == requests_topic {
+                    engine.process_request(&input)?
+                } else {
+                    engine.process(&input)?
+                };
+                for out in outputs {
                     wire.push(WireRecord::from_output(&out, &settings, ts)?);
+                }
+            }
+            if sweep_due {
+                let now = chrono::Utc::now().timestamp_millis();
+                for out in engine.sweep_retention(now)? {
+                    wire.push(WireRecord::from_output(&out, &settings, None)?);
                 }
             }
             let store = engine.store_mut();
@@ -609,6 +630,9 @@ pub async fn run(
             Ok((wire, seq))
         })?;
         previous_outbox = Some(outbox_seq);
+        if sweep_due {
+            next_sweep = tokio::time::Instant::now() + sweep_every;
+        }
         stats
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -91,6 +91,11 @@ impl KafkaSettings {
             .collect()
     }
 
+    /// The topic of rights requests (`gdpr.requests`), consumed with the touchpoints.
+    pub fn requests_topic(&self) -> String {
+        format!("{}gdpr.requests", self.topic_prefix)
+    }
+
     pub fn topic(&self, topic: Topic) -> String {
         format!("{}{}", self.topic_prefix, topic.name())
     }
@@ -284,6 +289,9 @@ impl Settings {
             if is_secret(name) {
                 *value = "********".into();
             }
+        }
+        if !shown.engine.gdpr.hash_key.is_empty() {
+            shown.engine.gdpr.hash_key = "********".into();
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }

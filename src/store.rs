@@ -30,6 +30,8 @@ pub enum StoreError {
     },
     #[error("value cannot be encoded: {0}")]
     Encode(postcard::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -211,6 +213,40 @@ impl Store {
         Ok(merged
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// At most `limit` keys and values in `[start, end)`, overlay included, in key
+    /// order. Reads only that range (plus the staged writes of the batch).
+    pub fn scan_range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let in_range = |k: &[u8]| k >= start && k < end;
+        let mut staged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            std::collections::BTreeMap::new();
+        if let Some(f) = &self.in_flight {
+            for (k, v) in f.staged.iter().filter(|(k, _)| in_range(k)) {
+                staged.insert(k.clone(), v.as_ref().map(|v| v.to_vec()));
+            }
+        }
+        for (k, v) in self.overlay.iter().filter(|(k, _)| in_range(k)) {
+            staged.insert(k.clone(), v.clone());
+        }
+        // Staged removals may hide committed keys: read that many more.
+        let removals = staged.values().filter(|v| v.is_none()).count();
+        let mut merged = std::collections::BTreeMap::new();
+        for kv in self.tree.range(start..end).take(limit + removals) {
+            let (k, v) = kv?;
+            merged.insert(k.to_vec(), Some(v.to_vec()));
+        }
+        merged.extend(staged);
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
             .collect())
     }
 

@@ -51,6 +51,8 @@ fn cluster(group: &str) -> Cluster {
         mock.create_topic(&settings.kafka.topic(t), PARTITIONS, 1)
             .unwrap();
     }
+    mock.create_topic(&settings.kafka.requests_topic(), 1, 1)
+        .unwrap();
     Cluster {
         mock,
         settings,

@@ -1,0 +1,409 @@
+//! Consent: one decision per purpose × channel (optionally per identifier) on each
+//! customer, and the rules that combine them.
+//!
+//! - **Newer wins.** A decision replaces the one of the same key only if it is at least as
+//!   recent (event time); at the same instant a denial wins. An older event never
+//!   overrides a newer decision, whatever order the events arrive in.
+//! - **Most specific and most recent applies.** For purpose `p` and channel `c`, the
+//!   decisions that apply are `(p, c)` and `(p, all)`, and for one identifier also those
+//!   naming it; the most recent applies, a denial winning ties. Expired decisions do not
+//!   apply. No decision: the purpose's default (`implied` purposes are allowed until
+//!   denied, the others need a grant).
+//! - **Merges are restrictive.** When two customers merge, a denial on either side wins
+//!   per key (the latest time is kept), and a denial of `(p, all)` on one side also denies
+//!   every channel the other side had granted for `p`.
+//!
+//! The module is pure: the profile stage stores [`Consents`] inside the customer profile
+//! and turns the returned [`Change`]s into `consent.changes` records.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::handoff::Ident;
+
+/// The contract's consent channels that can be reached (`all` is not one).
+pub const REACHABLE_CHANNELS: [&str; 6] = ["email", "sms", "push", "phone", "post", "web"];
+
+/// What a decision is about.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ConsentKey {
+    pub purpose: String,
+    /// A channel of the contract, or `all`.
+    pub channel: String,
+    /// The decision concerns this identifier only.
+    pub identifier: Option<Ident>,
+}
+
+/// One decision of the person, with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub granted: bool,
+    /// Event time of the decision (ms since the epoch).
+    pub at: i64,
+    /// Channel of the event that carried it.
+    pub source_channel: String,
+    pub event_id: String,
+    pub expires_at: Option<i64>,
+}
+
+impl Decision {
+    fn in_force(&self, now: i64) -> bool {
+        self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// Whether `self` should replace `other`: more recent, a denial winning ties.
+    fn supersedes(&self, other: &Decision) -> bool {
+        (self.at, !self.granted) > (other.at, !other.granted)
+    }
+}
+
+/// Why a decision changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// An event of the customer stated it.
+    Event,
+    /// Two customers merged and the restrictive combination changed it.
+    Merge,
+}
+
+impl Cause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Event => "event",
+            Cause::Merge => "merge",
+        }
+    }
+}
+
+/// One effective change of a decision: the state of a key went from `previous` to
+/// `decision.granted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: ConsentKey,
+    pub decision: Decision,
+    /// `None`: there was no decision for this key.
+    pub previous: Option<bool>,
+    pub cause: Cause,
+}
+
+/// A customer's decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consents {
+    pub decisions: BTreeMap<ConsentKey, Decision>,
+}
+
+impl Consents {
+    pub fn is_empty(&self) -> bool {
+        self.decisions.is_empty()
+    }
+
+    /// Records a decision stated by an event. Returns the change when the state of the
+    /// key changed; a restatement (or an older decision) changes no state.
+    pub fn apply(&mut self, key: ConsentKey, decision: Decision) -> Option<Change> {
+        let previous = match self.decisions.get(&key) {
+            Some(old) if !decision.supersedes(old) => return None,
+            Some(old) => Some(old.granted),
+            None => None,
+        };
+        let change = (previous != Some(decision.granted)).then(|| Change {
+            key: key.clone(),
+            decision: decision.clone(),
+            previous,
+            cause: Cause::Event,
+        });
+        self.decisions.insert(key, decision);
+        change
+    }
+
+    /// Folds the decisions of a customer merged into this one, restrictively. Returns
+    /// the changes of this customer's state, in key order.
+    pub fn merge(&mut self, other: Consents) -> Vec<Change> {
+        let before = self.decisions.clone();
+        // Denials of a whole purpose on the other side, to apply to this side's grants.
+        let other_all_denials: Vec<(String, Decision)> = other
+            .decisions
+            .iter()
+            .filter(|(k, d)| k.channel == "all" && k.identifier.is_none() && !d.granted)
+            .map(|(k, d)| (k.purpose.clone(), d.clone()))
+            .collect();
+        let own_all_denials: Vec<(String, Decision)> = self
+            .decisions
+            .iter()
+            .filter(|(k, d)| k.channel == "all" && k.identifier.is_none() && !d.granted)
+            .map(|(k, d)| (k.purpose.clone(), d.clone()))
+            .collect();
+        let other_keys: Vec<ConsentKey> = other.decisions.keys().cloned().collect();
+        for (key, theirs) in other.decisions {
+            let combined = match self.decisions.get(&key) {
+                None => theirs,
+                Some(mine) => restrictive(mine, &theirs),
+            };
+            self.decisions.insert(key, combined);
+        }
+        // A purpose denied on all channels by one side denies the other side's grants.
+        for (denials, side_keys) in [
+            (&other_all_denials, before.keys().cloned().collect()),
+            (&own_all_denials, other_keys),
+        ] {
+            for (purpose, denial) in denials {
+                for key in side_keys.iter().filter(|k| &k.purpose == purpose) {
+                    if let Some(d) = self.decisions.get_mut(key) {
+                        if d.granted {
+                            *d = restrictive(d, denial);
+                        }
+                    }
+                }
+            }
+        }
+        let mut changes = Vec::new();
+        for (key, d) in &self.decisions {
+            let previous = before.get(key).map(|b| b.granted);
+            if previous != Some(d.granted) {
+                changes.push(Change {
+                    key: key.clone(),
+                    decision: d.clone(),
+                    previous,
+                    cause: Cause::Merge,
+                });
+            }
+        }
+        changes
+    }
+
+    /// The decision that applies to `purpose` on `channel` (for one identifier if
+    /// given) at `now`, if any.
+    pub fn applicable(
+        &self,
+        purpose: &str,
+        channel: &str,
+        identifier: Option<&Ident>,
+        now: i64,
+    ) -> Option<&Decision> {
+        let mut best: Option<&Decision> = None;
+        let ids: &[Option<&Ident>] = match identifier {
+            Some(id) => &[None, Some(id)],
+            None => &[None],
+        };
+        for ch in [channel, "all"] {
+            for id in ids {
+                let key = ConsentKey {
+                    purpose: purpose.to_string(),
+                    channel: ch.to_string(),
+                    identifier: id.cloned(),
+                };
+                if let Some(d) = self.decisions.get(&key).filter(|d| d.in_force(now)) {
+                    if best.is_none_or(|b| d.supersedes(b)) {
+                        best = Some(d);
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// Whether `purpose` is allowed on `channel` (for one identifier if given).
+    pub fn allowed(
+        &self,
+        purpose: &str,
+        channel: &str,
+        identifier: Option<&Ident>,
+        implied: bool,
+        now: i64,
+    ) -> bool {
+        match self.applicable(purpose, channel, identifier, now) {
+            Some(d) => d.granted,
+            None => implied,
+        }
+    }
+
+    /// Whether the person explicitly denied `purpose` (on every channel, or on `all`).
+    pub fn denied_purpose(&self, purpose: &str, now: i64) -> bool {
+        self.applicable(purpose, "all", None, now)
+            .is_some_and(|d| !d.granted)
+    }
+}
+
+/// The restrictive combination of two decisions of the same key: a denial wins, the
+/// latest time is kept.
+fn restrictive(a: &Decision, b: &Decision) -> Decision {
+    let latest = a.at.max(b.at);
+    let base = match (a.granted, b.granted) {
+        (true, true) => {
+            if b.supersedes(a) {
+                b
+            } else {
+                a
+            }
+        }
+        (false, true) => a,
+        (true, false) => b,
+        (false, false) => {
+            if b.supersedes(a) {
+                b
+            } else {
+                a
+            }
+        }
+    };
+    Decision {
+        at: latest,
+        expires_at: if base.granted { base.expires_at } else { None },
+        ..base.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(purpose: &str, channel: &str) -> ConsentKey {
+        ConsentKey {
+            purpose: purpose.into(),
+            channel: channel.into(),
+            identifier: None,
+        }
+    }
+
+    fn dec(granted: bool, at: i64, source: &str) -> Decision {
+        Decision {
+            granted,
+            at,
+            source_channel: source.into(),
+            event_id: format!("{source}-{at}"),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn an_older_decision_never_overrides_a_newer_one() {
+        let mut c = Consents::default();
+        assert!(c
+            .apply(key("marketing", "email"), dec(false, 20, "store"))
+            .is_some());
+        assert_eq!(
+            c.apply(key("marketing", "email"), dec(true, 10, "web")),
+            None
+        );
+        assert!(!c.allowed("marketing", "email", None, false, 30));
+        let change = c
+            .apply(key("marketing", "email"), dec(true, 30, "web"))
+            .unwrap();
+        assert_eq!(change.previous, Some(false));
+        assert!(c.allowed("marketing", "email", None, false, 30));
+    }
+
+    #[test]
+    fn a_restatement_is_not_a_change_and_a_denial_wins_a_tie() {
+        let mut c = Consents::default();
+        c.apply(key("marketing", "sms"), dec(true, 10, "web"));
+        assert_eq!(c.apply(key("marketing", "sms"), dec(true, 20, "app")), None);
+        assert!(c
+            .apply(key("marketing", "sms"), dec(false, 20, "store"))
+            .is_some());
+        assert_eq!(c.apply(key("marketing", "sms"), dec(true, 20, "web")), None);
+        assert!(!c.allowed("marketing", "sms", None, false, 25));
+    }
+
+    #[test]
+    fn the_most_recent_of_channel_and_all_applies() {
+        let mut c = Consents::default();
+        c.apply(key("marketing", "all"), dec(false, 10, "store"));
+        c.apply(key("marketing", "email"), dec(true, 20, "web"));
+        assert!(c.allowed("marketing", "email", None, false, 30));
+        assert!(!c.allowed("marketing", "sms", None, true, 30));
+        c.apply(key("marketing", "all"), dec(false, 40, "service"));
+        assert!(!c.allowed("marketing", "email", None, false, 50));
+        assert!(c.denied_purpose("marketing", 50));
+        assert!(c.allowed("analytics", "web", None, true, 50));
+        assert!(!c.allowed("ab_testing", "web", None, false, 50));
+    }
+
+    #[test]
+    fn expired_decisions_fall_back_to_the_default() {
+        let mut c = Consents::default();
+        let mut d = dec(true, 10, "web");
+        d.expires_at = Some(100);
+        c.apply(key("remarketing", "web"), d);
+        assert!(c.allowed("remarketing", "web", None, false, 99));
+        assert!(!c.allowed("remarketing", "web", None, false, 100));
+    }
+
+    #[test]
+    fn an_identifier_decision_applies_to_that_identifier_only() {
+        let mut c = Consents::default();
+        c.apply(key("marketing", "email"), dec(true, 10, "web"));
+        let old = Ident::new("email", "old@example.com");
+        let new = Ident::new("email", "new@example.com");
+        c.apply(
+            ConsentKey {
+                identifier: Some(old.clone()),
+                ..key("marketing", "email")
+            },
+            dec(false, 20, "email"),
+        );
+        assert!(!c.allowed("marketing", "email", Some(&old), false, 30));
+        assert!(c.allowed("marketing", "email", Some(&new), false, 30));
+    }
+
+    #[test]
+    fn a_merge_of_granted_and_denied_is_denied_at_the_latest_time() {
+        let mut web = Consents::default();
+        web.apply(key("marketing", "email"), dec(true, 50, "web"));
+        let mut store = Consents::default();
+        store.apply(key("marketing", "email"), dec(false, 10, "store"));
+        let changes = web.merge(store);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].previous, Some(true));
+        assert!(!changes[0].decision.granted);
+        assert_eq!(changes[0].decision.at, 50);
+        assert_eq!(changes[0].decision.source_channel, "store");
+        assert_eq!(changes[0].cause, Cause::Merge);
+        assert!(!web.allowed("marketing", "email", None, false, 60));
+    }
+
+    #[test]
+    fn a_merge_with_a_purpose_denied_everywhere_denies_the_other_side_grants() {
+        let mut a = Consents::default();
+        a.apply(key("marketing", "sms"), dec(true, 50, "app"));
+        a.apply(key("analytics", "web"), dec(true, 50, "web"));
+        let mut b = Consents::default();
+        b.apply(key("marketing", "all"), dec(false, 10, "store"));
+        let changes = a.merge(b);
+        let keys: Vec<(&str, &str, Option<bool>, bool)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.key.purpose.as_str(),
+                    c.key.channel.as_str(),
+                    c.previous,
+                    c.decision.granted,
+                )
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("marketing", "all", None, false),
+                ("marketing", "sms", Some(true), false)
+            ]
+        );
+        assert!(!a.allowed("marketing", "sms", None, false, 60));
+        assert!(a.allowed("analytics", "web", None, true, 60));
+    }
+
+    #[test]
+    fn merging_is_the_same_whichever_side_survives() {
+        let mut a = Consents::default();
+        a.apply(key("marketing", "email"), dec(true, 50, "web"));
+        a.apply(key("profiling", "all"), dec(false, 5, "crm"));
+        let mut b = Consents::default();
+        b.apply(key("marketing", "all"), dec(false, 10, "store"));
+        b.apply(key("profiling", "all"), dec(true, 60, "web"));
+        let mut ab = a.clone();
+        ab.merge(b.clone());
+        let mut ba = b;
+        ba.merge(a);
+        assert_eq!(ab, ba);
+    }
+}
