@@ -53,6 +53,55 @@ enum Command {
     /// Benchmarks: prints figures, asserts nothing.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Rights of the person and retention, on a store that no `run` holds: the same as
+    /// records on `gdpr.requests`. Output records are printed as replay lines.
+    #[command(subcommand)]
+    Gdpr(GdprCommand),
+}
+
+#[derive(Subcommand)]
+enum GdprCommand {
+    /// Writes everything kept about a customer (golden record, source profiles, identity
+    /// graph, consents with provenance) as one JSON document.
+    Export {
+        #[command(flatten)]
+        who: GdprSubject,
+        /// File to write the document to (default: standard output).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Erases every stored trace of a customer; prints the tombstones and the receipt.
+    Erase {
+        #[command(flatten)]
+        who: GdprSubject,
+    },
+    /// Runs the retention sweep until nothing more expires, as of --now.
+    Sweep {
+        #[arg(long)]
+        store: PathBuf,
+        /// RFC 3339 time to sweep as of (default: now).
+        #[arg(long)]
+        now: Option<String>,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+}
+
+#[derive(Args)]
+#[group(id = "subject", required = true, multiple = false, args = ["customer_id", "identifier"])]
+struct GdprSubject {
+    #[arg(long)]
+    store: PathBuf,
+    #[arg(long)]
+    customer_id: Option<String>,
+    /// The person's identifier, as `type:value` (e.g. `email:sophie@example.org`).
+    #[arg(long)]
+    identifier: Option<String>,
+    /// Id of the request, for the receipt (default: `cli-<kind>-<time>`).
+    #[arg(long)]
+    request_id: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -394,6 +443,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&record)?);
             Ok(())
         }
+        Command::Gdpr(cmd) => gdpr_command(cmd),
         Command::Bench(BenchCommand::Replay {
             events,
             customers,
@@ -410,3 +460,89 @@ fn run(cli: Cli) -> Result<()> {
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn open_store_engine(store: &Path, engine: &EngineArgs) -> Result<unicus::engine::Engine> {
+    let config = load_engine_config(engine.config.as_deref())?;
+    if !store.exists() {
+        bail!("no store at {}", store.display());
+    }
+    replay::open_engine(config, Some(store))
+        .with_context(|| format!("failed to open the store at {}", store.display()))
+}
+
+fn gdpr_command(cmd: GdprCommand) -> Result<()> {
+    use std::io::Write as _;
+    use unicus::engine::Input;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (who, kind, output) = match cmd {
+        GdprCommand::Export { who, output } => (who, "export", output),
+        GdprCommand::Erase { who } => (who, "erase", None),
+        GdprCommand::Sweep {
+            store,
+            now: at,
+            engine,
+        } => {
+            let mut engine = open_store_engine(&store, &engine)?;
+            let at = match at {
+                Some(t) => unicus::event::parse_time(&t, "now").map_err(anyhow::Error::msg)?,
+                None => now,
+            };
+            let mut stdout = std::io::stdout().lock();
+            loop {
+                let out = engine.sweep_retention(at)?;
+                engine.commit()?;
+                if out.is_empty() {
+                    break;
+                }
+                for r in out {
+                    r.write_replay_line(&mut stdout)?;
+                    writeln!(stdout)?;
+                }
+            }
+            return Ok(());
+        }
+    };
+    let mut engine = open_store_engine(&who.store, &who.engine)?;
+    let mut request = serde_json::json!({
+        "request_id": who.request_id.unwrap_or_else(|| format!("cli-{kind}-{now}")),
+        "kind": kind,
+    });
+    match (&who.customer_id, &who.identifier) {
+        (Some(id), _) => request["customer_id"] = id.clone().into(),
+        (_, Some(typed)) => {
+            let (t, v) = typed
+                .split_once(':')
+                .context("--identifier takes `type:value`")?;
+            request["identifier"] = serde_json::json!({"type": t, "value": v});
+        }
+        _ => unreachable!("clap requires one of them"),
+    }
+    let bytes = request.to_string().into_bytes();
+    let out = engine.process_request(&Input {
+        bytes: &bytes,
+        source_topic: "cli",
+        source_offset: 0,
+        key: None,
+        timestamp: Some(now),
+    })?;
+    engine.commit()?;
+    let mut stdout = std::io::stdout().lock();
+    for r in &out {
+        if let (Some(path), unicus::output::Payload::Json(v)) = (&output, &r.payload) {
+            if r.topic == unicus::output::Topic::GdprReceipts {
+                std::fs::write(path, serde_json::to_vec_pretty(v)?)
+                    .with_context(|| format!("failed to write {}", path.display()))?;
+                continue;
+            }
+        }
+        r.write_replay_line(&mut stdout)?;
+        writeln!(stdout)?;
+    }
+    if let Some(r) = out.iter().find(|r| r.topic == unicus::output::Topic::Dlq) {
+        bail!(
+            "request refused: {}",
+            r.headers.first().map(|h| h.1.as_str()).unwrap_or("?")
+        );
+    }
+    Ok(())
+}

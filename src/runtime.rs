@@ -660,7 +660,7 @@ pub async fn run(
             let e = next.entry((m.topic(), m.partition())).or_insert(0);
             *e = (*e).max(m.offset() + 1);
         }
-        {
+        if !next.is_empty() {
             let mut tpl = TopicPartitionList::with_capacity(next.len());
             for ((topic, partition), offset) in &next {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))

@@ -250,6 +250,24 @@ impl Store {
             .collect())
     }
 
+    /// Every key and value of every tree of the database, committed or staged: what an
+    /// audit of "what is stored about this person" must read. A full scan.
+    pub fn audit_scan(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            if tree.name() == self.tree.name() {
+                continue;
+            }
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                out.push((k.to_vec(), v.to_vec()));
+            }
+        }
+        out.extend(self.scan_prefix(b"")?);
+        Ok(out)
+    }
+
     /// Drops the staged writes: the batch never happened.
     pub fn abandon(&mut self) {
         self.overlay.clear();

@@ -192,3 +192,85 @@ fn replay_reads_the_engine_table_of_the_run_configuration() {
         "the second person makes the phone generic at 1"
     );
 }
+
+#[test]
+fn gdpr_export_and_erase_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(
+        p("ev.jsonl"),
+        concat!(
+            r#"{"event_id":"e1","channel":"web","type":"login","occurred_at":"2026-11-01T00:00:00Z","identifiers":{"email":"ana@example.org","account_id":"A-1"},"person":{"first_name":"Ana"}}"#,
+            "\n",
+            r#"{"event_id":"e2","channel":"web","type":"login","occurred_at":"2026-11-02T00:00:00Z","identifiers":{"email":"bo@example.org"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    ok(unicus(&[
+        "replay",
+        "--input",
+        &p("ev.jsonl"),
+        "--output",
+        &p("o.jsonl"),
+        "--state",
+        &p("store"),
+    ]));
+    ok(unicus(&[
+        "gdpr",
+        "export",
+        "--store",
+        &p("store"),
+        "--identifier",
+        "email:ANA@example.org",
+        "--output",
+        &p("export.json"),
+    ]));
+    let export = std::fs::read_to_string(p("export.json")).unwrap();
+    assert!(export.contains("A-1") && export.contains("Ana") && !export.contains("bo@"));
+    let printed = ok(unicus(&[
+        "gdpr",
+        "erase",
+        "--store",
+        &p("store"),
+        "--identifier",
+        "account_id:A-1",
+        "--request-id",
+        "dpo-7",
+    ]));
+    assert!(printed.contains(r#""topic":"gdpr.receipts""#), "{printed}");
+    assert!(printed.contains(r#""request_id":"dpo-7""#), "{printed}");
+    let out = unicus(&[
+        "profile",
+        "--store",
+        &p("store"),
+        "--email",
+        "ana@example.org",
+    ]);
+    assert!(!out.status.success());
+    ok(unicus(&[
+        "profile",
+        "--store",
+        &p("store"),
+        "--email",
+        "bo@example.org",
+    ]));
+    let out = unicus(&[
+        "gdpr",
+        "erase",
+        "--store",
+        &p("store"),
+        "--identifier",
+        "iban:FR76",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("iban"));
+}

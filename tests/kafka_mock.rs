@@ -461,3 +461,80 @@ async fn waits_and_retries_through_a_broker_outage_without_losing_records() {
         stats.delivery_retries.load(Ordering::Relaxed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rights_requests_and_retention_are_answered_on_gdpr_receipts() {
+    let c = cluster("g-gdpr");
+    let lines = vec![
+        event(
+            "w1",
+            "web",
+            json!({"type": "login", "identifiers": {"account_id": "CRM-1", "email": "a@b.fr"}}),
+        ),
+        event(
+            "w2",
+            "web",
+            json!({"type": "login", "occurred_at": "2020-01-01T00:00:00Z",
+                   "identifiers": {"email": "gone@b.fr"}}),
+        ),
+    ];
+    produce_lines(
+        &c.settings.kafka.brokers,
+        "",
+        &c.settings.kafka.channels,
+        lines.into_iter(),
+    )
+    .await
+    .unwrap();
+    run_until(&c.settings, 2).await;
+
+    // A request, and a bad one; the restart also sweeps retention at once.
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.kafka.brokers)
+        .create()
+        .unwrap();
+    for body in [
+        r#"{"request_id":"dpo-1","kind":"erase","identifier":{"type":"email","value":"A@B.fr"}}"#,
+        r#"{"request_id":"dpo-2","kind":"erase"}"#,
+    ] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<(), _>::to(&c.settings.kafka.requests_topic())
+                    .payload(body),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    run_until(&c.settings, 2).await;
+
+    let receipts = json_values(&read_topic(&c.settings.kafka.brokers, "gdpr.receipts"));
+    let kinds: std::collections::BTreeSet<(String, String)> = receipts
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("erase", "done"), ("retention", "done")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+        "{receipts:#?}"
+    );
+    let dlq = read_topic(&c.settings.kafka.brokers, "touchpoints.dlq");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].2["unicus.source.topic"], "gdpr.requests");
+    let tombstones = read_topic(&c.settings.kafka.brokers, "profiles.merged")
+        .into_iter()
+        .filter(|(_, v, _)| v.is_none())
+        .count();
+    assert_eq!(tombstones, 2);
+    let engine = runtime::open_engine(&c.settings).unwrap();
+    assert_eq!(engine.customer_count().unwrap(), 0);
+    drop(c.mock);
+}
