@@ -180,23 +180,16 @@ impl Consents {
         identifier: Option<&Ident>,
         now: i64,
     ) -> Option<&Decision> {
+        // A linear pass: a customer has a few dozen decisions at most, and borrowed
+        // comparisons cost less than building keys for map lookups.
         let mut best: Option<&Decision> = None;
-        let ids: &[Option<&Ident>] = match identifier {
-            Some(id) => &[None, Some(id)],
-            None => &[None],
-        };
-        for ch in [channel, "all"] {
-            for id in ids {
-                let key = ConsentKey {
-                    purpose: purpose.to_string(),
-                    channel: ch.to_string(),
-                    identifier: id.cloned(),
-                };
-                if let Some(d) = self.decisions.get(&key).filter(|d| d.in_force(now)) {
-                    if best.is_none_or(|b| d.supersedes(b)) {
-                        best = Some(d);
-                    }
-                }
+        for (k, d) in &self.decisions {
+            let applies = k.purpose == purpose
+                && (k.channel == channel || k.channel == "all")
+                && k.identifier.as_ref().is_none_or(|i| Some(i) == identifier)
+                && d.in_force(now);
+            if applies && best.is_none_or(|b| d.supersedes(b)) {
+                best = Some(d);
             }
         }
         best
