@@ -284,6 +284,86 @@ impl Gdpr {
     }
 }
 
+/// Score bands of the RFM segment: each score is 1 plus the number of bands reached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RfmBands {
+    /// Days since the last order, ascending: at most the first → 5, … beyond the last → 1.
+    pub recency_days: Vec<u32>,
+    /// Orders, ascending: at least the last → 5, … below the first → 1.
+    pub frequency: Vec<u32>,
+    /// Net purchases in the base currency, ascending: at least the last → 5.
+    pub monetary: Vec<f64>,
+}
+
+impl Default for RfmBands {
+    fn default() -> Self {
+        Self {
+            recency_days: vec![30, 90, 180, 365],
+            frequency: vec![2, 3, 5, 10],
+            monetary: vec![100.0, 300.0, 800.0, 2000.0],
+        }
+    }
+}
+
+/// The VIP flag: every threshold set (non-zero) must be reached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VipRule {
+    /// Customer lifetime value (net purchases within `clv_horizon_days`) at least this.
+    pub min_clv: f64,
+    /// Orders within `clv_horizon_days` at least this.
+    pub min_orders: u32,
+}
+
+impl Default for VipRule {
+    fn default() -> Self {
+        Self {
+            min_clv: 1000.0,
+            min_orders: 3,
+        }
+    }
+}
+
+/// Triggers and segments for activation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Activation {
+    /// A cart with items and no purchase of them for this long after its last activity
+    /// is abandoned.
+    pub cart_abandoned_delay_ms: u64,
+    /// Timers fire this long after their due time, so that late events still count.
+    pub grace_ms: u64,
+    /// A reminder may use a channel allowed for any of these purposes.
+    pub cart_purposes: Vec<String>,
+    /// Products bought within this many days are listed as `recently_purchased`.
+    pub recent_purchase_days: u32,
+    /// Carts remembered per customer (the oldest are forgotten).
+    pub max_carts: usize,
+    pub rfm: RfmBands,
+    /// Customer lifetime value is the net purchases of this many days.
+    pub clv_horizon_days: u32,
+    pub vip: VipRule,
+    /// Milliseconds between two wall-clock ticks of the runtime on an idle stream.
+    pub tick_interval_ms: u64,
+}
+
+impl Default for Activation {
+    fn default() -> Self {
+        Self {
+            cart_abandoned_delay_ms: 3_600_000,
+            grace_ms: 300_000,
+            cart_purposes: vec!["marketing".into(), "remarketing".into()],
+            recent_purchase_days: 30,
+            max_carts: 20,
+            rfm: RfmBands::default(),
+            clv_horizon_days: 365,
+            vip: VipRule::default(),
+            tick_interval_ms: 1_000,
+        }
+    }
+}
+
 /// Everything the engine needs. Same config + same input = same output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -298,6 +378,7 @@ pub struct EngineConfig {
     pub lifecycle: Lifecycle,
     pub consent: ConsentConfig,
     pub gdpr: Gdpr,
+    pub activation: Activation,
     /// Keys naming special-category data (GDPR art. 9). An event with a key containing
     /// one of these (as whole words: `health_condition` matches `health`, `trace_id`
     /// does not match `race`) is rejected.
@@ -335,6 +416,7 @@ impl Default for EngineConfig {
             lifecycle: Lifecycle::default(),
             consent: ConsentConfig::default(),
             gdpr: Gdpr::default(),
+            activation: Activation::default(),
             special_categories: [
                 "health",
                 "medical",
@@ -491,6 +573,34 @@ impl EngineConfig {
             return Err(ConfigError::Invalid {
                 field: "gdpr.pseudonymised_topics",
                 problem: format!("`{t}` is not one of {}", PSEUDONYMISABLE.join(", ")),
+            });
+        }
+        let a = &self.activation;
+        if let Some(p) = a
+            .cart_purposes
+            .iter()
+            .find(|p| !crate::event::CONSENT_PURPOSES.contains(&p.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "activation.cart_purposes",
+                problem: format!("`{p}` is not a consent purpose"),
+            });
+        }
+        if a.cart_abandoned_delay_ms == 0 || a.max_carts == 0 || a.tick_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "activation",
+                problem: "cart_abandoned_delay_ms, max_carts and tick_interval_ms must be positive"
+                    .into(),
+            });
+        }
+        let ascending_u = |v: &[u32]| v.windows(2).all(|w| w[0] < w[1]);
+        if !ascending_u(&a.rfm.recency_days)
+            || !ascending_u(&a.rfm.frequency)
+            || !a.rfm.monetary.windows(2).all(|w| w[0] < w[1])
+        {
+            return Err(ConfigError::Invalid {
+                field: "activation.rfm",
+                problem: "bands must be strictly ascending".into(),
             });
         }
         if self

@@ -60,6 +60,15 @@ pub struct ProfileEvent {
     pub refund: Option<OrderFacts>,
     /// Consent decisions the event states.
     pub consents: Vec<ConsentStatement>,
+    /// The cart as the event shows it (its whole content).
+    pub cart: Option<CartFacts>,
+}
+
+/// A cart snapshot: its id (`cart` when the event names none) and every item in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartFacts {
+    pub cart_id: String,
+    pub items: Vec<Item>,
 }
 
 /// A consent decision stated by an event, its identifier normalised.

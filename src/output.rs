@@ -11,17 +11,21 @@ pub enum Topic {
     ProfilesMerged,
     ConsentChanges,
     CartAbandoned,
+    PurchaseCompleted,
+    LifecycleChanged,
     Dlq,
     GdprReceipts,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 9] = [
         Topic::Resolved,
         Topic::IdentityChanges,
         Topic::ProfilesMerged,
         Topic::ConsentChanges,
         Topic::CartAbandoned,
+        Topic::PurchaseCompleted,
+        Topic::LifecycleChanged,
         Topic::Dlq,
         Topic::GdprReceipts,
     ];
@@ -34,6 +38,8 @@ impl Topic {
             Topic::ProfilesMerged => "profiles.merged",
             Topic::ConsentChanges => "consent.changes",
             Topic::CartAbandoned => "triggers.cart_abandoned",
+            Topic::PurchaseCompleted => "triggers.purchase_completed",
+            Topic::LifecycleChanged => "triggers.lifecycle_changed",
             Topic::Dlq => "touchpoints.dlq",
             Topic::GdprReceipts => "gdpr.receipts",
         }

@@ -31,8 +31,8 @@ use crate::config::EngineConfig;
 use crate::event::{EventType, Touchpoint};
 use crate::gdpr;
 use crate::handoff::{
-    ConsentStatement, FieldData, Ident, OrderFacts, ProfileCommand, ProfileEvent, RequestFacts,
-    RequestKind,
+    CartFacts, ConsentStatement, FieldData, Ident, OrderFacts, ProfileCommand, ProfileEvent,
+    RequestFacts, RequestKind,
 };
 use crate::normalise;
 use crate::output::rfc3339;
@@ -1047,6 +1047,10 @@ impl Resolver {
             purchase,
             refund,
             consents,
+            cart: tp.cart.as_ref().map(|c| CartFacts {
+                cart_id: c.cart_id.clone().unwrap_or_else(|| "cart".into()),
+                items: c.items.clone(),
+            }),
         }
     }
 }

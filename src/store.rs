@@ -12,7 +12,7 @@
 //! `o/` outbox (runtime).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -42,6 +42,10 @@ pub struct Store {
     tree: sled::Tree,
     /// Writes of the current batch, not yet in sled; `None` is a removal.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The keys of `overlay` under an [`ORDERED_PREFIXES`] prefix, in order: range scans
+    /// of those tables (timers, time indexes) run per event and must not walk the
+    /// whole overlay.
+    overlay_ordered: BTreeSet<Vec<u8>>,
     /// Committed values read or written lately (`None`: known absent), so that hot keys
     /// skip sled's tree walk. Always equal to what sled holds; cleared when it grows
     /// past `cache_budget` bytes.
@@ -56,6 +60,7 @@ type Staged = HashMap<Vec<u8>, Option<sled::IVec>>;
 
 struct InFlight {
     staged: Arc<Staged>,
+    ordered: BTreeSet<Vec<u8>>,
     done: std::thread::JoinHandle<Result<()>>,
 }
 
@@ -87,6 +92,13 @@ impl ReadCache {
     }
 }
 
+/// Tables read by range per event: their staged keys are also kept in order.
+pub const ORDERED_PREFIXES: [&[u8]; 3] = [b"p/tm/", b"p/ls/", b"p/lb/"];
+
+fn is_ordered(key: &[u8]) -> bool {
+    ORDERED_PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
 /// Bytes a cache entry is counted for, beyond its key and value.
 const CACHE_ENTRY_OVERHEAD: usize = 64;
 /// Default budget of the read cache.
@@ -115,6 +127,7 @@ impl Store {
             db,
             tree,
             overlay: HashMap::new(),
+            overlay_ordered: BTreeSet::new(),
             in_flight: None,
             cache: RefCell::new(ReadCache {
                 budget: DEFAULT_CACHE_BYTES,
@@ -177,18 +190,25 @@ impl Store {
         }
     }
 
+    fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if is_ordered(&key) {
+            self.overlay_ordered.insert(key.clone());
+        }
+        self.overlay.insert(key, value);
+    }
+
     pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.overlay.insert(key, Some(value));
+        self.stage(key, Some(value));
     }
 
     pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
         let bytes = postcard::to_stdvec(value).map_err(StoreError::Encode)?;
-        self.overlay.insert(key, Some(bytes));
+        self.stage(key, Some(bytes));
         Ok(())
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key, None);
+        self.stage(key, None);
     }
 
     /// Keys and values under a prefix, overlay included, in key order.
@@ -227,13 +247,28 @@ impl Store {
         let in_range = |k: &[u8]| k >= start && k < end;
         let mut staged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> =
             std::collections::BTreeMap::new();
-        if let Some(f) = &self.in_flight {
-            for (k, v) in f.staged.iter().filter(|(k, _)| in_range(k)) {
-                staged.insert(k.clone(), v.as_ref().map(|v| v.to_vec()));
+        if is_ordered(start) {
+            if let Some(f) = &self.in_flight {
+                for k in f.ordered.range(start.to_vec()..end.to_vec()) {
+                    if let Some(v) = f.staged.get(k) {
+                        staged.insert(k.clone(), v.as_ref().map(|v| v.to_vec()));
+                    }
+                }
             }
-        }
-        for (k, v) in self.overlay.iter().filter(|(k, _)| in_range(k)) {
-            staged.insert(k.clone(), v.clone());
+            for k in self.overlay_ordered.range(start.to_vec()..end.to_vec()) {
+                if let Some(v) = self.overlay.get(k) {
+                    staged.insert(k.clone(), v.clone());
+                }
+            }
+        } else {
+            if let Some(f) = &self.in_flight {
+                for (k, v) in f.staged.iter().filter(|(k, _)| in_range(k)) {
+                    staged.insert(k.clone(), v.as_ref().map(|v| v.to_vec()));
+                }
+            }
+            for (k, v) in self.overlay.iter().filter(|(k, _)| in_range(k)) {
+                staged.insert(k.clone(), v.clone());
+            }
         }
         // Staged removals may hide committed keys: read that many more.
         let removals = staged.values().filter(|v| v.is_none()).count();
@@ -271,6 +306,7 @@ impl Store {
     /// Drops the staged writes: the batch never happened.
     pub fn abandon(&mut self) {
         self.overlay.clear();
+        self.overlay_ordered.clear();
     }
 
     /// Applies the staged writes atomically and flushes them to disk; durable on return.
@@ -310,7 +346,11 @@ impl Store {
                 Ok(())
             })
             .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
-        self.in_flight = Some(InFlight { staged, done });
+        self.in_flight = Some(InFlight {
+            staged,
+            ordered: std::mem::take(&mut self.overlay_ordered),
+            done,
+        });
         Ok(())
     }
 
@@ -378,6 +418,34 @@ mod tests {
         assert!(!s.contains(b"a").unwrap());
         s.abandon();
         assert_eq!(s.get::<u32>(b"a").unwrap(), Some(8));
+    }
+
+    #[test]
+    fn range_scans_merge_committed_in_flight_and_staged_keys_in_order() {
+        for prefix in [&b"p/tm/"[..], &b"x/"[..]] {
+            let k = |n: u8| [prefix, &[n]].concat();
+            let mut s = Store::temporary().unwrap();
+            for n in [1u8, 3, 5, 7] {
+                s.put_raw(k(n), vec![n]);
+            }
+            s.commit().unwrap();
+            s.put_raw(k(2), vec![2]);
+            s.remove(k(3));
+            s.commit_in_background().unwrap();
+            s.put_raw(k(4), vec![4]);
+            s.remove(k(5));
+            let got: Vec<u8> = s
+                .scan_range(&k(0), &k(7), 10)
+                .unwrap()
+                .into_iter()
+                .map(|(_, v)| v[0])
+                .collect();
+            assert_eq!(got, [1, 2, 4], "prefix {prefix:?}");
+            let two = s.scan_range(&k(0), &k(9), 2).unwrap();
+            assert_eq!(two.len(), 2);
+            s.wait_durable().unwrap();
+            assert_eq!(s.scan_range(&k(2), &k(9), 10).unwrap().len(), 3);
+        }
     }
 
     #[test]
