@@ -35,6 +35,28 @@ pub struct ConsentKey {
     pub identifier: Option<Ident>,
 }
 
+impl ConsentKey {
+    /// A text form for timer keys: `purpose \0 channel \0 type \0 value`.
+    pub fn encode(&self) -> String {
+        let (t, v) = self
+            .identifier
+            .as_ref()
+            .map_or(("", ""), |i| (i.kind.as_str(), i.value.as_str()));
+        format!("{}\0{}\0{t}\0{v}", self.purpose, self.channel)
+    }
+
+    pub fn decode(s: &str) -> Option<ConsentKey> {
+        let mut parts = s.splitn(4, '\0');
+        let (purpose, channel) = (parts.next()?, parts.next()?);
+        let (t, v) = (parts.next()?, parts.next()?);
+        Some(ConsentKey {
+            purpose: purpose.to_string(),
+            channel: channel.to_string(),
+            identifier: (!t.is_empty()).then(|| Ident::new(t, v)),
+        })
+    }
+}
+
 /// One decision of the person, with its provenance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -65,6 +87,8 @@ pub enum Cause {
     Event,
     /// Two customers merged and the restrictive combination changed it.
     Merge,
+    /// The decision reached its `expires_at`: the purpose's default applies again.
+    Expiry,
 }
 
 impl Cause {
@@ -72,6 +96,7 @@ impl Cause {
         match self {
             Cause::Event => "event",
             Cause::Merge => "merge",
+            Cause::Expiry => "expiry",
         }
     }
 }
@@ -193,6 +218,27 @@ impl Consents {
             }
         }
         best
+    }
+
+    /// Removes a decision that expired by `now`; the change to the default state.
+    pub fn expire(&mut self, key: &ConsentKey, now: i64, implied: bool) -> Option<Change> {
+        let d = self.decisions.get(key)?;
+        if d.in_force(now) {
+            return None;
+        }
+        let d = self.decisions.remove(key)?;
+        let previous = Some(d.granted);
+        (previous != Some(implied)).then(|| Change {
+            key: key.clone(),
+            decision: Decision {
+                granted: implied,
+                at: d.expires_at.unwrap_or(now),
+                expires_at: None,
+                ..d
+            },
+            previous,
+            cause: Cause::Expiry,
+        })
     }
 
     /// Whether `purpose` is allowed on `channel` (for one identifier if given).
@@ -320,6 +366,29 @@ mod tests {
         c.apply(key("remarketing", "web"), d);
         assert!(c.allowed("remarketing", "web", None, false, 99));
         assert!(!c.allowed("remarketing", "web", None, false, 100));
+    }
+
+    #[test]
+    fn an_expired_grant_goes_back_to_the_default_once() {
+        let mut c = Consents::default();
+        let mut d = dec(true, 10, "web");
+        d.expires_at = Some(100);
+        let k = key("marketing", "email");
+        c.apply(k.clone(), d);
+        assert_eq!(c.expire(&k, 99, false), None);
+        let change = c.expire(&k, 100, false).unwrap();
+        assert_eq!(
+            (change.previous, change.decision.granted),
+            (Some(true), false)
+        );
+        assert_eq!(change.cause, Cause::Expiry);
+        assert!(c.is_empty());
+        assert_eq!(c.expire(&k, 200, false), None);
+        let with_id = ConsentKey {
+            identifier: Some(Ident::new("email", "a@b.fr")),
+            ..k
+        };
+        assert_eq!(ConsentKey::decode(&with_id.encode()), Some(with_id));
     }
 
     #[test]

@@ -77,6 +77,16 @@ pub struct Stats {
     pub requests: BTreeMap<&'static str, u64>,
     /// Behavioural source profiles detached by retention.
     pub detached_source_profiles: u64,
+    /// `triggers.cart_abandoned` records.
+    pub carts_fired: u64,
+    /// Abandoned carts without any allowed channel: no trigger.
+    pub carts_suppressed: u64,
+    /// `triggers.purchase_completed` records.
+    pub purchases: u64,
+    /// `triggers.lifecycle_changed` records.
+    pub lifecycle_changes: u64,
+    /// Consent decisions that lapsed.
+    pub consents_expired: u64,
     pub outputs: BTreeMap<&'static str, u64>,
 }
 
@@ -250,7 +260,13 @@ impl Engine {
                 }
             }
         }
+        let counts = self.profiler.take_counts();
         let s = &mut self.stats;
+        s.carts_fired += counts.carts_fired;
+        s.carts_suppressed += counts.carts_suppressed;
+        s.purchases += counts.purchases;
+        s.lifecycle_changes += counts.lifecycle_changes;
+        s.consents_expired += counts.consents_expired;
         for r in out.iter() {
             *s.outputs.entry(r.topic.name()).or_default() += 1;
             if r.topic == Topic::ConsentChanges {
@@ -437,6 +453,23 @@ impl Engine {
                 ));
             }
         }
+        if !out.is_empty() {
+            self.pending += 1;
+        }
+        self.finish(&mut out)?;
+        Ok(out)
+    }
+
+    /// Fires the timers due by the wall clock `now` (ms) minus the grace: abandoned carts,
+    /// lifecycle changes by the passage of time, consent expiries. The runtime calls it
+    /// when the stream is idle, so that time-driven triggers do not wait for events;
+    /// while events flow, timers fire in event time. What it changes is committed with
+    /// the next [`Engine::commit`].
+    pub fn tick(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
+        let clock = self.profiler.clock(&self.store)?;
+        let now = now.max(clock);
+        let until = now.saturating_sub(self.config.activation.grace_ms as i64);
+        let mut out = self.profiler.fire_timers(&mut self.store, until, now)?;
         if !out.is_empty() {
             self.pending += 1;
         }

@@ -9,6 +9,7 @@
 //! | [`resolve`] | the identity graph: source profiles, links, guardrails, merges |
 //! | [`handoff`] | the narrow, serialisable interface from resolve to profile |
 //! | [`profile`] | everything keyed by customer id: golden record, order stats, lifecycle |
+//! | [`activation`] | carts, purchases, RFM / lifetime value / VIP, lifecycle stages, timers |
 //! | [`consent`] | consent decisions per purpose × channel and how they combine |
 //! | [`gdpr`] | rights requests, suppression list, keyed hashes, pseudonymised output |
 //! | [`output`] | output records for the topics of the contract (§2) |
@@ -17,6 +18,7 @@
 //!
 //! Around the engine: [`replay`] (a file in, a file out, contract §3), [`generate`]
 //! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
+pub mod activation;
 pub mod bench;
 pub mod config;
 pub mod consent;

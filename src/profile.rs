@@ -28,6 +28,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use std::cell::RefCell;
+
+use crate::activation::{self, Activity, Timer, TimerKind};
 use crate::config::EngineConfig;
 use crate::consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
 use crate::event::CONSENT_PURPOSES;
@@ -74,6 +77,10 @@ pub struct CustomerProfile {
     pub consents: Consents,
     /// Day this customer is indexed under in `p/ls/`.
     pub indexed_day: Option<u32>,
+    /// Carts, recent purchases, order log, published lifecycle stage.
+    pub activity: Activity,
+    /// The timers this customer has in `p/tm/`, sorted.
+    pub timers: Vec<Timer>,
 }
 
 impl CustomerProfile {
@@ -81,6 +88,25 @@ impl CustomerProfile {
     pub fn last_seen(&self) -> Option<i64> {
         self.source_profiles.values().map(|f| f.last_seen).max()
     }
+
+    /// Event time of the customer's latest order.
+    pub fn last_order_at(&self) -> Option<i64> {
+        self.source_profiles
+            .values()
+            .filter_map(|f| f.last_order_at)
+            .max()
+    }
+}
+
+/// What the profile stage did that the engine counts (per call, taken by the engine).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProfileCounts {
+    pub carts_fired: u64,
+    /// Abandoned carts without any allowed channel: no trigger.
+    pub carts_suppressed: u64,
+    pub purchases: u64,
+    pub lifecycle_changes: u64,
+    pub consents_expired: u64,
 }
 
 fn profile_key(customer_id: &str) -> Vec<u8> {
@@ -92,6 +118,25 @@ fn day_of(ms: i64) -> u32 {
 }
 
 const INACTIVE_INDEX: &[u8] = b"p/ls/";
+const TIMERS: &[u8] = b"p/tm/";
+
+/// `p/tm/<due, sortable><customer>\0<kind>`.
+fn timer_key(due: i64, customer_id: &str, kind: &str) -> Vec<u8> {
+    let mut k = TIMERS.to_vec();
+    k.extend_from_slice(&((due as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(customer_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(kind.as_bytes());
+    k
+}
+
+fn parse_timer_key(k: &[u8]) -> Option<(i64, String, String)> {
+    let rest = k.strip_prefix(TIMERS)?;
+    let due = (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
+    let text = std::str::from_utf8(&rest[8..]).ok()?;
+    let (customer, kind) = text.split_once('\0')?;
+    Some((due, customer.to_string(), kind.to_string()))
+}
 const BEHAVIOURAL_INDEX: &[u8] = b"p/lb/";
 
 fn inactive_key(day: u32, customer_id: &str) -> Vec<u8> {
@@ -133,13 +178,21 @@ fn consent_change_record(customer_id: &str, change: &Change) -> OutputRecord {
 /// The profile stage. Holds configuration only; all state is in the [`Store`].
 pub struct Profiler {
     config: EngineConfig,
+    /// Counters of the last calls, for the engine's statistics (not state).
+    counts: RefCell<ProfileCounts>,
 }
 
 impl Profiler {
     pub fn new(config: &EngineConfig) -> Self {
         Self {
             config: config.clone(),
+            counts: RefCell::default(),
         }
+    }
+
+    /// The counters since the last call.
+    pub fn take_counts(&self) -> ProfileCounts {
+        std::mem::take(&mut *self.counts.borrow_mut())
     }
 
     /// Loads a customer's profile.
@@ -178,6 +231,10 @@ impl Profiler {
                     if let Some(day) = gone.indexed_day {
                         store.remove(inactive_key(day, merged));
                     }
+                    for (due, kind) in &gone.timers {
+                        store.remove(timer_key(*due, merged, kind));
+                    }
+                    kept.activity.merge(gone.activity);
                     for (sp, facts) in &gone.source_profiles {
                         if let Some(day) = facts.indexed_day {
                             store.put(behavioural_key(day, *sp), survivor)?;
@@ -229,6 +286,11 @@ impl Profiler {
                             out.push(consent_change_record(customer_id, &change));
                         }
                     }
+                    let fx = profile.activity.on_event(event, &self.config);
+                    if event.kind == "purchase" {
+                        out.push(self.purchase_record(customer_id, &profile, event, fx));
+                        self.counts.borrow_mut().purchases += 1;
+                    }
                     store.put(profile_key(customer_id), &profile)?;
                     clock = clock.max(event.occurred_at);
                     changed.insert(customer_id.clone());
@@ -272,7 +334,16 @@ impl Profiler {
         }
         for customer_id in changed {
             if let Some(mut profile) = self.load(store, &customer_id)? {
-                if self.reindex(store, &customer_id, &mut profile)? {
+                let dirty = self.settle(
+                    store,
+                    &customer_id,
+                    &mut profile,
+                    clock,
+                    "event",
+                    None,
+                    &mut out,
+                )?;
+                if dirty {
                     store.put(profile_key(&customer_id), &profile)?;
                 }
                 let record = self.golden_record(&customer_id, &profile, clock);
@@ -283,7 +354,283 @@ impl Profiler {
                 ));
             }
         }
+        if clock != clock_before {
+            let until = clock.saturating_sub(self.config.activation.grace_ms as i64);
+            out.extend(self.fire_timers(store, until, clock)?);
+        }
         Ok(out)
+    }
+
+    /// After a change at `now`: publishes a lifecycle stage change, forgets what is out
+    /// of its windows, moves the customer in the time indexes and sets its timers
+    /// (dropping any due at or before `fired_until`). True if the profile changed.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        profile: &mut CustomerProfile,
+        now: i64,
+        cause: &str,
+        fired_until: Option<i64>,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<bool, StoreError> {
+        let mut dirty = false;
+        if self.profiling_allowed(profile, now) {
+            let stage = activation::stage(profile.last_order_at(), now, &self.config.lifecycle);
+            let from = profile.activity.stage.clone();
+            if from.as_deref() != Some(stage) {
+                let from_stage = from.as_deref().unwrap_or("prospect");
+                if from_stage != stage {
+                    out.push(OutputRecord::json(
+                        Topic::LifecycleChanged,
+                        customer_id.to_string(),
+                        json!({
+                            "trigger_id": format!("lifecycle_changed:{customer_id}:{stage}:{now}"),
+                            "customer_id": customer_id,
+                            "from": from_stage,
+                            "to": stage,
+                            "cause": cause,
+                            "at": rfc3339(now),
+                        }),
+                    ));
+                    self.counts.borrow_mut().lifecycle_changes += 1;
+                }
+                profile.activity.stage = Some(stage.to_string());
+                dirty = true;
+            }
+        }
+        let before = (
+            profile.activity.purchased.len(),
+            profile.activity.order_log.len(),
+        );
+        profile.activity.prune(now, &self.config);
+        dirty |= before
+            != (
+                profile.activity.purchased.len(),
+                profile.activity.order_log.len(),
+            );
+        dirty |= self.reindex(store, customer_id, profile)?;
+        let mut want = self.timers_of(profile, now);
+        if let Some(until) = fired_until {
+            want.retain(|(due, _)| *due > until);
+        }
+        if want != profile.timers {
+            for (due, kind) in &profile.timers {
+                store.remove(timer_key(*due, customer_id, kind));
+            }
+            for (due, kind) in &want {
+                store.put_raw(timer_key(*due, customer_id, kind), Vec::new());
+            }
+            profile.timers = want;
+            dirty = true;
+        }
+        Ok(dirty)
+    }
+
+    fn profiling_allowed(&self, profile: &CustomerProfile, now: i64) -> bool {
+        profile
+            .consents
+            .allowed("profiling", "all", None, self.implied("profiling"), now)
+    }
+
+    /// The timers a customer should have: cart abandonment, the next lifecycle change
+    /// by time, consent expiries.
+    fn timers_of(&self, profile: &CustomerProfile, now: i64) -> Vec<Timer> {
+        let mut timers: Vec<Timer> = Vec::new();
+        for (id, cart) in &profile.activity.carts {
+            if let Some(due) = Activity::cart_due(cart, &self.config) {
+                timers.push((due, TimerKind::Cart(id.clone()).encode()));
+            }
+        }
+        if self.profiling_allowed(profile, now) {
+            if let Some(stage) = &profile.activity.stage {
+                if let Some(due) = activation::next_stage_change(
+                    profile.last_order_at(),
+                    stage,
+                    &self.config.lifecycle,
+                ) {
+                    timers.push((due, TimerKind::Lifecycle.encode()));
+                }
+            }
+        }
+        for (key, d) in &profile.consents.decisions {
+            if let Some(exp) = d.expires_at {
+                timers.push((exp, TimerKind::ConsentExpiry(key.encode()).encode()));
+            }
+        }
+        timers.sort();
+        timers.dedup();
+        timers
+    }
+
+    /// Fires every timer due at or before `until`: abandoned carts, lifecycle changes
+    /// by time, consent expiries. `now` is the time the records are stamped with.
+    pub fn fire_timers(
+        &self,
+        store: &mut Store,
+        until: i64,
+        now: i64,
+    ) -> Result<Vec<OutputRecord>, StoreError> {
+        let end = timer_key(until.saturating_add(1), "", "");
+        let due = store.scan_range(TIMERS, &end, 100_000)?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut by_customer: Vec<(String, Vec<(i64, String)>)> = Vec::new();
+        for (k, _) in due {
+            let Some((at, customer, kind)) = parse_timer_key(&k) else {
+                store.remove(k);
+                continue;
+            };
+            match by_customer.iter_mut().find(|(c, _)| *c == customer) {
+                Some((_, list)) => list.push((at, kind)),
+                None => by_customer.push((customer, vec![(at, kind)])),
+            }
+        }
+        let mut out = Vec::new();
+        for (customer_id, timers) in by_customer {
+            let Some(mut profile) = self.load(store, &customer_id)? else {
+                for (at, kind) in &timers {
+                    store.remove(timer_key(*at, &customer_id, kind));
+                }
+                continue;
+            };
+            let mut republish = false;
+            for (at, kind) in &timers {
+                match TimerKind::decode(kind) {
+                    Some(TimerKind::Cart(cart_id)) => {
+                        out.extend(self.fire_cart(&customer_id, &mut profile, &cart_id, *at, now));
+                    }
+                    Some(TimerKind::Lifecycle) => republish = true,
+                    Some(TimerKind::ConsentExpiry(k)) => {
+                        let Some(key) = crate::consent::ConsentKey::decode(&k) else {
+                            continue;
+                        };
+                        let implied = self.implied(&key.purpose);
+                        if let Some(change) = profile.consents.expire(&key, now, implied) {
+                            out.push(consent_change_record(&customer_id, &change));
+                            self.counts.borrow_mut().consents_expired += 1;
+                            republish = true;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            let before = out.len();
+            self.settle(
+                store,
+                &customer_id,
+                &mut profile,
+                now,
+                "time",
+                Some(until),
+                &mut out,
+            )?;
+            republish |= out.len() != before;
+            store.put(profile_key(&customer_id), &profile)?;
+            if republish {
+                let record = self.golden_record(&customer_id, &profile, now);
+                out.push(OutputRecord::json(
+                    Topic::ProfilesMerged,
+                    customer_id,
+                    record,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The abandonment trigger of a cart due at `due`, if it still stands and some
+    /// channel is allowed; the cart never fires again either way.
+    fn fire_cart(
+        &self,
+        customer_id: &str,
+        profile: &mut CustomerProfile,
+        cart_id: &str,
+        due: i64,
+        now: i64,
+    ) -> Option<OutputRecord> {
+        let cart = profile.activity.carts.get(cart_id)?;
+        if Activity::cart_due(cart, &self.config) != Some(due) {
+            return None;
+        }
+        let chosen = self.config.activation.cart_purposes.iter().find_map(|p| {
+            let channels = self.allowed_channels(profile, p, now);
+            (!channels.is_empty()).then_some((p.clone(), channels))
+        });
+        let record = chosen.map(|(purpose, channels)| {
+            OutputRecord::json(
+                Topic::CartAbandoned,
+                customer_id.to_string(),
+                json!({
+                    "trigger_id": format!("cart_abandoned:{customer_id}:{cart_id}:{}", cart.last_activity),
+                    "customer_id": customer_id,
+                    "cart_id": cart_id,
+                    "items": cart.items,
+                    "value": cart.value(),
+                    "currency": self.config.lifecycle.base_currency,
+                    "last_activity_at": rfc3339(cart.last_activity),
+                    "last_activity_channel": cart.channel,
+                    "due_at": rfc3339(due),
+                    "preferred_channels": preferred_channels(profile),
+                    "channels_allowed": channels,
+                    "purpose": purpose,
+                    "recently_purchased": profile.activity.recently_purchased(now, self.config.activation.recent_purchase_days),
+                    "at": rfc3339(now),
+                }),
+            )
+        });
+        let mut counts = self.counts.borrow_mut();
+        match record {
+            Some(_) => counts.carts_fired += 1,
+            None => counts.carts_suppressed += 1,
+        }
+        if let Some(c) = profile.activity.carts.get_mut(cart_id) {
+            c.fired = true;
+        }
+        record
+    }
+
+    /// `triggers.purchase_completed`: lets a campaign stop at once.
+    fn purchase_record(
+        &self,
+        customer_id: &str,
+        profile: &CustomerProfile,
+        event: &ProfileEvent,
+        fx: activation::EventEffects,
+    ) -> OutputRecord {
+        let (order_id, items, cents, currency) = match &event.purchase {
+            Some(p) => (
+                p.order_id.clone(),
+                p.items.clone(),
+                p.total_cents,
+                p.currency.clone(),
+            ),
+            None => (
+                None,
+                Vec::new(),
+                0,
+                self.config.lifecycle.base_currency.clone(),
+            ),
+        };
+        OutputRecord::json(
+            Topic::PurchaseCompleted,
+            customer_id.to_string(),
+            json!({
+                "trigger_id": format!("purchase_completed:{}", event.event_id),
+                "customer_id": customer_id,
+                "order_id": order_id,
+                "channel": event.channel,
+                "items": items,
+                "value": cents as f64 / 100.0,
+                "currency": currency,
+                "recently_purchased": profile.activity.recently_purchased(event.occurred_at, self.config.activation.recent_purchase_days),
+                "cancelled_carts": fx.cancelled_carts,
+                "event_id": event.event_id,
+                "at": rfc3339(event.occurred_at),
+            }),
+        )
     }
 
     /// Moves a customer (and its behavioural source profiles) to the day of its last
@@ -385,6 +732,9 @@ impl Profiler {
         store.remove(profile_key(customer_id));
         if let Some(day) = profile.indexed_day {
             store.remove(inactive_key(day, customer_id));
+        }
+        for (due, kind) in &profile.timers {
+            store.remove(timer_key(*due, customer_id, kind));
         }
         for (sp, f) in &profile.source_profiles {
             if let Some(day) = f.indexed_day {
@@ -623,12 +973,7 @@ impl Profiler {
         let monetary_cents = order_cents.get(base).copied().unwrap_or(0)
             - return_cents.get(base).copied().unwrap_or(0);
         let recency_days = last_order.map(|(at, _)| (clock - at).max(0) / DAY_MS);
-        let stage = match recency_days {
-            None => "prospect",
-            Some(d) if d <= i64::from(self.config.lifecycle.active_days) => "active",
-            Some(d) if d <= i64::from(self.config.lifecycle.dormant_days) => "inactive",
-            Some(_) => "dormant",
-        };
+        let stage = activation::stage(last_order.map(|(at, _)| at), clock, &self.config.lifecycle);
         let consents = &profile.consents;
         let allows =
             |purpose: &str| consents.allowed(purpose, "all", None, self.implied(purpose), clock);
@@ -657,6 +1002,29 @@ impl Profiler {
                 }
             }
         }
+        let act = &self.config.activation;
+        let segments = profiling.then(|| {
+            let (clv_cents, recent_orders) = profile.activity.lifetime_value(clock, act.clv_horizon_days);
+            let clv = clv_cents as f64 / 100.0;
+            let vip = (act.vip.min_clv <= 0.0 || clv >= act.vip.min_clv)
+                && (act.vip.min_orders == 0 || recent_orders >= u64::from(act.vip.min_orders))
+                && (act.vip.min_clv > 0.0 || act.vip.min_orders > 0);
+            let rfm = activation::rfm_scores(recency_days, orders, monetary_cents as f64 / 100.0, &act.rfm)
+                .map(|(r, f, m)| json!({"recency": r, "frequency": f, "monetary": m, "score": format!("{r}{f}{m}")}));
+            json!({
+                "rfm": rfm,
+                "clv": clv,
+                "clv_horizon_days": act.clv_horizon_days,
+                "orders_in_horizon": recent_orders,
+                "vip": vip,
+            })
+        });
+        let open_carts = profile
+            .activity
+            .carts
+            .values()
+            .filter(|c| !c.fired && !c.items.is_empty())
+            .count();
         let allowed_channels: Map<String, Value> = CONSENT_PURPOSES
             .iter()
             .map(|p| {
@@ -691,6 +1059,9 @@ impl Profiler {
                 "currency": base,
             })),
             "lifecycle_stage": profiling.then_some(stage),
+            "segments": segments,
+            "recently_purchased": profile.activity.recently_purchased(clock, act.recent_purchase_days),
+            "open_carts": open_carts,
             "consents": decisions,
             "consents_by_identifier": by_identifier,
             "allowed_channels": allowed_channels,
@@ -700,6 +1071,17 @@ impl Profiler {
             "as_of": rfc3339(clock),
         })
     }
+}
+
+/// The customer's channels, most active first: where a reminder is most likely seen.
+fn preferred_channels(profile: &CustomerProfile) -> Vec<String> {
+    let mut events: BTreeMap<&str, u64> = BTreeMap::new();
+    for f in profile.source_profiles.values() {
+        *events.entry(&f.channel).or_default() += f.events;
+    }
+    let mut ranked: Vec<(&str, u64)> = events.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    ranked.into_iter().map(|(c, _)| c.to_string()).collect()
 }
 
 fn field_json(data: &FieldData) -> Value {

@@ -530,8 +530,11 @@ pub async fn run(
     let mut consumer_errors: u64 = 0;
     let max_wait = Duration::from_millis(settings.runtime.batch_max_wait_ms);
     let sweep_every = Duration::from_millis(settings.engine.gdpr.retention.sweep_interval_ms);
-    // The retention sweep runs between batches, and on an idle stream too.
+    // The retention sweep runs between batches, and on an idle stream too. Timers fire
+    // in event time while events flow, and by the wall clock (a tick) when idle.
     let mut next_sweep = tokio::time::Instant::now();
+    let tick_every = Duration::from_millis(settings.engine.activation.tick_interval_ms);
+    let mut next_tick = tokio::time::Instant::now();
     while clean && !*shutdown.borrow() {
         // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
         // a record of the new assignment: records gathered before a rebalance belong to
@@ -543,7 +546,7 @@ pub async fn run(
             let next = async {
                 match deadline {
                     Some(d) => tokio::time::timeout_at(d, consumer.recv()).await.ok(),
-                    None => tokio::time::timeout_at(next_sweep, consumer.recv())
+                    None => tokio::time::timeout_at(next_sweep.min(next_tick), consumer.recv())
                         .await
                         .ok(),
                 }
@@ -582,10 +585,11 @@ pub async fn run(
             }
         }
         let sweep_due = tokio::time::Instant::now() >= next_sweep;
-        if batch.is_empty() && !sweep_due {
+        let tick_due = batch.is_empty() && tokio::time::Instant::now() >= next_tick;
+        if batch.is_empty() && !sweep_due && !tick_due {
             continue;
         }
-        debug!(records = batch.len(), sweep_due, "batch gathered");
+        debug!(records = batch.len(), sweep_due, tick_due, "batch gathered");
 
         // 2-3. Engine, then state and outbox in one durable write.
         let t_gathered = Instant::now();
@@ -610,11 +614,21 @@ pub async fn run(
                     wire.push(WireRecord::from_output(&out, &settings, ts)?);
                 }
             }
+            let now = chrono::Utc::now().timestamp_millis();
             if sweep_due {
-                let now = chrono::Utc::now().timestamp_millis();
                 for out in engine.sweep_retention(now)? {
                     wire.push(WireRecord::from_output(&out, &settings, None)?);
                 }
+            }
+            if tick_due {
+                for out in engine.tick(now)? {
+                    wire.push(WireRecord::from_output(&out, &settings, None)?);
+                }
+            }
+            if batch.is_empty() && wire.is_empty() {
+                // An idle tick or sweep that found nothing: no write, no flush. What it
+                // may have staged (stale index entries) goes with the next batch.
+                return Ok((wire, None));
             }
             let store = engine.store_mut();
             let seq = store.get::<u64>(OUTBOX_SEQ)?.unwrap_or(0) + 1;
@@ -627,11 +641,16 @@ pub async fn run(
             }
             t_processed = Instant::now();
             engine.commit()?;
-            Ok((wire, seq))
+            Ok((wire, Some(seq)))
         })?;
-        previous_outbox = Some(outbox_seq);
+        if outbox_seq.is_some() {
+            previous_outbox = outbox_seq;
+        }
         if sweep_due {
             next_sweep = tokio::time::Instant::now() + sweep_every;
+        }
+        if tick_due {
+            next_tick = tokio::time::Instant::now() + tick_every;
         }
         stats
             .consumed
