@@ -257,6 +257,11 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
             .join(", "),
         s.duplicates
     );
+    let consent_changes: u64 = s.consent_changes.values().sum();
+    println!(
+        "consent changes: {consent_changes}; triggers: {} abandoned carts ({} without an allowed channel, not sent), {} purchases completed, {} lifecycle changes",
+        s.carts_fired, s.carts_suppressed, s.purchases, s.lifecycle_changes
+    );
     println!(
         "outputs acknowledged: {}; input→output latency p50 {} ms, p99 {} ms (the whole stream is produced at once, so this includes its backlog; `unicus bench kafka` measures a paced stream)",
         summary.produced,

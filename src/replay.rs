@@ -205,6 +205,11 @@ pub fn describe(summary: &ReplaySummary) -> String {
         let reasons: Vec<String> = s.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         text += &format!("rejected by reason: {}\n", reasons.join(", "));
     }
+    let consent_changes: u64 = s.consent_changes.values().sum();
+    text += &format!(
+        "consent changes: {consent_changes}; triggers: {} abandoned carts ({} suppressed: no allowed channel), {} purchases, {} lifecycle changes; suppressed events of erased persons: {}; fields dropped by minimisation: {}\n",
+        s.carts_fired, s.carts_suppressed, s.purchases, s.lifecycle_changes, s.suppressed, s.minimised
+    );
     let outs: Vec<String> = s.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     text += &format!("{} output records: {}\n", summary.outputs, outs.join(", "));
     text

@@ -534,7 +534,7 @@ pub async fn run(
     // in event time while events flow, and by the wall clock (a tick) when idle.
     let mut next_sweep = tokio::time::Instant::now();
     let tick_every = Duration::from_millis(settings.engine.activation.tick_interval_ms);
-    let mut next_tick = tokio::time::Instant::now();
+    let mut next_tick = tokio::time::Instant::now() + tick_every;
     while clean && !*shutdown.borrow() {
         // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
         // a record of the new assignment: records gathered before a rebalance belong to

@@ -168,6 +168,10 @@ store_dir = "{}"
 batch_max_events = 2000
 batch_max_wait_ms = 50
 retry_backoff_ms = 200
+# Timers fire by event time only, like the replay this run is compared with: no
+# wall-clock tick on idle moments (the generated events are days old).
+[engine.activation]
+tick_interval_ms = 86400000
 "#,
             dir.path().join("store").display()
         ),
@@ -273,5 +277,160 @@ retry_backoff_ms = 200
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y, "golden records differ");
+    }
+}
+
+/// Reads a topic from the beginning: every JSON value.
+struct TopicReader {
+    consumer: BaseConsumer,
+    values: Vec<serde_json::Value>,
+}
+
+impl TopicReader {
+    fn new(brokers: &str, topic: &str) -> Self {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", format!("trigger-reader-{}", std::process::id()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        Self {
+            consumer,
+            values: Vec::new(),
+        }
+    }
+
+    fn poll_for(&mut self, d: Duration) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
+                if let Some(p) = m.payload() {
+                    self.values.push(serde_json::from_slice(p).unwrap());
+                }
+            }
+        }
+    }
+
+    fn distinct(&self, field: &str) -> HashSet<String> {
+        self.values
+            .iter()
+            .map(|v| v[field].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+#[test]
+fn abandoned_carts_fire_once_through_kill_9_around_their_deadlines() {
+    const CARTS: usize = 40;
+    let Some(brokers) = broker() else { return };
+    let seed: u64 = std::env::var("UNICUS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64);
+    eprintln!("trigger crash test seed {seed} (UNICUS_CRASH_SEED to repeat)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("carts-{}-{seed}.", std::process::id());
+    create_topic(&brokers, &format!("{prefix}touchpoints.web"), 1);
+
+    // Deadlines (last activity + 60 s) spread over the 25 s after the first start, so
+    // that kills land before, between and after them.
+    let delay_ms = 60_000i64;
+    let first_due = chrono::Utc::now().timestamp_millis() + 4_000;
+    let lines: Vec<String> = (0..CARTS)
+        .map(|i| {
+            let at = first_due - delay_ms + i as i64 * 25_000 / CARTS as i64;
+            serde_json::json!({
+                "event_id": format!("cart-{i}"), "channel": "web", "type": "cart_add",
+                "occurred_at": chrono::DateTime::from_timestamp_millis(at).unwrap().to_rfc3339(),
+                "identifiers": {"account_id": format!("ACC-{i}"), "email": format!("c{i}@example.org")},
+                "consent": [{"purpose": "marketing", "channel": "email", "granted": true}],
+                "cart": {"cart_id": format!("K-{i}"), "items": [{"sku": "SKU-1", "quantity": 1, "unit_price": 10.0}]},
+            })
+            .to_string()
+        })
+        .collect();
+    let config_path = dir.path().join("unicus.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "{prefix}group"
+topic_prefix = "{prefix}"
+channels = ["web"]
+partitions = 1
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+[runtime]
+store_dir = "{}"
+batch_max_wait_ms = 50
+retry_backoff_ms = 200
+[engine.activation]
+cart_abandoned_delay_ms = {delay_ms}
+grace_ms = 0
+tick_interval_ms = 100
+"#,
+            dir.path().join("store").display()
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(unicus::demo::produce_lines(
+        &brokers,
+        &prefix,
+        &["web".to_string()],
+        lines.iter().cloned(),
+    ))
+    .unwrap();
+
+    let log = dir.path().join("unicus.log");
+    let mut reader = TopicReader::new(&brokers, &format!("{prefix}triggers.cart_abandoned"));
+    for kill in 0..5 {
+        let child = start(&config_path, &log);
+        let wait = Duration::from_millis(rng.gen_range(500..6_000));
+        reader.poll_for(wait);
+        drop(child); // SIGKILL
+        eprintln!(
+            "kill {} after {wait:?}: {} trigger records, {} carts",
+            kill + 1,
+            reader.values.len(),
+            reader.distinct("cart_id").len()
+        );
+    }
+    let _last = start(&config_path, &log);
+    let started = Instant::now();
+    while reader.distinct("cart_id").len() < CARTS {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "only {} of {CARTS} carts fired; log: {}",
+            reader.distinct("cart_id").len(),
+            log.display()
+        );
+        reader.poll_for(Duration::from_millis(500));
+    }
+    // Settle: anything still in flight arrives.
+    reader.poll_for(Duration::from_secs(3));
+    let carts = reader.distinct("cart_id");
+    let triggers = reader.distinct("trigger_id");
+    eprintln!(
+        "{} trigger records for {CARTS} carts ({} re-sent from the outbox)",
+        reader.values.len(),
+        reader.values.len() - CARTS
+    );
+    // Never none, never two: one trigger id per cart; a re-sent record is the same one.
+    assert_eq!(carts.len(), CARTS);
+    assert_eq!(triggers.len(), CARTS);
+    for v in &reader.values {
+        assert_eq!(v["channels_allowed"], serde_json::json!(["email"]));
     }
 }
