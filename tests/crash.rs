@@ -78,18 +78,25 @@ fn create_topic(brokers: &str, name: &str, partitions: u32) {
     assert!(status.success(), "creating {name}");
 }
 
-/// Reads the resolved topic from the beginning, accumulating event ids.
-struct ResolvedReader {
+/// Reads a topic from the beginning: the distinct values of one field, and (if asked)
+/// every record.
+struct TopicReader {
     consumer: BaseConsumer,
-    event_ids: HashSet<String>,
+    field: &'static str,
+    distinct: HashSet<String>,
     records: u64,
+    keep: bool,
+    values: Vec<serde_json::Value>,
 }
 
-impl ResolvedReader {
-    fn new(brokers: &str, topic: &str) -> Self {
+impl TopicReader {
+    fn new(brokers: &str, topic: &str, field: &'static str, keep: bool) -> Self {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("group.id", format!("crash-reader-{}", std::process::id()))
+            .set(
+                "group.id",
+                format!("crash-reader-{}-{topic}", std::process::id()),
+            )
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
@@ -101,8 +108,11 @@ impl ResolvedReader {
         consumer.subscribe(&[topic]).unwrap();
         Self {
             consumer,
-            event_ids: HashSet::new(),
+            field,
+            distinct: HashSet::new(),
             records: 0,
+            keep,
+            values: Vec::new(),
         }
     }
 
@@ -110,10 +120,14 @@ impl ResolvedReader {
         let until = Instant::now() + d;
         while Instant::now() < until {
             if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
-                let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                self.event_ids
-                    .insert(v["event_id"].as_str().unwrap().to_string());
+                let Some(payload) = m.payload() else { continue };
+                let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
+                self.distinct
+                    .insert(v[self.field].as_str().unwrap().to_string());
                 self.records += 1;
+                if self.keep {
+                    self.values.push(v);
+                }
             }
         }
     }
@@ -192,15 +206,20 @@ tick_interval_ms = 86400000
     assert_eq!(produced as usize, EVENTS);
 
     let log = dir.path().join("unicus.log");
-    let mut reader = ResolvedReader::new(&brokers, &format!("{prefix}touchpoints.resolved"));
+    let mut reader = TopicReader::new(
+        &brokers,
+        &format!("{prefix}touchpoints.resolved"),
+        "event_id",
+        false,
+    );
     for kill in 0..KILLS {
         let child = start(&config_path, &log);
         // Every other kill lands during start-up (outbox re-sent, group join); the
         // others while batches flow (processing, store flush, produce, offset commit).
         if kill % 2 == 1 {
-            let before = reader.event_ids.len();
+            let before = reader.distinct.len();
             let until = Instant::now() + Duration::from_secs(60);
-            while reader.event_ids.len() <= before && Instant::now() < until {
+            while reader.distinct.len() <= before && Instant::now() < until {
                 reader.poll_for(Duration::from_millis(100));
             }
         }
@@ -210,17 +229,17 @@ tick_interval_ms = 86400000
         eprintln!(
             "kill {} after {wait:?}: {} of {} events resolved so far",
             kill + 1,
-            reader.event_ids.len(),
+            reader.distinct.len(),
             valid.len()
         );
     }
     let mut last = start(&config_path, &log);
     let started = Instant::now();
-    while !valid.is_subset(&reader.event_ids) {
+    while !valid.is_subset(&reader.distinct) {
         assert!(
             started.elapsed() < Duration::from_secs(240),
             "only {} of {} events resolved; log: {}",
-            valid.intersection(&reader.event_ids).count(),
+            valid.intersection(&reader.distinct).count(),
             valid.len(),
             log.display()
         );
@@ -249,7 +268,7 @@ tick_interval_ms = 86400000
         reader.records - valid.len() as u64
     );
     assert_eq!(
-        reader.event_ids.len(),
+        reader.distinct.len(),
         valid.len(),
         "no resolved record for an unknown event"
     );
@@ -277,50 +296,6 @@ tick_interval_ms = 86400000
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         assert_eq!(x, y, "golden records differ");
-    }
-}
-
-/// Reads a topic from the beginning: every JSON value.
-struct TopicReader {
-    consumer: BaseConsumer,
-    values: Vec<serde_json::Value>,
-}
-
-impl TopicReader {
-    fn new(brokers: &str, topic: &str) -> Self {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", format!("trigger-reader-{}", std::process::id()))
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("topic.metadata.refresh.interval.ms", "1000")
-            .create()
-            .unwrap();
-        consumer.subscribe(&[topic]).unwrap();
-        Self {
-            consumer,
-            values: Vec::new(),
-        }
-    }
-
-    fn poll_for(&mut self, d: Duration) {
-        let until = Instant::now() + d;
-        while Instant::now() < until {
-            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
-                if let Some(p) = m.payload() {
-                    self.values.push(serde_json::from_slice(p).unwrap());
-                }
-            }
-        }
-    }
-
-    fn distinct(&self, field: &str) -> HashSet<String> {
-        self.values
-            .iter()
-            .map(|v| v[field].as_str().unwrap().to_string())
-            .collect()
     }
 }
 
@@ -394,7 +369,12 @@ tick_interval_ms = 100
     .unwrap();
 
     let log = dir.path().join("unicus.log");
-    let mut reader = TopicReader::new(&brokers, &format!("{prefix}triggers.cart_abandoned"));
+    let mut reader = TopicReader::new(
+        &brokers,
+        &format!("{prefix}triggers.cart_abandoned"),
+        "cart_id",
+        true,
+    );
     for kill in 0..5 {
         let child = start(&config_path, &log);
         let wait = Duration::from_millis(rng.gen_range(500..6_000));
@@ -404,24 +384,28 @@ tick_interval_ms = 100
             "kill {} after {wait:?}: {} trigger records, {} carts",
             kill + 1,
             reader.values.len(),
-            reader.distinct("cart_id").len()
+            reader.distinct.len()
         );
     }
     let _last = start(&config_path, &log);
     let started = Instant::now();
-    while reader.distinct("cart_id").len() < CARTS {
+    while reader.distinct.len() < CARTS {
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "only {} of {CARTS} carts fired; log: {}",
-            reader.distinct("cart_id").len(),
+            reader.distinct.len(),
             log.display()
         );
         reader.poll_for(Duration::from_millis(500));
     }
     // Settle: anything still in flight arrives.
     reader.poll_for(Duration::from_secs(3));
-    let carts = reader.distinct("cart_id");
-    let triggers = reader.distinct("trigger_id");
+    let carts = &reader.distinct;
+    let triggers: HashSet<&str> = reader
+        .values
+        .iter()
+        .map(|v| v["trigger_id"].as_str().unwrap())
+        .collect();
     eprintln!(
         "{} trigger records for {CARTS} carts ({} re-sent from the outbox)",
         reader.values.len(),
