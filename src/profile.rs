@@ -119,6 +119,8 @@ fn day_of(ms: i64) -> u32 {
 
 const INACTIVE_INDEX: &[u8] = b"p/ls/";
 const TIMERS: &[u8] = b"p/tm/";
+/// The `until` of the last timer check: every timer due at or before it has fired.
+const TIMERS_DONE: &[u8] = b"p/timers_done";
 
 /// `p/tm/<due, sortable><customer>\0<kind>`.
 fn timer_key(due: i64, customer_id: &str, kind: &str) -> Vec<u8> {
@@ -415,6 +417,12 @@ impl Profiler {
         if let Some(until) = fired_until {
             want.retain(|(due, _)| *due > until);
         }
+        // A timer due before the window already read fires at the next check.
+        let done = store.get::<i64>(TIMERS_DONE)?.unwrap_or(i64::MIN);
+        for (due, _) in want.iter_mut() {
+            *due = (*due).max(done.saturating_add(1));
+        }
+        want.sort();
         if want != profile.timers {
             for (due, kind) in &profile.timers {
                 store.remove(timer_key(*due, customer_id, kind));
@@ -472,8 +480,15 @@ impl Profiler {
         until: i64,
         now: i64,
     ) -> Result<Vec<OutputRecord>, StoreError> {
+        // Every timer due at or before `done` has fired: only the window since is read.
+        let done = store.get::<i64>(TIMERS_DONE)?.unwrap_or(i64::MIN);
+        if until <= done {
+            return Ok(Vec::new());
+        }
+        store.put(TIMERS_DONE.to_vec(), &until)?;
+        let start = timer_key(done.saturating_add(1), "", "");
         let end = timer_key(until.saturating_add(1), "", "");
-        let due = store.scan_range(TIMERS, &end, 100_000)?;
+        let due = store.scan_range(&start, &end, usize::MAX)?;
         if due.is_empty() {
             return Ok(Vec::new());
         }
@@ -552,9 +567,8 @@ impl Profiler {
         now: i64,
     ) -> Option<OutputRecord> {
         let cart = profile.activity.carts.get(cart_id)?;
-        if Activity::cart_due(cart, &self.config) != Some(due) {
-            return None;
-        }
+        // The key's due may be later than the cart's (see `settle`), never earlier.
+        let due = Activity::cart_due(cart, &self.config).filter(|d| *d <= due)?;
         let chosen = self.config.activation.cart_purposes.iter().find_map(|p| {
             let channels = self.allowed_channels(profile, p, now);
             (!channels.is_empty()).then_some((p.clone(), channels))

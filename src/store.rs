@@ -273,7 +273,11 @@ impl Store {
         // Staged removals may hide committed keys: read that many more.
         let removals = staged.values().filter(|v| v.is_none()).count();
         let mut merged = std::collections::BTreeMap::new();
-        for kv in self.tree.range(start..end).take(limit + removals) {
+        for kv in self
+            .tree
+            .range(start..end)
+            .take(limit.saturating_add(removals))
+        {
             let (k, v) = kv?;
             merged.insert(k.to_vec(), Some(v.to_vec()));
         }
