@@ -236,6 +236,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("UNICUS_LOG")
@@ -460,6 +461,20 @@ fn run(cli: Cli) -> Result<()> {
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `purge_delay` option (`mi_option_purge_delay` in mimalloc v2's enum).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc to keep freed memory for reuse instead of returning it to the OS after
+/// 10 ms: sled allocates and frees node copies on every insert, and each return made the
+/// next allocation fault fresh (zeroed) pages. Measured on `replay` of 30k events: 74k page
+/// faults and 4.8 s of CPU by default, 0.7k and 3.6 s with this. Memory stays at its peak.
+fn keep_freed_memory() {
+    // SAFETY: called first thing in `main`, before any other thread exists (mimalloc's
+    // option setters are not thread-safe); the option takes a number of milliseconds,
+    // -1 meaning never.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
 
 fn open_store_engine(store: &Path, engine: &EngineArgs) -> Result<unicus::engine::Engine> {
     let config = load_engine_config(engine.config.as_deref())?;

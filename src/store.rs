@@ -54,6 +54,29 @@ pub struct Store {
     in_flight: Option<InFlight>,
     /// Behind a `RefCell` so that reads stay `&self`; the store is used by one thread.
     cache: RefCell<ReadCache>,
+    /// The one long-lived thread that applies and flushes batches (started at the first
+    /// background commit). One thread, not one per batch: a new thread starts with an
+    /// empty allocator heap and pays page faults for every allocation sled makes.
+    flusher: Option<(
+        std::sync::mpsc::Sender<FlushJob>,
+        std::thread::JoinHandle<()>,
+    )>,
+}
+
+impl Drop for Store {
+    /// Lets the flush thread finish and release the database (its lock) before the
+    /// store is gone, so that it can be reopened at once.
+    fn drop(&mut self) {
+        if let Some((jobs, thread)) = self.flusher.take() {
+            drop(jobs);
+            let _ = thread.join();
+        }
+    }
+}
+
+struct FlushJob {
+    staged: Arc<Staged>,
+    answer: std::sync::mpsc::Sender<Result<()>>,
 }
 
 type Staged = HashMap<Vec<u8>, Option<sled::IVec>>;
@@ -61,7 +84,8 @@ type Staged = HashMap<Vec<u8>, Option<sled::IVec>>;
 struct InFlight {
     staged: Arc<Staged>,
     ordered: BTreeSet<Vec<u8>>,
-    done: std::thread::JoinHandle<Result<()>>,
+    /// Answers once the batch is applied and flushed.
+    done: std::sync::mpsc::Receiver<Result<()>>,
 }
 
 #[derive(Default)]
@@ -129,6 +153,7 @@ impl Store {
             overlay: HashMap::new(),
             overlay_ordered: BTreeSet::new(),
             in_flight: None,
+            flusher: None,
             cache: RefCell::new(ReadCache {
                 budget: DEFAULT_CACHE_BYTES,
                 ..ReadCache::default()
@@ -334,22 +359,17 @@ impl Store {
                 .map(|(k, v)| (k, v.map(sled::IVec::from)))
                 .collect(),
         );
-        let (db, tree, batch_staged) = (self.db.clone(), self.tree.clone(), staged.clone());
-        let done = std::thread::Builder::new()
-            .name("unicus-store-flush".into())
-            .spawn(move || -> Result<()> {
-                let mut batch = sled::Batch::default();
-                for (k, v) in batch_staged.iter() {
-                    match v {
-                        Some(v) => batch.insert(k.as_slice(), v.clone()),
-                        None => batch.remove(k.as_slice()),
-                    }
-                }
-                tree.apply_batch(batch)?;
-                db.flush()?;
-                Ok(())
+        let (answer, done) = std::sync::mpsc::channel();
+        self.flusher()?
+            .send(FlushJob {
+                staged: staged.clone(),
+                answer,
             })
-            .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+            .map_err(|_| {
+                StoreError::Sled(sled::Error::ReportableBug(
+                    "the store flush thread is gone".into(),
+                ))
+            })?;
         self.in_flight = Some(InFlight {
             staged,
             ordered: std::mem::take(&mut self.overlay_ordered),
@@ -358,12 +378,41 @@ impl Store {
         Ok(())
     }
 
+    fn flusher(&mut self) -> Result<&std::sync::mpsc::Sender<FlushJob>> {
+        if self.flusher.is_none() {
+            let (jobs, queue) = std::sync::mpsc::channel::<FlushJob>();
+            let (db, tree) = (self.db.clone(), self.tree.clone());
+            let thread = std::thread::Builder::new()
+                .name("unicus-store-flush".into())
+                .spawn(move || {
+                    // Ends when the store (the sender) is dropped.
+                    for job in queue {
+                        let mut batch = sled::Batch::default();
+                        for (k, v) in job.staged.iter() {
+                            match v {
+                                Some(v) => batch.insert(k.as_slice(), v.clone()),
+                                None => batch.remove(k.as_slice()),
+                            }
+                        }
+                        let result = tree
+                            .apply_batch(batch)
+                            .and_then(|()| db.flush().map(|_| ()))
+                            .map_err(StoreError::from);
+                        let _ = job.answer.send(result);
+                    }
+                })
+                .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
+            self.flusher = Some((jobs, thread));
+        }
+        Ok(&self.flusher.as_ref().expect("set above").0)
+    }
+
     /// Waits until the batch in flight (if any) is applied and flushed.
     pub fn wait_durable(&mut self) -> Result<()> {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
-        let result = f.done.join().unwrap_or_else(|_| {
+        let result = f.done.recv().unwrap_or_else(|_| {
             Err(StoreError::Sled(sled::Error::ReportableBug(
                 "the store flush thread panicked".into(),
             )))
