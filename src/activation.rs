@@ -38,6 +38,8 @@ pub struct CartState {
     pub event_id: String,
     /// The abandonment trigger fired (or was suppressed): never again for this cart.
     pub fired: bool,
+    /// Source profile of the latest snapshot (a split takes the cart with it).
+    pub source_profile: u64,
 }
 
 impl CartState {
@@ -59,10 +61,11 @@ pub fn cart_value(items: &[Item]) -> f64 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
     pub carts: BTreeMap<String, CartState>,
-    /// `(sku, event time)` of recent purchases, oldest first.
-    pub purchased: Vec<(String, i64)>,
-    /// `(event time, net cents in the base currency)` of orders (negative: returns).
-    pub order_log: Vec<(i64, i64)>,
+    /// `(sku, event time, source profile)` of recent purchases, oldest first.
+    pub purchased: Vec<(String, i64, u64)>,
+    /// `(event time, net cents in the base currency, source profile)` of orders
+    /// (negative: returns).
+    pub order_log: Vec<(i64, i64, u64)>,
     /// The last lifecycle stage published.
     pub stage: Option<String>,
 }
@@ -75,8 +78,13 @@ pub struct EventEffects {
 }
 
 impl Activity {
-    /// Applies an event's cart and order facts.
-    pub fn on_event(&mut self, ev: &ProfileEvent, config: &EngineConfig) -> EventEffects {
+    /// Applies the cart and order facts of an event of `source_profile`.
+    pub fn on_event(
+        &mut self,
+        ev: &ProfileEvent,
+        source_profile: u64,
+        config: &EngineConfig,
+    ) -> EventEffects {
         let mut fx = EventEffects::default();
         let is_purchase = ev.kind == "purchase";
         if let Some(cart) = &ev.cart {
@@ -98,6 +106,7 @@ impl Activity {
                         channel: ev.channel.clone(),
                         event_id: ev.event_id.clone(),
                         fired,
+                        source_profile,
                     },
                 );
             }
@@ -129,10 +138,11 @@ impl Activity {
                 }
             }
             for i in items {
-                self.purchased.push((i.sku.clone(), ev.occurred_at));
+                self.purchased
+                    .push((i.sku.clone(), ev.occurred_at, source_profile));
             }
             if self.purchased.len() > MAX_PURCHASED {
-                self.purchased.sort_by_key(|(_, at)| *at);
+                self.purchased.sort_by_key(|(_, at, _)| *at);
                 let excess = self.purchased.len() - MAX_PURCHASED;
                 self.purchased.drain(..excess);
             }
@@ -140,11 +150,12 @@ impl Activity {
         let base = &config.lifecycle.base_currency;
         for (order, sign) in [(&ev.purchase, 1), (&ev.refund, -1)] {
             if let Some(o) = order.as_ref().filter(|o| &o.currency == base) {
-                self.order_log.push((ev.occurred_at, sign * o.total_cents));
+                self.order_log
+                    .push((ev.occurred_at, sign * o.total_cents, source_profile));
             }
         }
         if self.order_log.len() > MAX_ORDER_LOG {
-            self.order_log.sort_by_key(|(at, _)| *at);
+            self.order_log.sort_by_key(|(at, _, _)| *at);
             let excess = self.order_log.len() - MAX_ORDER_LOG;
             self.order_log.drain(..excess);
         }
@@ -182,31 +193,55 @@ impl Activity {
             }
         }
         self.purchased.extend(other.purchased);
-        self.purchased.sort_by_key(|(_, at)| *at);
+        self.purchased.sort_by_key(|(_, at, _)| *at);
         self.order_log.extend(other.order_log);
         self.order_log.sort();
+    }
+
+    /// Takes out what the source profiles in `moved` did (a split): their carts,
+    /// purchases and orders go with them. The part taken out has no published stage
+    /// yet: it is a new customer, settled from `prospect` like any other.
+    pub fn split_off(&mut self, moved: &[u64]) -> Activity {
+        let (gone, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.carts)
+            .into_iter()
+            .partition(|(_, c)| moved.contains(&c.source_profile));
+        self.carts = kept;
+        let (gone_purchases, kept_purchases) = std::mem::take(&mut self.purchased)
+            .into_iter()
+            .partition(|(_, _, sp)| moved.contains(sp));
+        self.purchased = kept_purchases;
+        let (gone_orders, kept_orders) = std::mem::take(&mut self.order_log)
+            .into_iter()
+            .partition(|(_, _, sp)| moved.contains(sp));
+        self.order_log = kept_orders;
+        Activity {
+            carts: gone,
+            purchased: gone_purchases,
+            order_log: gone_orders,
+            stage: None,
+        }
     }
 
     /// Forgets what is older than the windows it is kept for.
     pub fn prune(&mut self, now: i64, config: &EngineConfig) {
         let a = &config.activation;
         let recent = now - i64::from(a.recent_purchase_days) * DAY_MS;
-        self.purchased.retain(|(_, at)| *at >= recent);
+        self.purchased.retain(|(_, at, _)| *at >= recent);
         let horizon = now - i64::from(a.clv_horizon_days) * DAY_MS;
-        self.order_log.retain(|(at, _)| *at >= horizon);
+        self.order_log.retain(|(at, _, _)| *at >= horizon);
     }
 
     /// SKUs bought within the window, most recent first, without repeats.
     pub fn recently_purchased(&self, now: i64, days: u32) -> Vec<String> {
         let since = now - i64::from(days) * DAY_MS;
-        let mut recent: Vec<&(String, i64)> = self
+        let mut recent: Vec<&(String, i64, u64)> = self
             .purchased
             .iter()
-            .filter(|(_, at)| *at >= since)
+            .filter(|(_, at, _)| *at >= since)
             .collect();
         recent.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         let mut out: Vec<String> = Vec::new();
-        for (sku, _) in recent {
+        for (sku, _, _) in recent {
             if !out.contains(sku) {
                 out.push(sku.clone());
             }
@@ -220,9 +255,9 @@ impl Activity {
         let window = self
             .order_log
             .iter()
-            .filter(|(at, _)| *at >= since && *at <= now);
+            .filter(|(at, _, _)| *at >= since && *at <= now);
         let (mut cents, mut orders) = (0i64, 0u64);
-        for (_, c) in window {
+        for (_, c, _) in window {
             cents += c;
             orders += u64::from(*c > 0);
         }
@@ -374,12 +409,17 @@ mod tests {
                 Some(("K1", vec![item("A", 10.0), item("B", 5.0)])),
                 None,
             ),
+            0,
             &c,
         );
-        let fx = a.on_event(&ev("purchase", 20, None, Some(vec![item("A", 10.0)])), &c);
+        let fx = a.on_event(
+            &ev("purchase", 20, None, Some(vec![item("A", 10.0)])),
+            0,
+            &c,
+        );
         assert!(fx.cancelled_carts.is_empty());
         assert_eq!(a.carts["K1"].items, vec![item("B", 5.0)]);
-        let fx = a.on_event(&ev("purchase", 30, None, Some(vec![item("B", 5.0)])), &c);
+        let fx = a.on_event(&ev("purchase", 30, None, Some(vec![item("B", 5.0)])), 0, &c);
         assert_eq!(fx.cancelled_carts, ["K1"]);
         assert_eq!(a.recently_purchased(30, 30), ["B", "A"]);
     }
@@ -395,15 +435,17 @@ mod tests {
                 Some(("K", vec![item("A", 1.0), item("B", 1.0)])),
                 None,
             ),
+            0,
             &c,
         );
         a.on_event(
             &ev("cart_add", 10, Some(("K", vec![item("A", 1.0)])), None),
+            0,
             &c,
         );
         assert_eq!(a.carts["K"].items.len(), 2);
         assert_eq!(Activity::cart_due(&a.carts["K"], &c), Some(20 + 3_600_000));
-        let fx = a.on_event(&ev("cart_remove", 30, Some(("K", vec![])), None), &c);
+        let fx = a.on_event(&ev("cart_remove", 30, Some(("K", vec![])), None), 0, &c);
         assert_eq!(fx.cancelled_carts, ["K"]);
     }
 
@@ -434,7 +476,11 @@ mod tests {
     #[test]
     fn lifetime_value_counts_the_horizon_net_of_returns() {
         let a = Activity {
-            order_log: vec![(0, 10_000), (100 * DAY_MS, 5_000), (101 * DAY_MS, -2_000)],
+            order_log: vec![
+                (0, 10_000, 1),
+                (100 * DAY_MS, 5_000, 1),
+                (101 * DAY_MS, -2_000, 2),
+            ],
             ..Activity::default()
         };
         assert_eq!(a.lifetime_value(370 * DAY_MS, 365), (3_000, 1));

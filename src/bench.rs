@@ -266,6 +266,7 @@ pub async fn kafka(
             m.create_topic(&settings.kafka.topic(t), 8, 1)?;
         }
         m.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
+        m.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
         m.create_topic(
             &format!("{}bench.passthrough", settings.kafka.topic_prefix),
             8,

@@ -364,6 +364,192 @@ impl Default for Activation {
     }
 }
 
+/// One fuzzy match rule: the minimum similarity (0 to 1) required on each of its fields.
+/// A candidate satisfying it scores the mean similarity of those fields.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    /// Named in `identity.changes` records and explanations.
+    pub name: String,
+    /// `false`: the rule only ever makes suggestions, never a link.
+    #[serde(default = "yes")]
+    pub link: bool,
+    /// Field (`first_name`, `last_name`, `birth_date`, `street`, `postal_code`, `city`,
+    /// `email_local`) to minimum similarity.
+    pub require: BTreeMap<String, f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MatchRule {
+    fn new(name: &str, link: bool, require: &[(&str, f64)]) -> Self {
+        Self {
+            name: name.into(),
+            link,
+            require: require.iter().map(|(f, m)| (f.to_string(), *m)).collect(),
+        }
+    }
+}
+
+/// Fuzzy identity resolution on person data (see [`crate::matching`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Matching {
+    /// Off: only shared identifiers link.
+    pub enabled: bool,
+    /// Source profiles compared at most per event; a blocking key shared by more is
+    /// generic and stops being used (counted).
+    pub max_candidates: usize,
+    /// A candidate scoring at least this under a linking rule is linked.
+    pub link_threshold: f64,
+    /// At least this (and below the link threshold, or under a rule that does not
+    /// link): an `identity.changes` record of type `suggestion`, no merge.
+    pub suggest_threshold: f64,
+    /// Evaluated all; the best score wins, ties to the rule listed first.
+    pub rules: Vec<MatchRule>,
+}
+
+impl Default for Matching {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_candidates: 50,
+            link_threshold: 0.92,
+            suggest_threshold: 0.80,
+            rules: vec![
+                MatchRule::new(
+                    "name_birth_date_postal_code",
+                    true,
+                    &[
+                        ("first_name", 0.85),
+                        ("last_name", 0.9),
+                        ("birth_date", 1.0),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_birth_date",
+                    true,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("birth_date", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_address",
+                    true,
+                    &[
+                        ("first_name", 0.93),
+                        ("last_name", 0.92),
+                        ("street", 0.9),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_email_local",
+                    true,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("email_local", 0.92),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_postal_code",
+                    false,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_birth_date_typo",
+                    false,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("birth_date", 0.75),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+            ],
+        }
+    }
+}
+
+impl Matching {
+    /// Rules and thresholds, checked at start with a message naming the culprit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            field: "matching",
+            problem,
+        };
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        if !unit(self.link_threshold) || !unit(self.suggest_threshold) {
+            return Err(invalid(
+                "link_threshold and suggest_threshold must be between 0 and 1".into(),
+            ));
+        }
+        if self.suggest_threshold > self.link_threshold {
+            return Err(invalid(format!(
+                "suggest_threshold ({}) must not be above link_threshold ({})",
+                self.suggest_threshold, self.link_threshold
+            )));
+        }
+        if self.max_candidates == 0 || self.max_candidates > 1000 {
+            return Err(invalid("max_candidates must be between 1 and 1000".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for r in &self.rules {
+            let rule = |problem: String| invalid(format!("rule `{}`: {problem}", r.name));
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(rule("a name is lower-case ascii, digits or `_`".into()));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(rule("two rules have this name".into()));
+            }
+            if r.require.len() < 2 {
+                return Err(rule("a rule requires at least two fields".into()));
+            }
+            for (field, min) in &r.require {
+                if crate::matching::Field::parse(field).is_none() {
+                    let known: Vec<&str> = crate::matching::Field::ALL
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect();
+                    return Err(rule(format!(
+                        "unknown field `{field}` (known: {})",
+                        known.join(", ")
+                    )));
+                }
+                if !(*min > 0.0 && *min <= 1.0) {
+                    return Err(rule(format!(
+                        "`{field}` needs a minimum similarity above 0 and at most 1, not {min}"
+                    )));
+                }
+            }
+            if !["first_name", "last_name", "email_local"]
+                .iter()
+                .any(|f| r.require.contains_key(*f))
+            {
+                return Err(rule(
+                    "a rule must compare a name (first_name, last_name or email_local)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything the engine needs. Same config + same input = same output.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -379,6 +565,7 @@ pub struct EngineConfig {
     pub consent: ConsentConfig,
     pub gdpr: Gdpr,
     pub activation: Activation,
+    pub matching: Matching,
     /// Keys naming special-category data (GDPR art. 9). An event with a key containing
     /// one of these (as whole words: `health_condition` matches `health`, `trace_id`
     /// does not match `race`) is rejected.
@@ -417,6 +604,7 @@ impl Default for EngineConfig {
             consent: ConsentConfig::default(),
             gdpr: Gdpr::default(),
             activation: Activation::default(),
+            matching: Matching::default(),
             special_categories: [
                 "health",
                 "medical",
@@ -603,6 +791,7 @@ impl EngineConfig {
                 problem: "bands must be strictly ascending".into(),
             });
         }
+        self.matching.validate()?;
         if self
             .default_region
             .parse::<phonenumber::country::Id>()

@@ -75,7 +75,7 @@ impl Decision {
     }
 
     /// Whether `self` should replace `other`: more recent, a denial winning ties.
-    fn supersedes(&self, other: &Decision) -> bool {
+    pub fn supersedes(&self, other: &Decision) -> bool {
         (self.at, !self.granted) > (other.at, !other.granted)
     }
 }
@@ -89,6 +89,8 @@ pub enum Cause {
     Merge,
     /// The decision reached its `expires_at`: the purpose's default applies again.
     Expiry,
+    /// A split gave each side only the decisions its own source profiles stated.
+    Split,
 }
 
 impl Cause {
@@ -97,6 +99,7 @@ impl Cause {
             Cause::Event => "event",
             Cause::Merge => "merge",
             Cause::Expiry => "expiry",
+            Cause::Split => "split",
         }
     }
 }
@@ -194,6 +197,68 @@ impl Consents {
             }
         }
         changes
+    }
+
+    /// The decisions stated by a set of source profiles, combined as one customer's
+    /// (newer wins, a denial winning ties); those expired by `now` are left out. What
+    /// a side of a split keeps.
+    pub fn from_statements<'a>(
+        statements: impl Iterator<Item = &'a (ConsentKey, Decision)>,
+        now: i64,
+    ) -> Consents {
+        let mut all: Vec<&(ConsentKey, Decision)> =
+            statements.filter(|(_, d)| d.in_force(now)).collect();
+        all.sort_by(|a, b| {
+            (a.1.at, !a.1.granted, &a.1.event_id).cmp(&(b.1.at, !b.1.granted, &b.1.event_id))
+        });
+        let mut c = Consents::default();
+        for (k, d) in all {
+            c.apply(k.clone(), d.clone());
+        }
+        c
+    }
+
+    /// The changes from `before` to `self` (cause `split`): a key gone falls back to
+    /// its purpose's default (`implied`).
+    pub fn changes_since(
+        &self,
+        before: &Consents,
+        implied: impl Fn(&str) -> bool,
+        at: i64,
+    ) -> Vec<Change> {
+        let mut out = Vec::new();
+        for (key, d) in &self.decisions {
+            let previous = before.decisions.get(key).map(|b| b.granted);
+            if previous != Some(d.granted) {
+                out.push(Change {
+                    key: key.clone(),
+                    decision: d.clone(),
+                    previous,
+                    cause: Cause::Split,
+                });
+            }
+        }
+        for (key, old) in &before.decisions {
+            if self.decisions.contains_key(key) {
+                continue;
+            }
+            let default = implied(&key.purpose);
+            if old.granted != default {
+                out.push(Change {
+                    key: key.clone(),
+                    decision: Decision {
+                        granted: default,
+                        at,
+                        expires_at: None,
+                        ..old.clone()
+                    },
+                    previous: Some(old.granted),
+                    cause: Cause::Split,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
     }
 
     /// The decision that applies to `purpose` on `channel` (for one identifier if

@@ -170,6 +170,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         mock.create_topic(&settings.kafka.topic(topic), 4, 1)?;
     }
     mock.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
+    mock.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
 
     let stats = Arc::new(RuntimeStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);

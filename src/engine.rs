@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use crate::command::{self, Command, CommandKind};
 use crate::config::{ConfigError, EngineConfig};
 use crate::event::{self, Rejection};
 use crate::gdpr::{self, Subject};
@@ -88,6 +89,18 @@ pub struct Stats {
     /// Consent decisions that lapsed.
     pub consents_expired: u64,
     pub outputs: BTreeMap<&'static str, u64>,
+    /// Events that brought new person data and looked up fuzzy candidates.
+    pub fuzzy_searches: u64,
+    /// Source profiles compared by fuzzy matching.
+    pub fuzzy_candidates: u64,
+    /// Blocking keys that turned generic (shared by more than `matching.max_candidates`).
+    pub generic_blocks: u64,
+    /// Fuzzy links, by match rule.
+    pub fuzzy_links: BTreeMap<String, u64>,
+    /// `identity.changes` suggestions, by match rule.
+    pub suggestions: BTreeMap<String, u64>,
+    /// Splits done (`identity.commands`).
+    pub splits: u64,
 }
 
 impl Stats {
@@ -193,7 +206,7 @@ impl Engine {
             json!({
                 "method": resolution.method.as_str(),
                 "matched_on": resolution.matched_on,
-                "score": (resolution.method == Method::Deterministic).then_some(1.0),
+                "score": resolution.score,
             }),
         );
         out.push(OutputRecord {
@@ -223,6 +236,16 @@ impl Engine {
         s.unresolved += u64::from(resolution.method == Method::Unresolved);
         s.minimised += u64::from(c.minimised);
         s.consent_dropped += u64::from(c.consent_dropped);
+        s.fuzzy_searches += u64::from(c.fuzzy_searched);
+        s.fuzzy_candidates += u64::from(c.fuzzy_candidates);
+        s.generic_blocks += u64::from(c.generic_blocks);
+        let rules = &self.config.matching.rules;
+        for &r in &c.fuzzy_links {
+            *s.fuzzy_links.entry(rules[r].name.clone()).or_default() += 1;
+        }
+        for &r in &c.suggestions {
+            *s.suggestions.entry(rules[r].name.clone()).or_default() += 1;
+        }
         self.finish(&mut out)?;
         Ok(out)
     }
@@ -329,6 +352,127 @@ impl Engine {
         self.pending += 1;
         self.finish(&mut out)?;
         Ok(out)
+    }
+
+    /// Processes one operator command (`identity.commands`): a split or a merge. A bad
+    /// command, or one that cannot be carried out, is a dead letter with its reason; a
+    /// command id seen before changes nothing.
+    pub fn process_command(&mut self, input: &Input) -> Result<Vec<OutputRecord>, EngineError> {
+        self.stats.consumed += 1;
+        let cmd = match command::parse_command(input.bytes, &self.config) {
+            Ok(c) => c,
+            Err(rejection) => return Ok(vec![self.dead_letter(input, &rejection)]),
+        };
+        let seen = command::command_key(&cmd.command_id);
+        if self.store.contains(&seen)? {
+            self.stats.duplicates += 1;
+            return Ok(Vec::new());
+        }
+        let at = match cmd.requested_at.or(input.timestamp) {
+            Some(at) => at,
+            None => self.profiler.clock(&self.store)?,
+        };
+        let done = match &cmd.kind {
+            CommandKind::Split {
+                customer_id,
+                identifier: (kind, raw),
+            } => self.split(&cmd, customer_id, kind, raw, at)?,
+            CommandKind::Merge { customer_ids } => self.merge_command(&cmd, customer_ids, at)?,
+        };
+        let mut out = match done {
+            Ok(out) => out,
+            Err(detail) => {
+                let refusal = Rejection::Refused { detail };
+                return Ok(vec![self.dead_letter(input, &refusal)]);
+            }
+        };
+        self.store.put_raw(seen, Vec::new());
+        self.pending += 1;
+        self.finish(&mut out)?;
+        Ok(out)
+    }
+
+    fn split(
+        &mut self,
+        cmd: &Command,
+        customer_id: &str,
+        kind: &str,
+        raw: &str,
+        at: i64,
+    ) -> Result<Result<Vec<OutputRecord>, String>, EngineError> {
+        let Some(identifier) = self.resolver.normalise_identifier(kind, raw) else {
+            return Ok(Err(format!("`{raw}` is not a usable {kind}")));
+        };
+        let Some(customer_id) = self.resolver.current_id(&self.store, customer_id)? else {
+            return Ok(Err(format!("no customer `{customer_id}`")));
+        };
+        let done = match self.resolver.split(
+            &mut self.store,
+            &customer_id,
+            &identifier,
+            &cmd.command_id,
+            at,
+        )? {
+            Ok(done) => done,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.stats.splits += 1;
+        let mut out = vec![OutputRecord::json(
+            Topic::IdentityChanges,
+            customer_id.clone(),
+            json!({
+                "type": "split", "customer_id": customer_id,
+                "new_customer_id": done.new_customer_id, "identifiers": [identifier],
+                "source_profiles": done.moved.len(), "reason": cmd.reason.as_deref().unwrap_or("command"),
+                "command_id": cmd.command_id, "at": rfc3339(at),
+            }),
+        )];
+        let commands = [ProfileCommand::Split {
+            customer_id,
+            new_customer_id: done.new_customer_id,
+            source_profiles: done.moved,
+            at,
+        }];
+        out.extend(self.profiler.apply(&mut self.store, &commands)?);
+        Ok(Ok(out))
+    }
+
+    fn merge_command(
+        &mut self,
+        cmd: &Command,
+        ids: &[String; 2],
+        at: i64,
+    ) -> Result<Result<Vec<OutputRecord>, String>, EngineError> {
+        let done = match self
+            .resolver
+            .merge_command(&mut self.store, ids, &cmd.command_id, at)?
+        {
+            Ok(done) => done,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.stats.merges += 1;
+        let mut out = vec![OutputRecord::json(
+            Topic::IdentityChanges,
+            done.survivor.clone(),
+            json!({
+                "type": "merge", "customer_id": done.survivor, "merged_ids": [done.merged],
+                "rule": "command", "matched_on": [], "identifiers": [], "score": null,
+                "reason": cmd.reason.as_deref().unwrap_or("command"), "splits_lifted": done.lifted,
+                "command_id": cmd.command_id, "event_id": null, "at": rfc3339(at),
+            }),
+        )];
+        out.extend(self.profiler.apply(&mut self.store, &done.commands)?);
+        Ok(Ok(out))
+    }
+
+    /// Why each source profile of a customer belongs to it (`unicus explain`).
+    pub fn explain(&self, customer_id: &str) -> Result<Option<Value>, EngineError> {
+        Ok(self.resolver.explain(&self.store, customer_id)?)
+    }
+
+    /// Why two customers were merged, or were not.
+    pub fn explain_pair(&self, a: &str, b: &str) -> Result<Value, EngineError> {
+        Ok(self.resolver.explain_pair(&self.store, a, b)?)
     }
 
     /// Runs an export, erasure or retention expiry of one existing customer.

@@ -37,6 +37,9 @@ pub enum Rejection {
     TooManyIdentifiers { count: usize, max: usize },
     #[error("special-category data is never stored: key `{key}`")]
     SpecialCategory { key: String },
+    /// A well-formed command that cannot be carried out.
+    #[error("command refused: {detail}")]
+    Refused { detail: String },
 }
 
 impl Rejection {
@@ -52,6 +55,7 @@ impl Rejection {
             Rejection::BadValue { .. } => "bad_value",
             Rejection::TooManyIdentifiers { .. } => "too_many_identifiers",
             Rejection::SpecialCategory { .. } => "special_category",
+            Rejection::Refused { .. } => "command_refused",
         }
     }
 }

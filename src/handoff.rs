@@ -138,6 +138,14 @@ pub enum ProfileCommand {
         customer_id: String,
         facts: Box<RequestFacts>,
     },
+    /// An operator split `source_profiles` off `customer_id` into `new_customer_id`:
+    /// the profile moves their facts and recomputes both sides.
+    Split {
+        customer_id: String,
+        new_customer_id: String,
+        source_profiles: Vec<u64>,
+        at: i64,
+    },
     /// Source profiles detached from `customer_id` (behavioural data expired): the
     /// profile forgets their facts.
     Detach {
@@ -154,6 +162,7 @@ impl ProfileCommand {
             ProfileCommand::Merge { survivor, .. } => survivor,
             ProfileCommand::Touch { customer_id, .. }
             | ProfileCommand::Request { customer_id, .. }
+            | ProfileCommand::Split { customer_id, .. }
             | ProfileCommand::Detach { customer_id, .. } => customer_id,
         }
     }

@@ -6,7 +6,8 @@
 //! |---|---|
 //! | [`event`] | parse and validate a touchpoint (contract §1); rejections go to the DLQ |
 //! | [`normalise`] | emails, E.164 phones, names, addresses to comparable forms |
-//! | [`resolve`] | the identity graph: source profiles, links, guardrails, merges |
+//! | [`resolve`] | the identity graph: source profiles, links, guardrails, merges, splits |
+//! | [`matching`] | fuzzy matching: blocking keys, field similarities, match rules |
 //! | [`handoff`] | the narrow, serialisable interface from resolve to profile |
 //! | [`profile`] | everything keyed by customer id: golden record, order stats, lifecycle |
 //! | [`activation`] | carts, purchases, RFM / lifetime value / VIP, lifecycle stages, timers |
@@ -20,6 +21,7 @@
 //! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
 pub mod activation;
 pub mod bench;
+pub mod command;
 pub mod config;
 pub mod consent;
 pub mod demo;
@@ -28,6 +30,7 @@ pub mod event;
 pub mod gdpr;
 pub mod generate;
 pub mod handoff;
+pub mod matching;
 pub mod normalise;
 pub mod output;
 pub mod profile;

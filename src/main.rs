@@ -57,6 +57,66 @@ enum Command {
     /// records on `gdpr.requests`. Output records are printed as replay lines.
     #[command(subcommand)]
     Gdpr(GdprCommand),
+    /// Why a customer is made of its source profiles (rule, score, fields compared and
+    /// their similarity, the event), or why two customers were or were not merged.
+    Explain(ExplainArgs),
+    /// Moves the source profiles of a customer that carry an identifier to a new
+    /// customer, and keeps the two apart from then on (the same as a `split` record on
+    /// `identity.commands`). Output records are printed as replay lines.
+    Split(SplitArgs),
+    /// Merges two customers and lifts any split between them (the same as a `merge`
+    /// record on `identity.commands`).
+    Merge(MergeArgs),
+}
+
+#[derive(Args)]
+#[group(id = "which", required = true, multiple = false, args = ["customer_id", "pair"])]
+struct ExplainArgs {
+    #[arg(long)]
+    store: PathBuf,
+    /// Why each source profile belongs to this customer.
+    #[arg(long)]
+    customer_id: Option<String>,
+    /// Why these two customers are, or are not, one.
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pair: Option<Vec<String>>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct SplitArgs {
+    #[arg(long)]
+    store: PathBuf,
+    #[arg(long)]
+    customer_id: String,
+    /// The identifier whose source profiles move, as `type:value`.
+    #[arg(long)]
+    identifier: String,
+    /// Why, for the `identity.changes` record.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Id of the command (default: `cli-split-<time>`).
+    #[arg(long)]
+    command_id: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    #[arg(long)]
+    store: PathBuf,
+    /// The two customers.
+    #[arg(long = "customer-id", num_args = 1, required = true)]
+    customer_ids: Vec<String>,
+    #[arg(long)]
+    reason: Option<String>,
+    /// Id of the command (default: `cli-merge-<time>`).
+    #[arg(long)]
+    command_id: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Subcommand)]
@@ -445,6 +505,42 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Gdpr(cmd) => gdpr_command(cmd),
+        Command::Explain(args) => {
+            let engine = open_store_engine(&args.store, &args.engine)?;
+            let doc = match (&args.customer_id, &args.pair) {
+                (Some(id), _) => engine
+                    .explain(id)?
+                    .with_context(|| format!("no customer `{id}`"))?,
+                (_, Some(pair)) => engine.explain_pair(&pair[0], &pair[1])?,
+                _ => unreachable!("clap requires one of them"),
+            };
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(())
+        }
+        Command::Split(args) => {
+            let (kind, value) = args
+                .identifier
+                .split_once(':')
+                .context("--identifier takes `type:value`")?;
+            let now = chrono::Utc::now().timestamp_millis();
+            let command = serde_json::json!({
+                "command_id": args.command_id.unwrap_or_else(|| format!("cli-split-{now}")),
+                "kind": "split", "customer_id": args.customer_id,
+                "identifier": {"type": kind, "value": value}, "reason": args.reason,
+            });
+            identity_command(&args.store, &args.engine, command, now)
+        }
+        Command::Merge(args) => {
+            if args.customer_ids.len() != 2 {
+                bail!("--customer-id is given twice: the two customers to merge");
+            }
+            let now = chrono::Utc::now().timestamp_millis();
+            let command = serde_json::json!({
+                "command_id": args.command_id.unwrap_or_else(|| format!("cli-merge-{now}")),
+                "kind": "merge", "customer_ids": args.customer_ids, "reason": args.reason,
+            });
+            identity_command(&args.store, &args.engine, command, now)
+        }
         Command::Bench(BenchCommand::Replay {
             events,
             customers,
@@ -483,6 +579,38 @@ fn open_store_engine(store: &Path, engine: &EngineArgs) -> Result<unicus::engine
     }
     replay::open_engine(config, Some(store))
         .with_context(|| format!("failed to open the store at {}", store.display()))
+}
+
+/// Runs one `identity.commands` record on a store and prints its output records.
+fn identity_command(
+    store: &Path,
+    engine: &EngineArgs,
+    command: serde_json::Value,
+    now: i64,
+) -> Result<()> {
+    use std::io::Write as _;
+    let mut engine = open_store_engine(store, engine)?;
+    let bytes = command.to_string().into_bytes();
+    let out = engine.process_command(&unicus::engine::Input {
+        bytes: &bytes,
+        source_topic: "cli",
+        source_offset: 0,
+        key: None,
+        timestamp: Some(now),
+    })?;
+    engine.commit()?;
+    if let Some(r) = out.iter().find(|r| r.topic == unicus::output::Topic::Dlq) {
+        bail!(
+            "{}",
+            r.headers.first().map(|h| h.1.as_str()).unwrap_or("refused")
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    for r in &out {
+        r.write_replay_line(&mut stdout)?;
+        writeln!(stdout)?;
+    }
+    Ok(())
 }
 
 fn gdpr_command(cmd: GdprCommand) -> Result<()> {

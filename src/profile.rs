@@ -68,6 +68,9 @@ pub struct SourceFacts {
     pub return_cents: BTreeMap<String, i64>,
     /// Day this source profile is indexed under in `p/lb/` (behavioural ones only).
     pub indexed_day: Option<u32>,
+    /// The latest consent decision this source profile stated per key: what a split
+    /// recomputes each side's consents from.
+    pub consents: Vec<(ConsentKey, Decision)>,
 }
 
 /// A customer's profile: the facts of its source profiles.
@@ -153,6 +156,18 @@ fn behavioural_key(day: u32, source_profile: u64) -> Vec<u8> {
     k.extend_from_slice(&day.to_be_bytes());
     k.extend_from_slice(&source_profile.to_be_bytes());
     k
+}
+
+/// Keeps the latest decision per key a source profile stated.
+fn remember_statement(list: &mut Vec<(ConsentKey, Decision)>, key: &ConsentKey, d: &Decision) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some((_, old)) => {
+            if d.supersedes(old) {
+                *old = d.clone();
+            }
+        }
+        None => list.push((key.clone(), d.clone())),
+    }
 }
 
 /// A `consent.changes` record.
@@ -284,11 +299,16 @@ impl Profiler {
                             event_id: event.event_id.clone(),
                             expires_at: c.expires_at,
                         };
+                        if let Some(facts) = profile.source_profiles.get_mut(source_profile) {
+                            remember_statement(&mut facts.consents, &key, &decision);
+                        }
                         if let Some(change) = profile.consents.apply(key, decision) {
                             out.push(consent_change_record(customer_id, &change));
                         }
                     }
-                    let fx = profile.activity.on_event(event, &self.config);
+                    let fx = profile
+                        .activity
+                        .on_event(event, *source_profile, &self.config);
                     if event.kind == "purchase" {
                         out.push(self.purchase_record(customer_id, &profile, event, fx));
                         self.counts.borrow_mut().purchases += 1;
@@ -296,6 +316,52 @@ impl Profiler {
                     store.put(profile_key(customer_id), &profile)?;
                     clock = clock.max(event.occurred_at);
                     changed.insert(customer_id.clone());
+                }
+                ProfileCommand::Split {
+                    customer_id,
+                    new_customer_id,
+                    source_profiles,
+                    at,
+                } => {
+                    let mut kept = self.load(store, customer_id)?.unwrap_or_default();
+                    let mut split = CustomerProfile::default();
+                    for sp in source_profiles {
+                        if let Some(facts) = kept.source_profiles.remove(sp) {
+                            if let Some(day) = facts.indexed_day {
+                                store.put(behavioural_key(day, *sp), new_customer_id)?;
+                            }
+                            split.source_profiles.insert(*sp, facts);
+                        }
+                    }
+                    split.activity = kept.activity.split_off(source_profiles);
+                    let implied = |p: &str| self.implied(p);
+                    let before = std::mem::take(&mut kept.consents);
+                    kept.consents = Consents::from_statements(
+                        kept.source_profiles
+                            .values()
+                            .flat_map(|f| f.consents.iter()),
+                        *at,
+                    );
+                    split.consents = Consents::from_statements(
+                        split
+                            .source_profiles
+                            .values()
+                            .flat_map(|f| f.consents.iter()),
+                        *at,
+                    );
+                    for change in kept.consents.changes_since(&before, implied, *at) {
+                        out.push(consent_change_record(customer_id, &change));
+                    }
+                    for change in split
+                        .consents
+                        .changes_since(&Consents::default(), implied, *at)
+                    {
+                        out.push(consent_change_record(new_customer_id, &change));
+                    }
+                    store.put(profile_key(customer_id), &kept)?;
+                    store.put(profile_key(new_customer_id), &split)?;
+                    changed.insert(customer_id.clone());
+                    changed.insert(new_customer_id.clone());
                 }
                 ProfileCommand::Detach {
                     customer_id,

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::command;
 use crate::config::EngineConfig;
 use crate::engine::{Engine, EngineError, Input, Stats};
 use crate::gdpr;
@@ -154,6 +155,8 @@ pub fn run(
         };
         let produced = if gdpr::looks_like_request(body) {
             engine.process_request(&input)?
+        } else if command::looks_like_command(body) {
+            engine.process_command(&input)?
         } else {
             engine.process(&input)?
         };

@@ -281,6 +281,7 @@ pub async fn ensure_topics(settings: &Settings) -> Vec<String> {
         .iter()
         .map(|t| settings.kafka.topic(*t))
         .chain(std::iter::once(settings.kafka.requests_topic()))
+        .chain(std::iter::once(settings.kafka.commands_topic()))
         .collect();
     if settings.kafka.create_topics {
         match base_config(settings, Role::Admin).create::<AdminClient<DefaultClientContext>>() {
@@ -520,6 +521,8 @@ pub async fn run(
     let mut topics = settings.kafka.input_topics();
     let requests_topic = settings.kafka.requests_topic();
     topics.push(requests_topic.clone());
+    let commands_topic = settings.kafka.commands_topic();
+    topics.push(commands_topic.clone());
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_refs)
@@ -607,6 +610,8 @@ pub async fn run(
                 let ts = m.timestamp().to_millis();
                 let outputs = if m.topic() == requests_topic {
                     engine.process_request(&input)?
+                } else if m.topic() == commands_topic {
+                    engine.process_command(&input)?
                 } else {
                     engine.process(&input)?
                 };

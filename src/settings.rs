@@ -96,6 +96,12 @@ impl KafkaSettings {
         format!("{}gdpr.requests", self.topic_prefix)
     }
 
+    /// The topic of operator commands on the identity graph (`identity.commands`:
+    /// split, merge), consumed with the touchpoints.
+    pub fn commands_topic(&self) -> String {
+        format!("{}identity.commands", self.topic_prefix)
+    }
+
     pub fn topic(&self, topic: Topic) -> String {
         format!("{}{}", self.topic_prefix, topic.name())
     }

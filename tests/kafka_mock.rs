@@ -53,6 +53,8 @@ fn cluster(group: &str) -> Cluster {
     }
     mock.create_topic(&settings.kafka.requests_topic(), 1, 1)
         .unwrap();
+    mock.create_topic(&settings.kafka.commands_topic(), 1, 1)
+        .unwrap();
     Cluster {
         mock,
         settings,
