@@ -248,6 +248,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         "customers: {} (from {} created, {} merges); conflicts refused: {}; generic values: {}; junk values ignored: {}",
         summary.customers, s.new_customers, s.merges, s.conflicts, s.generic_values, s.junk_values
     );
+    println!("{}", s.fuzzy_summary());
     println!(
         "dead letters: {} ({}); duplicates ignored: {}",
         s.rejected_total(),

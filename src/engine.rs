@@ -107,6 +107,27 @@ impl Stats {
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
     }
+
+    /// One line on fuzzy matching, for the summaries of `replay` and `demo`.
+    pub fn fuzzy_summary(&self) -> String {
+        let by_rule = |m: &BTreeMap<String, u64>| -> String {
+            let total: u64 = m.values().sum();
+            if m.is_empty() {
+                return "0".into();
+            }
+            let parts: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!("{total} ({})", parts.join(", "))
+        };
+        format!(
+            "fuzzy matching: {} events looked for candidates, {} compared; links {}; suggestions {}; generic blocking keys {}; splits {}",
+            self.fuzzy_searches,
+            self.fuzzy_candidates,
+            by_rule(&self.fuzzy_links),
+            by_rule(&self.suggestions),
+            self.generic_blocks,
+            self.splits
+        )
+    }
 }
 
 pub struct Engine {

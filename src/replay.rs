@@ -204,6 +204,8 @@ pub fn describe(summary: &ReplaySummary) -> String {
         "customers: {} live ({} created, {} merges); conflicts refused: {}; generic values: {}; junk values ignored: {}; unusable values: {}; unresolved events: {}\n",
         summary.customers, s.new_customers, s.merges, s.conflicts, s.generic_values, s.junk_values, s.unusable_values, s.unresolved
     );
+    text += &s.fuzzy_summary();
+    text.push('\n');
     if !s.rejected.is_empty() {
         let reasons: Vec<String> = s.rejected.iter().map(|(k, v)| format!("{k}={v}")).collect();
         text += &format!("rejected by reason: {}\n", reasons.join(", "));

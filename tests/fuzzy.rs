@@ -332,6 +332,16 @@ fn split_then_the_same_evidence_again_does_not_merge_them_back() {
     assert!(consent.iter().any(|c| c["key"] == new_customer.as_str()
         && c["value"]["granted"] == true
         && c["value"]["purpose"] == "marketing"));
+    // The store form's "no" to marketing e-mails is the kept side's again.
+    assert!(consent.iter().any(|c| c["key"] == customer.as_str()
+        && c["value"]["granted"] == false
+        && c["value"]["previous"] == true
+        && c["value"]["source_channel"] == "store"));
+    assert_eq!(
+        kept["consents"]["marketing"]["email"]["granted"], false,
+        "{kept}"
+    );
+    assert_eq!(moved["consents"]["marketing"]["email"]["granted"], true);
 
     // The same evidence again, under new event ids: no merge, a never_link conflict.
     let again: Vec<String> = paper_form_and_web_account()

@@ -540,3 +540,69 @@ async fn rights_requests_and_retention_are_answered_on_gdpr_receipts() {
     assert_eq!(engine.customer_count().unwrap(), 0);
     drop(c.mock);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn splits_a_customer_from_an_identity_commands_record() {
+    let c = cluster("g-commands");
+    let lines = vec![
+        event(
+            "w1",
+            "web",
+            json!({"type": "login", "identifiers": {"account_id": "CRM-1", "email": "famille@b.fr"}}),
+        ),
+        event(
+            "a1",
+            "app",
+            json!({"type": "login", "identifiers": {"device_id": "dev-9", "email": "famille@b.fr"}}),
+        ),
+    ];
+    produce_lines(
+        &c.settings.kafka.brokers,
+        "",
+        &c.settings.kafka.channels,
+        lines.into_iter(),
+    )
+    .await
+    .unwrap();
+    run_until(&c.settings, 2).await;
+    let customer = {
+        let engine = runtime::open_engine(&c.settings).unwrap();
+        assert_eq!(engine.customer_count().unwrap(), 1);
+        engine
+            .find_customer("email", "famille@b.fr")
+            .unwrap()
+            .unwrap()
+    };
+
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.kafka.brokers)
+        .create()
+        .unwrap();
+    let split = json!({"command_id": "ops-1", "kind": "split", "customer_id": customer,
+                       "identifier": {"type": "device_id", "value": "dev-9"}})
+    .to_string();
+    for body in [split.as_str(), r#"{"command_id":"ops-2","kind":"split"}"#] {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<(), _>::to(&c.settings.kafka.commands_topic())
+                    .payload(body),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
+    run_until(&c.settings, 2).await;
+
+    let changes = json_values(&read_topic(&c.settings.kafka.brokers, "identity.changes"));
+    let splits: Vec<&Value> = changes.iter().filter(|v| v["type"] == "split").collect();
+    assert_eq!(splits.len(), 1, "{changes:#?}");
+    assert_eq!(splits[0]["customer_id"], customer.as_str());
+    assert_eq!(splits[0]["command_id"], "ops-1");
+    let dlq = read_topic(&c.settings.kafka.brokers, "touchpoints.dlq");
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].2["unicus.source.topic"], "identity.commands");
+    assert_eq!(dlq[0].2["unicus.error.reason"], "missing_field");
+    let engine = runtime::open_engine(&c.settings).unwrap();
+    assert_eq!(engine.customer_count().unwrap(), 2);
+    drop(c.mock);
+}
