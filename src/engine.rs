@@ -31,7 +31,13 @@ pub enum EngineError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the store was written in format {found}, this unicus reads format {STORE_FORMAT}: rebuild it with `unicus replay` from the input")]
+    StoreFormat { found: u32 },
 }
+
+/// Layout of the records in the store; a change of layout changes it.
+pub const STORE_FORMAT: u32 = 2;
+const STORE_FORMAT_KEY: &[u8] = b"m/store_format";
 
 /// One input record, wherever it comes from.
 #[derive(Debug, Clone, Copy)]
@@ -150,8 +156,17 @@ fn seen_key(event_id: &str) -> Vec<u8> {
 }
 
 impl Engine {
-    pub fn new(config: EngineConfig, store: Store) -> Result<Self, EngineError> {
+    pub fn new(config: EngineConfig, mut store: Store) -> Result<Self, EngineError> {
         config.validate()?;
+        match store.get::<u32>(STORE_FORMAT_KEY)? {
+            Some(STORE_FORMAT) => {}
+            Some(found) => return Err(EngineError::StoreFormat { found }),
+            // Written by the first batch; a store with records and no format is older.
+            None if store.contains(b"m/next_customer_seq")? => {
+                return Err(EngineError::StoreFormat { found: 1 })
+            }
+            None => store.put(STORE_FORMAT_KEY.to_vec(), &STORE_FORMAT)?,
+        }
         Ok(Self {
             parser: event::Parser::new(&config),
             resolver: Resolver::new(&config),
@@ -749,5 +764,34 @@ impl Engine {
     /// Normalises an identifier the way resolution does.
     pub fn normalise_identifier(&self, kind: &str, raw: &str) -> Option<Ident> {
         self.resolver.normalise_identifier(kind, raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_of_another_format_is_refused_with_a_clear_message() {
+        let mut store = Store::temporary().unwrap();
+        store.put(STORE_FORMAT_KEY.to_vec(), &1u32).unwrap();
+        store.commit().unwrap();
+        let err = Engine::new(EngineConfig::default(), store)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("format 1") && err.contains("replay"), "{err}");
+
+        let mut store = Store::temporary().unwrap();
+        store.put(b"m/next_customer_seq".to_vec(), &3u64).unwrap();
+        store.commit().unwrap();
+        assert!(Engine::new(EngineConfig::default(), store).is_err());
+
+        let mut fresh = Engine::new(EngineConfig::default(), Store::temporary().unwrap()).unwrap();
+        fresh.commit().unwrap();
+        assert_eq!(
+            fresh.store().get::<u32>(STORE_FORMAT_KEY).unwrap(),
+            Some(STORE_FORMAT)
+        );
     }
 }
