@@ -15,10 +15,10 @@
 //! cannot be carried out (unknown customer, nothing to move), is a dead letter with its
 //! reason.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::EngineConfig;
-use crate::event::Rejection;
+use crate::event::{json_object, optional_time, record_id, required_text as text, Rejection};
 use crate::store::key;
 
 /// What the operator asks.
@@ -44,37 +44,10 @@ pub struct Command {
     pub requested_at: Option<i64>,
 }
 
-fn text<'a>(o: &'a Map<String, Value>, f: &'static str) -> Result<&'a str, Rejection> {
-    match o.get(f) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim()),
-        Some(Value::String(_)) | None | Some(Value::Null) => Err(Rejection::Missing(f)),
-        Some(_) => Err(Rejection::WrongType {
-            field: f.into(),
-            expected: "a string",
-        }),
-    }
-}
-
 /// Parses an `identity.commands` record.
 pub fn parse_command(bytes: &[u8], config: &EngineConfig) -> Result<Command, Rejection> {
-    if bytes.len() > config.limits.max_event_bytes {
-        return Err(Rejection::TooLarge {
-            size: bytes.len(),
-            max: config.limits.max_event_bytes,
-        });
-    }
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))?;
-    let Value::Object(o) = doc else {
-        return Err(Rejection::NotAnObject);
-    };
-    let command_id = text(&o, "command_id")?;
-    if command_id.len() > config.limits.max_event_id_bytes {
-        return Err(Rejection::TooLong {
-            field: "command_id".into(),
-            max: config.limits.max_event_id_bytes,
-        });
-    }
+    let o = json_object(bytes, config)?;
+    let command_id = record_id(&o, "command_id", config)?;
     let kind = match text(&o, "kind")? {
         "split" => {
             let customer_id = text(&o, "customer_id")?.to_string();
@@ -135,10 +108,7 @@ pub fn parse_command(bytes: &[u8], config: &EngineConfig) -> Result<Command, Rej
         Some(Value::String(r)) if !r.trim().is_empty() => Some(r.trim().to_string()),
         _ => None,
     };
-    let requested_at = match o.get("requested_at") {
-        Some(Value::String(t)) => Some(crate::event::parse_time(t, "requested_at")?),
-        _ => None,
-    };
+    let requested_at = optional_time(&o, "requested_at")?;
     Ok(Command {
         command_id: command_id.to_string(),
         kind,

@@ -380,6 +380,65 @@ fn parse_with(
     })
 }
 
+/// The JSON object of a request or command record, within the size limit.
+pub(crate) fn json_object(
+    bytes: &[u8],
+    config: &EngineConfig,
+) -> Result<Map<String, Value>, Rejection> {
+    if bytes.len() > config.limits.max_event_bytes {
+        return Err(Rejection::TooLarge {
+            size: bytes.len(),
+            max: config.limits.max_event_bytes,
+        });
+    }
+    match serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))? {
+        Value::Object(o) => Ok(o),
+        _ => Err(Rejection::NotAnObject),
+    }
+}
+
+/// A required, non-blank string field, trimmed.
+pub(crate) fn required_text<'a>(
+    o: &'a Map<String, Value>,
+    f: &'static str,
+) -> Result<&'a str, Rejection> {
+    match o.get(f) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim()),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(Rejection::Missing(f)),
+        Some(_) => Err(Rejection::WrongType {
+            field: f.into(),
+            expected: "a string",
+        }),
+    }
+}
+
+/// The id of a request or command record: required, at most `max_event_id_bytes`.
+pub(crate) fn record_id<'a>(
+    o: &'a Map<String, Value>,
+    f: &'static str,
+    config: &EngineConfig,
+) -> Result<&'a str, Rejection> {
+    let id = required_text(o, f)?;
+    if id.len() > config.limits.max_event_id_bytes {
+        return Err(Rejection::TooLong {
+            field: f.into(),
+            max: config.limits.max_event_id_bytes,
+        });
+    }
+    Ok(id)
+}
+
+/// An optional RFC 3339 time field.
+pub(crate) fn optional_time(
+    o: &Map<String, Value>,
+    f: &'static str,
+) -> Result<Option<i64>, Rejection> {
+    match o.get(f) {
+        Some(Value::String(t)) => Ok(Some(parse_time(t, f)?)),
+        _ => Ok(None),
+    }
+}
+
 /// Parses an RFC 3339 time to milliseconds since the epoch.
 pub fn parse_time(s: &str, field: &'static str) -> Result<i64, Rejection> {
     chrono::DateTime::parse_from_rfc3339(s)

@@ -18,11 +18,11 @@ use std::fmt::Write as _;
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::Sha256;
 
 use crate::config::{EngineConfig, ErasedIdentifiers};
-use crate::event::Rejection;
+use crate::event::{json_object, optional_time, record_id, required_text as text, Rejection};
 use crate::handoff::{Ident, RequestKind};
 use crate::store::{key, Store, StoreError};
 
@@ -47,37 +47,10 @@ pub struct Request {
     pub requested_at: Option<i64>,
 }
 
-fn text<'a>(o: &'a Map<String, Value>, f: &'static str) -> Result<&'a str, Rejection> {
-    match o.get(f) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(Value::String(_)) | None | Some(Value::Null) => Err(Rejection::Missing(f)),
-        Some(_) => Err(Rejection::WrongType {
-            field: f.into(),
-            expected: "a string",
-        }),
-    }
-}
-
 /// Parses a `gdpr.requests` record.
 pub fn parse_request(bytes: &[u8], config: &EngineConfig) -> Result<Request, Rejection> {
-    if bytes.len() > config.limits.max_event_bytes {
-        return Err(Rejection::TooLarge {
-            size: bytes.len(),
-            max: config.limits.max_event_bytes,
-        });
-    }
-    let doc: Value =
-        serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))?;
-    let Value::Object(o) = doc else {
-        return Err(Rejection::NotAnObject);
-    };
-    let request_id = text(&o, "request_id")?;
-    if request_id.len() > config.limits.max_event_id_bytes {
-        return Err(Rejection::TooLong {
-            field: "request_id".into(),
-            max: config.limits.max_event_id_bytes,
-        });
-    }
+    let o = json_object(bytes, config)?;
+    let request_id = record_id(&o, "request_id", config)?;
     let kind = match text(&o, "kind")? {
         "erase" => RequestKind::Erase,
         "export" => RequestKind::Export,
@@ -110,10 +83,7 @@ pub fn parse_request(bytes: &[u8], config: &EngineConfig) -> Result<Request, Rej
             })
         }
     };
-    let requested_at = match o.get("requested_at") {
-        Some(Value::String(t)) => Some(crate::event::parse_time(t, "requested_at")?),
-        _ => None,
-    };
+    let requested_at = optional_time(&o, "requested_at")?;
     Ok(Request {
         request_id: request_id.to_string(),
         kind,
