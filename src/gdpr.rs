@@ -71,14 +71,22 @@ pub fn parse_request(bytes: &[u8], config: &EngineConfig) -> Result<Request, Rej
     let Value::Object(o) = doc else {
         return Err(Rejection::NotAnObject);
     };
-    let request_id = text(&o, "request_id")?;
+    parse_request_document(&o, config)
+}
+
+/// Validates a request already decoded into a document (from Avro).
+pub fn parse_request_document(
+    o: &serde_json::Map<String, Value>,
+    config: &EngineConfig,
+) -> Result<Request, Rejection> {
+    let request_id = text(o, "request_id")?;
     if request_id.len() > config.limits.max_event_id_bytes {
         return Err(Rejection::TooLong {
             field: "request_id".into(),
             max: config.limits.max_event_id_bytes,
         });
     }
-    let kind = match text(&o, "kind")? {
+    let kind = match text(o, "kind")? {
         "erase" => RequestKind::Erase,
         "export" => RequestKind::Export,
         other => {

@@ -57,6 +57,25 @@ enum Command {
     /// records on `gdpr.requests`. Output records are printed as replay lines.
     #[command(subcommand)]
     Gdpr(GdprCommand),
+    /// The Avro schemas of `schemas/` and the Schema Registry.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Checks that every schema is backward compatible with each previous version kept
+    /// in `history/` (Avro resolution rules), documents every field, and that shared
+    /// named types agree. Exits non-zero on a problem.
+    Check {
+        /// The schemas directory.
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+    /// Registers the schemas of the Avro output topics of a configuration (as `run` does
+    /// at start with `schema_registry.register = true`), for deployments that run with
+    /// `register = false`.
+    Register(RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -445,6 +464,28 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Gdpr(cmd) => gdpr_command(cmd),
+        Command::Schemas(SchemasCommand::Check { dir }) => {
+            let report = unicus::avro::check::check(&dir)?;
+            print!("{}", report.describe());
+            if !report.ok() {
+                bail!(
+                    "schemas in {} would break consumers (see above)",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Schemas(SchemasCommand::Register(args)) => {
+            let mut settings = settings(&args)?;
+            settings.schema_registry.register = true;
+            tokio_runtime()?.block_on(unicus::avro::registry::OutputEncoder::connect(
+                &settings.output,
+                &settings.schema_registry,
+                &settings.kafka.topic_prefix,
+            ))?;
+            eprintln!("schemas registered");
+            Ok(())
+        }
         Command::Bench(BenchCommand::Replay {
             events,
             customers,

@@ -35,7 +35,11 @@ pub enum CodecError {
 
 fn shape(path: &str, problem: impl Into<String>) -> CodecError {
     CodecError::Shape {
-        path: if path.is_empty() { "(root)".into() } else { path.to_string() },
+        path: if path.is_empty() {
+            "(root)".into()
+        } else {
+            path.to_string()
+        },
         problem: problem.into(),
     }
 }
@@ -79,9 +83,10 @@ pub fn to_avro(
                 .and_then(|i| i32::try_from(i).ok())
                 .ok_or_else(|| shape(path, "expected a 32-bit integer"))?,
         ),
-        (Schema::Long, Json::Number(n)) => {
-            Avro::Long(n.as_i64().ok_or_else(|| shape(path, "expected an integer"))?)
-        }
+        (Schema::Long, Json::Number(n)) => Avro::Long(
+            n.as_i64()
+                .ok_or_else(|| shape(path, "expected an integer"))?,
+        ),
         (Schema::Float, Json::Number(n)) => Avro::Float(n.as_f64().unwrap_or_default() as f32),
         (Schema::Double, Json::Number(n)) => Avro::Double(n.as_f64().unwrap_or_default()),
         (Schema::String, Json::String(s)) => Avro::String(s.clone()),
@@ -180,9 +185,10 @@ fn fits(json: &Json, schema: &Schema) -> bool {
         (Schema::Int | Schema::Long, Json::Number(n)) => n.is_i64(),
         (Schema::Float | Schema::Double | Schema::Decimal(_), Json::Number(_)) => true,
         (Schema::TimestampMillis, Json::Number(n)) => n.is_i64(),
-        (Schema::String | Schema::TimestampMillis | Schema::Date | Schema::Decimal(_), Json::String(_)) => {
-            true
-        }
+        (
+            Schema::String | Schema::TimestampMillis | Schema::Date | Schema::Decimal(_),
+            Json::String(_),
+        ) => true,
         (Schema::Array(_), Json::Array(_)) => true,
         (Schema::Map(_) | Schema::Record(_) | Schema::Ref { .. }, Json::Object(_)) => true,
         _ => false,
@@ -205,7 +211,11 @@ fn union(
                 format!(
                     "{} fits none of {}",
                     kind(json),
-                    variants.iter().map(schema_kind).collect::<Vec<_>>().join(", ")
+                    variants
+                        .iter()
+                        .map(schema_kind)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )
         })?;
@@ -279,7 +289,12 @@ pub enum Nulls {
 }
 
 /// Converts an Avro value of `schema` (the reader's, after resolution) to JSON.
-pub fn to_json(value: Avro, schema: &Schema, names: &Names, nulls: Nulls) -> Result<Json, CodecError> {
+pub fn to_json(
+    value: Avro,
+    schema: &Schema,
+    names: &Names,
+    nulls: Nulls,
+) -> Result<Json, CodecError> {
     let schema = deref(schema, names);
     Ok(match (value, schema) {
         (Avro::Null, _) => Json::Null,
@@ -302,7 +317,11 @@ pub fn to_json(value: Avro, schema: &Schema, names: &Names, nulls: Nulls) -> Res
             if bytes.len() > 16 {
                 return Err(CodecError::Avro("decimal wider than 128 bits".into()));
             }
-            let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xFF } else { 0 };
+            let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+                0xFF
+            } else {
+                0
+            };
             let mut wide = [fill; 16];
             wide[16 - bytes.len()..].copy_from_slice(&bytes);
             float(i128::from_be_bytes(wide) as f64 / 10f64.powi(ds.scale as i32))
@@ -384,7 +403,18 @@ mod tests {
 
     #[test]
     fn negative_and_large_decimals_keep_their_value() {
-        for n in [0i128, 1, -1, 127, 128, -128, -129, 255, 65_535, -1_000_000_007] {
+        for n in [
+            0i128,
+            1,
+            -1,
+            127,
+            128,
+            -128,
+            -129,
+            255,
+            65_535,
+            -1_000_000_007,
+        ] {
             let d = Decimal::from(minimal_be(n));
             let bytes: Vec<u8> = Vec::try_from(&d).unwrap();
             let fill = if bytes[0] & 0x80 != 0 { 0xFF } else { 0 };
@@ -405,8 +435,14 @@ mod tests {
         );
         let doc = json!({"event_id": "a", "channel": "web", "type": "login",
             "occurred_at": "yesterday"});
-        assert!(encode(&doc, ts).unwrap_err().to_string().starts_with("field `occurred_at`"));
+        assert!(encode(&doc, ts)
+            .unwrap_err()
+            .to_string()
+            .starts_with("field `occurred_at`"));
         let doc = json!({"channel": "web", "type": "login", "occurred_at": "2026-01-01T00:00:00Z"});
-        assert_eq!(encode(&doc, ts).unwrap_err().to_string(), "field `event_id`: missing");
+        assert_eq!(
+            encode(&doc, ts).unwrap_err().to_string(),
+            "field `event_id`: missing"
+        );
     }
 }

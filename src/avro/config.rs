@@ -78,7 +78,10 @@ impl OutputSettings {
         if topic == Topic::Dlq {
             return Format::Json;
         }
-        self.formats.get(topic.name()).copied().unwrap_or(self.format)
+        self.formats
+            .get(topic.name())
+            .copied()
+            .unwrap_or(self.format)
     }
 
     /// True if some output topic is written in Avro.

@@ -38,7 +38,9 @@ struct Registry {
 
 impl Registry {
     fn text(&self, id: u32) -> Option<&str> {
-        self.schemas.get((id as usize).checked_sub(1)?).map(|(t, _)| t.as_str())
+        self.schemas
+            .get((id as usize).checked_sub(1)?)
+            .map(|(t, _)| t.as_str())
     }
 
     fn level(&self, subject: &str) -> String {
@@ -50,7 +52,12 @@ impl Registry {
     }
 
     /// Whether `new` may follow the versions of `subject` at its compatibility level.
-    fn compatible(&self, subject: &str, new: &Schema, only_version: Option<u32>) -> Result<(), String> {
+    fn compatible(
+        &self,
+        subject: &str,
+        new: &Schema,
+        only_version: Option<u32>,
+    ) -> Result<(), String> {
         let level = self.level(subject);
         let versions = self.subjects.get(subject).cloned().unwrap_or_default();
         let against: Vec<u32> = match only_version {
@@ -141,13 +148,21 @@ impl RegistryDouble {
 
     /// Registers a schema under a subject as a client would; returns its id.
     pub fn register(&self, subject: &str, schema: &str) -> Result<u32, String> {
-        let mut r = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         register(&mut r, subject, schema).map_err(|(_, v)| v["message"].to_string())
     }
 
     /// Sets a compatibility level (`None`: the global one).
     pub fn set_level(&self, subject: Option<&str>, level: &str) {
-        let mut r = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         match subject {
             Some(s) => {
                 r.levels.insert(s.into(), level.into());
@@ -158,8 +173,15 @@ impl RegistryDouble {
 
     /// The subjects and their version count.
     pub fn subjects(&self) -> BTreeMap<String, usize> {
-        let r = self.shared.registry.lock().unwrap_or_else(|e| e.into_inner());
-        r.subjects.iter().map(|(s, v)| (s.clone(), v.len())).collect()
+        let r = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        r.subjects
+            .iter()
+            .map(|(s, v)| (s.clone(), v.len()))
+            .collect()
     }
 }
 
@@ -176,10 +198,19 @@ fn error(status: StatusCode, code: u32, message: &str) -> Answer {
 }
 
 fn register(r: &mut Registry, subject: &str, text: &str) -> Result<u32, Answer> {
-    let parsed = Schema::parse_str(text)
-        .map_err(|e| error(StatusCode::UNPROCESSABLE_ENTITY, 42201, &format!("Invalid schema: {e}")))?;
+    let parsed = Schema::parse_str(text).map_err(|e| {
+        error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42201,
+            &format!("Invalid schema: {e}"),
+        )
+    })?;
     let canonical = parsed.canonical_form();
-    let existing = r.schemas.iter().position(|(_, c)| *c == canonical).map(|i| i as u32 + 1);
+    let existing = r
+        .schemas
+        .iter()
+        .position(|(_, c)| *c == canonical)
+        .map(|i| i as u32 + 1);
     if let Some(id) = existing {
         if r.subjects.get(subject).is_some_and(|v| v.contains(&id)) {
             return Ok(id);
@@ -205,7 +236,11 @@ fn register(r: &mut Registry, subject: &str, text: &str) -> Result<u32, Answer> 
 
 fn version_answer(r: &Registry, subject: &str, version: &str) -> Answer {
     let Some(versions) = r.subjects.get(subject) else {
-        return error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{subject}' not found."));
+        return error(
+            StatusCode::NOT_FOUND,
+            40401,
+            &format!("Subject '{subject}' not found."),
+        );
     };
     let index = match version {
         "latest" | "-1" => versions.len().checked_sub(1),
@@ -216,18 +251,31 @@ fn version_answer(r: &Registry, subject: &str, version: &str) -> Answer {
             StatusCode::OK,
             json!({"subject": subject, "version": i + 1, "id": id, "schema": r.text(id)}),
         ),
-        None => error(StatusCode::NOT_FOUND, 40402, &format!("Version {version} not found.")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            40402,
+            &format!("Version {version} not found."),
+        ),
     }
 }
 
 async fn handle(state: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>> {
     state.requests.fetch_add(1, Ordering::SeqCst);
     let (status, body) = if state.outage.load(Ordering::SeqCst) {
-        error(StatusCode::SERVICE_UNAVAILABLE, 50301, "registry outage (test double)")
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            50301,
+            "registry outage (test double)",
+        )
     } else {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let mut r = state.registry.lock().unwrap_or_else(|e| e.into_inner());
         route(&mut r, &method, &path, &body)
@@ -248,14 +296,24 @@ fn route(r: &mut Registry, method: &Method, path: &str, body: &Value) -> Answer 
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let schema_text = body.get("schema").and_then(Value::as_str);
     match (method, parts.as_slice()) {
-        (&Method::GET, ["subjects"]) => (StatusCode::OK, json!(r.subjects.keys().collect::<Vec<_>>())),
+        (&Method::GET, ["subjects"]) => {
+            (StatusCode::OK, json!(r.subjects.keys().collect::<Vec<_>>()))
+        }
         (&Method::GET, ["subjects", s, "versions"]) => match r.subjects.get(*s) {
             Some(v) => (StatusCode::OK, json!((1..=v.len()).collect::<Vec<_>>())),
-            None => error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{s}' not found.")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                40401,
+                &format!("Subject '{s}' not found."),
+            ),
         },
         (&Method::GET, ["subjects", s, "versions", v]) => version_answer(r, s, v),
         (&Method::POST, ["subjects", s, "versions"]) => match schema_text {
-            None => error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Invalid schema: no `schema`"),
+            None => error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                42201,
+                "Invalid schema: no `schema`",
+            ),
             Some(text) => match register(r, s, text) {
                 Ok(id) => (StatusCode::OK, json!({"id": id})),
                 Err(e) => e,
@@ -263,9 +321,15 @@ fn route(r: &mut Registry, method: &Method, path: &str, body: &Value) -> Answer 
         },
         (&Method::POST, ["subjects", s]) => {
             let Some(versions) = r.subjects.get(*s) else {
-                return error(StatusCode::NOT_FOUND, 40401, &format!("Subject '{s}' not found."));
+                return error(
+                    StatusCode::NOT_FOUND,
+                    40401,
+                    &format!("Subject '{s}' not found."),
+                );
             };
-            let canonical = schema_text.and_then(|t| Schema::parse_str(t).ok()).map(|p| p.canonical_form());
+            let canonical = schema_text
+                .and_then(|t| Schema::parse_str(t).ok())
+                .map(|p| p.canonical_form());
             let found = versions.iter().enumerate().find(|(_, id)| {
                 canonical.as_deref() == r.schemas.get(**id as usize - 1).map(|(_, c)| c.as_str())
             });
@@ -284,15 +348,35 @@ fn route(r: &mut Registry, method: &Method, path: &str, body: &Value) -> Answer 
         (&Method::GET, ["config"]) => (StatusCode::OK, json!({"compatibilityLevel": r.level("")})),
         (&Method::GET, ["config", s]) => match r.levels.get(*s) {
             Some(l) => (StatusCode::OK, json!({"compatibilityLevel": l})),
-            None => error(StatusCode::NOT_FOUND, 40408, &format!("Subject '{s}' does not have subject-level compatibility configured")),
+            None => error(
+                StatusCode::NOT_FOUND,
+                40408,
+                &format!("Subject '{s}' does not have subject-level compatibility configured"),
+            ),
         },
         (&Method::PUT, ["config", rest @ ..]) if rest.len() <= 1 => {
             let Some(level) = body.get("compatibility").and_then(Value::as_str) else {
-                return error(StatusCode::UNPROCESSABLE_ENTITY, 42203, "Invalid compatibility level");
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    42203,
+                    "Invalid compatibility level",
+                );
             };
-            const LEVELS: [&str; 7] = ["NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"];
+            const LEVELS: [&str; 7] = [
+                "NONE",
+                "BACKWARD",
+                "BACKWARD_TRANSITIVE",
+                "FORWARD",
+                "FORWARD_TRANSITIVE",
+                "FULL",
+                "FULL_TRANSITIVE",
+            ];
             if !LEVELS.contains(&level) {
-                return error(StatusCode::UNPROCESSABLE_ENTITY, 42203, "Invalid compatibility level");
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    42203,
+                    "Invalid compatibility level",
+                );
             }
             match rest.first() {
                 Some(s) => r.levels.insert(s.to_string(), level.into()),
@@ -300,7 +384,9 @@ fn route(r: &mut Registry, method: &Method, path: &str, body: &Value) -> Answer 
             };
             (StatusCode::OK, json!({"compatibility": level}))
         }
-        (&Method::POST, ["compatibility", "subjects", s, "versions", tail @ ..]) if tail.len() <= 1 => {
+        (&Method::POST, ["compatibility", "subjects", s, "versions", tail @ ..])
+            if tail.len() <= 1 =>
+        {
             let Some(new) = schema_text.and_then(|t| Schema::parse_str(t).ok()) else {
                 return error(StatusCode::UNPROCESSABLE_ENTITY, 42201, "Invalid schema");
             };
@@ -317,7 +403,11 @@ fn route(r: &mut Registry, method: &Method, path: &str, body: &Value) -> Answer 
                 json!({"is_compatible": verdict.is_ok(), "messages": verdict.err().into_iter().collect::<Vec<_>>()}),
             )
         }
-        _ => error(StatusCode::NOT_FOUND, 404, &format!("no route {method} {path}")),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            404,
+            &format!("no route {method} {path}"),
+        ),
     }
 }
 
@@ -333,16 +423,33 @@ mod tests {
     fn ids_are_global_and_compatibility_is_checked_at_registration() {
         let mut r = Registry::default();
         assert_eq!(register(&mut r, "x-value", V1), Ok(1));
-        assert_eq!(register(&mut r, "x-value", V1), Ok(1), "registering again gives the same id");
-        assert_eq!(register(&mut r, "y-value", V1), Ok(1), "the same schema under another subject");
+        assert_eq!(
+            register(&mut r, "x-value", V1),
+            Ok(1),
+            "registering again gives the same id"
+        );
+        assert_eq!(
+            register(&mut r, "y-value", V1),
+            Ok(1),
+            "the same schema under another subject"
+        );
         assert_eq!(register(&mut r, "x-value", V2), Ok(2));
         let (status, body) = register(&mut r, "x-value", BREAKING).unwrap_err();
-        assert_eq!((status, body["error_code"].as_u64()), (StatusCode::CONFLICT, Some(409)));
+        assert_eq!(
+            (status, body["error_code"].as_u64()),
+            (StatusCode::CONFLICT, Some(409))
+        );
         r.levels.insert("x-value".into(), "NONE".into());
         assert_eq!(register(&mut r, "x-value", BREAKING), Ok(3));
         let (_, latest) = version_answer(&r, "x-value", "latest");
-        assert_eq!((latest["version"].as_u64(), latest["id"].as_u64()), (Some(3), Some(3)));
+        assert_eq!(
+            (latest["version"].as_u64(), latest["id"].as_u64()),
+            (Some(3), Some(3))
+        );
         let (status, body) = version_answer(&r, "nope-value", "latest");
-        assert_eq!((status, body["error_code"].as_u64()), (StatusCode::NOT_FOUND, Some(40401)));
+        assert_eq!(
+            (status, body["error_code"].as_u64()),
+            (StatusCode::NOT_FOUND, Some(40401))
+        );
     }
 }

@@ -78,7 +78,10 @@ fn error_code(e: &SRCError) -> Option<u32> {
 
 /// True for an HTTP answer of the registry (as opposed to a schema it gave that is bad).
 fn is_http_failure(e: &SRCError) -> bool {
-    e.retriable || e.error.starts_with("HTTP request to schema registry failed") || e.error.starts_with("http call")
+    e.retriable
+        || e.error
+            .starts_with("HTTP request to schema registry failed")
+        || e.error.starts_with("http call")
 }
 
 fn unavailable(e: &SRCError) -> RegistryError {
@@ -174,10 +177,10 @@ impl InputDecoder {
     /// for it): the caller waits and calls again.
     pub async fn prepare(
         &self,
-        wanted: impl IntoIterator<Item = (u32, &'static TopicSchema)>,
+        wanted: &[(u32, &'static TopicSchema)],
     ) -> Result<usize, RegistryError> {
         let mut fetched = 0;
-        for (id, reader) in wanted {
+        for &(id, reader) in wanted {
             if self.knows(id, reader) {
                 continue;
             }
@@ -367,7 +370,15 @@ impl OutputEncoder {
                 continue;
             };
             let name = format!("{topic_prefix}{}", topic.name());
-            let value_id = ensure_registered(&sr, cfg.register, &name, false, schema.text(), &schema.canonical).await?;
+            let value_id = ensure_registered(
+                &sr,
+                cfg.register,
+                &name,
+                false,
+                schema.text(),
+                &schema.canonical,
+            )
+            .await?;
             let key_id = match cfg.key_format {
                 KeyFormat::String => None,
                 KeyFormat::Avro => Some(
@@ -396,12 +407,13 @@ impl OutputEncoder {
                 source: CodecError::Avro(e.to_string()),
             })?),
             (Payload::Json(v), Some(t)) => {
-                let body = codec::encode(&avro_shape(record.topic, v), t.schema).map_err(|source| {
-                    EncodeError {
-                        topic: record.topic.name(),
-                        source,
-                    }
-                })?;
+                let body =
+                    codec::encode(&avro_shape(record.topic, v), t.schema).map_err(|source| {
+                        EncodeError {
+                            topic: record.topic.name(),
+                            source,
+                        }
+                    })?;
                 Some(super::frame(t.value_id, &body))
             }
         })
@@ -448,10 +460,15 @@ pub fn avro_shape(topic: Topic, value: &Json) -> std::borrow::Cow<'_, Json> {
             }
             out.insert("customer_id".into(), customer_id);
             out.insert("resolution".into(), resolution);
-            out.insert("event".into(), Json::String(Json::Object(event).to_string()));
+            out.insert(
+                "event".into(),
+                Json::String(Json::Object(event).to_string()),
+            );
             Cow::Owned(Json::Object(out))
         }
-        (Topic::GdprReceipts, Json::Object(doc)) if doc.get("export").is_some_and(|e| !e.is_null()) => {
+        (Topic::GdprReceipts, Json::Object(doc))
+            if doc.get("export").is_some_and(|e| !e.is_null()) =>
+        {
             let mut out = doc.clone();
             let export = out.remove("export").unwrap_or(Json::Null);
             out.insert("export".into(), Json::String(export.to_string()));
@@ -471,8 +488,14 @@ pub fn json_shape(topic: Topic, value: Json) -> Json {
             let Some(Json::Object(mut doc)) = event else {
                 return Json::Object(o);
             };
-            doc.insert("customer_id".into(), o.remove("customer_id").unwrap_or(Json::Null));
-            doc.insert("resolution".into(), o.remove("resolution").unwrap_or(Json::Null));
+            doc.insert(
+                "customer_id".into(),
+                o.remove("customer_id").unwrap_or(Json::Null),
+            );
+            doc.insert(
+                "resolution".into(),
+                o.remove("resolution").unwrap_or(Json::Null),
+            );
             Json::Object(doc)
         }
         (Topic::GdprReceipts, Json::Object(mut o)) => {
@@ -515,12 +538,16 @@ async fn ensure_registered(
     let supplied = SuppliedSchema::new(None, SchemaType::Avro, schema.to_string());
     if let Some(latest) = &latest {
         let parsed = Schema::parse_str(&latest.schema);
-        if parsed.as_ref().is_ok_and(|p| p.canonical_form() == canonical) {
+        if parsed
+            .as_ref()
+            .is_ok_and(|p| p.canonical_form() == canonical)
+        {
             return Ok(latest.id);
         }
         if register {
             // Our check first (with the reason), then the registry's (its own level).
-            let ours = Schema::parse_str(schema).map_err(|e| RegistryError::Settings(e.to_string()))?;
+            let ours =
+                Schema::parse_str(schema).map_err(|e| RegistryError::Settings(e.to_string()))?;
             if let Ok(old) = &parsed {
                 if let Err(e) = SchemaCompatibility::can_read(old, &ours) {
                     return Err(RegistryError::Incompatible {
@@ -589,5 +616,91 @@ async fn ensure_registered(
             subject,
             detail: e.to_string(),
         }),
+    }
+}
+
+/// The input decoder of a runtime: a reader schema per input topic, and the writer
+/// schemas by id.
+pub struct InputFormats {
+    decoder: InputDecoder,
+    /// Reader schema by input topic (with prefix).
+    readers: HashMap<String, &'static TopicSchema>,
+}
+
+impl InputFormats {
+    /// Readers for `touchpoints.<channel>` of each channel and for the requests topic.
+    pub fn new(
+        cfg: &SchemaRegistrySettings,
+        topic_prefix: &str,
+        channels: &[String],
+        requests_topic: &str,
+    ) -> Result<Self, RegistryError> {
+        let c = catalogue();
+        let readers = channels
+            .iter()
+            .map(|ch| (format!("{topic_prefix}touchpoints.{ch}"), c.input(ch)))
+            .chain(std::iter::once((requests_topic.to_string(), c.requests())))
+            .collect();
+        Ok(Self {
+            decoder: InputDecoder::new(cfg)?,
+            readers,
+        })
+    }
+
+    fn reader(&self, topic: &str) -> &'static TopicSchema {
+        self.readers
+            .get(topic)
+            .copied()
+            .unwrap_or_else(|| catalogue().input(super::schemas::GENERIC_TOUCHPOINT))
+    }
+
+    /// The writer schema ids of a batch's Avro records not looked up yet.
+    pub fn unknown_ids<'a>(
+        &self,
+        records: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> Vec<(u32, &'static TopicSchema)> {
+        let mut wanted: Vec<(u32, &'static TopicSchema)> = Vec::new();
+        for (topic, bytes) in records {
+            if let Some((id, _)) = super::unframe(bytes) {
+                let reader = self.reader(topic);
+                if !self.decoder.knows(id, reader)
+                    && !wanted
+                        .iter()
+                        .any(|(i, r)| *i == id && r.file.name == reader.file.name)
+                {
+                    wanted.push((id, reader));
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Looks up writer schemas (see [`InputFormats::unknown_ids`]); an outage is returned
+    /// for the caller to wait and retry.
+    pub async fn prepare(
+        &self,
+        wanted: &[(u32, &'static TopicSchema)],
+    ) -> Result<usize, RegistryError> {
+        self.decoder.prepare(wanted).await
+    }
+
+    /// The document of an Avro record of `topic`, or the reason it is a dead letter.
+    pub fn document(
+        &self,
+        topic: &str,
+        bytes: &[u8],
+    ) -> Result<serde_json::Map<String, Json>, crate::event::Rejection> {
+        let reject = |f: DecodeFailure| crate::event::Rejection::Avro {
+            reason: f.reason,
+            detail: f.detail,
+        };
+        match self.decoder.decode(bytes, self.reader(topic), Nulls::Drop) {
+            Ok(Json::Object(doc)) => Ok(doc),
+            Ok(_) => Err(reject(DecodeFailure {
+                reason: "avro_undecodable",
+                detail: "the datum is not a record".into(),
+            })),
+            Err(f) => Err(reject(f)),
+        }
     }
 }
