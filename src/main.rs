@@ -239,6 +239,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Engine throughput with JSON records against Avro records (Confluent framed, with
+    /// the registry double) over the same generated events, in one run.
+    Avro {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 20_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Consume->produce throughput of unicus against a passthrough loop with the same
     /// client settings on the same broker, and input-to-output latency.
     Kafka {
@@ -491,6 +501,11 @@ fn run(cli: Cli) -> Result<()> {
             customers,
             seed,
         }) => unicus::bench::replay(events, customers, seed),
+        Command::Bench(BenchCommand::Avro {
+            events,
+            customers,
+            seed,
+        }) => unicus::bench::avro(events, customers, seed),
         Command::Bench(BenchCommand::Kafka {
             events,
             customers,

@@ -92,8 +92,10 @@ impl TopicSchema {
             .iter()
             .map(|(n, s)| (n.clone(), *s))
             .collect();
+        // Values are built from the schema by the codec: no second validation pass.
         let writer = GenericDatumWriter::builder(schema)
             .resolved_schemata(resolved.clone())
+            .validate(false)
             .build()?;
         Ok(Self {
             file,
