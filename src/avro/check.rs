@@ -41,10 +41,10 @@ impl Report {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for v in &self.verdicts {
-            let state = match (v.problems.is_empty(), v.latest, v.unchanged) {
-                (false, ..) => "FAIL",
-                (true, _, true) => "ok  ",
-                (true, ..) => "ok  ",
+            let state = if v.problems.is_empty() {
+                "ok  "
+            } else {
+                "FAIL"
             };
             let note = match (v.latest, v.unchanged) {
                 (Some(n), true) => format!("unchanged since v{n}"),

@@ -525,7 +525,7 @@ async fn ensure_registered(
         .map_err(|e| RegistryError::Settings(e.to_string()))?;
     let latest = match get_schema_by_subject_and_version(sr, &subject, None).await {
         Ok(latest) => Some(latest),
-        Err(e) if matches!(error_code(&e), Some(40401 | 40402 | 40403)) => None,
+        Err(e) if matches!(error_code(&e), Some(40401..=40403)) => None,
         Err(e) if is_http_failure(&e) => return Err(unavailable(&e)),
         Err(e) => {
             return Err(RegistryError::Refused {
