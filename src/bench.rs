@@ -360,3 +360,129 @@ pub async fn kafka(
     drop(mock);
     Ok(())
 }
+
+/// `unicus bench avro`: the engine over the same generated events with the record formats
+/// of a Kafka deployment, measured in one run: JSON in and out, then Avro in (Confluent
+/// framed, writer schemas from the registry double, decoded before the engine) and out
+/// (every output topic encoded as the runtime does). Both include the wire encoding of
+/// every output; the store is on disk.
+pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
+    use crate::avro::double::RegistryDouble;
+    use crate::avro::registry::{InputFormats, OutputEncoder};
+    use crate::engine::Input;
+
+    let lines: Vec<String> = generate::Generator::new(GenerateOptions {
+        seed,
+        customers,
+        events,
+        ..GenerateOptions::default()
+    })
+    .map(|e| e.line)
+    .collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let registry = rt.block_on(RegistryDouble::start())?;
+    let mut settings = Settings::default();
+    settings.schema_registry.url = registry.url();
+    settings.output.format = crate::avro::config::Format::Avro;
+    let channels = settings.kafka.channels.clone();
+    let requests = settings.kafka.requests_topic();
+    let c = crate::avro::schemas::catalogue();
+    // Avro records as producers would write them (lines without an Avro form stay JSON).
+    let mut ids = std::collections::HashMap::new();
+    let records: Vec<(String, Vec<u8>)> = lines
+        .iter()
+        .map(|line| {
+            let doc: Option<Value> = serde_json::from_str(line).ok();
+            let channel = doc
+                .as_ref()
+                .and_then(|d| d["channel"].as_str())
+                .filter(|ch| channels.iter().any(|c| c == ch))
+                .unwrap_or("web")
+                .to_string();
+            let topic = format!("touchpoints.{channel}");
+            let schema = c.input(&channel);
+            let avro = doc.and_then(|d| crate::avro::codec::encode(&d, schema).ok());
+            let bytes = match avro {
+                Some(body) => {
+                    let id = *ids.entry(channel.clone()).or_insert_with(|| {
+                        registry
+                            .register(&format!("{topic}-value"), schema.text())
+                            .unwrap_or(0)
+                    });
+                    crate::avro::frame(id, &body)
+                }
+                None => line.clone().into_bytes(),
+            };
+            (topic, bytes)
+        })
+        .collect();
+    let json_bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
+    let avro_bytes: u64 = records.iter().map(|(_, b)| b.len() as u64).sum();
+    let formats = InputFormats::new(&settings.schema_registry, "", &channels, &requests)?;
+    let encoder = rt.block_on(OutputEncoder::connect(
+        &settings.output,
+        &settings.schema_registry,
+        "",
+    ))?;
+    let wanted = formats.unknown_ids(records.iter().map(|(t, b)| (t.as_str(), b.as_slice())));
+    rt.block_on(formats.prepare(&wanted))?;
+
+    let run = |avro: bool| -> Result<(f64, u64)> {
+        let dir = tempfile::tempdir()?;
+        let mut engine =
+            replay::open_engine(EngineConfig::default(), Some(&dir.path().join("store")))?;
+        let json_encoder = OutputEncoder::json();
+        let t = Instant::now();
+        let mut out_bytes = 0u64;
+        for (i, (topic, bytes)) in records.iter().enumerate() {
+            let json_line = lines[i].as_bytes();
+            let input = Input {
+                bytes: if avro { bytes } else { json_line },
+                source_topic: topic,
+                source_offset: i as i64,
+                key: None,
+                timestamp: None,
+            };
+            let outputs = if avro && crate::avro::is_framed(bytes) {
+                engine.process_document(&input, formats.document(topic, bytes))?
+            } else {
+                engine.process(&input)?
+            };
+            let enc = if avro { &encoder } else { &json_encoder };
+            for o in &outputs {
+                out_bytes += enc.value(o)?.map_or(0, |v| v.len() as u64);
+                out_bytes += enc.key(o).map_or(0, |k| k.len() as u64);
+            }
+            if engine.pending() >= 5_000 {
+                engine.commit_in_background()?;
+            }
+        }
+        engine.commit()?;
+        Ok((records.len() as f64 / t.elapsed().as_secs_f64(), out_bytes))
+    };
+    let (json_rate, json_out) = run(false)?;
+    let (avro_rate, avro_out) = run(true)?;
+    println!(
+        "{} events ({} as Avro); input {:.1} MiB JSON, {:.1} MiB Avro",
+        records.len(),
+        records
+            .iter()
+            .filter(|(_, b)| crate::avro::is_framed(b))
+            .count(),
+        mib(json_bytes),
+        mib(avro_bytes)
+    );
+    println!(
+        "engine, JSON in and out: {json_rate:.0} events/s ({:.1} MiB of outputs)",
+        mib(json_out)
+    );
+    println!(
+        "engine, Avro in and out: {avro_rate:.0} events/s ({:.1} MiB of outputs)",
+        mib(avro_out)
+    );
+    println!("ratio Avro/JSON:         {:.3}", avro_rate / json_rate);
+    Ok(())
+}

@@ -204,8 +204,28 @@ impl Engine {
     /// Processes one record. Only store failures are errors: a bad record is a
     /// dead-letter output and the stream goes on.
     pub fn process(&mut self, input: &Input) -> Result<Vec<OutputRecord>, EngineError> {
+        let parsed = self.parser.parse(input.bytes);
+        self.process_parsed(input, parsed)
+    }
+
+    /// Processes one record whose bytes (`input.bytes`, kept for a dead letter) were
+    /// decoded into `doc` before the engine (Avro), or could not be.
+    pub fn process_document(
+        &mut self,
+        input: &Input,
+        doc: Result<serde_json::Map<String, Value>, Rejection>,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let parsed = doc.and_then(|d| self.parser.parse_document(d));
+        self.process_parsed(input, parsed)
+    }
+
+    fn process_parsed(
+        &mut self,
+        input: &Input,
+        parsed: Result<event::Touchpoint, Rejection>,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
         self.stats.consumed += 1;
-        let tp = match self.parser.parse(input.bytes) {
+        let tp = match parsed {
             Ok(tp) => tp,
             Err(rejection) => return Ok(vec![self.dead_letter(input, &rejection)]),
         };
@@ -346,8 +366,27 @@ impl Engine {
     /// every stored trace of the customer. A bad request is a dead letter; a request id
     /// seen before changes nothing.
     pub fn process_request(&mut self, input: &Input) -> Result<Vec<OutputRecord>, EngineError> {
+        let parsed = gdpr::parse_request(input.bytes, &self.config);
+        self.process_parsed_request(input, parsed)
+    }
+
+    /// [`Engine::process_request`] for a request decoded before the engine (Avro).
+    pub fn process_request_document(
+        &mut self,
+        input: &Input,
+        doc: Result<serde_json::Map<String, Value>, Rejection>,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let parsed = doc.and_then(|d| gdpr::parse_request_document(&d, &self.config));
+        self.process_parsed_request(input, parsed)
+    }
+
+    fn process_parsed_request(
+        &mut self,
+        input: &Input,
+        parsed: Result<gdpr::Request, Rejection>,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
         self.stats.consumed += 1;
-        let request = match gdpr::parse_request(input.bytes, &self.config) {
+        let request = match parsed {
             Ok(r) => r,
             Err(rejection) => return Ok(vec![self.dead_letter(input, &rejection)]),
         };

@@ -40,6 +40,13 @@ pub enum Rejection {
     /// A well-formed command that cannot be carried out.
     #[error("command refused: {detail}")]
     Refused { detail: String },
+    /// An Avro record that cannot be read (`reason`: `avro_unknown_schema`,
+    /// `avro_incompatible_schema`, `avro_undecodable`, `avro_no_registry`).
+    #[error("avro: {detail}")]
+    Avro {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl Rejection {
@@ -56,6 +63,7 @@ impl Rejection {
             Rejection::TooManyIdentifiers { .. } => "too_many_identifiers",
             Rejection::SpecialCategory { .. } => "special_category",
             Rejection::Refused { .. } => "command_refused",
+            Rejection::Avro { reason, .. } => reason,
         }
     }
 }
@@ -284,6 +292,12 @@ impl Parser {
     pub fn parse(&self, bytes: &[u8]) -> Result<Touchpoint, Rejection> {
         parse_with(bytes, &self.config, &self.deny)
     }
+
+    /// Validates one event already decoded into a document (from Avro), with the same
+    /// rules as [`Parser::parse`] after the JSON text is read.
+    pub fn parse_document(&self, raw: Map<String, Value>) -> Result<Touchpoint, Rejection> {
+        validate(raw, &self.config, &self.deny)
+    }
 }
 
 fn parse_with(
@@ -302,6 +316,14 @@ fn parse_with(
     let Value::Object(raw) = value else {
         return Err(Rejection::NotAnObject);
     };
+    validate(raw, config, deny)
+}
+
+fn validate(
+    raw: Map<String, Value>,
+    config: &EngineConfig,
+    deny: &[Vec<String>],
+) -> Result<Touchpoint, Rejection> {
     check_tree(&raw, config, deny)?;
 
     let event_id = required_str(&raw, "event_id")?;

@@ -50,8 +50,16 @@ pub struct Request {
 /// Parses a `gdpr.requests` record.
 pub fn parse_request(bytes: &[u8], config: &EngineConfig) -> Result<Request, Rejection> {
     let o = json_object(bytes, config)?;
-    let request_id = record_id(&o, "request_id", config)?;
-    let kind = match text(&o, "kind")? {
+    parse_request_document(&o, config)
+}
+
+/// Validates a request already decoded into a document (from Avro).
+pub fn parse_request_document(
+    o: &serde_json::Map<String, Value>,
+    config: &EngineConfig,
+) -> Result<Request, Rejection> {
+    let request_id = record_id(o, "request_id", config)?;
+    let kind = match text(o, "kind")? {
         "erase" => RequestKind::Erase,
         "export" => RequestKind::Export,
         other => {
@@ -83,7 +91,7 @@ pub fn parse_request(bytes: &[u8], config: &EngineConfig) -> Result<Request, Rej
             })
         }
     };
-    let requested_at = optional_time(&o, "requested_at")?;
+    let requested_at = optional_time(o, "requested_at")?;
     Ok(Request {
         request_id: request_id.to_string(),
         kind,

@@ -20,6 +20,7 @@
 //! Around the engine: [`replay`] (a file in, a file out, contract §3), [`generate`]
 //! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
 pub mod activation;
+pub mod avro;
 pub mod bench;
 pub mod command;
 pub mod config;

@@ -67,6 +67,9 @@ enum Command {
     /// Merges two customers and lifts any split between them (the same as a `merge`
     /// record on `identity.commands`).
     Merge(MergeArgs),
+    /// The Avro schemas of `schemas/` and the Schema Registry.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
 }
 
 #[derive(Args)]
@@ -117,6 +120,22 @@ struct MergeArgs {
     command_id: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
+}
+
+#[derive(Subcommand)]
+enum SchemasCommand {
+    /// Checks that every schema is backward compatible with each previous version kept
+    /// in `history/` (Avro resolution rules), documents every field, and that shared
+    /// named types agree. Exits non-zero on a problem.
+    Check {
+        /// The schemas directory.
+        #[arg(long, default_value = "schemas")]
+        dir: PathBuf,
+    },
+    /// Registers the schemas of the Avro output topics of a configuration (as `run` does
+    /// at start with `schema_registry.register = true`), for deployments that run with
+    /// `register = false`.
+    Register(RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -276,6 +295,16 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
         #[arg(long, default_value_t = 100_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Engine throughput with JSON records against Avro records (Confluent framed, with
+    /// the registry double) over the same generated events, in one run.
+    Avro {
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
+        #[arg(long, default_value_t = 20_000)]
         customers: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
@@ -541,11 +570,38 @@ fn run(cli: Cli) -> Result<()> {
             });
             identity_command(&args.store, &args.engine, command, now)
         }
+        Command::Schemas(SchemasCommand::Check { dir }) => {
+            let report = unicus::avro::check::check(&dir)?;
+            print!("{}", report.describe());
+            if !report.ok() {
+                bail!(
+                    "schemas in {} would break consumers (see above)",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Schemas(SchemasCommand::Register(args)) => {
+            let mut settings = settings(&args)?;
+            settings.schema_registry.register = true;
+            tokio_runtime()?.block_on(unicus::avro::registry::OutputEncoder::connect(
+                &settings.output,
+                &settings.schema_registry,
+                &settings.kafka.topic_prefix,
+            ))?;
+            eprintln!("schemas registered");
+            Ok(())
+        }
         Command::Bench(BenchCommand::Replay {
             events,
             customers,
             seed,
         }) => unicus::bench::replay(events, customers, seed),
+        Command::Bench(BenchCommand::Avro {
+            events,
+            customers,
+            seed,
+        }) => unicus::bench::avro(events, customers, seed),
         Command::Bench(BenchCommand::Kafka {
             events,
             customers,

@@ -970,7 +970,7 @@ impl Resolver {
                 "type": "suggestion", "customer_id": survivor_id, "other_customer_id": other,
                 "rule": self.matcher.rule(rule_index).name, "score": verdict.score,
                 "fields": fields_json(&verdict.similarities.compared()),
-                "source_profiles": [sp_id, cand_sp], "event_id": tp.event_id, "at": at,
+                "compared_source_profiles": [sp_id, cand_sp], "event_id": tp.event_id, "at": at,
             }));
         }
 

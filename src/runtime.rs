@@ -43,8 +43,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::avro::registry::{EncodeError, InputFormats, OutputEncoder, RegistryError};
 use crate::engine::{Engine, EngineError, Input, Stats};
-use crate::output::{OutputRecord, Payload, Topic};
+use crate::output::{OutputRecord, Topic};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 
@@ -60,7 +61,9 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot encode an output record: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(#[from] EncodeError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> RuntimeError {
@@ -71,7 +74,8 @@ fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> RuntimeError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireRecord {
     pub topic: String,
-    pub key: Option<String>,
+    /// The key bytes: a customer id as UTF-8, or an Avro string (`schema_registry.key_format`).
+    pub key: Option<Vec<u8>>,
     /// `None`: a tombstone.
     pub payload: Option<Vec<u8>>,
     pub headers: Vec<(String, String)>,
@@ -80,20 +84,18 @@ pub struct WireRecord {
 }
 
 impl WireRecord {
+    /// The record in its topic's format (JSON, or Avro with the schema id `encoder`
+    /// registered). It goes to the outbox as these bytes, so a resent record is the same.
     pub fn from_output(
         record: &OutputRecord,
         settings: &Settings,
+        encoder: &OutputEncoder,
         source_timestamp: Option<i64>,
-    ) -> Result<Self, serde_json::Error> {
-        let payload = match &record.payload {
-            Payload::Json(v) => Some(serde_json::to_vec(v)?),
-            Payload::Tombstone => None,
-            Payload::Raw(b) => Some(b.clone()),
-        };
+    ) -> Result<Self, EncodeError> {
         Ok(Self {
             topic: settings.kafka.topic(record.topic),
-            key: record.key.clone(),
-            payload,
+            key: encoder.key(record),
+            payload: encoder.value(record)?,
             headers: record.headers.clone(),
             source_timestamp,
         })
@@ -111,6 +113,8 @@ pub struct RuntimeStats {
     pub rebalances: AtomicU64,
     pub dropped_batches: AtomicU64,
     pub outbox_resent: AtomicU64,
+    /// Schema Registry calls that failed and were retried (an outage).
+    pub registry_retries: AtomicU64,
     pub customers: AtomicU64,
     /// The engine's counters after the last batch.
     pub engine: Mutex<Stats>,
@@ -390,10 +394,10 @@ async fn deliver(
                     value: Some(v.as_bytes()),
                 });
             }
-            let mut record: FutureRecord<'_, str, [u8]> =
+            let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&r.topic).headers(headers);
             if let Some(k) = &r.key {
-                record = record.key(k.as_str());
+                record = record.key(k.as_slice());
             }
             if let Some(p) = &r.payload {
                 record = record.payload(p.as_slice());
@@ -509,6 +513,25 @@ pub async fn run(
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
 
+    // Avro outputs: schemas registered (or found) before anything is produced.
+    let encoder = loop {
+        let connected = OutputEncoder::connect(
+            &settings.output,
+            &settings.schema_registry,
+            &settings.kafka.topic_prefix,
+        )
+        .await;
+        match connected {
+            Ok(encoder) => break encoder,
+            Err(e) if e.is_retriable() => {
+                if !registry_backoff(&e, &stats, backoff, &mut shutdown).await {
+                    return finish_early(&engine, &stats, started, clean);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+
     ensure_topics(&settings).await;
 
     let generation = Arc::new(AtomicU64::new(0));
@@ -520,6 +543,12 @@ pub async fn run(
         .map_err(kafka("creating the consumer"))?;
     let mut topics = settings.kafka.input_topics();
     let requests_topic = settings.kafka.requests_topic();
+    let formats = InputFormats::new(
+        &settings.schema_registry,
+        &settings.kafka.topic_prefix,
+        &settings.kafka.channels,
+        &requests_topic,
+    )?;
     topics.push(requests_topic.clone());
     let commands_topic = settings.kafka.commands_topic();
     topics.push(commands_topic.clone());
@@ -594,6 +623,30 @@ pub async fn run(
         }
         debug!(records = batch.len(), sweep_due, tick_due, "batch gathered");
 
+        // Writer schemas of the batch's Avro records, before the (blocking) engine step.
+        // During a registry outage the batch waits; on shutdown it is left unconsumed.
+        let unknown_ids = formats.unknown_ids(
+            batch
+                .iter()
+                .map(|m| (m.topic(), m.payload().unwrap_or_default())),
+        );
+        let mut registry_down = false;
+        while !unknown_ids.is_empty() {
+            match formats.prepare(&unknown_ids).await {
+                Ok(_) => break,
+                Err(e) if e.is_retriable() => {
+                    if !registry_backoff(&e, &stats, backoff, &mut shutdown).await {
+                        registry_down = true;
+                        break;
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if registry_down {
+            break;
+        }
+
         // 2-3. Engine, then state and outbox in one durable write.
         let t_gathered = Instant::now();
         let mut t_processed = t_gathered;
@@ -608,7 +661,15 @@ pub async fn run(
                     timestamp: m.timestamp().to_millis(),
                 };
                 let ts = m.timestamp().to_millis();
-                let outputs = if m.topic() == requests_topic {
+                let is_request = m.topic() == requests_topic;
+                let outputs = if crate::avro::is_framed(input.bytes) {
+                    let doc = formats.document(m.topic(), input.bytes);
+                    if is_request {
+                        engine.process_request_document(&input, doc)?
+                    } else {
+                        engine.process_document(&input, doc)?
+                    }
+                } else if is_request {
                     engine.process_request(&input)?
                 } else if m.topic() == commands_topic {
                     engine.process_command(&input)?
@@ -616,18 +677,18 @@ pub async fn run(
                     engine.process(&input)?
                 };
                 for out in outputs {
-                    wire.push(WireRecord::from_output(&out, &settings, ts)?);
+                    wire.push(WireRecord::from_output(&out, &settings, &encoder, ts)?);
                 }
             }
             let now = chrono::Utc::now().timestamp_millis();
             if sweep_due {
                 for out in engine.sweep_retention(now)? {
-                    wire.push(WireRecord::from_output(&out, &settings, None)?);
+                    wire.push(WireRecord::from_output(&out, &settings, &encoder, None)?);
                 }
             }
             if tick_due {
                 for out in engine.tick(now)? {
-                    wire.push(WireRecord::from_output(&out, &settings, None)?);
+                    wire.push(WireRecord::from_output(&out, &settings, &encoder, None)?);
                 }
             }
             if batch.is_empty() && wire.is_empty() {
@@ -737,6 +798,43 @@ pub async fn run(
         clean,
     };
     Ok(summary)
+}
+
+/// Waits out a registry outage (logged, counted). False: shutdown was requested.
+async fn registry_backoff(
+    error: &RegistryError,
+    stats: &RuntimeStats,
+    backoff: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let retries = stats.registry_retries.fetch_add(1, Ordering::Relaxed) + 1;
+    warn!(error = %error, retries, "schema registry call failed; retrying in {backoff:?}");
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(backoff) => {}
+        _ = shutdown.changed() => {}
+    }
+    !*shutdown.borrow()
+}
+
+/// The summary of a run stopped before consuming.
+fn finish_early(
+    engine: &Engine,
+    stats: &RuntimeStats,
+    started: Instant,
+    clean: bool,
+) -> Result<RunSummary, RuntimeError> {
+    Ok(RunSummary {
+        consumed: stats.consumed.load(Ordering::Relaxed),
+        produced: stats.produced.load(Ordering::Relaxed),
+        batches: stats.batches.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+        engine: engine.stats().clone(),
+        customers: engine.customer_count()?,
+        clean,
+    })
 }
 
 /// Sends what the outbox holds, then empties it.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::avro::config::{OutputSettings, SchemaRegistrySettings};
 use crate::config::{ConfigError, EngineConfig};
 use crate::output::Topic;
 
@@ -144,6 +145,8 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub runtime: RuntimeSettings,
     pub engine: EngineConfig,
+    pub schema_registry: SchemaRegistrySettings,
+    pub output: OutputSettings,
 }
 
 /// Property names whose values are secrets (masked by `check-config`).
@@ -255,6 +258,12 @@ impl Settings {
                 "partitions and replication_factor must be at least 1",
             );
         }
+        self.output
+            .validate(&self.schema_registry)
+            .map_err(|problem| SettingsError::Invalid {
+                field: "output",
+                problem,
+            })?;
         let r = &self.runtime;
         if r.batch_max_events == 0 || r.batch_max_wait_ms == 0 {
             return invalid("runtime.batch_max_events", "batch bounds must be positive");
@@ -295,6 +304,9 @@ impl Settings {
             if is_secret(name) {
                 *value = "********".into();
             }
+        }
+        for value in shown.schema_registry.properties.values_mut() {
+            *value = "********".into();
         }
         if !shown.engine.gdpr.hash_key.is_empty() {
             shown.engine.gdpr.hash_key = "********".into();

@@ -1,0 +1,601 @@
+//! Avro without a broker: the JSON and Avro forms of every record type carry the same
+//! information, Avro input feeds the engine exactly as JSON does, writer schemas of
+//! older and newer producers are resolved, and undecodable records get a precise reason.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use apache_avro::reader::datum::GenericDatumReader;
+use serde_json::{json, Value};
+use unicus::avro::codec::{self, Nulls};
+use unicus::avro::config::SchemaRegistrySettings;
+use unicus::avro::double::RegistryDouble;
+use unicus::avro::registry::{json_shape, InputFormats, OutputEncoder};
+use unicus::avro::schemas::{catalogue, SchemaFile, TopicSchema};
+use unicus::config::EngineConfig;
+use unicus::engine::{Engine, Input};
+use unicus::event::{Parser, Rejection};
+use unicus::generate::{GenerateOptions, Generator};
+use unicus::output::{OutputRecord, Payload, Topic};
+use unicus::store::Store;
+
+/// The information of a JSON value: null and absent are the same, numbers compare as
+/// numbers, times as instants.
+fn normal(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), normal(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(normal).collect()),
+        Value::Number(n) => json!(n.as_f64()),
+        Value::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) => json!(format!("instant:{}", t.timestamp_millis())),
+            Err(_) => Value::String(s.clone()),
+        },
+        other => other.clone(),
+    }
+}
+
+fn topic_of(name: &str) -> Topic {
+    Topic::ALL.into_iter().find(|t| t.name() == name).unwrap()
+}
+
+/// Every output topic in Avro, with made-up schema ids.
+fn encoder() -> OutputEncoder {
+    OutputEncoder::with_ids(
+        Topic::ALL
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (t, 100 + i as u32, Some(1))),
+    )
+}
+
+/// An output record through its Avro form and back to JSON.
+fn through_avro(encoder: &OutputEncoder, record: &OutputRecord) -> Value {
+    let bytes = encoder
+        .value(record)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap();
+    let (id, mut body) = unicus::avro::unframe(&bytes).unwrap();
+    assert_eq!(
+        id,
+        100 + Topic::ALL.iter().position(|t| *t == record.topic).unwrap() as u32
+    );
+    let ts = catalogue().output(record.topic).unwrap();
+    let value = GenericDatumReader::builder(ts.schema)
+        .resolved_writer_schemata(ts.resolved.clone())
+        .build()
+        .unwrap()
+        .read_value(&mut body)
+        .unwrap();
+    assert!(body.is_empty(), "the datum is the whole body");
+    json_shape(
+        record.topic,
+        codec::to_json(value, ts.schema, &ts.names, Nulls::Keep).unwrap(),
+    )
+}
+
+fn stream(events: usize) -> Vec<String> {
+    Generator::new(GenerateOptions {
+        seed: 11,
+        customers: events / 20,
+        events,
+        ..GenerateOptions::default()
+    })
+    .map(|e| e.line)
+    .collect()
+}
+
+fn record_of(line: &Value) -> OutputRecord {
+    let topic = topic_of(line["topic"].as_str().unwrap());
+    OutputRecord {
+        topic,
+        key: line["key"].as_str().map(String::from),
+        payload: match &line["value"] {
+            Value::Null => Payload::Tombstone,
+            Value::String(s) if topic == Topic::Dlq => Payload::Raw(s.clone().into_bytes()),
+            v => Payload::Json(v.clone()),
+        },
+        headers: Vec::new(),
+    }
+}
+
+/// Every output record of a stream with rights requests, a wall-clock tick that fires
+/// the carts and a retention sweep that expires everyone.
+fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
+    let mut engine = Engine::new(config, Store::temporary().unwrap()).unwrap();
+    let mut lines = stream(6_000);
+    // A shop's phone typed for seven different people: a generic value.
+    for (i, name) in ["Ana", "Bob", "Chloé", "Dan", "Eve", "Fanny", "Gus"]
+        .iter()
+        .enumerate()
+    {
+        lines.push(common::event(
+            &format!("walk-in-{i}"),
+            "store",
+            "purchase",
+            "2026-12-01T10:00:00Z",
+            json!({"identifiers": {"phone": "01 45 45 45 45", "email": format!("{name}@example.org")},
+                   "person": {"first_name": name, "last_name": format!("Walker{i}")}}),
+        ));
+    }
+    let mut out: Vec<OutputRecord> = common::feed(&mut engine, &lines)
+        .iter()
+        .map(record_of)
+        .collect();
+    let requests = [
+        json!({"request_id": "r-export", "kind": "export", "identifier": {"type": "email", "value": "sophie.dupont@gmail.com"}}),
+        json!({"request_id": "r-missing", "kind": "erase", "identifier": {"type": "email", "value": "nobody@example.org"}}),
+        json!({"request_id": "r-erase", "kind": "erase", "identifier": {"type": "loyalty_id", "value": "FID-99812"}, "requested_at": "2027-01-01T00:00:00Z"}),
+    ];
+    for (i, r) in requests.iter().enumerate() {
+        let bytes = r.to_string().into_bytes();
+        out.extend(
+            engine
+                .process_request(&Input {
+                    bytes: &bytes,
+                    source_topic: "gdpr.requests",
+                    source_offset: i as i64,
+                    key: None,
+                    timestamp: Some(1_800_000_000_000),
+                })
+                .unwrap(),
+        );
+    }
+    let later = 1_900_000_000_000; // 2030: every cart is overdue, every customer inactive
+    out.extend(engine.tick(later).unwrap());
+    for _ in 0..100 {
+        let swept = engine
+            .sweep_retention(later + 4 * 365 * 86_400_000)
+            .unwrap();
+        if swept.is_empty() {
+            break;
+        }
+        out.extend(swept);
+    }
+    engine.commit().unwrap();
+    out
+}
+
+fn check_every_record(records: &[OutputRecord]) -> BTreeMap<String, usize> {
+    let encoder = encoder();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for r in records {
+        if r.topic == Topic::Dlq {
+            continue;
+        }
+        let Payload::Json(original) = &r.payload else {
+            assert_eq!(
+                encoder.value(r).unwrap(),
+                None,
+                "a tombstone stays a tombstone"
+            );
+            continue;
+        };
+        let kind = match (r.topic, original.get("type"), original.get("kind")) {
+            (Topic::IdentityChanges, Some(t), _) => {
+                format!("{}:{}", r.topic.name(), t.as_str().unwrap())
+            }
+            (Topic::GdprReceipts, _, Some(k)) => format!(
+                "{}:{}:{}",
+                r.topic.name(),
+                k.as_str().unwrap(),
+                original["status"].as_str().unwrap()
+            ),
+            _ => r.topic.name().to_string(),
+        };
+        *seen.entry(kind).or_default() += 1;
+        let back = through_avro(&encoder, r);
+        assert_eq!(
+            normal(&back),
+            normal(original),
+            "{} record changed through Avro",
+            r.topic.name()
+        );
+        if let Some(key) = encoder.key(r) {
+            assert_eq!(
+                &key[..5],
+                &[0, 0, 0, 0, 1],
+                "avro key framed with the key schema id"
+            );
+        }
+    }
+    seen
+}
+
+#[test]
+fn json_and_avro_forms_of_every_output_record_carry_the_same_information() {
+    let seen = check_every_record(&all_kinds_of_outputs(EngineConfig::default()));
+    for kind in [
+        "touchpoints.resolved",
+        "identity.changes:merge",
+        "identity.changes:conflict",
+        "identity.changes:generic_value",
+        "profiles.merged",
+        "consent.changes",
+        "triggers.cart_abandoned",
+        "triggers.purchase_completed",
+        "triggers.lifecycle_changed",
+        "gdpr.receipts:export:done",
+        "gdpr.receipts:erase:done",
+        "gdpr.receipts:erase:not_found",
+        "gdpr.receipts:retention:done",
+    ] {
+        assert!(
+            seen.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} record in {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn pseudonymised_records_fit_their_schemas_too() {
+    let mut config = EngineConfig::default();
+    config.gdpr.pseudonymised_topics = [
+        "touchpoints.resolved",
+        "profiles.merged",
+        "identity.changes",
+    ]
+    .map(String::from)
+    .to_vec();
+    let seen = check_every_record(&all_kinds_of_outputs(config));
+    assert!(seen["profiles.merged"] > 0);
+}
+
+/// A touchpoint's Avro form, decoded as the runtime does (without the registry).
+fn avro_document(doc: &Value) -> Result<serde_json::Map<String, Value>, codec::CodecError> {
+    let ts = catalogue().input(doc["channel"].as_str().unwrap_or("web"));
+    let body = codec::encode(doc, ts)?;
+    let value = GenericDatumReader::builder(ts.schema)
+        .resolved_writer_schemata(ts.resolved.clone())
+        .build()
+        .unwrap()
+        .read_value(&mut &body[..])
+        .unwrap();
+    match codec::to_json(value, ts.schema, &ts.names, Nulls::Drop).unwrap() {
+        Value::Object(o) => Ok(o),
+        other => panic!("not a record: {other}"),
+    }
+}
+
+#[test]
+fn an_avro_touchpoint_is_the_same_touchpoint_as_its_json_form_and_gives_the_same_outputs() {
+    let lines = stream(4_000);
+    let config = EngineConfig::default();
+    let parser = Parser::new(&config);
+    let mut json_engine = Engine::new(config.clone(), Store::temporary().unwrap()).unwrap();
+    let mut avro_engine = Engine::new(config.clone(), Store::temporary().unwrap()).unwrap();
+    let (mut as_avro, mut not_representable) = (0, 0);
+    for (i, line) in lines.iter().enumerate() {
+        let input = Input {
+            bytes: line.as_bytes(),
+            source_topic: "t",
+            source_offset: i as i64,
+            key: None,
+            timestamp: None,
+        };
+        let from_json = parser.parse(line.as_bytes());
+        let json_out = json_engine.process(&input).unwrap();
+        let avro_out = match serde_json::from_str::<Value>(line)
+            .ok()
+            .map(|d| avro_document(&d))
+        {
+            Some(Ok(doc)) => {
+                as_avro += 1;
+                let from_avro = parser.parse_document(doc.clone());
+                match (&from_json, &from_avro) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(
+                            normal(&Value::Object(a.raw.clone())),
+                            normal(&Value::Object(b.raw.clone())),
+                            "{line}"
+                        );
+                        let (mut a, mut b) = (a.clone(), b.clone());
+                        a.raw.clear();
+                        b.raw.clear();
+                        assert_eq!(a, b, "{line}");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a, b, "{line}"),
+                    (a, b) => panic!("{line}: json {a:?}, avro {b:?}"),
+                }
+                avro_engine.process_document(&input, Ok(doc)).unwrap()
+            }
+            // Not representable in the schema (a time that is not one, not json...): the
+            // JSON parser refuses it too.
+            _ => {
+                not_representable += 1;
+                assert!(
+                    from_json.is_err(),
+                    "{line} parses as JSON but has no Avro form"
+                );
+                avro_engine.process(&input).unwrap()
+            }
+        };
+        assert_eq!(json_out.len(), avro_out.len(), "{line}");
+        for (a, b) in json_out.iter().zip(&avro_out) {
+            assert_eq!(a.topic, b.topic);
+            assert_eq!(a.key, b.key);
+            match (&a.payload, &b.payload) {
+                (Payload::Json(x), Payload::Json(y)) => assert_eq!(normal(x), normal(y), "{line}"),
+                (x, y) if a.topic == Topic::Dlq => {
+                    let _ = (x, y);
+                }
+                (x, y) => assert_eq!(x, y),
+            }
+        }
+    }
+    assert!(
+        as_avro > 3_900 && not_representable > 0,
+        "{as_avro} {not_representable}"
+    );
+    assert_eq!(json_engine.stats().merges, avro_engine.stats().merges);
+    assert_eq!(json_engine.stats().rejected, avro_engine.stats().rejected);
+}
+
+// ----------------------------------------------------------------------------- registry
+
+/// A variant of the web schema, as another producer might have it.
+fn web_variant(name: &'static str, edit: impl FnOnce(&mut Vec<Value>)) -> TopicSchema {
+    let mut schema: Value = serde_json::from_str(catalogue().input("web").text()).unwrap();
+    let fields = schema["fields"].as_array_mut().unwrap();
+    edit(fields);
+    let text: &'static str = Box::leak(schema.to_string().into_boxed_str());
+    TopicSchema::parse(SchemaFile {
+        dir: "input",
+        name,
+        text,
+    })
+    .unwrap()
+}
+
+fn framed(id: u32, doc: &Value, ts: &TopicSchema) -> Vec<u8> {
+    unicus::avro::frame(id, &codec::encode(doc, ts).unwrap())
+}
+
+fn registry_settings(url: String) -> SchemaRegistrySettings {
+    SchemaRegistrySettings {
+        url,
+        ..SchemaRegistrySettings::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_and_newer_producers_are_both_read_and_bad_records_get_a_precise_reason() {
+    let registry = RegistryDouble::start().await.unwrap();
+    let subject = "touchpoints.web-value";
+    // An older producer: no `source`, no `page`, no `referrer` yet.
+    let older = web_variant("older", |f| {
+        f.retain(|f| !["source", "page", "referrer"].contains(&f["name"].as_str().unwrap()))
+    });
+    // A newer producer: a required field unicus does not know yet.
+    let newer = web_variant("newer", |f| {
+        f.push(json!({"name": "loyalty_tier", "type": "string", "doc": "tier"}))
+    });
+    // A breaking producer: occurred_at as text.
+    let breaking = web_variant("breaking", |f| {
+        f[3] = json!({"name": "occurred_at", "type": "string", "doc": "t"})
+    });
+    let ours = catalogue().input("web");
+    let id_ours = registry.register(subject, ours.text()).unwrap();
+    let id_older = registry.register("older-value", older.text()).unwrap();
+    // Not under the subject: the registry refuses it there (BACKWARD), as it should.
+    assert!(registry.register(subject, newer.text()).is_err());
+    let id_newer = registry.register("newer-value", newer.text()).unwrap();
+    let id_breaking = registry.register("other-value", breaking.text()).unwrap();
+
+    let base = json!({"event_id": "w-1", "channel": "web", "type": "login",
+        "occurred_at": "2026-11-20T10:00:00Z", "identifiers": {"email": "a@example.org"}});
+    let mut with_page = base.clone();
+    with_page["page"] = json!({"url": "https://shop.example/"});
+    with_page["source"] = json!("front-1");
+    let mut with_tier = with_page.clone();
+    with_tier["loyalty_tier"] = json!("gold");
+    let records: Vec<(&str, Vec<u8>)> = vec![
+        ("ours", framed(id_ours, &with_page, ours)),
+        ("older", framed(id_older, &base, &older)),
+        ("newer", framed(id_newer, &with_tier, &newer)),
+        (
+            "breaking",
+            framed(
+                id_breaking,
+                &json!({"event_id": "x", "channel": "web", "type": "login", "occurred_at": "now"}),
+                &breaking,
+            ),
+        ),
+        (
+            "unknown id",
+            unicus::avro::frame(9_999, &codec::encode(&base, ours).unwrap()),
+        ),
+        (
+            "garbage",
+            unicus::avro::frame(id_ours, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        ),
+        (
+            "trailing",
+            [framed(id_ours, &base, ours), vec![1, 2, 3]].concat(),
+        ),
+        ("short", vec![0, 0, 1]),
+    ];
+    let formats = InputFormats::new(
+        &registry_settings(registry.url()),
+        "",
+        &["web".to_string()],
+        "gdpr.requests",
+    )
+    .unwrap();
+    let wanted = formats.unknown_ids(
+        records
+            .iter()
+            .map(|(_, b)| ("touchpoints.web", b.as_slice())),
+    );
+    assert_eq!(wanted.len(), 5, "each writer id once");
+    formats.prepare(&wanted).await.unwrap();
+    let calls = registry.requests();
+    let doc = |name: &str| {
+        let bytes = &records.iter().find(|(n, _)| *n == name).unwrap().1;
+        formats.document("touchpoints.web", bytes)
+    };
+    assert_eq!(Value::Object(doc("ours").unwrap()), with_page);
+    assert_eq!(
+        Value::Object(doc("older").unwrap()),
+        base,
+        "missing fields take their defaults"
+    );
+    assert_eq!(
+        Value::Object(doc("newer").unwrap()),
+        with_page,
+        "a field unicus does not read is dropped"
+    );
+    let reason = |name: &str| match doc(name) {
+        Err(Rejection::Avro { reason, detail }) => (reason, detail),
+        other => panic!("{name}: {other:?}"),
+    };
+    assert_eq!(reason("breaking").0, "avro_incompatible_schema");
+    assert_eq!(
+        reason("unknown id"),
+        (
+            "avro_unknown_schema",
+            "schema id 9999 is not in the schema registry".into()
+        )
+    );
+    assert_eq!(reason("garbage").0, "avro_undecodable");
+    assert!(
+        reason("trailing")
+            .1
+            .contains("3 bytes left after the datum"),
+        "{:?}",
+        reason("trailing")
+    );
+    assert_eq!(reason("short").0, "avro_undecodable");
+    // Known ids are cached, unknown ones too: nothing more is asked.
+    assert!(formats
+        .unknown_ids(
+            records
+                .iter()
+                .map(|(_, b)| ("touchpoints.web", b.as_slice()))
+        )
+        .is_empty());
+    assert_eq!(registry.requests(), calls);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
+    let registry = RegistryDouble::start().await.unwrap();
+    let ours = catalogue().input("store");
+    let id = registry
+        .register("touchpoints.store-value", ours.text())
+        .unwrap();
+    let doc = json!({"event_id": "s-1", "channel": "store", "type": "store_visit", "occurred_at": "2026-11-20T10:00:00Z"});
+    let bytes = framed(id, &doc, ours);
+    let formats = InputFormats::new(
+        &registry_settings(registry.url()),
+        "",
+        &["store".to_string()],
+        "gdpr.requests",
+    )
+    .unwrap();
+    registry.set_outage(true);
+    let wanted = formats.unknown_ids([("touchpoints.store", bytes.as_slice())]);
+    let e = formats.prepare(&wanted).await.unwrap_err();
+    assert!(e.is_retriable(), "{e}");
+    assert_eq!(
+        formats
+            .unknown_ids([("touchpoints.store", bytes.as_slice())])
+            .len(),
+        1,
+        "nothing cached"
+    );
+    registry.set_outage(false);
+    formats.prepare(&wanted).await.unwrap();
+    assert_eq!(
+        Value::Object(formats.document("touchpoints.store", &bytes).unwrap()),
+        doc
+    );
+
+    // Without a registry, Avro input is a dead letter that says so.
+    let none = InputFormats::new(
+        &SchemaRegistrySettings::default(),
+        "",
+        &["store".to_string()],
+        "gdpr.requests",
+    )
+    .unwrap();
+    none.prepare(&none.unknown_ids([("touchpoints.store", bytes.as_slice())]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        none.document("touchpoints.store", &bytes),
+        Err(Rejection::Avro {
+            reason: "avro_no_registry",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_schemas_directory_passes_the_compatibility_guard_and_a_breaking_change_fails_it() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let report = unicus::avro::check::check(&dir).unwrap();
+    assert!(report.ok(), "{}", report.describe());
+    assert_eq!(report.verdicts.len(), unicus::avro::schemas::FILES.len());
+    // The embedded schemas are the files.
+    for f in unicus::avro::schemas::FILES {
+        let on_disk =
+            std::fs::read_to_string(dir.join(f.dir).join(format!("{}.avsc", f.name))).unwrap();
+        assert_eq!(on_disk, f.text);
+    }
+
+    // A copy of schemas/ where profiles.merged gains a required field: caught.
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&dir, copy.path());
+    let path = copy.path().join("output/profiles.merged.avsc");
+    let mut schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    schema["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "tier", "type": "string", "doc": "a new required field"}));
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_unicus"))
+        .args(["schemas", "check", "--dir"])
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(!run.status.success(), "{stdout}");
+    assert!(stdout.contains("FAIL output/profiles.merged"), "{stdout}");
+    assert!(
+        stdout.contains("not backward compatible with v1"),
+        "{stdout}"
+    );
+    // The same field with a default is a compatible change.
+    schema["fields"].as_array_mut().unwrap().pop();
+    schema["fields"].as_array_mut().unwrap().push(json!({"name": "tier", "type": ["null", "string"], "default": null, "doc": "a new optional field"}));
+    std::fs::write(&path, schema.to_string()).unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_unicus"))
+        .args(["schemas", "check", "--dir"])
+        .arg(copy.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
