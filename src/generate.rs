@@ -2776,6 +2776,43 @@ mod tests {
         assert_ne!(first, other);
     }
 
+    /// xxh3-64 of the default (non-labelled) output for a few option sets, computed
+    /// before the labelled mode existed: the labelled work must leave it unchanged
+    /// (scenarios, property tests and benchmarks rest on these streams). Bytes depend
+    /// on the platform's `ln`/`cos` (see the module docs): x86_64 Linux here.
+    #[test]
+    fn default_output_is_pinned() {
+        let cases = [
+            (GenerateOptions::default(), 0x9796_fb12_7bf0_9933_u64),
+            (
+                GenerateOptions {
+                    seed: 7,
+                    customers: 300,
+                    events: 20_000,
+                    invalid_rate: 0.02,
+                    ..GenerateOptions::default()
+                },
+                0x43f4_143c_f73d_4e2c,
+            ),
+            (
+                GenerateOptions {
+                    seed: 3,
+                    customers: 5_000,
+                    events: 30_000,
+                    include_story: false,
+                    ..GenerateOptions::default()
+                },
+                0x8f1d_bb97_1895_6abf,
+            ),
+        ];
+        let hashes: Vec<u64> = cases
+            .iter()
+            .map(|(opts, _)| xxhash_rust::xxh3::xxh3_64(&jsonl(opts.clone())))
+            .collect();
+        let expected: Vec<u64> = cases.iter().map(|(_, h)| *h).collect();
+        assert_eq!(hashes, expected, "{hashes:#018x?}");
+    }
+
     #[test]
     fn changing_invalid_rate_only_touches_invalid_lines() {
         let clean = generate(GenerateOptions {
