@@ -185,6 +185,24 @@ struct GenerateArgs {
     /// Leave out the Sophie Dupont story.
     #[arg(long)]
     no_story: bool,
+    /// Labelled mode: realistic variation of person data across channels (nicknames,
+    /// typos, swapped names, moves, missing fields, households, paper forms without
+    /// identifier, marketplaces with relay e-mails), for scoring identity resolution
+    /// against --truth. Without it the stream is the same as before this flag existed.
+    #[arg(long)]
+    labelled: bool,
+    /// Labelled mode: share of random events that are paper forms with name, address
+    /// and birth date and no identifier.
+    #[arg(long, default_value_t = 0.03, requires = "labelled")]
+    paper_forms: f64,
+    /// Labelled mode: no identifier shared on purpose (household phones, family
+    /// e-mails and tablets, the store's phone for walk-ins, junk values).
+    #[arg(long, requires = "labelled")]
+    no_shared_identifiers: bool,
+    /// Also write the ground truth: a CSV file `event_id,person` with a header and one
+    /// row per valid event (the index of the synthetic person behind it).
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
     /// Output file (standard output if absent).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -381,31 +399,50 @@ fn run(cli: Cli) -> Result<()> {
                 events: args.events,
                 include_story: !args.no_story,
                 invalid_rate: args.invalid_rate,
+                labelled: args.labelled,
+                paper_forms: args.paper_forms,
+                shared_identifiers: !args.no_shared_identifiers,
                 ..GenerateOptions::default()
             };
             if !(0.0..=1.0).contains(&opts.invalid_rate) {
                 bail!("--invalid-rate must be between 0 and 1");
             }
+            if !(0.0..=1.0).contains(&opts.paper_forms) {
+                bail!("--paper-forms must be between 0 and 1");
+            }
             if opts.customers == 0 {
                 bail!("--customers must be at least 1");
             }
-            let written = match args.output {
+            let out: Box<dyn std::io::Write> = match &args.output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("failed to create {}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut w = std::io::BufWriter::new(out);
+            match &args.truth {
                 Some(path) => {
-                    let file = std::fs::File::create(&path)
+                    let file = std::fs::File::create(path)
                         .with_context(|| format!("failed to create {}", path.display()))?;
-                    let mut w = std::io::BufWriter::new(file);
-                    let n = generate::write_jsonl(opts, &mut w)?;
+                    let (lines, rows) = generate::write_jsonl_with_truth(
+                        opts,
+                        &mut w,
+                        &mut std::io::BufWriter::new(file),
+                    )
+                    .with_context(|| format!("failed to write {}", path.display()))?;
                     std::io::Write::flush(&mut w)?;
-                    n
+                    eprintln!(
+                        "wrote {lines} events, {rows} truth rows to {}",
+                        path.display()
+                    );
                 }
                 None => {
-                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
                     let n = generate::write_jsonl(opts, &mut w)?;
                     std::io::Write::flush(&mut w)?;
-                    n
+                    eprintln!("wrote {n} events");
                 }
-            };
-            eprintln!("wrote {written} events");
+            }
             Ok(())
         }
         Command::Profile(args) => {
