@@ -238,6 +238,10 @@ enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Accuracy of identity resolution on a labelled stream: pairwise precision, recall
+    /// and F1, the largest cluster and replay events/s, deterministic matching only
+    /// and deterministic+fuzzy, over the same stream.
+    Accuracy(AccuracyArgs),
     /// Consume->produce throughput of unicus against a passthrough loop with the same
     /// client settings on the same broker, and input-to-output latency.
     Kafka {
@@ -251,6 +255,39 @@ enum BenchCommand {
         #[arg(long)]
         brokers: Option<String>,
     },
+}
+
+#[derive(Args)]
+struct AccuracyArgs {
+    /// Persons of the generated labelled stream.
+    #[arg(long, default_value_t = 5_000)]
+    customers: usize,
+    /// Events of the generated labelled stream.
+    #[arg(long, default_value_t = 50_000)]
+    events: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Target share of events that need fuzzy candidates: the share of paper forms
+    /// without identifier is set to reach it.
+    #[arg(long, default_value_t = 0.2)]
+    fuzzy_share: f64,
+    /// Share of paper forms without identifier, instead of --fuzzy-share.
+    #[arg(long, conflicts_with = "fuzzy_share")]
+    paper_forms: Option<f64>,
+    /// No identifier shared on purpose in the generated stream.
+    #[arg(long)]
+    no_shared_identifiers: bool,
+    /// Score an existing events file (e.g. from `generate --labelled`) instead.
+    #[arg(long, requires = "truth", conflicts_with_all = ["customers", "events", "seed", "fuzzy_share", "paper_forms", "no_shared_identifiers"])]
+    input: Option<PathBuf>,
+    /// The truth file of --input, as `generate --truth` writes it (CSV event_id,person).
+    #[arg(long, requires = "input")]
+    truth: Option<PathBuf>,
+    /// Print this many merges that joined different true persons, per run.
+    #[arg(long, default_value_t = 0)]
+    examples: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn main() -> ExitCode {
@@ -487,6 +524,39 @@ fn run(cli: Cli) -> Result<()> {
             customers,
             seed,
         }) => unicus::bench::replay(events, customers, seed),
+        Command::Bench(BenchCommand::Accuracy(args)) => {
+            use unicus::accuracy::{AccuracyOptions, Stream};
+            for (name, share) in [
+                ("--fuzzy-share", Some(args.fuzzy_share)),
+                ("--paper-forms", args.paper_forms),
+            ] {
+                if share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+                    bail!("{name} must be between 0 and 1");
+                }
+            }
+            if args.customers == 0 {
+                bail!("--customers must be at least 1");
+            }
+            let stream = match (args.input, args.truth) {
+                (Some(input), Some(truth)) => Stream::File { input, truth },
+                _ => Stream::Generate {
+                    customers: args.customers,
+                    events: args.events,
+                    seed: args.seed,
+                    fuzzy_share: args.fuzzy_share,
+                    paper_forms: args.paper_forms,
+                    shared_identifiers: !args.no_shared_identifiers,
+                },
+            };
+            let opts = AccuracyOptions {
+                stream,
+                config: load_engine_config(args.engine.config.as_deref())?,
+                examples: args.examples,
+            };
+            let mut stdout = std::io::stdout().lock();
+            unicus::accuracy::bench(&opts, &mut stdout)?;
+            Ok(())
+        }
         Command::Bench(BenchCommand::Kafka {
             events,
             customers,
