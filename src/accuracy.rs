@@ -858,130 +858,69 @@ pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)>
     Ok((det, fuzzy))
 }
 
+/// One run's figures, labelled, in print order.
+fn figures(run: &Run) -> Vec<(String, String)> {
+    let s = &run.score;
+    let c = &s.counts;
+    let opt = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |v| v.to_string());
+    let sum = |m: &BTreeMap<String, u64>| m.values().sum::<u64>().to_string();
+    let mut rows = Vec::with_capacity(32);
+    let mut add = |label: &str, value: String| rows.push((label.to_string(), value));
+    add("labelled events", s.events.to_string());
+    add("true persons", s.persons.to_string());
+    add("customers found", s.clusters.to_string());
+    add("pairwise precision", format!("{:.4}", c.precision()));
+    add("pairwise recall", format!("{:.4}", c.recall()));
+    add("pairwise F1", format!("{:.4}", c.f1()));
+    let agreeing = format!("{}/{}", c.agreeing_pairs, c.predicted_pairs);
+    add("pairs agreeing/predicted", agreeing);
+    add("pairs of one true person", c.true_pairs.to_string());
+    for (name, cluster) in [("largest", &s.largest), ("most mixed", &s.most_mixed)] {
+        add(
+            &format!("{name} cluster: events"),
+            cluster.events.to_string(),
+        );
+        add(
+            &format!("{name} cluster: source profiles"),
+            opt(cluster.source_profiles),
+        );
+        add(
+            &format!("{name} cluster: true persons"),
+            cluster.persons.to_string(),
+        );
+    }
+    add(
+        "customers mixing true persons",
+        s.mixed_clusters.to_string(),
+    );
+    add(
+        "events joining another person's customer",
+        sum(&s.wrong_joins),
+    );
+    add("merges", s.merges.to_string());
+    add("fuzzy merges", s.fuzzy_merges.to_string());
+    add("merges joining different persons", sum(&s.false_merges));
+    add("suggestions", s.suggestions.to_string());
+    add("splits (not applied)", s.splits.to_string());
+    for m in ["new", "deterministic", "fuzzy", "unresolved"] {
+        let n = s.methods.get(m).copied().unwrap_or(0);
+        add(&format!("events resolved `{m}`"), n.to_string());
+    }
+    add("events without a resolved record", s.missing.to_string());
+    add("fuzzy candidate searches (engine)", opt(run.fuzzy_searches));
+    add("replay events/s", format!("{:.0}", run.events_per_second));
+    rows
+}
+
 fn print_table(out: &mut impl Write, det: &Run, fuzzy: &Run) -> io::Result<()> {
-    let (a, b) = (&det.score, &fuzzy.score);
     writeln!(
         out,
-        "\n{:<36} {:>16} {:>22}",
+        "\n{:<42} {:>16} {:>22}",
         "", "deterministic", "deterministic+fuzzy"
     )?;
-    let row = |out: &mut dyn Write, label: &str, x: String, y: String| {
-        writeln!(out, "{label:<36} {x:>16} {y:>22}")
-    };
-    let n = |v: u64| v.to_string();
-    let f = |v: f64| format!("{v:.4}");
-    let opt = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |v| v.to_string());
-    row(out, "labelled events", n(a.events), n(b.events))?;
-    row(out, "true persons", n(a.persons), n(b.persons))?;
-    row(out, "customers found", n(a.clusters), n(b.clusters))?;
-    let p = &|c: &PairCounts| format!("{}/{}", c.agreeing_pairs, c.predicted_pairs);
-    row(
-        out,
-        "pairwise precision",
-        f(a.counts.precision()),
-        f(b.counts.precision()),
-    )?;
-    row(
-        out,
-        "pairwise recall",
-        f(a.counts.recall()),
-        f(b.counts.recall()),
-    )?;
-    row(out, "pairwise F1", f(a.counts.f1()), f(b.counts.f1()))?;
-    row(out, "pairs agreeing/predicted", p(&a.counts), p(&b.counts))?;
-    row(
-        out,
-        "pairs of one true person",
-        a.counts.true_pairs.to_string(),
-        b.counts.true_pairs.to_string(),
-    )?;
-    row(
-        out,
-        "largest cluster: events",
-        n(a.largest.events),
-        n(b.largest.events),
-    )?;
-    row(
-        out,
-        "largest cluster: source profiles",
-        opt(a.largest.source_profiles),
-        opt(b.largest.source_profiles),
-    )?;
-    row(
-        out,
-        "largest cluster: true persons",
-        n(a.largest.persons),
-        n(b.largest.persons),
-    )?;
-    row(
-        out,
-        "most mixed cluster: true persons",
-        n(a.most_mixed.persons),
-        n(b.most_mixed.persons),
-    )?;
-    row(
-        out,
-        "most mixed cluster: events",
-        n(a.most_mixed.events),
-        n(b.most_mixed.events),
-    )?;
-    row(
-        out,
-        "most mixed cluster: source profiles",
-        opt(a.most_mixed.source_profiles),
-        opt(b.most_mixed.source_profiles),
-    )?;
-    row(
-        out,
-        "customers mixing true persons",
-        n(a.mixed_clusters),
-        n(b.mixed_clusters),
-    )?;
-    let joins = |s: &Score| s.wrong_joins.values().sum::<u64>();
-    row(
-        out,
-        "events joining another person's customer",
-        n(joins(a)),
-        n(joins(b)),
-    )?;
-    row(out, "merges", n(a.merges), n(b.merges))?;
-    row(out, "fuzzy merges", n(a.fuzzy_merges), n(b.fuzzy_merges))?;
-    let wrong = |s: &Score| s.false_merges.values().sum::<u64>();
-    row(
-        out,
-        "merges joining different persons",
-        n(wrong(a)),
-        n(wrong(b)),
-    )?;
-    row(out, "suggestions", n(a.suggestions), n(b.suggestions))?;
-    row(out, "splits (not applied)", n(a.splits), n(b.splits))?;
-    let method = |s: &Score, m: &str| s.methods.get(m).copied().unwrap_or(0);
-    for m in ["new", "deterministic", "fuzzy", "unresolved"] {
-        row(
-            out,
-            &format!("events resolved `{m}`"),
-            n(method(a, m)),
-            n(method(b, m)),
-        )?;
+    for ((label, x), (_, y)) in figures(det).iter().zip(figures(fuzzy)) {
+        writeln!(out, "{label:<42} {x:>16} {y:>22}")?;
     }
-    row(
-        out,
-        "events without a resolved record",
-        n(a.missing),
-        n(b.missing),
-    )?;
-    row(
-        out,
-        "fuzzy candidate searches (engine)",
-        opt(det.fuzzy_searches),
-        opt(fuzzy.fuzzy_searches),
-    )?;
-    row(
-        out,
-        "replay events/s",
-        format!("{:.0}", det.events_per_second),
-        format!("{:.0}", fuzzy.events_per_second),
-    )?;
     writeln!(
         out,
         "throughput fuzzy/deterministic: {:.3}",

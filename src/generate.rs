@@ -1837,12 +1837,7 @@ impl Ctx<'_> {
     /// Labelled mode: a paper form (contest, warranty card, catalogue request) typed
     /// in by a store: who the person says they are and nothing else, no identifier.
     fn paper_form(&mut self) -> Draft {
-        let store_idx = if self.chance(0.85) {
-            self.person.store
-        } else {
-            self.rng.gen_range(0..STORES.len())
-        };
-        let store = &STORES[store_idx];
+        let store = self.pick_store();
         let mut draft = Draft::new(
             Channel::Store,
             "form_submit",
@@ -2324,14 +2319,19 @@ impl Ctx<'_> {
         draft
     }
 
-    /// Points of sale: loyalty card scans, digitised paper forms, walk-ins.
-    fn store(&mut self) -> Draft {
+    /// The person's usual store 85 % of the time, any store otherwise.
+    fn pick_store(&mut self) -> &'static Store {
         let store_idx = if self.chance(0.85) {
             self.person.store
         } else {
             self.rng.gen_range(0..STORES.len())
         };
-        let store = &STORES[store_idx];
+        &STORES[store_idx]
+    }
+
+    /// Points of sale: loyalty card scans, digitised paper forms, walk-ins.
+    fn store(&mut self) -> Draft {
+        let store = self.pick_store();
         // Labelled mode without shared identifiers: no store phone for walk-ins.
         let walk_in = self.chance(0.01) && self.lab.as_ref().is_none_or(|l| l.shared_identifiers);
         let card = !walk_in && self.person.loyalty_id.is_some() && self.chance(0.85);

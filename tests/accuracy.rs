@@ -13,6 +13,11 @@ fn unicus(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `unicus bench accuracy` over an events file and its truth.
+fn bench_file(events: &str, truth: &str) -> Output {
+    unicus(&["bench", "accuracy", "--input", events, "--truth", truth])
+}
+
 fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
@@ -157,14 +162,7 @@ fn a_generated_file_and_its_truth_reproduce_the_figures() {
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ok(&unicus(&args));
-    let again = ok(&unicus(&[
-        "bench",
-        "accuracy",
-        "--input",
-        &p("events.jsonl"),
-        "--truth",
-        &p("truth.csv"),
-    ]));
+    let again = ok(&bench_file(&p("events.jsonl"), &p("truth.csv")));
     let (a, b) = (table(&text), table(&again));
     for label in [
         "labelled events",
@@ -281,14 +279,7 @@ fn bad_arguments_and_truth_files_are_refused_clearly() {
 
     std::fs::write(p("events.jsonl"), "").unwrap();
     std::fs::write(p("truth.csv"), "event,who\nweb-1,1\n").unwrap();
-    let out = unicus(&[
-        "bench",
-        "accuracy",
-        "--input",
-        &p("events.jsonl"),
-        "--truth",
-        &p("truth.csv"),
-    ]);
+    let out = bench_file(&p("events.jsonl"), &p("truth.csv"));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("event_id,person"), "{err}");
