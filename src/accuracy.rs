@@ -23,10 +23,11 @@
 //!
 //! **Cost.** `--fuzzy-share S` (0.2 by default) sets the share of identifier-less
 //! paper forms so that about `S` of the labelled events need fuzzy candidates, and
-//! the two runs' events/s and their ratio are printed (both after a warm-up replay of
-//! the stream's first fifth, so that the first timed run is not the only one to meet
-//! a cold allocator; each into a fresh on-disk store, output written to a file as
-//! `unicus replay` does). Until the engine counts the
+//! the events/s of each mode and their ratio are printed: the mean of `--rounds`
+//! replays per mode (2 by default) in ABBA order, after a warm-up replay of the
+//! stream's first fifth, so that neither mode alone meets a cold allocator or the
+//! drift of a busy machine; each replay goes into a fresh on-disk store and writes its
+//! output to a file, as `unicus replay` does. Until the engine counts the
 //! events that looked up fuzzy candidates (`Stats::fuzzy_searches`), that share is
 //! estimated from the stream ([`FuzzyDemand`]): events with person data that carry no
 //! usable identifier or start a new source profile (channel and strongest identifier,
@@ -668,12 +669,19 @@ pub struct AccuracyOptions {
     pub config: EngineConfig,
     /// False merges to print as examples, per run.
     pub examples: usize,
+    /// Timed replays per mode, in ABBA order (deterministic then fuzzy, then fuzzy
+    /// then deterministic…) so that drift on a busy machine cancels out; the first
+    /// of each mode is scored. At least 1.
+    pub rounds: usize,
 }
 
 /// One replay of the stream and its score.
 pub struct Run {
     pub score: Score,
+    /// The mean of `rates`.
     pub events_per_second: f64,
+    /// Events/s of each timed replay, in order.
+    pub rates: Vec<f64>,
     pub fuzzy_searches: Option<u64>,
 }
 
@@ -714,9 +722,11 @@ fn run_once(
     drop(engine);
     std::fs::remove_file(&output).ok();
     std::fs::remove_dir_all(&store).ok();
+    let rate = summary.events_per_second();
     Ok(Run {
         score,
-        events_per_second: summary.events_per_second(),
+        events_per_second: rate,
+        rates: vec![rate],
         fuzzy_searches: fuzzy_searches(&summary.stats),
     })
 }
@@ -835,25 +845,32 @@ pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)>
     // A throwaway replay of the stream's start first, so that neither timed run pays
     // alone for a cold allocator (freed memory is kept for reuse) and page cache.
     let warm_up = warm_up(opts.config.clone(), &input, dir.path())?;
+    let rounds = opts.rounds.max(1);
     writeln!(
         out,
-        "timed runs follow a warm-up replay of {warm_up} events; both replay into a fresh on-disk store"
+        "timed runs follow a warm-up replay of {warm_up} events, each into a fresh on-disk store; {rounds} per mode, in ABBA order"
     )?;
-    let mut runs = Vec::with_capacity(2);
-    for (name, fuzzy) in [("deterministic", false), ("fuzzy", true)] {
-        let mut config = opts.config.clone();
-        set_fuzzy(&mut config, fuzzy);
-        runs.push(run_once(
-            config,
-            &input,
-            &truth,
-            dir.path(),
-            name,
-            opts.examples,
-        )?);
+    // [deterministic, fuzzy]: the first run of each mode, with the rates of all.
+    let mut runs: [Option<Run>; 2] = [None, None];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for mode in order {
+            let mut config = opts.config.clone();
+            set_fuzzy(&mut config, mode == 1);
+            let name = ["deterministic", "fuzzy"][mode];
+            let run = run_once(config, &input, &truth, dir.path(), name, opts.examples)?;
+            match &mut runs[mode] {
+                Some(first) => first.rates.extend(run.rates),
+                slot => *slot = Some(run),
+            }
+        }
     }
-    let fuzzy = runs.pop().expect("two runs");
-    let det = runs.pop().expect("two runs");
+    let [Some(mut det), Some(mut fuzzy)] = runs else {
+        unreachable!("at least one round");
+    };
+    for run in [&mut det, &mut fuzzy] {
+        run.events_per_second = run.rates.iter().sum::<f64>() / run.rates.len() as f64;
+    }
     print_table(out, &det, &fuzzy)?;
     Ok((det, fuzzy))
 }
@@ -909,6 +926,8 @@ fn figures(run: &Run) -> Vec<(String, String)> {
     add("events without a resolved record", s.missing.to_string());
     add("fuzzy candidate searches (engine)", opt(run.fuzzy_searches));
     add("replay events/s", format!("{:.0}", run.events_per_second));
+    let rates: Vec<String> = run.rates.iter().map(|r| format!("{r:.0}")).collect();
+    add("replay events/s of each run", rates.join(","));
     rows
 }
 

@@ -286,6 +286,10 @@ struct AccuracyArgs {
     /// Print this many merges that joined different true persons, per run.
     #[arg(long, default_value_t = 0)]
     examples: usize,
+    /// Timed replays per mode (deterministic, fuzzy), alternated in ABBA order; the
+    /// events/s printed are their mean.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -552,6 +556,7 @@ fn run(cli: Cli) -> Result<()> {
                 stream,
                 config: load_engine_config(args.engine.config.as_deref())?,
                 examples: args.examples,
+                rounds: args.rounds as usize,
             };
             let mut stdout = std::io::stdout().lock();
             unicus::accuracy::bench(&opts, &mut stdout)?;

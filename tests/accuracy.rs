@@ -15,7 +15,9 @@ fn unicus(args: &[&str]) -> Output {
 
 /// `unicus bench accuracy` over an events file and its truth.
 fn bench_file(events: &str, truth: &str) -> Output {
-    unicus(&["bench", "accuracy", "--input", events, "--truth", truth])
+    unicus(&[
+        "bench", "accuracy", "--input", events, "--truth", truth, "--rounds", "1",
+    ])
 }
 
 fn ok(out: &Output) -> String {
@@ -103,6 +105,14 @@ fn the_benchmark_prints_sound_figures_and_is_exact_without_shared_identifiers() 
     assert_eq!(figure(&rows, "largest cluster: true persons").0, 1.0);
     let (rate, fuzzy_rate) = figure(&rows, "replay events/s");
     assert!(rate > 0.0 && fuzzy_rate > 0.0);
+    // Two rounds by default: two timed replays per mode, their mean above.
+    let (each, _) = &rows["replay events/s of each run"];
+    let each: Vec<f64> = each.split(',').map(|r| r.parse().unwrap()).collect();
+    assert_eq!(each.len(), 2, "{text}");
+    assert!(
+        (each.iter().sum::<f64>() / 2.0 - rate).abs() <= 1.0,
+        "{text}"
+    );
     assert!(text.contains("throughput fuzzy/deterministic: "), "{text}");
     let share: f64 = text
         .split("events needing fuzzy candidates: ")
@@ -124,6 +134,8 @@ fn with_shared_identifiers_deterministic_matching_makes_false_merges() {
         "10000",
         "--examples",
         "3",
+        "--rounds",
+        "1",
     ]));
     let rows = table(&text);
     let (precision, _) = figure(&rows, "pairwise precision");
@@ -148,6 +160,8 @@ fn a_generated_file_and_its_truth_reproduce_the_figures() {
         "2000",
         "--seed",
         "3",
+        "--rounds",
+        "1",
     ]));
     // The printed command line generates the same stream.
     let command = text
