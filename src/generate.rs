@@ -103,9 +103,11 @@
 //!   4–5 % of forms and feeds).
 //! * Addresses: street words shortened (`Gal`, `St-`, `V. Hugo`), `line2` left out
 //!   30 % of the time, a postal code with two digits swapped or a house number off by
-//!   one or two (2 % of paper forms), no address where one was due (5–8 %). 12 % of
-//!   persons living alone move once, at a random time in the middle 70 % of the
-//!   stream's span, half of them to another city: later events carry the new address.
+//!   one or two (2 % of paper forms), no address where one was due (5 % of system
+//!   records, 8 % of paper forms). 12 % of persons living alone move once, at a
+//!   random time in the middle 70 % of the stream's span, half of them within their
+//!   city and the others to a city drawn by weight: later events carry the new
+//!   address.
 //! * Birth dates: missing on 10 % of the records that would carry one, written day
 //!   first (`12/04/1985`) on half of the paper forms, day and month swapped (or the
 //!   day off by one) on 2 % of them.
