@@ -85,8 +85,60 @@
 //! the random events by time; they count towards `events`. Sophie also takes part in
 //! random events with the same identifiers. If `events` is smaller than the story,
 //! only the first `events` story events are emitted.
+//!
+//! # Labelled mode
+//!
+//! With `labelled` (`unicus generate --labelled`), the same generator adds the
+//! variation that only person data can see through, to score identity resolution
+//! against the ground truth (`unicus bench accuracy`). The default stream is not
+//! affected: every labelled choice is drawn only in labelled mode, and the
+//! `default_output_is_pinned` test holds the default bytes.
+//!
+//! * Names: three times the typo rate; 12 more first names; nicknames (Catherine →
+//!   Cathy, Frédéric → Fred, Jean-Pierre → JP or `Jean Pierre`…) for 60 % of the
+//!   persons whose first name has some, used on 5 % of system records, 15 % of paper
+//!   forms, 20 % of marketplace feeds and half of social profiles, and in 30 % of
+//!   their e-mail addresses; first and last names swapped (4–5 % of paper forms and
+//!   marketplace feeds); no first name (2–3 %) or only its initial (`S.`, `J.-P.`,
+//!   4–5 % of forms and feeds).
+//! * Addresses: street words shortened (`Gal`, `St-`, `V. Hugo`), `line2` left out
+//!   30 % of the time, a postal code with two digits swapped or a house number off by
+//!   one or two (2 % of paper forms), no address where one was due (5 % of system
+//!   records, 8 % of paper forms). 12 % of persons living alone move once, at a
+//!   random time in the middle 70 % of the stream's span, half of them within their
+//!   city and the others to a city drawn by weight: later events carry the new
+//!   address.
+//! * Birth dates: missing on 10 % of the records that would carry one, written day
+//!   first (`12/04/1985`) on half of the paper forms, day and month swapped (or the
+//!   day off by one) on 2 % of them.
+//! * Households: besides the identifier-sharing pairs above, 8 % of persons lead a
+//!   household of 2–4 people at one address (same store) sharing no identifier: the
+//!   leader's last name 85 % of the time and another first name; 35 % of members
+//!   share the leader's initial, 5 % are twins (same birth date), 3 % are juniors
+//!   (the leader's first name, born 25 years apart). Households never move.
+//! * Paper forms without any identifier: a share `paper_forms` of the random events
+//!   are store `form_submit`s (ids `form-<store>-…`) with a name, an address (92 %)
+//!   and a birth date (about 77 %), and a postal marketing consent half of the time.
+//! * Disjoint sources: marketplaces give a relay e-mail of their own
+//!   (`ab12cd@marketplace.amazon.fr`) instead of the buyer's, and a shipping name and
+//!   address on 85 % of orders; social profiles carry a handle and names only (a
+//!   phone 3 % of the time). Only person data links them to the rest.
+//! * E-mail typos: 2 % of hand-typed and 0.5 % of system-written addresses, never
+//!   one that spells another person's address or typo, so an e-mail value still
+//!   belongs to one person.
+//! * With `shared_identifiers` off, no identifier is shared on purpose: households
+//!   keep their own phones, e-mails and devices, walk-ins give no store phone and
+//!   there are no junk values; every identifier value then belongs to one person.
+//!
+//! # Ground truth file
+//!
+//! [`write_jsonl_with_truth`] (`unicus generate --truth FILE`) writes, beside the
+//! events, a CSV file: the header `event_id,person`, then one row per valid line in
+//! stream order, `person` being the index of the synthetic person (`0` is Sophie
+//! Dupont when the story is included). Invalid lines have no row. Generated event
+//! ids contain no comma or quote; a field that would is quoted as in RFC 4180.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
 use std::iter::FusedIterator;
@@ -115,6 +167,18 @@ pub struct GenerateOptions {
     pub include_story: bool,
     /// Probability that a random (non-story) line is deliberately invalid.
     pub invalid_rate: f64,
+    /// Labelled mode: realistic variation of person data across channels, for scoring
+    /// identity resolution against the ground truth (see "Labelled mode" above). Off,
+    /// the stream does not depend on the two fields below.
+    pub labelled: bool,
+    /// Labelled mode: share of random events that are digitised paper forms with a
+    /// name, an address and a birth date and no identifier at all.
+    pub paper_forms: f64,
+    /// Labelled mode: whether some identifiers are deliberately shared by several
+    /// persons (a household's landline, family e-mail or tablet, the store's phone
+    /// typed for walk-ins, junk values). Off, every identifier value belongs to one
+    /// person, so only person data can make a false merge.
+    pub shared_identifiers: bool,
 }
 
 impl Default for GenerateOptions {
@@ -129,6 +193,9 @@ impl Default for GenerateOptions {
                 .expect("a constant, valid date"),
             include_story: true,
             invalid_rate: 0.001,
+            labelled: false,
+            paper_forms: 0.03,
+            shared_identifiers: true,
         }
     }
 }
@@ -180,6 +247,40 @@ pub fn write_jsonl(opts: GenerateOptions, out: &mut impl Write) -> std::io::Resu
     Ok(lines)
 }
 
+/// Writes the lines like [`write_jsonl`] and the ground truth (see "Ground truth file"
+/// in the module docs) to `truth`; returns the number of lines and of truth rows.
+pub fn write_jsonl_with_truth(
+    opts: GenerateOptions,
+    out: &mut impl Write,
+    truth: &mut impl Write,
+) -> std::io::Result<(u64, u64)> {
+    let mut writer = BufWriter::with_capacity(1 << 16, out);
+    let mut truth = BufWriter::with_capacity(1 << 16, truth);
+    truth.write_all(b"event_id,person\n")?;
+    let (mut lines, mut rows) = (0u64, 0u64);
+    for event in Generator::new(opts) {
+        writer.write_all(event.line.as_bytes())?;
+        writer.write_all(b"\n")?;
+        lines += 1;
+        if let Some(person) = event.person {
+            writeln!(truth, "{},{person}", csv_field(&event.event_id))?;
+            rows += 1;
+        }
+    }
+    writer.flush()?;
+    truth.flush()?;
+    Ok((lines, rows))
+}
+
+/// A CSV field, quoted (RFC 4180) only if it needs to be.
+fn csv_field(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\"")).into()
+    } else {
+        value.into()
+    }
+}
+
 /// Deterministic iterator over exactly `opts.events` generated lines.
 pub struct Generator {
     opts: GenerateOptions,
@@ -189,6 +290,11 @@ pub struct Generator {
     /// `invalid_rate` leaves the rest of the stream as it was.
     bad_rng: ChaCha8Rng,
     persons: Vec<Person>,
+    /// Every e-mail handed out, so that a labelled typo never spells another
+    /// person's address.
+    ids: Identities,
+    /// Labelled mode: e-mail typos already written, and whose they are.
+    email_typos: HashMap<String, u32, Xxh3DefaultBuilder>,
     /// Per-person mutable state: open cart, past orders.
     states: Vec<PersonState>,
     /// Samples persons by activity in constant time.
@@ -208,10 +314,16 @@ impl Generator {
         let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
         let bad_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5eed_bad0_0d15_ea5e);
         let customers = opts.customers.max(1);
-        let persons = make_persons(&mut rng, customers, opts.include_story);
+        let start_ms = opts.start.timestamp_millis();
+        let span_days = (opts.events as f64 / customers as f64 * 2.0).clamp(1.0, 90.0);
+        let labelled = opts.labelled.then_some(LabelledPopulation {
+            shared_identifiers: opts.shared_identifiers,
+            start_ms,
+            span_ms: (span_days * 86_400_000.0) as i64,
+        });
+        let (persons, ids) = make_persons(&mut rng, customers, opts.include_story, labelled);
         let mut states: Vec<PersonState> = (0..customers).map(|_| PersonState::default()).collect();
         let activity = AliasTable::new(persons.iter().map(|p| p.activity));
-        let start_ms = opts.start.timestamp_millis();
         let story = if opts.include_story {
             // The story already created Sophie's account.
             states[0].account_announced = true;
@@ -219,13 +331,14 @@ impl Generator {
         } else {
             VecDeque::new()
         };
-        let span_days = (opts.events as f64 / customers as f64 * 2.0).clamp(1.0, 90.0);
         let mean_gap_ms = span_days * 86_400_000.0 / opts.events.max(1) as f64;
         Self {
             opts,
             rng,
             bad_rng,
             persons,
+            ids,
+            email_typos: HashMap::default(),
             states,
             activity,
             story,
@@ -248,15 +361,30 @@ impl Generator {
         let p = self.activity.sample(&mut self.rng);
         let person = &self.persons[p];
         let channel = person.pick_channel(&mut self.rng);
+        let lab = self.opts.labelled.then_some(Lab {
+            shared_identifiers: self.opts.shared_identifiers,
+            person: p as u32,
+            issued_emails: &self.ids.emails,
+            email_typos: &mut self.email_typos,
+        });
         let mut ctx = Ctx {
             rng: &mut self.rng,
             person,
             state: &mut self.states[p],
             seq,
             at_ms,
+            lab,
         };
-        let mut draft = ctx.build(channel);
-        if chance(ctx.rng, 0.005) {
+        let paper_form = ctx.lab.is_some() && ctx.chance(self.opts.paper_forms);
+        let mut draft = if paper_form {
+            ctx.paper_form()
+        } else {
+            ctx.build(channel)
+        };
+        if chance(ctx.rng, 0.005)
+            && !paper_form
+            && ctx.lab.as_ref().is_none_or(|l| l.shared_identifiers)
+        {
             add_junk(ctx.rng, &mut draft);
         }
         let invalid = self.pick_invalid();
@@ -268,7 +396,7 @@ impl Generator {
         GeneratedEvent {
             line,
             person: invalid.is_none().then_some(p as u32),
-            channel: channel.name(),
+            channel: draft.channel.name(),
             event_id,
         }
     }
@@ -415,6 +543,51 @@ const FIRST_NAMES: &[&str] = &[
     "Pierre", "Jean", "Michel", "Philippe", "Olivier", "Antoine", "Mathieu", "Julien", "Éric",
     "Clément", "André", "René", "Jean-Luc", "Jean-Pierre", "Marc-Antoine", "Yannick", "Hervé",
     "Gérard", "Timothée", "Mehdi", "Karim", "Yasmine", "Fatoumata", "Kévin",
+];
+
+/// Labelled mode: more first names, each with well-known short forms.
+#[rustfmt::skip]
+const LABELLED_FIRST_NAMES: &[&str] = &[
+    "Catherine", "Alexandre", "Christophe", "Élisabeth", "Dominique", "Maximilien",
+    "Jacqueline", "Christine", "Emmanuel", "Bernadette", "Guillaume", "Véronique",
+];
+
+/// Labelled mode: first names and the short forms their owners also use.
+#[rustfmt::skip]
+const NICKNAMES: &[(&str, &[&str])] = &[
+    ("Catherine", &["Cathy", "Cath", "Katia"]), ("Alexandre", &["Alex"]),
+    ("Christophe", &["Chris", "Christo"]), ("Élisabeth", &["Babeth", "Élise", "Lisa"]),
+    ("Dominique", &["Dom"]), ("Maximilien", &["Max"]), ("Jacqueline", &["Jackie"]),
+    ("Christine", &["Chris", "Christie"]), ("Emmanuel", &["Manu"]), ("Bernadette", &["Bernie"]),
+    ("Guillaume", &["Guillem", "Guigui"]), ("Véronique", &["Véro"]),
+    ("Frédéric", &["Fred"]), ("Jean-Pierre", &["JP", "Jean Pierre", "J-P"]),
+    ("Jean-Luc", &["JL", "Jean Luc"]), ("Marc-Antoine", &["Marc Antoine", "Marco"]),
+    ("Anne-Sophie", &["Anne Sophie", "Anne-So"]), ("Marie-Hélène", &["Marie Hélène", "Malou"]),
+    ("Sébastien", &["Seb", "Sébas"]), ("Nicolas", &["Nico"]), ("Stéphanie", &["Steph", "Stef"]),
+    ("Stéphane", &["Steph"]), ("Isabelle", &["Isa", "Zaza"]), ("Nathalie", &["Nath"]),
+    ("Philippe", &["Phil", "Philou"]), ("Benoît", &["Ben"]), ("Valérie", &["Val", "Valou"]),
+    ("Mathieu", &["Matt", "Math"]), ("Thomas", &["Tom", "Tommy"]), ("Timothée", &["Tim"]),
+    ("Raphaël", &["Raph"]), ("Mickaël", &["Mika", "Michael"]), ("Jérémy", &["Jérem"]),
+    ("Clémence", &["Clem"]), ("Élodie", &["Élo"]), ("Aurélie", &["Aurel"]),
+    ("Françoise", &["Fanfan", "Françou"]), ("Geneviève", &["Geneviève", "Ginette"]),
+    ("Antoine", &["Tony", "Toine"]), ("Olivier", &["Olive"]), ("Julien", &["Juju"]),
+    ("Maëlys", &["Maelys"]), ("Anaïs", &["Anais"]), ("Kévin", &["Kevin"]),
+];
+
+fn nicknames_of(first: &str) -> Option<&'static [&'static str]> {
+    NICKNAMES
+        .iter()
+        .find(|(name, _)| *name == first)
+        .map(|(_, forms)| *forms)
+}
+
+/// Labelled mode: words of street names as they are often shortened on forms.
+#[rustfmt::skip]
+const STREET_WORD_SHORT: &[(&str, &str)] = &[
+    ("Général", "Gal"), ("Saint-", "St-"), ("Sainte-", "Ste-"), ("Faubourg", "Fbg"),
+    ("Jean Jaurès", "J. Jaurès"), ("Victor Hugo", "V. Hugo"), ("Émile Zola", "E. Zola"),
+    ("République", "Rép."), ("Aristide Briand", "A. Briand"), ("Anatole France", "A. France"),
+    ("Jules Ferry", "J. Ferry"),
 ];
 
 #[rustfmt::skip]
@@ -701,16 +874,38 @@ const PHONE_STYLES_SYSTEM: &[(u8, u32)] =
 // Persons
 // ---------------------------------------------------------------------------
 
-struct Person {
-    first: &'static str,
-    last: &'static str,
-    birth: String,
+/// A postal address.
+#[derive(Clone)]
+struct Home {
     street_no: u16,
     street_kind: usize,
     street_name: &'static str,
     line2: Option<&'static str>,
     postal: String,
     city: &'static str,
+}
+
+impl Home {
+    fn street_line(&self, abbreviate: bool, comma: bool) -> String {
+        let (full, short, _) = STREET_KINDS[self.street_kind];
+        let kind = if abbreviate { short } else { full };
+        let sep = if comma { ", " } else { " " };
+        format!("{}{sep}{kind} {}", self.street_no, self.street_name)
+    }
+}
+
+struct Person {
+    first: &'static str,
+    last: &'static str,
+    birth: String,
+    home: Home,
+    /// Labelled mode: the person moves once; events from that time (ms) on carry
+    /// the new address.
+    moved: Option<(i64, Home)>,
+    /// Labelled mode: the short form of the first name the person also goes by.
+    nickname: Option<&'static str>,
+    /// Shares an address with other persons (and maybe an identifier).
+    in_household: bool,
     emails: Vec<String>,
     /// Receives the newsletter, so appears on the e-mail channel.
     subscribed: bool,
@@ -773,11 +968,12 @@ impl Person {
         }
     }
 
-    fn street_line(&self, abbreviate: bool, comma: bool) -> String {
-        let (full, short, _) = STREET_KINDS[self.street_kind];
-        let kind = if abbreviate { short } else { full };
-        let sep = if comma { ", " } else { " " };
-        format!("{}{sep}{kind} {}", self.street_no, self.street_name)
+    /// Where the person lives at `at_ms`.
+    fn home_at(&self, at_ms: i64) -> &Home {
+        match &self.moved {
+            Some((since, home)) if at_ms >= *since => home,
+            _ => &self.home,
+        }
     }
 }
 
@@ -948,32 +1144,57 @@ const SOPHIE_EMAIL: &str = "sophie.dupont@gmail.com";
 const SOPHIE_HANDLE: &str = "twitter:@sophie_d";
 const SOPHIE_COOKIE: &str = "c-5f3a9e1d2b7c4068";
 
-fn make_persons(rng: &mut ChaCha8Rng, n: usize, include_story: bool) -> Vec<Person> {
+/// What the labelled mode changes in the population.
+#[derive(Debug, Clone, Copy)]
+struct LabelledPopulation {
+    shared_identifiers: bool,
+    /// The stream's first instant and its expected span, in ms: moves happen inside.
+    start_ms: i64,
+    span_ms: i64,
+}
+
+fn make_persons(
+    rng: &mut ChaCha8Rng,
+    n: usize,
+    include_story: bool,
+    labelled: Option<LabelledPopulation>,
+) -> (Vec<Person>, Identities) {
     let mut ids = Identities::new(rng, n);
     let mut persons: Vec<Person> = Vec::with_capacity(n);
     let mut pending: Option<(usize, Household)> = None;
+    // Labelled mode: a household sharing an address (and usually a last name) but no
+    // identifier: its leader and how many members are still to come.
+    let mut family: Option<(usize, usize)> = None;
     for idx in 0..n {
         if idx == 0 && include_story {
             persons.push(sophie());
             continue;
         }
         let partner = pending.take();
+        let member_of = partner.map(|(leader, _)| leader).or(family.map(|f| f.0));
         let mut person = random_person(
             rng,
             &mut ids,
             idx,
-            partner.map(|(leader, _)| &persons[leader]),
+            member_of.map(|leader| &persons[leader]),
+            labelled.is_some(),
         );
         if let Some((leader, kind)) = partner {
-            share_household(
-                rng,
-                &mut ids,
-                &mut persons[leader],
-                leader,
-                &mut person,
-                idx,
-                kind,
-            );
+            if labelled.is_none_or(|l| l.shared_identifiers) {
+                share_household(
+                    rng,
+                    &mut ids,
+                    &mut persons[leader],
+                    leader,
+                    &mut person,
+                    idx,
+                    kind,
+                );
+            }
+        } else if let Some((leader, left)) = family.take() {
+            if left > 1 {
+                family = Some((leader, left - 1));
+            }
         } else if idx + 1 < n && chance(rng, 0.04) {
             let kind = weighted(
                 rng,
@@ -984,13 +1205,36 @@ fn make_persons(rng: &mut ChaCha8Rng, n: usize, include_story: bool) -> Vec<Pers
                 ],
             );
             pending = Some((idx, kind));
+            person.in_household = true;
+        } else if labelled.is_some() && idx + 1 < n && chance(rng, 0.08) {
+            family = Some((idx, rng.gen_range(1..=3).min(n - idx - 1)));
+            person.in_household = true;
         }
         persons.push(person);
+    }
+    if let Some(l) = labelled {
+        // 12 % of persons living alone move once, to another city half of the time.
+        for person in persons.iter_mut().skip(usize::from(include_story)) {
+            if person.in_household || !chance(rng, 0.12) {
+                continue;
+            }
+            let at = l.start_ms + (l.span_ms as f64 * rng.gen_range(0.15..0.85)) as i64;
+            let city = if chance(rng, 0.5) {
+                CITIES
+                    .iter()
+                    .find(|c| c.name == person.home.city)
+                    .unwrap_or(&CITIES[0])
+            } else {
+                &CITIES[weighted_index(rng, CITIES.iter().map(|c| c.weight))]
+            };
+            let (home, _) = random_home(rng, city);
+            person.moved = Some((at, home));
+        }
     }
     for person in &mut persons {
         person.set_channel_weights(rng);
     }
-    persons
+    (persons, ids)
 }
 
 fn sophie() -> Person {
@@ -998,12 +1242,17 @@ fn sophie() -> Person {
         first: "Sophie",
         last: "Dupont",
         birth: "1985-04-12".to_string(),
-        street_no: 12,
-        street_kind: 0,
-        street_name: "de la Paix",
-        line2: None,
-        postal: "75002".to_string(),
-        city: "Paris",
+        home: Home {
+            street_no: 12,
+            street_kind: 0,
+            street_name: "de la Paix",
+            line2: None,
+            postal: "75002".to_string(),
+            city: "Paris",
+        },
+        moved: None,
+        nickname: None,
+        in_household: false,
         emails: vec![SOPHIE_EMAIL.to_string()],
         subscribed: true,
         mobile: Some("0612345678".to_string()),
@@ -1031,77 +1280,160 @@ fn sophie() -> Person {
     person
 }
 
+/// A birth date in `year`, `YYYY-MM-DD`.
+fn random_birth(rng: &mut ChaCha8Rng, year: i32) -> String {
+    format!(
+        "{year:04}-{:02}-{:02}",
+        rng.gen_range(1..=12),
+        rng.gen_range(1..=28)
+    )
+}
+
+/// An address in `city`, with the index of a store nearby.
+fn random_home(rng: &mut ChaCha8Rng, city: &City) -> (Home, usize) {
+    let district = if city.districts > 0 {
+        rng.gen_range(1..=city.districts)
+    } else {
+        0
+    };
+    let local_stores = STORES.iter().filter(|s| s.city == city.name).count();
+    let store = if local_stores == 0 {
+        rng.gen_range(0..STORES.len())
+    } else {
+        let nth = rng.gen_range(0..local_stores);
+        (0..STORES.len())
+            .filter(|&s| STORES[s].city == city.name)
+            .nth(nth)
+            .expect("counted above")
+    };
+    // Low house numbers are the most common.
+    let street_no = (rng.gen::<f64>().powi(2) * 180.0) as u16 + 1;
+    let home = Home {
+        street_no,
+        street_kind: weighted_index(rng, STREET_KINDS.iter().map(|k| k.2)),
+        street_name: pick(rng, STREET_NAMES),
+        line2: if chance(rng, 0.15) {
+            Some(pick(rng, LINE2))
+        } else {
+            None
+        },
+        postal: format!("{:05}", city.postal_base + district),
+        city: city.name,
+    };
+    (home, store)
+}
+
+/// Labelled mode: any first name, the extra ones included.
+fn labelled_first_name(rng: &mut ChaCha8Rng) -> &'static str {
+    let i = rng.gen_range(0..FIRST_NAMES.len() + LABELLED_FIRST_NAMES.len());
+    FIRST_NAMES
+        .get(i)
+        .copied()
+        .unwrap_or_else(|| LABELLED_FIRST_NAMES[i - FIRST_NAMES.len()])
+}
+
+/// The first letter of a name once accents are folded: `é` for `Élodie` is `e`.
+fn initial(name: &str) -> Option<char> {
+    slug(name).chars().next()
+}
+
+/// Labelled mode: first name, last name, birth year and birth date. A household
+/// member (with `leader`) has the leader's last name 85 % of the time and another
+/// first name: 35 % of members share the leader's initial, 5 % are twins (same birth
+/// date), and 3 % are juniors (the leader's first name, born 25 years apart).
+fn labelled_identity(
+    rng: &mut ChaCha8Rng,
+    leader: Option<&Person>,
+) -> (&'static str, &'static str, i32, String) {
+    let mut year = rng.gen_range(1945..=2007);
+    let mut birth = random_birth(rng, year);
+    let Some(leader) = leader else {
+        let first = labelled_first_name(rng);
+        return (first, pick(rng, LAST_NAMES), year, birth);
+    };
+    let last = if chance(rng, 0.85) {
+        leader.last
+    } else {
+        pick(rng, LAST_NAMES)
+    };
+    let leader_year: i32 = leader.birth[..4].parse().unwrap_or(1980);
+    let roll = rng.gen::<f64>();
+    if roll < 0.03 {
+        year = if leader_year <= 1982 {
+            leader_year + 25
+        } else {
+            leader_year - 25
+        };
+        birth = format!("{year:04}{}", &birth[4..]);
+        return (leader.first, last, year, birth);
+    }
+    let same_initial = (roll < 0.38).then(|| initial(leader.first)).flatten();
+    let mut first = labelled_first_name(rng);
+    for _ in 0..200 {
+        if first != leader.first && (same_initial.is_none() || initial(first) == same_initial) {
+            break;
+        }
+        first = labelled_first_name(rng);
+    }
+    if first == leader.first {
+        // Unlucky draws: any other name.
+        first = if first == FIRST_NAMES[0] {
+            FIRST_NAMES[1]
+        } else {
+            FIRST_NAMES[0]
+        };
+    }
+    if chance(rng, 0.05) {
+        year = leader_year;
+        birth = leader.birth.clone();
+    }
+    (first, last, year, birth)
+}
+
 fn random_person(
     rng: &mut ChaCha8Rng,
     ids: &mut Identities,
     idx: usize,
     household_of: Option<&Person>,
+    labelled: bool,
 ) -> Person {
-    let first = pick(rng, FIRST_NAMES);
-    let last = match household_of {
-        Some(leader) if chance(rng, 0.75) => leader.last,
-        _ => pick(rng, LAST_NAMES),
+    let (first, last, year, birth) = if labelled {
+        labelled_identity(rng, household_of)
+    } else {
+        let first = pick(rng, FIRST_NAMES);
+        let last = match household_of {
+            Some(leader) if chance(rng, 0.75) => leader.last,
+            _ => pick(rng, LAST_NAMES),
+        };
+        let year = rng.gen_range(1945..=2007);
+        (first, last, year, random_birth(rng, year))
     };
-    let year = rng.gen_range(1945..=2007);
-    let birth = format!(
-        "{year:04}-{:02}-{:02}",
-        rng.gen_range(1..=12),
-        rng.gen_range(1..=28)
-    );
     let city_idx = weighted_index(rng, CITIES.iter().map(|c| c.weight));
     let city = &CITIES[city_idx];
-    let (street_no, street_kind, street_name, line2, postal, city_name, store) = match household_of
-    {
-        Some(leader) => (
-            leader.street_no,
-            leader.street_kind,
-            leader.street_name,
-            leader.line2,
-            leader.postal.clone(),
-            leader.city,
-            leader.store,
-        ),
-        None => {
-            let district = if city.districts > 0 {
-                rng.gen_range(1..=city.districts)
-            } else {
-                0
-            };
-            let local_stores = STORES.iter().filter(|s| s.city == city.name).count();
-            let store = if local_stores == 0 {
-                rng.gen_range(0..STORES.len())
-            } else {
-                let nth = rng.gen_range(0..local_stores);
-                (0..STORES.len())
-                    .filter(|&s| STORES[s].city == city.name)
-                    .nth(nth)
-                    .expect("counted above")
-            };
-            // Low house numbers are the most common.
-            let street_no = (rng.gen::<f64>().powi(2) * 180.0) as u16 + 1;
-            (
-                street_no,
-                weighted_index(rng, STREET_KINDS.iter().map(|k| k.2)),
-                pick(rng, STREET_NAMES),
-                if chance(rng, 0.15) {
-                    Some(pick(rng, LINE2))
-                } else {
-                    None
-                },
-                format!("{:05}", city.postal_base + district),
-                city.name,
-                store,
-            )
-        }
+    let (home, store) = match household_of {
+        Some(leader) => (leader.home.clone(), leader.store),
+        None => random_home(rng, city),
+    };
+    let nickname = if labelled {
+        nicknames_of(first).and_then(|forms| chance(rng, 0.6).then(|| pick(rng, forms)))
+    } else {
+        None
+    };
+    // Labelled mode: some e-mails are made from the nickname (`fred.martin@…`).
+    let email_first = |rng: &mut ChaCha8Rng| match nickname {
+        Some(short) if chance(rng, 0.3) => short,
+        _ => first,
     };
 
     let online = chance(rng, 0.85);
     let store_shopper = !online || chance(rng, 0.55);
     let mut emails = Vec::new();
     if online || chance(rng, 0.4) {
-        emails.push(new_email(rng, ids, first, last, year));
+        let f = email_first(rng);
+        emails.push(new_email(rng, ids, f, last, year));
         if online && chance(rng, 0.2) {
-            emails.push(new_email(rng, ids, first, last, year));
+            let f = email_first(rng);
+            emails.push(new_email(rng, ids, f, last, year));
         }
     }
     let mobile = chance(rng, 0.93).then(|| mobile_number(rng, idx));
@@ -1148,12 +1480,10 @@ fn random_person(
         first,
         last,
         birth,
-        street_no,
-        street_kind,
-        street_name,
-        line2,
-        postal,
-        city: city_name,
+        home,
+        moved: None,
+        nickname,
+        in_household: household_of.is_some(),
         emails,
         subscribed,
         mobile,
@@ -1184,7 +1514,7 @@ fn share_household(
         Household::Landline => {
             let area = CITIES
                 .iter()
-                .find(|c| c.name == leader.city)
+                .find(|c| c.name == leader.home.city)
                 .map_or(1, |c| c.area);
             let line = leader
                 .landline
@@ -1368,7 +1698,32 @@ struct Sloppiness {
     strip_accents: f64,
     abbreviate: f64,
     upper_city: f64,
+    /// The fields below are used in labelled mode only.
+    labelled: LabelledSloppiness,
 }
+
+/// How much a source varies person data in labelled mode, besides [`Sloppiness`]
+/// (whose typo rate is then multiplied by [`LABELLED_TYPO_FACTOR`]).
+#[derive(Clone, Copy)]
+struct LabelledSloppiness {
+    /// The person's nickname instead of their first name, when they have one.
+    nickname: f64,
+    /// First and last names swapped.
+    swap: f64,
+    /// No first name at all.
+    no_first: f64,
+    /// Only the initial of the first name (`S.`, `J.-P.`).
+    initial: f64,
+    /// No address where one was due.
+    no_address: f64,
+    /// A wrong digit: postal code digits swapped, house number off by one, birth
+    /// day and month swapped.
+    number_typo: f64,
+    /// Birth date written day first (`12/04/1985`).
+    french_date: f64,
+}
+
+const LABELLED_TYPO_FACTOR: f64 = 3.0;
 
 const SYSTEM: Sloppiness = Sloppiness {
     typo: 0.01,
@@ -1376,6 +1731,15 @@ const SYSTEM: Sloppiness = Sloppiness {
     strip_accents: 0.05,
     abbreviate: 0.08,
     upper_city: 0.02,
+    labelled: LabelledSloppiness {
+        nickname: 0.05,
+        swap: 0.0,
+        no_first: 0.02,
+        initial: 0.0,
+        no_address: 0.05,
+        number_typo: 0.005,
+        french_date: 0.0,
+    },
 };
 const PAPER_FORM: Sloppiness = Sloppiness {
     typo: 0.015,
@@ -1383,6 +1747,15 @@ const PAPER_FORM: Sloppiness = Sloppiness {
     strip_accents: 0.15,
     abbreviate: 0.30,
     upper_city: 0.15,
+    labelled: LabelledSloppiness {
+        nickname: 0.15,
+        swap: 0.04,
+        no_first: 0.03,
+        initial: 0.05,
+        no_address: 0.08,
+        number_typo: 0.02,
+        french_date: 0.5,
+    },
 };
 const MARKETPLACE_FEED: Sloppiness = Sloppiness {
     typo: 0.01,
@@ -1390,6 +1763,15 @@ const MARKETPLACE_FEED: Sloppiness = Sloppiness {
     strip_accents: 0.20,
     abbreviate: 0.20,
     upper_city: 0.30,
+    labelled: LabelledSloppiness {
+        nickname: 0.20,
+        swap: 0.05,
+        no_first: 0.03,
+        initial: 0.04,
+        no_address: 0.0,
+        number_typo: 0.01,
+        french_date: 0.0,
+    },
 };
 const SOCIAL_PROFILE: Sloppiness = Sloppiness {
     typo: 0.01,
@@ -1397,7 +1779,25 @@ const SOCIAL_PROFILE: Sloppiness = Sloppiness {
     strip_accents: 0.20,
     abbreviate: 0.0,
     upper_city: 0.0,
+    labelled: LabelledSloppiness {
+        nickname: 0.5,
+        swap: 0.01,
+        no_first: 0.0,
+        initial: 0.0,
+        no_address: 0.0,
+        number_typo: 0.0,
+        french_date: 0.0,
+    },
 };
+
+/// Labelled mode, for one event.
+struct Lab<'a> {
+    shared_identifiers: bool,
+    /// Index of the person behind the event.
+    person: u32,
+    issued_emails: &'a HashSet<String, Xxh3DefaultBuilder>,
+    email_typos: &'a mut HashMap<String, u32, Xxh3DefaultBuilder>,
+}
 
 /// Everything one random event is built from.
 struct Ctx<'a> {
@@ -1406,11 +1806,61 @@ struct Ctx<'a> {
     state: &'a mut PersonState,
     seq: u64,
     at_ms: i64,
+    /// Labelled mode only.
+    lab: Option<Lab<'a>>,
+}
+
+impl Lab<'_> {
+    /// Whether a mistyped e-mail may be written: never another person's address or
+    /// typo, so that an e-mail value always belongs to one person.
+    fn accept_typo(&mut self, typed: &str) -> bool {
+        if self.issued_emails.contains(typed) {
+            return false;
+        }
+        match self.email_typos.get(typed) {
+            Some(&owner) => owner == self.person,
+            None => {
+                self.email_typos.insert(typed.to_string(), self.person);
+                true
+            }
+        }
+    }
 }
 
 impl Ctx<'_> {
     fn chance(&mut self, p: f64) -> bool {
         chance(self.rng, p)
+    }
+
+    fn labelled(&self) -> bool {
+        self.lab.is_some()
+    }
+
+    /// Labelled mode: a paper form (contest, warranty card, catalogue request) typed
+    /// in by a store: who the person says they are and nothing else, no identifier.
+    fn paper_form(&mut self) -> Draft {
+        let store = self.pick_store();
+        let mut draft = Draft::new(
+            Channel::Store,
+            "form_submit",
+            format!("form-{}-{:09}", store.code, self.seq),
+            self.at_ms,
+            store.source,
+        );
+        self.names(&mut draft, PAPER_FORM);
+        self.address(&mut draft, PAPER_FORM);
+        if self.chance(0.85) {
+            self.birth_date(&mut draft, PAPER_FORM);
+        }
+        if self.chance(0.5) {
+            let granted = self.chance(0.7);
+            draft.consent = vec![Consent {
+                purpose: "marketing",
+                channel: "post",
+                granted,
+            }];
+        }
+        draft
     }
 
     fn build(&mut self, channel: Channel) -> Draft {
@@ -1428,7 +1878,8 @@ impl Ctx<'_> {
 
     /// One of the person's e-mails (the first one 80 % of the time), as written.
     fn email(&mut self, typed: bool) -> Option<String> {
-        let emails = &self.person.emails;
+        let person = self.person;
+        let emails = &person.emails;
         let chosen = match emails.len() {
             0 => return None,
             1 => &emails[0],
@@ -1440,7 +1891,13 @@ impl Ctx<'_> {
                 }
             }
         };
-        Some(email_variant(self.rng, chosen, typed))
+        Some(match self.lab.as_mut() {
+            None => email_variant(self.rng, chosen, typed),
+            Some(lab) => {
+                let rate = if typed { 0.02 } else { 0.005 };
+                email_variant_with(self.rng, chosen, typed, rate, |t| lab.accept_typo(t))
+            }
+        })
     }
 
     fn phone(&mut self, typed: bool) -> Option<String> {
@@ -1464,31 +1921,105 @@ impl Ctx<'_> {
     }
 
     fn names(&mut self, draft: &mut Draft, how: Sloppiness) {
-        let first = name_variant(self.rng, self.person.first, how);
-        let last = name_variant(self.rng, self.person.last, how);
+        if !self.labelled() {
+            let first = name_variant(self.rng, self.person.first, how);
+            let last = name_variant(self.rng, self.person.last, how);
+            let out = draft.person_mut();
+            out.first_name = Some(first);
+            out.last_name = Some(last);
+            return;
+        }
+        let l = how.labelled;
+        let how = Sloppiness {
+            typo: how.typo * LABELLED_TYPO_FACTOR,
+            ..how
+        };
+        let given = match self.person.nickname {
+            Some(short) if chance(self.rng, l.nickname) => short,
+            _ => self.person.first,
+        };
+        let mut first = Some(name_variant(self.rng, given, how));
+        let mut last = Some(name_variant(self.rng, self.person.last, how));
+        let roll = self.rng.gen::<f64>();
+        if roll < l.no_first {
+            first = None;
+        } else if roll < l.no_first + l.initial {
+            first = Some(initials(given));
+        }
+        if first.is_some() && self.chance(l.swap) {
+            std::mem::swap(&mut first, &mut last);
+        }
         let out = draft.person_mut();
-        out.first_name = Some(first);
-        out.last_name = Some(last);
+        out.first_name = first;
+        out.last_name = last;
     }
 
     fn address(&mut self, draft: &mut Draft, how: Sloppiness) {
+        let person = self.person;
+        let home = person.home_at(self.at_ms);
         let abbreviate = self.chance(how.abbreviate);
         let comma = self.chance(0.05);
         let city = if self.chance(how.upper_city) {
-            strip_accents(self.person.city).to_uppercase()
+            strip_accents(home.city).to_uppercase()
         } else {
-            self.person.city.to_string()
+            home.city.to_string()
         };
-        draft.person_mut().address = Some(AddressOut {
-            line1: self.person.street_line(abbreviate, comma),
-            line2: self.person.line2,
-            postal_code: self.person.postal.clone(),
+        let mut address = AddressOut {
+            line1: home.street_line(abbreviate, comma),
+            line2: home.line2,
+            postal_code: home.postal.clone(),
             city,
-        });
+        };
+        if self.labelled() {
+            let l = how.labelled;
+            if self.chance(l.no_address) {
+                return;
+            }
+            if self.chance(how.abbreviate) {
+                address.line1 = shorten_street_words(&address.line1);
+            }
+            if address.line2.is_some() && self.chance(0.3) {
+                address.line2 = None;
+            }
+            if self.chance(l.number_typo) {
+                if self.chance(0.5) {
+                    address.postal_code = swap_digits(self.rng, &address.postal_code);
+                } else {
+                    let wrong = home.street_no + self.rng.gen_range(1..=2);
+                    address.line1 =
+                        address
+                            .line1
+                            .replacen(&home.street_no.to_string(), &wrong.to_string(), 1);
+                }
+            }
+        }
+        draft.person_mut().address = Some(address);
     }
 
-    fn birth_date(&mut self, draft: &mut Draft) {
-        draft.person_mut().birth_date = Some(self.person.birth.clone());
+    fn birth_date(&mut self, draft: &mut Draft, how: Sloppiness) {
+        if !self.labelled() {
+            draft.person_mut().birth_date = Some(self.person.birth.clone());
+            return;
+        }
+        // Labelled mode: sometimes left blank, mistyped or written day first.
+        if self.chance(0.10) {
+            return;
+        }
+        let (year, rest) = self.person.birth.split_at(4);
+        let (mut month, mut day) = (rest[1..3].to_string(), rest[4..6].to_string());
+        if self.chance(how.labelled.number_typo) {
+            if day != month && day.as_str() <= "12" {
+                std::mem::swap(&mut day, &mut month);
+            } else {
+                let d: u32 = day.parse().unwrap_or(1);
+                day = format!("{:02}", if d >= 28 { d - 1 } else { d + 1 });
+            }
+        }
+        draft.person_mut().birth_date = Some(if self.chance(how.labelled.french_date) {
+            format!("{day}/{month}/{year}")
+        } else {
+            format!("{year}-{month}-{day}")
+        });
     }
 
     fn random_items(&mut self, max: usize) -> Vec<Item> {
@@ -1738,7 +2269,7 @@ impl Ctx<'_> {
                 self.state.account_announced = true;
                 self.names(&mut draft, SYSTEM);
                 if self.chance(0.5) {
-                    self.birth_date(&mut draft);
+                    self.birth_date(&mut draft, SYSTEM);
                 }
                 draft.consent = vec![
                     Consent {
@@ -1762,7 +2293,7 @@ impl Ctx<'_> {
                     draft.ids[PHONE] = self.phone(false);
                 }
                 if self.chance(0.2) {
-                    self.birth_date(&mut draft);
+                    self.birth_date(&mut draft, SYSTEM);
                 }
             }
             "form_submit" => {
@@ -1790,15 +2321,21 @@ impl Ctx<'_> {
         draft
     }
 
-    /// Points of sale: loyalty card scans, digitised paper forms, walk-ins.
-    fn store(&mut self) -> Draft {
+    /// The person's usual store 85 % of the time, any store otherwise.
+    fn pick_store(&mut self) -> &'static Store {
         let store_idx = if self.chance(0.85) {
             self.person.store
         } else {
             self.rng.gen_range(0..STORES.len())
         };
-        let store = &STORES[store_idx];
-        let walk_in = self.chance(0.01);
+        &STORES[store_idx]
+    }
+
+    /// Points of sale: loyalty card scans, digitised paper forms, walk-ins.
+    fn store(&mut self) -> Draft {
+        let store = self.pick_store();
+        // Labelled mode without shared identifiers: no store phone for walk-ins.
+        let walk_in = self.chance(0.01) && self.lab.as_ref().is_none_or(|l| l.shared_identifiers);
         let card = !walk_in && self.person.loyalty_id.is_some() && self.chance(0.85);
         let mut kind = weighted(self.rng, STORE_TYPES);
         if walk_in || (kind == "store_visit" && !card) {
@@ -1845,7 +2382,7 @@ impl Ctx<'_> {
             }
             if form {
                 if self.chance(0.7) {
-                    self.birth_date(&mut draft);
+                    self.birth_date(&mut draft, PAPER_FORM);
                 }
                 draft.ids[LOYALTY] = self.person.loyalty_id.clone();
                 draft.consent = self.consents(&["marketing"], &["email", "sms", "post"], 2);
@@ -1902,16 +2439,22 @@ impl Ctx<'_> {
             self.at_ms,
             MARKETPLACES[market],
         );
-        draft.ids[MARKETPLACE] = Some(buyer);
         if self.chance(0.25) {
-            draft.ids[EMAIL] = self.email(false);
+            // Labelled mode: marketplaces pass on a relay address of their own, so
+            // nothing but the shipping name and address links the buyer.
+            draft.ids[EMAIL] = if self.labelled() {
+                Some(relay_email(&buyer, market))
+            } else {
+                self.email(false)
+            };
         }
+        draft.ids[MARKETPLACE] = Some(buyer);
         if kind == "purchase" {
             let items = self.random_items(2);
             let order_id = format!("M-{}", self.seq);
             self.record_order(&order_id, &items, Channel::Marketplace);
             draft.order = Some((order_id, items));
-            if self.chance(0.6) {
+            if self.chance(if self.labelled() { 0.85 } else { 0.6 }) {
                 // Shipping address.
                 self.names(&mut draft, MARKETPLACE_FEED);
                 self.address(&mut draft, MARKETPLACE_FEED);
@@ -1978,7 +2521,7 @@ impl Ctx<'_> {
         }
         if self.chance(0.9) {
             self.names(&mut draft, SYSTEM);
-            self.birth_date(&mut draft);
+            self.birth_date(&mut draft, SYSTEM);
             self.address(&mut draft, SYSTEM);
         }
         let consent_share = match kind {
@@ -2118,7 +2661,7 @@ fn story_drafts(start_ms: i64) -> Vec<Draft> {
     store.ids[LOYALTY] = Some("FID-99812".to_string());
     name(&mut store);
     store.person_mut().address = Some(AddressOut {
-        line1: sophie.street_line(false, false),
+        line1: sophie.home.street_line(false, false),
         line2: None,
         postal_code: "75002".to_string(),
         city: "Paris".to_string(),
@@ -2543,14 +3086,27 @@ fn format_phone(style: u8, digits: &str) -> String {
 }
 
 fn email_variant(rng: &mut ChaCha8Rng, email: &str, typed: bool) -> String {
-    let mut out = if chance(rng, 0.005) {
-        match email.split_once('@') {
-            Some((local, domain)) => format!("{}@{domain}", typo(rng, local)),
-            None => email.to_string(),
+    email_variant_with(rng, email, typed, 0.005, |_| true)
+}
+
+/// An e-mail as written: a typo in the local part with probability `typo_rate` (if
+/// `accept` takes it), capitals, surrounding spaces.
+fn email_variant_with(
+    rng: &mut ChaCha8Rng,
+    email: &str,
+    typed: bool,
+    typo_rate: f64,
+    mut accept: impl FnMut(&str) -> bool,
+) -> String {
+    let mut out = email.to_string();
+    if chance(rng, typo_rate) {
+        if let Some((local, domain)) = email.split_once('@') {
+            let wrong = format!("{}@{domain}", typo(rng, local));
+            if wrong != email && accept(&wrong) {
+                out = wrong;
+            }
         }
-    } else {
-        email.to_string()
-    };
+    }
     if chance(rng, if typed { 0.30 } else { 0.08 }) {
         out = if chance(rng, 0.8) {
             capitalise_email(&out)
@@ -2566,6 +3122,56 @@ fn email_variant(rng: &mut ChaCha8Rng, email: &str, typed: bool) -> String {
         };
     }
     out
+}
+
+/// Labelled mode: the address a marketplace gives for one of its buyers
+/// (`mkp:AB12CD` on Amazon: `ab12cd@marketplace.amazon.fr`), unique per buyer id.
+fn relay_email(buyer: &str, market: usize) -> String {
+    const RELAYS: [&str; 3] = [
+        "marketplace.amazon.fr",
+        "relay.cdiscount.com",
+        "clients.fnac-darty.com",
+    ];
+    let local = buyer.trim_start_matches("mkp:").to_lowercase();
+    format!("{local}@{}", RELAYS[market % RELAYS.len()])
+}
+
+/// `Jean-Pierre` → `J.-P.`, `Anne Sophie` → `A. S.`, `Sophie` → `S.`.
+fn initials(name: &str) -> String {
+    let mut out = String::with_capacity(8);
+    let mut at_word = true;
+    for c in name.chars() {
+        if c == '-' || c == ' ' {
+            out.push(c);
+            at_word = true;
+        } else if at_word {
+            out.extend(c.to_uppercase());
+            out.push('.');
+            at_word = false;
+        }
+    }
+    out
+}
+
+/// Labelled mode: words of a street line shortened as on hand-written forms
+/// (`du Général de Gaulle` → `du Gal de Gaulle`, `Victor Hugo` → `V. Hugo`).
+fn shorten_street_words(line: &str) -> String {
+    STREET_WORD_SHORT
+        .iter()
+        .fold(line.to_string(), |acc, (long, short)| {
+            acc.replace(long, short)
+        })
+}
+
+/// Two neighbouring digits of a postal code swapped (after the département); the code
+/// itself if they are equal.
+fn swap_digits(rng: &mut ChaCha8Rng, postal: &str) -> String {
+    let mut digits: Vec<char> = postal.chars().collect();
+    if digits.len() == 5 {
+        let i = rng.gen_range(2..4);
+        digits.swap(i, i + 1);
+    }
+    digits.into_iter().collect()
 }
 
 /// `sophie.dupont@gmail.com` → `Sophie.Dupont@Gmail.com`.
@@ -2774,6 +3380,43 @@ mod tests {
             ..options(5_000)
         });
         assert_ne!(first, other);
+    }
+
+    /// xxh3-64 of the default (non-labelled) output for a few option sets, computed
+    /// before the labelled mode existed: the labelled work must leave it unchanged
+    /// (scenarios, property tests and benchmarks rest on these streams). Bytes depend
+    /// on the platform's `ln`/`cos` (see the module docs): x86_64 Linux here.
+    #[test]
+    fn default_output_is_pinned() {
+        let cases = [
+            (GenerateOptions::default(), 0x9796_fb12_7bf0_9933_u64),
+            (
+                GenerateOptions {
+                    seed: 7,
+                    customers: 300,
+                    events: 20_000,
+                    invalid_rate: 0.02,
+                    ..GenerateOptions::default()
+                },
+                0x43f4_143c_f73d_4e2c,
+            ),
+            (
+                GenerateOptions {
+                    seed: 3,
+                    customers: 5_000,
+                    events: 30_000,
+                    include_story: false,
+                    ..GenerateOptions::default()
+                },
+                0x8f1d_bb97_1895_6abf,
+            ),
+        ];
+        let hashes: Vec<u64> = cases
+            .iter()
+            .map(|(opts, _)| xxhash_rust::xxh3::xxh3_64(&jsonl(opts.clone())))
+            .collect();
+        let expected: Vec<u64> = cases.iter().map(|(_, h)| *h).collect();
+        assert_eq!(hashes, expected, "{hashes:#018x?}");
     }
 
     #[test]
@@ -3158,6 +3801,239 @@ mod tests {
             "HELENE MULLER-GAELLE"
         );
         assert_eq!(slug("N'Diaye"), "ndiaye");
+    }
+
+    fn labelled(events: usize, customers: usize) -> GenerateOptions {
+        GenerateOptions {
+            customers,
+            labelled: true,
+            ..options(events)
+        }
+    }
+
+    #[test]
+    fn labelled_mode_is_deterministic_and_leaves_the_default_alone() {
+        let opts = labelled(8_000, 800);
+        let first = jsonl(opts.clone());
+        assert_eq!(first, jsonl(opts.clone()));
+        assert_ne!(first, jsonl(options(8_000)));
+        assert_ne!(
+            first,
+            jsonl(GenerateOptions {
+                seed: 9,
+                ..opts.clone()
+            })
+        );
+        let mut out = Vec::new();
+        let mut truth = Vec::new();
+        write_jsonl_with_truth(opts, &mut out, &mut truth).unwrap();
+        assert_eq!(out, first, "the truth writer writes the same events");
+        // Off, the labelled fields change nothing.
+        let plain = jsonl(options(8_000));
+        let tweaked = jsonl(GenerateOptions {
+            paper_forms: 0.5,
+            shared_identifiers: false,
+            ..options(8_000)
+        });
+        assert_eq!(plain, tweaked);
+    }
+
+    #[test]
+    fn the_truth_file_covers_every_valid_event_once() {
+        let opts = GenerateOptions {
+            invalid_rate: 0.02,
+            ..labelled(10_000, 1_000)
+        };
+        let events = generate(opts.clone());
+        let mut out = Vec::new();
+        let mut truth = Vec::new();
+        let (lines, rows) = write_jsonl_with_truth(opts, &mut out, &mut truth).unwrap();
+        let truth = String::from_utf8(truth).unwrap();
+        let mut rows_iter = truth.lines();
+        assert_eq!(rows_iter.next(), Some("event_id,person"));
+        let parsed: Vec<(&str, u32)> = rows_iter
+            .map(|row| {
+                let (id, person) = row.split_once(',').expect("two fields");
+                (id, person.parse().expect("a person index"))
+            })
+            .collect();
+        assert_eq!(lines, 10_000);
+        assert_eq!(rows as usize, parsed.len());
+        let valid: Vec<(&str, u32)> = events
+            .iter()
+            .filter_map(|e| e.person.map(|p| (e.event_id.as_str(), p)))
+            .collect();
+        assert_eq!(parsed, valid, "one row per valid event, in order");
+        assert!(valid.len() < events.len(), "some lines are invalid");
+        let ids: HashSet<&str> = parsed.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids.len(), parsed.len(), "event ids are unique");
+        for event in &events {
+            let value: Option<Value> = serde_json::from_str(&event.line).ok();
+            let id = value.as_ref().and_then(|v| v["event_id"].as_str());
+            if event.person.is_none() {
+                // Invalid lines have no row, even when they carry an id.
+                assert!(id.is_none_or(|id| !ids.contains(id)));
+            }
+        }
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("web-1"), "web-1");
+    }
+
+    /// Normalised identifiers of an event, as resolve sees them.
+    fn usable_identifiers(
+        resolver: &crate::resolve::Resolver,
+        value: &Value,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (kind, raw) in value["identifiers"].as_object().into_iter().flatten() {
+            if let Some(id) = raw
+                .as_str()
+                .and_then(|raw| resolver.normalise_identifier(kind, raw))
+            {
+                out.push((id.kind.clone(), id.value.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn without_shared_identifiers_every_value_belongs_to_one_person() {
+        let resolver = crate::resolve::Resolver::new(&crate::config::EngineConfig::default());
+        let events = generate(GenerateOptions {
+            shared_identifiers: false,
+            ..labelled(40_000, 3_000)
+        });
+        let mut owner: HashMap<(String, String), u32> = HashMap::new();
+        for event in &events {
+            let Some(person) = event.person else { continue };
+            let value: Value = serde_json::from_str(&event.line).unwrap();
+            for id in usable_identifiers(&resolver, &value) {
+                let first = *owner.entry(id.clone()).or_insert(person);
+                assert_eq!(first, person, "{id:?} is shared: {}", event.line);
+            }
+        }
+        // With them, values are shared, and only inside a household or by walk-ins.
+        let events = generate(labelled(40_000, 3_000));
+        let mut holders: HashMap<(String, String), HashSet<u32>> = HashMap::new();
+        for event in &events {
+            let Some(person) = event.person else { continue };
+            let value: Value = serde_json::from_str(&event.line).unwrap();
+            for id in usable_identifiers(&resolver, &value) {
+                holders.entry(id).or_default().insert(person);
+            }
+        }
+        let shared: Vec<_> = holders.iter().filter(|(_, p)| p.len() > 1).collect();
+        assert!(!shared.is_empty());
+        let store_phones: HashSet<String> = STORES
+            .iter()
+            .filter_map(|s| resolver.normalise_identifier("phone", s.phone))
+            .map(|id| id.value)
+            .collect();
+        let generator = Generator::new(labelled(40_000, 3_000));
+        for ((kind, value), persons) in shared {
+            if kind == "phone" && store_phones.contains(value) || persons.len() > 2 {
+                continue; // the store's phone for walk-ins, junk values
+            }
+            let homes: HashSet<(&str, u16, &str)> = persons
+                .iter()
+                .map(|&p| {
+                    let h = &generator.persons[p as usize].home;
+                    (h.postal.as_str(), h.street_no, h.street_name)
+                })
+                .collect();
+            assert_eq!(homes.len(), 1, "{kind}:{value} shared outside a household");
+        }
+    }
+
+    #[test]
+    fn labelled_hard_cases_are_present() {
+        let opts = labelled(50_000, 5_000);
+        let generator = Generator::new(opts.clone());
+        let persons = &generator.persons;
+        let events: Vec<GeneratedEvent> = Generator::new(opts).collect();
+        let (mut nicknames, mut swapped, mut initials_only, mut no_first) = (0, 0, 0, 0);
+        let (mut paper, mut relay, mut french_dates, mut moved_events) = (0, 0, 0, 0);
+        for event in &events {
+            let Some(p) = event.person else { continue };
+            let person = &persons[p as usize];
+            let value: Value = serde_json::from_str(&event.line).unwrap();
+            let names = &value["person"];
+            let first = names["first_name"].as_str();
+            let last = names["last_name"].as_str();
+            if let (Some(short), Some(first)) = (person.nickname, first) {
+                nicknames += usize::from(first == short);
+            }
+            if first
+                .is_some_and(|f| strip_accents(f).eq_ignore_ascii_case(&strip_accents(person.last)))
+                && person.first != person.last
+            {
+                swapped += 1;
+            }
+            initials_only += usize::from(first.is_some_and(|f| f.ends_with('.')));
+            no_first += usize::from(first.is_none() && last.is_some());
+            if event.event_id.starts_with("form-") {
+                paper += 1;
+                assert!(value.get("identifiers").is_none(), "{}", event.line);
+                assert!(last.is_some());
+            }
+            if identifier(&value, "email").is_some_and(|e| e.contains("@marketplace.amazon.fr")) {
+                relay += 1;
+            }
+            french_dates += usize::from(
+                names["birth_date"]
+                    .as_str()
+                    .is_some_and(|d| d.contains('/')),
+            );
+            if let (Some((since, home)), Some(postal)) =
+                (&person.moved, names["address"]["postal_code"].as_str())
+            {
+                let at = DateTime::parse_from_rfc3339(value["occurred_at"].as_str().unwrap())
+                    .unwrap()
+                    .timestamp_millis();
+                if at >= *since && postal == home.postal && home.postal != person.home.postal {
+                    moved_events += 1;
+                }
+            }
+        }
+        let paper_share = paper as f64 / events.len() as f64;
+        assert!((0.02..0.04).contains(&paper_share), "{paper_share}");
+        for (what, count) in [
+            ("nicknames", nicknames),
+            ("swapped names", swapped),
+            ("initials", initials_only),
+            ("no first name", no_first),
+            ("relay e-mails", relay),
+            ("day-first birth dates", french_dates),
+            ("events after a move", moved_events),
+        ] {
+            assert!(count >= 20, "{count} {what}");
+        }
+        // Households: same address and last name, different first names; some share
+        // the initial, some are twins.
+        let mut by_home: HashMap<(&str, u16, &str, Option<&str>), Vec<&Person>> = HashMap::new();
+        for person in persons.iter().filter(|p| p.in_household) {
+            let h = &person.home;
+            by_home
+                .entry((h.postal.as_str(), h.street_no, h.street_name, h.line2))
+                .or_default()
+                .push(person);
+        }
+        let (mut same_last, mut same_initial, mut twins, mut big) = (0, 0, 0, 0);
+        for members in by_home.values().filter(|m| m.len() > 1) {
+            big += usize::from(members.len() >= 3);
+            for (i, a) in members.iter().enumerate() {
+                for b in &members[i + 1..] {
+                    same_last += usize::from(a.last == b.last);
+                    same_initial +=
+                        usize::from(a.first != b.first && initial(a.first) == initial(b.first));
+                    twins += usize::from(a.birth == b.birth);
+                }
+            }
+        }
+        assert!(same_last > 200, "{same_last} households with one last name");
+        assert!(same_initial > 50, "{same_initial} with one initial");
+        assert!(twins >= 3, "{twins} twins");
+        assert!(big > 50, "{big} households of 3 or more");
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! | [`store`] | the embedded sled store, one atomic write per batch |
 //!
 //! Around the engine: [`replay`] (a file in, a file out, contract §3), [`generate`]
-//! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
+//! (a seeded synthetic stream), [`config`], [`accuracy`] (identity resolution scored
+//! against a labelled stream). The engine holds no Kafka type.
+pub mod accuracy;
 pub mod activation;
 pub mod avro;
 pub mod bench;

@@ -264,6 +264,24 @@ struct GenerateArgs {
     /// Leave out the Sophie Dupont story.
     #[arg(long)]
     no_story: bool,
+    /// Labelled mode: realistic variation of person data across channels (nicknames,
+    /// typos, swapped names, moves, missing fields, households, paper forms without
+    /// identifier, marketplaces with relay e-mails), for scoring identity resolution
+    /// against --truth. Without it the stream is the same as before this flag existed.
+    #[arg(long)]
+    labelled: bool,
+    /// Labelled mode: share of random events that are paper forms with name, address
+    /// and birth date and no identifier.
+    #[arg(long, default_value_t = 0.03, requires = "labelled")]
+    paper_forms: f64,
+    /// Labelled mode: no identifier shared on purpose (household phones, family
+    /// e-mails and tablets, the store's phone for walk-ins, junk values).
+    #[arg(long, requires = "labelled")]
+    no_shared_identifiers: bool,
+    /// Also write the ground truth: a CSV file `event_id,person` with a header and one
+    /// row per valid event (the index of the synthetic person behind it).
+    #[arg(long, value_name = "FILE")]
+    truth: Option<PathBuf>,
     /// Output file (standard output if absent).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -309,6 +327,10 @@ enum BenchCommand {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Accuracy of identity resolution on a labelled stream: pairwise precision, recall
+    /// and F1, the largest cluster and replay events/s, deterministic matching only
+    /// and deterministic+fuzzy, over the same stream.
+    Accuracy(AccuracyArgs),
     /// Consume->produce throughput of unicus against a passthrough loop with the same
     /// client settings on the same broker, and input-to-output latency.
     Kafka {
@@ -322,6 +344,43 @@ enum BenchCommand {
         #[arg(long)]
         brokers: Option<String>,
     },
+}
+
+#[derive(Args)]
+struct AccuracyArgs {
+    /// Persons of the generated labelled stream.
+    #[arg(long, default_value_t = 5_000)]
+    customers: usize,
+    /// Events of the generated labelled stream.
+    #[arg(long, default_value_t = 50_000)]
+    events: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Target share of events that need fuzzy candidates: the share of paper forms
+    /// without identifier is set to reach it.
+    #[arg(long, default_value_t = 0.2)]
+    fuzzy_share: f64,
+    /// Share of paper forms without identifier, instead of --fuzzy-share.
+    #[arg(long, conflicts_with = "fuzzy_share")]
+    paper_forms: Option<f64>,
+    /// No identifier shared on purpose in the generated stream.
+    #[arg(long)]
+    no_shared_identifiers: bool,
+    /// Score an existing events file (e.g. from `generate --labelled`) instead.
+    #[arg(long, requires = "truth", conflicts_with_all = ["customers", "events", "seed", "fuzzy_share", "paper_forms", "no_shared_identifiers"])]
+    input: Option<PathBuf>,
+    /// The truth file of --input, as `generate --truth` writes it (CSV event_id,person).
+    #[arg(long, requires = "input")]
+    truth: Option<PathBuf>,
+    /// Print this many merges that joined different true persons, per run.
+    #[arg(long, default_value_t = 0)]
+    examples: usize,
+    /// Timed replays per mode (deterministic, fuzzy), alternated in ABBA order; the
+    /// events/s printed are their mean.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
+    rounds: u64,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 fn main() -> ExitCode {
@@ -470,31 +529,50 @@ fn run(cli: Cli) -> Result<()> {
                 events: args.events,
                 include_story: !args.no_story,
                 invalid_rate: args.invalid_rate,
+                labelled: args.labelled,
+                paper_forms: args.paper_forms,
+                shared_identifiers: !args.no_shared_identifiers,
                 ..GenerateOptions::default()
             };
             if !(0.0..=1.0).contains(&opts.invalid_rate) {
                 bail!("--invalid-rate must be between 0 and 1");
             }
+            if !(0.0..=1.0).contains(&opts.paper_forms) {
+                bail!("--paper-forms must be between 0 and 1");
+            }
             if opts.customers == 0 {
                 bail!("--customers must be at least 1");
             }
-            let written = match args.output {
+            let out: Box<dyn std::io::Write> = match &args.output {
+                Some(path) => Box::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("failed to create {}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut w = std::io::BufWriter::new(out);
+            match &args.truth {
                 Some(path) => {
-                    let file = std::fs::File::create(&path)
+                    let file = std::fs::File::create(path)
                         .with_context(|| format!("failed to create {}", path.display()))?;
-                    let mut w = std::io::BufWriter::new(file);
-                    let n = generate::write_jsonl(opts, &mut w)?;
+                    let (lines, rows) = generate::write_jsonl_with_truth(
+                        opts,
+                        &mut w,
+                        &mut std::io::BufWriter::new(file),
+                    )
+                    .with_context(|| format!("failed to write {}", path.display()))?;
                     std::io::Write::flush(&mut w)?;
-                    n
+                    eprintln!(
+                        "wrote {lines} events, {rows} truth rows to {}",
+                        path.display()
+                    );
                 }
                 None => {
-                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
                     let n = generate::write_jsonl(opts, &mut w)?;
                     std::io::Write::flush(&mut w)?;
-                    n
+                    eprintln!("wrote {n} events");
                 }
-            };
-            eprintln!("wrote {written} events");
+            }
             Ok(())
         }
         Command::Profile(args) => {
@@ -602,6 +680,40 @@ fn run(cli: Cli) -> Result<()> {
             customers,
             seed,
         }) => unicus::bench::avro(events, customers, seed),
+        Command::Bench(BenchCommand::Accuracy(args)) => {
+            use unicus::accuracy::{AccuracyOptions, Stream};
+            for (name, share) in [
+                ("--fuzzy-share", Some(args.fuzzy_share)),
+                ("--paper-forms", args.paper_forms),
+            ] {
+                if share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
+                    bail!("{name} must be between 0 and 1");
+                }
+            }
+            if args.customers == 0 {
+                bail!("--customers must be at least 1");
+            }
+            let stream = match (args.input, args.truth) {
+                (Some(input), Some(truth)) => Stream::File { input, truth },
+                _ => Stream::Generate {
+                    customers: args.customers,
+                    events: args.events,
+                    seed: args.seed,
+                    fuzzy_share: args.fuzzy_share,
+                    paper_forms: args.paper_forms,
+                    shared_identifiers: !args.no_shared_identifiers,
+                },
+            };
+            let opts = AccuracyOptions {
+                stream,
+                config: load_engine_config(args.engine.config.as_deref())?,
+                examples: args.examples,
+                rounds: args.rounds as usize,
+            };
+            let mut stdout = std::io::stdout().lock();
+            unicus::accuracy::bench(&opts, &mut stdout)?;
+            Ok(())
+        }
         Command::Bench(BenchCommand::Kafka {
             events,
             customers,
