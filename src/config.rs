@@ -73,6 +73,10 @@ pub struct Guardrails {
     pub generic_after_people: usize,
     /// Source profiles remembered per identifier value. Beyond, the value is generic.
     pub max_profiles_per_value: usize,
+    /// Local parts of e-mail addresses typed when the person has none, at any domain,
+    /// compared without punctuation (`pas.de.mail@gmail.com` is `pasdemail`). A local
+    /// part equal to the domain's name (`a@a.fr`) is junk too.
+    pub junk_email_locals: Vec<String>,
 }
 
 impl Default for Guardrails {
@@ -106,6 +110,29 @@ impl Default for Guardrails {
             .collect(),
             generic_after_people: 5,
             max_profiles_per_value: 64,
+            junk_email_locals: [
+                "pasdemail",
+                "pasdemails",
+                "pasdadresse",
+                "sansemail",
+                "sansmail",
+                "noemail",
+                "nomail",
+                "noreply",
+                "none",
+                "aucun",
+                "aucune",
+                "inconnu",
+                "unknown",
+                "client",
+                "clients",
+                "magasin",
+                "nobody",
+                "test",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct Stats {
     /// Consent decisions that lapsed.
     pub consents_expired: u64,
     pub outputs: BTreeMap<&'static str, u64>,
+    /// Events not attached to the source profile of their anchor: its value is generic,
+    /// or it is clearly somebody else's (the shop's phone, a family e-mail).
+    pub anchors_refused: u64,
     /// Events that brought new person data and looked up fuzzy candidates.
     pub fuzzy_searches: u64,
     /// Source profiles compared by fuzzy matching.
@@ -292,6 +295,7 @@ impl Engine {
         s.unresolved += u64::from(resolution.method == Method::Unresolved);
         s.minimised += u64::from(c.minimised);
         s.consent_dropped += u64::from(c.consent_dropped);
+        s.anchors_refused += u64::from(c.anchors_refused);
         s.fuzzy_searches += u64::from(c.fuzzy_searched);
         s.fuzzy_candidates += u64::from(c.fuzzy_candidates);
         s.generic_blocks += u64::from(c.generic_blocks);

@@ -130,10 +130,15 @@ impl MatchView<'_> {
     }
 }
 
-/// Local part of a normalised e-mail address, if long enough to tell people apart.
+/// Local part and domain of a normalised e-mail address, if the local part is long
+/// enough to tell people apart.
+fn email_parts(email: &str) -> Option<(&str, &str)> {
+    let (local, domain) = email.rsplit_once('@')?;
+    (local.chars().filter(|c| c.is_alphabetic()).count() >= 4).then_some((local, domain))
+}
+
 fn email_local(email: &str) -> Option<&str> {
-    let (local, _) = email.rsplit_once('@')?;
-    (local.chars().filter(|c| c.is_alphabetic()).count() >= 4).then_some(local)
+    email_parts(email).map(|(local, _)| local)
 }
 
 /// A rough phonetic form of a name key: the first letter, then consonant classes
@@ -552,9 +557,15 @@ pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
     );
     let (x, y) = addr(|k| k.city.as_deref());
     s.set(Field::City, pair(x, y, strsim::jaro_winkler));
+    // Local parts are compared at the same provider (or one typed wrong: `gmial.com`):
+    // `julien.noel@yahoo.fr` and `julien.noel@gmail.com` are two people's as often as
+    // one's, and say no more than their names.
     let mut best: Option<f64> = None;
-    for x in a.emails.iter().filter_map(|e| email_local(e)) {
-        for y in b.emails.iter().filter_map(|e| email_local(e)) {
+    for (x, xd) in a.emails.iter().filter_map(|e| email_parts(e)) {
+        for (y, yd) in b.emails.iter().filter_map(|e| email_parts(e)) {
+            if xd != yd && strsim::jaro_winkler(xd, yd) < 0.9 {
+                continue;
+            }
             let sim = strsim::jaro_winkler(x, y);
             best = Some(best.map_or(sim, |b: f64| b.max(sim)));
         }
@@ -755,6 +766,28 @@ mod tests {
         assert_eq!(birth_date_similarity("1985-04-12", "1985-12-04"), 0.75);
         assert_eq!(birth_date_similarity("1985-04-12", "1985-04-13"), 0.75);
         assert_eq!(birth_date_similarity("1985-04-12", "1990-01-01"), 0.0);
+    }
+
+    #[test]
+    fn e_mail_local_parts_count_only_at_the_same_provider() {
+        let yahoo = ["julien.noel@yahoo.fr".to_string()];
+        let gmail = ["julien.noel@gmail.com".to_string()];
+        let typo = ["julien.noel@yaho.fr".to_string()];
+        let v = |emails: &[String]| {
+            similarities(
+                &MatchView {
+                    emails: &yahoo,
+                    ..MatchView::default()
+                },
+                &MatchView {
+                    emails,
+                    ..MatchView::default()
+                },
+            )
+            .get(Field::EmailLocal)
+        };
+        assert_eq!(v(&gmail), None);
+        assert_eq!(v(&typo), Some(1.0));
     }
 
     #[test]

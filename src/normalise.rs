@@ -708,6 +708,34 @@ pub fn street_key(raw: &str) -> Result<String, Unusable> {
     }))
 }
 
+/// Whether a normalised e-mail address is a placeholder: its local part, without
+/// punctuation, is one of `junk_locals`, or the domain's own name (`a@a.fr`,
+/// `test@test.com`).
+pub fn is_placeholder_email(email: &str, junk_locals: &[String]) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let squeezed: String = local.chars().filter(|c| c.is_alphanumeric()).collect();
+    junk_locals.iter().any(|j| *j == squeezed) || domain.split('.').next() == Some(local)
+}
+
+/// Whether an E.164 number is a placeholder: its last nine digits are one digit
+/// repeated, or a run (`123456789`, `987654321`).
+pub fn is_placeholder_phone(e164: &str) -> bool {
+    let digits: Vec<u8> = e164.bytes().filter(u8::is_ascii_digit).collect();
+    let Some(tail) = digits.get(digits.len().saturating_sub(9)..) else {
+        return false;
+    };
+    if tail.len() < 9 {
+        return false;
+    }
+    let steps: Vec<i16> = tail
+        .windows(2)
+        .map(|w| i16::from(w[1]) - i16::from(w[0]))
+        .collect();
+    steps.iter().all(|d| *d == 0) || steps.iter().all(|d| *d == 1) || steps.iter().all(|d| *d == -1)
+}
+
 /// Whether two first-name keys (from [`name_key`]) may be the same person's
 /// first name. They are compatible unless clearly different: equal, one is
 /// the initial of the other (`j` / `jean`, `j p` / `jean pierre`), same first
@@ -724,9 +752,14 @@ pub fn first_name_compatible(a_key: &str, b_key: &str) -> bool {
     if initials_of(a, b) || initials_of(b, a) {
         return true;
     }
+    // A compound name and one of its parts: `marie helene` / `helene`.
+    let shares_a_word = a
+        .split_whitespace()
+        .any(|w| w.len() >= 3 && b.split_whitespace().any(|v| v == w));
     let first_a = a.split_whitespace().next().unwrap_or(a);
     let first_b = b.split_whitespace().next().unwrap_or(b);
-    if first_a == first_b
+    if shares_a_word
+        || first_a == first_b
         || strsim::jaro_winkler(a, b) >= THRESHOLD
         || strsim::jaro_winkler(first_a, first_b) >= THRESHOLD
     {
@@ -1078,6 +1111,36 @@ pub fn postal_code(raw: &str, country: Option<&str>) -> Result<String, Unusable>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_typed_for_people_without_an_email_or_phone_are_recognised() {
+        let locals: Vec<String> = ["pasdemail", "client"].map(String::from).to_vec();
+        for junk in [
+            "pas.de.mail@gmail.com",
+            "pasdemail@orange.fr",
+            "client@magasin.fr",
+            "a@a.fr",
+            "test@test.com",
+        ] {
+            assert!(is_placeholder_email(junk, &locals), "{junk}");
+        }
+        for real in ["a@b.fr", "sophie.dupont@gmail.com", "clientele.pro@free.fr"] {
+            assert!(!is_placeholder_email(real, &locals), "{real}");
+        }
+        assert!(is_placeholder_phone("+33999999999"));
+        assert!(is_placeholder_phone("+33123456789"));
+        assert!(is_placeholder_phone("+33987654321"));
+        assert!(!is_placeholder_phone("+33612345678"));
+        assert!(!is_placeholder_phone("+331234"));
+    }
+
+    #[test]
+    fn a_compound_first_name_is_compatible_with_its_parts() {
+        let k = |s: &str| name_key(s).unwrap();
+        assert!(first_name_compatible(&k("Marie-Hélène"), &k("Hélène")));
+        assert!(first_name_compatible(&k("Jean-Pierre"), &k("Pierre")));
+        assert!(!first_name_compatible(&k("Marie"), &k("Hélène")));
+    }
 
     // ----- email -----
 

@@ -35,7 +35,7 @@ use crate::handoff::{
     RequestFacts, RequestKind,
 };
 use crate::matching::{self, AddressKey, Decision as MatchDecision, Field, MatchView, Matcher};
-use crate::normalise;
+use crate::normalise::{self, Normaliser};
 use crate::output::rfc3339;
 use crate::store::{key, Store, StoreError};
 
@@ -86,6 +86,33 @@ impl PersonSig {
             }
         }
         false
+    }
+
+    /// Clearly somebody else even for a strong identifier (an e-mail, a social handle):
+    /// first names that cannot be the same person's, and no equal (or one-typo) birth
+    /// date saying otherwise. What a shared family e-mail or a placeholder typed at a
+    /// till looks like; a nickname with the same birth date is not this.
+    pub fn clearly_other(&self, other: &PersonSig) -> bool {
+        let mut against = 0;
+        if let (Some(a), Some(b)) = (&self.first, &other.first) {
+            if normalise::first_name_compatible(a, b) {
+                return false;
+            }
+            against += 1;
+        }
+        if let (Some(a), Some(b)) = (&self.birth, &other.birth) {
+            if crate::matching::birth_date_similarity(a, b) > 0.0 {
+                return false;
+            }
+            against += 1;
+        }
+        // A new last name alone is a marriage as often as another person.
+        if let (Some(a), Some(b)) = (&self.last, &other.last) {
+            if strsim::jaro_winkler(a, b) < 0.8 {
+                against += 1;
+            }
+        }
+        against >= 1 && (self.first.is_some() && other.first.is_some() || against >= 2)
     }
 
     /// Names or birth dates disagree: counted as different people for generic values.
@@ -140,6 +167,8 @@ pub struct ResolveCounts {
     pub minimised: u32,
     /// Consent entries naming an identifier that cannot be normalised (dropped).
     pub consent_dropped: u32,
+    /// The anchor's source profile was somebody else's (or the value generic).
+    pub anchors_refused: u32,
     /// The event brought new person data and fuzzy candidates were looked up.
     pub fuzzy_searched: bool,
     /// Source profiles compared by fuzzy matching.
@@ -410,7 +439,15 @@ impl Resolver {
             .normaliser
             .apply(raw, &self.config.default_region)
             .map_err(|_| Unfit::Unusable)?;
-        if value.chars().count() <= 1
+        let placeholder = match t.normaliser {
+            Normaliser::Email => {
+                normalise::is_placeholder_email(&value, &self.config.guardrails.junk_email_locals)
+            }
+            Normaliser::Phone => normalise::is_placeholder_phone(&value),
+            _ => false,
+        };
+        if placeholder
+            || value.chars().count() <= 1
             || self
                 .junk_normalised
                 .contains(&(kind.to_string(), value.clone()))
@@ -488,10 +525,14 @@ impl Resolver {
             return Ok(nobody(Method::Unresolved, counts));
         }
 
-        // 2. The source profile this event belongs to, anchored on its strongest id.
+        // 2. The source profile this event belongs to, anchored on its strongest id,
+        // unless that id no longer says who the person is: a generic value, or (for a
+        // type that is not unique) a source profile of clearly somebody else, like the
+        // shop's own phone typed for every walk-in. Then the event makes a source
+        // profile of its own, and the anchor keeps pointing where it did.
         let ids_anchor = ids.first().cloned();
-        let anchor_key = ids_anchor.as_ref().map(|id| anchor_key(&tp.channel, id));
-        let anchor: Option<(u64, SourceProfile)> = match &anchor_key {
+        let mut anchor_key = ids_anchor.as_ref().map(|id| anchor_key(&tp.channel, id));
+        let mut anchor: Option<(u64, SourceProfile)> = match &anchor_key {
             Some(k) => match store.get::<u64>(k)? {
                 Some(sp_id) => store
                     .get::<SourceProfile>(&sp_key(sp_id))?
@@ -500,6 +541,13 @@ impl Resolver {
             },
             None => None,
         };
+        if let (Some((_, sp)), Some(id)) = (&anchor, &ids_anchor) {
+            if self.anchor_refused(store, id, sp, &sig)? {
+                anchor = None;
+                anchor_key = None;
+                counts.anchors_refused += 1;
+            }
+        }
 
         // 3. The group of customers this event joins starts with its own.
         let mut group: Vec<(String, Customer)> = Vec::new();
@@ -640,6 +688,15 @@ impl Resolver {
                 Some((
                     "weak_identifier_contradiction",
                     ev.weak.iter().next().cloned().unwrap_or_default(),
+                ))
+            } else if !ev.strong.iter().any(|k| self.is_unique(k))
+                && c.people
+                    .iter()
+                    .any(|p| people.iter().any(|q| p.clearly_other(q)))
+            {
+                Some((
+                    "identifier_contradiction",
+                    ev.kinds().next().cloned().unwrap_or_default(),
                 ))
             } else {
                 None
@@ -1069,6 +1126,33 @@ impl Resolver {
         store.put(merge_log_key(survivor_id), &log)?;
         add_live_customers(store, -count)?;
         Ok((commands, fuzzy_links))
+    }
+
+    /// Whether an event must not attach to the source profile its anchor points to.
+    fn anchor_refused(
+        &self,
+        store: &Store,
+        id: &Ident,
+        sp: &SourceProfile,
+        sig: &PersonSig,
+    ) -> Result<bool, StoreError> {
+        if self.is_unique(&id.kind) {
+            return Ok(false);
+        }
+        if store
+            .get::<ValueEntry>(&value_key(id))?
+            .is_some_and(|e| e.generic)
+        {
+            return Ok(true);
+        }
+        if sig.is_empty() || sp.person.is_empty() {
+            return Ok(false);
+        }
+        Ok(if self.is_weak(&id.kind) {
+            sig.contradicts(&sp.person)
+        } else {
+            sig.clearly_other(&sp.person)
+        })
     }
 
     /// The unique identifier type on which a candidate clashes with what the group holds.
@@ -2115,6 +2199,30 @@ mod tests {
         assert!(sig("marie", None).contradicts(&sig("lea", None)));
         assert!(sig("sophie", Some("1985-04-12")).contradicts(&sig("sophie", Some("1990-01-01"))));
         assert!(!sig("sophie", Some("1985-04-12")).contradicts(&PersonSig::default()));
+    }
+
+    #[test]
+    fn a_strong_identifier_refuses_only_clearly_another_person() {
+        let p = |first: Option<&str>, last: &str, birth: Option<&str>| PersonSig {
+            first: first.map(String::from),
+            last: Some(last.into()),
+            birth: birth.map(String::from),
+        };
+        let sophie = p(Some("sophie"), "dupont", Some("1985-04-12"));
+        // A family e-mail: another first name, another birth date.
+        assert!(sophie.clearly_other(&p(Some("jean"), "dupont", Some("1980-01-01"))));
+        assert!(sophie.clearly_other(&p(Some("jean"), "dupont", None)));
+        // A nickname with the same birth date, a married name, a typo: the same person.
+        assert!(!sophie.clearly_other(&p(Some("fifi"), "dupont", Some("1985-04-12"))));
+        assert!(!sophie.clearly_other(&p(Some("sophie"), "martin", None)));
+        assert!(!sophie.clearly_other(&p(Some("sophie"), "dupont", Some("1985-04-13"))));
+        // Without first names: another birth date and another last name.
+        assert!(p(None, "dupont", Some("1985-04-12")).clearly_other(&p(
+            None,
+            "bernard",
+            Some("1970-02-02")
+        )));
+        assert!(!p(None, "dupont", None).clearly_other(&p(None, "bernard", None)));
     }
 
     #[test]

@@ -140,9 +140,10 @@ fn with_shared_identifiers_deterministic_matching_makes_false_merges() {
     let rows = table(&text);
     let (precision, _) = figure(&rows, "pairwise precision");
     assert!(precision < 1.0 && precision > 0.5, "{text}");
-    assert!(figure(&rows, "merges joining different persons").0 > 0.0);
+    // Households share a phone or an e-mail: some events land with another person.
+    assert!(figure(&rows, "events joining another person's customer").0 > 0.0);
     assert!(
-        text.contains("merges joining different persons, deterministic, by rule"),
+        text.contains("events joining another person's customer, deterministic, by method"),
         "{text}"
     );
 }

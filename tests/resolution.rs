@@ -310,8 +310,8 @@ fn a_value_shared_by_many_people_becomes_generic_and_stops_linking() {
 }
 
 #[test]
-fn a_strong_identifier_links_despite_different_names() {
-    // Email is not weak: a nickname on one channel does not stop the link.
+fn a_strong_identifier_links_a_nickname_but_not_clearly_another_person() {
+    // Email is not weak: a nickname with the same birth date does not stop the link...
     let mut e = engine();
     let lines = vec![
         event(
@@ -319,14 +319,24 @@ fn a_strong_identifier_links_despite_different_names() {
             "web",
             "login",
             "2026-11-01T10:00:00Z",
-            json!({"identifiers": {"email": "j.bernard@sfr.fr"}, "person": {"first_name": "Jean-Baptiste"}}),
+            json!({"identifiers": {"email": "j.bernard@sfr.fr"},
+                   "person": {"first_name": "Jean-Baptiste", "birth_date": "1980-05-05"}}),
         ),
         event(
             "2",
             "email",
             "email_click",
             "2026-11-01T11:00:00Z",
-            json!({"identifiers": {"email": "J.Bernard@SFR.fr"}, "person": {"first_name": "Titou"}}),
+            json!({"identifiers": {"email": "J.Bernard@SFR.fr"},
+                   "person": {"first_name": "Titou", "birth_date": "1980-05-05"}}),
+        ),
+        // ...but a family e-mail used by another first name and no equal birth date does.
+        event(
+            "3",
+            "store",
+            "purchase",
+            "2026-11-02T11:00:00Z",
+            json!({"identifiers": {"email": "j.bernard@sfr.fr"}, "person": {"first_name": "Josiane"}}),
         ),
     ];
     let out = feed(&mut e, &lines);
@@ -336,6 +346,11 @@ fn a_strong_identifier_links_despite_different_names() {
         resolved[1]["value"]["resolution"]["matched_on"],
         json!(["email"])
     );
+    assert_ne!(resolved[2]["key"], resolved[0]["key"]);
+    let conflicts = on_topic(&out, "identity.changes");
+    assert_eq!(conflicts.len(), 1);
+    assert_eq!(conflicts[0]["value"]["rule"], "identifier_contradiction");
+    assert_eq!(conflicts[0]["value"]["identifier_type"], "email");
 }
 
 #[test]
