@@ -716,7 +716,7 @@ pub fn is_placeholder_email(email: &str, junk_locals: &[String]) -> bool {
         return false;
     };
     let squeezed: String = local.chars().filter(|c| c.is_alphanumeric()).collect();
-    junk_locals.iter().any(|j| *j == squeezed) || domain.split('.').next() == Some(local)
+    junk_locals.contains(&squeezed) || domain.split('.').next() == Some(local)
 }
 
 /// Whether an E.164 number is a placeholder: its last nine digits are one digit
