@@ -136,6 +136,9 @@ pub struct ResolveCounts {
     pub minimised: u32,
     /// Consent entries naming an identifier that cannot be normalised (dropped).
     pub consent_dropped: u32,
+    /// The customer's number of source profiles when the event added to them
+    /// (creation, merge, new source profile); 0 when it did not.
+    pub customer_source_profiles: u32,
 }
 
 /// The answer of resolve for one event.
@@ -544,6 +547,7 @@ impl Resolver {
         };
 
         // 9. Merge the others into the survivor.
+        let source_profiles_before = survivor.source_profiles.len();
         if !group.is_empty() {
             let merged_ids: Vec<String> = group.iter().map(|(id, _)| id.clone()).collect();
             for (mid, m) in group {
@@ -655,6 +659,9 @@ impl Resolver {
         }
         if customer_dirty {
             store.put(customer_key(&survivor_id), &survivor)?;
+        }
+        if survivor.source_profiles.len() != source_profiles_before {
+            counts.customer_source_profiles = survivor.source_profiles.len() as u32;
         }
 
         let event = self.profile_event(tp, attached, &mut counts);
