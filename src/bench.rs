@@ -248,6 +248,8 @@ pub async fn kafka(
         .unwrap_or_default();
     settings.kafka.topic_prefix = format!("bench{}.", std::process::id());
     settings.runtime.store_dir = dir.path().join("store");
+    // Metrics on, as in production, on a free port.
+    settings.metrics.listen = "127.0.0.1:0".into();
     for (k, v) in [
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1000"),

@@ -153,6 +153,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     settings.kafka.group_id = "unicus-demo".into();
     settings.kafka.create_topics = false; // the mock has no admin api
     settings.runtime.store_dir = opts.store_dir.clone();
+    settings.metrics.listen = "127.0.0.1:0".into();
     settings
         .kafka
         .properties
@@ -196,8 +197,15 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut produced: Option<u64> = None;
+    let mut endpoint_shown = false;
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if let (false, Some(address)) = (endpoint_shown, stats.telemetry.endpoint()) {
+            bar.println(format!(
+                "metrics while the demo runs: http://{address}/metrics"
+            ));
+            endpoint_shown = true;
+        }
         let consumed = stats.consumed.load(Ordering::Relaxed);
         bar.set_position(consumed);
         bar.set_message(format!(

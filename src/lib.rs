@@ -17,7 +17,9 @@
 //! | [`store`] | the embedded sled store, one atomic write per batch |
 //!
 //! Around the engine: [`replay`] (a file in, a file out, contract §3), [`generate`]
-//! (a seeded synthetic stream), [`config`]. The engine holds no Kafka type.
+//! (a seeded synthetic stream), [`config`], the Kafka [`runtime`] and its telemetry
+//! ([`metrics`]: Prometheus metrics, health and readiness over HTTP). The engine holds
+//! no Kafka type.
 pub mod activation;
 pub mod bench;
 pub mod config;
@@ -28,6 +30,7 @@ pub mod event;
 pub mod gdpr;
 pub mod generate;
 pub mod handoff;
+pub mod metrics;
 pub mod normalise;
 pub mod output;
 pub mod profile;

@@ -25,6 +25,7 @@
 //! client's poll: the records gathered before it are dropped, since the eager
 //! assignment the runtime asserts puts every partition back at its committed offset.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +45,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::engine::{Engine, EngineError, Input, Stats};
+use crate::metrics::{self, Telemetry};
 use crate::output::{OutputRecord, Payload, Topic};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -61,6 +63,11 @@ pub enum RuntimeError {
     Store(#[from] StoreError),
     #[error("cannot encode an output record: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: String,
+        source: std::io::Error,
+    },
 }
 
 fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> RuntimeError {
@@ -101,7 +108,7 @@ impl WireRecord {
 }
 
 /// Live counters of a running runtime, shared with whoever watches it (demo, bench,
-/// metrics later).
+/// the metrics endpoint).
 #[derive(Debug, Default)]
 pub struct RuntimeStats {
     pub consumed: AtomicU64,
@@ -115,6 +122,8 @@ pub struct RuntimeStats {
     /// The engine's counters after the last batch.
     pub engine: Mutex<Stats>,
     latencies_ms: Mutex<Vec<u32>>,
+    /// Prometheus metrics and health, updated per batch.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Latency samples kept (the most recent ones).
@@ -159,16 +168,31 @@ struct RuntimeContext {
     stats: Arc<RuntimeStats>,
 }
 
-impl ClientContext for RuntimeContext {}
+impl ClientContext for RuntimeContext {
+    /// Consumer lag, every `metrics.lag_interval_ms`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.stats.telemetry.consumer_statistics(&statistics);
+    }
+}
 
 impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        let telemetry = &self.stats.telemetry;
         match rebalance {
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+            Rebalance::Assign(tpl) => {
+                info!(partitions = tpl.count(), "partitions assigned");
+                telemetry.rebalanced("assign", Some(tpl.count()));
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(partitions = tpl.count(), "partitions revoked");
+                telemetry.rebalanced("revoke", Some(0));
+            }
+            Rebalance::Error(e) => {
+                warn!(error = %e, "rebalance error");
+                telemetry.rebalanced("error", None);
+            }
         }
     }
 }
@@ -272,6 +296,12 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "range,roundrobin");
+    if settings.metrics.enabled && settings.metrics.lag_interval_ms > 0 {
+        c.set(
+            "statistics.interval.ms",
+            settings.metrics.lag_interval_ms.to_string(),
+        );
+    }
     c
 }
 
@@ -439,6 +469,8 @@ async fn deliver(
             return true;
         }
         stats.delivery_retries.fetch_add(1, Ordering::Relaxed);
+        stats.telemetry.delivery_retry();
+        stats.telemetry.health.beat();
         warn!(
             records = failed.len(),
             error = last_error.as_deref().unwrap_or("enqueue failed"),
@@ -487,7 +519,26 @@ pub async fn run(
     stats: Arc<RuntimeStats>,
 ) -> Result<RunSummary, RuntimeError> {
     let started = Instant::now();
+    let telemetry = stats.telemetry.clone();
+    let _endpoint = match settings.metrics.enabled {
+        true => Some(
+            metrics::serve(
+                &settings.metrics.listen,
+                telemetry.clone(),
+                Duration::from_millis(settings.metrics.stall_timeout_ms),
+            )
+            .await
+            .map_err(|source| RuntimeError::Metrics {
+                address: settings.metrics.listen.clone(),
+                source,
+            })?,
+        ),
+        false => None,
+    };
+    telemetry.start_run(&settings);
+    telemetry.health.beat();
     let mut engine = open_engine(&settings)?;
+    telemetry.health.set_store_ok(true);
     let backoff = Duration::from_millis(settings.runtime.retry_backoff_ms);
     let drain_deadline = Duration::from_millis(settings.runtime.shutdown_timeout_ms);
     let producer: FutureProducer = producer_config(&settings)
@@ -507,6 +558,7 @@ pub async fn run(
     stats
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
+    telemetry.set_customers(engine.customer_count()?);
 
     ensure_topics(&settings).await;
 
@@ -536,6 +588,7 @@ pub async fn run(
     let tick_every = Duration::from_millis(settings.engine.activation.tick_interval_ms);
     let mut next_tick = tokio::time::Instant::now() + tick_every;
     while clean && !*shutdown.borrow() {
+        telemetry.health.beat();
         // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
         // a record of the new assignment: records gathered before a rebalance belong to
         // the old one and are dropped (each partition restarts from its commit).
@@ -564,6 +617,7 @@ pub async fn run(
                         "dropping records gathered before a rebalance"
                     );
                     stats.dropped_batches.fetch_add(1, Ordering::Relaxed);
+                    telemetry.batch_dropped();
                     batch.clear();
                     deadline = None;
                 }
@@ -577,6 +631,7 @@ pub async fn run(
                 Some(Err(e)) => {
                     // A missing input topic reports every poll: say it, not a flood of it.
                     consumer_errors += 1;
+                    telemetry.consumer_error();
                     if consumer_errors == 1 || consumer_errors % 600 == 0 {
                         warn!(error = %e, repeated = consumer_errors, "consumer error");
                     }
@@ -658,6 +713,7 @@ pub async fn run(
 
         // 4. Outputs acknowledged.
         let t_flushed = Instant::now();
+        telemetry.set_outbox_pending(wire.len());
         if !deliver(
             &producer,
             &wire,
@@ -674,10 +730,14 @@ pub async fn run(
 
         // 5. Offsets: the next record to read on each partition of the batch.
         let t_delivered = Instant::now();
+        let acknowledged_at = chrono::Utc::now().timestamp_millis();
+        telemetry.set_outbox_pending(0);
         let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+        let mut consumed: HashMap<&str, u64> = HashMap::new();
         for m in &batch {
             let e = next.entry((m.topic(), m.partition())).or_insert(0);
             *e = (*e).max(m.offset() + 1);
+            *consumed.entry(m.topic()).or_default() += 1;
         }
         if !next.is_empty() {
             let mut tpl = TopicPartitionList::with_capacity(next.len());
@@ -688,6 +748,7 @@ pub async fn run(
             if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                 // Harmless: the records come again and are recognised by event_id.
                 warn!(error = %e, "offset commit failed; the batch will be consumed again");
+                telemetry.commit_failed();
             }
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -700,11 +761,32 @@ pub async fn run(
             commit_ms = t_delivered.elapsed().as_millis() as u64,
             "batch committed"
         );
+        let customers = engine.customer_count()?;
         stats
             .customers
-            .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
+            .store(customers.max(0) as u64, Ordering::Relaxed);
         *stats.engine.lock().unwrap_or_else(|e| e.into_inner()) = engine.stats().clone();
+        let mut acknowledged: HashMap<&str, u64> = HashMap::new();
+        for r in &wire {
+            *acknowledged.entry(r.topic.as_str()).or_default() += 1;
+        }
+        telemetry.record_batch(
+            &metrics::Batch {
+                consumed: &consumed,
+                acknowledged: &acknowledged,
+                engine: engine.stats(),
+                customers,
+                store_bytes: engine.store().size_on_disk().ok(),
+                processing: t_processed - t_gathered,
+                flush: t_flushed - t_processed,
+                delivery: t_delivered - t_flushed,
+                commit: t_delivered.elapsed(),
+            },
+            batch.iter().filter_map(|m| m.timestamp().to_millis()),
+            acknowledged_at,
+        );
     }
+    telemetry.health.set_stopping();
 
     // Drain: everything acknowledged is already committed; flush and clean the outbox.
     info!("stopping");
@@ -748,6 +830,8 @@ async fn resend_outbox(
         return Ok(true);
     }
     let mut total = 0;
+    let pending: usize = entries.len();
+    stats.telemetry.set_outbox_pending(pending);
     for (key, value) in &entries {
         let records: Vec<WireRecord> =
             postcard::from_bytes(value).map_err(|source| StoreError::Decode {
@@ -764,6 +848,8 @@ async fn resend_outbox(
     stats
         .outbox_resent
         .fetch_add(total as u64, Ordering::Relaxed);
+    stats.telemetry.outbox_resent(total);
+    stats.telemetry.set_outbox_pending(0);
     info!(
         records = total,
         "re-sent outputs left in the outbox by the previous run"
