@@ -30,6 +30,7 @@ pub mod event;
 pub mod gdpr;
 pub mod generate;
 pub mod handoff;
+pub mod logging;
 pub mod metrics;
 pub mod normalise;
 pub mod output;

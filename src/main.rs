@@ -19,8 +19,29 @@ use unicus::settings::Settings;
 #[derive(Parser)]
 #[command(name = "unicus", version, about, long_about)]
 struct Cli {
+    /// Log level or filter (`info`, `debug`, `warn,unicus=debug`); overrides UNICUS_LOG
+    /// and `[log] level` of the configuration file.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Command {
+    /// The configuration file the command reads, if any (its `[log]` table applies).
+    fn config(&self) -> Option<&Path> {
+        match self {
+            Command::Run(a) | Command::CheckConfig(a) => a.config.as_deref(),
+            Command::Produce(a) => a.run.config.as_deref(),
+            Command::Replay(a) => a.engine.config.as_deref(),
+            Command::Profile(a) => a.engine.config.as_deref(),
+            Command::Gdpr(GdprCommand::Export { who, .. } | GdprCommand::Erase { who }) => {
+                who.engine.config.as_deref()
+            }
+            Command::Gdpr(GdprCommand::Sweep { engine, .. }) => engine.config.as_deref(),
+            Command::Demo(_) | Command::Generate(_) | Command::Bench(_) => None,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -237,15 +258,16 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UNICUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // An invalid file is the command's error to report; its logs use the defaults.
+    let log = Settings::load(cli.command.config())
+        .map(|s| s.log)
+        .unwrap_or_default();
+    if let Err(e) = unicus::logging::install(&log, cli.log_level.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
