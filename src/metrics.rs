@@ -108,15 +108,22 @@ struct Families {
     triggers_fired: IntCounterVec,
     triggers_suppressed: IntCounterVec,
     store_size: IntGauge,
+    build_info: IntGaugeVec,
 }
 
 /// Registers families on one registry; a name or label set that Prometheus refuses is
 /// a bug of this file, caught by every test that builds a [`Telemetry`].
-struct Builder<'a>(&'a Registry);
+struct Builder<'a> {
+    registry: &'a Registry,
+    names: std::cell::RefCell<Vec<String>>,
+}
 
 impl Builder<'_> {
     fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
-        self.0
+        self.names
+            .borrow_mut()
+            .extend(c.desc().iter().map(|d| d.fq_name.clone()));
+        self.registry
             .register(Box::new(c.clone()))
             .expect("metric names and labels are valid and unique");
         c
@@ -143,9 +150,13 @@ impl Builder<'_> {
 }
 
 impl Families {
-    fn new(registry: &Registry) -> Self {
-        let b = Builder(registry);
-        Self {
+    /// The families, and the names of all of them.
+    fn new(registry: &Registry) -> (Self, Vec<String>) {
+        let b = Builder {
+            registry,
+            names: Default::default(),
+        };
+        let families = Self {
             events_consumed: b.counters(
                 "unicus_events_consumed_total",
                 "Touchpoint records read from an input topic and handed to the engine.",
@@ -333,7 +344,18 @@ impl Families {
                 "unicus_store_size_bytes",
                 "Bytes the embedded store takes on disk.",
             ),
-        }
+            build_info: b.register(
+                IntGaugeVec::new(
+                    Opts::new(
+                        "unicus_build_info",
+                        "The running unicus version (always 1).",
+                    ),
+                    &["version"],
+                )
+                .expect("valid gauge"),
+            ),
+        };
+        (families, b.names.into_inner())
     }
 }
 
@@ -438,6 +460,8 @@ impl Health {
 pub struct Telemetry {
     registry: Registry,
     families: Families,
+    /// Every `unicus_*` family, with or without samples yet.
+    names: Vec<String>,
     /// Held while a batch is applied and while a scrape gathers.
     applied: Mutex<Applied>,
     pub health: Health,
@@ -486,29 +510,22 @@ fn seconds(d: Duration) -> f64 {
 impl Telemetry {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let families = Families::new(&registry);
+        let (families, names) = Families::new(&registry);
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
             .expect("process metrics register once");
-        let build = IntGaugeVec::new(
-            Opts::new(
-                "unicus_build_info",
-                "The running unicus version (always 1).",
-            ),
-            &["version"],
-        )
-        .expect("valid gauge");
-        registry
-            .register(Box::new(build.clone()))
-            .expect("build info registers once");
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        families
+            .build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         families.assigned_partitions.set(-1);
         Self {
             registry,
             families,
+            names,
             applied: Mutex::new(Applied::default()),
             health: Health::default(),
             endpoint: Mutex::new(None),
@@ -797,6 +814,12 @@ impl Telemetry {
             .unwrap_or_else(|e| format!("# cannot encode metrics: {e}\n"))
     }
 
+    /// The name of every `unicus_*` family, including those with no sample yet (a
+    /// labelled family shows in the exposition from its first label set on).
+    pub fn metric_names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Where the endpoint listens, once it does.
     pub fn endpoint(&self) -> Option<SocketAddr> {
         *self.endpoint.lock().unwrap_or_else(|e| e.into_inner())
@@ -881,5 +904,190 @@ async fn readyz(State(e): State<Endpoint>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::SourceCounts;
+
+    fn sample(exposition: &str, series: &str) -> Option<f64> {
+        exposition.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|v| v.parse().ok())
+        })
+    }
+
+    fn stats(accepted: u64, not_json: u64, duplicates: u64) -> Stats {
+        let mut s = Stats::default();
+        s.by_source.insert(
+            "touchpoints.web".into(),
+            SourceCounts {
+                accepted,
+                rejected: [("not_json", not_json)].into_iter().collect(),
+                duplicates,
+                suppressed: 0,
+            },
+        );
+        s.merges = accepted / 2;
+        s.customer_source_profiles = [(1, accepted), (4, 1)].into_iter().collect();
+        s.consent_changes = [("marketing/email".to_string(), 2)].into_iter().collect();
+        s
+    }
+
+    fn batch<'a>(
+        consumed: &'a HashMap<&'a str, u64>,
+        acknowledged: &'a HashMap<&'a str, u64>,
+        engine: &'a Stats,
+    ) -> Batch<'a> {
+        Batch {
+            consumed,
+            acknowledged,
+            engine,
+            customers: 3,
+            store_bytes: Some(4096),
+            processing: Duration::from_millis(3),
+            flush: Duration::from_millis(2),
+            delivery: Duration::from_millis(4),
+            commit: Duration::from_millis(1),
+        }
+    }
+
+    #[test]
+    fn batches_add_their_deltas_once_per_channel_and_outcome() {
+        let t = Telemetry::new();
+        t.start_run(&Settings::default());
+        let shown = t.exposition();
+        // Every channel and outcome is there from the start, at zero.
+        assert_eq!(
+            sample(&shown, r#"unicus_events_consumed_total{channel="crm"}"#),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &shown,
+                r#"unicus_events_rejected_total{channel="email",reason="special_category"}"#
+            ),
+            Some(0.0)
+        );
+
+        let first = stats(4, 1, 0);
+        let consumed = HashMap::from([("touchpoints.web", 5)]);
+        let acknowledged = HashMap::from([("touchpoints.resolved", 4), ("touchpoints.dlq", 1)]);
+        t.record_batch(
+            &batch(&consumed, &acknowledged, &first),
+            [1_000, 1_500].into_iter(),
+            2_000,
+        );
+        let second = stats(6, 1, 2);
+        let consumed = HashMap::from([("touchpoints.web", 4)]);
+        let acknowledged = HashMap::from([("touchpoints.resolved", 2)]);
+        t.record_batch(
+            &batch(&consumed, &acknowledged, &second),
+            std::iter::empty(),
+            0,
+        );
+
+        let shown = t.exposition();
+        let web = |name: &str| sample(&shown, &format!(r#"{name}{{channel="web"}}"#));
+        assert_eq!(web("unicus_events_consumed_total"), Some(9.0));
+        assert_eq!(web("unicus_events_accepted_total"), Some(6.0));
+        assert_eq!(web("unicus_events_duplicates_total"), Some(2.0));
+        assert_eq!(
+            sample(
+                &shown,
+                r#"unicus_events_rejected_total{channel="web",reason="not_json"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &shown,
+                r#"unicus_records_produced_total{topic="touchpoints.resolved"}"#
+            ),
+            Some(6.0)
+        );
+        assert_eq!(sample(&shown, "unicus_identity_merges_total"), Some(3.0));
+        assert_eq!(
+            sample(
+                &shown,
+                r#"unicus_consent_changes_total{channel="email",purpose="marketing"}"#
+            ),
+            Some(2.0)
+        );
+        // 4 + 1 observations, then 2 more of one source profile.
+        assert_eq!(
+            sample(&shown, "unicus_identity_customer_source_profiles_count"),
+            Some(7.0)
+        );
+        assert_eq!(
+            sample(&shown, "unicus_identity_largest_customer_source_profiles"),
+            Some(4.0)
+        );
+        assert_eq!(
+            sample(&shown, "unicus_input_to_output_latency_seconds_sum"),
+            Some(1.5)
+        );
+        assert_eq!(sample(&shown, "unicus_batches_total"), Some(2.0));
+        assert_eq!(sample(&shown, "unicus_store_size_bytes"), Some(4096.0));
+    }
+
+    #[test]
+    fn a_new_run_counts_its_engine_from_zero() {
+        let t = Telemetry::new();
+        t.start_run(&Settings::default());
+        let s = stats(10, 0, 0);
+        let consumed = HashMap::from([("touchpoints.web", 10)]);
+        let none = HashMap::new();
+        t.record_batch(&batch(&consumed, &none, &s), std::iter::empty(), 0);
+        // The next run's engine starts again at zero: 3 more, not 3 - 10.
+        t.start_run(&Settings::default());
+        let s = stats(3, 0, 0);
+        t.record_batch(&batch(&consumed, &none, &s), std::iter::empty(), 0);
+        let shown = t.exposition();
+        assert_eq!(
+            sample(&shown, r#"unicus_events_accepted_total{channel="web"}"#),
+            Some(13.0)
+        );
+    }
+
+    #[test]
+    fn readiness_needs_an_assignment_and_the_store_and_ends_when_stopping() {
+        let t = Telemetry::new();
+        assert!(t.health.not_ready().is_some());
+        t.health.set_store_ok(true);
+        assert_eq!(
+            t.health.not_ready(),
+            Some("no assignment from the consumer group yet")
+        );
+        t.rebalanced("assign", Some(0)); // an empty assignment is a joined group
+        assert_eq!(t.health.not_ready(), None);
+        t.rebalanced("revoke", Some(0));
+        assert_eq!(
+            t.health.not_ready(),
+            None,
+            "a revocation precedes the next assignment"
+        );
+        t.health.set_stopping();
+        assert_eq!(t.health.not_ready(), Some("stopping"));
+    }
+
+    #[test]
+    fn every_family_is_named_by_convention() {
+        let t = Telemetry::new();
+        for name in t.metric_names() {
+            assert!(name.starts_with("unicus_"), "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+        }
+        assert!(t
+            .metric_names()
+            .iter()
+            .any(|n| n == "unicus_identity_suggestions_total"));
     }
 }
