@@ -94,6 +94,31 @@ impl Feeder {
         }
         Ok(acked)
     }
+
+    /// Sends lines at `per_second`, a tenth of a second's worth at a time, each part
+    /// acknowledged before the next; returns how many were acknowledged.
+    pub async fn send_paced(
+        &self,
+        mut lines: impl Iterator<Item = String>,
+        per_second: f64,
+    ) -> Result<u64> {
+        if !per_second.is_finite() || per_second <= 0.0 {
+            bail!("the rate must be a positive number of events per second");
+        }
+        let chunk = (per_second / 10.0).max(1.0) as usize;
+        let started = tokio::time::Instant::now();
+        let (mut sent, mut acked) = (0u64, 0u64);
+        loop {
+            let part: Vec<String> = lines.by_ref().take(chunk).collect();
+            if part.is_empty() {
+                return Ok(acked);
+            }
+            tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / per_second))
+                .await;
+            sent += part.len() as u64;
+            acked += self.send(part.into_iter()).await?;
+        }
+    }
 }
 
 impl Drop for Feeder {

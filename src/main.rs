@@ -1,5 +1,6 @@
 //! The `unicus` command: parses arguments, installs tracing, calls the library.
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -159,8 +160,13 @@ struct RunArgs {
 
 #[derive(Args)]
 struct ProduceArgs {
+    /// File of JSON events, one per line (`-`: standard input).
     #[arg(long, short)]
     input: PathBuf,
+    /// Events per second, for a steady stream (as fast as possible without it), e.g.
+    /// `unicus generate --events 1000000 | unicus produce --input - --rate 50`.
+    #[arg(long)]
+    rate: Option<f64>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -369,17 +375,25 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Produce(args) => {
             let settings = settings(&args.run)?;
-            let file = std::fs::File::open(&args.input)
-                .with_context(|| format!("failed to open {}", args.input.display()))?;
-            let lines = std::io::BufRead::lines(std::io::BufReader::new(file))
+            let input: Box<dyn std::io::BufRead> = if args.input.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let file = std::fs::File::open(&args.input)
+                    .with_context(|| format!("failed to open {}", args.input.display()))?;
+                Box::new(std::io::BufReader::new(file))
+            };
+            let lines = input
+                .lines()
                 .map_while(|l| l.ok())
                 .filter(|l| !l.trim().is_empty());
-            let n = tokio_runtime()?.block_on(unicus::demo::produce_lines(
-                &settings.kafka.brokers,
-                &settings.kafka.topic_prefix,
-                &settings.kafka.channels,
-                lines,
-            ))?;
+            let k = &settings.kafka;
+            let n = tokio_runtime()?.block_on(async {
+                let feeder = unicus::demo::Feeder::new(&k.brokers, &k.topic_prefix, &k.channels)?;
+                match args.rate {
+                    Some(rate) => feeder.send_paced(lines, rate).await,
+                    None => feeder.send(lines).await,
+                }
+            })?;
             eprintln!("produced {n} events");
             Ok(())
         }
