@@ -146,6 +146,22 @@ impl Drop for Running {
     }
 }
 
+/// `unicus run --log-level info` on a configuration file, standard error to `log`.
+fn start_unicus(config: &Path, log: &Path) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_unicus"))
+            .args(["run", "--log-level", "info", "--config"])
+            .arg(config)
+            .env_remove("UNICUS_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+        "unicus",
+    )
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -928,18 +944,7 @@ fn json_logs_are_one_object_per_line_and_a_bad_level_is_refused() {
     )
     .unwrap();
     let log = dir.path().join("unicus.log");
-    let mut unicus = Running(
-        Command::new(env!("CARGO_BIN_EXE_unicus"))
-            .args(["run", "--log-level", "info", "--config"])
-            .arg(&config)
-            .env_remove("UNICUS_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        "unicus",
-    );
+    let mut unicus = start_unicus(&config, &log);
     let line = eventually(Duration::from_secs(20), "a log line about metrics", || {
         std::fs::read_to_string(&log)
             .ok()?
@@ -1073,18 +1078,7 @@ format = "json"
     )
     .unwrap();
     let unicus_log = dir.path().join("unicus.log");
-    let mut unicus = Running(
-        Command::new(env!("CARGO_BIN_EXE_unicus"))
-            .args(["run", "--log-level", "info", "--config"])
-            .arg(&config)
-            .env_remove("UNICUS_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&unicus_log).unwrap())
-            .spawn()
-            .unwrap(),
-        "unicus",
-    );
+    let mut unicus = start_unicus(&config, &unicus_log);
 
     // Prometheus on loopback, scraping every second, with the alert rules of deploy/.
     let prom = format!("127.0.0.1:{}", free_port());
