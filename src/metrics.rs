@@ -17,8 +17,12 @@
 //!   (counted by the engine, per outcome);
 //! - `sum(unicus_events_accepted_total)` = `unicus_records_produced_total{topic=
 //!   "touchpoints.resolved"}` (records the broker acknowledged);
-//! - `sum(unicus_events_rejected_total) + sum(unicus_rights_requests_rejected_total)` =
+//! - `sum(unicus_events_rejected_total) + sum(unicus_requests_rejected_total)` =
 //!   `unicus_records_produced_total{topic="touchpoints.dlq"}`.
+//!
+//! Inputs other than the touchpoint channels (rights requests on `gdpr.requests`, and
+//! any other topic the runtime subscribes to) are counted per `topic` in the
+//! `unicus_requests_*` families.
 //!
 //! Counters start at zero with each process. Records re-sent from the outbox on start
 //! were counted by the process that decided them: they are in
@@ -72,10 +76,11 @@ struct Families {
     events_rejected: IntCounterVec,
     events_duplicates: IntCounterVec,
     events_suppressed: IntCounterVec,
-    requests_consumed: IntCounter,
+    requests_consumed: IntCounterVec,
+    requests_accepted: IntCounterVec,
     requests_rejected: IntCounterVec,
-    requests_duplicates: IntCounter,
-    requests_done: IntCounterVec,
+    requests_duplicates: IntCounterVec,
+    rights_requests_done: IntCounterVec,
     records_produced: IntCounterVec,
     outbox_pending: IntGauge,
     outbox_resent: IntCounter,
@@ -182,22 +187,29 @@ impl Families {
                 "Touchpoints of an erased person: dropped, nothing published.",
                 &["channel"],
             ),
-            requests_consumed: b.counter(
-                "unicus_rights_requests_consumed_total",
-                "Records read from gdpr.requests.",
+            requests_consumed: b.counters(
+                "unicus_requests_consumed_total",
+                "Records read from a request topic (gdpr.requests...).",
+                &["topic"],
+            ),
+            requests_accepted: b.counters(
+                "unicus_requests_accepted_total",
+                "Requests carried out.",
+                &["topic"],
             ),
             requests_rejected: b.counters(
-                "unicus_rights_requests_rejected_total",
-                "Rights requests refused, sent to touchpoints.dlq.",
-                &["reason"],
+                "unicus_requests_rejected_total",
+                "Requests refused, sent to touchpoints.dlq.",
+                &["topic", "reason"],
             ),
-            requests_duplicates: b.counter(
-                "unicus_rights_requests_duplicates_total",
-                "Rights requests whose request_id was seen before: no effect.",
+            requests_duplicates: b.counters(
+                "unicus_requests_duplicates_total",
+                "Requests whose id was seen before: no effect.",
+                &["topic"],
             ),
-            requests_done: b.counters(
+            rights_requests_done: b.counters(
                 "unicus_rights_requests_done_total",
-                "Rights requests carried out (retention: expiries of the retention sweep).",
+                "Rights requests carried out, by kind (retention: expiries of the retention sweep).",
                 &["kind"],
             ),
             records_produced: b.counters(
@@ -359,11 +371,12 @@ impl Families {
     }
 }
 
-/// Where an input topic's records are counted.
+/// Where an input topic's records are counted: the label of its channel, or of its
+/// topic (without prefix) for a request topic.
 #[derive(Clone)]
 enum Input {
     Channel(String),
-    Requests,
+    Requests(String),
 }
 
 /// Topic names of one run, to label what the runtime and the engine count by topic.
@@ -536,10 +549,11 @@ impl Telemetry {
         self.applied.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Learns the topics of a run and shows every channel, topic and outcome at zero,
-    /// so that a silent channel is a flat series rather than a missing one. The engine
-    /// of the run starts its counters at zero.
-    pub fn start_run(&self, settings: &Settings) {
+    /// Learns the topics of a run (`inputs`: every topic consumed, prefix included) and
+    /// shows every channel, topic and outcome at zero, so that a silent channel is a
+    /// flat series rather than a missing one. The engine of the run starts its counters
+    /// at zero.
+    pub fn start_run(&self, settings: &Settings, inputs: &[String]) {
         let f = &self.families;
         let mut applied = self.applied();
         let k = &settings.kafka;
@@ -547,11 +561,34 @@ impl Telemetry {
             prefix: k.topic_prefix.clone(),
             ..Topics::default()
         };
+        for topic in inputs {
+            let name = topic.strip_prefix(&k.topic_prefix).unwrap_or(topic);
+            let channel = name
+                .strip_prefix("touchpoints.")
+                .filter(|c| k.channels.iter().any(|k| k == c));
+            let input = match channel {
+                Some(c) => Input::Channel(c.to_string()),
+                None => Input::Requests(name.to_string()),
+            };
+            topics.inputs.insert(topic.clone(), input);
+        }
+        for topic in inputs {
+            let Some(Input::Requests(name)) = topics.inputs.get(topic) else {
+                continue;
+            };
+            for family in [
+                &f.requests_consumed,
+                &f.requests_accepted,
+                &f.requests_duplicates,
+            ] {
+                family.with_label_values(&[name]);
+            }
+            for reason in Rejection::REASONS {
+                f.requests_rejected
+                    .with_label_values(&[name.as_str(), reason]);
+            }
+        }
         for channel in &k.channels {
-            topics.inputs.insert(
-                format!("{}touchpoints.{channel}", k.topic_prefix),
-                Input::Channel(channel.clone()),
-            );
             for family in [
                 &f.events_consumed,
                 &f.events_accepted,
@@ -563,10 +600,6 @@ impl Telemetry {
             for reason in Rejection::REASONS {
                 f.events_rejected.with_label_values(&[channel, reason]);
             }
-        }
-        topics.inputs.insert(k.requests_topic(), Input::Requests);
-        for reason in Rejection::REASONS {
-            f.requests_rejected.with_label_values(&[reason]);
         }
         for topic in Topic::ALL {
             topics.outputs.insert(k.topic(topic), topic.name());
@@ -603,7 +636,7 @@ impl Telemetry {
         for (topic, n) in batch.consumed {
             match topics.inputs.get(*topic) {
                 Some(Input::Channel(c)) => f.events_consumed.with_label_values(&[c]).inc_by(*n),
-                Some(Input::Requests) => f.requests_consumed.inc_by(*n),
+                Some(Input::Requests(t)) => f.requests_consumed.with_label_values(&[t]).inc_by(*n),
                 None => {}
             }
         }
@@ -635,19 +668,34 @@ impl Telemetry {
                         |r| [c, *r],
                     );
                 }
-                Some(Input::Requests) => {
-                    add(&f.requests_duplicates, counts.duplicates, before.duplicates);
+                Some(Input::Requests(t)) => {
+                    let t = t.as_str();
+                    add(
+                        &f.requests_accepted.with_label_values(&[t]),
+                        counts.accepted,
+                        before.accepted,
+                    );
+                    add(
+                        &f.requests_duplicates.with_label_values(&[t]),
+                        counts.duplicates,
+                        before.duplicates,
+                    );
                     add_map(
                         &f.requests_rejected,
                         &counts.rejected,
                         &before.rejected,
-                        |r| [*r],
+                        |r| [t, *r],
                     );
                 }
                 None => {}
             }
         }
-        add_map(&f.requests_done, &now.requests, &last.requests, |k| [*k]);
+        add_map(
+            &f.rights_requests_done,
+            &now.requests,
+            &last.requests,
+            |k| [*k],
+        );
         for (topic, n) in batch.acknowledged {
             if let Some(name) = topics.outputs.get(*topic) {
                 f.records_produced.with_label_values(&[*name]).inc_by(*n);
@@ -912,6 +960,13 @@ mod tests {
     use super::*;
     use crate::engine::SourceCounts;
 
+    fn start(t: &Telemetry) {
+        let settings = Settings::default();
+        let mut inputs = settings.kafka.input_topics();
+        inputs.push(settings.kafka.requests_topic());
+        t.start_run(&settings, &inputs);
+    }
+
     fn sample(exposition: &str, series: &str) -> Option<f64> {
         exposition.lines().find_map(|l| {
             l.strip_prefix(series)
@@ -958,7 +1013,7 @@ mod tests {
     #[test]
     fn batches_add_their_deltas_once_per_channel_and_outcome() {
         let t = Telemetry::new();
-        t.start_run(&Settings::default());
+        start(&t);
         let shown = t.exposition();
         // Every channel and outcome is there from the start, at zero.
         assert_eq!(
@@ -1035,15 +1090,68 @@ mod tests {
     }
 
     #[test]
+    fn every_other_input_topic_is_counted_as_requests_of_its_topic() {
+        let t = Telemetry::new();
+        let mut settings = Settings::default();
+        settings.kafka.topic_prefix = "prod.".into();
+        let inputs = [
+            "prod.touchpoints.web".to_string(),
+            "prod.gdpr.requests".to_string(),
+            "prod.identity.commands".to_string(),
+        ];
+        t.start_run(&settings, &inputs);
+        let mut s = Stats::default();
+        for topic in ["prod.gdpr.requests", "prod.identity.commands"] {
+            s.by_source.insert(
+                topic.into(),
+                SourceCounts {
+                    accepted: 2,
+                    rejected: [("bad_value", 1)].into_iter().collect(),
+                    duplicates: 1,
+                    suppressed: 0,
+                },
+            );
+        }
+        let consumed = HashMap::from([("prod.gdpr.requests", 4), ("prod.identity.commands", 4)]);
+        let acknowledged = HashMap::from([("prod.touchpoints.dlq", 2)]);
+        t.record_batch(&batch(&consumed, &acknowledged, &s), std::iter::empty(), 0);
+        let shown = t.exposition();
+        for topic in ["gdpr.requests", "identity.commands"] {
+            let get = |name: &str| sample(&shown, &format!(r#"{name}{{topic="{topic}"}}"#));
+            assert_eq!(get("unicus_requests_consumed_total"), Some(4.0));
+            assert_eq!(get("unicus_requests_accepted_total"), Some(2.0));
+            assert_eq!(get("unicus_requests_duplicates_total"), Some(1.0));
+            assert_eq!(
+                sample(
+                    &shown,
+                    &format!(
+                        r#"unicus_requests_rejected_total{{reason="bad_value",topic="{topic}"}}"#
+                    )
+                ),
+                Some(1.0)
+            );
+        }
+        assert_eq!(
+            sample(
+                &shown,
+                r#"unicus_records_produced_total{topic="touchpoints.dlq"}"#
+            ),
+            Some(2.0)
+        );
+        // No channel of that name.
+        assert!(!shown.contains(r#"channel="gdpr.requests""#));
+    }
+
+    #[test]
     fn a_new_run_counts_its_engine_from_zero() {
         let t = Telemetry::new();
-        t.start_run(&Settings::default());
+        start(&t);
         let s = stats(10, 0, 0);
         let consumed = HashMap::from([("touchpoints.web", 10)]);
         let none = HashMap::new();
         t.record_batch(&batch(&consumed, &none, &s), std::iter::empty(), 0);
         // The next run's engine starts again at zero: 3 more, not 3 - 10.
-        t.start_run(&Settings::default());
+        start(&t);
         let s = stats(3, 0, 0);
         t.record_batch(&batch(&consumed, &none, &s), std::iter::empty(), 0);
         let shown = t.exposition();

@@ -535,7 +535,6 @@ pub async fn run(
         ),
         false => None,
     };
-    telemetry.start_run(&settings);
     telemetry.health.beat();
     let mut engine = open_engine(&settings)?;
     telemetry.health.set_store_ok(true);
@@ -572,6 +571,7 @@ pub async fn run(
     let mut topics = settings.kafka.input_topics();
     let requests_topic = settings.kafka.requests_topic();
     topics.push(requests_topic.clone());
+    telemetry.start_run(&settings, &topics);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_refs)

@@ -437,7 +437,10 @@ async fn observe() -> Observed {
             .filter(|l| l.starts_with("unicus_consumer_lag_records{"))
             .count();
         if family_sum(&text, "unicus_events_consumed_total") == sent as f64
-            && sample(&text, "unicus_rights_requests_consumed_total") == Some(1.0)
+            && sample(
+                &text,
+                r#"unicus_requests_consumed_total{topic="gdpr.requests"}"#,
+            ) == Some(1.0)
             && lag_series == partitions
             && family_sum(&text, "unicus_consumer_lag_records") == 0.0
         {
@@ -567,17 +570,23 @@ fn the_counters_reconcile_with_what_was_sent() {
     );
     assert_eq!(
         family_sum(e, "unicus_events_rejected_total")
-            + family_sum(e, "unicus_rights_requests_rejected_total"),
+            + family_sum(e, "unicus_requests_rejected_total"),
         sample(
             e,
             r#"unicus_records_produced_total{topic="touchpoints.dlq"}"#
         )
         .unwrap()
     );
-    assert_eq!(
-        sample(e, "unicus_rights_requests_consumed_total"),
-        Some(1.0)
-    );
+    for family in [
+        "unicus_requests_consumed_total",
+        "unicus_requests_accepted_total",
+    ] {
+        assert_eq!(
+            sample(e, &format!(r#"{family}{{topic="gdpr.requests"}}"#)),
+            Some(1.0),
+            "{family}"
+        );
+    }
     assert_eq!(
         sample(e, r#"unicus_rights_requests_done_total{kind="export"}"#),
         Some(1.0)
@@ -1161,7 +1170,7 @@ format = "json"
     );
     let unpublished = "sum(unicus_events_accepted_total) \
         - sum(unicus_records_produced_total{topic=\"touchpoints.resolved\"})";
-    let undead = "sum(unicus_events_rejected_total) + sum(unicus_rights_requests_rejected_total) \
+    let undead = "sum(unicus_events_rejected_total) + sum(unicus_requests_rejected_total) \
         - sum(unicus_records_produced_total{topic=\"touchpoints.dlq\"})";
     for expr in [unaccounted, unpublished, undead] {
         let always = format!("max(max_over_time(abs({expr})[5m:1s]))");
