@@ -830,14 +830,13 @@ async fn resend_outbox(
         return Ok(true);
     }
     let mut total = 0;
-    let pending: usize = entries.len();
-    stats.telemetry.set_outbox_pending(pending);
     for (key, value) in &entries {
         let records: Vec<WireRecord> =
             postcard::from_bytes(value).map_err(|source| StoreError::Decode {
                 key: "outbox".into(),
                 source,
             })?;
+        stats.telemetry.set_outbox_pending(records.len());
         if !deliver(producer, &records, stats, backoff, shutdown, deadline).await {
             return Ok(false);
         }
