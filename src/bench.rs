@@ -248,6 +248,8 @@ pub async fn kafka(
         .unwrap_or_default();
     settings.kafka.topic_prefix = format!("bench{}.", std::process::id());
     settings.runtime.store_dir = dir.path().join("store");
+    // Metrics on, as in production, on a free port.
+    settings.metrics.listen = "127.0.0.1:0".into();
     for (k, v) in [
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1000"),
@@ -333,19 +335,12 @@ pub async fn kafka(
     }
     stats.reset_latencies();
     let per_second = (unicus_rate / 5.0).max(100.0);
-    let started = Instant::now();
-    let chunk = (per_second / 10.0).max(1.0) as usize;
-    let mut sent = 0u64;
     let feeder = crate::demo::Feeder::new(
         &settings.kafka.brokers,
         &settings.kafka.topic_prefix,
         &channels,
     )?;
-    for (i, part) in paced.chunks(chunk).enumerate() {
-        let due = started + Duration::from_secs_f64(i as f64 * chunk as f64 / per_second);
-        tokio::time::sleep_until(due.into()).await;
-        sent += feeder.send(part.iter().cloned()).await?;
-    }
+    let sent = feeder.send_paced(paced.iter().cloned(), per_second).await?;
     while stats.consumed.load(Ordering::Relaxed) < n + sent {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

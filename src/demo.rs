@@ -94,6 +94,31 @@ impl Feeder {
         }
         Ok(acked)
     }
+
+    /// Sends lines at `per_second`, a tenth of a second's worth at a time, each part
+    /// acknowledged before the next; returns how many were acknowledged.
+    pub async fn send_paced(
+        &self,
+        mut lines: impl Iterator<Item = String>,
+        per_second: f64,
+    ) -> Result<u64> {
+        if !per_second.is_finite() || per_second <= 0.0 {
+            bail!("the rate must be a positive number of events per second");
+        }
+        let chunk = (per_second / 10.0).max(1.0) as usize;
+        let started = tokio::time::Instant::now();
+        let (mut sent, mut acked) = (0u64, 0u64);
+        loop {
+            let part: Vec<String> = lines.by_ref().take(chunk).collect();
+            if part.is_empty() {
+                return Ok(acked);
+            }
+            tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / per_second))
+                .await;
+            sent += part.len() as u64;
+            acked += self.send(part.into_iter()).await?;
+        }
+    }
 }
 
 impl Drop for Feeder {
@@ -153,6 +178,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     settings.kafka.group_id = "unicus-demo".into();
     settings.kafka.create_topics = false; // the mock has no admin api
     settings.runtime.store_dir = opts.store_dir.clone();
+    settings.metrics.listen = "127.0.0.1:0".into();
     settings
         .kafka
         .properties
@@ -197,8 +223,15 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut produced: Option<u64> = None;
+    let mut endpoint_shown = false;
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
+        if let (false, Some(address)) = (endpoint_shown, stats.telemetry.endpoint()) {
+            bar.println(format!(
+                "metrics while the demo runs: http://{address}/metrics"
+            ));
+            endpoint_shown = true;
+        }
         let consumed = stats.consumed.load(Ordering::Relaxed);
         bar.set_position(consumed);
         bar.set_message(format!(

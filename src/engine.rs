@@ -110,6 +110,12 @@ pub struct Stats {
     pub suggestions: BTreeMap<String, u64>,
     /// Splits done (`identity.commands`).
     pub splits: u64,
+    /// What became of the records of each input source (a topic, or a file), for the
+    /// reconciliation of what was consumed against what came out.
+    pub by_source: BTreeMap<String, SourceCounts>,
+    /// The number of source profiles of a customer after each change that added to them
+    /// (creation, merge, a new source profile), counted per number: the over-merge signal.
+    pub customer_source_profiles: BTreeMap<u32, u64>,
 }
 
 impl Stats {
@@ -136,6 +142,35 @@ impl Stats {
             self.generic_blocks,
             self.splits
         )
+    }
+
+    fn source(&mut self, topic: &str) -> &mut SourceCounts {
+        if !self.by_source.contains_key(topic) {
+            self.by_source
+                .insert(topic.to_string(), SourceCounts::default());
+        }
+        self.by_source.get_mut(topic).expect("inserted above")
+    }
+}
+
+/// What became of the records of one input source. Every record the engine is given
+/// counts once, in exactly one of these.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceCounts {
+    /// Touchpoints resolved (one `touchpoints.resolved` record each), or rights
+    /// requests carried out.
+    pub accepted: u64,
+    /// Dead letters, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// An `event_id` or `request_id` seen before: nothing changed.
+    pub duplicates: u64,
+    /// Events of an erased person: dropped, nothing published.
+    pub suppressed: u64,
+}
+
+impl SourceCounts {
+    pub fn total(&self) -> u64 {
+        self.accepted + self.rejected.values().sum::<u64>() + self.duplicates + self.suppressed
     }
 }
 
@@ -235,6 +270,7 @@ impl Engine {
         let seen = seen_key(&tp.event_id);
         if self.store.contains(&seen)? {
             self.stats.duplicates += 1;
+            self.stats.source(input.source_topic).duplicates += 1;
             return Ok(Vec::new());
         }
         let resolution = self.resolver.resolve(&mut self.store, &tp)?;
@@ -243,6 +279,7 @@ impl Engine {
             self.store.put_raw(seen, Vec::new());
             self.pending += 1;
             self.stats.suppressed += 1;
+            self.stats.source(input.source_topic).suppressed += 1;
             return Ok(Vec::new());
         }
         let mut out = Vec::with_capacity(resolution.identity_changes.len() + 3);
@@ -280,6 +317,7 @@ impl Engine {
         let s = &mut self.stats;
         let c = &resolution.counts;
         s.accepted += 1;
+        s.source(input.source_topic).accepted += 1;
         *s.accepted_by_channel.entry(tp.channel).or_default() += 1;
         s.unknown_fields += u64::from(tp.unknown_fields);
         s.unknown_identifier_types += u64::from(tp.unknown_identifier_types);
@@ -305,6 +343,11 @@ impl Engine {
         }
         for &r in &c.suggestions {
             *s.suggestions.entry(rules[r].name.clone()).or_default() += 1;
+        }
+        if c.customer_source_profiles > 0 {
+            *s.customer_source_profiles
+                .entry(c.customer_source_profiles)
+                .or_default() += 1;
         }
         self.finish(&mut out)?;
         Ok(out)
@@ -397,6 +440,7 @@ impl Engine {
         let seen = gdpr::request_key(&request.request_id);
         if self.store.contains(&seen)? {
             self.stats.duplicates += 1;
+            self.stats.source(input.source_topic).duplicates += 1;
             return Ok(Vec::new());
         }
         let at = match request.requested_at.or(input.timestamp) {
@@ -429,6 +473,7 @@ impl Engine {
         };
         self.store.put_raw(seen, Vec::new());
         self.pending += 1;
+        self.stats.source(input.source_topic).accepted += 1;
         self.finish(&mut out)?;
         Ok(out)
     }
@@ -445,6 +490,7 @@ impl Engine {
         let seen = command::command_key(&cmd.command_id);
         if self.store.contains(&seen)? {
             self.stats.duplicates += 1;
+            self.stats.source(input.source_topic).duplicates += 1;
             return Ok(Vec::new());
         }
         let at = match cmd.requested_at.or(input.timestamp) {
@@ -467,6 +513,7 @@ impl Engine {
         };
         self.store.put_raw(seen, Vec::new());
         self.pending += 1;
+        self.stats.source(input.source_topic).accepted += 1;
         self.finish(&mut out)?;
         Ok(out)
     }
@@ -718,6 +765,12 @@ impl Engine {
         // A dead letter changes no state but is part of the batch.
         self.pending += 1;
         *self.stats.rejected.entry(rejection.reason()).or_default() += 1;
+        *self
+            .stats
+            .source(input.source_topic)
+            .rejected
+            .entry(rejection.reason())
+            .or_default() += 1;
         *self.stats.outputs.entry(Topic::Dlq.name()).or_default() += 1;
         OutputRecord {
             topic: Topic::Dlq,

@@ -50,7 +50,25 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    /// A short, fixed reason for metrics labels.
+    /// Every reason [`Rejection::reason`] gives, so that metrics show each from the start.
+    pub const REASONS: [&'static str; 14] = [
+        "too_large",
+        "not_json",
+        "missing_field",
+        "wrong_type",
+        "bad_time",
+        "too_long",
+        "bad_value",
+        "too_many_identifiers",
+        "special_category",
+        "command_refused",
+        "avro_unknown_schema",
+        "avro_incompatible_schema",
+        "avro_undecodable",
+        "avro_no_registry",
+    ];
+
+    /// A short, fixed reason for metrics labels (one of [`Rejection::REASONS`]).
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::TooLarge { .. } => "too_large",
@@ -1041,5 +1059,38 @@ mod tests {
             reject(e).to_string(),
             "field `consent[0].purpose` has an invalid value: `spam` is not one of marketing, personalization, remarketing, ab_testing, analytics, profiling"
         );
+    }
+
+    #[test]
+    fn every_reason_is_listed_for_the_metrics() {
+        let rejections = [
+            Rejection::TooLarge { size: 2, max: 1 },
+            Rejection::NotJson(String::new()),
+            Rejection::NotAnObject,
+            Rejection::Missing("event_id"),
+            Rejection::WrongType {
+                field: "x".into(),
+                expected: "a string",
+            },
+            Rejection::BadTime {
+                field: "occurred_at",
+                detail: String::new(),
+            },
+            Rejection::TooLong {
+                field: "x".into(),
+                max: 1,
+            },
+            Rejection::BadValue {
+                field: "x".into(),
+                detail: String::new(),
+            },
+            Rejection::TooManyIdentifiers { count: 2, max: 1 },
+            Rejection::SpecialCategory {
+                key: "health".into(),
+            },
+        ];
+        for r in rejections {
+            assert!(Rejection::REASONS.contains(&r.reason()), "{r:?}");
+        }
     }
 }

@@ -19,7 +19,8 @@
 //!
 //! Around the engine: [`replay`] (a file in, a file out, contract §3), [`generate`]
 //! (a seeded synthetic stream), [`config`], [`accuracy`] (identity resolution scored
-//! against a labelled stream). The engine holds no Kafka type.
+//! against a labelled stream), the Kafka [`runtime`] and its telemetry ([`metrics`]:
+//! Prometheus metrics, health and readiness over HTTP). The engine holds no Kafka type.
 pub mod accuracy;
 pub mod activation;
 pub mod avro;
@@ -33,7 +34,9 @@ pub mod event;
 pub mod gdpr;
 pub mod generate;
 pub mod handoff;
+pub mod logging;
 pub mod matching;
+pub mod metrics;
 pub mod normalise;
 pub mod output;
 pub mod profile;

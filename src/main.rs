@@ -1,5 +1,6 @@
 //! The `unicus` command: parses arguments, installs tracing, calls the library.
 
+use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -19,8 +20,36 @@ use unicus::settings::Settings;
 #[derive(Parser)]
 #[command(name = "unicus", version, about, long_about)]
 struct Cli {
+    /// Log level or filter (`info`, `debug`, `warn,unicus=debug`); overrides UNICUS_LOG
+    /// and `[log] level` of the configuration file.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Command {
+    /// The configuration file the command reads, if any (its `[log]` table applies).
+    fn config(&self) -> Option<&Path> {
+        match self {
+            Command::Run(a) | Command::CheckConfig(a) => a.config.as_deref(),
+            Command::Produce(a) => a.run.config.as_deref(),
+            Command::Replay(a) => a.engine.config.as_deref(),
+            Command::Profile(a) => a.engine.config.as_deref(),
+            Command::Gdpr(GdprCommand::Export { who, .. } | GdprCommand::Erase { who }) => {
+                who.engine.config.as_deref()
+            }
+            Command::Gdpr(GdprCommand::Sweep { engine, .. }) => engine.config.as_deref(),
+            Command::Explain(a) => a.engine.config.as_deref(),
+            Command::Split(a) => a.engine.config.as_deref(),
+            Command::Merge(a) => a.engine.config.as_deref(),
+            Command::Schemas(SchemasCommand::Register(a)) => a.config.as_deref(),
+            Command::Schemas(SchemasCommand::Check { .. })
+            | Command::Demo(_)
+            | Command::Generate(_)
+            | Command::Bench(_) => None,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -217,8 +246,13 @@ struct RunArgs {
 
 #[derive(Args)]
 struct ProduceArgs {
+    /// File of JSON events, one per line (`-`: standard input).
     #[arg(long, short)]
     input: PathBuf,
+    /// Events per second, for a steady stream (as fast as possible without it), e.g.
+    /// `unicus generate --events 1000000 | unicus produce --input - --rate 50`.
+    #[arg(long)]
+    rate: Option<f64>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -385,15 +419,16 @@ struct AccuracyArgs {
 
 fn main() -> ExitCode {
     keep_freed_memory();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("UNICUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // An invalid file is the command's error to report; its logs use the defaults.
+    let log = Settings::load(cli.command.config())
+        .map(|s| s.log)
+        .unwrap_or_default();
+    if let Err(e) = unicus::logging::install(&log, cli.log_level.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -495,17 +530,25 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Produce(args) => {
             let settings = settings(&args.run)?;
-            let file = std::fs::File::open(&args.input)
-                .with_context(|| format!("failed to open {}", args.input.display()))?;
-            let lines = std::io::BufRead::lines(std::io::BufReader::new(file))
+            let input: Box<dyn std::io::BufRead> = if args.input.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let file = std::fs::File::open(&args.input)
+                    .with_context(|| format!("failed to open {}", args.input.display()))?;
+                Box::new(std::io::BufReader::new(file))
+            };
+            let lines = input
+                .lines()
                 .map_while(|l| l.ok())
                 .filter(|l| !l.trim().is_empty());
-            let n = tokio_runtime()?.block_on(unicus::demo::produce_lines(
-                &settings.kafka.brokers,
-                &settings.kafka.topic_prefix,
-                &settings.kafka.channels,
-                lines,
-            ))?;
+            let k = &settings.kafka;
+            let n = tokio_runtime()?.block_on(async {
+                let feeder = unicus::demo::Feeder::new(&k.brokers, &k.topic_prefix, &k.channels)?;
+                match args.rate {
+                    Some(rate) => feeder.send_paced(lines, rate).await,
+                    None => feeder.send(lines).await,
+                }
+            })?;
             eprintln!("produced {n} events");
             Ok(())
         }

@@ -179,6 +179,9 @@ pub struct ResolveCounts {
     pub fuzzy_links: Vec<usize>,
     /// Suggestions made, by rule index.
     pub suggestions: Vec<usize>,
+    /// The customer's number of source profiles when the event added to them
+    /// (creation, merge, new source profile); 0 when it did not.
+    pub customer_source_profiles: u32,
 }
 
 /// The answer of resolve for one event.
@@ -860,6 +863,7 @@ impl Resolver {
         };
 
         // 9. Merge the others into the survivor.
+        let source_profiles_before = survivor.source_profiles.len();
         if !group.is_empty() {
             let merged_ids: Vec<String> = group.iter().map(|(id, _)| id.clone()).collect();
             let (merge_commands, fuzzy_links) = self.merge_into(
@@ -1029,6 +1033,9 @@ impl Resolver {
                 "fields": fields_json(&verdict.similarities.compared()),
                 "compared_source_profiles": [sp_id, cand_sp], "event_id": tp.event_id, "at": at,
             }));
+        }
+        if survivor.source_profiles.len() != source_profiles_before {
+            counts.customer_source_profiles = survivor.source_profiles.len() as u32;
         }
 
         let event = self.profile_event(tp, attached, &mut counts);

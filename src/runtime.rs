@@ -25,6 +25,7 @@
 //! client's poll: the records gathered before it are dropped, since the eager
 //! assignment the runtime asserts puts every partition back at its committed offset.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::avro::registry::{EncodeError, InputFormats, OutputEncoder, RegistryError};
 use crate::engine::{Engine, EngineError, Input, Stats};
+use crate::metrics::{self, Telemetry};
 use crate::output::{OutputRecord, Topic};
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
@@ -64,6 +66,11 @@ pub enum RuntimeError {
     Encode(#[from] EncodeError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: String,
+        source: std::io::Error,
+    },
 }
 
 fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> RuntimeError {
@@ -103,7 +110,7 @@ impl WireRecord {
 }
 
 /// Live counters of a running runtime, shared with whoever watches it (demo, bench,
-/// metrics later).
+/// the metrics endpoint).
 #[derive(Debug, Default)]
 pub struct RuntimeStats {
     pub consumed: AtomicU64,
@@ -119,6 +126,8 @@ pub struct RuntimeStats {
     /// The engine's counters after the last batch.
     pub engine: Mutex<Stats>,
     latencies_ms: Mutex<Vec<u32>>,
+    /// Prometheus metrics and health, updated per batch.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Latency samples kept (the most recent ones).
@@ -163,16 +172,31 @@ struct RuntimeContext {
     stats: Arc<RuntimeStats>,
 }
 
-impl ClientContext for RuntimeContext {}
+impl ClientContext for RuntimeContext {
+    /// Consumer lag, every `metrics.lag_interval_ms`.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.stats.telemetry.consumer_statistics(&statistics);
+    }
+}
 
 impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
+        let telemetry = &self.stats.telemetry;
         match rebalance {
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+            Rebalance::Assign(tpl) => {
+                info!(partitions = tpl.count(), "partitions assigned");
+                telemetry.rebalanced("assign", Some(tpl.count()));
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(partitions = tpl.count(), "partitions revoked");
+                telemetry.rebalanced("revoke", Some(0));
+            }
+            Rebalance::Error(e) => {
+                warn!(error = %e, "rebalance error");
+                telemetry.rebalanced("error", None);
+            }
         }
     }
 }
@@ -276,6 +300,12 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "range,roundrobin");
+    if settings.metrics.enabled && settings.metrics.lag_interval_ms > 0 {
+        c.set(
+            "statistics.interval.ms",
+            settings.metrics.lag_interval_ms.to_string(),
+        );
+    }
     c
 }
 
@@ -444,6 +474,8 @@ async fn deliver(
             return true;
         }
         stats.delivery_retries.fetch_add(1, Ordering::Relaxed);
+        stats.telemetry.delivery_retry();
+        stats.telemetry.health.beat();
         warn!(
             records = failed.len(),
             error = last_error.as_deref().unwrap_or("enqueue failed"),
@@ -492,7 +524,25 @@ pub async fn run(
     stats: Arc<RuntimeStats>,
 ) -> Result<RunSummary, RuntimeError> {
     let started = Instant::now();
+    let telemetry = stats.telemetry.clone();
+    let _endpoint = match settings.metrics.enabled {
+        true => Some(
+            metrics::serve(
+                &settings.metrics.listen,
+                telemetry.clone(),
+                Duration::from_millis(settings.metrics.stall_timeout_ms),
+            )
+            .await
+            .map_err(|source| RuntimeError::Metrics {
+                address: settings.metrics.listen.clone(),
+                source,
+            })?,
+        ),
+        false => None,
+    };
+    telemetry.health.beat();
     let mut engine = open_engine(&settings)?;
+    telemetry.health.set_store_ok(true);
     let backoff = Duration::from_millis(settings.runtime.retry_backoff_ms);
     let drain_deadline = Duration::from_millis(settings.runtime.shutdown_timeout_ms);
     let producer: FutureProducer = producer_config(&settings)
@@ -512,6 +562,7 @@ pub async fn run(
     stats
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
+    telemetry.set_customers(engine.customer_count()?);
 
     // Avro outputs: schemas registered (or found) before anything is produced.
     let encoder = loop {
@@ -552,6 +603,7 @@ pub async fn run(
     topics.push(requests_topic.clone());
     let commands_topic = settings.kafka.commands_topic();
     topics.push(commands_topic.clone());
+    telemetry.start_run(&settings, &topics);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
         .subscribe(&topic_refs)
@@ -568,6 +620,7 @@ pub async fn run(
     let tick_every = Duration::from_millis(settings.engine.activation.tick_interval_ms);
     let mut next_tick = tokio::time::Instant::now() + tick_every;
     while clean && !*shutdown.borrow() {
+        telemetry.health.beat();
         // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
         // a record of the new assignment: records gathered before a rebalance belong to
         // the old one and are dropped (each partition restarts from its commit).
@@ -596,6 +649,7 @@ pub async fn run(
                         "dropping records gathered before a rebalance"
                     );
                     stats.dropped_batches.fetch_add(1, Ordering::Relaxed);
+                    telemetry.batch_dropped();
                     batch.clear();
                     deadline = None;
                 }
@@ -609,6 +663,7 @@ pub async fn run(
                 Some(Err(e)) => {
                     // A missing input topic reports every poll: say it, not a flood of it.
                     consumer_errors += 1;
+                    telemetry.consumer_error();
                     if consumer_errors == 1 || consumer_errors % 600 == 0 {
                         warn!(error = %e, repeated = consumer_errors, "consumer error");
                     }
@@ -724,6 +779,7 @@ pub async fn run(
 
         // 4. Outputs acknowledged.
         let t_flushed = Instant::now();
+        telemetry.set_outbox_pending(wire.len());
         if !deliver(
             &producer,
             &wire,
@@ -740,10 +796,14 @@ pub async fn run(
 
         // 5. Offsets: the next record to read on each partition of the batch.
         let t_delivered = Instant::now();
+        let acknowledged_at = chrono::Utc::now().timestamp_millis();
+        telemetry.set_outbox_pending(0);
         let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+        let mut consumed: HashMap<&str, u64> = HashMap::new();
         for m in &batch {
             let e = next.entry((m.topic(), m.partition())).or_insert(0);
             *e = (*e).max(m.offset() + 1);
+            *consumed.entry(m.topic()).or_default() += 1;
         }
         if !next.is_empty() {
             let mut tpl = TopicPartitionList::with_capacity(next.len());
@@ -754,6 +814,7 @@ pub async fn run(
             if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                 // Harmless: the records come again and are recognised by event_id.
                 warn!(error = %e, "offset commit failed; the batch will be consumed again");
+                telemetry.commit_failed();
             }
         }
         stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -766,11 +827,32 @@ pub async fn run(
             commit_ms = t_delivered.elapsed().as_millis() as u64,
             "batch committed"
         );
+        let customers = engine.customer_count()?;
         stats
             .customers
-            .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
+            .store(customers.max(0) as u64, Ordering::Relaxed);
         *stats.engine.lock().unwrap_or_else(|e| e.into_inner()) = engine.stats().clone();
+        let mut acknowledged: HashMap<&str, u64> = HashMap::new();
+        for r in &wire {
+            *acknowledged.entry(r.topic.as_str()).or_default() += 1;
+        }
+        telemetry.record_batch(
+            &metrics::Batch {
+                consumed: &consumed,
+                acknowledged: &acknowledged,
+                engine: engine.stats(),
+                customers,
+                store_bytes: engine.store().size_on_disk().ok(),
+                processing: t_processed - t_gathered,
+                flush: t_flushed - t_processed,
+                delivery: t_delivered - t_flushed,
+                commit: t_delivered.elapsed(),
+            },
+            batch.iter().filter_map(|m| m.timestamp().to_millis()),
+            acknowledged_at,
+        );
     }
+    telemetry.health.set_stopping();
 
     // Drain: everything acknowledged is already committed; flush and clean the outbox.
     info!("stopping");
@@ -857,6 +939,7 @@ async fn resend_outbox(
                 key: "outbox".into(),
                 source,
             })?;
+        stats.telemetry.set_outbox_pending(records.len());
         if !deliver(producer, &records, stats, backoff, shutdown, deadline).await {
             return Ok(false);
         }
@@ -867,6 +950,8 @@ async fn resend_outbox(
     stats
         .outbox_resent
         .fetch_add(total as u64, Ordering::Relaxed);
+    stats.telemetry.outbox_resent(total);
+    stats.telemetry.set_outbox_pending(0);
     info!(
         records = total,
         "re-sent outputs left in the outbox by the previous run"

@@ -139,11 +139,66 @@ impl Default for RuntimeSettings {
     }
 }
 
+/// The operations endpoint: Prometheus metrics, liveness and readiness.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics`, `/healthz` and `/readyz`.
+    pub enabled: bool,
+    /// Address and port of the endpoint (`127.0.0.1:0`: any free port, as tests do).
+    pub listen: String,
+    /// `/healthz` fails when the main loop has not moved for this long.
+    pub stall_timeout_ms: u64,
+    /// How often librdkafka reports consumer lag (`statistics.interval.ms` of the
+    /// consumer; 0 disables the lag metric).
+    pub lag_interval_ms: u64,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:9464".into(),
+            stall_timeout_ms: 60_000,
+            lag_interval_ms: 5_000,
+        }
+    }
+}
+
+/// Log output of the process.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Level or filter, in `tracing` filter syntax (`info`, `warn,unicus=debug`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub kafka: KafkaSettings,
     pub runtime: RuntimeSettings,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
     pub engine: EngineConfig,
     pub schema_registry: SchemaRegistrySettings,
     pub output: OutputSettings,
@@ -278,6 +333,28 @@ impl Settings {
                     "must be a number of ms well above runtime.batch_max_wait_ms (>= 10x + 10 s)",
                 );
             }
+        }
+        let m = &self.metrics;
+        if m.enabled && m.listen.parse::<std::net::SocketAddr>().is_err() {
+            return invalid(
+                "metrics.listen",
+                "must be an address and port, e.g. 0.0.0.0:9464",
+            );
+        }
+        if m.stall_timeout_ms < 1_000 {
+            return invalid("metrics.stall_timeout_ms", "must be at least 1000");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(SettingsError::Invalid {
+                field: "log.level",
+                problem: e.to_string(),
+            });
+        }
+        if k.properties.contains_key("statistics.interval.ms") {
+            return invalid(
+                "kafka.properties",
+                "`statistics.interval.ms` is set by unicus (use metrics.lag_interval_ms)",
+            );
         }
         for forbidden in [
             "enable.auto.commit",

@@ -177,6 +177,8 @@ partitions = 2
 [kafka.properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
+[metrics]
+listen = "127.0.0.1:0"
 [runtime]
 store_dir = "{}"
 batch_max_events = 2000
@@ -343,6 +345,8 @@ partitions = 1
 [kafka.properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
+[metrics]
+listen = "127.0.0.1:0"
 [runtime]
 store_dir = "{}"
 batch_max_wait_ms = 50

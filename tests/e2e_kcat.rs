@@ -42,6 +42,9 @@ const CONFIG: &str = r#"[kafka.properties]
 
 [runtime]
 batch_max_wait_ms = 50
+
+[metrics]
+listen = "127.0.0.1:0"
 "#;
 
 // ----------------------------------------------------------------------------- environment

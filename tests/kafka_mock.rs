@@ -38,6 +38,7 @@ fn cluster(group: &str) -> Cluster {
     settings.runtime.store_dir = dir.path().join("store");
     settings.runtime.batch_max_wait_ms = 50;
     settings.runtime.batch_max_events = 7; // many batches, many commits
+    settings.metrics.listen = "127.0.0.1:0".into(); // tests run side by side
     for (k, v) in [
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "1000"),
