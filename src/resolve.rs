@@ -300,6 +300,17 @@ impl MergeLog {
     }
 }
 
+/// Entries kept in a customer's history; the oldest go first beyond.
+const MAX_HISTORY: usize = 1_000;
+
+fn push_log(log: &mut Vec<MergeLog>, entry: MergeLog) {
+    log.push(entry);
+    if log.len() > MAX_HISTORY {
+        let excess = log.len() - MAX_HISTORY;
+        log.drain(..excess);
+    }
+}
+
 /// The profile commands of a merge, and the fuzzy links among the merged (by id).
 type MergeOutcome = (Vec<ProfileCommand>, Vec<(String, Link)>);
 
@@ -1101,15 +1112,20 @@ impl Resolver {
             }
             if let Some(mut theirs) = store.get::<Vec<MergeLog>>(&merge_log_key(&mid))? {
                 store.remove(merge_log_key(&mid));
-                log.append(&mut theirs);
+                for entry in theirs.drain(..) {
+                    push_log(&mut log, entry);
+                }
             }
-            log.push(MergeLog {
-                kind: "merge".into(),
-                other_id: mid.clone(),
-                source_profiles: m.source_profiles.clone(),
-                link,
-                identifiers,
-            });
+            push_log(
+                &mut log,
+                MergeLog {
+                    kind: "merge".into(),
+                    other_id: mid.clone(),
+                    source_profiles: m.source_profiles.clone(),
+                    link,
+                    identifiers,
+                },
+            );
             store.put(alias_key(&mid), &survivor_id)?;
             survivor.source_profiles.extend(m.source_profiles);
             merge_sorted(&mut survivor.identifiers, m.identifiers);
@@ -1725,23 +1741,29 @@ impl Resolver {
         store.put(customer_key(customer_id), &kept)?;
         store.put(customer_key(&new_id), &split)?;
         add_live_customers(store, 1)?;
-        let entry = |other: &str| MergeLog {
+        // The identifier moved is the new customer's: only its history holds the value
+        // (the kept side names the type), so erasing it leaves none behind.
+        let entry = |other: &str, identifiers: Vec<Ident>| MergeLog {
             kind: "split".into(),
             other_id: other.to_string(),
             source_profiles: moved.clone(),
             link: Link {
                 method: "command".into(),
                 rule: Some("split".into()),
+                matched_on: vec![identifier.kind.clone()],
                 event_id: command_id.to_string(),
                 at,
                 ..Link::default()
             },
-            identifiers: vec![identifier.clone()],
+            identifiers,
         };
         let mut log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
-        log.push(entry(&new_id));
+        push_log(&mut log, entry(&new_id, Vec::new()));
         store.put(merge_log_key(customer_id), &log)?;
-        store.put(merge_log_key(&new_id), &vec![entry(customer_id)])?;
+        store.put(
+            merge_log_key(&new_id),
+            &vec![entry(customer_id, vec![identifier.clone()])],
+        )?;
         Ok(Ok(SplitDone {
             new_customer_id: new_id,
             moved,

@@ -536,3 +536,53 @@ fn erasure_forgets_blocking_keys_and_provenance() {
         "{blocks:?}"
     );
 }
+
+#[test]
+fn erasing_the_side_a_split_made_leaves_its_identifier_nowhere() {
+    let mut e = engine();
+    let out = feed(&mut e, &paper_form_and_web_account());
+    let customer = resolved(&out)[0]["key"].as_str().unwrap().to_string();
+    let split = command(
+        &mut e,
+        json!({"command_id": "ops-1", "kind": "split", "customer_id": customer,
+               "identifier": {"type": "email", "value": "sophie.dupont@gmail.com"}}),
+    );
+    let new_customer = split
+        .iter()
+        .find(|r| r["value"]["type"] == "split")
+        .unwrap()["value"]["new_customer_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let request =
+        json!({"request_id": "r1", "kind": "erase", "customer_id": new_customer}).to_string();
+    e.process_request(&Input {
+        bytes: request.as_bytes(),
+        source_topic: "gdpr.requests",
+        source_offset: 0,
+        key: None,
+        timestamp: Some(1_795_000_000_000),
+    })
+    .unwrap();
+    e.commit().unwrap();
+    for (k, v) in e.store().audit_scan().unwrap() {
+        for needle in [&b"sophie.dupont@gmail.com"[..], b"CRM-1"] {
+            assert!(
+                !k.windows(needle.len()).any(|w| w == needle)
+                    && !v.windows(needle.len()).any(|w| w == needle),
+                "{} still holds {}",
+                String::from_utf8_lossy(&k),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    // The kept side still explains its history: a split, its type, no value.
+    let why = e.explain(&customer).unwrap().unwrap();
+    let history = why["history"].as_array().unwrap();
+    assert_eq!(history.last().unwrap()["kind"], "split");
+    assert_eq!(
+        history.last().unwrap()["link"]["matched_on"],
+        json!(["email"])
+    );
+    assert_eq!(history.last().unwrap()["identifiers"], json!([]));
+}
