@@ -104,6 +104,154 @@ fn record_of(line: &Value) -> OutputRecord {
     }
 }
 
+fn lyon(line1: &str, postal_code: &str) -> Value {
+    json!({"line1": line1, "postal_code": postal_code, "city": "Lyon", "country": "FR"})
+}
+
+/// Person-data stories for fuzzy matching (as in tests/fuzzy.rs): a paper form joined by
+/// a web account typed differently (a fuzzy resolution), the same once the account is a
+/// customer of its own (a fuzzy merge), a namesake in another street (a suggestion) and
+/// a namesake with another loyalty card (a fuzzy candidate refused).
+fn fuzzy_stories() -> Vec<String> {
+    let paper = |id: &str, at: &str, person: Value| {
+        common::event(
+            id,
+            "store",
+            "purchase",
+            at,
+            json!({"person": person,
+            "order": {"order_id": format!("T-{id}"), "total": 20.0, "currency": "EUR",
+                      "items": [{"sku": "A", "quantity": 1, "unit_price": 20.0}]}}),
+        )
+    };
+    let account = |id: &str, at: &str, identifiers: Value, person: Value| {
+        common::event(
+            id,
+            "web",
+            "account_created",
+            at,
+            json!({"identifiers": identifiers, "person": person}),
+        )
+    };
+    vec![
+        paper(
+            "fz-a1",
+            "2026-12-02T10:00:00Z",
+            json!({"first_name": "Sophie", "last_name": "Marchand",
+            "birth_date": "30/09/1979", "address": lyon("12, R. de la République", "69002")}),
+        ),
+        account(
+            "fz-a2",
+            "2026-12-03T10:00:00Z",
+            json!({"account_id": "FZ-1", "email": "sophie.marchant@example.org"}),
+            json!({"first_name": "Sofie", "last_name": "Marchant", "birth_date": "1979-09-30",
+                   "address": lyon("12 rue de la République", "69002")}),
+        ),
+        paper(
+            "fz-b1",
+            "2026-12-02T10:00:00Z",
+            json!({"first_name": "Sophie", "last_name": "Lambert",
+            "birth_date": "11/02/1975", "address": lyon("4 rue Mercière", "69003")}),
+        ),
+        common::event(
+            "fz-b2",
+            "web",
+            "login",
+            "2026-12-02T12:00:00Z",
+            json!({"identifiers": {"account_id": "FZ-2"}}),
+        ),
+        account(
+            "fz-b3",
+            "2026-12-03T10:00:00Z",
+            json!({"account_id": "FZ-2", "email": "sophie.lambert@example.org"}),
+            json!({"first_name": "Sofie", "last_name": "Lambert", "birth_date": "1975-02-11",
+                   "address": lyon("4 rue Mercière", "69003")}),
+        ),
+        common::event(
+            "fz-c1",
+            "store",
+            "store_visit",
+            "2026-12-02T10:00:00Z",
+            json!({"person": {"first_name": "Julien", "last_name": "Garnier",
+                              "address": lyon("8 rue Dumenge", "69004")}}),
+        ),
+        common::event(
+            "fz-c2",
+            "marketplace",
+            "purchase",
+            "2026-12-03T10:00:00Z",
+            json!({"identifiers": {"marketplace_buyer_id": "mkp:FZ-3"},
+                   "person": {"first_name": "Julien", "last_name": "Garnier",
+                              "address": lyon("3 avenue Foch", "69004")}}),
+        ),
+        common::event(
+            "fz-d1",
+            "store",
+            "store_visit",
+            "2026-12-02T10:00:00Z",
+            json!({"identifiers": {"loyalty_id": "FZ-LOY-1"},
+                   "person": {"first_name": "Nathalie", "last_name": "Perrin", "birth_date": "1990-01-02",
+                              "address": lyon("1 rue Neuve", "69001")}}),
+        ),
+        common::event(
+            "fz-d2",
+            "store",
+            "store_visit",
+            "2026-12-03T10:00:00Z",
+            json!({"identifiers": {"loyalty_id": "FZ-LOY-2"},
+                   "person": {"first_name": "Nathalie", "last_name": "Perrin", "birth_date": "1990-01-02",
+                              "address": lyon("1 rue Neuve", "69001")}}),
+        ),
+    ]
+}
+
+/// An operator splits the web account off the paper form's customer of the first fuzzy
+/// story, then merges them back.
+fn split_and_merge_back(engine: &mut Engine, so_far: &[OutputRecord]) -> Vec<OutputRecord> {
+    let customer = so_far
+        .iter()
+        .find_map(|r| match &r.payload {
+            Payload::Json(v) if r.topic == Topic::Resolved && v["event_id"] == "fz-a2" => {
+                assert_eq!(v["resolution"]["method"], "fuzzy", "{v}");
+                v["customer_id"].as_str().map(String::from)
+            }
+            _ => None,
+        })
+        .expect("fz-a2 resolved");
+    let mut out = Vec::new();
+    let split = json!({"command_id": "ops-split", "kind": "split", "customer_id": customer,
+        "identifier": {"type": "email", "value": "sophie.marchant@example.org"},
+        "reason": "two people"});
+    let mut run = |command: &Value, offset: i64| -> Vec<OutputRecord> {
+        let bytes = command.to_string().into_bytes();
+        engine
+            .process_command(&Input {
+                bytes: &bytes,
+                source_topic: "identity.commands",
+                source_offset: offset,
+                key: None,
+                timestamp: Some(1_800_000_000_000),
+            })
+            .unwrap()
+    };
+    let done = run(&split, 0);
+    let new_customer = done
+        .iter()
+        .find_map(|r| match &r.payload {
+            Payload::Json(v) if v["type"] == "split" => {
+                v["new_customer_id"].as_str().map(String::from)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no split in {done:?}"));
+    out.extend(done);
+    let merge = json!({"command_id": "ops-merge", "kind": "merge",
+        "customer_ids": [customer, new_customer], "reason": "the same person after all"});
+    out.extend(run(&merge, 1));
+    engine.commit().unwrap();
+    out
+}
+
 /// Every output record of a stream with rights requests, a wall-clock tick that fires
 /// the carts and a retention sweep that expires everyone.
 fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
@@ -123,10 +271,12 @@ fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
                    "person": {"first_name": name, "last_name": format!("Walker{i}")}}),
         ));
     }
+    lines.extend(fuzzy_stories());
     let mut out: Vec<OutputRecord> = common::feed(&mut engine, &lines)
         .iter()
         .map(record_of)
         .collect();
+    out.extend(split_and_merge_back(&mut engine, &out));
     let requests = [
         json!({"request_id": "r-export", "kind": "export", "identifier": {"type": "email", "value": "sophie.dupont@gmail.com"}}),
         json!({"request_id": "r-missing", "kind": "erase", "identifier": {"type": "email", "value": "nobody@example.org"}}),
@@ -178,8 +328,20 @@ fn check_every_record(records: &[OutputRecord]) -> BTreeMap<String, usize> {
         };
         let kind = match (r.topic, original.get("type"), original.get("kind")) {
             (Topic::IdentityChanges, Some(t), _) => {
-                format!("{}:{}", r.topic.name(), t.as_str().unwrap())
+                let how = if original.get("command_id").is_some() && t == "merge" {
+                    ":command"
+                } else if original.get("links").is_some() || original.get("match_rule").is_some() {
+                    ":fuzzy"
+                } else {
+                    ""
+                };
+                format!("{}:{}{how}", r.topic.name(), t.as_str().unwrap())
             }
+            (Topic::Resolved, _, _) => format!(
+                "{}:{}",
+                r.topic.name(),
+                original["resolution"]["method"].as_str().unwrap()
+            ),
             (Topic::GdprReceipts, _, Some(k)) => format!(
                 "{}:{}:{}",
                 r.topic.name(),
@@ -211,9 +373,16 @@ fn check_every_record(records: &[OutputRecord]) -> BTreeMap<String, usize> {
 fn json_and_avro_forms_of_every_output_record_carry_the_same_information() {
     let seen = check_every_record(&all_kinds_of_outputs(EngineConfig::default()));
     for kind in [
-        "touchpoints.resolved",
+        "touchpoints.resolved:new",
+        "touchpoints.resolved:deterministic",
+        "touchpoints.resolved:fuzzy",
         "identity.changes:merge",
+        "identity.changes:merge:fuzzy",
+        "identity.changes:merge:command",
+        "identity.changes:split",
+        "identity.changes:suggestion",
         "identity.changes:conflict",
+        "identity.changes:conflict:fuzzy",
         "identity.changes:generic_value",
         "profiles.merged",
         "consent.changes",
