@@ -416,7 +416,14 @@ pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
         .collect();
     let json_bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
     let avro_bytes: u64 = records.iter().map(|(_, b)| b.len() as u64).sum();
-    let formats = InputFormats::new(&settings.schema_registry, "", &channels, &requests)?;
+    let commands = settings.kafka.commands_topic();
+    let formats = InputFormats::new(
+        &settings.schema_registry,
+        "",
+        &channels,
+        &requests,
+        &commands,
+    )?;
     let encoder = rt.block_on(OutputEncoder::connect(
         &settings.output,
         &settings.schema_registry,

@@ -594,6 +594,7 @@ async fn older_and_newer_producers_are_both_read_and_bad_records_get_a_precise_r
         "",
         &["web".to_string()],
         "gdpr.requests",
+        "identity.commands",
     )
     .unwrap();
     let wanted = formats.unknown_ids(
@@ -665,6 +666,7 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
         "",
         &["store".to_string()],
         "gdpr.requests",
+        "identity.commands",
     )
     .unwrap();
     registry.set_outage(true);
@@ -691,6 +693,7 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
         "",
         &["store".to_string()],
         "gdpr.requests",
+        "identity.commands",
     )
     .unwrap();
     none.prepare(&none.unknown_ids([("touchpoints.store", bytes.as_slice())]))
@@ -700,6 +703,127 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
         none.document("touchpoints.store", &bytes),
         Err(Rejection::Avro {
             reason: "avro_no_registry",
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() {
+    let registry = RegistryDouble::start().await.unwrap();
+    let ours = catalogue().commands();
+    let id = registry
+        .register("identity.commands-value", ours.text())
+        .unwrap();
+    let formats = InputFormats::new(
+        &registry_settings(registry.url()),
+        "",
+        &["web".to_string()],
+        "gdpr.requests",
+        "identity.commands",
+    )
+    .unwrap();
+    // Two engines over the same stories: one is given each command as JSON, the other
+    // as Avro, decoded as the runtime does.
+    let stories = fuzzy_stories();
+    let (mut by_json, mut by_avro) = (common::engine(), common::engine());
+    let out = common::feed(&mut by_json, &stories);
+    common::feed(&mut by_avro, &stories);
+    let customer = out
+        .iter()
+        .find(|l| l["topic"] == "touchpoints.resolved" && l["value"]["event_id"] == "fz-a2")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let config = EngineConfig::default();
+    let sample = framed(id, &json!({"command_id": "c", "kind": "merge"}), ours);
+    let wanted = formats.unknown_ids([("identity.commands", sample.as_slice())]);
+    assert_eq!(wanted.len(), 1);
+    formats.prepare(&wanted).await.unwrap();
+    let mut run = |offset: i64, command: Value| -> Vec<OutputRecord> {
+        let json_bytes = command.to_string().into_bytes();
+        let avro_bytes = framed(id, &command, ours);
+        let doc = formats.document("identity.commands", &avro_bytes);
+        assert_eq!(
+            doc.clone()
+                .and_then(|d| unicus::command::parse_command_document(&d, &config)),
+            unicus::command::parse_command(&json_bytes, &config),
+            "{command}"
+        );
+        let input = |bytes| Input {
+            bytes,
+            source_topic: "identity.commands",
+            source_offset: offset,
+            key: None,
+            timestamp: Some(1_800_000_000_000),
+        };
+        let from_json = by_json.process_command(&input(&json_bytes[..])).unwrap();
+        let from_avro = by_avro
+            .process_command_document(&input(&avro_bytes[..]), doc)
+            .unwrap();
+        assert_eq!(from_json.len(), from_avro.len(), "{command}");
+        for (a, b) in from_json.iter().zip(&from_avro) {
+            assert_eq!((a.topic, &a.key), (b.topic, &b.key));
+            match (&a.payload, &b.payload) {
+                (Payload::Json(x), Payload::Json(y)) => assert_eq!(normal(x), normal(y)),
+                // A dead letter keeps its own bytes; its reason is the same.
+                (Payload::Raw(_), Payload::Raw(raw)) => {
+                    assert_eq!(raw, &avro_bytes);
+                    assert_eq!(a.headers[..2], b.headers[..2]);
+                }
+                (x, y) => assert_eq!(x, y),
+            }
+        }
+        from_avro
+    };
+    let split = run(
+        0,
+        json!({"command_id": "ops-1", "kind": "split", "customer_id": customer,
+               "identifier": {"type": "email", "value": "Sophie.Marchant@example.org"},
+               "reason": "two people", "requested_at": "2027-01-02T03:04:05Z"}),
+    );
+    let Payload::Json(record) = &split[0].payload else {
+        panic!("{split:?}")
+    };
+    assert_eq!(
+        (record["type"].as_str(), record["at"].as_str()),
+        (Some("split"), Some("2027-01-02T03:04:05Z"))
+    );
+    let new_customer = record["new_customer_id"].as_str().unwrap().to_string();
+    let merge = run(
+        1,
+        json!({"command_id": "ops-2", "kind": "merge", "customer_ids": [customer, new_customer]}),
+    );
+    assert!(merge
+        .iter()
+        .any(|r| matches!(&r.payload, Payload::Json(v) if v["splits_lifted"] == 1)));
+    // Refused and malformed commands are the same dead letters.
+    for (offset, bad, reason) in [
+        (
+            2,
+            json!({"command_id": "ops-3", "kind": "split", "customer_id": "cus_nobody",
+                   "identifier": {"type": "email", "value": "a@b.fr"}}),
+            "command_refused",
+        ),
+        (
+            3,
+            json!({"command_id": "ops-4", "kind": "merge", "customer_ids": [customer]}),
+            "bad_value",
+        ),
+    ] {
+        let out = run(offset, bad);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, Topic::Dlq);
+        assert_eq!(out[0].headers[1].1, reason, "{:?}", out[0].headers);
+    }
+    // Not the touchpoint schema: a command on a channel topic does not resolve.
+    let wanted = formats.unknown_ids([("touchpoints.web", sample.as_slice())]);
+    formats.prepare(&wanted).await.unwrap();
+    assert!(matches!(
+        formats.document("touchpoints.web", &sample),
+        Err(Rejection::Avro {
+            reason: "avro_incompatible_schema",
             ..
         })
     ));
