@@ -290,7 +290,10 @@ async fn confluent_kafka_avro_clients_produce_what_unicus_reads_and_read_what_it
         .expect("the split of the command");
     assert_eq!(split["key"], json!(customer));
     assert_eq!(
-        (&split["value"]["command_id"], &split["value"]["source_profiles"]),
+        (
+            &split["value"]["command_id"],
+            &split["value"]["source_profiles"]
+        ),
         (&json!("ops-1"), &json!(1))
     );
     assert_eq!(split["value"]["at"], "2026-11-22T00:00:00+00:00");
