@@ -360,11 +360,11 @@ pub async fn kafka(
 /// of a Kafka deployment, measured in one run: JSON in and out, then Avro in (Confluent
 /// framed, writer schemas from the registry double, decoded before the engine) and out
 /// (every output topic encoded as the runtime does). Both include the wire encoding of
-/// every output; the store is on disk.
+/// every output; the store is on disk. Apart from the format, both passes do the same
+/// work: the same events through the same engine entry points as the runtime.
 pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
     use crate::avro::double::RegistryDouble;
     use crate::avro::registry::{InputFormats, OutputEncoder};
-    use crate::engine::Input;
 
     let lines: Vec<String> = generate::Generator::new(GenerateOptions {
         seed,
@@ -414,9 +414,21 @@ pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
             (topic, bytes)
         })
         .collect();
+    let json_records: Vec<(String, Vec<u8>)> = records
+        .iter()
+        .zip(&lines)
+        .map(|((topic, _), line)| (topic.clone(), line.clone().into_bytes()))
+        .collect();
     let json_bytes: u64 = lines.iter().map(|l| l.len() as u64).sum();
     let avro_bytes: u64 = records.iter().map(|(_, b)| b.len() as u64).sum();
-    let formats = InputFormats::new(&settings.schema_registry, "", &channels, &requests)?;
+    let commands = settings.kafka.commands_topic();
+    let formats = InputFormats::new(
+        &settings.schema_registry,
+        "",
+        &channels,
+        &requests,
+        &commands,
+    )?;
     let encoder = rt.block_on(OutputEncoder::connect(
         &settings.output,
         &settings.schema_registry,
@@ -425,41 +437,23 @@ pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
     let wanted = formats.unknown_ids(records.iter().map(|(t, b)| (t.as_str(), b.as_slice())));
     rt.block_on(formats.prepare(&wanted))?;
 
-    let run = |avro: bool| -> Result<(f64, u64)> {
-        let dir = tempfile::tempdir()?;
-        let mut engine =
-            replay::open_engine(EngineConfig::default(), Some(&dir.path().join("store")))?;
-        let json_encoder = OutputEncoder::json();
-        let t = Instant::now();
-        let mut out_bytes = 0u64;
-        for (i, (topic, bytes)) in records.iter().enumerate() {
-            let json_line = lines[i].as_bytes();
-            let input = Input {
-                bytes: if avro { bytes } else { json_line },
-                source_topic: topic,
-                source_offset: i as i64,
-                key: None,
-                timestamp: None,
-            };
-            let outputs = if avro && crate::avro::is_framed(bytes) {
-                engine.process_document(&input, formats.document(topic, bytes))?
-            } else {
-                engine.process(&input)?
-            };
-            let enc = if avro { &encoder } else { &json_encoder };
-            for o in &outputs {
-                out_bytes += enc.value(o)?.map_or(0, |v| v.len() as u64);
-                out_bytes += enc.key(o).map_or(0, |k| k.len() as u64);
-            }
-            if engine.pending() >= 5_000 {
-                engine.commit_in_background()?;
-            }
-        }
-        engine.commit()?;
-        Ok((records.len() as f64 / t.elapsed().as_secs_f64(), out_bytes))
-    };
-    let (json_rate, json_out) = run(false)?;
-    let (avro_rate, avro_out) = run(true)?;
+    // A-B-B-A, the best of two passes per format: the machine's load and the order
+    // (page cache, allocator) weigh on both alike.
+    let json_encoder = OutputEncoder::json();
+    let mut best = [(0f64, 0u64); 2];
+    let mut passes = Vec::new();
+    for avro in [false, true, true, false] {
+        let (rate, out) = if avro {
+            engine_pass(&records, Some(&formats), &encoder)?
+        } else {
+            engine_pass(&json_records, None, &json_encoder)?
+        };
+        passes.push(format!("{} {rate:.0}", if avro { "Avro" } else { "JSON" }));
+        let slot = &mut best[usize::from(avro)];
+        *slot = (slot.0.max(rate), out);
+    }
+    let [(json_rate, json_out), (avro_rate, avro_out)] = best;
+    println!("passes, events/s:        {}", passes.join(", "));
     println!(
         "{} events ({} as Avro); input {:.1} MiB JSON, {:.1} MiB Avro",
         records.len(),
@@ -480,4 +474,46 @@ pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
     );
     println!("ratio Avro/JSON:         {:.3}", avro_rate / json_rate);
     Ok(())
+}
+
+/// One pass of the engine over `records` into a fresh on-disk store: each record decoded
+/// as the runtime does (Avro with `formats` when framed, else JSON), every output encoded
+/// with `encoder`. Returns events/s and the bytes of outputs. Not inlined, so that a
+/// profiler can tell the passes apart (`valgrind --tool=callgrind
+/// --dump-before=unicus::bench::engine_pass --dump-after=unicus::bench::engine_pass`).
+#[inline(never)]
+fn engine_pass(
+    records: &[(String, Vec<u8>)],
+    formats: Option<&crate::avro::registry::InputFormats>,
+    encoder: &crate::avro::registry::OutputEncoder,
+) -> Result<(f64, u64)> {
+    use crate::engine::Input;
+    let dir = tempfile::tempdir()?;
+    let mut engine = replay::open_engine(EngineConfig::default(), Some(&dir.path().join("store")))?;
+    let t = Instant::now();
+    let mut out_bytes = 0u64;
+    for (i, (topic, bytes)) in records.iter().enumerate() {
+        let input = Input {
+            bytes,
+            source_topic: topic,
+            source_offset: i as i64,
+            key: None,
+            timestamp: None,
+        };
+        let outputs = match formats {
+            Some(f) if crate::avro::is_framed(bytes) => {
+                engine.process_document(&input, f.document(topic, bytes))?
+            }
+            _ => engine.process(&input)?,
+        };
+        for o in &outputs {
+            out_bytes += encoder.value(o)?.map_or(0, |v| v.len() as u64);
+            out_bytes += encoder.key(o).map_or(0, |k| k.len() as u64);
+        }
+        if engine.pending() >= 5_000 {
+            engine.commit_in_background()?;
+        }
+    }
+    engine.commit()?;
+    Ok((records.len() as f64 / t.elapsed().as_secs_f64(), out_bytes))
 }

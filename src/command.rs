@@ -47,10 +47,18 @@ pub struct Command {
 /// Parses an `identity.commands` record.
 pub fn parse_command(bytes: &[u8], config: &EngineConfig) -> Result<Command, Rejection> {
     let o = json_object(bytes, config)?;
-    let command_id = record_id(&o, "command_id", config)?;
-    let kind = match text(&o, "kind")? {
+    parse_command_document(&o, config)
+}
+
+/// Validates a command already decoded into a document (from Avro).
+pub fn parse_command_document(
+    o: &serde_json::Map<String, Value>,
+    config: &EngineConfig,
+) -> Result<Command, Rejection> {
+    let command_id = record_id(o, "command_id", config)?;
+    let kind = match text(o, "kind")? {
         "split" => {
-            let customer_id = text(&o, "customer_id")?.to_string();
+            let customer_id = text(o, "customer_id")?.to_string();
             let Some(Value::Object(id)) = o.get("identifier") else {
                 return Err(match o.get("identifier") {
                     None | Some(Value::Null) => Rejection::Missing("identifier"),
@@ -108,7 +116,7 @@ pub fn parse_command(bytes: &[u8], config: &EngineConfig) -> Result<Command, Rej
         Some(Value::String(r)) if !r.trim().is_empty() => Some(r.trim().to_string()),
         _ => None,
     };
-    let requested_at = optional_time(&o, "requested_at")?;
+    let requested_at = optional_time(o, "requested_at")?;
     Ok(Command {
         command_id: command_id.to_string(),
         kind,

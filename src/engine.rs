@@ -482,8 +482,27 @@ impl Engine {
     /// command, or one that cannot be carried out, is a dead letter with its reason; a
     /// command id seen before changes nothing.
     pub fn process_command(&mut self, input: &Input) -> Result<Vec<OutputRecord>, EngineError> {
+        let parsed = command::parse_command(input.bytes, &self.config);
+        self.process_parsed_command(input, parsed)
+    }
+
+    /// [`Engine::process_command`] for a command decoded before the engine (Avro).
+    pub fn process_command_document(
+        &mut self,
+        input: &Input,
+        doc: Result<serde_json::Map<String, Value>, Rejection>,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let parsed = doc.and_then(|d| command::parse_command_document(&d, &self.config));
+        self.process_parsed_command(input, parsed)
+    }
+
+    fn process_parsed_command(
+        &mut self,
+        input: &Input,
+        parsed: Result<Command, Rejection>,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
         self.stats.consumed += 1;
-        let cmd = match command::parse_command(input.bytes, &self.config) {
+        let cmd = match parsed {
             Ok(c) => c,
             Err(rejection) => return Ok(vec![self.dead_letter(input, &rejection)]),
         };

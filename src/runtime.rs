@@ -594,14 +594,15 @@ pub async fn run(
         .map_err(kafka("creating the consumer"))?;
     let mut topics = settings.kafka.input_topics();
     let requests_topic = settings.kafka.requests_topic();
+    let commands_topic = settings.kafka.commands_topic();
     let formats = InputFormats::new(
         &settings.schema_registry,
         &settings.kafka.topic_prefix,
         &settings.kafka.channels,
         &requests_topic,
+        &commands_topic,
     )?;
     topics.push(requests_topic.clone());
-    let commands_topic = settings.kafka.commands_topic();
     topics.push(commands_topic.clone());
     telemetry.start_run(&settings, &topics);
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -716,17 +717,21 @@ pub async fn run(
                     timestamp: m.timestamp().to_millis(),
                 };
                 let ts = m.timestamp().to_millis();
-                let is_request = m.topic() == requests_topic;
+                // Each input topic has its parser; Avro records are decoded before it.
+                let (is_request, is_command) =
+                    (m.topic() == requests_topic, m.topic() == commands_topic);
                 let outputs = if crate::avro::is_framed(input.bytes) {
                     let doc = formats.document(m.topic(), input.bytes);
                     if is_request {
                         engine.process_request_document(&input, doc)?
+                    } else if is_command {
+                        engine.process_command_document(&input, doc)?
                     } else {
                         engine.process_document(&input, doc)?
                     }
                 } else if is_request {
                     engine.process_request(&input)?
-                } else if m.topic() == commands_topic {
+                } else if is_command {
                     engine.process_command(&input)?
                 } else {
                     engine.process(&input)?

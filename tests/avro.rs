@@ -104,6 +104,154 @@ fn record_of(line: &Value) -> OutputRecord {
     }
 }
 
+fn lyon(line1: &str, postal_code: &str) -> Value {
+    json!({"line1": line1, "postal_code": postal_code, "city": "Lyon", "country": "FR"})
+}
+
+/// Person-data stories for fuzzy matching (as in tests/fuzzy.rs): a paper form joined by
+/// a web account typed differently (a fuzzy resolution), the same once the account is a
+/// customer of its own (a fuzzy merge), a namesake in another street (a suggestion) and
+/// a namesake with another loyalty card (a fuzzy candidate refused).
+fn fuzzy_stories() -> Vec<String> {
+    let paper = |id: &str, at: &str, person: Value| {
+        common::event(
+            id,
+            "store",
+            "purchase",
+            at,
+            json!({"person": person,
+            "order": {"order_id": format!("T-{id}"), "total": 20.0, "currency": "EUR",
+                      "items": [{"sku": "A", "quantity": 1, "unit_price": 20.0}]}}),
+        )
+    };
+    let account = |id: &str, at: &str, identifiers: Value, person: Value| {
+        common::event(
+            id,
+            "web",
+            "account_created",
+            at,
+            json!({"identifiers": identifiers, "person": person}),
+        )
+    };
+    vec![
+        paper(
+            "fz-a1",
+            "2026-12-02T10:00:00Z",
+            json!({"first_name": "Sophie", "last_name": "Marchand",
+            "birth_date": "30/09/1979", "address": lyon("12, R. de la République", "69002")}),
+        ),
+        account(
+            "fz-a2",
+            "2026-12-03T10:00:00Z",
+            json!({"account_id": "FZ-1", "email": "sophie.marchant@example.org"}),
+            json!({"first_name": "Sofie", "last_name": "Marchant", "birth_date": "1979-09-30",
+                   "address": lyon("12 rue de la République", "69002")}),
+        ),
+        paper(
+            "fz-b1",
+            "2026-12-02T10:00:00Z",
+            json!({"first_name": "Sophie", "last_name": "Lambert",
+            "birth_date": "11/02/1975", "address": lyon("4 rue Mercière", "69003")}),
+        ),
+        common::event(
+            "fz-b2",
+            "web",
+            "login",
+            "2026-12-02T12:00:00Z",
+            json!({"identifiers": {"account_id": "FZ-2"}}),
+        ),
+        account(
+            "fz-b3",
+            "2026-12-03T10:00:00Z",
+            json!({"account_id": "FZ-2", "email": "sophie.lambert@example.org"}),
+            json!({"first_name": "Sofie", "last_name": "Lambert", "birth_date": "1975-02-11",
+                   "address": lyon("4 rue Mercière", "69003")}),
+        ),
+        common::event(
+            "fz-c1",
+            "store",
+            "store_visit",
+            "2026-12-02T10:00:00Z",
+            json!({"person": {"first_name": "Julien", "last_name": "Garnier",
+                              "address": lyon("8 rue Dumenge", "69004")}}),
+        ),
+        common::event(
+            "fz-c2",
+            "marketplace",
+            "purchase",
+            "2026-12-03T10:00:00Z",
+            json!({"identifiers": {"marketplace_buyer_id": "mkp:FZ-3"},
+                   "person": {"first_name": "Julien", "last_name": "Garnier",
+                              "address": lyon("3 avenue Foch", "69004")}}),
+        ),
+        common::event(
+            "fz-d1",
+            "store",
+            "store_visit",
+            "2026-12-02T10:00:00Z",
+            json!({"identifiers": {"loyalty_id": "FZ-LOY-1"},
+                   "person": {"first_name": "Nathalie", "last_name": "Perrin", "birth_date": "1990-01-02",
+                              "address": lyon("1 rue Neuve", "69001")}}),
+        ),
+        common::event(
+            "fz-d2",
+            "store",
+            "store_visit",
+            "2026-12-03T10:00:00Z",
+            json!({"identifiers": {"loyalty_id": "FZ-LOY-2"},
+                   "person": {"first_name": "Nathalie", "last_name": "Perrin", "birth_date": "1990-01-02",
+                              "address": lyon("1 rue Neuve", "69001")}}),
+        ),
+    ]
+}
+
+/// An operator splits the web account off the paper form's customer of the first fuzzy
+/// story, then merges them back.
+fn split_and_merge_back(engine: &mut Engine, so_far: &[OutputRecord]) -> Vec<OutputRecord> {
+    let customer = so_far
+        .iter()
+        .find_map(|r| match &r.payload {
+            Payload::Json(v) if r.topic == Topic::Resolved && v["event_id"] == "fz-a2" => {
+                assert_eq!(v["resolution"]["method"], "fuzzy", "{v}");
+                v["customer_id"].as_str().map(String::from)
+            }
+            _ => None,
+        })
+        .expect("fz-a2 resolved");
+    let mut out = Vec::new();
+    let split = json!({"command_id": "ops-split", "kind": "split", "customer_id": customer,
+        "identifier": {"type": "email", "value": "sophie.marchant@example.org"},
+        "reason": "two people"});
+    let mut run = |command: &Value, offset: i64| -> Vec<OutputRecord> {
+        let bytes = command.to_string().into_bytes();
+        engine
+            .process_command(&Input {
+                bytes: &bytes,
+                source_topic: "identity.commands",
+                source_offset: offset,
+                key: None,
+                timestamp: Some(1_800_000_000_000),
+            })
+            .unwrap()
+    };
+    let done = run(&split, 0);
+    let new_customer = done
+        .iter()
+        .find_map(|r| match &r.payload {
+            Payload::Json(v) if v["type"] == "split" => {
+                v["new_customer_id"].as_str().map(String::from)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no split in {done:?}"));
+    out.extend(done);
+    let merge = json!({"command_id": "ops-merge", "kind": "merge",
+        "customer_ids": [customer, new_customer], "reason": "the same person after all"});
+    out.extend(run(&merge, 1));
+    engine.commit().unwrap();
+    out
+}
+
 /// Every output record of a stream with rights requests, a wall-clock tick that fires
 /// the carts and a retention sweep that expires everyone.
 fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
@@ -123,10 +271,12 @@ fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
                    "person": {"first_name": name, "last_name": format!("Walker{i}")}}),
         ));
     }
+    lines.extend(fuzzy_stories());
     let mut out: Vec<OutputRecord> = common::feed(&mut engine, &lines)
         .iter()
         .map(record_of)
         .collect();
+    out.extend(split_and_merge_back(&mut engine, &out));
     let requests = [
         json!({"request_id": "r-export", "kind": "export", "identifier": {"type": "email", "value": "sophie.dupont@gmail.com"}}),
         json!({"request_id": "r-missing", "kind": "erase", "identifier": {"type": "email", "value": "nobody@example.org"}}),
@@ -178,8 +328,20 @@ fn check_every_record(records: &[OutputRecord]) -> BTreeMap<String, usize> {
         };
         let kind = match (r.topic, original.get("type"), original.get("kind")) {
             (Topic::IdentityChanges, Some(t), _) => {
-                format!("{}:{}", r.topic.name(), t.as_str().unwrap())
+                let how = if original.get("command_id").is_some() && t == "merge" {
+                    ":command"
+                } else if original.get("links").is_some() || original.get("match_rule").is_some() {
+                    ":fuzzy"
+                } else {
+                    ""
+                };
+                format!("{}:{}{how}", r.topic.name(), t.as_str().unwrap())
             }
+            (Topic::Resolved, _, _) => format!(
+                "{}:{}",
+                r.topic.name(),
+                original["resolution"]["method"].as_str().unwrap()
+            ),
             (Topic::GdprReceipts, _, Some(k)) => format!(
                 "{}:{}:{}",
                 r.topic.name(),
@@ -211,9 +373,16 @@ fn check_every_record(records: &[OutputRecord]) -> BTreeMap<String, usize> {
 fn json_and_avro_forms_of_every_output_record_carry_the_same_information() {
     let seen = check_every_record(&all_kinds_of_outputs(EngineConfig::default()));
     for kind in [
-        "touchpoints.resolved",
+        "touchpoints.resolved:new",
+        "touchpoints.resolved:deterministic",
+        "touchpoints.resolved:fuzzy",
         "identity.changes:merge",
+        "identity.changes:merge:fuzzy",
+        "identity.changes:merge:command",
+        "identity.changes:split",
+        "identity.changes:suggestion",
         "identity.changes:conflict",
+        "identity.changes:conflict:fuzzy",
         "identity.changes:generic_value",
         "profiles.merged",
         "consent.changes",
@@ -425,6 +594,7 @@ async fn older_and_newer_producers_are_both_read_and_bad_records_get_a_precise_r
         "",
         &["web".to_string()],
         "gdpr.requests",
+        "identity.commands",
     )
     .unwrap();
     let wanted = formats.unknown_ids(
@@ -496,6 +666,7 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
         "",
         &["store".to_string()],
         "gdpr.requests",
+        "identity.commands",
     )
     .unwrap();
     registry.set_outage(true);
@@ -522,6 +693,7 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
         "",
         &["store".to_string()],
         "gdpr.requests",
+        "identity.commands",
     )
     .unwrap();
     none.prepare(&none.unknown_ids([("touchpoints.store", bytes.as_slice())]))
@@ -531,6 +703,127 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
         none.document("touchpoints.store", &bytes),
         Err(Rejection::Avro {
             reason: "avro_no_registry",
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() {
+    let registry = RegistryDouble::start().await.unwrap();
+    let ours = catalogue().commands();
+    let id = registry
+        .register("identity.commands-value", ours.text())
+        .unwrap();
+    let formats = InputFormats::new(
+        &registry_settings(registry.url()),
+        "",
+        &["web".to_string()],
+        "gdpr.requests",
+        "identity.commands",
+    )
+    .unwrap();
+    // Two engines over the same stories: one is given each command as JSON, the other
+    // as Avro, decoded as the runtime does.
+    let stories = fuzzy_stories();
+    let (mut by_json, mut by_avro) = (common::engine(), common::engine());
+    let out = common::feed(&mut by_json, &stories);
+    common::feed(&mut by_avro, &stories);
+    let customer = out
+        .iter()
+        .find(|l| l["topic"] == "touchpoints.resolved" && l["value"]["event_id"] == "fz-a2")
+        .unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let config = EngineConfig::default();
+    let sample = framed(id, &json!({"command_id": "c", "kind": "merge"}), ours);
+    let wanted = formats.unknown_ids([("identity.commands", sample.as_slice())]);
+    assert_eq!(wanted.len(), 1);
+    formats.prepare(&wanted).await.unwrap();
+    let mut run = |offset: i64, command: Value| -> Vec<OutputRecord> {
+        let json_bytes = command.to_string().into_bytes();
+        let avro_bytes = framed(id, &command, ours);
+        let doc = formats.document("identity.commands", &avro_bytes);
+        assert_eq!(
+            doc.clone()
+                .and_then(|d| unicus::command::parse_command_document(&d, &config)),
+            unicus::command::parse_command(&json_bytes, &config),
+            "{command}"
+        );
+        let input = |bytes| Input {
+            bytes,
+            source_topic: "identity.commands",
+            source_offset: offset,
+            key: None,
+            timestamp: Some(1_800_000_000_000),
+        };
+        let from_json = by_json.process_command(&input(&json_bytes[..])).unwrap();
+        let from_avro = by_avro
+            .process_command_document(&input(&avro_bytes[..]), doc)
+            .unwrap();
+        assert_eq!(from_json.len(), from_avro.len(), "{command}");
+        for (a, b) in from_json.iter().zip(&from_avro) {
+            assert_eq!((a.topic, &a.key), (b.topic, &b.key));
+            match (&a.payload, &b.payload) {
+                (Payload::Json(x), Payload::Json(y)) => assert_eq!(normal(x), normal(y)),
+                // A dead letter keeps its own bytes; its reason is the same.
+                (Payload::Raw(_), Payload::Raw(raw)) => {
+                    assert_eq!(raw, &avro_bytes);
+                    assert_eq!(a.headers[..2], b.headers[..2]);
+                }
+                (x, y) => assert_eq!(x, y),
+            }
+        }
+        from_avro
+    };
+    let split = run(
+        0,
+        json!({"command_id": "ops-1", "kind": "split", "customer_id": customer,
+               "identifier": {"type": "email", "value": "Sophie.Marchant@example.org"},
+               "reason": "two people", "requested_at": "2027-01-02T03:04:05Z"}),
+    );
+    let Payload::Json(record) = &split[0].payload else {
+        panic!("{split:?}")
+    };
+    assert_eq!(
+        (record["type"].as_str(), record["at"].as_str()),
+        (Some("split"), Some("2027-01-02T03:04:05Z"))
+    );
+    let new_customer = record["new_customer_id"].as_str().unwrap().to_string();
+    let merge = run(
+        1,
+        json!({"command_id": "ops-2", "kind": "merge", "customer_ids": [customer, new_customer]}),
+    );
+    assert!(merge
+        .iter()
+        .any(|r| matches!(&r.payload, Payload::Json(v) if v["splits_lifted"] == 1)));
+    // Refused and malformed commands are the same dead letters.
+    for (offset, bad, reason) in [
+        (
+            2,
+            json!({"command_id": "ops-3", "kind": "split", "customer_id": "cus_nobody",
+                   "identifier": {"type": "email", "value": "a@b.fr"}}),
+            "command_refused",
+        ),
+        (
+            3,
+            json!({"command_id": "ops-4", "kind": "merge", "customer_ids": [customer]}),
+            "bad_value",
+        ),
+    ] {
+        let out = run(offset, bad);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].topic, Topic::Dlq);
+        assert_eq!(out[0].headers[1].1, reason, "{:?}", out[0].headers);
+    }
+    // Not the touchpoint schema: a command on a channel topic does not resolve.
+    let wanted = formats.unknown_ids([("touchpoints.web", sample.as_slice())]);
+    formats.prepare(&wanted).await.unwrap();
+    assert!(matches!(
+        formats.document("touchpoints.web", &sample),
+        Err(Rejection::Avro {
+            reason: "avro_incompatible_schema",
             ..
         })
     ));

@@ -1,6 +1,7 @@
 //! Avro end to end through a real broker with clients nobody here wrote: Python
 //! confluent-kafka's `AvroSerializer` (with its `SchemaRegistryClient`, against the
-//! registry double) produces Avro touchpoints and a rights request, the unicus runtime
+//! registry double) produces Avro touchpoints, a rights request and an operator's split
+//! command, the unicus runtime
 //! consumes them and writes every output topic in Avro with Avro keys, and confluent-kafka's
 //! `AvroDeserializer` decodes all of them.
 //!
@@ -183,6 +184,38 @@ async fn confluent_kafka_avro_clients_produce_what_unicus_reads_and_read_what_it
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // An operator splits the app's device off the customer, by an Avro command.
+    let resolved = python(
+        &py,
+        &[
+            "consume",
+            "--brokers",
+            &brokers,
+            "--registry",
+            &registry.url(),
+            "--prefix",
+            &prefix,
+            "--topics",
+            "touchpoints.resolved",
+            "--idle",
+            "1",
+        ],
+    );
+    let first: Value = serde_json::from_str(resolved.lines().next().unwrap()).unwrap();
+    let split = json!({"command_id": "ops-1", "kind": "split",
+        "customer_id": first["value"]["customer_id"], "reason": "a shared tablet",
+        "identifier": {"type": "device_id", "value": "a1f3"}, "requested_at": "2026-11-22T00:00:00Z"});
+    produce(phases.len(), &[split]);
+    expected += 1;
+    let started = Instant::now();
+    while stats.consumed.load(Ordering::Relaxed) < expected {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the command is not consumed"
+        );
+        assert!(!task.is_finished(), "runtime stopped: {:?}", task.await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.send(true).unwrap();
     let summary = tokio::time::timeout(Duration::from_secs(30), task)
         .await
@@ -251,6 +284,22 @@ async fn confluent_kafka_avro_clients_produce_what_unicus_reads_and_read_what_it
         .find(|r| r["value"]["type"] == "merge")
         .expect("a merge");
     assert_eq!(merge["value"]["merged_ids"].as_array().unwrap().len(), 1);
+    let split = by_topic["identity.changes"]
+        .iter()
+        .find(|r| r["value"]["type"] == "split")
+        .expect("the split of the command");
+    assert_eq!(split["key"], json!(customer));
+    assert_eq!(
+        (
+            &split["value"]["command_id"],
+            &split["value"]["source_profiles"]
+        ),
+        (&json!("ops-1"), &json!(1))
+    );
+    assert_eq!(split["value"]["at"], "2026-11-22T00:00:00+00:00");
+    assert!(split["value"]["new_customer_id"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("cus_")));
     let cart = &by_topic["triggers.cart_abandoned"][0]["value"];
     assert_eq!(cart["cart_id"], "K-19");
     assert_eq!(cart["value"], "89.50", "money is a decimal");

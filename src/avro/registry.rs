@@ -628,18 +628,23 @@ pub struct InputFormats {
 }
 
 impl InputFormats {
-    /// Readers for `touchpoints.<channel>` of each channel and for the requests topic.
+    /// Readers for `touchpoints.<channel>` of each channel, for the requests topic and
+    /// for the commands topic (both with their prefix).
     pub fn new(
         cfg: &SchemaRegistrySettings,
         topic_prefix: &str,
         channels: &[String],
         requests_topic: &str,
+        commands_topic: &str,
     ) -> Result<Self, RegistryError> {
         let c = catalogue();
         let readers = channels
             .iter()
             .map(|ch| (format!("{topic_prefix}touchpoints.{ch}"), c.input(ch)))
-            .chain(std::iter::once((requests_topic.to_string(), c.requests())))
+            .chain([
+                (requests_topic.to_string(), c.requests()),
+                (commands_topic.to_string(), c.commands()),
+            ])
             .collect();
         Ok(Self {
             decoder: InputDecoder::new(cfg)?,

@@ -2,7 +2,8 @@
 //!
 //! One schema per input channel (`schemas/input/touchpoints.<channel>.avsc`; a channel
 //! configured beyond the built-in eight reads `touchpoint.avsc`, the envelope with every
-//! optional part), one for `gdpr.requests`, and one per output topic
+//! optional part), one for `gdpr.requests`, one for `identity.commands`, and one per
+//! output topic
 //! (`schemas/output/<topic>.avsc`). `touchpoints.dlq` has none: a dead letter keeps the
 //! original bytes, whatever their format.
 
@@ -37,7 +38,7 @@ macro_rules! schema_file {
 }
 
 /// Every schema file, as compiled in.
-pub const FILES: [SchemaFile; 18] = [
+pub const FILES: [SchemaFile; 19] = [
     schema_file!("input", "touchpoints.web"),
     schema_file!("input", "touchpoints.app"),
     schema_file!("input", "touchpoints.store"),
@@ -48,6 +49,7 @@ pub const FILES: [SchemaFile; 18] = [
     schema_file!("input", "touchpoints.email"),
     schema_file!("input", "touchpoint"),
     schema_file!("input", "gdpr.requests"),
+    schema_file!("input", "identity.commands"),
     schema_file!("output", "touchpoints.resolved"),
     schema_file!("output", "identity.changes"),
     schema_file!("output", "profiles.merged"),
@@ -130,6 +132,11 @@ impl Catalogue {
     /// The schema of `gdpr.requests`.
     pub fn requests(&self) -> &TopicSchema {
         &self.by_name["gdpr.requests"]
+    }
+
+    /// The schema of `identity.commands`.
+    pub fn commands(&self) -> &TopicSchema {
+        &self.by_name["identity.commands"]
     }
 
     /// The value schema of an output topic (none for the dead-letter topic).

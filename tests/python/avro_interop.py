@@ -1,9 +1,9 @@
 """Avro interoperability with clients nobody here wrote: confluent-kafka's
 SchemaRegistryClient, AvroSerializer and AvroDeserializer.
 
-  produce: JSON lines -> Avro touchpoints (and rights requests) on touchpoints.<channel>
-           (gdpr.requests), schemas from schemas/input, registered by the serializer
-           (subject <topic>-value).
+  produce: JSON lines -> Avro touchpoints (rights requests, operator commands) on
+           touchpoints.<channel> (gdpr.requests, identity.commands), schemas from
+           schemas/input, registered by the serializer (subject <topic>-value).
   consume: every record of the given topics, key and value decoded with AvroDeserializer
            from the writer schema in the registry, printed as JSON lines.
 
@@ -88,17 +88,19 @@ def produce(args):
             continue
         doc = json.loads(line)
         if "request_id" in doc:
-            name, topic = "gdpr.requests", args.prefix + "gdpr.requests"
+            name = "gdpr.requests"
+        elif "command_id" in doc:
+            name = "identity.commands"
         else:
             name = "touchpoints." + doc["channel"]
-            topic = args.prefix + name
+        topic = args.prefix + name
         if name not in serializers:
             text = open("%s/input/%s.avsc" % (args.schemas, name)).read()
             schema = json.loads(text)
             serializers[name] = (schema, AvroSerializer(registry, text, lambda obj, ctx: obj))
         schema, serializer = serializers[name]
         value = serializer(to_avro(doc, schema, {}), SerializationContext(topic, MessageField.VALUE))
-        key = doc.get("event_id") or doc.get("request_id")
+        key = doc.get("event_id") or doc.get("request_id") or doc.get("command_id")
         producer.produce(topic, key=keys(key), value=value)
         count += 1
     remaining = producer.flush(30)
