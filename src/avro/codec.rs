@@ -17,9 +17,9 @@
 
 use std::collections::HashMap;
 
-use apache_avro::schema::{DecimalSchema, Name, RecordSchema, UnionSchema};
+use apache_avro::schema::Name;
 use apache_avro::types::Value as Avro;
-use apache_avro::{Decimal, Schema};
+use apache_avro::Schema;
 use serde_json::{Map, Number, Value as Json};
 
 use super::schemas::TopicSchema;
@@ -57,87 +57,360 @@ fn deref<'s>(schema: &'s Schema, names: &'s Names) -> &'s Schema {
 // ----------------------------------------------------------------------------- encoding
 
 /// The Avro body (no Confluent header) of a JSON document under `schema`.
+///
+/// Written straight from the document into bytes (Avro binary encoding) along the
+/// schema's [`Plan`], without an intermediate `apache_avro` value: this is the hot path of
+/// Avro output. The tests compare its bytes with those of `apache-avro` and decode them
+/// with the Python Avro clients (interop).
 pub fn encode(doc: &Json, schema: &TopicSchema) -> Result<Vec<u8>, CodecError> {
-    let value = to_avro(doc, schema.schema, &schema.names, &mut String::new())?;
     let mut out = Vec::with_capacity(256);
-    schema
-        .writer
-        .write_value_ref(&mut out, &value)
-        .map_err(|e| CodecError::Avro(e.to_string()))?;
+    let plan = &schema.plan;
+    Writer {
+        plan,
+        path: Vec::new(),
+        out: &mut out,
+    }
+    .write(doc, plan.root)?;
     Ok(out)
 }
 
-/// Converts a JSON value to the Avro value of `schema`.
-pub fn to_avro(
-    json: &Json,
-    schema: &Schema,
-    names: &Names,
-    path: &mut String,
-) -> Result<Avro, CodecError> {
-    let schema = deref(schema, names);
-    Ok(match (schema, json) {
-        (Schema::Null, Json::Null) => Avro::Null,
-        (Schema::Boolean, Json::Bool(b)) => Avro::Boolean(*b),
-        (Schema::Int, Json::Number(n)) => Avro::Int(
-            n.as_i64()
-                .and_then(|i| i32::try_from(i).ok())
-                .ok_or_else(|| shape(path, "expected a 32-bit integer"))?,
-        ),
-        (Schema::Long, Json::Number(n)) => Avro::Long(
-            n.as_i64()
-                .ok_or_else(|| shape(path, "expected an integer"))?,
-        ),
-        (Schema::Float, Json::Number(n)) => Avro::Float(n.as_f64().unwrap_or_default() as f32),
-        (Schema::Double, Json::Number(n)) => Avro::Double(n.as_f64().unwrap_or_default()),
-        (Schema::String, Json::String(s)) => Avro::String(s.clone()),
-        (Schema::TimestampMillis, Json::String(s)) => Avro::TimestampMillis(
-            chrono::DateTime::parse_from_rfc3339(s)
-                .map_err(|e| shape(path, format!("not an rfc 3339 time: {e}")))?
-                .timestamp_millis(),
-        ),
-        (Schema::TimestampMillis, Json::Number(n)) => Avro::TimestampMillis(
-            n.as_i64()
-                .ok_or_else(|| shape(path, "expected ms since the epoch"))?,
-        ),
-        (Schema::Date, Json::String(s)) => {
-            let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .map_err(|e| shape(path, format!("not a YYYY-MM-DD date: {e}")))?;
-            let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-            Avro::Date(
-                i32::try_from((day - epoch).num_days())
-                    .map_err(|_| shape(path, "date out of range"))?,
-            )
-        }
-        (Schema::Decimal(d), Json::Number(_) | Json::String(_)) => decimal(json, d, path)?,
-        (Schema::Array(a), Json::Array(items)) => {
-            let mut out = Vec::with_capacity(items.len());
-            let len = path.len();
-            for (i, item) in items.iter().enumerate() {
-                path.push_str(&format!("[{i}]"));
-                out.push(to_avro(item, &a.items, names, path)?);
-                path.truncate(len);
+/// A schema compiled for writing: named references resolved to node indices, the
+/// fields of each record also listed by name, to be merged with the sorted keys of a JSON
+/// object in one pass.
+#[derive(Debug)]
+pub struct Plan {
+    nodes: Vec<Node>,
+    root: usize,
+}
+
+#[derive(Debug)]
+enum Node {
+    Null,
+    Boolean,
+    Int,
+    Long,
+    Float,
+    Double,
+    String,
+    TimestampMillis,
+    Date,
+    Decimal {
+        precision: usize,
+        scale: usize,
+    },
+    Array(usize),
+    Map(usize),
+    Record(RecordPlan),
+    Union(Vec<usize>),
+    /// A type the JSON forms never use (bytes, fixed, enum…): nothing fits it.
+    Other,
+}
+
+#[derive(Debug, Default)]
+struct RecordPlan {
+    name: String,
+    /// Name, node and default of each field, in the schema's order.
+    fields: Vec<(String, usize, Option<Json>)>,
+    /// Field positions sorted by field name.
+    by_name: Vec<usize>,
+}
+
+impl Plan {
+    /// Compiles `schema`, following references through `names`.
+    pub fn new(schema: &Schema, names: &Names) -> Self {
+        let mut plan = Plan {
+            nodes: Vec::new(),
+            root: 0,
+        };
+        let mut named = HashMap::new();
+        plan.root = plan.compile(schema, names, &mut named);
+        plan
+    }
+
+    fn push(&mut self, node: Node) -> usize {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    fn compile(
+        &mut self,
+        schema: &Schema,
+        names: &Names,
+        named: &mut HashMap<Name, usize>,
+    ) -> usize {
+        let schema = deref(schema, names);
+        match schema {
+            Schema::Null => self.push(Node::Null),
+            Schema::Boolean => self.push(Node::Boolean),
+            Schema::Int => self.push(Node::Int),
+            Schema::Long => self.push(Node::Long),
+            Schema::Float => self.push(Node::Float),
+            Schema::Double => self.push(Node::Double),
+            Schema::String => self.push(Node::String),
+            Schema::TimestampMillis => self.push(Node::TimestampMillis),
+            Schema::Date => self.push(Node::Date),
+            Schema::Decimal(d) => self.push(Node::Decimal {
+                precision: d.precision,
+                scale: d.scale,
+            }),
+            Schema::Array(a) => {
+                let items = self.compile(&a.items, names, named);
+                self.push(Node::Array(items))
             }
-            Avro::Array(out)
-        }
-        (Schema::Map(m), Json::Object(o)) => {
-            let mut out = HashMap::with_capacity(o.len());
-            for (k, v) in o {
-                let len = path.len();
-                push_key(path, k);
-                out.insert(k.clone(), to_avro(v, &m.types, names, path)?);
-                path.truncate(len);
+            Schema::Map(m) => {
+                let values = self.compile(&m.types, names, named);
+                self.push(Node::Map(values))
             }
-            Avro::Map(out)
+            Schema::Union(u) => {
+                let variants = u
+                    .variants()
+                    .iter()
+                    .map(|v| self.compile(v, names, named))
+                    .collect();
+                self.push(Node::Union(variants))
+            }
+            Schema::Record(r) => {
+                if let Some(&at) = named.get(&r.name) {
+                    return at;
+                }
+                // Reserved before the fields, so that a recursive reference finds it.
+                let at = self.push(Node::Record(RecordPlan::default()));
+                named.insert(r.name.clone(), at);
+                let fields: Vec<_> = r
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.name.clone(),
+                            self.compile(&f.schema, names, named),
+                            f.default.clone(),
+                        )
+                    })
+                    .collect();
+                let mut by_name: Vec<usize> = (0..fields.len()).collect();
+                by_name.sort_by(|&x, &y| fields[x].0.cmp(&fields[y].0));
+                self.nodes[at] = Node::Record(RecordPlan {
+                    name: r.name.name().to_string(),
+                    fields,
+                    by_name,
+                });
+                at
+            }
+            _ => self.push(Node::Other),
         }
-        (Schema::Record(r), Json::Object(o)) => record(r, o, names, path)?,
-        (Schema::Union(u), _) => union(u, json, names, path)?,
-        (schema, json) => {
-            return Err(shape(
-                path,
-                format!("{} does not fit a {}", kind(json), schema_kind(schema)),
-            ))
+    }
+
+    fn describe(&self, node: usize) -> String {
+        match &self.nodes[node] {
+            Node::Record(r) => format!("record {}", r.name),
+            Node::Decimal { precision, scale } => format!("decimal({precision}, {scale})"),
+            Node::Null => "null".into(),
+            Node::Boolean => "boolean".into(),
+            Node::Int => "int".into(),
+            Node::Long => "long".into(),
+            Node::Float => "float".into(),
+            Node::Double => "double".into(),
+            Node::String => "string".into(),
+            Node::TimestampMillis => "timestampmillis".into(),
+            Node::Date => "date".into(),
+            Node::Array(_) => "array".into(),
+            Node::Map(_) => "map".into(),
+            Node::Union(_) => "union".into(),
+            Node::Other => "unsupported type".into(),
         }
-    })
+    }
+
+    /// Whether a JSON value can go into a (non-union) node, without converting it.
+    fn fits(&self, json: &Json, node: usize) -> bool {
+        match (&self.nodes[node], json) {
+            (Node::Null, Json::Null) | (Node::Boolean, Json::Bool(_)) => true,
+            (Node::Int | Node::Long | Node::TimestampMillis, Json::Number(n)) => n.is_i64(),
+            (Node::Float | Node::Double | Node::Decimal { .. }, Json::Number(_)) => true,
+            (
+                Node::String | Node::TimestampMillis | Node::Date | Node::Decimal { .. },
+                Json::String(_),
+            ) => true,
+            (Node::Array(_), Json::Array(_)) => true,
+            (Node::Map(_) | Node::Record(_), Json::Object(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// One step of the path to a value, rendered only in an error.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+struct Writer<'a, 'o> {
+    plan: &'a Plan,
+    path: Vec<Step<'a>>,
+    out: &'o mut Vec<u8>,
+}
+
+impl<'a> Writer<'a, '_> {
+    fn error(&self, problem: impl Into<String>) -> CodecError {
+        let mut path = String::new();
+        for step in &self.path {
+            match step {
+                Step::Key(k) => push_key(&mut path, k),
+                Step::Index(i) => path.push_str(&format!("[{i}]")),
+            }
+        }
+        shape(&path, problem)
+    }
+
+    fn long(&mut self, n: i64) {
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        while z >= 0x80 {
+            self.out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        self.out.push(z as u8);
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.long(b.len() as i64);
+        self.out.extend_from_slice(b);
+    }
+
+    /// Writes a JSON value as the Avro datum of `node`.
+    fn write(&mut self, json: &'a Json, node: usize) -> Result<(), CodecError> {
+        let plan = self.plan;
+        match (&plan.nodes[node], json) {
+            (Node::Null, Json::Null) => {}
+            (Node::Boolean, Json::Bool(b)) => self.out.push(u8::from(*b)),
+            (Node::Int, Json::Number(n)) => {
+                let i = n
+                    .as_i64()
+                    .and_then(|i| i32::try_from(i).ok())
+                    .ok_or_else(|| self.error("expected a 32-bit integer"))?;
+                self.long(i.into())
+            }
+            (Node::Long, Json::Number(n)) => {
+                let i = n
+                    .as_i64()
+                    .ok_or_else(|| self.error("expected an integer"))?;
+                self.long(i)
+            }
+            (Node::Float, Json::Number(n)) => self
+                .out
+                .extend_from_slice(&(n.as_f64().unwrap_or_default() as f32).to_le_bytes()),
+            (Node::Double, Json::Number(n)) => self
+                .out
+                .extend_from_slice(&n.as_f64().unwrap_or_default().to_le_bytes()),
+            (Node::String, Json::String(s)) => self.bytes(s.as_bytes()),
+            (Node::TimestampMillis, Json::String(s)) => {
+                let ms = chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| self.error(format!("not an rfc 3339 time: {e}")))?
+                    .timestamp_millis();
+                self.long(ms)
+            }
+            (Node::TimestampMillis, Json::Number(n)) => {
+                let ms = n
+                    .as_i64()
+                    .ok_or_else(|| self.error("expected ms since the epoch"))?;
+                self.long(ms)
+            }
+            (Node::Date, Json::String(s)) => {
+                let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .map_err(|e| self.error(format!("not a YYYY-MM-DD date: {e}")))?;
+                let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+                let days = i32::try_from((day - epoch).num_days())
+                    .map_err(|_| self.error("date out of range"))?;
+                self.long(days.into())
+            }
+            (&Node::Decimal { precision, scale }, Json::Number(_) | Json::String(_)) => {
+                let unscaled = decimal(json, precision, scale).map_err(|p| self.error(p))?;
+                self.bytes(&minimal_be(unscaled))
+            }
+            (&Node::Array(items), Json::Array(values)) => {
+                if !values.is_empty() {
+                    self.long(values.len() as i64);
+                    for (i, v) in values.iter().enumerate() {
+                        self.path.push(Step::Index(i));
+                        self.write(v, items)?;
+                        self.path.pop();
+                    }
+                }
+                self.out.push(0);
+            }
+            (&Node::Map(values), Json::Object(o)) => {
+                if !o.is_empty() {
+                    self.long(o.len() as i64);
+                    for (k, v) in o {
+                        self.path.push(Step::Key(k));
+                        self.bytes(k.as_bytes());
+                        self.write(v, values)?;
+                        self.path.pop();
+                    }
+                }
+                self.out.push(0);
+            }
+            (Node::Record(r), Json::Object(o)) => self.record(r, o)?,
+            (Node::Union(variants), _) => {
+                let Some(found) = variants.iter().position(|&v| plan.fits(json, v)) else {
+                    let names: Vec<String> = variants.iter().map(|&v| plan.describe(v)).collect();
+                    return Err(self.error(format!(
+                        "{} fits none of {}",
+                        kind(json),
+                        names.join(", ")
+                    )));
+                };
+                self.long(found as i64);
+                self.write(json, variants[found])?;
+            }
+            (_, json) => {
+                return Err(self.error(format!(
+                    "{} does not fit a {}",
+                    kind(json),
+                    plan.describe(node)
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// A record: the object's sorted keys merged with the fields sorted by name, then
+    /// the values written in the schema's order.
+    fn record(&mut self, r: &'a RecordPlan, o: &'a Map<String, Json>) -> Result<(), CodecError> {
+        let mut values: Vec<Option<&'a Json>> = vec![None; r.fields.len()];
+        let mut by_name = r.by_name.iter().peekable();
+        for (k, v) in o {
+            loop {
+                match by_name.peek().map(|&&i| (i, r.fields[i].0.as_str().cmp(k))) {
+                    Some((_, std::cmp::Ordering::Less)) => {
+                        by_name.next();
+                    }
+                    Some((i, std::cmp::Ordering::Equal)) => {
+                        values[i] = Some(v);
+                        by_name.next();
+                        break;
+                    }
+                    _ => {
+                        self.path.push(Step::Key(k));
+                        return Err(self.error(format!("not a field of {}", r.name)));
+                    }
+                }
+            }
+        }
+        for ((name, node, default), value) in r.fields.iter().zip(values) {
+            self.path.push(Step::Key(name));
+            match value.or(default.as_ref()) {
+                Some(v) => self.write(v, *node)?,
+                None => {
+                    let mark = self.out.len();
+                    if self.write(&Json::Null, *node).is_err() {
+                        self.out.truncate(mark);
+                        return Err(self.error("missing"));
+                    }
+                }
+            }
+            self.path.pop();
+        }
+        Ok(())
+    }
 }
 
 fn push_key(path: &mut String, key: &str) {
@@ -147,98 +420,20 @@ fn push_key(path: &mut String, key: &str) {
     path.push_str(key);
 }
 
-fn record(
-    r: &RecordSchema,
-    o: &Map<String, Json>,
-    names: &Names,
-    path: &mut String,
-) -> Result<Avro, CodecError> {
-    if let Some(extra) = o.keys().find(|k| !r.lookup.contains_key(k.as_str())) {
-        let len = path.len();
-        push_key(path, extra);
-        let e = shape(path, format!("not a field of {}", r.name.name()));
-        path.truncate(len);
-        return Err(e);
-    }
-    let mut fields = Vec::with_capacity(r.fields.len());
-    for f in &r.fields {
-        let len = path.len();
-        push_key(path, &f.name);
-        let value = match o.get(&f.name) {
-            Some(v) => to_avro(v, &f.schema, names, path)?,
-            None => match &f.default {
-                Some(default) => to_avro(default, &f.schema, names, path)?,
-                None => to_avro(&Json::Null, &f.schema, names, path)
-                    .map_err(|_| shape(path, "missing"))?,
-            },
-        };
-        path.truncate(len);
-        fields.push((f.name.clone(), value));
-    }
-    Ok(Avro::Record(fields))
-}
-
-/// Whether a JSON value can go into a (non-union) schema, without converting it.
-fn fits(json: &Json, schema: &Schema) -> bool {
-    match (schema, json) {
-        (Schema::Null, Json::Null) | (Schema::Boolean, Json::Bool(_)) => true,
-        (Schema::Int | Schema::Long, Json::Number(n)) => n.is_i64(),
-        (Schema::Float | Schema::Double | Schema::Decimal(_), Json::Number(_)) => true,
-        (Schema::TimestampMillis, Json::Number(n)) => n.is_i64(),
-        (
-            Schema::String | Schema::TimestampMillis | Schema::Date | Schema::Decimal(_),
-            Json::String(_),
-        ) => true,
-        (Schema::Array(_), Json::Array(_)) => true,
-        (Schema::Map(_) | Schema::Record(_) | Schema::Ref { .. }, Json::Object(_)) => true,
-        _ => false,
-    }
-}
-
-fn union(
-    u: &UnionSchema,
-    json: &Json,
-    names: &Names,
-    path: &mut String,
-) -> Result<Avro, CodecError> {
-    let variants = u.variants();
-    let found = variants
-        .iter()
-        .position(|v| fits(json, deref(v, names)))
-        .ok_or_else(|| {
-            shape(
-                path,
-                format!(
-                    "{} fits none of {}",
-                    kind(json),
-                    variants
-                        .iter()
-                        .map(schema_kind)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?;
-    let value = to_avro(json, &variants[found], names, path)?;
-    Ok(Avro::Union(found as u32, Box::new(value)))
-}
-
-fn decimal(json: &Json, d: &DecimalSchema, path: &str) -> Result<Avro, CodecError> {
+/// The unscaled value of a decimal, or the problem.
+fn decimal(json: &Json, precision: usize, scale: usize) -> Result<i128, String> {
     let x = match json {
         Json::Number(n) => n.as_f64(),
         Json::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     }
     .filter(|x| x.is_finite())
-    .ok_or_else(|| shape(path, "expected a decimal number"))?;
-    let unscaled = (x * 10f64.powi(d.scale as i32)).round();
-    if unscaled.abs() >= 10f64.powi(d.precision as i32) {
-        return Err(shape(
-            path,
-            format!("{x} does not fit decimal({}, {})", d.precision, d.scale),
-        ));
+    .ok_or("expected a decimal number")?;
+    let unscaled = (x * 10f64.powi(scale as i32)).round();
+    if unscaled.abs() >= 10f64.powi(precision as i32) {
+        return Err(format!("{x} does not fit decimal({precision}, {scale})"));
     }
-    Ok(Avro::Decimal(Decimal::from(minimal_be(unscaled as i128))))
+    Ok(unscaled as i128)
 }
 
 /// Two's-complement big-endian bytes of `n`, without redundant sign bytes.
@@ -286,6 +481,141 @@ pub enum Nulls {
     Keep,
     /// Null fields are left out, as a JSON producer would (touchpoints the engine reads).
     Drop,
+}
+
+/// Decodes the Avro body of a datum written with the reader's own schema (the usual
+/// case: the producer uses unicus's schema), straight into JSON along the schema's
+/// [`Plan`], with the rules of [`to_json`]. `None` when the bytes are not such a datum
+/// (short, bad UTF-8, bytes left over, a type the plan does not read): the caller then
+/// decodes with `apache-avro`, which says what is wrong.
+pub fn decode_direct(body: &[u8], schema: &TopicSchema, nulls: Nulls) -> Option<Json> {
+    let mut reader = Reader {
+        plan: &schema.plan,
+        bytes: body,
+        nulls,
+    };
+    let doc = reader.read(schema.plan.root)?;
+    reader.bytes.is_empty().then_some(doc)
+}
+
+struct Reader<'a, 'b> {
+    plan: &'a Plan,
+    bytes: &'b [u8],
+    nulls: Nulls,
+}
+
+impl Reader<'_, '_> {
+    fn long(&mut self) -> Option<i64> {
+        let mut z = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.bytes.split_first()?;
+            self.bytes = rest;
+            z |= u64::from(b & 0x7F) << shift;
+            if b & 0x80 == 0 {
+                return Some((z >> 1) as i64 ^ -((z & 1) as i64));
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        let n = usize::try_from(self.long()?).ok()?;
+        std::str::from_utf8(self.take(n)?).ok().map(str::to_string)
+    }
+
+    /// The item count of the next block of an array or map (0: the end).
+    fn block(&mut self) -> Option<usize> {
+        let n = self.long()?;
+        if n < 0 {
+            self.long()?; // the block's size in bytes
+        }
+        usize::try_from(n.unsigned_abs()).ok()
+    }
+
+    fn read(&mut self, node: usize) -> Option<Json> {
+        let plan = self.plan;
+        Some(match &plan.nodes[node] {
+            Node::Null => Json::Null,
+            Node::Boolean => Json::Bool(*self.take(1)?.first()? != 0),
+            Node::Int | Node::Long => Json::from(self.long()?),
+            Node::Float => float(f64::from(f32::from_le_bytes(
+                self.take(4)?.try_into().ok()?,
+            ))),
+            Node::Double => float(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            Node::String => Json::String(self.string()?),
+            Node::TimestampMillis => Json::String(crate::output::rfc3339(self.long()?)),
+            Node::Date => Json::String(
+                (chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
+                    + chrono::Duration::days(self.long()?))
+                .format("%Y-%m-%d")
+                .to_string(),
+            ),
+            &Node::Decimal { scale, .. } => {
+                let n = usize::try_from(self.long()?).ok()?;
+                let bytes = self.take(n)?;
+                if bytes.len() > 16 {
+                    return None;
+                }
+                let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+                    0xFF
+                } else {
+                    0
+                };
+                let mut wide = [fill; 16];
+                wide[16 - bytes.len()..].copy_from_slice(bytes);
+                float(i128::from_be_bytes(wide) as f64 / 10f64.powi(scale as i32))
+            }
+            &Node::Array(items) => {
+                let mut out = Vec::new();
+                loop {
+                    let n = self.block()?;
+                    if n == 0 {
+                        break Json::Array(out);
+                    }
+                    for _ in 0..n {
+                        out.push(self.read(items)?);
+                    }
+                }
+            }
+            &Node::Map(values) => {
+                let mut out = Map::new();
+                loop {
+                    let n = self.block()?;
+                    if n == 0 {
+                        break Json::Object(out);
+                    }
+                    for _ in 0..n {
+                        let k = self.string()?;
+                        out.insert(k, self.read(values)?);
+                    }
+                }
+            }
+            Node::Record(r) => {
+                let mut out = Map::new();
+                for (name, field, _) in &r.fields {
+                    let v = self.read(*field)?;
+                    if self.nulls == Nulls::Keep || !v.is_null() {
+                        out.insert(name.clone(), v);
+                    }
+                }
+                Json::Object(out)
+            }
+            Node::Union(variants) => {
+                let i = usize::try_from(self.long()?).ok()?;
+                self.read(*variants.get(i)?)?
+            }
+            Node::Other => return None,
+        })
+    }
 }
 
 /// Converts an Avro value of `schema` (the reader's, after resolution) to JSON.
@@ -373,7 +703,108 @@ fn float(f: f64) -> Json {
 mod tests {
     use super::*;
     use crate::avro::schemas::{catalogue, TopicSchema};
+    use apache_avro::Decimal;
     use serde_json::json;
+
+    /// The bytes `apache-avro` writes for `value` under `schema`.
+    fn reference_bytes(schema: &Schema, value: Avro) -> Vec<u8> {
+        apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap()
+    }
+
+    #[test]
+    fn the_direct_writer_writes_the_bytes_apache_avro_writes() {
+        let text = r#"{"type": "record", "name": "T", "fields": [
+            {"name": "small", "type": "long"}, {"name": "negative", "type": "long"},
+            {"name": "big", "type": "long"}, {"name": "count", "type": "int"},
+            {"name": "maybe", "type": ["null", "string"]},
+            {"name": "absent", "type": ["null", "string"], "default": null},
+            {"name": "items", "type": {"type": "array", "items": "int"}},
+            {"name": "none", "type": {"type": "array", "items": "string"}},
+            {"name": "scores", "type": {"type": "map", "values": "double"}},
+            {"name": "money", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
+            {"name": "debt", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "born", "type": {"type": "int", "logicalType": "date"}},
+            {"name": "flag", "type": "boolean"}, {"name": "ratio", "type": "float"},
+            {"name": "nested", "type": ["null", {"type": "record", "name": "N", "fields": [
+                {"name": "s", "type": "string"}]}]}
+        ]}"#;
+        let schema: &'static Schema = Box::leak(Box::new(Schema::parse_str(text).unwrap()));
+        let ts = TopicSchema::parse(crate::avro::schemas::SchemaFile {
+            dir: "output",
+            name: "t",
+            text,
+        })
+        .unwrap();
+        let doc = json!({"small": 1, "negative": -65, "big": 1_i64 << 40, "count": 300,
+            "maybe": "é", "items": [1, -2, 3], "none": [], "scores": {"jw": 0.5},
+            "money": 129.9, "debt": -1.28, "at": "2026-11-20T13:03:00.250+01:00",
+            "born": "1985-04-12", "flag": true, "ratio": 0.25, "nested": {"s": "x"}});
+        let value = Avro::Record(vec![
+            ("small".into(), Avro::Long(1)),
+            ("negative".into(), Avro::Long(-65)),
+            ("big".into(), Avro::Long(1 << 40)),
+            ("count".into(), Avro::Int(300)),
+            (
+                "maybe".into(),
+                Avro::Union(1, Box::new(Avro::String("é".into()))),
+            ),
+            ("absent".into(), Avro::Union(0, Box::new(Avro::Null))),
+            (
+                "items".into(),
+                Avro::Array(vec![Avro::Int(1), Avro::Int(-2), Avro::Int(3)]),
+            ),
+            ("none".into(), Avro::Array(vec![])),
+            (
+                "scores".into(),
+                Avro::Map([("jw".to_string(), Avro::Double(0.5))].into()),
+            ),
+            (
+                "money".into(),
+                Avro::Decimal(Decimal::from(minimal_be(12_990))),
+            ),
+            (
+                "debt".into(),
+                Avro::Decimal(Decimal::from(minimal_be(-128))),
+            ),
+            ("at".into(), Avro::TimestampMillis(1_795_176_180_250)),
+            ("born".into(), Avro::Date(5_580)),
+            ("flag".into(), Avro::Boolean(true)),
+            ("ratio".into(), Avro::Float(0.25)),
+            (
+                "nested".into(),
+                Avro::Union(
+                    1,
+                    Box::new(Avro::Record(vec![("s".into(), Avro::String("x".into()))])),
+                ),
+            ),
+        ]);
+        let bytes = encode(&doc, &ts).unwrap();
+        assert_eq!(bytes, reference_bytes(schema, value));
+        let mut expected = doc.clone();
+        expected["at"] = json!("2026-11-20T12:03:00.250Z");
+        expected["debt"] = json!(-1.28);
+        assert_eq!(
+            decode_direct(&bytes, &ts, Nulls::Drop),
+            Some(expected.clone())
+        );
+        assert_eq!(
+            round_trip(&doc, &ts),
+            expected,
+            "apache-avro reads the same"
+        );
+        assert_eq!(
+            decode_direct(&bytes[..bytes.len() - 1], &ts, Nulls::Drop),
+            None
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(decode_direct(&longer, &ts, Nulls::Drop), None);
+    }
 
     fn round_trip(doc: &Json, ts: &TopicSchema) -> Json {
         let body = encode(doc, ts).unwrap();

@@ -133,6 +133,8 @@ enum Writer {
     Ready {
         /// Reads the writer's bytes and resolves them to the reader's schema.
         reader: GenericDatumReader<'static>,
+        /// The writer's schema is the reader's: the direct decoder reads it.
+        same: bool,
     },
     Unusable(DecodeFailure),
 }
@@ -242,7 +244,14 @@ impl InputDecoder {
             detail: format!("schema id {id} was not looked up"),
         })?;
         let reader_of_writer = match &*writer {
-            Writer::Ready { reader } => reader,
+            Writer::Ready { reader: r, same } => {
+                if *same {
+                    if let Some(doc) = codec::decode_direct(body, reader, nulls) {
+                        return Ok(doc);
+                    }
+                }
+                r
+            }
             Writer::Unusable(f) => return Err(f.clone()),
         };
         let undecodable = |detail: String| DecodeFailure {
@@ -292,7 +301,7 @@ fn resolve(id: u32, writer: &Schema, reader: &'static TopicSchema) -> Writer {
             .build()
     };
     match built {
-        Ok(r) => Writer::Ready { reader: r },
+        Ok(r) => Writer::Ready { reader: r, same },
         Err(e) => incompatible(e.to_string()),
     }
 }
@@ -451,19 +460,23 @@ pub fn avro_shape(topic: Topic, value: &Json) -> std::borrow::Cow<'_, Json> {
     use std::borrow::Cow;
     match (topic, value) {
         (Topic::Resolved, Json::Object(doc)) => {
-            let mut event = doc.clone();
-            let customer_id = event.remove("customer_id").unwrap_or(Json::Null);
-            let resolution = event.remove("resolution").unwrap_or(Json::Null);
             let mut out = serde_json::Map::new();
-            for k in ["event_id", "channel", "type", "occurred_at"] {
-                out.insert(k.into(), event.get(k).cloned().unwrap_or(Json::Null));
+            for k in [
+                "event_id",
+                "channel",
+                "type",
+                "occurred_at",
+                "customer_id",
+                "resolution",
+            ] {
+                out.insert(k.into(), doc.get(k).cloned().unwrap_or(Json::Null));
             }
-            out.insert("customer_id".into(), customer_id);
-            out.insert("resolution".into(), resolution);
-            out.insert(
-                "event".into(),
-                Json::String(Json::Object(event).to_string()),
-            );
+            let event = serde_json::to_string(&Without {
+                doc,
+                left_out: &["customer_id", "resolution"],
+            })
+            .unwrap_or_default();
+            out.insert("event".into(), Json::String(event));
             Cow::Owned(Json::Object(out))
         }
         (Topic::GdprReceipts, Json::Object(doc))
@@ -475,6 +488,25 @@ pub fn avro_shape(topic: Topic, value: &Json) -> std::borrow::Cow<'_, Json> {
             Cow::Owned(Json::Object(out))
         }
         _ => Cow::Borrowed(value),
+    }
+}
+
+/// A JSON object serialised without some of its keys (no copy of the rest).
+struct Without<'a> {
+    doc: &'a serde_json::Map<String, Json>,
+    left_out: &'a [&'a str],
+}
+
+impl serde::Serialize for Without<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in self.doc {
+            if !self.left_out.contains(&k.as_str()) {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        map.end()
     }
 }
 

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use apache_avro::schema::{Name, ResolvedSchema};
-use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
 use crate::output::Topic;
@@ -72,7 +71,8 @@ pub struct TopicSchema {
     pub resolved: ResolvedSchema<'static>,
     /// Parsing canonical form: equal forms read each other without resolution.
     pub canonical: String,
-    pub(crate) writer: GenericDatumWriter<'static>,
+    /// The schema compiled for the output writer.
+    pub(crate) plan: super::codec::Plan,
 }
 
 impl std::fmt::Debug for TopicSchema {
@@ -94,18 +94,14 @@ impl TopicSchema {
             .iter()
             .map(|(n, s)| (n.clone(), *s))
             .collect();
-        // Values are built from the schema by the codec: no second validation pass.
-        let writer = GenericDatumWriter::builder(schema)
-            .resolved_schemata(resolved.clone())
-            .validate(false)
-            .build()?;
+        let plan = super::codec::Plan::new(schema, &names);
         Ok(Self {
             file,
             schema,
             names,
             canonical: schema.canonical_form(),
             resolved,
-            writer,
+            plan,
         })
     }
 
