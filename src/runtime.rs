@@ -576,7 +576,7 @@ pub async fn run(
             Ok(encoder) => break encoder,
             Err(e) if e.is_retriable() => {
                 if !registry_backoff(&e, &stats, backoff, &mut shutdown).await {
-                    return finish_early(&engine, &stats, started, clean);
+                    return run_summary(&engine, &stats, started, clean);
                 }
             }
             Err(e) => return Err(e.into()),
@@ -875,16 +875,7 @@ pub async fn run(
     }
     consumer.unsubscribe();
     drop(consumer);
-    let summary = RunSummary {
-        consumed: stats.consumed.load(Ordering::Relaxed),
-        produced: stats.produced.load(Ordering::Relaxed),
-        batches: stats.batches.load(Ordering::Relaxed),
-        elapsed: started.elapsed(),
-        engine: engine.stats().clone(),
-        customers: engine.customer_count()?,
-        clean,
-    };
-    Ok(summary)
+    run_summary(&engine, &stats, started, clean)
 }
 
 /// Waits out a registry outage (logged, counted). False: shutdown was requested.
@@ -906,8 +897,8 @@ async fn registry_backoff(
     !*shutdown.borrow()
 }
 
-/// The summary of a run stopped before consuming.
-fn finish_early(
+/// The summary of a run.
+fn run_summary(
     engine: &Engine,
     stats: &RuntimeStats,
     started: Instant,

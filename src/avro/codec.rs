@@ -561,18 +561,8 @@ impl Reader<'_, '_> {
             ),
             &Node::Decimal { scale, .. } => {
                 let n = usize::try_from(self.long()?).ok()?;
-                let bytes = self.take(n)?;
-                if bytes.len() > 16 {
-                    return None;
-                }
-                let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
-                    0xFF
-                } else {
-                    0
-                };
-                let mut wide = [fill; 16];
-                wide[16 - bytes.len()..].copy_from_slice(bytes);
-                float(i128::from_be_bytes(wide) as f64 / 10f64.powi(scale as i32))
+                let unscaled = unscaled_decimal(self.take(n)?)?;
+                float(unscaled as f64 / 10f64.powi(scale as i32))
             }
             &Node::Array(items) => {
                 let mut out = Vec::new();
@@ -644,17 +634,9 @@ pub fn to_json(
         ),
         (Avro::Decimal(d), Schema::Decimal(ds)) => {
             let bytes: Vec<u8> = Vec::try_from(&d).map_err(|e| CodecError::Avro(e.to_string()))?;
-            if bytes.len() > 16 {
-                return Err(CodecError::Avro("decimal wider than 128 bits".into()));
-            }
-            let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
-                0xFF
-            } else {
-                0
-            };
-            let mut wide = [fill; 16];
-            wide[16 - bytes.len()..].copy_from_slice(&bytes);
-            float(i128::from_be_bytes(wide) as f64 / 10f64.powi(ds.scale as i32))
+            let unscaled = unscaled_decimal(&bytes)
+                .ok_or_else(|| CodecError::Avro("decimal wider than 128 bits".into()))?;
+            float(unscaled as f64 / 10f64.powi(ds.scale as i32))
         }
         (Avro::Union(i, v), Schema::Union(u)) => {
             let branch = u
@@ -693,6 +675,21 @@ pub fn to_json(
             )))
         }
     })
+}
+
+/// The value of two's-complement big-endian bytes (`None`: wider than 128 bits).
+fn unscaled_decimal(bytes: &[u8]) -> Option<i128> {
+    if bytes.len() > 16 {
+        return None;
+    }
+    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+        0xFF
+    } else {
+        0
+    };
+    let mut wide = [fill; 16];
+    wide[16 - bytes.len()..].copy_from_slice(bytes);
+    Some(i128::from_be_bytes(wide))
 }
 
 fn float(f: f64) -> Json {
@@ -848,10 +845,7 @@ mod tests {
         ] {
             let d = Decimal::from(minimal_be(n));
             let bytes: Vec<u8> = Vec::try_from(&d).unwrap();
-            let fill = if bytes[0] & 0x80 != 0 { 0xFF } else { 0 };
-            let mut wide = [fill; 16];
-            wide[16 - bytes.len()..].copy_from_slice(&bytes);
-            assert_eq!(i128::from_be_bytes(wide), n);
+            assert_eq!(unscaled_decimal(&bytes), Some(n));
         }
     }
 
