@@ -553,12 +553,7 @@ impl Reader<'_, '_> {
             Node::Double => float(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
             Node::String => Json::String(self.string()?),
             Node::TimestampMillis => Json::String(crate::output::rfc3339(self.long()?)),
-            Node::Date => Json::String(
-                (chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?
-                    + chrono::Duration::days(self.long()?))
-                .format("%Y-%m-%d")
-                .to_string(),
-            ),
+            Node::Date => Json::String(date_text(self.long()?)?),
             &Node::Decimal { scale, .. } => {
                 let n = usize::try_from(self.long()?).ok()?;
                 let unscaled = unscaled_decimal(self.take(n)?)?;
@@ -627,10 +622,8 @@ pub fn to_json(
         (Avro::TimestampMillis(ms), _) => Json::String(crate::output::rfc3339(ms)),
         (Avro::TimestampMicros(us), _) => Json::String(crate::output::rfc3339(us / 1000)),
         (Avro::Date(days), _) => Json::String(
-            (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
-                + chrono::Duration::days(i64::from(days)))
-            .format("%Y-%m-%d")
-            .to_string(),
+            date_text(days.into())
+                .ok_or_else(|| CodecError::Avro(format!("date {days} out of range")))?,
         ),
         (Avro::Decimal(d), Schema::Decimal(ds)) => {
             let bytes: Vec<u8> = Vec::try_from(&d).map_err(|e| CodecError::Avro(e.to_string()))?;
@@ -675,6 +668,13 @@ pub fn to_json(
             )))
         }
     })
+}
+
+/// `YYYY-MM-DD` of an Avro `date` (days since 1970-01-01); `None` out of chrono's range.
+fn date_text(days: i64) -> Option<String> {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    let day = epoch.checked_add_signed(chrono::TimeDelta::try_days(days)?)?;
+    Some(day.format("%Y-%m-%d").to_string())
 }
 
 /// The value of two's-complement big-endian bytes (`None`: wider than 128 bits).
@@ -801,6 +801,12 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(decode_direct(&longer, &ts, Nulls::Drop), None);
+        assert_eq!(date_text(5_580).as_deref(), Some("1985-04-12"));
+        assert_eq!(
+            date_text(i64::from(i32::MAX)),
+            None,
+            "out of range, no panic"
+        );
     }
 
     fn round_trip(doc: &Json, ts: &TopicSchema) -> Json {
