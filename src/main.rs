@@ -340,6 +340,17 @@ struct ProfileArgs {
     engine: EngineArgs,
 }
 
+/// The generated stream of a benchmark.
+#[derive(Args)]
+struct StreamSize {
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    #[arg(long, default_value_t = 20_000)]
+    customers: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Replay throughput and peak memory over a generated stream.
@@ -353,14 +364,7 @@ enum BenchCommand {
     },
     /// Engine throughput with JSON records against Avro records (Confluent framed, with
     /// the registry double) over the same generated events, in one run.
-    Avro {
-        #[arg(long, default_value_t = 200_000)]
-        events: usize,
-        #[arg(long, default_value_t = 20_000)]
-        customers: usize,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
+    Avro(StreamSize),
     /// Accuracy of identity resolution on a labelled stream: pairwise precision, recall
     /// and F1, the largest cluster and replay events/s, deterministic matching only
     /// and deterministic+fuzzy, over the same stream.
@@ -368,12 +372,8 @@ enum BenchCommand {
     /// Consume->produce throughput of unicus against a passthrough loop with the same
     /// client settings on the same broker, and input-to-output latency.
     Kafka {
-        #[arg(long, default_value_t = 200_000)]
-        events: usize,
-        #[arg(long, default_value_t = 20_000)]
-        customers: usize,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
+        #[command(flatten)]
+        size: StreamSize,
         /// A real cluster; the in-process mock cluster if absent.
         #[arg(long)]
         brokers: Option<String>,
@@ -718,11 +718,11 @@ fn run(cli: Cli) -> Result<()> {
             customers,
             seed,
         }) => unicus::bench::replay(events, customers, seed),
-        Command::Bench(BenchCommand::Avro {
+        Command::Bench(BenchCommand::Avro(StreamSize {
             events,
             customers,
             seed,
-        }) => unicus::bench::avro(events, customers, seed),
+        })) => unicus::bench::avro(events, customers, seed),
         Command::Bench(BenchCommand::Accuracy(args)) => {
             use unicus::accuracy::{AccuracyOptions, Stream};
             for (name, share) in [
@@ -758,9 +758,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Kafka {
-            events,
-            customers,
-            seed,
+            size:
+                StreamSize {
+                    events,
+                    customers,
+                    seed,
+                },
             brokers,
         }) => tokio_runtime()?.block_on(unicus::bench::kafka(events, customers, seed, brokers)),
     }

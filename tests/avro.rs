@@ -525,6 +525,18 @@ fn framed(id: u32, doc: &Value, ts: &TopicSchema) -> Vec<u8> {
     unicus::avro::frame(id, &codec::encode(doc, ts).unwrap())
 }
 
+/// The input formats of a runtime reading one channel, the requests and the commands.
+fn input_formats(registry: SchemaRegistrySettings, channel: &str) -> InputFormats {
+    InputFormats::new(
+        &registry,
+        "",
+        &[channel.to_string()],
+        "gdpr.requests",
+        "identity.commands",
+    )
+    .unwrap()
+}
+
 fn registry_settings(url: String) -> SchemaRegistrySettings {
     SchemaRegistrySettings {
         url,
@@ -589,14 +601,7 @@ async fn older_and_newer_producers_are_both_read_and_bad_records_get_a_precise_r
         ),
         ("short", vec![0, 0, 1]),
     ];
-    let formats = InputFormats::new(
-        &registry_settings(registry.url()),
-        "",
-        &["web".to_string()],
-        "gdpr.requests",
-        "identity.commands",
-    )
-    .unwrap();
+    let formats = input_formats(registry_settings(registry.url()), "web");
     let wanted = formats.unknown_ids(
         records
             .iter()
@@ -661,14 +666,7 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
         .unwrap();
     let doc = json!({"event_id": "s-1", "channel": "store", "type": "store_visit", "occurred_at": "2026-11-20T10:00:00Z"});
     let bytes = framed(id, &doc, ours);
-    let formats = InputFormats::new(
-        &registry_settings(registry.url()),
-        "",
-        &["store".to_string()],
-        "gdpr.requests",
-        "identity.commands",
-    )
-    .unwrap();
+    let formats = input_formats(registry_settings(registry.url()), "store");
     registry.set_outage(true);
     let wanted = formats.unknown_ids([("touchpoints.store", bytes.as_slice())]);
     let e = formats.prepare(&wanted).await.unwrap_err();
@@ -688,14 +686,7 @@ async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
     );
 
     // Without a registry, Avro input is a dead letter that says so.
-    let none = InputFormats::new(
-        &SchemaRegistrySettings::default(),
-        "",
-        &["store".to_string()],
-        "gdpr.requests",
-        "identity.commands",
-    )
-    .unwrap();
+    let none = input_formats(SchemaRegistrySettings::default(), "store");
     none.prepare(&none.unknown_ids([("touchpoints.store", bytes.as_slice())]))
         .await
         .unwrap();
@@ -715,14 +706,7 @@ async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() 
     let id = registry
         .register("identity.commands-value", ours.text())
         .unwrap();
-    let formats = InputFormats::new(
-        &registry_settings(registry.url()),
-        "",
-        &["web".to_string()],
-        "gdpr.requests",
-        "identity.commands",
-    )
-    .unwrap();
+    let formats = input_formats(registry_settings(registry.url()), "web");
     // Two engines over the same stories: one is given each command as JSON, the other
     // as Avro, decoded as the runtime does.
     let stories = fuzzy_stories();

@@ -132,6 +132,23 @@ async fn confluent_kafka_avro_clients_produce_what_unicus_reads_and_read_what_it
             "{out}"
         );
     };
+    // Python decodes `topics` (comma-separated) and prints a JSON line per record.
+    let consume = |topics: &str, extra: &[&str]| {
+        let url = registry.url();
+        let mut args = vec![
+            "consume",
+            "--brokers",
+            &brokers,
+            "--registry",
+            &url,
+            "--prefix",
+            &prefix,
+            "--topics",
+            topics,
+        ];
+        args.extend_from_slice(extra);
+        python(&py, &args)
+    };
     // Phases, so that the order across topics is the story's: two strangers, the record
     // that merges them, a cart, a later visit that makes it abandoned, an export.
     let all = events();
@@ -185,22 +202,7 @@ async fn confluent_kafka_avro_clients_produce_what_unicus_reads_and_read_what_it
         }
     }
     // An operator splits the app's device off the customer, by an Avro command.
-    let resolved = python(
-        &py,
-        &[
-            "consume",
-            "--brokers",
-            &brokers,
-            "--registry",
-            &registry.url(),
-            "--prefix",
-            &prefix,
-            "--topics",
-            "touchpoints.resolved",
-            "--idle",
-            "1",
-        ],
-    );
+    let resolved = consume("touchpoints.resolved", &["--idle", "1"]);
     // The customer after the merge: the one the merging record (crm-1) resolved to. The
     // first record read may be either stranger, since topics are read in no fixed order.
     let merged_into = |records: &[Value]| {
@@ -252,20 +254,7 @@ async fn confluent_kafka_avro_clients_produce_what_unicus_reads_and_read_what_it
     }
 
     // 3. Python decodes every output topic.
-    let consumed = python(
-        &py,
-        &[
-            "consume",
-            "--brokers",
-            &brokers,
-            "--registry",
-            &registry.url(),
-            "--prefix",
-            &prefix,
-            "--topics",
-            &OUTPUTS.join(","),
-        ],
-    );
+    let consumed = consume(&OUTPUTS.join(","), &[]);
     let mut by_topic: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for line in consumed.lines() {
         let v: Value = serde_json::from_str(line).unwrap();

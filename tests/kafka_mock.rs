@@ -492,23 +492,15 @@ async fn rights_requests_and_retention_are_answered_on_gdpr_receipts() {
     run_until(&c.settings, 2).await;
 
     // A request, and a bad one; the restart also sweeps retention at once.
-    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.kafka.brokers)
-        .create()
-        .unwrap();
-    for body in [
-        r#"{"request_id":"dpo-1","kind":"erase","identifier":{"type":"email","value":"A@B.fr"}}"#,
-        r#"{"request_id":"dpo-2","kind":"erase"}"#,
-    ] {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<(), _>::to(&c.settings.kafka.requests_topic())
-                    .payload(body),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-    }
+    send_all(
+        &c.settings.kafka.brokers,
+        &c.settings.kafka.requests_topic(),
+        &[
+            r#"{"request_id":"dpo-1","kind":"erase","identifier":{"type":"email","value":"A@B.fr"}}"#,
+            r#"{"request_id":"dpo-2","kind":"erase"}"#,
+        ],
+    )
+    .await;
     run_until(&c.settings, 2).await;
 
     let receipts = json_values(&read_topic(&c.settings.kafka.brokers, "gdpr.receipts"));
@@ -575,23 +567,15 @@ async fn splits_a_customer_from_an_identity_commands_record() {
             .unwrap()
     };
 
-    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.kafka.brokers)
-        .create()
-        .unwrap();
     let split = json!({"command_id": "ops-1", "kind": "split", "customer_id": customer,
                        "identifier": {"type": "device_id", "value": "dev-9"}})
     .to_string();
-    for body in [split.as_str(), r#"{"command_id":"ops-2","kind":"split"}"#] {
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<(), _>::to(&c.settings.kafka.commands_topic())
-                    .payload(body),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-    }
+    send_all(
+        &c.settings.kafka.brokers,
+        &c.settings.kafka.commands_topic(),
+        &[split.as_str(), r#"{"command_id":"ops-2","kind":"split"}"#],
+    )
+    .await;
     run_until(&c.settings, 2).await;
 
     let changes = json_values(&read_topic(&c.settings.kafka.brokers, "identity.changes"));
@@ -606,4 +590,21 @@ async fn splits_a_customer_from_an_identity_commands_record() {
     let engine = runtime::open_engine(&c.settings).unwrap();
     assert_eq!(engine.customer_count().unwrap(), 2);
     drop(c.mock);
+}
+
+/// Produces each body to `topic`, one acknowledged record at a time.
+async fn send_all(brokers: &str, topic: &str, bodies: &[&str]) {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for body in bodies {
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::<(), _>::to(topic).payload(*body),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+    }
 }
