@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use unicus::config::EngineConfig;
-use unicus::generate::{self, GenerateOptions};
+use unicus::engine::config::EngineConfig;
+use unicus::kafka::settings::Settings;
 use unicus::replay::{self, ReplayOptions};
-use unicus::settings::Settings;
+use unicus::sim::generate::{self, GenerateOptions};
 
 /// unicus: one live view of each customer across every channel.
 ///
@@ -424,7 +424,7 @@ fn main() -> ExitCode {
     let log = Settings::load(cli.command.config())
         .map(|s| s.log)
         .unwrap_or_default();
-    if let Err(e) = unicus::logging::install(&log, cli.log_level.as_deref()) {
+    if let Err(e) = unicus::telemetry::logging::install(&log, cli.log_level.as_deref()) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
@@ -493,7 +493,7 @@ async fn termination() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Demo(args) => {
-            tokio_runtime()?.block_on(unicus::demo::demo(unicus::demo::DemoOptions {
+            tokio_runtime()?.block_on(unicus::sim::demo::demo(unicus::sim::demo::DemoOptions {
                 events: args.events,
                 customers: args.customers,
                 seed: args.seed,
@@ -509,8 +509,8 @@ fn run(cli: Cli) -> Result<()> {
                     tracing::info!("termination signal: draining");
                     stop_tx.send(true).ok();
                 });
-                let stats = std::sync::Arc::new(unicus::runtime::RuntimeStats::default());
-                let summary = unicus::runtime::run(settings, stop_rx, stats).await?;
+                let stats = std::sync::Arc::new(unicus::kafka::runtime::RuntimeStats::default());
+                let summary = unicus::kafka::runtime::run(settings, stop_rx, stats).await?;
                 tracing::info!(
                     consumed = summary.consumed,
                     produced = summary.produced,
@@ -543,7 +543,8 @@ fn run(cli: Cli) -> Result<()> {
                 .filter(|l| !l.trim().is_empty());
             let k = &settings.kafka;
             let n = tokio_runtime()?.block_on(async {
-                let feeder = unicus::demo::Feeder::new(&k.brokers, &k.topic_prefix, &k.channels)?;
+                let feeder =
+                    unicus::sim::demo::Feeder::new(&k.brokers, &k.topic_prefix, &k.channels)?;
                 match args.rate {
                     Some(rate) => feeder.send_paced(lines, rate).await,
                     None => feeder.send(lines).await,
@@ -692,7 +693,7 @@ fn run(cli: Cli) -> Result<()> {
             identity_command(&args.store, &args.engine, command, now)
         }
         Command::Schemas(SchemasCommand::Check { dir }) => {
-            let report = unicus::avro::check::check(&dir)?;
+            let report = unicus::kafka::avro::check::check(&dir)?;
             print!("{}", report.describe());
             if !report.ok() {
                 bail!(
@@ -705,7 +706,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Schemas(SchemasCommand::Register(args)) => {
             let mut settings = settings(&args)?;
             settings.schema_registry.register = true;
-            tokio_runtime()?.block_on(unicus::avro::registry::OutputEncoder::connect(
+            tokio_runtime()?.block_on(unicus::kafka::avro::registry::OutputEncoder::connect(
                 &settings.output,
                 &settings.schema_registry,
                 &settings.kafka.topic_prefix,
@@ -717,14 +718,14 @@ fn run(cli: Cli) -> Result<()> {
             events,
             customers,
             seed,
-        }) => unicus::bench::replay(events, customers, seed),
+        }) => unicus::sim::bench::replay(events, customers, seed),
         Command::Bench(BenchCommand::Avro(StreamSize {
             events,
             customers,
             seed,
-        })) => unicus::bench::avro(events, customers, seed),
+        })) => unicus::sim::bench::avro(events, customers, seed),
         Command::Bench(BenchCommand::Accuracy(args)) => {
-            use unicus::accuracy::{AccuracyOptions, Stream};
+            use unicus::sim::accuracy::{AccuracyOptions, Stream};
             for (name, share) in [
                 ("--fuzzy-share", Some(args.fuzzy_share)),
                 ("--paper-forms", args.paper_forms),
@@ -754,7 +755,7 @@ fn run(cli: Cli) -> Result<()> {
                 rounds: args.rounds as usize,
             };
             let mut stdout = std::io::stdout().lock();
-            unicus::accuracy::bench(&opts, &mut stdout)?;
+            unicus::sim::accuracy::bench(&opts, &mut stdout)?;
             Ok(())
         }
         Command::Bench(BenchCommand::Kafka {
@@ -765,7 +766,9 @@ fn run(cli: Cli) -> Result<()> {
                     seed,
                 },
             brokers,
-        }) => tokio_runtime()?.block_on(unicus::bench::kafka(events, customers, seed, brokers)),
+        }) => {
+            tokio_runtime()?.block_on(unicus::sim::bench::kafka(events, customers, seed, brokers))
+        }
     }
 }
 
@@ -813,7 +816,10 @@ fn identity_command(
         timestamp: Some(now),
     })?;
     engine.commit()?;
-    if let Some(r) = out.iter().find(|r| r.topic == unicus::output::Topic::Dlq) {
+    if let Some(r) = out
+        .iter()
+        .find(|r| r.topic == unicus::model::output::Topic::Dlq)
+    {
         bail!(
             "{}",
             r.headers.first().map(|h| h.1.as_str()).unwrap_or("refused")
@@ -841,7 +847,8 @@ fn gdpr_command(cmd: GdprCommand) -> Result<()> {
         } => {
             let mut engine = open_store_engine(&store, &engine)?;
             let at = match at {
-                Some(t) => unicus::event::parse_time(&t, "now").map_err(anyhow::Error::msg)?,
+                Some(t) => unicus::engine::input::touchpoint::parse_time(&t, "now")
+                    .map_err(anyhow::Error::msg)?,
                 None => now,
             };
             let mut stdout = std::io::stdout().lock();
@@ -885,8 +892,8 @@ fn gdpr_command(cmd: GdprCommand) -> Result<()> {
     engine.commit()?;
     let mut stdout = std::io::stdout().lock();
     for r in &out {
-        if let (Some(path), unicus::output::Payload::Json(v)) = (&output, &r.payload) {
-            if r.topic == unicus::output::Topic::GdprReceipts {
+        if let (Some(path), unicus::model::output::Payload::Json(v)) = (&output, &r.payload) {
+            if r.topic == unicus::model::output::Topic::GdprReceipts {
                 std::fs::write(path, serde_json::to_vec_pretty(v)?)
                     .with_context(|| format!("failed to write {}", path.display()))?;
                 continue;
@@ -895,7 +902,10 @@ fn gdpr_command(cmd: GdprCommand) -> Result<()> {
         r.write_replay_line(&mut stdout)?;
         writeln!(stdout)?;
     }
-    if let Some(r) = out.iter().find(|r| r.topic == unicus::output::Topic::Dlq) {
+    if let Some(r) = out
+        .iter()
+        .find(|r| r.topic == unicus::model::output::Topic::Dlq)
+    {
         bail!(
             "request refused: {}",
             r.headers.first().map(|h| h.1.as_str()).unwrap_or("?")

@@ -5,9 +5,9 @@ mod common;
 
 use common::{event, feed, on_topic};
 use serde_json::{json, Value};
-use unicus::config::EngineConfig;
+use unicus::engine::config::EngineConfig;
 use unicus::engine::Engine;
-use unicus::output::{OutputRecord, Payload};
+use unicus::model::output::{OutputRecord, Payload};
 use unicus::store::Store;
 
 fn engine() -> Engine {

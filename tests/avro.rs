@@ -8,16 +8,16 @@ use std::collections::BTreeMap;
 
 use apache_avro::reader::datum::GenericDatumReader;
 use serde_json::{json, Value};
-use unicus::avro::codec::{self, Nulls};
-use unicus::avro::config::SchemaRegistrySettings;
-use unicus::avro::double::RegistryDouble;
-use unicus::avro::registry::{json_shape, InputFormats, OutputEncoder};
-use unicus::avro::schemas::{catalogue, SchemaFile, TopicSchema};
-use unicus::config::EngineConfig;
+use unicus::engine::config::EngineConfig;
+use unicus::engine::input::touchpoint::{Parser, Rejection};
 use unicus::engine::{Engine, Input};
-use unicus::event::{Parser, Rejection};
-use unicus::generate::{GenerateOptions, Generator};
-use unicus::output::{OutputRecord, Payload, Topic};
+use unicus::kafka::avro::codec::{self, Nulls};
+use unicus::kafka::avro::config::SchemaRegistrySettings;
+use unicus::kafka::avro::registry::{json_shape, InputFormats, OutputEncoder};
+use unicus::kafka::avro::schemas::{catalogue, SchemaFile, TopicSchema};
+use unicus::model::output::{OutputRecord, Payload, Topic};
+use unicus::sim::generate::{GenerateOptions, Generator};
+use unicus::sim::registry_double::RegistryDouble;
 use unicus::store::Store;
 
 /// The information of a JSON value: null and absent are the same, numbers compare as
@@ -60,7 +60,7 @@ fn through_avro(encoder: &OutputEncoder, record: &OutputRecord) -> Value {
         .value(record)
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap();
-    let (id, mut body) = unicus::avro::unframe(&bytes).unwrap();
+    let (id, mut body) = unicus::kafka::avro::unframe(&bytes).unwrap();
     assert_eq!(
         id,
         100 + Topic::ALL.iter().position(|t| *t == record.topic).unwrap() as u32
@@ -522,7 +522,7 @@ fn web_variant(name: &'static str, edit: impl FnOnce(&mut Vec<Value>)) -> TopicS
 }
 
 fn framed(id: u32, doc: &Value, ts: &TopicSchema) -> Vec<u8> {
-    unicus::avro::frame(id, &codec::encode(doc, ts).unwrap())
+    unicus::kafka::avro::frame(id, &codec::encode(doc, ts).unwrap())
 }
 
 /// The input formats of a runtime reading one channel, the requests and the commands.
@@ -589,11 +589,11 @@ async fn older_and_newer_producers_are_both_read_and_bad_records_get_a_precise_r
         ),
         (
             "unknown id",
-            unicus::avro::frame(9_999, &codec::encode(&base, ours).unwrap()),
+            unicus::kafka::avro::frame(9_999, &codec::encode(&base, ours).unwrap()),
         ),
         (
             "garbage",
-            unicus::avro::frame(id_ours, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            unicus::kafka::avro::frame(id_ours, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
         ),
         (
             "trailing",
@@ -731,8 +731,8 @@ async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() 
         let doc = formats.document("identity.commands", &avro_bytes);
         assert_eq!(
             doc.clone()
-                .and_then(|d| unicus::command::parse_command_document(&d, &config)),
-            unicus::command::parse_command(&json_bytes, &config),
+                .and_then(|d| unicus::engine::input::command::parse_command_document(&d, &config)),
+            unicus::engine::input::command::parse_command(&json_bytes, &config),
             "{command}"
         );
         let input = |bytes| Input {
@@ -816,11 +816,14 @@ async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() 
 #[test]
 fn the_schemas_directory_passes_the_compatibility_guard_and_a_breaking_change_fails_it() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
-    let report = unicus::avro::check::check(&dir).unwrap();
+    let report = unicus::kafka::avro::check::check(&dir).unwrap();
     assert!(report.ok(), "{}", report.describe());
-    assert_eq!(report.verdicts.len(), unicus::avro::schemas::FILES.len());
+    assert_eq!(
+        report.verdicts.len(),
+        unicus::kafka::avro::schemas::FILES.len()
+    );
     // The embedded schemas are the files.
-    for f in unicus::avro::schemas::FILES {
+    for f in unicus::kafka::avro::schemas::FILES {
         let on_disk =
             std::fs::read_to_string(dir.join(f.dir).join(format!("{}.avsc", f.name))).unwrap();
         assert_eq!(on_disk, f.text);

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
-use unicus::avro::config::{Format, KeyFormat};
-use unicus::avro::double::RegistryDouble;
-use unicus::runtime::{self, RuntimeStats};
-use unicus::settings::Settings;
+use unicus::kafka::avro::config::{Format, KeyFormat};
+use unicus::kafka::runtime::{self, RuntimeStats};
+use unicus::kafka::settings::Settings;
+use unicus::sim::registry_double::RegistryDouble;
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())

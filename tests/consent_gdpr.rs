@@ -7,9 +7,9 @@ mod common;
 
 use common::{event, feed, on_topic};
 use serde_json::{json, Value};
-use unicus::config::{EngineConfig, ErasedIdentifiers};
+use unicus::engine::config::{EngineConfig, ErasedIdentifiers};
 use unicus::engine::Engine;
-use unicus::output::Payload;
+use unicus::model::output::Payload;
 use unicus::store::Store;
 
 fn engine_with(config: EngineConfig) -> Engine {

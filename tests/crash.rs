@@ -12,9 +12,9 @@ use rand::{Rng, SeedableRng};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-use unicus::config::EngineConfig;
-use unicus::generate::{GenerateOptions, Generator};
+use unicus::engine::config::EngineConfig;
 use unicus::replay;
+use unicus::sim::generate::{GenerateOptions, Generator};
 
 const EVENTS: usize = 200_000;
 const KILLS: usize = 6;
@@ -156,7 +156,7 @@ fn survives_kill_9_at_random_moments_with_exact_final_state() {
     let config = EngineConfig::default();
     let valid: HashSet<String> = lines
         .iter()
-        .filter_map(|l| unicus::event::parse(l.as_bytes(), &config).ok())
+        .filter_map(|l| unicus::engine::input::touchpoint::parse(l.as_bytes(), &config).ok())
         .map(|t| t.event_id)
         .collect();
 
@@ -198,7 +198,7 @@ tick_interval_ms = 86400000
         .build()
         .unwrap();
     let produced = rt
-        .block_on(unicus::demo::produce_lines(
+        .block_on(unicus::sim::demo::produce_lines(
             &brokers,
             &prefix,
             &["web".to_string()],
@@ -364,7 +364,7 @@ tick_interval_ms = 100
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(unicus::demo::produce_lines(
+    rt.block_on(unicus::sim::demo::produce_lines(
         &brokers,
         &prefix,
         &["web".to_string()],

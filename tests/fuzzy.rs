@@ -5,7 +5,7 @@ mod common;
 
 use common::{engine, event, feed, on_topic};
 use serde_json::{json, Value};
-use unicus::config::EngineConfig;
+use unicus::engine::config::EngineConfig;
 use unicus::engine::{Engine, Input};
 use unicus::store::Store;
 
@@ -512,9 +512,9 @@ fn erasure_forgets_blocking_keys_and_provenance() {
     e.commit().unwrap();
     let receipt = out
         .iter()
-        .find(|r| r.topic == unicus::output::Topic::GdprReceipts)
+        .find(|r| r.topic == unicus::model::output::Topic::GdprReceipts)
         .unwrap();
-    let unicus::output::Payload::Json(v) = &receipt.payload else {
+    let unicus::model::output::Payload::Json(v) = &receipt.payload else {
         panic!("a receipt is json")
     };
     assert!(v["erased"]["blocking_keys"].as_u64().unwrap() >= 4, "{v}");

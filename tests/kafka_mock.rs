@@ -14,10 +14,10 @@ use rdkafka::producer::DefaultProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::watch;
-use unicus::demo::produce_lines;
-use unicus::output::Topic;
-use unicus::runtime::{self, RuntimeStats, WireRecord};
-use unicus::settings::Settings;
+use unicus::kafka::runtime::{self, RuntimeStats, WireRecord};
+use unicus::kafka::settings::Settings;
+use unicus::model::output::Topic;
+use unicus::sim::demo::produce_lines;
 
 const PARTITIONS: i32 = 3;
 

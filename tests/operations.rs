@@ -30,11 +30,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::watch;
-use unicus::demo::Feeder;
-use unicus::generate::{GenerateOptions, GeneratedEvent, Generator};
-use unicus::output::Topic;
-use unicus::runtime::{self, RuntimeStats};
-use unicus::settings::Settings;
+use unicus::kafka::runtime::{self, RuntimeStats};
+use unicus::kafka::settings::Settings;
+use unicus::model::output::Topic;
+use unicus::sim::demo::Feeder;
+use unicus::sim::generate::{GenerateOptions, GeneratedEvent, Generator};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 

@@ -5,10 +5,10 @@ mod common;
 
 use proptest::prelude::*;
 use serde_json::Value;
-use unicus::config::EngineConfig;
+use unicus::engine::config::EngineConfig;
 use unicus::engine::Engine;
-use unicus::generate::{GenerateOptions, Generator};
 use unicus::replay;
+use unicus::sim::generate::{GenerateOptions, Generator};
 use unicus::store::Store;
 
 fn stream(seed: u64, customers: usize, events: usize) -> Vec<String> {
@@ -138,6 +138,6 @@ fn count_invalid(lines: &[String]) -> u64 {
     let config = EngineConfig::default();
     lines
         .iter()
-        .filter(|l| unicus::event::parse(l.as_bytes(), &config).is_err())
+        .filter(|l| unicus::engine::input::touchpoint::parse(l.as_bytes(), &config).is_err())
         .count() as u64
 }

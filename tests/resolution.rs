@@ -486,13 +486,13 @@ fn unknown_types_and_fields_are_kept_and_counted() {
     assert_eq!(e.stats().unknown_identifier_types, 1);
 }
 
-fn engine_with(config: unicus::config::EngineConfig) -> unicus::engine::Engine {
+fn engine_with(config: unicus::engine::config::EngineConfig) -> unicus::engine::Engine {
     unicus::engine::Engine::new(config, unicus::store::Store::temporary().unwrap()).unwrap()
 }
 
 #[test]
 fn source_priority_per_field_beats_recency() {
-    let mut config = unicus::config::EngineConfig::default();
+    let mut config = unicus::engine::config::EngineConfig::default();
     config
         .survivorship
         .field_priority
@@ -574,7 +574,7 @@ fn lifecycle_follows_event_time_and_returns_reduce_monetary() {
 
 #[test]
 fn values_beyond_a_type_limit_are_not_linked() {
-    let mut config = unicus::config::EngineConfig::default();
+    let mut config = unicus::engine::config::EngineConfig::default();
     config.identifiers.get_mut("cookie_id").unwrap().limit = 2;
     let mut e = engine_with(config);
     let lines: Vec<String> = (0..4)

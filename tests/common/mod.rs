@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use unicus::config::EngineConfig;
+use unicus::engine::config::EngineConfig;
 use unicus::engine::Engine;
 use unicus::replay;
 use unicus::store::Store;

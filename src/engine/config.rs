@@ -1,0 +1,884 @@
+//! Engine configuration: identifier types, guardrails, survivorship and lifecycle.
+//!
+//! Every option has a documented default, so an empty `[engine]` table is a valid
+//! configuration. Unknown keys are refused (`deny_unknown_fields`): a typo in a
+//! guardrail must not silently fall back to a default.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::normalise::Normaliser;
+
+/// Errors found by [`EngineConfig::validate`].
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("identifier type `{name}`: {problem}")]
+    IdentifierType { name: String, problem: &'static str },
+    #[error("`{field}`: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+/// How one identifier type is normalised and how far it may be trusted for linking.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierType {
+    /// Normaliser applied before any match.
+    pub normaliser: Normaliser,
+    /// Lower is stronger. The strongest identifier of an event anchors its source profile.
+    pub priority: u32,
+    /// Distinct values of this type one customer may hold; further values are not linked.
+    pub limit: usize,
+    /// A customer holds at most one value: a merge that would bring two is refused.
+    #[serde(default)]
+    pub unique: bool,
+    /// Weak types do not link two source profiles whose person data contradict.
+    #[serde(default)]
+    pub weak: bool,
+}
+
+impl IdentifierType {
+    fn new(normaliser: Normaliser, priority: u32, limit: usize) -> Self {
+        Self {
+            normaliser,
+            priority,
+            limit,
+            unique: false,
+            weak: false,
+        }
+    }
+    fn unique(mut self) -> Self {
+        self.unique = true;
+        self.limit = 1;
+        self
+    }
+    fn weak(mut self) -> Self {
+        self.weak = true;
+        self
+    }
+}
+
+/// Guardrails against false merges.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Guardrails {
+    /// Values never used for linking, compared after normalisation and case-insensitively
+    /// on the raw value. Empty and one-character values are always junk.
+    pub junk_values: Vec<String>,
+    /// A value carried by source profiles of more than this many different people
+    /// (names or birth dates disagree) becomes generic and stops linking.
+    pub generic_after_people: usize,
+    /// Source profiles remembered per identifier value. Beyond, the value is generic.
+    pub max_profiles_per_value: usize,
+    /// Local parts of e-mail addresses typed when the person has none, at any domain,
+    /// compared without punctuation (`pas.de.mail@gmail.com` is `pasdemail`). A local
+    /// part equal to the domain's name (`a@a.fr`) is junk too.
+    pub junk_email_locals: Vec<String>,
+}
+
+impl Default for Guardrails {
+    fn default() -> Self {
+        Self {
+            junk_values: [
+                "test@test.com",
+                "test@example.com",
+                "noemail@noemail.com",
+                "no@email.com",
+                "a@a.com",
+                "0000000000",
+                "+33000000000",
+                "0600000000",
+                "0123456789",
+                "1234567890",
+                "null",
+                "nil",
+                "n/a",
+                "na",
+                "none",
+                "unknown",
+                "undefined",
+                "anonymous",
+                "test",
+                "xxx",
+                "-",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            generic_after_people: 5,
+            max_profiles_per_value: 64,
+            junk_email_locals: [
+                "pasdemail",
+                "pasdemails",
+                "pasdadresse",
+                "sansemail",
+                "sansmail",
+                "noemail",
+                "nomail",
+                "noreply",
+                "none",
+                "aucun",
+                "aucune",
+                "inconnu",
+                "unknown",
+                "client",
+                "clients",
+                "magasin",
+                "nobody",
+                "test",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+/// Bounds on one input event. Larger events are rejected to the dead-letter topic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_string_bytes: usize,
+    pub max_identifiers: usize,
+    pub max_event_id_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 1024 * 1024,
+            max_string_bytes: 4096,
+            max_identifiers: 64,
+            max_event_id_bytes: 128,
+        }
+    }
+}
+
+/// Which value of a person field wins when source profiles disagree.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Survivorship {
+    /// Field name (`first_name`, `last_name`, `birth_date`, `address`, `attributes.<key>`)
+    /// to channels in priority order. A value from an earlier channel wins over a more
+    /// recent one from a later or unlisted channel. Fields not listed: most recent wins.
+    pub field_priority: BTreeMap<String, Vec<String>>,
+}
+
+/// Lifecycle stage thresholds, in days since the last order (event time).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifecycle {
+    /// Last order at most this many days ago: `active`.
+    pub active_days: u32,
+    /// Last order at most this many days ago (and more than `active_days`): `inactive`;
+    /// beyond: `dormant`. No order at all: `prospect`.
+    pub dormant_days: u32,
+    /// Currency whose order totals make the RFM monetary value.
+    pub base_currency: String,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            active_days: 180,
+            dormant_days: 365,
+            base_currency: "EUR".into(),
+        }
+    }
+}
+
+/// How consent decisions are read.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    /// Purposes allowed until the person denies them (legitimate interest); every other
+    /// purpose needs an explicit grant (opt-in).
+    pub implied: Vec<String>,
+    /// Per channel, what makes a customer reachable on it: identifier types, or
+    /// `address` for a postal address. An allowed channel that is not reachable is not
+    /// listed in `allowed_channels`.
+    pub reachable_by: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        let reach =
+            |c: &str, by: &[&str]| (c.to_string(), by.iter().map(|s| s.to_string()).collect());
+        Self {
+            implied: ["personalization", "analytics", "profiling"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            reachable_by: [
+                reach("email", &["email"]),
+                reach("sms", &["phone"]),
+                reach("phone", &["phone"]),
+                reach("push", &["device_id"]),
+                reach("post", &["address"]),
+                reach("web", &["account_id", "cookie_id", "device_id"]),
+            ]
+            .into_iter()
+            .collect(),
+        }
+    }
+}
+
+/// What happens to events that carry an identifier of an erased customer.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasedIdentifiers {
+    /// Dropped and counted: replaying old events does not bring the person back.
+    Suppress,
+    /// Processed as any event: the person comes back as a new customer.
+    Accept,
+}
+
+/// Expiry of personal data, in days of inactivity (event time). 0 disables a rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// A customer without any event for this long is erased (receipt kind `retention`).
+    pub inactive_customer_days: u32,
+    /// A source profile known only by behavioural identifiers (cookies, devices) and
+    /// unseen for this long is detached from its customer and forgotten.
+    pub behavioural_days: u32,
+    /// The identifier types that are behavioural.
+    pub behavioural_identifiers: Vec<String>,
+    /// Customers or source profiles one sweep handles at most (the stream waits for one
+    /// sweep, so keep it small).
+    pub sweep_batch: usize,
+    /// Milliseconds between two sweeps of the runtime.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            inactive_customer_days: 3 * 365,
+            behavioural_days: 395,
+            behavioural_identifiers: vec!["cookie_id".into(), "device_id".into()],
+            sweep_batch: 200,
+            sweep_interval_ms: 60_000,
+        }
+    }
+}
+
+/// Rights of the person, retention and minimisation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gdpr {
+    pub erased_identifiers: ErasedIdentifiers,
+    /// Secret key of the keyed hashes (suppression list, pseudonymised topics). Empty:
+    /// a random key is generated once and kept in the store.
+    pub hash_key: String,
+    pub retention: Retention,
+    /// Person fields that may be stored at all; others are dropped and counted.
+    pub person_fields: Vec<String>,
+    /// Attribute keys that may be stored at all (`*`: any); others are dropped and counted.
+    pub attributes: Vec<String>,
+    /// Output topics whose records carry keyed hashes instead of identifier values, and
+    /// no person fields (`touchpoints.resolved`, `profiles.merged`, `identity.changes`).
+    pub pseudonymised_topics: Vec<String>,
+}
+
+impl Default for Gdpr {
+    fn default() -> Self {
+        Self {
+            erased_identifiers: ErasedIdentifiers::Suppress,
+            hash_key: String::new(),
+            retention: Retention::default(),
+            person_fields: ["first_name", "last_name", "birth_date", "address"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            attributes: vec!["*".into()],
+            pseudonymised_topics: Vec::new(),
+        }
+    }
+}
+
+impl Gdpr {
+    pub fn person_field_allowed(&self, name: &str) -> bool {
+        self.person_fields.iter().any(|f| f == name)
+    }
+
+    pub fn attribute_allowed(&self, name: &str) -> bool {
+        self.attributes.iter().any(|a| a == "*" || a == name)
+    }
+}
+
+/// Score bands of the RFM segment: each score is 1 plus the number of bands reached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RfmBands {
+    /// Days since the last order, ascending: at most the first → 5, … beyond the last → 1.
+    pub recency_days: Vec<u32>,
+    /// Orders, ascending: at least the last → 5, … below the first → 1.
+    pub frequency: Vec<u32>,
+    /// Net purchases in the base currency, ascending: at least the last → 5.
+    pub monetary: Vec<f64>,
+}
+
+impl Default for RfmBands {
+    fn default() -> Self {
+        Self {
+            recency_days: vec![30, 90, 180, 365],
+            frequency: vec![2, 3, 5, 10],
+            monetary: vec![100.0, 300.0, 800.0, 2000.0],
+        }
+    }
+}
+
+/// The VIP flag: every threshold set (non-zero) must be reached.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VipRule {
+    /// Customer lifetime value (net purchases within `clv_horizon_days`) at least this.
+    pub min_clv: f64,
+    /// Orders within `clv_horizon_days` at least this.
+    pub min_orders: u32,
+}
+
+impl Default for VipRule {
+    fn default() -> Self {
+        Self {
+            min_clv: 1000.0,
+            min_orders: 3,
+        }
+    }
+}
+
+/// Triggers and segments for activation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Activation {
+    /// A cart with items and no purchase of them for this long after its last activity
+    /// is abandoned.
+    pub cart_abandoned_delay_ms: u64,
+    /// Timers fire this long after their due time, so that late events still count.
+    pub grace_ms: u64,
+    /// A reminder may use a channel allowed for any of these purposes.
+    pub cart_purposes: Vec<String>,
+    /// Products bought within this many days are listed as `recently_purchased`.
+    pub recent_purchase_days: u32,
+    /// Carts remembered per customer (the oldest are forgotten).
+    pub max_carts: usize,
+    pub rfm: RfmBands,
+    /// Customer lifetime value is the net purchases of this many days.
+    pub clv_horizon_days: u32,
+    pub vip: VipRule,
+    /// Milliseconds between two wall-clock ticks of the runtime on an idle stream.
+    pub tick_interval_ms: u64,
+}
+
+impl Default for Activation {
+    fn default() -> Self {
+        Self {
+            cart_abandoned_delay_ms: 3_600_000,
+            grace_ms: 300_000,
+            cart_purposes: vec!["marketing".into(), "remarketing".into()],
+            recent_purchase_days: 30,
+            max_carts: 20,
+            rfm: RfmBands::default(),
+            clv_horizon_days: 365,
+            vip: VipRule::default(),
+            tick_interval_ms: 1_000,
+        }
+    }
+}
+
+/// One fuzzy match rule: the minimum similarity (0 to 1) required on each of its fields.
+/// A candidate satisfying it scores the mean similarity of those fields.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MatchRule {
+    /// Named in `identity.changes` records and explanations.
+    pub name: String,
+    /// `false`: the rule only ever makes suggestions, never a link.
+    #[serde(default = "yes")]
+    pub link: bool,
+    /// Field (`first_name`, `last_name`, `birth_date`, `street`, `postal_code`, `city`,
+    /// `email_local`) to minimum similarity.
+    pub require: BTreeMap<String, f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl MatchRule {
+    fn new(name: &str, link: bool, require: &[(&str, f64)]) -> Self {
+        Self {
+            name: name.into(),
+            link,
+            require: require.iter().map(|(f, m)| (f.to_string(), *m)).collect(),
+        }
+    }
+}
+
+/// Fuzzy identity resolution on person data (see [`crate::engine::resolve::matching`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Matching {
+    /// Off: only shared identifiers link.
+    pub enabled: bool,
+    /// Source profiles compared at most per event; a blocking key shared by more is
+    /// generic and stops being used (counted).
+    pub max_candidates: usize,
+    /// A candidate scoring at least this under a linking rule is linked.
+    pub link_threshold: f64,
+    /// At least this (and below the link threshold, or under a rule that does not
+    /// link): an `identity.changes` record of type `suggestion`, no merge.
+    pub suggest_threshold: f64,
+    /// Evaluated all; the best score wins, ties to the rule listed first.
+    pub rules: Vec<MatchRule>,
+}
+
+impl Default for Matching {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_candidates: 50,
+            link_threshold: 0.92,
+            suggest_threshold: 0.80,
+            rules: vec![
+                MatchRule::new(
+                    "name_birth_date_postal_code",
+                    true,
+                    &[
+                        ("first_name", 0.85),
+                        ("last_name", 0.9),
+                        ("birth_date", 1.0),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_birth_date",
+                    true,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("birth_date", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_address",
+                    true,
+                    &[
+                        ("first_name", 0.93),
+                        ("last_name", 0.92),
+                        ("street", 0.9),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_email_local",
+                    true,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("email_local", 0.92),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_postal_code",
+                    false,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+                MatchRule::new(
+                    "name_birth_date_typo",
+                    false,
+                    &[
+                        ("first_name", 0.9),
+                        ("last_name", 0.92),
+                        ("birth_date", 0.75),
+                        ("postal_code", 1.0),
+                    ],
+                ),
+            ],
+        }
+    }
+}
+
+impl Matching {
+    /// Rules and thresholds, checked at start with a message naming the culprit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |problem: String| ConfigError::Invalid {
+            field: "matching",
+            problem,
+        };
+        let unit = |x: f64| (0.0..=1.0).contains(&x);
+        if !unit(self.link_threshold) || !unit(self.suggest_threshold) {
+            return Err(invalid(
+                "link_threshold and suggest_threshold must be between 0 and 1".into(),
+            ));
+        }
+        if self.suggest_threshold > self.link_threshold {
+            return Err(invalid(format!(
+                "suggest_threshold ({}) must not be above link_threshold ({})",
+                self.suggest_threshold, self.link_threshold
+            )));
+        }
+        if self.max_candidates == 0 || self.max_candidates > 1000 {
+            return Err(invalid("max_candidates must be between 1 and 1000".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for r in &self.rules {
+            let rule = |problem: String| invalid(format!("rule `{}`: {problem}", r.name));
+            if r.name.is_empty()
+                || !r
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(rule("a name is lower-case ascii, digits or `_`".into()));
+            }
+            if !names.insert(r.name.as_str()) {
+                return Err(rule("two rules have this name".into()));
+            }
+            if r.require.len() < 2 {
+                return Err(rule("a rule requires at least two fields".into()));
+            }
+            for (field, min) in &r.require {
+                if crate::engine::resolve::matching::Field::parse(field).is_none() {
+                    let known: Vec<&str> = crate::engine::resolve::matching::Field::ALL
+                        .iter()
+                        .map(|f| f.as_str())
+                        .collect();
+                    return Err(rule(format!(
+                        "unknown field `{field}` (known: {})",
+                        known.join(", ")
+                    )));
+                }
+                if !(*min > 0.0 && *min <= 1.0) {
+                    return Err(rule(format!(
+                        "`{field}` needs a minimum similarity above 0 and at most 1, not {min}"
+                    )));
+                }
+            }
+            if !["first_name", "last_name", "email_local"]
+                .iter()
+                .any(|f| r.require.contains_key(*f))
+            {
+                return Err(rule(
+                    "a rule must compare a name (first_name, last_name or email_local)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything the engine needs. Same config + same input = same output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Region used to read phone numbers written without a country code.
+    pub default_region: String,
+    /// Identifier types by name; the eight of the contract are built in.
+    pub identifiers: BTreeMap<String, IdentifierType>,
+    pub guardrails: Guardrails,
+    pub limits: Limits,
+    pub survivorship: Survivorship,
+    pub lifecycle: Lifecycle,
+    pub consent: ConsentConfig,
+    pub gdpr: Gdpr,
+    pub activation: Activation,
+    pub matching: Matching,
+    /// Keys naming special-category data (GDPR art. 9). An event with a key containing
+    /// one of these (as whole words: `health_condition` matches `health`, `trace_id`
+    /// does not match `race`) is rejected.
+    pub special_categories: Vec<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        use Normaliser::*;
+        let identifiers = [
+            ("account_id", IdentifierType::new(Id, 10, 1).unique()),
+            ("loyalty_id", IdentifierType::new(Id, 20, 1).unique()),
+            ("marketplace_buyer_id", IdentifierType::new(Id, 30, 3)),
+            ("email", IdentifierType::new(Email, 40, 5)),
+            ("social_handle", IdentifierType::new(SocialHandle, 50, 5)),
+            ("phone", IdentifierType::new(Phone, 60, 5).weak()),
+            (
+                "device_id",
+                IdentifierType::new(IdCaseInsensitive, 70, 20).weak(),
+            ),
+            (
+                "cookie_id",
+                IdentifierType::new(IdCaseInsensitive, 80, 50).weak(),
+            ),
+        ]
+        .into_iter()
+        .map(|(name, t)| (name.to_string(), t))
+        .collect();
+        Self {
+            default_region: "FR".into(),
+            identifiers,
+            guardrails: Guardrails::default(),
+            limits: Limits::default(),
+            survivorship: Survivorship::default(),
+            lifecycle: Lifecycle::default(),
+            consent: ConsentConfig::default(),
+            gdpr: Gdpr::default(),
+            activation: Activation::default(),
+            matching: Matching::default(),
+            special_categories: [
+                "health",
+                "medical",
+                "diagnosis",
+                "religion",
+                "religious",
+                "sexual orientation",
+                "sex life",
+                "union membership",
+                "trade union",
+                "ethnic",
+                "ethnicity",
+                "ethnic origin",
+                "racial",
+                "race",
+                "political",
+                "political opinion",
+                "biometric",
+                "genetic",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Checks rules that span fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.identifiers.is_empty() {
+            return Err(ConfigError::Invalid {
+                field: "identifiers",
+                problem: "at least one identifier type is needed".into(),
+            });
+        }
+        for (name, t) in &self.identifiers {
+            let problem = if name.is_empty() || name.len() > 64 {
+                Some("name must be 1 to 64 bytes")
+            } else if !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                Some("name must be lower-case ascii, digits or `_`")
+            } else if t.limit == 0 {
+                Some("limit must be at least 1")
+            } else if t.unique && t.limit != 1 {
+                Some("a unique type has limit 1")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ConfigError::IdentifierType {
+                    name: name.clone(),
+                    problem,
+                });
+            }
+        }
+        if self.guardrails.generic_after_people == 0 {
+            return Err(ConfigError::Invalid {
+                field: "guardrails.generic_after_people",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.guardrails.max_profiles_per_value <= self.guardrails.generic_after_people {
+            return Err(ConfigError::Invalid {
+                field: "guardrails.max_profiles_per_value",
+                problem: "must be larger than generic_after_people".into(),
+            });
+        }
+        if self.lifecycle.active_days >= self.lifecycle.dormant_days {
+            return Err(ConfigError::Invalid {
+                field: "lifecycle.active_days",
+                problem: "must be smaller than lifecycle.dormant_days".into(),
+            });
+        }
+        if self.limits.max_event_id_bytes == 0 || self.limits.max_string_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "limits",
+                problem: "limits must be positive".into(),
+            });
+        }
+        for p in &self.consent.implied {
+            if !crate::engine::input::touchpoint::CONSENT_PURPOSES.contains(&p.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: "consent.implied",
+                    problem: format!("`{p}` is not a consent purpose"),
+                });
+            }
+        }
+        for (channel, by) in &self.consent.reachable_by {
+            if !crate::engine::profile::consent::REACHABLE_CHANNELS.contains(&channel.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: "consent.reachable_by",
+                    problem: format!("`{channel}` is not a consent channel"),
+                });
+            }
+            if let Some(t) = by
+                .iter()
+                .find(|t| *t != "address" && !self.identifiers.contains_key(*t))
+            {
+                return Err(ConfigError::Invalid {
+                    field: "consent.reachable_by",
+                    problem: format!("`{t}` is neither an identifier type nor `address`"),
+                });
+            }
+        }
+        let r = &self.gdpr.retention;
+        if let Some(t) = r
+            .behavioural_identifiers
+            .iter()
+            .find(|t| !self.identifiers.contains_key(*t))
+        {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.retention.behavioural_identifiers",
+                problem: format!("`{t}` is not an identifier type"),
+            });
+        }
+        if r.sweep_batch == 0 || r.sweep_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.retention",
+                problem: "sweep_batch and sweep_interval_ms must be positive".into(),
+            });
+        }
+        if r.inactive_customer_days != 0 && r.inactive_customer_days < r.behavioural_days {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.retention.inactive_customer_days",
+                problem: "must not be shorter than behavioural_days".into(),
+            });
+        }
+        const PERSON_FIELDS: [&str; 4] = ["first_name", "last_name", "birth_date", "address"];
+        if let Some(f) = self
+            .gdpr
+            .person_fields
+            .iter()
+            .find(|f| !PERSON_FIELDS.contains(&f.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.person_fields",
+                problem: format!("`{f}` is not one of {}", PERSON_FIELDS.join(", ")),
+            });
+        }
+        const PSEUDONYMISABLE: [&str; 3] = [
+            "touchpoints.resolved",
+            "profiles.merged",
+            "identity.changes",
+        ];
+        if let Some(t) = self
+            .gdpr
+            .pseudonymised_topics
+            .iter()
+            .find(|t| !PSEUDONYMISABLE.contains(&t.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "gdpr.pseudonymised_topics",
+                problem: format!("`{t}` is not one of {}", PSEUDONYMISABLE.join(", ")),
+            });
+        }
+        let a = &self.activation;
+        if let Some(p) = a
+            .cart_purposes
+            .iter()
+            .find(|p| !crate::engine::input::touchpoint::CONSENT_PURPOSES.contains(&p.as_str()))
+        {
+            return Err(ConfigError::Invalid {
+                field: "activation.cart_purposes",
+                problem: format!("`{p}` is not a consent purpose"),
+            });
+        }
+        if a.cart_abandoned_delay_ms == 0 || a.max_carts == 0 || a.tick_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                field: "activation",
+                problem: "cart_abandoned_delay_ms, max_carts and tick_interval_ms must be positive"
+                    .into(),
+            });
+        }
+        let ascending_u = |v: &[u32]| v.windows(2).all(|w| w[0] < w[1]);
+        if !ascending_u(&a.rfm.recency_days)
+            || !ascending_u(&a.rfm.frequency)
+            || !a.rfm.monetary.windows(2).all(|w| w[0] < w[1])
+        {
+            return Err(ConfigError::Invalid {
+                field: "activation.rfm",
+                problem: "bands must be strictly ascending".into(),
+            });
+        }
+        self.matching.validate()?;
+        if self
+            .default_region
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                field: "default_region",
+                problem: format!("`{}` is not an ISO 3166 region", self.default_region),
+            });
+        }
+        Ok(())
+    }
+
+    /// Identifier types ordered by priority (strongest first), then name.
+    pub fn identifier_order(&self) -> Vec<&str> {
+        let mut names: Vec<(&str, u32)> = self
+            .identifiers
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.priority))
+            .collect();
+        names.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(b.0)));
+        names.into_iter().map(|(n, _)| n).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid_and_has_the_eight_contract_types() {
+        let c = EngineConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.identifiers.len(), 8);
+        assert_eq!(c.identifier_order()[0], "account_id");
+        assert!(c.identifiers["phone"].weak);
+        assert!(c.identifiers["loyalty_id"].unique);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = toml::from_str::<EngineConfig>("default_regoin = \"FR\"").unwrap_err();
+        assert!(err.to_string().contains("default_regoin"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_rules_are_checked() {
+        let mut c = EngineConfig::default();
+        c.lifecycle.active_days = 400;
+        assert!(c.validate().is_err());
+        let c = EngineConfig {
+            default_region: "XX".into(),
+            ..EngineConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let mut c = EngineConfig::default();
+        c.identifiers.get_mut("email").unwrap().limit = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::IdentifierType { .. })
+        ));
+    }
+}

@@ -1,0 +1,338 @@
+//! GDPR by design: rights requests, the suppression list of erased identifiers, keyed
+//! hashes and pseudonymised output.
+//!
+//! - A request (`gdpr.requests`: `{request_id, kind: erase|export, identifier: {type,
+//!   value}}`, or `customer_id` instead of `identifier`) is parsed here; the engine runs
+//!   it through resolve and profile. A request id seen before changes nothing.
+//! - Identifiers of erased customers are kept only as keyed hashes
+//!   (HMAC-SHA256 with the deployment's `gdpr.hash_key`, or a random key generated once
+//!   and kept in the store) so that an old event replayed later is recognised and
+//!   dropped instead of bringing the person back.
+//! - Pseudonymised topics carry the same keyed hash instead of identifier values, and no
+//!   person fields.
+//!
+//! Store tables (prefix `g/`): `g/key` the generated hash key, `g/sup/<hash>` the
+//! suppression list, `g/suppressed` its size, `g/rq/<request_id>` requests done.
+
+use std::fmt::Write as _;
+
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::engine::config::{EngineConfig, ErasedIdentifiers};
+use crate::engine::handoff::{Ident, RequestKind};
+use crate::engine::input::touchpoint::{
+    json_object, optional_time, record_id, required_text as text, Rejection,
+};
+use crate::store::{key, Store, StoreError};
+
+const GENERATED_KEY: &[u8] = b"g/key";
+const SUPPRESSED_COUNT: &[u8] = b"g/suppressed";
+
+/// Who a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// `(type, raw value)`, normalised by resolve.
+    Identifier(String, String),
+    CustomerId(String),
+}
+
+/// A parsed rights request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub request_id: String,
+    pub kind: RequestKind,
+    pub subject: Subject,
+    /// When the person asked (ms), if the request says.
+    pub requested_at: Option<i64>,
+}
+
+/// Parses a `gdpr.requests` record.
+pub fn parse_request(bytes: &[u8], config: &EngineConfig) -> Result<Request, Rejection> {
+    let o = json_object(bytes, config)?;
+    parse_request_document(&o, config)
+}
+
+/// Validates a request already decoded into a document (from Avro).
+pub fn parse_request_document(
+    o: &serde_json::Map<String, Value>,
+    config: &EngineConfig,
+) -> Result<Request, Rejection> {
+    let request_id = record_id(o, "request_id", config)?;
+    let kind = match text(o, "kind")? {
+        "erase" => RequestKind::Erase,
+        "export" => RequestKind::Export,
+        other => {
+            return Err(Rejection::BadValue {
+                field: "kind".into(),
+                detail: format!("`{other}` is not one of erase, export"),
+            })
+        }
+    };
+    let subject = match (o.get("identifier"), o.get("customer_id")) {
+        (Some(Value::Object(id)), _) => {
+            let kind = text(id, "type")?;
+            if !config.identifiers.contains_key(kind) {
+                return Err(Rejection::BadValue {
+                    field: "identifier.type".into(),
+                    detail: format!("`{kind}` is not a configured identifier type"),
+                });
+            }
+            Subject::Identifier(kind.to_string(), text(id, "value")?.to_string())
+        }
+        (Some(Value::Null) | None, Some(Value::String(c))) if !c.trim().is_empty() => {
+            Subject::CustomerId(c.trim().to_string())
+        }
+        (Some(Value::Null) | None, _) => return Err(Rejection::Missing("identifier")),
+        (Some(_), _) => {
+            return Err(Rejection::WrongType {
+                field: "identifier".into(),
+                expected: "an object {type, value}",
+            })
+        }
+    };
+    let requested_at = optional_time(o, "requested_at")?;
+    Ok(Request {
+        request_id: request_id.to_string(),
+        kind,
+        subject,
+        requested_at,
+    })
+}
+
+/// Whether a line of a replay file is a rights request rather than a touchpoint.
+pub fn looks_like_request(bytes: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        request_id: Option<serde::de::IgnoredAny>,
+        event_id: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_slice::<Probe>(bytes)
+        .is_ok_and(|p| p.request_id.is_some() && p.event_id.is_none())
+}
+
+pub(crate) fn request_key(request_id: &str) -> Vec<u8> {
+    key("g/rq/", &[request_id])
+}
+
+/// The key of the keyed hashes: the configured one, else the one kept in the store.
+pub fn hash_key(store: &Store, config: &EngineConfig) -> Result<Option<Vec<u8>>, StoreError> {
+    if !config.gdpr.hash_key.is_empty() {
+        return Ok(Some(config.gdpr.hash_key.as_bytes().to_vec()));
+    }
+    store.get::<Vec<u8>>(GENERATED_KEY)
+}
+
+/// The key of the keyed hashes, generated (and staged in the store) if there is none.
+pub fn hash_key_or_generate(
+    store: &mut Store,
+    config: &EngineConfig,
+) -> Result<Vec<u8>, StoreError> {
+    if let Some(k) = hash_key(store, config)? {
+        return Ok(k);
+    }
+    let mut k = vec![0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut k);
+    store.put(GENERATED_KEY.to_vec(), &k)?;
+    Ok(k)
+}
+
+/// HMAC-SHA256 of `type \0 value`, in lower-case hex.
+pub fn keyed_hash(hash_key: &[u8], kind: &str, value: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(hash_key).expect("hmac takes keys of any length");
+    mac.update(kind.as_bytes());
+    mac.update(&[0]);
+    mac.update(value.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in mac.finalize().into_bytes() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+fn suppression_key(hash: &str) -> Vec<u8> {
+    key("g/sup/", &[hash])
+}
+
+/// Identifiers on the suppression list. Free when nobody was ever erased.
+pub fn suppressed(
+    store: &Store,
+    config: &EngineConfig,
+    ids: &[Ident],
+) -> Result<Vec<Ident>, StoreError> {
+    if config.gdpr.erased_identifiers == ErasedIdentifiers::Accept
+        || store.get::<u64>(SUPPRESSED_COUNT)?.unwrap_or(0) == 0
+    {
+        return Ok(Vec::new());
+    }
+    let Some(k) = hash_key(store, config)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for id in ids {
+        if store.contains(&suppression_key(&keyed_hash(&k, &id.kind, &id.value)))? {
+            out.push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Puts identifiers on the suppression list (if the policy is to suppress); returns how
+/// many were added.
+pub fn suppress(
+    store: &mut Store,
+    config: &EngineConfig,
+    ids: &[Ident],
+) -> Result<u64, StoreError> {
+    if config.gdpr.erased_identifiers == ErasedIdentifiers::Accept || ids.is_empty() {
+        return Ok(0);
+    }
+    let k = hash_key_or_generate(store, config)?;
+    let mut added = 0;
+    for id in ids {
+        let sk = suppression_key(&keyed_hash(&k, &id.kind, &id.value));
+        if !store.contains(&sk)? {
+            store.put_raw(sk, Vec::new());
+            added += 1;
+        }
+    }
+    let n = store.get::<u64>(SUPPRESSED_COUNT)?.unwrap_or(0) + added;
+    store.put(SUPPRESSED_COUNT.to_vec(), &n)?;
+    Ok(added)
+}
+
+/// Size of the suppression list.
+pub fn suppressed_count(store: &Store) -> Result<u64, StoreError> {
+    Ok(store.get::<u64>(SUPPRESSED_COUNT)?.unwrap_or(0))
+}
+
+/// Replaces identifier values by keyed hashes (`h:<hex>`) and drops person fields, in
+/// any record shape of the pseudonymisable topics: `identifiers` as a map of values or
+/// of lists of values, or as a list of `{type, value}`; `identifier` as `{type, value}`.
+pub fn pseudonymise(value: &mut Value, hash_key: &[u8]) {
+    let Value::Object(o) = value else {
+        return;
+    };
+    if o.contains_key("person") {
+        o.insert("person".into(), Value::Null);
+    }
+    for (name, v) in o.iter_mut() {
+        match (name.as_str(), v) {
+            ("identifiers", Value::Object(m)) => {
+                for (kind, vals) in m.iter_mut() {
+                    match vals {
+                        Value::String(s) => *s = hashed(hash_key, kind, s),
+                        Value::Array(a) => {
+                            for s in a.iter_mut() {
+                                if let Value::String(s) = s {
+                                    *s = hashed(hash_key, kind, s);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            ("identifiers", Value::Array(a)) => a.iter_mut().for_each(|id| typed(id, hash_key)),
+            ("identifier", id @ Value::Object(_)) => typed(id, hash_key),
+            (_, child @ (Value::Object(_) | Value::Array(_))) => {
+                if let Value::Array(a) = child {
+                    a.iter_mut().for_each(|c| pseudonymise(c, hash_key));
+                } else {
+                    pseudonymise(child, hash_key);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn typed(id: &mut Value, hash_key: &[u8]) {
+    let Value::Object(m) = id else {
+        return;
+    };
+    let kind = m
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if let Some(Value::String(s)) = m.get_mut("value") {
+        *s = hashed(hash_key, &kind, s);
+    }
+}
+
+fn hashed(hash_key: &[u8], kind: &str, value: &str) -> String {
+    format!("h:{}", keyed_hash(hash_key, kind, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_are_parsed_and_bad_ones_named() {
+        let c = EngineConfig::default();
+        let r = parse_request(
+            br#"{"request_id":"r1","kind":"erase","identifier":{"type":"email","value":"a@b.fr"}}"#,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(r.kind, RequestKind::Erase);
+        assert_eq!(
+            r.subject,
+            Subject::Identifier("email".into(), "a@b.fr".into())
+        );
+        let r = parse_request(
+            br#"{"request_id":"r2","kind":"export","customer_id":"cus_1"}"#,
+            &c,
+        )
+        .unwrap();
+        assert_eq!(r.subject, Subject::CustomerId("cus_1".into()));
+        let bad = |s: &str| parse_request(s.as_bytes(), &c).unwrap_err().to_string();
+        assert_eq!(
+            bad(r#"{"request_id":"r","kind":"forget","customer_id":"c"}"#),
+            "field `kind` has an invalid value: `forget` is not one of erase, export"
+        );
+        assert_eq!(
+            bad(r#"{"request_id":"r","kind":"erase"}"#),
+            "missing required field `identifier`"
+        );
+        assert_eq!(
+            bad(r#"{"request_id":"r","kind":"erase","identifier":{"type":"iban","value":"x"}}"#),
+            "field `identifier.type` has an invalid value: `iban` is not a configured identifier type"
+        );
+        assert!(looks_like_request(br#"{"request_id":"r","kind":"erase"}"#));
+        assert!(!looks_like_request(br#"{"event_id":"e","request_id":"r"}"#));
+    }
+
+    #[test]
+    fn keyed_hashes_depend_on_key_type_and_value() {
+        let h = keyed_hash(b"k1", "email", "a@b.fr");
+        assert_eq!(h.len(), 64);
+        assert_eq!(h, keyed_hash(b"k1", "email", "a@b.fr"));
+        assert_ne!(h, keyed_hash(b"k2", "email", "a@b.fr"));
+        assert_ne!(h, keyed_hash(b"k1", "phone", "a@b.fr"));
+    }
+
+    #[test]
+    fn pseudonymised_records_keep_no_identifier_value_or_person_field() {
+        let mut v = json!({
+            "customer_id": "cus_1",
+            "identifiers": {"email": ["a@b.fr"], "phone": "+33612345678"},
+            "person": {"first_name": "Sophie"},
+            "merge": {"identifiers": [{"type": "email", "value": "a@b.fr"}]},
+            "identifier": {"type": "email", "value": "a@b.fr"},
+        });
+        pseudonymise(&mut v, b"k");
+        let text = v.to_string();
+        assert!(!text.contains("a@b.fr") && !text.contains("+336") && !text.contains("Sophie"));
+        let h = format!("h:{}", keyed_hash(b"k", "email", "a@b.fr"));
+        assert_eq!(v["identifiers"]["email"][0], json!(h));
+        assert_eq!(v["merge"]["identifiers"][0]["value"], json!(h));
+        assert_eq!(v["identifier"]["value"], json!(h));
+        assert_eq!(v["customer_id"], json!("cus_1"));
+    }
+}

@@ -1,0 +1,169 @@
+//! The narrow interface between the two stages of the engine.
+//!
+//! *Resolve* owns the identity graph and decides which customer an event belongs to;
+//! *profile* owns everything keyed by customer id. Resolve hands profile a list of
+//! [`ProfileCommand`]s per event and nothing else, so that the two can later run as
+//! separate consumer groups with these commands on an internal topic keyed by customer
+//! id. Every type here is plain data with serde derives.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::input::touchpoint::{Address, Item};
+
+/// A normalised identifier: `email` / `sophie.dupont@gmail.com`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Ident {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: String,
+}
+
+impl Ident {
+    pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            value: value.into(),
+        }
+    }
+}
+
+/// A person field as one source states it, in display form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FieldData {
+    Text(String),
+    Address(Address),
+}
+
+/// What the profile stage keeps of an order or a return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderFacts {
+    pub order_id: Option<String>,
+    pub total_cents: i64,
+    pub currency: String,
+    pub items: Vec<Item>,
+}
+
+/// The facts of one accepted event that the profile stage needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileEvent {
+    pub event_id: String,
+    pub channel: String,
+    pub kind: String,
+    /// Milliseconds since the epoch (event time).
+    pub occurred_at: i64,
+    /// Identifiers that resolve attached to the customer with this event.
+    pub identifiers: Vec<Ident>,
+    /// Person fields (`first_name`, `last_name`, `birth_date`, `address`,
+    /// `attributes.<key>`) in display form.
+    pub fields: Vec<(String, FieldData)>,
+    pub purchase: Option<OrderFacts>,
+    pub refund: Option<OrderFacts>,
+    /// Consent decisions the event states.
+    pub consents: Vec<ConsentStatement>,
+    /// The cart as the event shows it (its whole content).
+    pub cart: Option<CartFacts>,
+}
+
+/// A cart snapshot: its id (`cart` when the event names none) and every item in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CartFacts {
+    pub cart_id: String,
+    pub items: Vec<Item>,
+}
+
+/// A consent decision stated by an event, its identifier normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentStatement {
+    pub purpose: String,
+    pub channel: String,
+    pub granted: bool,
+    pub identifier: Option<Ident>,
+    pub expires_at: Option<i64>,
+}
+
+/// What a rights request or a retention rule asks of a customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// The person asked for a copy of everything kept about them.
+    Export,
+    /// The person asked to be forgotten.
+    Erase,
+    /// The customer was inactive beyond the retention period.
+    Retention,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Export => "export",
+            RequestKind::Erase => "erase",
+            RequestKind::Retention => "retention",
+        }
+    }
+}
+
+/// Who a request is about and what resolve already did for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFacts {
+    pub request_id: String,
+    pub kind: RequestKind,
+    /// When the request is done (ms since the epoch).
+    pub at: i64,
+    /// Ids this customer had before merges (tombstoned again on erasure).
+    pub merged_ids: Vec<String>,
+    /// What resolve erased, by kind of record.
+    pub erased: Vec<(String, u64)>,
+    /// Resolve's part of an export: the identity graph of the customer (JSON text).
+    pub identity: Option<String>,
+}
+
+/// What resolve asks of profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProfileCommand {
+    /// `merged` no longer exists: its source profiles now belong to `survivor`.
+    Merge {
+        survivor: String,
+        merged: String,
+        at: i64,
+    },
+    /// An event attached to `source_profile` of `customer_id`.
+    Touch {
+        customer_id: String,
+        source_profile: u64,
+        event: Box<ProfileEvent>,
+    },
+    /// A rights request (export, erasure) or a retention expiry for `customer_id`;
+    /// resolve has done its part (for an erasure: the identity graph is gone).
+    Request {
+        customer_id: String,
+        facts: Box<RequestFacts>,
+    },
+    /// An operator split `source_profiles` off `customer_id` into `new_customer_id`:
+    /// the profile moves their facts and recomputes both sides.
+    Split {
+        customer_id: String,
+        new_customer_id: String,
+        source_profiles: Vec<u64>,
+        at: i64,
+    },
+    /// Source profiles detached from `customer_id` (behavioural data expired): the
+    /// profile forgets their facts.
+    Detach {
+        customer_id: String,
+        source_profiles: Vec<u64>,
+        at: i64,
+    },
+}
+
+impl ProfileCommand {
+    /// The customer the command is keyed by (the partitioning key once scaled out).
+    pub fn customer_id(&self) -> &str {
+        match self {
+            ProfileCommand::Merge { survivor, .. } => survivor,
+            ProfileCommand::Touch { customer_id, .. }
+            | ProfileCommand::Request { customer_id, .. }
+            | ProfileCommand::Split { customer_id, .. }
+            | ProfileCommand::Detach { customer_id, .. } => customer_id,
+        }
+    }
+}

@@ -1,0 +1,1096 @@
+//! Parsing and validation of touchpoint events (contract §1, JSON form).
+//!
+//! [`parse`] turns the bytes of one record into a [`Touchpoint`] or a [`Rejection`] that
+//! says precisely what is wrong. A rejection never touches state: the caller sends the
+//! original bytes to `touchpoints.dlq` with the rejection as the `unicus.error` header.
+//!
+//! Unknown fields and unknown event types are not errors (producers evolve before
+//! consumers do): they are kept in the raw document and counted.
+
+use serde_json::{Map, Value};
+
+use crate::engine::config::EngineConfig;
+
+/// Why an event was refused. Messages are lower-case and name the offending field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Rejection {
+    #[error("event is {size} bytes, more than the limit of {max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("not a json document: {0}")]
+    NotJson(String),
+    #[error("event is not a json object")]
+    NotAnObject,
+    #[error("missing required field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` must be {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    #[error("field `{field}` is not an rfc 3339 time: {detail}")]
+    BadTime { field: &'static str, detail: String },
+    #[error("field `{field}` is longer than {max} bytes")]
+    TooLong { field: String, max: usize },
+    #[error("field `{field}` has an invalid value: {detail}")]
+    BadValue { field: String, detail: String },
+    #[error("{count} identifiers, more than the limit of {max}")]
+    TooManyIdentifiers { count: usize, max: usize },
+    #[error("special-category data is never stored: key `{key}`")]
+    SpecialCategory { key: String },
+    /// A well-formed command that cannot be carried out.
+    #[error("command refused: {detail}")]
+    Refused { detail: String },
+    /// An Avro record that cannot be read (`reason`: `avro_unknown_schema`,
+    /// `avro_incompatible_schema`, `avro_undecodable`, `avro_no_registry`).
+    #[error("avro: {detail}")]
+    Avro {
+        reason: &'static str,
+        detail: String,
+    },
+}
+
+impl Rejection {
+    /// Every reason [`Rejection::reason`] gives, so that metrics show each from the start.
+    pub const REASONS: [&'static str; 14] = [
+        "too_large",
+        "not_json",
+        "missing_field",
+        "wrong_type",
+        "bad_time",
+        "too_long",
+        "bad_value",
+        "too_many_identifiers",
+        "special_category",
+        "command_refused",
+        "avro_unknown_schema",
+        "avro_incompatible_schema",
+        "avro_undecodable",
+        "avro_no_registry",
+    ];
+
+    /// A short, fixed reason for metrics labels (one of [`Rejection::REASONS`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::NotJson(_) | Rejection::NotAnObject => "not_json",
+            Rejection::Missing(_) => "missing_field",
+            Rejection::WrongType { .. } => "wrong_type",
+            Rejection::BadTime { .. } => "bad_time",
+            Rejection::TooLong { .. } => "too_long",
+            Rejection::BadValue { .. } => "bad_value",
+            Rejection::TooManyIdentifiers { .. } => "too_many_identifiers",
+            Rejection::SpecialCategory { .. } => "special_category",
+            Rejection::Refused { .. } => "command_refused",
+            Rejection::Avro { reason, .. } => reason,
+        }
+    }
+}
+
+/// Event types of the contract. Anything else is [`EventType::Other`] and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventType {
+    PageView,
+    ProductView,
+    Search,
+    CartAdd,
+    CartRemove,
+    CheckoutStarted,
+    Purchase,
+    Return,
+    FormSubmit,
+    AccountCreated,
+    AccountUpdated,
+    Login,
+    StoreVisit,
+    SocialInteraction,
+    SupportTicket,
+    EmailOpen,
+    EmailClick,
+    ConsentUpdate,
+    Other(String),
+}
+
+impl EventType {
+    pub fn parse(s: &str) -> Self {
+        use EventType::*;
+        match s {
+            "page_view" => PageView,
+            "product_view" => ProductView,
+            "search" => Search,
+            "cart_add" => CartAdd,
+            "cart_remove" => CartRemove,
+            "checkout_started" => CheckoutStarted,
+            "purchase" => Purchase,
+            "return" => Return,
+            "form_submit" => FormSubmit,
+            "account_created" => AccountCreated,
+            "account_updated" => AccountUpdated,
+            "login" => Login,
+            "store_visit" => StoreVisit,
+            "social_interaction" => SocialInteraction,
+            "support_ticket" => SupportTicket,
+            "email_open" => EmailOpen,
+            "email_click" => EmailClick,
+            "consent_update" => ConsentUpdate,
+            other => Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        use EventType::*;
+        match self {
+            PageView => "page_view",
+            ProductView => "product_view",
+            Search => "search",
+            CartAdd => "cart_add",
+            CartRemove => "cart_remove",
+            CheckoutStarted => "checkout_started",
+            Purchase => "purchase",
+            Return => "return",
+            FormSubmit => "form_submit",
+            AccountCreated => "account_created",
+            AccountUpdated => "account_updated",
+            Login => "login",
+            StoreVisit => "store_visit",
+            SocialInteraction => "social_interaction",
+            SupportTicket => "support_ticket",
+            EmailOpen => "email_open",
+            EmailClick => "email_click",
+            ConsentUpdate => "consent_update",
+            Other(s) => s,
+        }
+    }
+}
+
+/// Postal address as sent (display form; normalised keys are derived when matching).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Address {
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub country: Option<String>,
+}
+
+impl Address {
+    pub fn is_empty(&self) -> bool {
+        self.line1.is_none()
+            && self.line2.is_none()
+            && self.postal_code.is_none()
+            && self.city.is_none()
+            && self.state.is_none()
+            && self.country.is_none()
+    }
+}
+
+/// Person data as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub birth_date: Option<String>,
+    pub address: Option<Address>,
+}
+
+/// An order line or cart line.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Item {
+    pub sku: String,
+    pub name: Option<String>,
+    pub quantity: f64,
+    pub unit_price: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub order_id: Option<String>,
+    /// Total in cents (rounded), so that sums are exact and deterministic.
+    pub total_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cart {
+    pub cart_id: Option<String>,
+    pub items: Vec<Item>,
+}
+
+pub const CONSENT_PURPOSES: [&str; 6] = [
+    "marketing",
+    "personalization",
+    "remarketing",
+    "ab_testing",
+    "analytics",
+    "profiling",
+];
+pub const CONSENT_CHANNELS: [&str; 7] = ["email", "sms", "push", "phone", "post", "web", "all"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentEntry {
+    pub purpose: String,
+    pub channel: String,
+    pub granted: bool,
+    /// The decision concerns one identifier only (an opt-out of one email address):
+    /// `(type, raw value)`.
+    pub identifier: Option<(String, String)>,
+    /// The decision lapses at this time (ms since the epoch).
+    pub expires_at: Option<i64>,
+}
+
+/// A validated touchpoint. `raw` keeps the whole document for `touchpoints.resolved`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Touchpoint {
+    pub event_id: String,
+    pub channel: String,
+    pub kind: EventType,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub occurred_at: i64,
+    pub source: Option<String>,
+    /// `(type, raw value)` in document order; types not configured are left out.
+    pub identifiers: Vec<(String, String)>,
+    pub person: Option<Person>,
+    pub order: Option<Order>,
+    pub cart: Option<Cart>,
+    pub consent: Vec<ConsentEntry>,
+    /// Scalar attributes, as text.
+    pub attributes: Vec<(String, String)>,
+    /// Fields this version does not know, ignored (counted by the caller).
+    pub unknown_fields: u32,
+    /// Identifier types this configuration does not know, ignored.
+    pub unknown_identifier_types: u32,
+    pub raw: Map<String, Value>,
+}
+
+const TOP_LEVEL: [&str; 14] = [
+    "event_id",
+    "channel",
+    "type",
+    "occurred_at",
+    "source",
+    "identifiers",
+    "person",
+    "order",
+    "cart",
+    "page",
+    "consent",
+    "attributes",
+    // Fields unicus writes itself on `touchpoints.resolved`: a re-fed record is not odd.
+    "customer_id",
+    "resolution",
+];
+
+/// Parses and validates one event (builds a [`Parser`]; keep one for many events).
+pub fn parse(bytes: &[u8], config: &EngineConfig) -> Result<Touchpoint, Rejection> {
+    Parser::new(config).parse(bytes)
+}
+
+/// A parser with the deny-list of special categories prepared once.
+pub struct Parser {
+    config: EngineConfig,
+    /// Each special-category term as lower-case words.
+    deny: Vec<Vec<String>>,
+}
+
+impl Parser {
+    pub fn new(config: &EngineConfig) -> Self {
+        Self {
+            deny: config
+                .special_categories
+                .iter()
+                .map(|term| key_tokens(term))
+                .filter(|t| !t.is_empty())
+                .collect(),
+            config: config.clone(),
+        }
+    }
+
+    /// Parses and validates one event.
+    pub fn parse(&self, bytes: &[u8]) -> Result<Touchpoint, Rejection> {
+        parse_with(bytes, &self.config, &self.deny)
+    }
+
+    /// Validates one event already decoded into a document (from Avro), with the same
+    /// rules as [`Parser::parse`] after the JSON text is read.
+    pub fn parse_document(&self, raw: Map<String, Value>) -> Result<Touchpoint, Rejection> {
+        validate(raw, &self.config, &self.deny)
+    }
+}
+
+fn parse_with(
+    bytes: &[u8],
+    config: &EngineConfig,
+    deny: &[Vec<String>],
+) -> Result<Touchpoint, Rejection> {
+    if bytes.len() > config.limits.max_event_bytes {
+        return Err(Rejection::TooLarge {
+            size: bytes.len(),
+            max: config.limits.max_event_bytes,
+        });
+    }
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))?;
+    let Value::Object(raw) = value else {
+        return Err(Rejection::NotAnObject);
+    };
+    validate(raw, config, deny)
+}
+
+fn validate(
+    raw: Map<String, Value>,
+    config: &EngineConfig,
+    deny: &[Vec<String>],
+) -> Result<Touchpoint, Rejection> {
+    check_tree(&raw, config, deny)?;
+
+    let event_id = required_str(&raw, "event_id")?;
+    if event_id.trim().is_empty() {
+        return Err(Rejection::BadValue {
+            field: "event_id".into(),
+            detail: "empty".into(),
+        });
+    }
+    if event_id.len() > config.limits.max_event_id_bytes {
+        return Err(Rejection::TooLong {
+            field: "event_id".into(),
+            max: config.limits.max_event_id_bytes,
+        });
+    }
+    let channel = required_str(&raw, "channel")?;
+    if channel.is_empty()
+        || channel.len() > 64
+        || !channel
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(Rejection::BadValue {
+            field: "channel".into(),
+            detail: "expected 1 to 64 lower-case ascii letters, digits, `_` or `-`".into(),
+        });
+    }
+    let kind = EventType::parse(required_str(&raw, "type")?);
+    let occurred_at = parse_time(required_str(&raw, "occurred_at")?, "occurred_at")?;
+    let source = opt_str(&raw, "source")?.map(String::from);
+
+    let mut unknown_fields = raw
+        .keys()
+        .filter(|k| !TOP_LEVEL.contains(&k.as_str()))
+        .count() as u32;
+
+    let (identifiers, unknown_identifier_types) = parse_identifiers(&raw, config)?;
+    let person = match object(&raw, "person")? {
+        None => None,
+        Some(p) => Some(parse_person(p, &mut unknown_fields)?),
+    };
+    let order = match object(&raw, "order")? {
+        None => None,
+        Some(o) => Some(parse_order(o)?),
+    };
+    let cart = match object(&raw, "cart")? {
+        None => None,
+        Some(c) => Some(Cart {
+            cart_id: opt_str_in(c, "cart_id", "cart.cart_id")?.map(String::from),
+            items: parse_items(c, "cart.items")?,
+        }),
+    };
+    let consent = parse_consent(&raw)?;
+    let attributes = match object(&raw, "attributes")? {
+        None => Vec::new(),
+        Some(a) => a
+            .iter()
+            .filter_map(|(k, v)| scalar_text(v).map(|t| (k.clone(), t)))
+            .collect(),
+    };
+    Ok(Touchpoint {
+        event_id: event_id.to_string(),
+        channel: channel.to_string(),
+        kind,
+        occurred_at,
+        source,
+        identifiers,
+        person,
+        order,
+        cart,
+        consent,
+        attributes,
+        unknown_fields,
+        unknown_identifier_types,
+        raw,
+    })
+}
+
+/// The JSON object of a request or command record, within the size limit.
+pub(crate) fn json_object(
+    bytes: &[u8],
+    config: &EngineConfig,
+) -> Result<Map<String, Value>, Rejection> {
+    if bytes.len() > config.limits.max_event_bytes {
+        return Err(Rejection::TooLarge {
+            size: bytes.len(),
+            max: config.limits.max_event_bytes,
+        });
+    }
+    match serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))? {
+        Value::Object(o) => Ok(o),
+        _ => Err(Rejection::NotAnObject),
+    }
+}
+
+/// A required, non-blank string field, trimmed.
+pub(crate) fn required_text<'a>(
+    o: &'a Map<String, Value>,
+    f: &'static str,
+) -> Result<&'a str, Rejection> {
+    match o.get(f) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.trim()),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(Rejection::Missing(f)),
+        Some(_) => Err(Rejection::WrongType {
+            field: f.into(),
+            expected: "a string",
+        }),
+    }
+}
+
+/// The id of a request or command record: required, at most `max_event_id_bytes`.
+pub(crate) fn record_id<'a>(
+    o: &'a Map<String, Value>,
+    f: &'static str,
+    config: &EngineConfig,
+) -> Result<&'a str, Rejection> {
+    let id = required_text(o, f)?;
+    if id.len() > config.limits.max_event_id_bytes {
+        return Err(Rejection::TooLong {
+            field: f.into(),
+            max: config.limits.max_event_id_bytes,
+        });
+    }
+    Ok(id)
+}
+
+/// An optional RFC 3339 time field.
+pub(crate) fn optional_time(
+    o: &Map<String, Value>,
+    f: &'static str,
+) -> Result<Option<i64>, Rejection> {
+    match o.get(f) {
+        Some(Value::String(t)) => Ok(Some(parse_time(t, f)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Parses an RFC 3339 time to milliseconds since the epoch.
+pub fn parse_time(s: &str, field: &'static str) -> Result<i64, Rejection> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| Rejection::BadTime {
+            field,
+            detail: e.to_string(),
+        })
+}
+
+/// Walks every key and string: bounded string sizes, no special-category key.
+fn check_tree(
+    map: &Map<String, Value>,
+    config: &EngineConfig,
+    deny: &[Vec<String>],
+) -> Result<(), Rejection> {
+    fn walk(
+        v: &Value,
+        path: &mut String,
+        config: &EngineConfig,
+        deny: &[Vec<String>],
+    ) -> Result<(), Rejection> {
+        match v {
+            Value::String(s) if s.len() > config.limits.max_string_bytes => {
+                Err(Rejection::TooLong {
+                    field: path.clone(),
+                    max: config.limits.max_string_bytes,
+                })
+            }
+            Value::Array(items) => items.iter().try_for_each(|i| walk(i, path, config, deny)),
+            Value::Object(m) => {
+                for (k, child) in m {
+                    if names_special_category(k, deny) {
+                        return Err(Rejection::SpecialCategory { key: k.clone() });
+                    }
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(k);
+                    walk(child, path, config, deny)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+    let mut path = String::new();
+    for (k, child) in map {
+        if names_special_category(k, deny) {
+            return Err(Rejection::SpecialCategory { key: k.clone() });
+        }
+        path.clear();
+        path.push_str(k);
+        walk(child, &mut path, config, deny)?;
+    }
+    Ok(())
+}
+
+/// Splits a key into lower-case words: `healthCondition`, `health-condition` and
+/// `health_condition` all give `["health", "condition"]`.
+fn key_tokens(key: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut current = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if c.is_alphanumeric() {
+            if c.is_uppercase() && prev_lower && !current.is_empty() {
+                tokens.push(std::mem::take(&mut current));
+            }
+            prev_lower = c.is_lowercase() || c.is_ascii_digit();
+            current.extend(c.to_lowercase());
+        } else {
+            prev_lower = false;
+            if !current.is_empty() {
+                tokens.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    if !current.is_empty() {
+        tokens.push(current);
+    }
+    tokens
+}
+
+fn names_special_category(key: &str, deny: &[Vec<String>]) -> bool {
+    // Fast path: keys of the contract are short ascii words, most of them known.
+    if TOP_LEVEL.contains(&key) {
+        return false;
+    }
+    let matches = |tokens: &[&str]| {
+        deny.iter().any(|term| {
+            term.len() <= tokens.len()
+                && tokens
+                    .windows(term.len())
+                    .any(|w| w.iter().zip(term).all(|(a, b)| *a == b))
+        })
+    };
+    // Fast path without allocation: snake_case ascii keys of at most 8 words.
+    if key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        let mut words = [""; 8];
+        let mut n = 0;
+        for w in key.split('_').filter(|w| !w.is_empty()) {
+            if n == words.len() {
+                n = usize::MAX;
+                break;
+            }
+            words[n] = w;
+            n += 1;
+        }
+        if n != usize::MAX {
+            return matches(&words[..n]);
+        }
+    }
+    let tokens = key_tokens(key);
+    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    matches(&refs)
+}
+
+fn required_str<'a>(m: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, Rejection> {
+    match m.get(field) {
+        None | Some(Value::Null) => Err(Rejection::Missing(field)),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(Rejection::WrongType {
+            field: field.into(),
+            expected: "a string",
+        }),
+    }
+}
+
+fn opt_str<'a>(m: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, Rejection> {
+    opt_str_in(m, field, field)
+}
+
+fn opt_str_in<'a>(
+    m: &'a Map<String, Value>,
+    field: &str,
+    path: &str,
+) -> Result<Option<&'a str>, Rejection> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Rejection::WrongType {
+            field: path.into(),
+            expected: "a string or null",
+        }),
+    }
+}
+
+fn object<'a>(
+    m: &'a Map<String, Value>,
+    field: &str,
+) -> Result<Option<&'a Map<String, Value>>, Rejection> {
+    match m.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(_) => Err(Rejection::WrongType {
+            field: field.into(),
+            expected: "an object or null",
+        }),
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_identifiers(
+    raw: &Map<String, Value>,
+    config: &EngineConfig,
+) -> Result<(Vec<(String, String)>, u32), Rejection> {
+    let Some(ids) = object(raw, "identifiers")? else {
+        return Ok((Vec::new(), 0));
+    };
+    let mut out = Vec::new();
+    let mut unknown = 0;
+    for (kind, v) in ids {
+        let known = config.identifiers.contains_key(kind);
+        let mut push = |s: &str| {
+            if known {
+                out.push((kind.clone(), s.to_string()));
+            }
+        };
+        match v {
+            Value::Null => {}
+            Value::String(s) => push(s),
+            Value::Array(values) => {
+                for item in values {
+                    match item {
+                        Value::String(s) => push(s),
+                        Value::Null => {}
+                        _ => {
+                            return Err(Rejection::WrongType {
+                                field: format!("identifiers.{kind}"),
+                                expected: "a string, an array of strings or null",
+                            })
+                        }
+                    }
+                }
+            }
+            _ => {
+                return Err(Rejection::WrongType {
+                    field: format!("identifiers.{kind}"),
+                    expected: "a string, an array of strings or null",
+                })
+            }
+        }
+        if !known && !v.is_null() {
+            unknown += 1;
+        }
+        if out.len() > config.limits.max_identifiers {
+            break;
+        }
+    }
+    if out.len() > config.limits.max_identifiers {
+        return Err(Rejection::TooManyIdentifiers {
+            count: out.len(),
+            max: config.limits.max_identifiers,
+        });
+    }
+    Ok((out, unknown))
+}
+
+fn parse_person(p: &Map<String, Value>, unknown: &mut u32) -> Result<Person, Rejection> {
+    const KNOWN: [&str; 4] = ["first_name", "last_name", "birth_date", "address"];
+    *unknown += p.keys().filter(|k| !KNOWN.contains(&k.as_str())).count() as u32;
+    let address = match p.get("address") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(a)) => {
+            const FIELDS: [&str; 6] = ["line1", "line2", "postal_code", "city", "state", "country"];
+            *unknown += a.keys().filter(|k| !FIELDS.contains(&k.as_str())).count() as u32;
+            let get = |f: &str| -> Result<Option<String>, Rejection> {
+                Ok(opt_str_in(a, f, &format!("person.address.{f}"))?.map(String::from))
+            };
+            let address = Address {
+                line1: get("line1")?,
+                line2: get("line2")?,
+                postal_code: get("postal_code")?,
+                city: get("city")?,
+                state: get("state")?,
+                country: get("country")?,
+            };
+            (!address.is_empty()).then_some(address)
+        }
+        Some(_) => {
+            return Err(Rejection::WrongType {
+                field: "person.address".into(),
+                expected: "an object or null",
+            })
+        }
+    };
+    Ok(Person {
+        first_name: opt_str_in(p, "first_name", "person.first_name")?.map(String::from),
+        last_name: opt_str_in(p, "last_name", "person.last_name")?.map(String::from),
+        birth_date: opt_str_in(p, "birth_date", "person.birth_date")?.map(String::from),
+        address,
+    })
+}
+
+fn number(v: Option<&Value>, field: &str) -> Result<Option<f64>, Rejection> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(f) if f.is_finite() && f.abs() < 1e12 => Ok(Some(f)),
+            _ => Err(Rejection::BadValue {
+                field: field.into(),
+                detail: "number out of range".into(),
+            }),
+        },
+        // Money is often sent as a decimal string to avoid binary floats.
+        Some(Value::String(s)) => match s.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() && f.abs() < 1e12 => Ok(Some(f)),
+            _ => Err(Rejection::WrongType {
+                field: field.into(),
+                expected: "a number",
+            }),
+        },
+        Some(_) => Err(Rejection::WrongType {
+            field: field.into(),
+            expected: "a number",
+        }),
+    }
+}
+
+fn parse_items(m: &Map<String, Value>, path: &str) -> Result<Vec<Item>, Rejection> {
+    let items = match m.get("items") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(Rejection::WrongType {
+                field: path.into(),
+                expected: "an array",
+            })
+        }
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::Object(o) = item else {
+            return Err(Rejection::WrongType {
+                field: format!("{path}[{i}]"),
+                expected: "an object",
+            });
+        };
+        let sku = match o.get("sku") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            _ => return Err(Rejection::Missing("items[].sku")),
+        };
+        let quantity = number(o.get("quantity"), &format!("{path}[{i}].quantity"))?.unwrap_or(1.0);
+        if quantity < 0.0 {
+            return Err(Rejection::BadValue {
+                field: format!("{path}[{i}].quantity"),
+                detail: "negative".into(),
+            });
+        }
+        out.push(Item {
+            sku,
+            name: opt_str_in(o, "name", &format!("{path}[{i}].name"))?.map(String::from),
+            quantity,
+            unit_price: number(o.get("unit_price"), &format!("{path}[{i}].unit_price"))?,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_order(o: &Map<String, Value>) -> Result<Order, Rejection> {
+    let currency = opt_str_in(o, "currency", "order.currency")?;
+    if let Some(c) = currency {
+        if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(Rejection::BadValue {
+                field: "order.currency".into(),
+                detail: "expected an iso 4217 code such as EUR".into(),
+            });
+        }
+    }
+    Ok(Order {
+        order_id: opt_str_in(o, "order_id", "order.order_id")?.map(|s| s.trim().to_string()),
+        total_cents: number(o.get("total"), "order.total")?.map(|t| (t * 100.0).round() as i64),
+        currency: currency.map(|c| c.to_ascii_uppercase()),
+        items: parse_items(o, "order.items")?,
+    })
+}
+
+fn parse_consent(raw: &Map<String, Value>) -> Result<Vec<ConsentEntry>, Rejection> {
+    let entries = match raw.get("consent") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => {
+            return Err(Rejection::WrongType {
+                field: "consent".into(),
+                expected: "an array",
+            })
+        }
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let Value::Object(o) = e else {
+            return Err(Rejection::WrongType {
+                field: format!("consent[{i}]"),
+                expected: "an object",
+            });
+        };
+        let field = |f: &str, allowed: &[&str]| -> Result<String, Rejection> {
+            match o.get(f) {
+                Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(s.clone()),
+                Some(Value::String(s)) => Err(Rejection::BadValue {
+                    field: format!("consent[{i}].{f}"),
+                    detail: format!("`{s}` is not one of {}", allowed.join(", ")),
+                }),
+                _ => Err(Rejection::WrongType {
+                    field: format!("consent[{i}].{f}"),
+                    expected: "a string",
+                }),
+            }
+        };
+        let granted = match o.get("granted") {
+            Some(Value::Bool(b)) => *b,
+            _ => {
+                return Err(Rejection::WrongType {
+                    field: format!("consent[{i}].granted"),
+                    expected: "true or false",
+                })
+            }
+        };
+        let identifier = match o.get("identifier") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(id)) => match (id.get("type"), id.get("value")) {
+                (Some(Value::String(t)), Some(Value::String(v))) if !v.trim().is_empty() => {
+                    Some((t.clone(), v.clone()))
+                }
+                _ => {
+                    return Err(Rejection::WrongType {
+                        field: format!("consent[{i}].identifier"),
+                        expected: "an object with string `type` and non-empty `value`",
+                    })
+                }
+            },
+            Some(_) => {
+                return Err(Rejection::WrongType {
+                    field: format!("consent[{i}].identifier"),
+                    expected: "an object",
+                })
+            }
+        };
+        let expires_at = match o.get("expires_at") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(t)) => Some(parse_time(t, "consent.expires_at")?),
+            Some(_) => {
+                return Err(Rejection::WrongType {
+                    field: format!("consent[{i}].expires_at"),
+                    expected: "an RFC 3339 time",
+                })
+            }
+        };
+        out.push(ConsentEntry {
+            purpose: field("purpose", &CONSENT_PURPOSES)?,
+            channel: field("channel", &CONSENT_CHANNELS)?,
+            granted,
+            identifier,
+            expires_at,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> EngineConfig {
+        EngineConfig::default()
+    }
+
+    const SOPHIE: &str = r#"{"event_id":"pos-1","channel":"store","type":"purchase",
+        "occurred_at":"2026-11-20T14:03:00+01:00","source":"pos-paris-11",
+        "identifiers":{"email":"Sophie.Dupont@Gmail.com","phone":"06 12 34 56 78","fax":"x"},
+        "person":{"first_name":"Sophie","last_name":"Dupont","shoe_size":38,
+          "address":{"line1":"12 rue de la Paix","postal_code":"75002","city":"Paris","country":"FR"}},
+        "order":{"order_id":"T-881","total":129.90,"currency":"eur",
+          "items":[{"sku":"CLIMB-42","quantity":1,"unit_price":129.90}]},
+        "consent":[{"purpose":"marketing","channel":"email","granted":false}],
+        "app_version":"5.2","attributes":{"preferred_store":"Paris 11"}}"#;
+
+    #[test]
+    fn contract_example_parses_with_unknowns_counted() {
+        let t = parse(SOPHIE.as_bytes(), &cfg()).unwrap();
+        assert_eq!(t.event_id, "pos-1");
+        assert_eq!(t.kind, EventType::Purchase);
+        assert_eq!(t.occurred_at, 1_795_179_780_000);
+        assert_eq!(t.identifiers.len(), 2);
+        assert_eq!(t.unknown_identifier_types, 1);
+        assert_eq!(t.unknown_fields, 2, "app_version and person.shoe_size");
+        let o = t.order.unwrap();
+        assert_eq!(o.total_cents, Some(12990));
+        assert_eq!(o.currency.as_deref(), Some("EUR"));
+        assert_eq!(t.consent[0].purpose, "marketing");
+        assert!(!t.consent[0].granted);
+        assert_eq!(
+            t.attributes,
+            vec![("preferred_store".into(), "Paris 11".into())]
+        );
+    }
+
+    #[test]
+    fn unknown_type_is_kept_as_generic_touchpoint() {
+        let t = parse(
+            br#"{"event_id":"a","channel":"web","type":"wishlist_add","occurred_at":"2026-01-01T00:00:00Z"}"#,
+            &cfg(),
+        )
+        .unwrap();
+        assert_eq!(t.kind, EventType::Other("wishlist_add".into()));
+    }
+
+    fn reject(s: &str) -> Rejection {
+        parse(s.as_bytes(), &cfg()).unwrap_err()
+    }
+
+    #[test]
+    fn required_fields_and_times_are_checked_with_precise_reasons() {
+        assert_eq!(
+            reject(r#"{"channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z"}"#),
+            Rejection::Missing("event_id")
+        );
+        assert!(matches!(
+            reject(r#"{"event_id":"a","channel":"web","type":"login","occurred_at":"yesterday"}"#),
+            Rejection::BadTime {
+                field: "occurred_at",
+                ..
+            }
+        ));
+        assert!(matches!(reject("{not json"), Rejection::NotJson(_)));
+        assert_eq!(reject("[1,2]"), Rejection::NotAnObject);
+        assert!(matches!(
+            reject(
+                r#"{"event_id":7,"channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z"}"#
+            ),
+            Rejection::WrongType { .. }
+        ));
+        assert!(matches!(
+            reject(
+                r#"{"event_id":"a","channel":"Web Shop","type":"login","occurred_at":"2026-01-01T00:00:00Z"}"#
+            ),
+            Rejection::BadValue { .. }
+        ));
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let long_id = "x".repeat(129);
+        let e = format!(
+            r#"{{"event_id":"{long_id}","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z"}}"#
+        );
+        assert!(matches!(reject(&e), Rejection::TooLong { .. }));
+        let long_name = "y".repeat(4097);
+        let e = format!(
+            r#"{{"event_id":"a","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z","person":{{"first_name":"{long_name}"}}}}"#
+        );
+        assert_eq!(
+            reject(&e),
+            Rejection::TooLong {
+                field: "person.first_name".into(),
+                max: 4096
+            }
+        );
+        let ids: Vec<String> = (0..65).map(|i| format!("\"c{i}\"")).collect();
+        let e = format!(
+            r#"{{"event_id":"a","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z","identifiers":{{"cookie_id":[{}]}}}}"#,
+            ids.join(",")
+        );
+        assert!(matches!(
+            reject(&e),
+            Rejection::TooManyIdentifiers { count: 65, .. }
+        ));
+        let big = vec![b' '; 1024 * 1024 + 1];
+        assert!(matches!(
+            parse(&big, &cfg()),
+            Err(Rejection::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn special_category_keys_are_rejected_anywhere_but_not_lookalikes() {
+        for key in [
+            "religion",
+            "healthCondition",
+            "health_condition",
+            "ethnic_origin",
+            "Political-Opinion",
+            "union_membership",
+        ] {
+            let e = format!(
+                r#"{{"event_id":"a","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z","attributes":{{"{key}":"x"}}}}"#
+            );
+            assert!(
+                matches!(reject(&e), Rejection::SpecialCategory { .. }),
+                "{key}"
+            );
+        }
+        let e = r#"{"event_id":"a","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z","person":{"sexual_orientation":"x"}}"#;
+        assert!(matches!(reject(e), Rejection::SpecialCategory { .. }));
+        let ok = r#"{"event_id":"a","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z","attributes":{"trace_id":"x","healthy_snacks":"y"}}"#;
+        parse(ok.as_bytes(), &cfg()).unwrap();
+    }
+
+    #[test]
+    fn bad_consent_is_rejected_with_the_entry_named() {
+        let e = r#"{"event_id":"a","channel":"web","type":"consent_update","occurred_at":"2026-01-01T00:00:00Z","consent":[{"purpose":"spam","channel":"email","granted":true}]}"#;
+        assert_eq!(
+            reject(e).to_string(),
+            "field `consent[0].purpose` has an invalid value: `spam` is not one of marketing, personalization, remarketing, ab_testing, analytics, profiling"
+        );
+    }
+
+    #[test]
+    fn every_reason_is_listed_for_the_metrics() {
+        let rejections = [
+            Rejection::TooLarge { size: 2, max: 1 },
+            Rejection::NotJson(String::new()),
+            Rejection::NotAnObject,
+            Rejection::Missing("event_id"),
+            Rejection::WrongType {
+                field: "x".into(),
+                expected: "a string",
+            },
+            Rejection::BadTime {
+                field: "occurred_at",
+                detail: String::new(),
+            },
+            Rejection::TooLong {
+                field: "x".into(),
+                max: 1,
+            },
+            Rejection::BadValue {
+                field: "x".into(),
+                detail: String::new(),
+            },
+            Rejection::TooManyIdentifiers { count: 2, max: 1 },
+            Rejection::SpecialCategory {
+                key: "health".into(),
+            },
+        ];
+        for r in rejections {
+            assert!(Rejection::REASONS.contains(&r.reason()), "{r:?}");
+        }
+    }
+}

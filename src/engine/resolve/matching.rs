@@ -1,0 +1,876 @@
+//! Fuzzy matching: what resolve compares when two source profiles share no identifier.
+//!
+//! - **Match keys.** A source profile's person data in comparable form ([`MatchView`]):
+//!   first and last name keys, birth date, street, postal code and city keys, and the
+//!   local parts of its e-mail addresses.
+//! - **Blocking keys** ([`blocking_keys`]) say which source profiles are worth comparing:
+//!   a phonetic form of the last name with the postal code (or city), the birth date
+//!   with the initial of either name, the postal code with the house number and the
+//!   main word of the street, the local part of an e-mail address. Resolve keeps one
+//!   store entry per key listing the source profiles that carry it; only those are ever
+//!   read, never a scan.
+//! - **Similarities** per field ([`similarities`]), in `[0, 1]`, with strsim's
+//!   Jaro-Winkler on names and streets and Damerau-Levenshtein on birth dates, and the
+//!   French specifics: accents folded, `Jean-Pierre` = `Jean Pierre`, initials,
+//!   diminutives (`Fred`/`Frédéric`), feminine forms that are *not* the same name
+//!   (`Jean`/`Jeanne`), swapped first and last names.
+//! - **Rules** ([`Matcher`]): each [`MatchRule`] requires a minimum similarity on a few
+//!   fields; a candidate's score is the best mean similarity over the rules it
+//!   satisfies. Above `link_threshold` a rule allowed to link links; between
+//!   `suggest_threshold` and there, it is only a suggestion.
+//! - **Vetoes:** two different birth dates, or first names that are clearly not the
+//!   same, are never linked nor suggested, whatever the rules.
+//!
+//! Pure functions: no store, no clock.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::config::{MatchRule, Matching};
+use crate::engine::normalise;
+
+/// A field compared by fuzzy matching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    FirstName,
+    LastName,
+    BirthDate,
+    Street,
+    PostalCode,
+    City,
+    EmailLocal,
+}
+
+impl Field {
+    pub const ALL: [Field; 7] = [
+        Field::FirstName,
+        Field::LastName,
+        Field::BirthDate,
+        Field::Street,
+        Field::PostalCode,
+        Field::City,
+        Field::EmailLocal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::FirstName => "first_name",
+            Field::LastName => "last_name",
+            Field::BirthDate => "birth_date",
+            Field::Street => "street",
+            Field::PostalCode => "postal_code",
+            Field::City => "city",
+            Field::EmailLocal => "email_local",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A postal address in match-key form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressKey {
+    /// [`normalise::street_key`] of `line1`.
+    pub street: Option<String>,
+    pub postal_code: Option<String>,
+    /// [`normalise::city_key`].
+    pub city: Option<String>,
+}
+
+impl AddressKey {
+    pub fn from_address(a: &crate::engine::input::touchpoint::Address) -> Self {
+        let country = a
+            .country
+            .as_deref()
+            .and_then(|c| normalise::country(c).ok());
+        Self {
+            street: a
+                .line1
+                .as_deref()
+                .and_then(|s| normalise::street_key(s).ok()),
+            postal_code: a
+                .postal_code
+                .as_deref()
+                .and_then(|p| normalise::postal_code(p, country.as_deref()).ok()),
+            city: a.city.as_deref().and_then(|c| normalise::city_key(c).ok()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.street.is_none() && self.postal_code.is_none() && self.city.is_none()
+    }
+
+    /// Where the person lives, for blocking: the postal code, else the city.
+    fn area(&self) -> Option<&str> {
+        self.postal_code.as_deref().or(self.city.as_deref())
+    }
+}
+
+/// What one source profile says of the person, borrowed, in match-key form.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MatchView<'a> {
+    pub first: Option<&'a str>,
+    pub last: Option<&'a str>,
+    pub birth: Option<&'a str>,
+    pub address: Option<&'a AddressKey>,
+    /// Normalised e-mail addresses (only their local parts are compared).
+    pub emails: &'a [String],
+}
+
+impl MatchView<'_> {
+    /// Whether there is anything to compare on.
+    pub fn has_person(&self) -> bool {
+        self.first.is_some() || self.last.is_some() || self.birth.is_some()
+    }
+}
+
+/// Local part and domain of a normalised e-mail address, if the local part is long
+/// enough to tell people apart.
+fn email_parts(email: &str) -> Option<(&str, &str)> {
+    let (local, domain) = email.rsplit_once('@')?;
+    (local.chars().filter(|c| c.is_alphabetic()).count() >= 4).then_some((local, domain))
+}
+
+fn email_local(email: &str) -> Option<&str> {
+    email_parts(email).map(|(local, _)| local)
+}
+
+/// A rough phonetic form of a name key: the first letter, then consonant classes
+/// (`b p` → p, `c k q g` → k, `d t` → t, `f v ph` → f, `m n` → n, `s z x` → s, `j` and
+/// soft `g` → j, `l`, `r`), vowels and `h w y` dropped, repeats collapsed, a silent final
+/// `t`, `s` or `x` dropped, at most six classes. `dupont` and `dupond` both give `dpn`.
+pub fn phonetic(name_key: &str) -> String {
+    let letters: Vec<char> = name_key.chars().filter(|c| c.is_alphanumeric()).collect();
+    let mut out = String::with_capacity(8);
+    let Some(&first) = letters.first() else {
+        return out;
+    };
+    // `ph` sounds `f`: `philippe` and `filippe` start alike.
+    let (first, mut i) = if letters.get(..2) == Some(&['p', 'h']) {
+        ('f', 2)
+    } else {
+        (first, 1)
+    };
+    out.push(first);
+    let mut last_class = class_of(first, letters.get(i).copied());
+    let mut classes = 0;
+    while i < letters.len() && classes < 6 {
+        let c = letters[i];
+        let next = letters.get(i + 1).copied();
+        let class = if c == 'p' && next == Some('h') {
+            i += 1;
+            Some('f')
+        } else {
+            class_of(c, next)
+        };
+        match class {
+            Some(k) if Some(k) != last_class => {
+                out.push(k);
+                classes += 1;
+                last_class = Some(k);
+            }
+            Some(_) => {}
+            None => last_class = None,
+        }
+        i += 1;
+    }
+    if out.len() > 1 && matches!(out.chars().last(), Some('t' | 's')) {
+        out.pop();
+    }
+    out
+}
+
+fn class_of(c: char, next: Option<char>) -> Option<char> {
+    Some(match c {
+        'b' | 'p' => 'p',
+        'c' if matches!(next, Some('e' | 'i' | 'y')) => 's',
+        'c' | 'k' | 'q' => 'k',
+        'g' if matches!(next, Some('e' | 'i' | 'y')) => 'j',
+        'g' => 'k',
+        'd' | 't' => 't',
+        'f' | 'v' | 'w' => 'f',
+        'm' | 'n' => 'n',
+        's' | 'z' | 'x' => 's',
+        'j' => 'j',
+        'l' => 'l',
+        'r' => 'r',
+        c if c.is_ascii_digit() => c,
+        _ => return None,
+    })
+}
+
+/// House number (digits of the first all-digit word) and the longest other word of a
+/// street key: `12 rue de la paix` → (`12`, `paix`).
+fn street_parts(street: &str) -> (Option<&str>, Option<&str>) {
+    let number = street
+        .split(' ')
+        .find(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
+    let main = street
+        .split(' ')
+        .filter(|w| w.chars().any(char::is_alphabetic) && !STREET_WORDS.contains(w))
+        .max_by_key(|w| w.len());
+    (number, main)
+}
+
+/// Street types and small words that say nothing of which street it is.
+const STREET_WORDS: &[&str] = &[
+    "rue",
+    "avenue",
+    "boulevard",
+    "place",
+    "chemin",
+    "impasse",
+    "allee",
+    "faubourg",
+    "route",
+    "square",
+    "quai",
+    "cours",
+    "de",
+    "du",
+    "des",
+    "la",
+    "le",
+    "les",
+    "l",
+    "d",
+    "bis",
+    "ter",
+];
+
+/// The blocking keys of a source profile (without the store prefix), in a fixed
+/// order. Profiles that share a key are compared; nothing else is.
+pub fn blocking_keys(v: &MatchView) -> Vec<String> {
+    let mut keys = Vec::with_capacity(6);
+    let area = v.address.and_then(AddressKey::area);
+    if let (Some(last), Some(area)) = (v.last, area) {
+        keys.push(format!("np\0{}\0{area}", phonetic(last)));
+    }
+    if let Some(birth) = v.birth {
+        let mut initials: Vec<char> = [v.first, v.last]
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.chars().next())
+            .collect();
+        initials.sort_unstable();
+        initials.dedup();
+        for i in initials {
+            keys.push(format!("bi\0{birth}\0{i}"));
+        }
+    }
+    if let Some(a) = v.address {
+        if let (Some(street), Some(area)) = (a.street.as_deref(), a.area()) {
+            if let (Some(number), Some(main)) = street_parts(street) {
+                keys.push(format!("ad\0{area}\0{number}\0{}", phonetic(main)));
+            }
+        }
+    }
+    if v.has_person() {
+        for local in v.emails.iter().filter_map(|e| email_local(e)) {
+            keys.push(format!("el\0{local}"));
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Similarity of each field present on both sides, indexed by [`Field`]; `None` where
+/// either side lacks it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Similarities {
+    values: [Option<f64>; 7],
+    /// The names matched crosswise (first against last).
+    pub swapped: bool,
+}
+
+impl Similarities {
+    pub fn get(&self, field: Field) -> Option<f64> {
+        self.values[field.index()]
+    }
+
+    fn set(&mut self, field: Field, value: Option<f64>) {
+        self.values[field.index()] = value;
+    }
+
+    /// The fields compared, with their similarity rounded to three decimals.
+    pub fn compared(&self) -> Vec<(Field, f64)> {
+        Field::ALL
+            .into_iter()
+            .filter_map(|f| self.get(f).map(|s| (f, round3(s))))
+            .collect()
+    }
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// Common diminutives whose letters are not a prefix of the full name.
+const DIMINUTIVES: &[(&str, &str)] = &[
+    ("cathy", "catherine"),
+    ("kate", "catherine"),
+    ("babette", "elisabeth"),
+    ("zabeth", "elisabeth"),
+    ("lisa", "elisabeth"),
+    ("liz", "elizabeth"),
+    ("beth", "elizabeth"),
+    ("bob", "robert"),
+    ("bobby", "robert"),
+    ("bill", "william"),
+    ("will", "william"),
+    ("jim", "james"),
+    ("dick", "richard"),
+    ("peggy", "margaret"),
+    ("maggie", "margaret"),
+    ("manu", "emmanuel"),
+    ("manue", "emmanuelle"),
+    ("toinette", "antoinette"),
+    ("tony", "antoine"),
+    ("tonio", "antoine"),
+    ("mimi", "michele"),
+    ("lolo", "laurent"),
+    ("bab", "barbara"),
+    ("gégé", "gerard"),
+    ("gege", "gerard"),
+    ("jojo", "joseph"),
+    ("jo", "josephine"),
+    ("nanou", "anne"),
+    ("nono", "arnaud"),
+    ("riri", "henri"),
+    ("loulou", "louis"),
+    ("fanfan", "francoise"),
+    ("sandy", "sandrine"),
+    ("steph", "stephanie"),
+    ("nath", "nathalie"),
+    ("gaby", "gabrielle"),
+    ("mathou", "mathilde"),
+    ("pat", "patrick"),
+    ("patou", "patricia"),
+    ("bernie", "bernard"),
+    ("jp", "jean pierre"),
+    ("jc", "jean claude"),
+    ("jl", "jean luc"),
+    ("jm", "jean marc"),
+    ("pm", "pierre marie"),
+];
+
+/// `b` is `a` with a feminine ending: `jean`/`jeanne`, `louis`/`louise`,
+/// `michel`/`michele`, `daniel`/`danielle`, `francois`/`francoise`. Not the same name.
+fn feminine_of(a: &str, b: &str) -> bool {
+    match b.strip_prefix(a) {
+        Some(ending) => matches!(
+            ending,
+            "e" | "ne" | "le" | "te" | "se" | "ette" | "nette" | "ine" | "tte"
+        ),
+        None => false,
+    }
+}
+
+/// How likely two first-name keys name the same person, in `[0, 1]`.
+pub fn first_name_similarity(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    if feminine_of(a, b) || feminine_of(b, a) {
+        return 0.3;
+    }
+    let squeeze = |s: &str| s.replace(' ', "");
+    if squeeze(a) == squeeze(b) {
+        return 0.98;
+    }
+    if DIMINUTIVES
+        .iter()
+        .any(|&(d, full)| (a == d && b == full) || (a == full && b == d))
+    {
+        return 0.93;
+    }
+    let (fa, fb) = (first_word(a), first_word(b));
+    if let Some(s) = initials_similarity(a, b).or_else(|| initials_similarity(b, a)) {
+        return s;
+    }
+    // A diminutive made of the first letters: `fred`/`frederic`, `alex`/`alexandre`.
+    let (short, long) = if fa.len() <= fb.len() {
+        (fa, fb)
+    } else {
+        (fb, fa)
+    };
+    if short.len() >= 3 && long.len() > short.len() + 1 && long.starts_with(short) {
+        return if feminine_of(short, long) { 0.3 } else { 0.92 };
+    }
+    let words: f64 = if fa == fb && a != b { 0.9 } else { 0.0 };
+    let spelled = if spelling(fa) == spelling(fb) {
+        0.95
+    } else {
+        0.0
+    };
+    words
+        .max(spelled)
+        .max(strsim::jaro_winkler(a, b))
+        .max(strsim::jaro_winkler(fa, fb) * 0.98)
+}
+
+fn first_word(s: &str) -> &str {
+    s.split(' ').next().unwrap_or(s)
+}
+
+/// `j` / `jean`, `j p` / `jean pierre`: an initial is weaker evidence than the name.
+fn initials_similarity(initials: &str, name: &str) -> Option<f64> {
+    let mut words = name.split(' ');
+    let mut n = 0;
+    for i in initials.split(' ') {
+        let mut cs = i.chars();
+        let (Some(c), None) = (cs.next(), cs.next()) else {
+            return None;
+        };
+        let w = words.next()?;
+        if w.len() < 2 || !w.starts_with(c) {
+            return None;
+        }
+        n += 1;
+    }
+    (n > 0).then_some(0.85)
+}
+
+/// Doubled letters once, `ph` → `f`, `th` → `t`, `y` → `i`: `sophie`/`sofie`.
+fn spelling(word: &str) -> String {
+    let word = word.replace("ph", "f").replace("th", "t").replace('y', "i");
+    let mut out = String::with_capacity(word.len());
+    for c in word.chars() {
+        if !out.ends_with(c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// How likely two last-name keys name the same family, in `[0, 1]`.
+pub fn last_name_similarity(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    if a.replace(' ', "") == b.replace(' ', "") {
+        return 0.98;
+    }
+    // A compound name and one of its parts: `martin dupont` / `dupont`.
+    let part_of = |short: &str, long: &str| {
+        short.len() >= 3 && long.contains(' ') && long.split(' ').any(|w| w == short)
+    };
+    if part_of(a, b) || part_of(b, a) {
+        return 0.9;
+    }
+    let jw = strsim::jaro_winkler(a, b);
+    // One typo in a short name: `dupnt`/`dupont`.
+    let dl = strsim::damerau_levenshtein(a, b);
+    let typo = if dl == 1 && a.len().min(b.len()) >= 4 {
+        0.93
+    } else {
+        0.0
+    };
+    jw.max(typo)
+}
+
+/// Birth dates `YYYY-MM-DD`: equal 1, one typed digit or day and month swapped 0.75,
+/// anything else 0 (two people).
+pub fn birth_date_similarity(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    if a.len() == 10 && b.len() == 10 {
+        let swapped =
+            a.get(..5) == b.get(..5) && a.get(5..7) == b.get(8..10) && a.get(8..10) == b.get(5..7);
+        if swapped || strsim::damerau_levenshtein(a, b) == 1 {
+            return 0.75;
+        }
+    }
+    0.0
+}
+
+/// Street keys: a different house number is another address; otherwise Jaro-Winkler
+/// on the words.
+pub fn street_similarity(a: &str, b: &str) -> f64 {
+    if a == b {
+        return 1.0;
+    }
+    let numbers = |s: &str| -> Vec<String> {
+        s.split(' ')
+            .filter(|w| !w.is_empty() && w.bytes().all(|c| c.is_ascii_digit()))
+            .map(str::to_string)
+            .collect()
+    };
+    let (na, nb) = (numbers(a), numbers(b));
+    if !na.is_empty() && !nb.is_empty() && na != nb {
+        return 0.0;
+    }
+    let words = |s: &str| -> String {
+        s.split(' ')
+            .filter(|w| !w.bytes().all(|c| c.is_ascii_digit()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    strsim::jaro_winkler(&words(a), &words(b))
+}
+
+/// Field similarities of two views. Names are also compared crosswise (first against
+/// last) and the better arrangement is kept, at a small discount.
+pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
+    let mut s = Similarities::default();
+    let pair = |x: Option<&str>, y: Option<&str>, f: fn(&str, &str) -> f64| match (x, y) {
+        (Some(x), Some(y)) => Some(f(x, y)),
+        _ => None,
+    };
+    let straight = (
+        pair(a.first, b.first, first_name_similarity),
+        pair(a.last, b.last, last_name_similarity),
+    );
+    let crossed = (
+        pair(a.first, b.last, first_name_similarity).map(|x| x * 0.97),
+        pair(a.last, b.first, last_name_similarity).map(|x| x * 0.97),
+    );
+    let sum = |p: (Option<f64>, Option<f64>)| p.0.unwrap_or(0.0) + p.1.unwrap_or(0.0);
+    let names = if crossed.0.is_some() && crossed.1.is_some() && sum(crossed) > sum(straight) {
+        s.swapped = true;
+        crossed
+    } else {
+        straight
+    };
+    s.set(Field::FirstName, names.0);
+    s.set(Field::LastName, names.1);
+    s.set(
+        Field::BirthDate,
+        pair(a.birth, b.birth, birth_date_similarity),
+    );
+    let (aa, ba) = (a.address, b.address);
+    let addr = |f: fn(&AddressKey) -> Option<&str>| (aa.and_then(f), ba.and_then(f));
+    let (x, y) = addr(|k| k.street.as_deref());
+    s.set(Field::Street, pair(x, y, street_similarity));
+    let (x, y) = addr(|k| k.postal_code.as_deref());
+    s.set(
+        Field::PostalCode,
+        pair(x, y, |x, y| if x == y { 1.0 } else { 0.0 }),
+    );
+    let (x, y) = addr(|k| k.city.as_deref());
+    s.set(Field::City, pair(x, y, strsim::jaro_winkler));
+    // Local parts are compared at the same provider (or one typed wrong: `gmial.com`):
+    // `julien.noel@yahoo.fr` and `julien.noel@gmail.com` are two people's as often as
+    // one's, and say no more than their names.
+    let mut best: Option<f64> = None;
+    for (x, xd) in a.emails.iter().filter_map(|e| email_parts(e)) {
+        for (y, yd) in b.emails.iter().filter_map(|e| email_parts(e)) {
+            if xd != yd && strsim::jaro_winkler(xd, yd) < 0.9 {
+                continue;
+            }
+            let sim = strsim::jaro_winkler(x, y);
+            best = Some(best.map_or(sim, |b: f64| b.max(sim)));
+        }
+    }
+    s.set(Field::EmailLocal, best);
+    s
+}
+
+/// What the rules make of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Link,
+    Suggest,
+    /// Below both thresholds, or no rule applies.
+    None,
+    /// A veto: different birth dates or clearly different first names.
+    Vetoed,
+}
+
+/// The verdict on one candidate, with its explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub decision: Decision,
+    /// The best rule satisfied (its index in the configuration), if any.
+    pub rule: Option<usize>,
+    pub score: f64,
+    pub similarities: Similarities,
+}
+
+/// The configured rules, ready to score candidates.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    config: Matching,
+    /// Per rule, the fields it requires and their minimum similarity.
+    rules: Vec<Vec<(Field, f64)>>,
+}
+
+impl Matcher {
+    /// Rules were checked by [`Matching::validate`]; unknown field names are skipped.
+    pub fn new(config: &Matching) -> Self {
+        let rules = config
+            .rules
+            .iter()
+            .map(|r| {
+                r.require
+                    .iter()
+                    .filter_map(|(name, min)| Field::parse(name).map(|f| (f, *min)))
+                    .collect()
+            })
+            .collect();
+        Self {
+            config: config.clone(),
+            rules,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
+    pub fn max_candidates(&self) -> usize {
+        self.config.max_candidates
+    }
+
+    pub fn rule(&self, index: usize) -> &MatchRule {
+        &self.config.rules[index]
+    }
+
+    /// Scores a candidate against the event's view.
+    pub fn judge(&self, a: &MatchView, b: &MatchView) -> Verdict {
+        let sims = similarities(a, b);
+        let vetoed = sims.get(Field::BirthDate) == Some(0.0)
+            || sims.get(Field::FirstName).is_some_and(|s| s < 0.5);
+        let mut best: Option<(usize, f64)> = None;
+        for (i, req) in self.rules.iter().enumerate() {
+            let mut total = 0.0;
+            let mut ok = !req.is_empty();
+            for (field, min) in req {
+                match sims.get(*field) {
+                    Some(s) if s + 1e-9 >= *min => total += s,
+                    _ => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            let score = total / req.len() as f64;
+            let better = match best {
+                None => true,
+                // Ties go to the rule listed first; a linking rule beats a suggesting one.
+                Some((j, s)) => {
+                    score > s + 1e-9
+                        || ((score - s).abs() <= 1e-9
+                            && self.config.rules[i].link
+                            && !self.config.rules[j].link)
+                }
+            };
+            if better {
+                best = Some((i, score));
+            }
+        }
+        let Some((rule, score)) = best else {
+            return Verdict {
+                decision: if vetoed {
+                    Decision::Vetoed
+                } else {
+                    Decision::None
+                },
+                rule: None,
+                score: 0.0,
+                similarities: sims,
+            };
+        };
+        let decision = if vetoed {
+            Decision::Vetoed
+        } else if score + 1e-9 >= self.config.link_threshold && self.config.rules[rule].link {
+            Decision::Link
+        } else if score + 1e-9 >= self.config.suggest_threshold {
+            Decision::Suggest
+        } else {
+            Decision::None
+        };
+        Verdict {
+            decision,
+            rule: Some(rule),
+            score: round3(score),
+            similarities: sims,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> String {
+        normalise::name_key(s).unwrap()
+    }
+
+    fn first(a: &str, b: &str) -> f64 {
+        first_name_similarity(&key(a), &key(b))
+    }
+
+    fn last(a: &str, b: &str) -> f64 {
+        last_name_similarity(&key(a), &key(b))
+    }
+
+    #[test]
+    fn french_first_names_with_accents_hyphens_and_diminutives() {
+        assert_eq!(first("Hélène", "HELENE"), 1.0);
+        assert_eq!(first("Jean-Pierre", "Jean Pierre"), 1.0);
+        assert!(first("Jean-Pierre", "Jeanpierre") >= 0.95);
+        assert!(first("JP", "Jean-Pierre") >= 0.9);
+        assert!(first("J.-P.", "Jean-Pierre") >= 0.85);
+        assert!(first("Fred", "Frédéric") >= 0.9);
+        assert!(first("Cathy", "Catherine") >= 0.9);
+        assert!(first("Sofie", "Sophie") >= 0.95);
+        assert!(
+            first("Sophei", "Sophie") >= 0.9,
+            "{}",
+            first("Sophei", "Sophie")
+        );
+        assert!(first("Jean-Pierre", "Jean") >= 0.85);
+    }
+
+    #[test]
+    fn feminine_forms_and_different_names_are_not_the_same_person() {
+        assert!(first("Jean", "Jeanne") < 0.5);
+        assert!(first("Louis", "Louise") < 0.5);
+        assert!(first("François", "Françoise") < 0.5);
+        assert!(first("Michel", "Michèle") < 0.5);
+        assert!(first("Marie", "Lucas") < 0.6);
+        assert!(first("Thomas", "Nicolas") < 0.8);
+    }
+
+    #[test]
+    fn last_names_with_typos_compounds_and_particles() {
+        assert!(
+            last("Dupont", "Dupond") >= 0.92,
+            "{}",
+            last("Dupont", "Dupond")
+        );
+        assert!(last("Dupont", "Dupnot") >= 0.9);
+        assert!(last("Le Gall", "Legall") >= 0.95);
+        assert!(last("Martin-Dupont", "Dupont") >= 0.9);
+        assert!(last("Müller", "Muller") >= 0.99);
+        assert!(last("D'Arc", "Darc") >= 0.95);
+        assert!(last("Dupont", "Martin") < 0.6);
+        assert!(last("O'Brien", "OBrien") >= 0.95);
+    }
+
+    #[test]
+    fn birth_dates_equal_typed_or_different() {
+        assert_eq!(birth_date_similarity("1985-04-12", "1985-04-12"), 1.0);
+        assert_eq!(birth_date_similarity("1985-04-12", "1985-12-04"), 0.75);
+        assert_eq!(birth_date_similarity("1985-04-12", "1985-04-13"), 0.75);
+        assert_eq!(birth_date_similarity("1985-04-12", "1990-01-01"), 0.0);
+    }
+
+    #[test]
+    fn e_mail_local_parts_count_only_at_the_same_provider() {
+        let yahoo = ["julien.noel@yahoo.fr".to_string()];
+        let gmail = ["julien.noel@gmail.com".to_string()];
+        let typo = ["julien.noel@yaho.fr".to_string()];
+        let v = |emails: &[String]| {
+            similarities(
+                &MatchView {
+                    emails: &yahoo,
+                    ..MatchView::default()
+                },
+                &MatchView {
+                    emails,
+                    ..MatchView::default()
+                },
+            )
+            .get(Field::EmailLocal)
+        };
+        assert_eq!(v(&gmail), None);
+        assert_eq!(v(&typo), Some(1.0));
+    }
+
+    #[test]
+    fn another_house_number_is_another_address() {
+        let s = |a: &str, b: &str| {
+            street_similarity(
+                &normalise::street_key(a).unwrap(),
+                &normalise::street_key(b).unwrap(),
+            )
+        };
+        assert_eq!(s("12, R. de la Paix", "12 rue de la paix"), 1.0);
+        assert!(s("12 rue de la Paix", "12 rue de la Paiz") > 0.9);
+        assert_eq!(s("12 rue de la Paix", "14 rue de la Paix"), 0.0);
+    }
+
+    #[test]
+    fn phonetic_keys_block_spelling_variants_together() {
+        assert_eq!(phonetic("dupont"), phonetic("dupond"));
+        assert_eq!(phonetic("dupont"), phonetic("dupnot"));
+        assert_eq!(phonetic("philippe"), phonetic("filippe"));
+        assert_ne!(phonetic("dupont"), phonetic("martin"));
+    }
+
+    fn view<'a>(
+        first: &'a str,
+        last: &'a str,
+        birth: Option<&'a str>,
+        address: Option<&'a AddressKey>,
+    ) -> MatchView<'a> {
+        MatchView {
+            first: Some(first),
+            last: Some(last),
+            birth,
+            address,
+            emails: &[],
+        }
+    }
+
+    fn paris() -> AddressKey {
+        AddressKey {
+            street: Some("12 rue de la paix".into()),
+            postal_code: Some("75002".into()),
+            city: Some("paris".into()),
+        }
+    }
+
+    #[test]
+    fn blocking_keys_are_shared_by_variants_of_one_person() {
+        let a = paris();
+        let k1 = blocking_keys(&view("sophie", "dupont", Some("1985-04-12"), Some(&a)));
+        let k2 = blocking_keys(&view("sofie", "dupond", None, Some(&a)));
+        assert!(k1.iter().any(|k| k2.contains(k)));
+        // Swapped names still share the birth-date keys.
+        let k3 = blocking_keys(&view("dupont", "sophie", Some("1985-04-12"), None));
+        assert!(k1.iter().any(|k| k3.contains(k)));
+    }
+
+    #[test]
+    fn default_rules_link_variants_and_refuse_the_household() {
+        let m = Matcher::new(&Matching::default());
+        let a = paris();
+        let store_form = view("sophie", "dupont", Some("1985-04-12"), Some(&a));
+        let web = view("sofie", "dupond", Some("1985-04-12"), Some(&a));
+        assert_eq!(m.judge(&store_form, &web).decision, Decision::Link);
+        let swapped = view("dupont", "sophie", Some("1985-04-12"), None);
+        let v = m.judge(&store_form, &swapped);
+        assert_eq!(v.decision, Decision::Link, "{v:?}");
+        assert!(v.similarities.swapped);
+        // Same family, same address: another first name and birth date.
+        let brother = view("thomas", "dupont", Some("1982-02-03"), Some(&a));
+        assert_eq!(m.judge(&store_form, &brother).decision, Decision::Vetoed);
+        let husband = view("jean", "dupont", None, Some(&a));
+        let wife = view("jeanne", "dupont", None, Some(&a));
+        assert_eq!(m.judge(&husband, &wife).decision, Decision::Vetoed);
+        // Same name and postal code only: a suggestion, not a link.
+        let other_street = AddressKey {
+            street: Some("3 avenue foch".into()),
+            ..paris()
+        };
+        let v = m.judge(
+            &view("sophie", "dupont", None, Some(&a)),
+            &view("sophie", "dupont", None, Some(&other_street)),
+        );
+        assert_eq!(v.decision, Decision::Suggest, "{v:?}");
+    }
+}

@@ -1,0 +1,2269 @@
+//! Resolve: the identity graph. Answers "which customer is this event" and emits
+//! identity changes.
+//!
+//! The graph is made of *source profiles* (what one channel knows under its own
+//! identifiers; an event attaches to the source profile anchored on its strongest
+//! identifier in its channel) and of *customers*, linked sets of source profiles with a
+//! persistent id. Two source profiles are linked when they share a normalised identifier,
+//! unless a guardrail refuses it:
+//!
+//! - junk values (a configurable blocklist, empty and one-character values) never link;
+//! - a value carried by source profiles of more than K different people (their names or
+//!   birth dates disagree) becomes *generic* and stops linking;
+//! - unique types (`account_id`, `loyalty_id`): a customer never holds two values, so a
+//!   merge that would bring a second one is refused as a conflict;
+//! - weak types (`phone`, `device_id`, `cookie_id`) do not link people whose person data
+//!   contradict (different birth dates, clearly different first names).
+//!
+//! When an event links several customers they merge: the oldest customer survives, the
+//! others are handed to the profile stage as [`ProfileCommand::Merge`].
+//!
+//! Store tables (prefix `r/`): `r/sp/<id>` source profiles, `r/ix/<type>\0<value>` who
+//! carries a value, `r/sk/<channel>\0<type>\0<value>` source-profile anchors,
+//! `r/cu/<customer>` customers.
+
+pub mod matching;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::engine::config::EngineConfig;
+use crate::engine::gdpr;
+use crate::engine::handoff::{
+    CartFacts, ConsentStatement, FieldData, Ident, OrderFacts, ProfileCommand, ProfileEvent,
+    RequestFacts, RequestKind,
+};
+use crate::engine::input::touchpoint::{EventType, Touchpoint};
+use crate::engine::normalise::{self, Normaliser};
+use crate::engine::resolve::matching::{
+    AddressKey, Decision as MatchDecision, Field, MatchView, Matcher,
+};
+use crate::model::output::rfc3339;
+use crate::store::{key, Store, StoreError};
+
+/// Who a source profile says the person is, in match-key form.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonSig {
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub birth: Option<String>,
+}
+
+impl PersonSig {
+    pub fn from_touchpoint(tp: &Touchpoint) -> Self {
+        let Some(p) = &tp.person else {
+            return Self::default();
+        };
+        Self {
+            first: p
+                .first_name
+                .as_deref()
+                .and_then(|n| normalise::name_key(n).ok()),
+            last: p
+                .last_name
+                .as_deref()
+                .and_then(|n| normalise::name_key(n).ok()),
+            birth: p
+                .birth_date
+                .as_deref()
+                .and_then(|d| normalise::birth_date(d).ok()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.first.is_none() && self.last.is_none() && self.birth.is_none()
+    }
+
+    /// Clearly not the same person: different birth dates or clearly different first
+    /// names. What weak identifiers must not link across.
+    pub fn contradicts(&self, other: &PersonSig) -> bool {
+        if let (Some(a), Some(b)) = (&self.birth, &other.birth) {
+            if a != b {
+                return true;
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.first, &other.first) {
+            if !normalise::first_name_compatible(a, b) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Clearly somebody else even for a strong identifier (an e-mail, a social handle):
+    /// first names that cannot be the same person's, and no equal (or one-typo) birth
+    /// date saying otherwise. What a shared family e-mail or a placeholder typed at a
+    /// till looks like; a nickname with the same birth date is not this.
+    pub fn clearly_other(&self, other: &PersonSig) -> bool {
+        let mut against = 0;
+        if let (Some(a), Some(b)) = (&self.first, &other.first) {
+            if normalise::first_name_compatible(a, b) {
+                return false;
+            }
+            against += 1;
+        }
+        if let (Some(a), Some(b)) = (&self.birth, &other.birth) {
+            if crate::engine::resolve::matching::birth_date_similarity(a, b) > 0.0 {
+                return false;
+            }
+            against += 1;
+        }
+        // A new last name alone is a marriage as often as another person.
+        if let (Some(a), Some(b)) = (&self.last, &other.last) {
+            if strsim::jaro_winkler(a, b) < 0.8 {
+                against += 1;
+            }
+        }
+        against >= 1 && (self.first.is_some() && other.first.is_some() || against >= 2)
+    }
+
+    /// Names or birth dates disagree: counted as different people for generic values.
+    pub fn disagrees(&self, other: &PersonSig) -> bool {
+        if self.contradicts(other) {
+            return true;
+        }
+        match (&self.last, &other.last) {
+            (Some(a), Some(b)) => strsim::jaro_winkler(a, b) < 0.88,
+            _ => false,
+        }
+    }
+}
+
+/// How an event was resolved (`resolution.method` on `touchpoints.resolved`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    New,
+    Deterministic,
+    /// Joined an existing customer on person data alone (a fuzzy match rule).
+    Fuzzy,
+    /// No usable identifier and no person data: nobody to attach it to.
+    Unresolved,
+    /// An identifier of an erased customer: dropped so the person does not come back.
+    Suppressed,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::New => "new",
+            Method::Deterministic => "deterministic",
+            Method::Fuzzy => "fuzzy",
+            Method::Unresolved => "unresolved",
+            Method::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// Counters of what resolve saw for one event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolveCounts {
+    pub junk: u32,
+    pub unusable: u32,
+    pub generic_skipped: u32,
+    pub generic_new: u32,
+    pub limit_dropped: u32,
+    pub conflicts: u32,
+    pub merges: u32,
+    pub new_customer: bool,
+    /// Person fields or attributes dropped by the minimisation allow-lists.
+    pub minimised: u32,
+    /// Consent entries naming an identifier that cannot be normalised (dropped).
+    pub consent_dropped: u32,
+    /// The anchor's source profile was somebody else's (or the value generic).
+    pub anchors_refused: u32,
+    /// The event brought new person data and fuzzy candidates were looked up.
+    pub fuzzy_searched: bool,
+    /// Source profiles compared by fuzzy matching.
+    pub fuzzy_candidates: u32,
+    /// Blocking keys that turned generic (shared by more than `max_candidates`).
+    pub generic_blocks: u32,
+    /// Fuzzy links made, by rule index.
+    pub fuzzy_links: Vec<usize>,
+    /// Suggestions made, by rule index.
+    pub suggestions: Vec<usize>,
+    /// The customer's number of source profiles when the event added to them
+    /// (creation, merge, new source profile); 0 when it did not.
+    pub customer_source_profiles: u32,
+}
+
+/// The answer of resolve for one event.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub customer_id: Option<String>,
+    pub method: Method,
+    pub matched_on: Vec<String>,
+    /// 1.0 for a deterministic resolution, the rule's score for a fuzzy one.
+    pub score: Option<f64>,
+    /// Records for `identity.changes`, in order.
+    pub identity_changes: Vec<Value>,
+    pub commands: Vec<ProfileCommand>,
+    pub counts: ResolveCounts,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SourceProfile {
+    customer: String,
+    channel: String,
+    /// The identifier whose `r/sk/` anchor points here.
+    anchor: Option<Ident>,
+    identifiers: Vec<Ident>,
+    person: PersonSig,
+    person_at: i64,
+    /// The latest address stated, in match-key form (fuzzy matching).
+    address: AddressKey,
+    /// How this source profile came to its customer when it was created.
+    joined: Link,
+    /// Split decisions: `(token, side)`; two source profiles with one token on
+    /// different sides are never linked again (until an explicit merge command).
+    apart: Vec<(u64, bool)>,
+}
+
+impl SourceProfile {
+    fn view(&self) -> MatchView<'_> {
+        MatchView {
+            first: self.person.first.as_deref(),
+            last: self.person.last.as_deref(),
+            birth: self.person.birth.as_deref(),
+            address: (!self.address.is_empty()).then_some(&self.address),
+            emails: &[],
+        }
+    }
+
+    fn emails(&self) -> Vec<String> {
+        self.identifiers
+            .iter()
+            .filter(|i| i.kind == "email")
+            .map(|i| i.value.clone())
+            .collect()
+    }
+}
+
+/// Why a source profile or a merged customer belongs to a customer: its provenance,
+/// for explanations and exports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// `new` (first of its customer), `identifier` (shared identifiers), `fuzzy` (a match
+    /// rule), `split` or `command` (an operator's decision).
+    pub method: String,
+    pub rule: Option<String>,
+    pub score: Option<f64>,
+    /// Identifier types shared.
+    pub matched_on: Vec<String>,
+    /// Fields compared, with their similarity.
+    pub fields: Vec<(Field, f64)>,
+    /// The source profile it was matched with.
+    pub with_source_profile: Option<u64>,
+    pub event_id: String,
+    pub at: i64,
+}
+
+impl Link {
+    fn to_json(&self) -> Value {
+        json!({
+            "method": self.method, "rule": self.rule, "score": self.score,
+            "matched_on": self.matched_on, "fields": fields_json(&self.fields),
+            "with_source_profile": self.with_source_profile,
+            "event_id": self.event_id, "at": rfc3339(self.at),
+        })
+    }
+}
+
+fn fields_json(fields: &[(Field, f64)]) -> Value {
+    Value::Object(
+        fields
+            .iter()
+            .map(|(f, s)| (f.as_str().to_string(), json!(s)))
+            .collect(),
+    )
+}
+
+/// One customer merged into another (or split from it), kept on the survivor:
+/// `r/mg/<customer>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MergeLog {
+    /// `merge` or `split`.
+    pub kind: String,
+    /// The customer merged away, or the new customer of a split.
+    pub other_id: String,
+    /// Source profiles that came in (merge) or went out (split).
+    pub source_profiles: Vec<u64>,
+    pub link: Link,
+    /// Identifiers shared, or the identifier a split moved.
+    pub identifiers: Vec<Ident>,
+}
+
+impl MergeLog {
+    fn to_json(&self) -> Value {
+        json!({
+            "kind": self.kind, "other_customer_id": self.other_id,
+            "source_profiles": self.source_profiles, "identifiers": self.identifiers,
+            "link": self.link.to_json(),
+        })
+    }
+}
+
+/// Entries kept in a customer's history; the oldest go first beyond.
+const MAX_HISTORY: usize = 1_000;
+
+fn push_log(log: &mut Vec<MergeLog>, entry: MergeLog) {
+    log.push(entry);
+    if log.len() > MAX_HISTORY {
+        let excess = log.len() - MAX_HISTORY;
+        log.drain(..excess);
+    }
+}
+
+/// The profile commands of a merge, and the fuzzy links among the merged (by id).
+type MergeOutcome = (Vec<ProfileCommand>, Vec<(String, Link)>);
+
+/// Source profiles sharing a blocking key: `r/bk/<key>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Block {
+    source_profiles: Vec<u64>,
+    /// Shared by more than `matching.max_candidates`: no longer used.
+    generic: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct ValueEntry {
+    source_profiles: Vec<u64>,
+    /// Mutually disagreeing people seen with this value (at most K + 1).
+    people: Vec<PersonSig>,
+    generic: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Customer {
+    /// Creation order: the smallest survives a merge.
+    seq: u64,
+    source_profiles: Vec<u64>,
+    /// Sorted, without duplicates.
+    identifiers: Vec<Ident>,
+    people: Vec<PersonSig>,
+    /// Ids of the customers merged into this one (tombstoned again on erasure).
+    merged_ids: Vec<String>,
+    /// Split tokens of its source profiles (see [`SourceProfile::apart`]).
+    apart: Vec<(u64, bool)>,
+}
+
+impl Customer {
+    /// Whether a split decided that these two must stay apart.
+    fn kept_apart_from(&self, other: &[(u64, bool)]) -> bool {
+        self.apart
+            .iter()
+            .any(|(t, side)| other.iter().any(|(u, s)| t == u && side != s))
+    }
+}
+
+const MAX_PEOPLE_PER_CUSTOMER: usize = 16;
+const NEXT_SOURCE_PROFILE: &[u8] = b"m/next_source_profile";
+const NEXT_CUSTOMER_SEQ: &[u8] = b"m/next_customer_seq";
+const LIVE_CUSTOMERS: &[u8] = b"m/customers";
+const NEXT_SPLIT_TOKEN: &[u8] = b"m/next_split_token";
+
+fn sp_key(id: u64) -> Vec<u8> {
+    let mut k = b"r/sp/".to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn customer_key(id: &str) -> Vec<u8> {
+    key("r/cu/", &[id])
+}
+
+fn value_key(id: &Ident) -> Vec<u8> {
+    key("r/ix/", &[&id.kind, &id.value])
+}
+
+fn anchor_key(channel: &str, id: &Ident) -> Vec<u8> {
+    key("r/sk/", &[channel, &id.kind, &id.value])
+}
+
+fn block_key(k: &str) -> Vec<u8> {
+    let mut v = b"r/bk/".to_vec();
+    v.extend_from_slice(k.as_bytes());
+    v
+}
+
+fn merge_log_key(customer: &str) -> Vec<u8> {
+    key("r/mg/", &[customer])
+}
+
+/// A merged-away customer id → the customer it was merged into.
+fn alias_key(customer: &str) -> Vec<u8> {
+    key("r/al/", &[customer])
+}
+
+/// The resolve stage. Holds configuration only; all state is in the [`Store`].
+pub struct Resolver {
+    config: EngineConfig,
+    priority: HashMap<String, u32>,
+    junk_raw: HashSet<String>,
+    junk_normalised: HashSet<(String, String)>,
+    matcher: Matcher,
+}
+
+/// Evidence that an event belongs to an existing customer.
+#[derive(Default)]
+struct Evidence {
+    strong: BTreeSet<String>,
+    weak: BTreeSet<String>,
+    identifiers: BTreeSet<Ident>,
+}
+
+impl Resolver {
+    pub fn new(config: &EngineConfig) -> Self {
+        let junk_raw: HashSet<String> = config
+            .guardrails
+            .junk_values
+            .iter()
+            .map(|j| j.trim().to_lowercase())
+            .collect();
+        let mut junk_normalised = HashSet::new();
+        for (kind, t) in &config.identifiers {
+            for j in &config.guardrails.junk_values {
+                if let Ok(v) = t.normaliser.apply(j, &config.default_region) {
+                    junk_normalised.insert((kind.clone(), v));
+                }
+            }
+        }
+        Self {
+            priority: config
+                .identifiers
+                .iter()
+                .map(|(k, t)| (k.clone(), t.priority))
+                .collect(),
+            config: config.clone(),
+            junk_raw,
+            junk_normalised,
+            matcher: Matcher::new(&config.matching),
+        }
+    }
+
+    /// Normalises an identifier as resolve does; `None` if unusable or junk.
+    pub fn normalise_identifier(&self, kind: &str, raw: &str) -> Option<Ident> {
+        self.normalise_checked(kind, raw).ok()
+    }
+
+    fn normalise_checked(&self, kind: &str, raw: &str) -> Result<Ident, Unfit> {
+        let t = self.config.identifiers.get(kind).ok_or(Unfit::Unusable)?;
+        let trimmed = raw.trim();
+        if trimmed.chars().count() <= 1 || self.junk_raw.contains(&trimmed.to_lowercase()) {
+            return Err(Unfit::Junk);
+        }
+        let value = t
+            .normaliser
+            .apply(raw, &self.config.default_region)
+            .map_err(|_| Unfit::Unusable)?;
+        let placeholder = match t.normaliser {
+            Normaliser::Email => {
+                normalise::is_placeholder_email(&value, &self.config.guardrails.junk_email_locals)
+            }
+            Normaliser::Phone => normalise::is_placeholder_phone(&value),
+            _ => false,
+        };
+        if placeholder
+            || value.chars().count() <= 1
+            || self
+                .junk_normalised
+                .contains(&(kind.to_string(), value.clone()))
+        {
+            return Err(Unfit::Junk);
+        }
+        Ok(Ident::new(kind, value))
+    }
+
+    /// The customer that currently holds a (normalised) identifier, if any.
+    pub fn customer_of(&self, store: &Store, id: &Ident) -> Result<Option<String>, StoreError> {
+        let Some(entry) = store.get::<ValueEntry>(&value_key(id))? else {
+            return Ok(None);
+        };
+        for sp in entry.source_profiles {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(sp))? {
+                return Ok(Some(sp.customer));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Live customers (kept as a counter: counting keys would be a full scan).
+    pub fn customer_count(&self, store: &Store) -> Result<i64, StoreError> {
+        Ok(store.get::<i64>(LIVE_CUSTOMERS)?.unwrap_or(0))
+    }
+
+    fn is_weak(&self, kind: &str) -> bool {
+        self.config.identifiers.get(kind).is_some_and(|t| t.weak)
+    }
+
+    fn is_unique(&self, kind: &str) -> bool {
+        self.config.identifiers.get(kind).is_some_and(|t| t.unique)
+    }
+
+    /// Resolves one validated event, staging the state changes in `store`.
+    pub fn resolve(&self, store: &mut Store, tp: &Touchpoint) -> Result<Resolution, StoreError> {
+        let mut counts = ResolveCounts::default();
+        let mut changes = Vec::new();
+        let at = rfc3339(tp.occurred_at);
+
+        // 1. Normalise identifiers; strongest first.
+        let mut ids: Vec<Ident> = Vec::with_capacity(tp.identifiers.len());
+        for (kind, raw) in &tp.identifiers {
+            match self.normalise_checked(kind, raw) {
+                Ok(id) => ids.push(id),
+                Err(Unfit::Junk) => counts.junk += 1,
+                Err(Unfit::Unusable) => counts.unusable += 1,
+            }
+        }
+        ids.sort_by(|a, b| {
+            (self.priority[&a.kind], &a.kind, &a.value).cmp(&(
+                self.priority[&b.kind],
+                &b.kind,
+                &b.value,
+            ))
+        });
+        ids.dedup();
+        let nobody = |method, counts| Resolution {
+            customer_id: None,
+            method,
+            matched_on: Vec::new(),
+            score: None,
+            identity_changes: Vec::new(),
+            commands: Vec::new(),
+            counts,
+        };
+        if !gdpr::suppressed(store, &self.config, &ids)?.is_empty() {
+            return Ok(nobody(Method::Suppressed, counts));
+        }
+        let sig = self.minimised(PersonSig::from_touchpoint(tp));
+        let address = self.event_address(tp);
+        let has_person = tp.person.is_some();
+        if ids.is_empty() && !has_person {
+            return Ok(nobody(Method::Unresolved, counts));
+        }
+
+        // 2. The source profile this event belongs to, anchored on its strongest id,
+        // unless that id no longer says who the person is: a generic value, or (for a
+        // type that is not unique) a source profile of clearly somebody else, like the
+        // shop's own phone typed for every walk-in. Then the event makes a source
+        // profile of its own, and the anchor keeps pointing where it did.
+        let ids_anchor = ids.first().cloned();
+        let mut anchor_key = ids_anchor.as_ref().map(|id| anchor_key(&tp.channel, id));
+        let mut anchor: Option<(u64, SourceProfile)> = match &anchor_key {
+            Some(k) => match store.get::<u64>(k)? {
+                Some(sp_id) => store
+                    .get::<SourceProfile>(&sp_key(sp_id))?
+                    .map(|sp| (sp_id, sp)),
+                None => None,
+            },
+            None => None,
+        };
+        if let (Some((_, sp)), Some(id)) = (&anchor, &ids_anchor) {
+            if self.anchor_refused(store, id, sp, &sig)? {
+                anchor = None;
+                anchor_key = None;
+                counts.anchors_refused += 1;
+            }
+        }
+
+        // 3. The group of customers this event joins starts with its own.
+        let mut group: Vec<(String, Customer)> = Vec::new();
+        let mut matched_on: BTreeSet<String> = BTreeSet::new();
+        if let Some((_, sp)) = &anchor {
+            if let Some(c) = store.get::<Customer>(&customer_key(&sp.customer))? {
+                group.push((sp.customer.clone(), c));
+                matched_on.insert(ids[0].kind.clone());
+            }
+        }
+        let mut held: BTreeSet<Ident> = group
+            .iter()
+            .flat_map(|(_, c)| c.identifiers.iter().cloned())
+            .collect();
+        let mut people: Vec<PersonSig> = group
+            .iter()
+            .flat_map(|(_, c)| c.people.iter().cloned())
+            .collect();
+        let mut apart: Vec<(u64, bool)> = group
+            .iter()
+            .flat_map(|(_, c)| c.apart.iter().copied())
+            .collect();
+        if !sig.is_empty() {
+            people.push(sig.clone());
+        } else if let Some((_, sp)) = &anchor {
+            if !sp.person.is_empty() {
+                people.push(sp.person.clone());
+            }
+        }
+
+        // 4. The event's own unique values must agree with its own customer.
+        let own = group.first().map(|(id, _)| id.clone());
+        let mut accepted: Vec<Ident> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self.is_unique(&id.kind) {
+                if let Some(other) = held
+                    .iter()
+                    .find(|h| h.kind == id.kind && h.value != id.value)
+                {
+                    counts.conflicts += 1;
+                    changes.push(json!({
+                        "type": "conflict", "customer_id": own, "other_customer_id": Value::Null,
+                        "rule": "unique_identifier", "identifier_type": id.kind,
+                        "identifiers": [id, other], "event_id": tp.event_id, "at": at,
+                    }));
+                    continue;
+                }
+                held.insert(id.clone());
+            }
+            accepted.push(id);
+        }
+
+        // 5. Who carries each value; values turning generic stop linking here.
+        let sig_for_values = people_sig(&sig, anchor.as_ref().map(|(_, sp)| &sp.person));
+        let mut entries: Vec<(Ident, ValueEntry, bool)> = Vec::with_capacity(accepted.len());
+        for id in accepted {
+            let mut entry = store
+                .get::<ValueEntry>(&value_key(&id))?
+                .unwrap_or_default();
+            let mut dirty = false;
+            if entry.generic {
+                counts.generic_skipped += 1;
+                continue;
+            }
+            if let Some(s) = sig_for_values {
+                if !s.is_empty() && entry.people.iter().all(|p| p.disagrees(s)) {
+                    entry.people.push(s.clone());
+                    dirty = true;
+                }
+            }
+            if entry.people.len() > self.config.guardrails.generic_after_people
+                || entry.source_profiles.len() >= self.config.guardrails.max_profiles_per_value
+            {
+                entry.generic = true;
+                entry.people.clear();
+                store.put(value_key(&id), &entry)?;
+                counts.generic_new += 1;
+                counts.generic_skipped += 1;
+                changes.push(json!({
+                    "type": "generic_value", "customer_id": own, "identifier": id,
+                    "people": self.config.guardrails.generic_after_people + 1,
+                    "source_profiles": entry.source_profiles.len(),
+                    "event_id": tp.event_id, "at": at,
+                }));
+                continue;
+            }
+            entries.push((id, entry, dirty));
+        }
+
+        // 6. Candidate customers, with the evidence of each.
+        let mut sp_cache: HashMap<u64, SourceProfile> = HashMap::new();
+        let mut evidence: BTreeMap<String, Evidence> = BTreeMap::new();
+        for (id, entry, _) in &entries {
+            for sp_id in &entry.source_profiles {
+                if !sp_cache.contains_key(sp_id) {
+                    match store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                        Some(sp) => sp_cache.insert(*sp_id, sp),
+                        None => continue,
+                    };
+                }
+                let customer = &sp_cache[sp_id].customer;
+                if group.iter().any(|(g, _)| g == customer) {
+                    matched_on.insert(id.kind.clone());
+                    continue;
+                }
+                let e = evidence.entry(customer.clone()).or_default();
+                if self.is_weak(&id.kind) {
+                    e.weak.insert(id.kind.clone());
+                } else {
+                    e.strong.insert(id.kind.clone());
+                }
+                e.identifiers.insert(id.clone());
+            }
+        }
+
+        // 7. Join candidates oldest first, unless a guardrail refuses.
+        let mut candidates: Vec<(String, Customer, Evidence)> = Vec::with_capacity(evidence.len());
+        for (cid, ev) in evidence {
+            if let Some(c) = store.get::<Customer>(&customer_key(&cid))? {
+                candidates.push((cid, c, ev));
+            }
+        }
+        candidates.sort_by_key(|(_, c, _)| c.seq);
+        let mut linked_by: BTreeSet<Ident> = BTreeSet::new();
+        let mut link_kinds: BTreeSet<String> = BTreeSet::new();
+        // How each candidate that joined is linked to the event.
+        let mut links: HashMap<String, (Link, Vec<Ident>)> = HashMap::new();
+        for (cid, c, ev) in candidates {
+            let refusal = if let Some(clash) = self.unique_clash(&c, &held) {
+                Some(("unique_identifier", clash))
+            } else if c.kept_apart_from(&apart) {
+                Some(("never_link", ev.kinds().next().cloned().unwrap_or_default()))
+            } else if ev.strong.is_empty()
+                && c.people
+                    .iter()
+                    .any(|p| people.iter().any(|q| p.contradicts(q)))
+            {
+                Some((
+                    "weak_identifier_contradiction",
+                    ev.weak.iter().next().cloned().unwrap_or_default(),
+                ))
+            } else if !ev.strong.iter().any(|k| self.is_unique(k))
+                && c.people
+                    .iter()
+                    .any(|p| people.iter().any(|q| p.clearly_other(q)))
+            {
+                Some((
+                    "identifier_contradiction",
+                    ev.kinds().next().cloned().unwrap_or_default(),
+                ))
+            } else {
+                None
+            };
+            if let Some((rule, kind)) = refusal {
+                counts.conflicts += 1;
+                changes.push(json!({
+                    "type": "conflict", "customer_id": own.clone().or_else(|| group.first().map(|g| g.0.clone())),
+                    "other_customer_id": cid, "rule": rule, "identifier_type": kind,
+                    "identifiers": ev.identifiers, "event_id": tp.event_id, "at": at,
+                }));
+                continue;
+            }
+            self.absorb(&c, &mut held, &mut people, &mut apart);
+            matched_on.extend(ev.kinds().cloned());
+            link_kinds.extend(ev.kinds().cloned());
+            linked_by.extend(ev.identifiers.iter().cloned());
+            let link = Link {
+                method: "identifier".into(),
+                rule: Some("deterministic".into()),
+                score: Some(1.0),
+                matched_on: ev.kinds().cloned().collect(),
+                event_id: tp.event_id.clone(),
+                at: tp.occurred_at,
+                ..Link::default()
+            };
+            links.insert(cid.clone(), (link, ev.identifiers.into_iter().collect()));
+            group.push((cid, c));
+        }
+        let deterministic_members = group.len();
+
+        // 7b. Fuzzy candidates, when the event states person data its source profile
+        // did not have: most events of known people skip this entirely.
+        let anchor_sp = anchor.as_ref().map(|(_, sp)| sp);
+        let new_person = (!sig.is_empty() && anchor_sp.is_none_or(|sp| sp.person != sig))
+            || address
+                .as_ref()
+                .is_some_and(|a| anchor_sp.is_none_or(|sp| &sp.address != a));
+        let mut suggestions: Vec<(String, u64, matching::Verdict)> = Vec::new();
+        let mut best_fuzzy: Option<(f64, usize)> = None;
+        if self.matcher.enabled() && new_person {
+            let mut emails: Vec<String> = entries
+                .iter()
+                .filter(|(id, _, _)| id.kind == "email")
+                .map(|(id, _, _)| id.value.clone())
+                .collect();
+            let person = if sig.is_empty() {
+                anchor_sp.map_or(&sig, |sp| &sp.person)
+            } else {
+                &sig
+            };
+            if let Some(sp) = anchor_sp {
+                for e in sp.emails() {
+                    if !emails.contains(&e) {
+                        emails.push(e);
+                    }
+                }
+            }
+            let view = MatchView {
+                first: person.first.as_deref(),
+                last: person.last.as_deref(),
+                birth: person.birth.as_deref(),
+                address: address
+                    .as_ref()
+                    .or(anchor_sp.map(|sp| &sp.address).filter(|a| !a.is_empty())),
+                emails: &emails,
+            };
+            if view.has_person() {
+                counts.fuzzy_searched = true;
+                let own_sp = anchor.as_ref().map(|(id, _)| *id);
+                let verdicts =
+                    self.fuzzy_verdicts(store, &view, own_sp, &group, &mut sp_cache, &mut counts)?;
+                for (cid, cand_sp, verdict) in verdicts {
+                    if group.iter().any(|(g, _)| *g == cid) {
+                        continue;
+                    }
+                    let Some(rule_index) = verdict.rule else {
+                        continue;
+                    };
+                    if verdict.decision == MatchDecision::Suggest {
+                        suggestions.push((cid, cand_sp, verdict));
+                        continue;
+                    }
+                    let Some(c) = store.get::<Customer>(&customer_key(&cid))? else {
+                        continue;
+                    };
+                    let rule = self.matcher.rule(rule_index).name.clone();
+                    let refusal = if let Some(clash) = self.unique_clash(&c, &held) {
+                        Some(("unique_identifier", clash))
+                    } else if c.kept_apart_from(&apart) {
+                        Some(("never_link", String::new()))
+                    } else if c
+                        .people
+                        .iter()
+                        .any(|p| people.iter().any(|q| p.contradicts(q)))
+                    {
+                        Some(("person_contradiction", String::new()))
+                    } else {
+                        None
+                    };
+                    if let Some((guardrail, kind)) = refusal {
+                        counts.conflicts += 1;
+                        changes.push(json!({
+                            "type": "conflict", "customer_id": own.clone().or_else(|| group.first().map(|g| g.0.clone())),
+                            "other_customer_id": cid, "rule": guardrail, "identifier_type": (!kind.is_empty()).then_some(kind),
+                            "identifiers": [], "match_rule": rule, "score": verdict.score,
+                            "fields": fields_json(&verdict.similarities.compared()),
+                            "event_id": tp.event_id, "at": at,
+                        }));
+                        continue;
+                    }
+                    self.absorb(&c, &mut held, &mut people, &mut apart);
+                    counts.fuzzy_links.push(rule_index);
+                    if best_fuzzy.is_none_or(|(s, _)| verdict.score > s) {
+                        best_fuzzy = Some((verdict.score, rule_index));
+                    }
+                    let link = Link {
+                        method: "fuzzy".into(),
+                        rule: Some(rule),
+                        score: Some(verdict.score),
+                        matched_on: Vec::new(),
+                        fields: verdict.similarities.compared(),
+                        with_source_profile: Some(cand_sp),
+                        event_id: tp.event_id.clone(),
+                        at: tp.occurred_at,
+                    };
+                    links.insert(cid.clone(), (link, Vec::new()));
+                    group.push((cid, c));
+                }
+            }
+        }
+        if let Some((_, rule_index)) = best_fuzzy {
+            matched_on.extend(self.matcher.rule(rule_index).require.keys().cloned());
+        }
+
+        // 8. The survivor: the oldest customer of the group, or a new one.
+        let mut commands = Vec::new();
+        let (survivor_id, mut survivor, method) = if group.is_empty() {
+            let seq = next_counter(store, NEXT_CUSTOMER_SEQ)?;
+            add_live_customers(store, 1)?;
+            counts.new_customer = true;
+            let id = new_customer_id(tp.occurred_at, &tp.event_id);
+            let c = Customer {
+                seq,
+                source_profiles: Vec::new(),
+                identifiers: Vec::new(),
+                people: Vec::new(),
+                merged_ids: Vec::new(),
+                apart: Vec::new(),
+            };
+            (id, c, Method::New)
+        } else {
+            let method = if deterministic_members > 0 {
+                Method::Deterministic
+            } else {
+                Method::Fuzzy
+            };
+            group.sort_by_key(|(_, c)| c.seq);
+            let (id, c) = group.remove(0);
+            (id, c, method)
+        };
+
+        // 9. Merge the others into the survivor.
+        let source_profiles_before = survivor.source_profiles.len();
+        if !group.is_empty() {
+            let merged_ids: Vec<String> = group.iter().map(|(id, _)| id.clone()).collect();
+            let (merge_commands, fuzzy_links) = self.merge_into(
+                store,
+                &survivor_id,
+                &mut survivor,
+                group,
+                &links,
+                &mut sp_cache,
+                tp.occurred_at,
+            )?;
+            counts.merges += merge_commands.len() as u32;
+            commands.extend(merge_commands);
+            let mut record = json!({
+                "type": "merge", "customer_id": survivor_id, "merged_ids": merged_ids,
+                "rule": "deterministic", "matched_on": link_kinds, "identifiers": linked_by,
+                "event_id": tp.event_id, "score": 1.0, "at": at,
+            });
+            if let Some((_, first)) = fuzzy_links.first() {
+                let lowest = fuzzy_links
+                    .iter()
+                    .filter_map(|(_, l)| l.score)
+                    .fold(1.0, f64::min);
+                record["rule"] = json!(first.rule);
+                record["score"] = json!(lowest);
+                record["fields"] = fields_json(&first.fields);
+                record["links"] = fuzzy_links
+                    .iter()
+                    .map(|(id, l)| {
+                        json!({"customer_id": id, "rule": l.rule, "score": l.score,
+                               "fields": fields_json(&l.fields),
+                               "source_profile": l.with_source_profile})
+                    })
+                    .collect();
+            }
+            changes.push(record);
+        }
+
+        // 10. Attach the event to its source profile. Records are written only when
+        // they change: most events of known customers change nothing here.
+        let mut customer_dirty = method == Method::New || counts.merges > 0;
+        let anchored = anchor.is_some();
+        let (sp_id, mut sp, mut sp_dirty) = match anchor {
+            Some((id, mut sp)) => {
+                let moved = sp.customer != survivor_id;
+                if moved {
+                    sp.customer = survivor_id.clone();
+                }
+                (id, sp, moved)
+            }
+            None => {
+                let id = next_counter(store, NEXT_SOURCE_PROFILE)?;
+                if let Some(k) = anchor_key {
+                    store.put(k, &id)?;
+                }
+                survivor.source_profiles.push(id);
+                customer_dirty = true;
+                let joined = match links.get(&survivor_id) {
+                    Some((link, _)) => link.clone(),
+                    None => Link {
+                        method: if method == Method::New {
+                            "new".into()
+                        } else {
+                            "identifier".into()
+                        },
+                        event_id: tp.event_id.clone(),
+                        at: tp.occurred_at,
+                        ..Link::default()
+                    },
+                };
+                let sp = SourceProfile {
+                    customer: survivor_id.clone(),
+                    channel: tp.channel.clone(),
+                    anchor: ids_anchor.clone(),
+                    identifiers: Vec::new(),
+                    person: PersonSig::default(),
+                    person_at: i64::MIN,
+                    address: AddressKey::default(),
+                    joined,
+                    apart: Vec::new(),
+                };
+                (id, sp, true)
+            }
+        };
+        // Blocking keys follow the person data of the source profile.
+        let track_blocks = self.matcher.enabled()
+            && (!anchored
+                || new_person
+                || entries
+                    .iter()
+                    .any(|(id, _, _)| id.kind == "email" && !sp.identifiers.contains(id)));
+        let keys_before = if track_blocks && anchored {
+            source_profile_keys(&sp)
+        } else {
+            Vec::new()
+        };
+        let mut attached = Vec::with_capacity(entries.len());
+        for (id, mut entry, mut dirty) in entries {
+            if survivor.identifiers.binary_search(&id).is_err() {
+                let limit = self.config.identifiers[&id.kind].limit;
+                let held_of_kind = survivor
+                    .identifiers
+                    .iter()
+                    .filter(|h| h.kind == id.kind)
+                    .count();
+                if held_of_kind >= limit {
+                    counts.limit_dropped += 1;
+                    if dirty {
+                        store.put(value_key(&id), &entry)?;
+                    }
+                    continue;
+                }
+                insert_sorted(&mut survivor.identifiers, id.clone());
+                customer_dirty = true;
+            }
+            if let Err(pos) = sp.identifiers.binary_search(&id) {
+                sp.identifiers.insert(pos, id.clone());
+                sp_dirty = true;
+            }
+            if !entry.source_profiles.contains(&sp_id) {
+                entry.source_profiles.push(sp_id);
+                dirty = true;
+            }
+            if dirty {
+                store.put(value_key(&id), &entry)?;
+            }
+            attached.push(id);
+        }
+        // The latest statement of the person wins (event time).
+        let newer = tp.occurred_at >= sp.person_at;
+        let mut person_changed = false;
+        if !sig.is_empty() {
+            if newer && sp.person != sig {
+                sp.person = sig.clone();
+                person_changed = true;
+            }
+            customer_dirty |= push_person(&mut survivor.people, sig);
+        }
+        if let Some(a) = address {
+            if newer && sp.address != a {
+                sp.address = a;
+                person_changed = true;
+            }
+        }
+        if person_changed {
+            sp.person_at = tp.occurred_at;
+            sp_dirty = true;
+        }
+        if track_blocks {
+            let keys_after = source_profile_keys(&sp);
+            self.update_blocks(store, sp_id, &keys_before, &keys_after, &mut counts)?;
+        }
+        if sp_dirty {
+            store.put(sp_key(sp_id), &sp)?;
+        }
+        if customer_dirty {
+            store.put(customer_key(&survivor_id), &survivor)?;
+        }
+        for (other, cand_sp, verdict) in suggestions {
+            let Some(rule_index) = verdict.rule else {
+                continue;
+            };
+            counts.suggestions.push(rule_index);
+            changes.push(json!({
+                "type": "suggestion", "customer_id": survivor_id, "other_customer_id": other,
+                "rule": self.matcher.rule(rule_index).name, "score": verdict.score,
+                "fields": fields_json(&verdict.similarities.compared()),
+                "compared_source_profiles": [sp_id, cand_sp], "event_id": tp.event_id, "at": at,
+            }));
+        }
+        if survivor.source_profiles.len() != source_profiles_before {
+            counts.customer_source_profiles = survivor.source_profiles.len() as u32;
+        }
+
+        let event = self.profile_event(tp, attached, &mut counts);
+        commands.push(ProfileCommand::Touch {
+            customer_id: survivor_id.clone(),
+            source_profile: sp_id,
+            event: Box::new(event),
+        });
+        let score = match method {
+            Method::Deterministic => Some(1.0),
+            Method::Fuzzy => best_fuzzy.map(|(s, _)| s),
+            _ => None,
+        };
+        Ok(Resolution {
+            customer_id: Some(survivor_id),
+            method,
+            matched_on: matched_on.into_iter().collect(),
+            score,
+            identity_changes: changes,
+            commands,
+            counts,
+        })
+    }
+
+    /// Merges `others` into the survivor: their source profiles, identifiers, people and
+    /// split tokens move over, each leaves an entry in the survivor's merge log (with the
+    /// link that explains it, from `links`: the merged customer's, else the survivor's)
+    /// and an alias. Returns the profile commands and the fuzzy links among them.
+    #[allow(clippy::too_many_arguments)]
+    fn merge_into(
+        &self,
+        store: &mut Store,
+        survivor_id: &str,
+        survivor: &mut Customer,
+        others: Vec<(String, Customer)>,
+        links: &HashMap<String, (Link, Vec<Ident>)>,
+        sp_cache: &mut HashMap<u64, SourceProfile>,
+        at: i64,
+    ) -> Result<MergeOutcome, StoreError> {
+        let mut log: Vec<MergeLog> = store.get(&merge_log_key(survivor_id))?.unwrap_or_default();
+        let mut commands = Vec::with_capacity(others.len());
+        let mut fuzzy_links = Vec::new();
+        let count = others.len() as i64;
+        for (mid, m) in others {
+            for sp_id in &m.source_profiles {
+                let mut sp = match sp_cache.remove(sp_id) {
+                    Some(sp) => sp,
+                    None => match store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                        Some(sp) => sp,
+                        None => continue,
+                    },
+                };
+                sp.customer = survivor_id.to_string();
+                store.put(sp_key(*sp_id), &sp)?;
+            }
+            let (link, identifiers) = links
+                .get(&mid)
+                .or_else(|| links.get(survivor_id))
+                .cloned()
+                .unwrap_or_default();
+            if link.method == "fuzzy" {
+                fuzzy_links.push((mid.clone(), link.clone()));
+            }
+            if let Some(mut theirs) = store.get::<Vec<MergeLog>>(&merge_log_key(&mid))? {
+                store.remove(merge_log_key(&mid));
+                for entry in theirs.drain(..) {
+                    push_log(&mut log, entry);
+                }
+            }
+            push_log(
+                &mut log,
+                MergeLog {
+                    kind: "merge".into(),
+                    other_id: mid.clone(),
+                    source_profiles: m.source_profiles.clone(),
+                    link,
+                    identifiers,
+                },
+            );
+            store.put(alias_key(&mid), &survivor_id)?;
+            survivor.source_profiles.extend(m.source_profiles);
+            merge_sorted(&mut survivor.identifiers, m.identifiers);
+            for p in m.people {
+                push_person(&mut survivor.people, p);
+            }
+            for t in m.apart {
+                if !survivor.apart.contains(&t) {
+                    survivor.apart.push(t);
+                }
+            }
+            survivor.merged_ids.push(mid.clone());
+            survivor.merged_ids.extend(m.merged_ids);
+            store.remove(customer_key(&mid));
+            commands.push(ProfileCommand::Merge {
+                survivor: survivor_id.to_string(),
+                merged: mid,
+                at,
+            });
+        }
+        store.put(merge_log_key(survivor_id), &log)?;
+        add_live_customers(store, -count)?;
+        Ok((commands, fuzzy_links))
+    }
+
+    /// Whether an event must not attach to the source profile its anchor points to.
+    fn anchor_refused(
+        &self,
+        store: &Store,
+        id: &Ident,
+        sp: &SourceProfile,
+        sig: &PersonSig,
+    ) -> Result<bool, StoreError> {
+        if self.is_unique(&id.kind) {
+            return Ok(false);
+        }
+        if store
+            .get::<ValueEntry>(&value_key(id))?
+            .is_some_and(|e| e.generic)
+        {
+            return Ok(true);
+        }
+        if sig.is_empty() || sp.person.is_empty() {
+            return Ok(false);
+        }
+        Ok(if self.is_weak(&id.kind) {
+            sig.contradicts(&sp.person)
+        } else {
+            sig.clearly_other(&sp.person)
+        })
+    }
+
+    /// The unique identifier type on which a candidate clashes with what the group holds.
+    fn unique_clash(&self, c: &Customer, held: &BTreeSet<Ident>) -> Option<String> {
+        c.identifiers
+            .iter()
+            .find(|ci| {
+                self.is_unique(&ci.kind)
+                    && held
+                        .iter()
+                        .any(|h| h.kind == ci.kind && h.value != ci.value)
+            })
+            .map(|ci| ci.kind.clone())
+    }
+
+    /// Adds a customer joining the group to what the group holds.
+    fn absorb(
+        &self,
+        c: &Customer,
+        held: &mut BTreeSet<Ident>,
+        people: &mut Vec<PersonSig>,
+        apart: &mut Vec<(u64, bool)>,
+    ) {
+        for ci in &c.identifiers {
+            if self.is_unique(&ci.kind) {
+                held.insert(ci.clone());
+            }
+        }
+        people.extend(c.people.iter().cloned());
+        apart.extend(c.apart.iter().copied());
+    }
+
+    /// Person match keys the minimisation allow-lists let the store keep.
+    fn minimised(&self, mut sig: PersonSig) -> PersonSig {
+        let g = &self.config.gdpr;
+        if !g.person_field_allowed("first_name") {
+            sig.first = None;
+        }
+        if !g.person_field_allowed("last_name") {
+            sig.last = None;
+        }
+        if !g.person_field_allowed("birth_date") {
+            sig.birth = None;
+        }
+        sig
+    }
+
+    /// The event's address in match-key form, when fuzzy matching uses it.
+    fn event_address(&self, tp: &Touchpoint) -> Option<AddressKey> {
+        if !self.matcher.enabled() || !self.config.gdpr.person_field_allowed("address") {
+            return None;
+        }
+        let a = tp.person.as_ref()?.address.as_ref()?;
+        Some(AddressKey::from_address(a)).filter(|k| !k.is_empty())
+    }
+
+    /// The verdict on each candidate customer found through the blocking keys of
+    /// `view` (the best of its source profiles), for linking or suggesting.
+    fn fuzzy_verdicts(
+        &self,
+        store: &Store,
+        view: &MatchView,
+        own_sp: Option<u64>,
+        group: &[(String, Customer)],
+        sp_cache: &mut HashMap<u64, SourceProfile>,
+        counts: &mut ResolveCounts,
+    ) -> Result<Vec<(String, u64, matching::Verdict)>, StoreError> {
+        let cap = self.matcher.max_candidates();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut order: Vec<u64> = Vec::new();
+        'keys: for k in matching::blocking_keys(view) {
+            let Some(block) = store.get::<Block>(&block_key(&k))? else {
+                continue;
+            };
+            if block.generic {
+                continue;
+            }
+            for sp in block.source_profiles {
+                if Some(sp) != own_sp && seen.insert(sp) {
+                    order.push(sp);
+                    if order.len() >= cap {
+                        break 'keys;
+                    }
+                }
+            }
+        }
+        let mut best: BTreeMap<String, (u64, matching::Verdict)> = BTreeMap::new();
+        for sp_id in order {
+            let cand = match sp_cache.entry(sp_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    match store.get::<SourceProfile>(&sp_key(sp_id))? {
+                        Some(sp) => e.insert(sp),
+                        None => continue,
+                    }
+                }
+            };
+            if group.iter().any(|(g, _)| *g == cand.customer) {
+                continue;
+            }
+            counts.fuzzy_candidates += 1;
+            let emails = cand.emails();
+            let cview = MatchView {
+                emails: &emails,
+                ..cand.view()
+            };
+            let verdict = self.matcher.judge(view, &cview);
+            if !matches!(
+                verdict.decision,
+                MatchDecision::Link | MatchDecision::Suggest
+            ) {
+                continue;
+            }
+            let rank = |v: &matching::Verdict| (v.decision == MatchDecision::Link, v.score);
+            let better = best
+                .get(&cand.customer)
+                .is_none_or(|(_, b)| rank(&verdict) > rank(b));
+            if better {
+                best.insert(cand.customer.clone(), (sp_id, verdict));
+            }
+        }
+        let mut out: Vec<(String, u64, matching::Verdict)> =
+            best.into_iter().map(|(c, (sp, v))| (c, sp, v)).collect();
+        // Links first, best score first; customer id breaks ties (deterministic).
+        out.sort_by(|a, b| {
+            let ka = (a.2.decision != MatchDecision::Link, -a.2.score);
+            let kb = (b.2.decision != MatchDecision::Link, -b.2.score);
+            ka.partial_cmp(&kb)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| a.0.cmp(&b.0))
+        });
+        Ok(out)
+    }
+
+    /// Moves a source profile from the blocks of its old keys to those of its new ones.
+    /// A block that would hold more than `max_candidates` turns generic (counted).
+    fn update_blocks(
+        &self,
+        store: &mut Store,
+        sp_id: u64,
+        before: &[String],
+        after: &[String],
+        counts: &mut ResolveCounts,
+    ) -> Result<(), StoreError> {
+        for k in before.iter().filter(|k| !after.contains(k)) {
+            remove_from_block(store, k, sp_id)?;
+        }
+        for k in after.iter().filter(|k| !before.contains(k)) {
+            let bk = block_key(k);
+            let mut block = store.get::<Block>(&bk)?.unwrap_or_default();
+            if block.generic || block.source_profiles.contains(&sp_id) {
+                continue;
+            }
+            if block.source_profiles.len() >= self.matcher.max_candidates() {
+                block.generic = true;
+                block.source_profiles = Vec::new();
+                counts.generic_blocks += 1;
+            } else {
+                block.source_profiles.push(sp_id);
+            }
+            store.put(bk, &block)?;
+        }
+        Ok(())
+    }
+}
+
+/// A source profile with its match keys and provenance (exports, explanations).
+fn source_profile_json(sp_id: u64, sp: &SourceProfile) -> Value {
+    json!({
+        "source_profile": sp_id, "channel": sp.channel, "anchor": sp.anchor,
+        "identifiers": sp.identifiers,
+        "match_keys": {
+            "first_name": sp.person.first, "last_name": sp.person.last,
+            "birth_date": sp.person.birth, "street": sp.address.street,
+            "postal_code": sp.address.postal_code, "city": sp.address.city,
+        },
+        "joined": sp.joined.to_json(),
+        "kept_apart": sp.apart.iter().map(|(t, side)| json!({"split": t, "side": side})).collect::<Vec<_>>(),
+    })
+}
+
+/// The blocking keys of a source profile as stored.
+fn source_profile_keys(sp: &SourceProfile) -> Vec<String> {
+    let emails = sp.emails();
+    matching::blocking_keys(&MatchView {
+        emails: &emails,
+        ..sp.view()
+    })
+}
+
+fn remove_from_block(store: &mut Store, k: &str, sp_id: u64) -> Result<(), StoreError> {
+    let bk = block_key(k);
+    let Some(mut block) = store.get::<Block>(&bk)? else {
+        return Ok(());
+    };
+    if block.generic {
+        return Ok(());
+    }
+    block.source_profiles.retain(|s| *s != sp_id);
+    if block.source_profiles.is_empty() {
+        store.remove(bk);
+    } else {
+        store.put(bk, &block)?;
+    }
+    Ok(())
+}
+
+impl Evidence {
+    fn kinds(&self) -> impl Iterator<Item = &String> {
+        self.strong.iter().chain(self.weak.iter())
+    }
+}
+
+/// What resolve removed of a customer's identity graph.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    /// Values only this customer carried: what an erasure puts on the suppression list.
+    pub exclusive_identifiers: Vec<Ident>,
+    pub source_profiles: u64,
+    pub index_entries_removed: u64,
+    pub index_entries_updated: u64,
+    pub anchors: u64,
+    /// Blocking-key entries of fuzzy matching the source profiles were taken out of.
+    pub blocking_keys: u64,
+    /// Provenance records (merge log, aliases of merged ids).
+    pub provenance: u64,
+    pub merged_ids: Vec<String>,
+}
+
+impl Forgotten {
+    /// Counts for a receipt.
+    pub fn counts(&self) -> Vec<(String, u64)> {
+        vec![
+            ("source_profiles".into(), self.source_profiles),
+            (
+                "identifiers".into(),
+                self.exclusive_identifiers.len() as u64,
+            ),
+            ("index_entries_removed".into(), self.index_entries_removed),
+            ("index_entries_updated".into(), self.index_entries_updated),
+            ("anchors".into(), self.anchors),
+            ("blocking_keys".into(), self.blocking_keys),
+            ("provenance".into(), self.provenance),
+            ("customer_ids".into(), 1 + self.merged_ids.len() as u64),
+        ]
+    }
+}
+
+impl Resolver {
+    /// Whether a customer id is live.
+    pub fn customer_exists(&self, store: &Store, customer_id: &str) -> Result<bool, StoreError> {
+        store.contains(&customer_key(customer_id))
+    }
+
+    /// A customer's source profiles, if it exists.
+    pub fn source_profiles_of(
+        &self,
+        store: &Store,
+        customer_id: &str,
+    ) -> Result<Option<Vec<u64>>, StoreError> {
+        Ok(store
+            .get::<Customer>(&customer_key(customer_id))?
+            .map(|c| c.source_profiles))
+    }
+
+    /// The customer a source profile belongs to.
+    pub fn customer_of_source_profile(
+        &self,
+        store: &Store,
+        sp: u64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(store
+            .get::<SourceProfile>(&sp_key(sp))?
+            .map(|sp| sp.customer))
+    }
+
+    /// Removes a customer's whole identity graph: its record, source profiles, anchors,
+    /// and its place in every value index entry (an entry only it carried goes). `None`
+    /// if the customer does not exist.
+    pub fn forget(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+    ) -> Result<Option<Forgotten>, StoreError> {
+        let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
+            return Ok(None);
+        };
+        let mut f = Forgotten::default();
+        self.forget_source_profiles(store, &c.source_profiles, &c.people, &mut f)?;
+        store.remove(customer_key(customer_id));
+        add_live_customers(store, -1)?;
+        if store.contains(&merge_log_key(customer_id))? {
+            store.remove(merge_log_key(customer_id));
+            f.provenance += 1;
+        }
+        for id in &c.merged_ids {
+            if store.contains(&alias_key(id))? {
+                store.remove(alias_key(id));
+                f.provenance += 1;
+            }
+        }
+        f.merged_ids = c.merged_ids;
+        Ok(Some(f))
+    }
+
+    /// Detaches source profiles from a customer and forgets them (behavioural data
+    /// expired); the customer keeps the rest. `None` if none of them belongs to it.
+    pub fn detach(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        source_profiles: &[u64],
+    ) -> Result<Option<Forgotten>, StoreError> {
+        let Some(mut c) = store.get::<Customer>(&customer_key(customer_id))? else {
+            return Ok(None);
+        };
+        let gone: Vec<u64> = c
+            .source_profiles
+            .iter()
+            .copied()
+            .filter(|sp| source_profiles.contains(sp))
+            .collect();
+        if gone.is_empty() {
+            return Ok(None);
+        }
+        let mut gone_people = Vec::new();
+        for sp_id in &gone {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                if !sp.person.is_empty() {
+                    gone_people.push(sp.person);
+                }
+            }
+        }
+        let mut f = Forgotten::default();
+        self.forget_source_profiles(store, &gone, &gone_people, &mut f)?;
+        c.source_profiles.retain(|sp| !gone.contains(sp));
+        let mut kept_ids = BTreeSet::new();
+        let mut people = Vec::new();
+        for sp_id in &c.source_profiles {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                kept_ids.extend(sp.identifiers);
+                push_person(&mut people, sp.person);
+            }
+        }
+        c.identifiers.retain(|id| kept_ids.contains(id));
+        c.people = people;
+        store.put(customer_key(customer_id), &c)?;
+        Ok(Some(f))
+    }
+
+    fn forget_source_profiles(
+        &self,
+        store: &mut Store,
+        source_profiles: &[u64],
+        people: &[PersonSig],
+        f: &mut Forgotten,
+    ) -> Result<(), StoreError> {
+        let mut exclusive = BTreeSet::new();
+        for sp_id in source_profiles {
+            let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? else {
+                continue;
+            };
+            if let Some(a) = &sp.anchor {
+                let k = anchor_key(&sp.channel, a);
+                if store.get::<u64>(&k)? == Some(*sp_id) {
+                    store.remove(k);
+                    f.anchors += 1;
+                }
+            }
+            for id in &sp.identifiers {
+                let vk = value_key(id);
+                let Some(mut entry) = store.get::<ValueEntry>(&vk)? else {
+                    continue;
+                };
+                entry.source_profiles.retain(|x| x != sp_id);
+                entry.people.retain(|p| !people.contains(p));
+                if entry.source_profiles.is_empty() && !entry.generic {
+                    store.remove(vk);
+                    f.index_entries_removed += 1;
+                    exclusive.insert(id.clone());
+                } else {
+                    store.put(vk, &entry)?;
+                    f.index_entries_updated += 1;
+                }
+            }
+            for k in source_profile_keys(&sp) {
+                if store.contains(&block_key(&k))? {
+                    remove_from_block(store, &k, *sp_id)?;
+                    f.blocking_keys += 1;
+                }
+            }
+            store.remove(sp_key(*sp_id));
+            f.source_profiles += 1;
+        }
+        f.exclusive_identifiers.extend(exclusive);
+        Ok(())
+    }
+
+    /// Resolve's part of an export: the customer's identity graph.
+    pub fn export_identity(
+        &self,
+        store: &Store,
+        customer_id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
+            return Ok(None);
+        };
+        let mut sps = Vec::with_capacity(c.source_profiles.len());
+        for sp_id in &c.source_profiles {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                sps.push(source_profile_json(*sp_id, &sp));
+            }
+        }
+        let log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
+        Ok(Some(json!({
+            "customer_id": customer_id,
+            "identifiers": c.identifiers,
+            "merged_ids": c.merged_ids,
+            "source_profiles": sps,
+            "merges": log.iter().map(MergeLog::to_json).collect::<Vec<_>>(),
+        })))
+    }
+
+    /// Facts of a request for the profile stage, from what resolve did.
+    pub fn request_facts(
+        request_id: &str,
+        kind: RequestKind,
+        at: i64,
+        forgotten: Option<&Forgotten>,
+        identity: Option<&Value>,
+    ) -> RequestFacts {
+        RequestFacts {
+            request_id: request_id.to_string(),
+            kind,
+            at,
+            merged_ids: forgotten.map(|f| f.merged_ids.clone()).unwrap_or_default(),
+            erased: forgotten.map(Forgotten::counts).unwrap_or_default(),
+            identity: identity.map(Value::to_string),
+        }
+    }
+}
+
+/// What a split did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitDone {
+    pub new_customer_id: String,
+    /// Source profiles moved to the new customer.
+    pub moved: Vec<u64>,
+}
+
+/// What a merge command did.
+#[derive(Debug, Clone)]
+pub struct MergeDone {
+    pub survivor: String,
+    pub merged: String,
+    /// Split decisions between the two that the merge lifted.
+    pub lifted: usize,
+    pub commands: Vec<ProfileCommand>,
+}
+
+impl Resolver {
+    /// The live customer an id names now: itself, or the customer it was merged into.
+    pub fn current_id(&self, store: &Store, id: &str) -> Result<Option<String>, StoreError> {
+        let mut id = id.to_string();
+        // Aliases form chains (a merged into b, later b into c); they never loop.
+        for _ in 0..64 {
+            if store.contains(&customer_key(&id))? {
+                return Ok(Some(id));
+            }
+            match store.get::<String>(&alias_key(&id))? {
+                Some(next) => id = next,
+                None => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    fn source_profiles(
+        &self,
+        store: &Store,
+        c: &Customer,
+    ) -> Result<Vec<(u64, SourceProfile)>, StoreError> {
+        let mut out = Vec::with_capacity(c.source_profiles.len());
+        for id in &c.source_profiles {
+            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*id))? {
+                out.push((*id, sp));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A customer rebuilt from its source profiles (identifiers, people, split tokens).
+    fn rebuild(&self, c: &mut Customer, sps: &[(u64, SourceProfile)]) {
+        c.source_profiles = sps.iter().map(|(id, _)| *id).collect();
+        c.identifiers = Vec::new();
+        c.people = Vec::new();
+        c.apart = Vec::new();
+        for (_, sp) in sps {
+            merge_sorted(&mut c.identifiers, sp.identifiers.clone());
+            push_person(&mut c.people, sp.person.clone());
+            for t in &sp.apart {
+                if !c.apart.contains(t) {
+                    c.apart.push(*t);
+                }
+            }
+        }
+    }
+
+    /// Moves the source profiles of `customer_id` that carry `identifier` to a new
+    /// customer, and keeps the two sides apart from then on: the same evidence will not
+    /// link them again (until a merge command). `Ok(Err(reason))` when it cannot be done.
+    pub fn split(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        identifier: &Ident,
+        command_id: &str,
+        at: i64,
+    ) -> Result<Result<SplitDone, String>, StoreError> {
+        let Some(mut kept) = store.get::<Customer>(&customer_key(customer_id))? else {
+            return Ok(Err(format!("no live customer `{customer_id}`")));
+        };
+        let sps = self.source_profiles(store, &kept)?;
+        let (moving, staying): (Vec<_>, Vec<_>) = sps
+            .into_iter()
+            .partition(|(_, sp)| sp.identifiers.contains(identifier));
+        if moving.is_empty() {
+            return Ok(Err(format!(
+                "no source profile of `{customer_id}` carries {}:{}",
+                identifier.kind, identifier.value
+            )));
+        }
+        if staying.is_empty() {
+            return Ok(Err(format!(
+                "every source profile of `{customer_id}` carries {}:{}: nothing would stay",
+                identifier.kind, identifier.value
+            )));
+        }
+        let token = next_counter(store, NEXT_SPLIT_TOKEN)?;
+        let new_id = new_customer_id(at, &format!("split:{command_id}"));
+        let mut moved = Vec::with_capacity(moving.len());
+        let mut sides: [Vec<(u64, SourceProfile)>; 2] = [staying, moving];
+        for (side, list) in sides.iter_mut().enumerate() {
+            for (id, sp) in list.iter_mut() {
+                sp.apart.push((token, side == 1));
+                if side == 1 {
+                    sp.customer = new_id.clone();
+                    moved.push(*id);
+                }
+                store.put(sp_key(*id), &*sp)?;
+            }
+        }
+        self.rebuild(&mut kept, &sides[0]);
+        let mut split = Customer {
+            seq: next_counter(store, NEXT_CUSTOMER_SEQ)?,
+            source_profiles: Vec::new(),
+            identifiers: Vec::new(),
+            people: Vec::new(),
+            merged_ids: Vec::new(),
+            apart: Vec::new(),
+        };
+        self.rebuild(&mut split, &sides[1]);
+        store.put(customer_key(customer_id), &kept)?;
+        store.put(customer_key(&new_id), &split)?;
+        add_live_customers(store, 1)?;
+        // The identifier moved is the new customer's: only its history holds the value
+        // (the kept side names the type), so erasing it leaves none behind.
+        let entry = |other: &str, identifiers: Vec<Ident>| MergeLog {
+            kind: "split".into(),
+            other_id: other.to_string(),
+            source_profiles: moved.clone(),
+            link: Link {
+                method: "command".into(),
+                rule: Some("split".into()),
+                matched_on: vec![identifier.kind.clone()],
+                event_id: command_id.to_string(),
+                at,
+                ..Link::default()
+            },
+            identifiers,
+        };
+        let mut log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
+        push_log(&mut log, entry(&new_id, Vec::new()));
+        store.put(merge_log_key(customer_id), &log)?;
+        store.put(
+            merge_log_key(&new_id),
+            &vec![entry(customer_id, vec![identifier.clone()])],
+        )?;
+        Ok(Ok(SplitDone {
+            new_customer_id: new_id,
+            moved,
+        }))
+    }
+
+    /// Merges two customers on an operator's word (the older survives), lifting any
+    /// split decision between them. Refused when they hold different values of a unique
+    /// identifier type.
+    pub fn merge_command(
+        &self,
+        store: &mut Store,
+        ids: &[String; 2],
+        command_id: &str,
+        at: i64,
+    ) -> Result<Result<MergeDone, String>, StoreError> {
+        let mut found = Vec::with_capacity(2);
+        for id in ids {
+            let Some(current) = self.current_id(store, id)? else {
+                return Ok(Err(format!("no live customer `{id}`")));
+            };
+            found.push(current);
+        }
+        if found[0] == found[1] {
+            return Ok(Err(format!(
+                "`{}` and `{}` are already one customer: `{}`",
+                ids[0], ids[1], found[0]
+            )));
+        }
+        let mut pair = Vec::with_capacity(2);
+        for id in &found {
+            let c = store.get::<Customer>(&customer_key(id))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("customer `{id}` is live but has no record"))
+            })?;
+            pair.push((id.clone(), c));
+        }
+        pair.sort_by_key(|(_, c)| c.seq);
+        let held: BTreeSet<Ident> = pair[0].1.identifiers.iter().cloned().collect();
+        if let Some(kind) = self.unique_clash(&pair[1].1, &held) {
+            return Ok(Err(format!(
+                "`{}` and `{}` hold different values of the unique type `{kind}`",
+                pair[0].0, pair[1].0
+            )));
+        }
+        // Tokens on which the two are on different sides: lifted from every source
+        // profile of both.
+        let lifted: Vec<u64> = pair[0]
+            .1
+            .apart
+            .iter()
+            .filter(|(t, s)| pair[1].1.apart.iter().any(|(u, v)| t == u && s != v))
+            .map(|(t, _)| *t)
+            .collect();
+        if !lifted.is_empty() {
+            for (_, c) in pair.iter_mut() {
+                for sp_id in &c.source_profiles {
+                    if let Some(mut sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                        let before = sp.apart.len();
+                        sp.apart.retain(|(t, _)| !lifted.contains(t));
+                        if sp.apart.len() != before {
+                            store.put(sp_key(*sp_id), &sp)?;
+                        }
+                    }
+                }
+                c.apart.retain(|(t, _)| !lifted.contains(t));
+            }
+        }
+        let (merged_id, merged) = pair.pop().expect("two customers");
+        let (survivor_id, mut survivor) = pair.pop().expect("two customers");
+        let link = Link {
+            method: "command".into(),
+            rule: Some("command".into()),
+            event_id: command_id.to_string(),
+            at,
+            ..Link::default()
+        };
+        let links = HashMap::from([(merged_id.clone(), (link, Vec::new()))]);
+        let (commands, _) = self.merge_into(
+            store,
+            &survivor_id,
+            &mut survivor,
+            vec![(merged_id.clone(), merged)],
+            &links,
+            &mut HashMap::new(),
+            at,
+        )?;
+        store.put(customer_key(&survivor_id), &survivor)?;
+        Ok(Ok(MergeDone {
+            survivor: survivor_id,
+            merged: merged_id,
+            lifted: lifted.len(),
+            commands,
+        }))
+    }
+
+    /// Why each source profile belongs to the customer: its own link, and the merges
+    /// that brought it in. `None` if the id names no customer (now or merged away).
+    pub fn explain(&self, store: &Store, id: &str) -> Result<Option<Value>, StoreError> {
+        let Some(customer_id) = self.current_id(store, id)? else {
+            return Ok(None);
+        };
+        let Some(c) = store.get::<Customer>(&customer_key(&customer_id))? else {
+            return Ok(None);
+        };
+        let log: Vec<MergeLog> = store.get(&merge_log_key(&customer_id))?.unwrap_or_default();
+        let mut sps = Vec::new();
+        for (sp_id, sp) in self.source_profiles(store, &c)? {
+            let mut doc = source_profile_json(sp_id, &sp);
+            let via: Vec<Value> = log
+                .iter()
+                .filter(|m| m.kind == "merge" && m.source_profiles.contains(&sp_id))
+                .map(MergeLog::to_json)
+                .collect();
+            doc["via_merges"] = json!(via);
+            sps.push(doc);
+        }
+        Ok(Some(json!({
+            "customer_id": customer_id,
+            "asked_for": id,
+            "identifiers": c.identifiers,
+            "merged_ids": c.merged_ids,
+            "source_profiles": sps,
+            "history": log.iter().map(MergeLog::to_json).collect::<Vec<_>>(),
+        })))
+    }
+
+    /// Why two customers are one, or are not: the merges between them, or what kept
+    /// them apart (no shared evidence, a guardrail, a split decision, a score below the
+    /// thresholds).
+    pub fn explain_pair(&self, store: &Store, a: &str, b: &str) -> Result<Value, StoreError> {
+        let (ca, cb) = (self.current_id(store, a)?, self.current_id(store, b)?);
+        let (Some(ca), Some(cb)) = (ca, cb) else {
+            return Ok(json!({
+                "a": a, "b": b, "same_customer": false,
+                "reasons": [format!("no customer is known as `{}`", if self.current_id(store, a)?.is_none() { a } else { b })],
+            }));
+        };
+        if ca == cb {
+            let log: Vec<MergeLog> = store.get(&merge_log_key(&ca))?.unwrap_or_default();
+            let between: Vec<Value> = log
+                .iter()
+                .filter(|m| m.kind == "merge" && (m.other_id == a || m.other_id == b))
+                .map(MergeLog::to_json)
+                .collect();
+            return Ok(json!({
+                "a": a, "b": b, "same_customer": true, "customer_id": ca,
+                "merges": between,
+            }));
+        }
+        let load = |id: &str| -> Result<Customer, StoreError> {
+            store.get::<Customer>(&customer_key(id))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("customer `{id}` is live but has no record"))
+            })
+        };
+        let (x, y) = (load(&ca)?, load(&cb)?);
+        let mut reasons: Vec<String> = Vec::new();
+        let shared: Vec<&Ident> = x
+            .identifiers
+            .iter()
+            .filter(|i| y.identifiers.binary_search(i).is_ok())
+            .collect();
+        let held: BTreeSet<Ident> = x.identifiers.iter().cloned().collect();
+        if let Some(kind) = self.unique_clash(&y, &held) {
+            reasons.push(format!(
+                "they hold different values of the unique type `{kind}`"
+            ));
+        }
+        let kept_apart = x.kept_apart_from(&y.apart);
+        if kept_apart {
+            reasons.push("a split keeps them apart (until a merge command)".into());
+        }
+        if x.people
+            .iter()
+            .any(|p| y.people.iter().any(|q| p.contradicts(q)))
+        {
+            reasons.push("their person data contradict (birth date or first name)".into());
+        }
+        for id in &shared {
+            if let Some(entry) = store.get::<ValueEntry>(&value_key(id))? {
+                if entry.generic {
+                    reasons.push(format!(
+                        "{}:{} is a generic value (too many people) and does not link",
+                        id.kind, id.value
+                    ));
+                }
+            }
+        }
+        let (xs, ys) = (
+            self.source_profiles(store, &x)?,
+            self.source_profiles(store, &y)?,
+        );
+        let mut best: Option<(u64, u64, matching::Verdict, bool)> = None;
+        for (xi, xsp) in xs.iter().take(200) {
+            let xe = xsp.emails();
+            let xv = MatchView {
+                emails: &xe,
+                ..xsp.view()
+            };
+            if !xv.has_person() {
+                continue;
+            }
+            let xk = matching::blocking_keys(&xv);
+            for (yi, ysp) in ys.iter().take(200) {
+                let ye = ysp.emails();
+                let yv = MatchView {
+                    emails: &ye,
+                    ..ysp.view()
+                };
+                if !yv.has_person() {
+                    continue;
+                }
+                let v = self.matcher.judge(&xv, &yv);
+                let blocked = matching::blocking_keys(&yv).iter().any(|k| xk.contains(k));
+                if best.as_ref().is_none_or(|(_, _, b, _)| v.score > b.score) {
+                    best = Some((*xi, *yi, v, blocked));
+                }
+            }
+        }
+        let fuzzy = match &best {
+            None => {
+                reasons.push("no person data on both sides to compare".into());
+                Value::Null
+            }
+            Some((xi, yi, v, blocked)) => {
+                let rule = v.rule.map(|r| self.matcher.rule(r).name.clone());
+                let m = &self.config.matching;
+                reasons.push(match v.decision {
+                    MatchDecision::Vetoed => {
+                        "a veto: different birth dates or clearly different first names".into()
+                    }
+                    MatchDecision::None if rule.is_none() => {
+                        "no match rule is satisfied by their person data".into()
+                    }
+                    MatchDecision::None => format!(
+                        "best score {} is below the suggestion threshold {}",
+                        v.score, m.suggest_threshold
+                    ),
+                    MatchDecision::Suggest => format!(
+                        "best score {} under `{}` is a suggestion only (link threshold {})",
+                        v.score,
+                        rule.clone().unwrap_or_default(),
+                        m.link_threshold
+                    ),
+                    MatchDecision::Link if kept_apart => {
+                        "their person data match, but the split refuses the link".into()
+                    }
+                    MatchDecision::Link if !blocked => {
+                        "their person data would link, but they share no blocking key: never compared".into()
+                    }
+                    MatchDecision::Link => {
+                        "their person data would link now: they were compared before the evidence arrived on both sides".into()
+                    }
+                });
+                json!({
+                    "source_profiles": [xi, yi], "rule": rule, "score": v.score,
+                    "decision": match v.decision {
+                        MatchDecision::Link => "link", MatchDecision::Suggest => "suggest",
+                        MatchDecision::None => "none", MatchDecision::Vetoed => "vetoed",
+                    },
+                    "fields": fields_json(&v.similarities.compared()),
+                    "swapped_names": v.similarities.swapped, "share_a_blocking_key": blocked,
+                })
+            }
+        };
+        if shared.is_empty() {
+            reasons.insert(0, "no identifier in common".into());
+        }
+        Ok(json!({
+            "a": a, "b": b, "same_customer": false, "customers": [ca, cb],
+            "shared_identifiers": shared, "best_fuzzy_match": fuzzy, "reasons": reasons,
+        }))
+    }
+}
+
+enum Unfit {
+    Junk,
+    Unusable,
+}
+
+/// The person a value is seen with: the event's, else what its source profile knew.
+fn people_sig<'a>(sig: &'a PersonSig, anchor: Option<&'a PersonSig>) -> Option<&'a PersonSig> {
+    if !sig.is_empty() {
+        Some(sig)
+    } else {
+        anchor.filter(|p| !p.is_empty())
+    }
+}
+
+/// Adds a person to a customer's list; true if it was new.
+fn push_person(people: &mut Vec<PersonSig>, p: PersonSig) -> bool {
+    let new = !p.is_empty() && !people.contains(&p) && people.len() < MAX_PEOPLE_PER_CUSTOMER;
+    if new {
+        people.push(p);
+    }
+    new
+}
+
+fn insert_sorted(v: &mut Vec<Ident>, id: Ident) {
+    if let Err(pos) = v.binary_search(&id) {
+        v.insert(pos, id);
+    }
+}
+
+fn merge_sorted(into: &mut Vec<Ident>, from: Vec<Ident>) {
+    for id in from {
+        insert_sorted(into, id);
+    }
+}
+
+fn next_counter(store: &mut Store, key: &[u8]) -> Result<u64, StoreError> {
+    let next = store.get::<u64>(key)?.unwrap_or(0) + 1;
+    store.put(key.to_vec(), &next)?;
+    Ok(next)
+}
+
+fn add_live_customers(store: &mut Store, delta: i64) -> Result<(), StoreError> {
+    let n = store.get::<i64>(LIVE_CUSTOMERS)?.unwrap_or(0) + delta;
+    store.put(LIVE_CUSTOMERS.to_vec(), &n)
+}
+
+/// A persistent, sortable, deterministic customer id: a ULID whose time is the event time
+/// of the customer's first event and whose random part is a hash of that event's id, so
+/// that a replay of the same input gives the same ids.
+fn new_customer_id(occurred_at: i64, event_id: &str) -> String {
+    let ms = occurred_at.clamp(0, (1i64 << 48) - 1) as u64;
+    let random = xxhash_rust::xxh3::xxh3_128(event_id.as_bytes());
+    format!("cus_{}", ulid::Ulid::from_parts(ms, random))
+}
+
+impl Resolver {
+    /// The profile stage's view of an event: person fields and attributes the minimisation
+    /// allow-lists keep, and consent statements with their identifier normalised.
+    fn profile_event(
+        &self,
+        tp: &Touchpoint,
+        identifiers: Vec<Ident>,
+        counts: &mut ResolveCounts,
+    ) -> ProfileEvent {
+        let mut fields = Vec::new();
+        if let Some(p) = &tp.person {
+            let text = [
+                (
+                    "first_name",
+                    &p.first_name,
+                    normalise::name_display as fn(&str) -> _,
+                ),
+                ("last_name", &p.last_name, normalise::name_display),
+                ("birth_date", &p.birth_date, normalise::birth_date),
+            ];
+            for (name, raw, f) in text {
+                if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
+                    fields.push((name.to_string(), FieldData::Text(v)));
+                }
+            }
+            if let Some(a) = &p.address {
+                let mut a = a.clone();
+                let country = a
+                    .country
+                    .as_deref()
+                    .and_then(|c| normalise::country(c).ok());
+                if let Some(pc) = a.postal_code.as_deref() {
+                    if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
+                        a.postal_code = Some(n);
+                    }
+                }
+                if country.is_some() {
+                    a.country = country;
+                }
+                for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
+                    if let Some(s) = part {
+                        *part = normalise::name_display(s).ok();
+                    }
+                }
+                if !a.is_empty() {
+                    fields.push(("address".to_string(), FieldData::Address(a)));
+                }
+            }
+        }
+        for (k, v) in &tp.attributes {
+            if !v.trim().is_empty() {
+                fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
+            }
+        }
+        let gdpr = &self.config.gdpr;
+        let before = fields.len();
+        fields.retain(|(name, _)| match name.strip_prefix("attributes.") {
+            Some(attr) => gdpr.attribute_allowed(attr),
+            None => gdpr.person_field_allowed(name),
+        });
+        counts.minimised += (before - fields.len()) as u32;
+        let mut consents = Vec::with_capacity(tp.consent.len());
+        for c in &tp.consent {
+            let identifier = match &c.identifier {
+                None => None,
+                Some((kind, raw)) => match self.normalise_identifier(kind, raw) {
+                    Some(id) => Some(id),
+                    None => {
+                        counts.consent_dropped += 1;
+                        continue;
+                    }
+                },
+            };
+            consents.push(ConsentStatement {
+                purpose: c.purpose.clone(),
+                channel: c.channel.clone(),
+                granted: c.granted,
+                identifier,
+                expires_at: c.expires_at,
+            });
+        }
+        let order_facts = |tp: &Touchpoint| {
+            tp.order.as_ref().map(|o| OrderFacts {
+                order_id: o.order_id.clone(),
+                total_cents: o.total_cents.unwrap_or_else(|| {
+                    o.items
+                        .iter()
+                        .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
+                        .sum()
+                }),
+                currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
+                items: o.items.clone(),
+            })
+        };
+        let (purchase, refund) = match tp.kind {
+            EventType::Purchase => (order_facts(tp), None),
+            EventType::Return => (None, order_facts(tp)),
+            _ => (None, None),
+        };
+        ProfileEvent {
+            event_id: tp.event_id.clone(),
+            channel: tp.channel.clone(),
+            kind: tp.kind.as_str().to_string(),
+            occurred_at: tp.occurred_at,
+            identifiers,
+            fields,
+            purchase,
+            refund,
+            consents,
+            cart: tp.cart.as_ref().map(|c| CartFacts {
+                cart_id: c.cart_id.clone().unwrap_or_else(|| "cart".into()),
+                items: c.items.clone(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sig(first: &str, birth: Option<&str>) -> PersonSig {
+        PersonSig {
+            first: Some(first.into()),
+            last: Some("dupont".into()),
+            birth: birth.map(String::from),
+        }
+    }
+
+    #[test]
+    fn person_contradiction_needs_clear_differences() {
+        assert!(!sig("sophie", None).contradicts(&sig("sofie", None)));
+        assert!(sig("marie", None).contradicts(&sig("lea", None)));
+        assert!(sig("sophie", Some("1985-04-12")).contradicts(&sig("sophie", Some("1990-01-01"))));
+        assert!(!sig("sophie", Some("1985-04-12")).contradicts(&PersonSig::default()));
+    }
+
+    #[test]
+    fn a_strong_identifier_refuses_only_clearly_another_person() {
+        let p = |first: Option<&str>, last: &str, birth: Option<&str>| PersonSig {
+            first: first.map(String::from),
+            last: Some(last.into()),
+            birth: birth.map(String::from),
+        };
+        let sophie = p(Some("sophie"), "dupont", Some("1985-04-12"));
+        // A family e-mail: another first name, another birth date.
+        assert!(sophie.clearly_other(&p(Some("jean"), "dupont", Some("1980-01-01"))));
+        assert!(sophie.clearly_other(&p(Some("jean"), "dupont", None)));
+        // A nickname with the same birth date, a married name, a typo: the same person.
+        assert!(!sophie.clearly_other(&p(Some("fifi"), "dupont", Some("1985-04-12"))));
+        assert!(!sophie.clearly_other(&p(Some("sophie"), "martin", None)));
+        assert!(!sophie.clearly_other(&p(Some("sophie"), "dupont", Some("1985-04-13"))));
+        // Without first names: another birth date and another last name.
+        assert!(p(None, "dupont", Some("1985-04-12")).clearly_other(&p(
+            None,
+            "bernard",
+            Some("1970-02-02")
+        )));
+        assert!(!p(None, "dupont", None).clearly_other(&p(None, "bernard", None)));
+    }
+
+    #[test]
+    fn customer_ids_are_deterministic_and_time_ordered() {
+        let a = new_customer_id(1_700_000_000_000, "e1");
+        assert_eq!(a, new_customer_id(1_700_000_000_000, "e1"));
+        assert_ne!(a, new_customer_id(1_700_000_000_000, "e2"));
+        assert!(a < new_customer_id(1_800_000_000_000, "e1"));
+        assert!(a.starts_with("cus_") && a.len() == 30);
+    }
+}

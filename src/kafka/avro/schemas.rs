@@ -1,0 +1,185 @@
+//! The schemas of `schemas/`, embedded in the binary and parsed once.
+//!
+//! One schema per input channel (`schemas/input/touchpoints.<channel>.avsc`; a channel
+//! configured beyond the built-in eight reads `touchpoint.avsc`, the envelope with every
+//! optional part), one for `gdpr.requests`, one for `identity.commands`, and one per
+//! output topic
+//! (`schemas/output/<topic>.avsc`). `touchpoints.dlq` has none: a dead letter keeps the
+//! original bytes, whatever their format.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use apache_avro::schema::{Name, ResolvedSchema};
+use apache_avro::Schema;
+
+use crate::model::output::Topic;
+
+/// One schema file of `schemas/`.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaFile {
+    /// `input` or `output`.
+    pub dir: &'static str,
+    /// The topic name without prefix (`touchpoints.web`), or `touchpoint` for the generic
+    /// touchpoint.
+    pub name: &'static str,
+    pub text: &'static str,
+}
+
+macro_rules! schema_file {
+    ($dir:literal, $name:literal) => {
+        SchemaFile {
+            dir: $dir,
+            name: $name,
+            text: include_str!(concat!("../../../schemas/", $dir, "/", $name, ".avsc")),
+        }
+    };
+}
+
+/// Every schema file, as compiled in.
+pub const FILES: [SchemaFile; 19] = [
+    schema_file!("input", "touchpoints.web"),
+    schema_file!("input", "touchpoints.app"),
+    schema_file!("input", "touchpoints.store"),
+    schema_file!("input", "touchpoints.marketplace"),
+    schema_file!("input", "touchpoints.social"),
+    schema_file!("input", "touchpoints.crm"),
+    schema_file!("input", "touchpoints.service"),
+    schema_file!("input", "touchpoints.email"),
+    schema_file!("input", "touchpoint"),
+    schema_file!("input", "gdpr.requests"),
+    schema_file!("input", "identity.commands"),
+    schema_file!("output", "touchpoints.resolved"),
+    schema_file!("output", "identity.changes"),
+    schema_file!("output", "profiles.merged"),
+    schema_file!("output", "consent.changes"),
+    schema_file!("output", "triggers.cart_abandoned"),
+    schema_file!("output", "triggers.purchase_completed"),
+    schema_file!("output", "triggers.lifecycle_changed"),
+    schema_file!("output", "gdpr.receipts"),
+];
+
+/// The name of the generic touchpoint schema.
+pub const GENERIC_TOUCHPOINT: &str = "touchpoint";
+
+/// A parsed schema with what encoding and decoding against it need, prepared once.
+pub struct TopicSchema {
+    pub file: SchemaFile,
+    pub schema: &'static Schema,
+    /// Named types of the schema, to follow references.
+    pub names: HashMap<Name, &'static Schema>,
+    pub resolved: ResolvedSchema<'static>,
+    /// Parsing canonical form: equal forms read each other without resolution.
+    pub canonical: String,
+    /// The schema compiled for the output writer.
+    pub(crate) plan: super::codec::Plan,
+}
+
+impl std::fmt::Debug for TopicSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TopicSchema")
+            .field("name", &self.file.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TopicSchema {
+    /// Parses a schema. The parsed schema lives as long as the process (schemas are parsed
+    /// once, at start, and a bounded number of times).
+    pub fn parse(file: SchemaFile) -> Result<Self, apache_avro::Error> {
+        let schema: &'static Schema = Box::leak(Box::new(Schema::parse_str(file.text)?));
+        let resolved = ResolvedSchema::try_from(schema)?;
+        let names = resolved
+            .get_names()
+            .iter()
+            .map(|(n, s)| (n.clone(), *s))
+            .collect();
+        let plan = super::codec::Plan::new(schema, &names);
+        Ok(Self {
+            file,
+            schema,
+            names,
+            canonical: schema.canonical_form(),
+            resolved,
+            plan,
+        })
+    }
+
+    /// The schema's JSON text as registered.
+    pub fn text(&self) -> &'static str {
+        self.file.text
+    }
+}
+
+/// Every embedded schema, by name.
+pub struct Catalogue {
+    by_name: HashMap<&'static str, TopicSchema>,
+}
+
+impl Catalogue {
+    /// The schema a record of the input topic of `channel` is read with.
+    pub fn input(&self, channel: &str) -> &TopicSchema {
+        let name = format!("touchpoints.{channel}");
+        self.by_name
+            .get(name.as_str())
+            .unwrap_or_else(|| &self.by_name[GENERIC_TOUCHPOINT])
+    }
+
+    /// The schema of `gdpr.requests`.
+    pub fn requests(&self) -> &TopicSchema {
+        &self.by_name["gdpr.requests"]
+    }
+
+    /// The schema of `identity.commands`.
+    pub fn commands(&self) -> &TopicSchema {
+        &self.by_name["identity.commands"]
+    }
+
+    /// The value schema of an output topic (none for the dead-letter topic).
+    pub fn output(&self, topic: Topic) -> Option<&TopicSchema> {
+        self.by_name.get(topic.name())
+    }
+
+    /// A schema by file name (`touchpoints.web`, `touchpoint`, `profiles.merged`...).
+    pub fn get(&self, name: &str) -> Option<&TopicSchema> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &TopicSchema> {
+        FILES.iter().map(|f| &self.by_name[f.name])
+    }
+}
+
+/// The embedded schemas, parsed on first use.
+///
+/// # Panics
+/// If an embedded schema does not parse: they are checked by the tests.
+pub fn catalogue() -> &'static Catalogue {
+    static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
+    CATALOGUE.get_or_init(|| Catalogue {
+        by_name: FILES
+            .iter()
+            .map(|f| {
+                let parsed = TopicSchema::parse(*f)
+                    .unwrap_or_else(|e| panic!("embedded schema {}.avsc: {e}", f.name));
+                (f.name, parsed)
+            })
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_embedded_schema_parses_and_every_output_topic_but_the_dlq_has_one() {
+        let c = catalogue();
+        assert_eq!(c.iter().count(), FILES.len());
+        for t in Topic::ALL {
+            assert_eq!(c.output(t).is_some(), t != Topic::Dlq, "{}", t.name());
+        }
+        assert_eq!(c.input("web").file.name, "touchpoints.web");
+        assert_eq!(c.input("kiosk").file.name, GENERIC_TOUCHPOINT);
+    }
+}

@@ -1,0 +1,323 @@
+//! `unicus demo`: the whole chain on an in-process Kafka mock cluster, nothing to install.
+//!
+//! A producer plays the seeded synthetic stream (the Sophie Dupont story included) into
+//! the per-channel topics while the real runtime consumes them; a live progress line,
+//! then a summary and Sophie Dupont's merged profile. The store is kept so that
+//! `unicus profile --store DIR` can read it afterwards.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::config::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::watch;
+
+use crate::kafka::runtime::{self, RuntimeStats};
+use crate::kafka::settings::Settings;
+use crate::model::output::Topic;
+use crate::sim::generate::{GenerateOptions, Generator};
+
+/// The topic an event line goes to: `touchpoints.<channel>` of its own channel field
+/// when that channel is configured, the first configured channel otherwise.
+pub fn route<'a>(line: &str, channels: &'a [String]) -> &'a str {
+    let channel = serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .and_then(|v| v.get("channel").and_then(|c| c.as_str()).map(String::from));
+    channel
+        .and_then(|c| channels.iter().find(|k| **k == c))
+        .unwrap_or(&channels[0])
+}
+
+/// A producer of JSON event lines to their channel topics, kept for many sends.
+pub struct Feeder {
+    producer: FutureProducer,
+    topic_prefix: String,
+    channels: Vec<String>,
+}
+
+impl Feeder {
+    pub fn new(brokers: &str, topic_prefix: &str, channels: &[String]) -> Result<Self> {
+        if channels.is_empty() {
+            bail!("at least one channel is needed");
+        }
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "10")
+            .set("queue.buffering.max.messages", "200000")
+            .create()
+            .context("failed to create the producer")?;
+        Ok(Self {
+            producer,
+            topic_prefix: topic_prefix.to_string(),
+            channels: channels.to_vec(),
+        })
+    }
+
+    /// Sends lines and waits for their acknowledgements; returns how many were acknowledged.
+    pub async fn send(&self, lines: impl Iterator<Item = String>) -> Result<u64> {
+        let mut in_flight = Vec::with_capacity(10_000);
+        let mut acked = 0u64;
+        for line in lines {
+            let topic = format!(
+                "{}touchpoints.{}",
+                self.topic_prefix,
+                route(&line, &self.channels)
+            );
+            let mut record = FutureRecord::<(), str>::to(&topic).payload(&line);
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(f) => {
+                        in_flight.push(f);
+                        break;
+                    }
+                    Err((_, back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            if in_flight.len() >= 10_000 {
+                for f in in_flight.drain(..) {
+                    acked += u64::from(matches!(f.await, Ok(Ok(_))));
+                }
+            }
+        }
+        for f in in_flight.drain(..) {
+            acked += u64::from(matches!(f.await, Ok(Ok(_))));
+        }
+        Ok(acked)
+    }
+
+    /// Sends lines at `per_second`, a tenth of a second's worth at a time, each part
+    /// acknowledged before the next; returns how many were acknowledged.
+    pub async fn send_paced(
+        &self,
+        mut lines: impl Iterator<Item = String>,
+        per_second: f64,
+    ) -> Result<u64> {
+        if !per_second.is_finite() || per_second <= 0.0 {
+            bail!("the rate must be a positive number of events per second");
+        }
+        let chunk = (per_second / 10.0).max(1.0) as usize;
+        let started = tokio::time::Instant::now();
+        let (mut sent, mut acked) = (0u64, 0u64);
+        loop {
+            let part: Vec<String> = lines.by_ref().take(chunk).collect();
+            if part.is_empty() {
+                return Ok(acked);
+            }
+            tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / per_second))
+                .await;
+            sent += part.len() as u64;
+            acked += self.send(part.into_iter()).await?;
+        }
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        // Everything sent was awaited; this only bounds the close.
+        let _ = self.producer.flush(Duration::from_secs(5));
+    }
+}
+
+/// Produces JSON lines to their channel topics; returns how many were acknowledged.
+pub async fn produce_lines(
+    brokers: &str,
+    topic_prefix: &str,
+    channels: &[String],
+    lines: impl Iterator<Item = String>,
+) -> Result<u64> {
+    Feeder::new(brokers, topic_prefix, channels)?
+        .send(lines)
+        .await
+}
+
+pub struct DemoOptions {
+    pub events: usize,
+    pub customers: usize,
+    pub seed: u64,
+    pub store_dir: PathBuf,
+}
+
+const DEMO_MARKER: &str = ".unicus-demo";
+
+/// Makes sure the store directory is a fresh demo store.
+fn prepare_store(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        if !dir.join(DEMO_MARKER).exists() {
+            bail!(
+                "{} exists and is not a demo store; choose another --store",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(dir).with_context(|| {
+            format!("failed to clear the previous demo store {}", dir.display())
+        })?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join(DEMO_MARKER),
+        "created by `unicus demo`; cleared by the next demo\n",
+    )?;
+    Ok(())
+}
+
+pub async fn demo(opts: DemoOptions) -> Result<()> {
+    prepare_store(&opts.store_dir)?;
+    let mock = MockCluster::new(1).context("failed to start the in-process Kafka mock cluster")?;
+    let mut settings = Settings::default();
+    settings.kafka.brokers = mock.bootstrap_servers();
+    settings.kafka.group_id = "unicus-demo".into();
+    settings.kafka.create_topics = false; // the mock has no admin api
+    settings.runtime.store_dir = opts.store_dir.clone();
+    settings.metrics.listen = "127.0.0.1:0".into();
+    settings
+        .kafka
+        .properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    settings
+        .kafka
+        .properties
+        .insert("heartbeat.interval.ms".into(), "1000".into());
+    // The mock keeps ~5 MiB per partition: spread inputs so none is dropped.
+    let input_partitions = (opts.events / 20_000 + 1).clamp(2, 64) as i32;
+    for topic in settings.kafka.input_topics() {
+        mock.create_topic(&topic, input_partitions, 1)?;
+    }
+    for topic in Topic::ALL {
+        mock.create_topic(&settings.kafka.topic(topic), 4, 1)?;
+    }
+    mock.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
+    mock.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
+
+    let stats = Arc::new(RuntimeStats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let runtime = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));
+
+    let started = Instant::now();
+    let generator = Generator::new(GenerateOptions {
+        seed: opts.seed,
+        customers: opts.customers,
+        events: opts.events,
+        ..GenerateOptions::default()
+    });
+    let channels = settings.kafka.channels.clone();
+    let brokers = settings.kafka.brokers.clone();
+    let mut producer = tokio::spawn(async move {
+        produce_lines(&brokers, "", &channels, generator.map(|e| e.line)).await
+    });
+
+    let bar = ProgressBar::new(opts.events as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut produced: Option<u64> = None;
+    let mut endpoint_shown = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if let (false, Some(address)) = (endpoint_shown, stats.telemetry.endpoint()) {
+            bar.println(format!(
+                "metrics while the demo runs: http://{address}/metrics"
+            ));
+            endpoint_shown = true;
+        }
+        let consumed = stats.consumed.load(Ordering::Relaxed);
+        bar.set_position(consumed);
+        bar.set_message(format!(
+            "| {} customers | {} outputs | {:.0} events/s",
+            stats.customers.load(Ordering::Relaxed),
+            stats.produced.load(Ordering::Relaxed),
+            consumed as f64 / started.elapsed().as_secs_f64()
+        ));
+        if produced.is_none() && producer.is_finished() {
+            produced = Some(
+                (&mut producer)
+                    .await
+                    .context("the demo producer failed")??,
+            );
+        }
+        if let Some(n) = produced {
+            if consumed >= n {
+                break;
+            }
+        }
+        if runtime.is_finished() {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    stop_tx.send(true).ok();
+    let summary = runtime.await.context("the runtime task failed")??;
+    bar.finish_and_clear();
+
+    let s = &summary.engine;
+    println!(
+        "unicus demo: {} events in {:.1}s ({:.0} events/s through Kafka)",
+        summary.consumed,
+        elapsed.as_secs_f64(),
+        summary.consumed as f64 / elapsed.as_secs_f64()
+    );
+    let by_channel: BTreeMap<_, _> = s.accepted_by_channel.iter().collect();
+    println!(
+        "events per channel: {}",
+        by_channel
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "customers: {} (from {} created, {} merges); conflicts refused: {}; generic values: {}; junk values ignored: {}",
+        summary.customers, s.new_customers, s.merges, s.conflicts, s.generic_values, s.junk_values
+    );
+    println!("{}", s.fuzzy_summary());
+    println!(
+        "dead letters: {} ({}); duplicates ignored: {}",
+        s.rejected_total(),
+        s.rejected
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        s.duplicates
+    );
+    let consent_changes: u64 = s.consent_changes.values().sum();
+    println!(
+        "consent changes: {consent_changes}; triggers: {} abandoned carts ({} without an allowed channel, not sent), {} purchases completed, {} lifecycle changes",
+        s.carts_fired, s.carts_suppressed, s.purchases, s.lifecycle_changes
+    );
+    println!(
+        "outputs acknowledged: {}; input→output latency p50 {} ms, p99 {} ms (the whole stream is produced at once, so this includes its backlog; `unicus bench kafka` measures a paced stream)",
+        summary.produced,
+        stats.latency_percentile(0.5).unwrap_or(0),
+        stats.latency_percentile(0.99).unwrap_or(0)
+    );
+    drop(mock);
+
+    let engine = runtime::open_engine(&settings)?;
+    match engine.find_customer("email", "sophie.dupont@gmail.com")? {
+        Some(id) => {
+            let record = engine.golden_record(&id)?.unwrap_or_default();
+            println!("\nSophie Dupont's merged profile ({id}):");
+            println!("{}", serde_json::to_string_pretty(&record)?);
+        }
+        None => println!("\nSophie Dupont was not in this stream (try a larger --events)"),
+    }
+    println!(
+        "\nstore kept in {}: `unicus profile --store {} --email sophie.dupont@gmail.com`",
+        opts.store_dir.display(),
+        opts.store_dir.display()
+    );
+    Ok(())
+}
