@@ -808,13 +808,16 @@ fn identity_command(
     use std::io::Write as _;
     let mut engine = open_store_engine(store, engine)?;
     let bytes = command.to_string().into_bytes();
-    let out = engine.process_command(&unicus::engine::Input {
-        bytes: &bytes,
-        source_topic: "cli",
-        source_offset: 0,
-        key: None,
-        timestamp: Some(now),
-    })?;
+    let out = engine.process(
+        unicus::engine::InputKind::Command,
+        &unicus::engine::Record {
+            bytes: &bytes,
+            source_topic: "cli",
+            source_offset: 0,
+            key: None,
+            timestamp: Some(now),
+        },
+    )?;
     engine.commit()?;
     if let Some(r) = out
         .iter()
@@ -835,7 +838,7 @@ fn identity_command(
 
 fn gdpr_command(cmd: GdprCommand) -> Result<()> {
     use std::io::Write as _;
-    use unicus::engine::Input;
+    use unicus::engine::{InputKind, Record};
     let now = chrono::Utc::now().timestamp_millis();
     let (who, kind, output) = match cmd {
         GdprCommand::Export { who, output } => (who, "export", output),
@@ -882,13 +885,16 @@ fn gdpr_command(cmd: GdprCommand) -> Result<()> {
         _ => unreachable!("clap requires one of them"),
     }
     let bytes = request.to_string().into_bytes();
-    let out = engine.process_request(&Input {
-        bytes: &bytes,
-        source_topic: "cli",
-        source_offset: 0,
-        key: None,
-        timestamp: Some(now),
-    })?;
+    let out = engine.process(
+        InputKind::Request,
+        &Record {
+            bytes: &bytes,
+            source_topic: "cli",
+            source_offset: 0,
+            key: None,
+            timestamp: Some(now),
+        },
+    )?;
     engine.commit()?;
     let mut stdout = std::io::stdout().lock();
     for r in &out {

@@ -10,7 +10,7 @@ use apache_avro::reader::datum::GenericDatumReader;
 use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
 use unicus::engine::input::touchpoint::{Parser, Rejection};
-use unicus::engine::{Engine, Input};
+use unicus::engine::{Engine, InputKind, Record};
 use unicus::kafka::avro::codec::{self, Nulls};
 use unicus::kafka::avro::config::SchemaRegistrySettings;
 use unicus::kafka::avro::registry::{json_shape, InputFormats, OutputEncoder};
@@ -225,13 +225,16 @@ fn split_and_merge_back(engine: &mut Engine, so_far: &[OutputRecord]) -> Vec<Out
     let mut run = |command: &Value, offset: i64| -> Vec<OutputRecord> {
         let bytes = command.to_string().into_bytes();
         engine
-            .process_command(&Input {
-                bytes: &bytes,
-                source_topic: "identity.commands",
-                source_offset: offset,
-                key: None,
-                timestamp: Some(1_800_000_000_000),
-            })
+            .process(
+                InputKind::Command,
+                &Record {
+                    bytes: &bytes,
+                    source_topic: "identity.commands",
+                    source_offset: offset,
+                    key: None,
+                    timestamp: Some(1_800_000_000_000),
+                },
+            )
             .unwrap()
     };
     let done = run(&split, 0);
@@ -286,13 +289,16 @@ fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
         let bytes = r.to_string().into_bytes();
         out.extend(
             engine
-                .process_request(&Input {
-                    bytes: &bytes,
-                    source_topic: "gdpr.requests",
-                    source_offset: i as i64,
-                    key: None,
-                    timestamp: Some(1_800_000_000_000),
-                })
+                .process(
+                    InputKind::Request,
+                    &Record {
+                        bytes: &bytes,
+                        source_topic: "gdpr.requests",
+                        source_offset: i as i64,
+                        key: None,
+                        timestamp: Some(1_800_000_000_000),
+                    },
+                )
                 .unwrap(),
         );
     }
@@ -440,7 +446,7 @@ fn an_avro_touchpoint_is_the_same_touchpoint_as_its_json_form_and_gives_the_same
     let mut avro_engine = Engine::new(config.clone(), Store::temporary().unwrap()).unwrap();
     let (mut as_avro, mut not_representable) = (0, 0);
     for (i, line) in lines.iter().enumerate() {
-        let input = Input {
+        let input = Record {
             bytes: line.as_bytes(),
             source_topic: "t",
             source_offset: i as i64,
@@ -448,7 +454,7 @@ fn an_avro_touchpoint_is_the_same_touchpoint_as_its_json_form_and_gives_the_same
             timestamp: None,
         };
         let from_json = parser.parse(line.as_bytes());
-        let json_out = json_engine.process(&input).unwrap();
+        let json_out = json_engine.process(InputKind::Touchpoint, &input).unwrap();
         let avro_out = match serde_json::from_str::<Value>(line)
             .ok()
             .map(|d| avro_document(&d))
@@ -471,7 +477,8 @@ fn an_avro_touchpoint_is_the_same_touchpoint_as_its_json_form_and_gives_the_same
                     (Err(a), Err(b)) => assert_eq!(a, b, "{line}"),
                     (a, b) => panic!("{line}: json {a:?}, avro {b:?}"),
                 }
-                avro_engine.process_document(&input, Ok(doc)).unwrap()
+                let parsed = avro_engine.parse_document(InputKind::Touchpoint, Ok(doc));
+                avro_engine.handle(&input, parsed).unwrap()
             }
             // Not representable in the schema (a time that is not one, not json...): the
             // JSON parser refuses it too.
@@ -481,7 +488,7 @@ fn an_avro_touchpoint_is_the_same_touchpoint_as_its_json_form_and_gives_the_same
                     from_json.is_err(),
                     "{line} parses as JSON but has no Avro form"
                 );
-                avro_engine.process(&input).unwrap()
+                avro_engine.process(InputKind::Touchpoint, &input).unwrap()
             }
         };
         assert_eq!(json_out.len(), avro_out.len(), "{line}");
@@ -735,17 +742,18 @@ async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() 
             unicus::engine::input::command::parse_command(&json_bytes, &config),
             "{command}"
         );
-        let input = |bytes| Input {
+        let input = |bytes| Record {
             bytes,
             source_topic: "identity.commands",
             source_offset: offset,
             key: None,
             timestamp: Some(1_800_000_000_000),
         };
-        let from_json = by_json.process_command(&input(&json_bytes[..])).unwrap();
-        let from_avro = by_avro
-            .process_command_document(&input(&avro_bytes[..]), doc)
+        let from_json = by_json
+            .process(InputKind::Command, &input(&json_bytes[..]))
             .unwrap();
+        let parsed = by_avro.parse_document(InputKind::Command, doc);
+        let from_avro = by_avro.handle(&input(&avro_bytes[..]), parsed).unwrap();
         assert_eq!(from_json.len(), from_avro.len(), "{command}");
         for (a, b) in from_json.iter().zip(&from_avro) {
             assert_eq!((a.topic, &a.key), (b.topic, &b.key));

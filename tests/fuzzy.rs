@@ -6,7 +6,7 @@ mod common;
 use common::{engine, event, feed, on_topic};
 use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
-use unicus::engine::{Engine, Input};
+use unicus::engine::{Engine, InputKind, Record};
 use unicus::store::Store;
 
 fn paris(line1: &str) -> Value {
@@ -69,13 +69,16 @@ fn changes<'a>(out: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn command(e: &mut Engine, doc: Value) -> Vec<Value> {
     let bytes = doc.to_string().into_bytes();
     let out = e
-        .process_command(&Input {
-            bytes: &bytes,
-            source_topic: "identity.commands",
-            source_offset: 0,
-            key: None,
-            timestamp: Some(1_795_000_000_000),
-        })
+        .process(
+            InputKind::Command,
+            &Record {
+                bytes: &bytes,
+                source_topic: "identity.commands",
+                source_offset: 0,
+                key: None,
+                timestamp: Some(1_795_000_000_000),
+            },
+        )
         .unwrap();
     e.commit().unwrap();
     out.iter()
@@ -501,13 +504,16 @@ fn erasure_forgets_blocking_keys_and_provenance() {
     let customer = resolved(&out)[0]["key"].as_str().unwrap().to_string();
     let request = json!({"request_id": "r1", "kind": "erase", "customer_id": customer}).to_string();
     let out = e
-        .process_request(&Input {
-            bytes: request.as_bytes(),
-            source_topic: "gdpr.requests",
-            source_offset: 0,
-            key: None,
-            timestamp: Some(1_795_000_000_000),
-        })
+        .process(
+            InputKind::Request,
+            &Record {
+                bytes: request.as_bytes(),
+                source_topic: "gdpr.requests",
+                source_offset: 0,
+                key: None,
+                timestamp: Some(1_795_000_000_000),
+            },
+        )
         .unwrap();
     e.commit().unwrap();
     let receipt = out
@@ -556,13 +562,16 @@ fn erasing_the_side_a_split_made_leaves_its_identifier_nowhere() {
         .to_string();
     let request =
         json!({"request_id": "r1", "kind": "erase", "customer_id": new_customer}).to_string();
-    e.process_request(&Input {
-        bytes: request.as_bytes(),
-        source_topic: "gdpr.requests",
-        source_offset: 0,
-        key: None,
-        timestamp: Some(1_795_000_000_000),
-    })
+    e.process(
+        InputKind::Request,
+        &Record {
+            bytes: request.as_bytes(),
+            source_topic: "gdpr.requests",
+            source_offset: 0,
+            key: None,
+            timestamp: Some(1_795_000_000_000),
+        },
+    )
     .unwrap();
     e.commit().unwrap();
     for (k, v) in e.store().audit_scan().unwrap() {

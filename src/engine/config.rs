@@ -715,7 +715,7 @@ impl EngineConfig {
             });
         }
         for p in &self.consent.implied {
-            if !crate::engine::input::touchpoint::CONSENT_PURPOSES.contains(&p.as_str()) {
+            if !crate::model::CONSENT_PURPOSES.contains(&p.as_str()) {
                 return Err(ConfigError::Invalid {
                     field: "consent.implied",
                     problem: format!("`{p}` is not a consent purpose"),
@@ -794,7 +794,7 @@ impl EngineConfig {
         if let Some(p) = a
             .cart_purposes
             .iter()
-            .find(|p| !crate::engine::input::touchpoint::CONSENT_PURPOSES.contains(&p.as_str()))
+            .find(|p| !crate::model::CONSENT_PURPOSES.contains(&p.as_str()))
         {
             return Err(ConfigError::Invalid {
                 field: "activation.cart_purposes",

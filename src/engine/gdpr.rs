@@ -22,10 +22,11 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::engine::config::{EngineConfig, ErasedIdentifiers};
-use crate::engine::handoff::{Ident, RequestKind};
+use crate::engine::handoff::RequestKind;
 use crate::engine::input::touchpoint::{
     json_object, optional_time, record_id, required_text as text, Rejection,
 };
+use crate::model::Ident;
 use crate::store::{key, Store, StoreError};
 
 const GENERATED_KEY: &[u8] = b"g/key";

@@ -8,24 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::input::touchpoint::{Address, Item};
-
-/// A normalised identifier: `email` / `sophie.dupont@gmail.com`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Ident {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub value: String,
-}
-
-impl Ident {
-    pub fn new(kind: impl Into<String>, value: impl Into<String>) -> Self {
-        Self {
-            kind: kind.into(),
-            value: value.into(),
-        }
-    }
-}
+use crate::model::{Address, Ident, Item};
 
 /// A person field as one source states it, in display form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

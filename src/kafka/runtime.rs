@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::engine::{Engine, EngineError, Input, Stats};
+use crate::engine::{Engine, EngineError, InputKind, Record, Stats};
 use crate::kafka::avro::registry::{EncodeError, InputFormats, OutputEncoder, RegistryError};
 use crate::kafka::settings::Settings;
 use crate::model::output::{OutputRecord, Topic};
@@ -709,7 +709,7 @@ pub async fn run(
         let (wire, outbox_seq) = tokio::task::block_in_place(|| -> Result<_, RuntimeError> {
             let mut wire = Vec::with_capacity(batch.len() * 3);
             for m in &batch {
-                let input = Input {
+                let record = Record {
                     bytes: m.payload().unwrap_or_default(),
                     source_topic: m.topic(),
                     source_offset: m.offset(),
@@ -717,25 +717,20 @@ pub async fn run(
                     timestamp: m.timestamp().to_millis(),
                 };
                 let ts = m.timestamp().to_millis();
-                // Each input topic has its parser; Avro records are decoded before it.
-                let (is_request, is_command) =
-                    (m.topic() == requests_topic, m.topic() == commands_topic);
-                let outputs = if crate::kafka::avro::is_framed(input.bytes) {
-                    let doc = formats.document(m.topic(), input.bytes);
-                    if is_request {
-                        engine.process_request_document(&input, doc)?
-                    } else if is_command {
-                        engine.process_command_document(&input, doc)?
-                    } else {
-                        engine.process_document(&input, doc)?
-                    }
-                } else if is_request {
-                    engine.process_request(&input)?
-                } else if is_command {
-                    engine.process_command(&input)?
+                // Each input topic has its kind; Avro records are decoded before the engine.
+                let kind = if m.topic() == requests_topic {
+                    InputKind::Request
+                } else if m.topic() == commands_topic {
+                    InputKind::Command
                 } else {
-                    engine.process(&input)?
+                    InputKind::Touchpoint
                 };
+                let input = if crate::kafka::avro::is_framed(record.bytes) {
+                    engine.parse_document(kind, formats.document(m.topic(), record.bytes))
+                } else {
+                    engine.parse(kind, record.bytes)
+                };
+                let outputs = engine.handle(&record, input)?;
                 for out in outputs {
                     wire.push(WireRecord::from_output(&out, &settings, &encoder, ts)?);
                 }

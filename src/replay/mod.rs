@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::config::EngineConfig;
-use crate::engine::gdpr;
-use crate::engine::input::command;
-use crate::engine::{Engine, EngineError, Input, Stats};
+use crate::engine::{Engine, EngineError, Record, Stats};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -146,20 +144,15 @@ pub fn run(
             continue;
         }
         records += 1;
-        let input = Input {
+        let record = Record {
             bytes: body,
             source_topic: source,
             source_offset: line_index,
             key: None,
             timestamp: None,
         };
-        let produced = if gdpr::looks_like_request(body) {
-            engine.process_request(&input)?
-        } else if command::looks_like_command(body) {
-            engine.process_command(&input)?
-        } else {
-            engine.process(&input)?
-        };
+        let input = engine.parse_line(body);
+        let produced = engine.handle(&record, input)?;
         for record in produced {
             record
                 .write_replay_line(&mut *out)

@@ -487,25 +487,26 @@ fn engine_pass(
     formats: Option<&crate::kafka::avro::registry::InputFormats>,
     encoder: &crate::kafka::avro::registry::OutputEncoder,
 ) -> Result<(f64, u64)> {
-    use crate::engine::Input;
+    use crate::engine::{InputKind, Record};
     let dir = tempfile::tempdir()?;
     let mut engine = replay::open_engine(EngineConfig::default(), Some(&dir.path().join("store")))?;
     let t = Instant::now();
     let mut out_bytes = 0u64;
     for (i, (topic, bytes)) in records.iter().enumerate() {
-        let input = Input {
+        let record = Record {
             bytes,
             source_topic: topic,
             source_offset: i as i64,
             key: None,
             timestamp: None,
         };
-        let outputs = match formats {
+        let input = match formats {
             Some(f) if crate::kafka::avro::is_framed(bytes) => {
-                engine.process_document(&input, f.document(topic, bytes))?
+                engine.parse_document(InputKind::Touchpoint, f.document(topic, bytes))
             }
-            _ => engine.process(&input)?,
+            _ => engine.parse(InputKind::Touchpoint, bytes),
         };
+        let outputs = engine.handle(&record, input)?;
         for o in &outputs {
             out_bytes += encoder.value(o)?.map_or(0, |v| v.len() as u64);
             out_bytes += encoder.key(o).map_or(0, |k| k.len() as u64);

@@ -777,8 +777,8 @@ const CLIMBING_SHOES: u16 = 0;
 const HARNESS: u16 = 1;
 
 /// The contract's consent vocabulary, as the parser checks it.
-const CONSENT_PURPOSES: &[&str] = &crate::engine::input::touchpoint::CONSENT_PURPOSES;
-const CONSENT_CHANNELS: &[&str] = &crate::engine::input::touchpoint::CONSENT_CHANNELS;
+const CONSENT_PURPOSES: &[&str] = &crate::model::CONSENT_PURPOSES;
+const CONSENT_CHANNELS: &[&str] = &crate::model::CONSENT_CHANNELS;
 
 const JUNK_ANY: &[&str] = &["n/a", "N/A", "null", "unknown", "none", "-", "."];
 const JUNK_EMAILS: &[&str] = &[

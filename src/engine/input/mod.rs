@@ -1,4 +1,109 @@
-//! Inputs of the engine, parsed and validated once: touchpoints (contract §1) and
-//! identity commands; a record that fails goes to the dead-letter topic with its reason.
+//! Inputs of the engine, parsed and validated once: touchpoints (contract §1), rights
+//! requests and identity commands; a record that fails goes to the dead-letter topic.
 pub mod command;
 pub mod touchpoint;
+
+use serde_json::{Map, Value};
+
+use crate::engine::config::EngineConfig;
+use crate::engine::gdpr::{self, Request};
+use command::Command;
+use touchpoint::{json_object, Rejection, Touchpoint};
+
+/// One record as it was read, wherever it comes from (a topic, a replay file, a test).
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub bytes: &'a [u8],
+    /// Topic (or file) the record was read from, for dead letters.
+    pub source_topic: &'a str,
+    /// Offset (or line index) of the record, for dead letters.
+    pub source_offset: i64,
+    pub key: Option<&'a [u8]>,
+    /// When the record was written (ms), if known: the time of a rights request.
+    pub timestamp: Option<i64>,
+}
+
+/// What a record is: the runtime knows it from the topic, a replay line from its fields
+/// ([`InputKind::of_document`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Touchpoint,
+    Request,
+    Command,
+}
+
+impl InputKind {
+    /// The kind of a replay line (contract §3), where no topic says it: a rights request
+    /// carries a `request_id`, an operator command a `command_id`, and neither an
+    /// `event_id`; everything else is read as a touchpoint. A `null` counts as absent.
+    pub fn of_document(doc: &Map<String, Value>) -> InputKind {
+        let has = |field: &str| doc.get(field).is_some_and(|v| !v.is_null());
+        if has("event_id") {
+            InputKind::Touchpoint
+        } else if has("request_id") {
+            InputKind::Request
+        } else if has("command_id") {
+            InputKind::Command
+        } else {
+            InputKind::Touchpoint
+        }
+    }
+}
+
+/// One input, parsed and validated.
+#[derive(Debug)]
+pub enum Input {
+    Touchpoint(Box<Touchpoint>),
+    Request(Request),
+    Command(Command),
+}
+
+/// The parsers of every kind of input, with what they prepare once (the deny-list of
+/// special categories).
+pub struct InputParser {
+    touchpoints: touchpoint::Parser,
+    config: EngineConfig,
+}
+
+impl InputParser {
+    pub fn new(config: &EngineConfig) -> Self {
+        Self {
+            touchpoints: touchpoint::Parser::new(config),
+            config: config.clone(),
+        }
+    }
+
+    /// Parses and validates a JSON record of a known kind.
+    pub fn parse(&self, kind: InputKind, bytes: &[u8]) -> Result<Input, Rejection> {
+        Ok(match kind {
+            InputKind::Touchpoint => Input::Touchpoint(Box::new(self.touchpoints.parse(bytes)?)),
+            InputKind::Request => Input::Request(gdpr::parse_request(bytes, &self.config)?),
+            InputKind::Command => Input::Command(command::parse_command(bytes, &self.config)?),
+        })
+    }
+
+    /// Validates a record of a known kind already decoded into a document (Avro), with
+    /// the same rules as [`InputParser::parse`] after the JSON text is read.
+    pub fn parse_document(
+        &self,
+        kind: InputKind,
+        doc: Map<String, Value>,
+    ) -> Result<Input, Rejection> {
+        Ok(match kind {
+            InputKind::Touchpoint => {
+                Input::Touchpoint(Box::new(self.touchpoints.parse_document(doc)?))
+            }
+            InputKind::Request => Input::Request(gdpr::parse_request_document(&doc, &self.config)?),
+            InputKind::Command => {
+                Input::Command(command::parse_command_document(&doc, &self.config)?)
+            }
+        })
+    }
+
+    /// Parses a line of a replay file: the JSON is read once, its kind told by its
+    /// fields, then validated as that kind.
+    pub fn parse_line(&self, bytes: &[u8]) -> Result<Input, Rejection> {
+        let doc = json_object(bytes, &self.config)?;
+        self.parse_document(InputKind::of_document(&doc), doc)
+    }
+}

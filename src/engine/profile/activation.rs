@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{EngineConfig, Lifecycle, RfmBands};
 use crate::engine::handoff::ProfileEvent;
-use crate::engine::input::touchpoint::Item;
+use crate::model::Item;
 
 const DAY_MS: i64 = 86_400_000;
 /// Products remembered as recently purchased, per customer.

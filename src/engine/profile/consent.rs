@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::handoff::Ident;
+use crate::model::Ident;
 
 /// The contract's consent channels that can be reached (`all` is not one).
 pub const REACHABLE_CHANNELS: [&str; 6] = ["email", "sms", "push", "phone", "post", "web"];

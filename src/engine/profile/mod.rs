@@ -34,13 +34,12 @@ use serde_json::{json, Map, Value};
 use std::cell::RefCell;
 
 use crate::engine::config::EngineConfig;
-use crate::engine::handoff::{
-    FieldData, Ident, ProfileCommand, ProfileEvent, RequestFacts, RequestKind,
-};
-use crate::engine::input::touchpoint::CONSENT_PURPOSES;
+use crate::engine::handoff::{FieldData, ProfileCommand, ProfileEvent, RequestFacts, RequestKind};
 use crate::engine::profile::activation::{Activity, Timer, TimerKind};
 use crate::engine::profile::consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
 use crate::model::output::{rfc3339, OutputRecord, Topic};
+use crate::model::Ident;
+use crate::model::CONSENT_PURPOSES;
 use crate::store::{key, Store, StoreError};
 
 const DAY_MS: i64 = 86_400_000;

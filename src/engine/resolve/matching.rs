@@ -84,7 +84,7 @@ pub struct AddressKey {
 }
 
 impl AddressKey {
-    pub fn from_address(a: &crate::engine::input::touchpoint::Address) -> Self {
+    pub fn from_address(a: &crate::model::Address) -> Self {
         let country = a
             .country
             .as_deref()

@@ -32,15 +32,17 @@ use serde_json::{json, Value};
 use crate::engine::config::EngineConfig;
 use crate::engine::gdpr;
 use crate::engine::handoff::{
-    CartFacts, ConsentStatement, FieldData, Ident, OrderFacts, ProfileCommand, ProfileEvent,
-    RequestFacts, RequestKind,
+    CartFacts, ConsentStatement, FieldData, OrderFacts, ProfileCommand, ProfileEvent, RequestFacts,
+    RequestKind,
 };
-use crate::engine::input::touchpoint::{EventType, Touchpoint};
+use crate::engine::input::touchpoint::Touchpoint;
 use crate::engine::normalise::{self, Normaliser};
 use crate::engine::resolve::matching::{
     AddressKey, Decision as MatchDecision, Field, MatchView, Matcher,
 };
 use crate::model::output::rfc3339;
+use crate::model::EventType;
+use crate::model::Ident;
 use crate::store::{key, Store, StoreError};
 
 /// Who a source profile says the person is, in match-key form.

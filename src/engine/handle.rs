@@ -1,0 +1,412 @@
+//! The one entry point of the engine: a parsed input in, its state changes staged and
+//! its output records out, whatever its kind (touchpoint, rights request, command).
+
+use serde_json::Value;
+
+use crate::engine::gdpr::{self, Request, Subject};
+use crate::engine::handoff::ProfileCommand;
+use crate::engine::input::command::{self, Command, CommandKind};
+use crate::engine::input::touchpoint::{Rejection, Touchpoint};
+use crate::engine::input::{Input, InputKind, Record};
+use crate::engine::resolve::{Method, Resolution};
+use crate::engine::{seen_key, Engine, EngineError};
+use crate::model::output::{rfc3339, OutputRecord, Payload, Topic};
+use crate::model::records::{EngineReceipt, OperatorMerge, ResolutionSummary, SplitChange};
+use crate::model::EventType;
+
+/// What one input gave: outputs, or a refusal that becomes a dead letter.
+type Outcome = Result<Vec<OutputRecord>, Rejection>;
+
+impl Engine {
+    /// Parses and validates a JSON record of a known kind.
+    pub fn parse(&self, kind: InputKind, bytes: &[u8]) -> Result<Input, Rejection> {
+        self.inputs.parse(kind, bytes)
+    }
+
+    /// Validates a record of a known kind decoded before the engine (Avro), or the
+    /// reason it could not be decoded.
+    pub fn parse_document(
+        &self,
+        kind: InputKind,
+        doc: Result<serde_json::Map<String, Value>, Rejection>,
+    ) -> Result<Input, Rejection> {
+        doc.and_then(|d| self.inputs.parse_document(kind, d))
+    }
+
+    /// Parses a line of a replay file, whose kind its fields tell (contract §3).
+    pub fn parse_line(&self, bytes: &[u8]) -> Result<Input, Rejection> {
+        self.inputs.parse_line(bytes)
+    }
+
+    /// Parses a JSON record of a known kind and handles it.
+    pub fn process(
+        &mut self,
+        kind: InputKind,
+        record: &Record,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let input = self.inputs.parse(kind, record.bytes);
+        self.handle(record, input)
+    }
+
+    /// Handles one input. Only store failures are errors: a bad record (`Err` from the
+    /// parser, or a command that cannot be carried out) is a dead-letter output and the
+    /// stream goes on; an id seen before changes nothing and counts as a duplicate.
+    pub fn handle(
+        &mut self,
+        record: &Record,
+        input: Result<Input, Rejection>,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        self.stats.consumed += 1;
+        let input = match input {
+            Ok(input) => input,
+            Err(rejection) => return Ok(vec![self.dead_letter(record, &rejection)]),
+        };
+        let seen = match &input {
+            Input::Touchpoint(tp) => seen_key(&tp.event_id),
+            Input::Request(r) => gdpr::request_key(&r.request_id),
+            Input::Command(c) => command::command_key(&c.command_id),
+        };
+        if self.store.contains(&seen)? {
+            self.stats.duplicates += 1;
+            self.stats.source(record.source_topic).duplicates += 1;
+            return Ok(Vec::new());
+        }
+        let outcome = match input {
+            Input::Touchpoint(tp) => self.touchpoint(record, *tp)?,
+            Input::Request(r) => Ok(self.request(record, r)?),
+            Input::Command(c) => self.command(record, &c)?,
+        };
+        let mut out = match outcome {
+            Ok(out) => out,
+            Err(refusal) => return Ok(vec![self.dead_letter(record, &refusal)]),
+        };
+        self.store.put_raw(seen, Vec::new());
+        self.pending += 1;
+        self.finish(&mut out)?;
+        Ok(out)
+    }
+
+    /// Resolves a touchpoint, applies what resolve hands to profile, and writes the
+    /// resolved event. An event of an erased person is dropped, nothing published.
+    fn touchpoint(&mut self, record: &Record, tp: Touchpoint) -> Result<Outcome, EngineError> {
+        let mut resolution = self.resolver.resolve(&mut self.store, &tp)?;
+        if resolution.method == Method::Suppressed {
+            self.stats.suppressed += 1;
+            self.stats.source(record.source_topic).suppressed += 1;
+            return Ok(Ok(Vec::new()));
+        }
+        let mut out = Vec::with_capacity(resolution.identity_changes.len() + 3);
+        let change_key = resolution.customer_id.clone().unwrap_or_default();
+        for change in std::mem::take(&mut resolution.identity_changes) {
+            let k = change
+                .get("customer_id")
+                .and_then(Value::as_str)
+                .unwrap_or(&change_key)
+                .to_string();
+            out.push(OutputRecord::json(Topic::IdentityChanges, k, change));
+        }
+        out.extend(self.profiler.apply(&mut self.store, &resolution.commands)?);
+        self.count_touchpoint(record, &tp, &resolution);
+        out.push(self.resolved(tp, &resolution));
+        Ok(Ok(out))
+    }
+
+    /// The `touchpoints.resolved` record: the event as sent, less what minimisation
+    /// drops, with its customer and how it was found.
+    fn resolved(&self, tp: Touchpoint, resolution: &Resolution) -> OutputRecord {
+        let mut resolved = tp.raw;
+        self.minimise(&mut resolved);
+        resolved.insert(
+            "customer_id".into(),
+            serde_json::to_value(&resolution.customer_id).unwrap_or_default(),
+        );
+        let summary = ResolutionSummary {
+            method: resolution.method.as_str(),
+            matched_on: &resolution.matched_on,
+            score: resolution.score,
+        };
+        resolved.insert(
+            "resolution".into(),
+            serde_json::to_value(summary).unwrap_or_default(),
+        );
+        OutputRecord {
+            topic: Topic::Resolved,
+            key: resolution.customer_id.clone(),
+            payload: Payload::Json(Value::Object(resolved)),
+            headers: Vec::new(),
+        }
+    }
+
+    fn count_touchpoint(&mut self, record: &Record, tp: &Touchpoint, resolution: &Resolution) {
+        let s = &mut self.stats;
+        let c = &resolution.counts;
+        s.accepted += 1;
+        s.source(record.source_topic).accepted += 1;
+        *s.accepted_by_channel.entry(tp.channel.clone()).or_default() += 1;
+        s.unknown_fields += u64::from(tp.unknown_fields);
+        s.unknown_identifier_types += u64::from(tp.unknown_identifier_types);
+        s.unknown_types += u64::from(matches!(tp.kind, EventType::Other(_)));
+        s.junk_values += u64::from(c.junk);
+        s.unusable_values += u64::from(c.unusable);
+        s.generic_values += u64::from(c.generic_new);
+        s.generic_skipped += u64::from(c.generic_skipped);
+        s.limit_dropped += u64::from(c.limit_dropped);
+        s.conflicts += u64::from(c.conflicts);
+        s.merges += u64::from(c.merges);
+        s.new_customers += u64::from(c.new_customer);
+        s.unresolved += u64::from(resolution.method == Method::Unresolved);
+        s.minimised += u64::from(c.minimised);
+        s.consent_dropped += u64::from(c.consent_dropped);
+        s.anchors_refused += u64::from(c.anchors_refused);
+        s.fuzzy_searches += u64::from(c.fuzzy_searched);
+        s.fuzzy_candidates += u64::from(c.fuzzy_candidates);
+        s.generic_blocks += u64::from(c.generic_blocks);
+        let rules = &self.config.matching.rules;
+        for &r in &c.fuzzy_links {
+            *s.fuzzy_links.entry(rules[r].name.clone()).or_default() += 1;
+        }
+        for &r in &c.suggestions {
+            *s.suggestions.entry(rules[r].name.clone()).or_default() += 1;
+        }
+        if c.customer_source_profiles > 0 {
+            *s.customer_source_profiles
+                .entry(c.customer_source_profiles)
+                .or_default() += 1;
+        }
+    }
+
+    /// Drops from a published event what the minimisation allow-lists do not keep.
+    fn minimise(&self, doc: &mut serde_json::Map<String, Value>) {
+        let g = &self.config.gdpr;
+        if let Some(Value::Object(person)) = doc.get_mut("person") {
+            person.retain(|k, _| g.person_field_allowed(k));
+        }
+        if let Some(Value::Object(attributes)) = doc.get_mut("attributes") {
+            attributes.retain(|k, _| g.attribute_allowed(k));
+        }
+    }
+
+    /// Carries out a rights request (`gdpr.requests`): an export, or an erasure of
+    /// every stored trace of the customer; a receipt either way.
+    fn request(
+        &mut self,
+        record: &Record,
+        request: Request,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let at = match request.requested_at.or(record.timestamp) {
+            Some(at) => at,
+            None => self.profiler.clock(&self.store)?,
+        };
+        let customer = match &request.subject {
+            Subject::Identifier(kind, raw) => self.find_customer(kind, raw)?,
+            Subject::CustomerId(id) => self
+                .resolver
+                .customer_exists(&self.store, id)?
+                .then(|| id.clone()),
+        };
+        let out = match &customer {
+            Some(customer_id) => {
+                self.run_request(customer_id, &request.request_id, request.kind, at)?
+            }
+            None => {
+                *self.stats.requests.entry("not_found").or_default() += 1;
+                let receipt = EngineReceipt {
+                    request_id: &request.request_id,
+                    customer_id: None,
+                    kind: request.kind.as_str(),
+                    scope: None,
+                    status: "not_found",
+                    done_at: rfc3339(at),
+                    erased: Default::default(),
+                };
+                vec![OutputRecord::json(
+                    Topic::GdprReceipts,
+                    request.request_id.clone(),
+                    serde_json::to_value(receipt).unwrap_or_default(),
+                )]
+            }
+        };
+        self.stats.source(record.source_topic).accepted += 1;
+        Ok(out)
+    }
+
+    /// Carries out an operator command (`identity.commands`): a split or a merge, or
+    /// the reason it cannot be.
+    fn command(&mut self, record: &Record, cmd: &Command) -> Result<Outcome, EngineError> {
+        let at = match cmd.requested_at.or(record.timestamp) {
+            Some(at) => at,
+            None => self.profiler.clock(&self.store)?,
+        };
+        let done = match &cmd.kind {
+            CommandKind::Split {
+                customer_id,
+                identifier: (kind, raw),
+            } => self.split(cmd, customer_id, kind, raw, at)?,
+            CommandKind::Merge { customer_ids } => self.merge_command(cmd, customer_ids, at)?,
+        };
+        if done.is_ok() {
+            self.stats.source(record.source_topic).accepted += 1;
+        }
+        Ok(done.map_err(|detail| Rejection::Refused { detail }))
+    }
+
+    fn split(
+        &mut self,
+        cmd: &Command,
+        customer_id: &str,
+        kind: &str,
+        raw: &str,
+        at: i64,
+    ) -> Result<Result<Vec<OutputRecord>, String>, EngineError> {
+        let Some(identifier) = self.resolver.normalise_identifier(kind, raw) else {
+            return Ok(Err(format!("`{raw}` is not a usable {kind}")));
+        };
+        let Some(customer_id) = self.resolver.current_id(&self.store, customer_id)? else {
+            return Ok(Err(format!("no customer `{customer_id}`")));
+        };
+        let done = match self.resolver.split(
+            &mut self.store,
+            &customer_id,
+            &identifier,
+            &cmd.command_id,
+            at,
+        )? {
+            Ok(done) => done,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.stats.splits += 1;
+        let change = SplitChange {
+            kind: "split",
+            customer_id: &customer_id,
+            new_customer_id: &done.new_customer_id,
+            identifiers: [&identifier],
+            source_profiles: done.moved.len(),
+            reason: cmd.reason.as_deref().unwrap_or("command"),
+            command_id: &cmd.command_id,
+            at: rfc3339(at),
+        };
+        let mut out = vec![OutputRecord::json(
+            Topic::IdentityChanges,
+            customer_id.clone(),
+            serde_json::to_value(change).unwrap_or_default(),
+        )];
+        let commands = [ProfileCommand::Split {
+            customer_id,
+            new_customer_id: done.new_customer_id,
+            source_profiles: done.moved,
+            at,
+        }];
+        out.extend(self.profiler.apply(&mut self.store, &commands)?);
+        Ok(Ok(out))
+    }
+
+    fn merge_command(
+        &mut self,
+        cmd: &Command,
+        ids: &[String; 2],
+        at: i64,
+    ) -> Result<Result<Vec<OutputRecord>, String>, EngineError> {
+        let done = match self
+            .resolver
+            .merge_command(&mut self.store, ids, &cmd.command_id, at)?
+        {
+            Ok(done) => done,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        self.stats.merges += 1;
+        let change = OperatorMerge {
+            kind: "merge",
+            customer_id: &done.survivor,
+            merged_ids: [&done.merged],
+            rule: "command",
+            matched_on: [],
+            identifiers: [],
+            score: None,
+            reason: cmd.reason.as_deref().unwrap_or("command"),
+            splits_lifted: done.lifted,
+            command_id: &cmd.command_id,
+            event_id: None,
+            at: rfc3339(at),
+        };
+        let mut out = vec![OutputRecord::json(
+            Topic::IdentityChanges,
+            done.survivor.clone(),
+            serde_json::to_value(change).unwrap_or_default(),
+        )];
+        out.extend(self.profiler.apply(&mut self.store, &done.commands)?);
+        Ok(Ok(out))
+    }
+
+    /// Pseudonymises the records of the configured topics and counts every output.
+    pub(crate) fn finish(&mut self, out: &mut [OutputRecord]) -> Result<(), EngineError> {
+        if !self.config.gdpr.pseudonymised_topics.is_empty() {
+            for r in out.iter_mut() {
+                if !self
+                    .config
+                    .gdpr
+                    .pseudonymised_topics
+                    .iter()
+                    .any(|t| t == r.topic.name())
+                {
+                    continue;
+                }
+                if let Payload::Json(v) = &mut r.payload {
+                    if self.pseudonym_key.is_none() {
+                        self.pseudonym_key =
+                            Some(gdpr::hash_key_or_generate(&mut self.store, &self.config)?);
+                    }
+                    gdpr::pseudonymise(v, self.pseudonym_key.as_deref().unwrap_or_default());
+                }
+            }
+        }
+        let counts = self.profiler.take_counts();
+        let s = &mut self.stats;
+        s.carts_fired += counts.carts_fired;
+        s.carts_suppressed += counts.carts_suppressed;
+        s.purchases += counts.purchases;
+        s.lifecycle_changes += counts.lifecycle_changes;
+        s.consents_expired += counts.consents_expired;
+        for r in out.iter() {
+            *s.outputs.entry(r.topic.name()).or_default() += 1;
+            if r.topic == Topic::ConsentChanges {
+                if let Payload::Json(v) = &r.payload {
+                    let label = format!(
+                        "{}/{}",
+                        v["purpose"].as_str().unwrap_or("?"),
+                        v["channel"].as_str().unwrap_or("?")
+                    );
+                    *s.consent_changes.entry(label).or_default() += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A dead letter: the record's bytes untouched, with the reason in its headers.
+    pub(crate) fn dead_letter(&mut self, record: &Record, rejection: &Rejection) -> OutputRecord {
+        // A dead letter changes no state but is part of the batch.
+        self.pending += 1;
+        *self.stats.rejected.entry(rejection.reason()).or_default() += 1;
+        *self
+            .stats
+            .source(record.source_topic)
+            .rejected
+            .entry(rejection.reason())
+            .or_default() += 1;
+        *self.stats.outputs.entry(Topic::Dlq.name()).or_default() += 1;
+        OutputRecord {
+            topic: Topic::Dlq,
+            key: record.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: Payload::Raw(record.bytes.to_vec()),
+            headers: vec![
+                ("unicus.error".into(), rejection.to_string()),
+                ("unicus.error.reason".into(), rejection.reason().into()),
+                ("unicus.source.topic".into(), record.source_topic.into()),
+                (
+                    "unicus.source.offset".into(),
+                    record.source_offset.to_string(),
+                ),
+            ],
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The parts of a touchpoint every stage speaks of: event kinds, addresses, person data,
+//! order and cart lines, and the consent purposes and channels of the contract.
+
+use serde::{Deserialize, Serialize};
+
+/// Event types of the contract. Anything else is [`EventType::Other`] and kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventType {
+    PageView,
+    ProductView,
+    Search,
+    CartAdd,
+    CartRemove,
+    CheckoutStarted,
+    Purchase,
+    Return,
+    FormSubmit,
+    AccountCreated,
+    AccountUpdated,
+    Login,
+    StoreVisit,
+    SocialInteraction,
+    SupportTicket,
+    EmailOpen,
+    EmailClick,
+    ConsentUpdate,
+    Other(String),
+}
+
+impl EventType {
+    pub fn parse(s: &str) -> Self {
+        use EventType::*;
+        match s {
+            "page_view" => PageView,
+            "product_view" => ProductView,
+            "search" => Search,
+            "cart_add" => CartAdd,
+            "cart_remove" => CartRemove,
+            "checkout_started" => CheckoutStarted,
+            "purchase" => Purchase,
+            "return" => Return,
+            "form_submit" => FormSubmit,
+            "account_created" => AccountCreated,
+            "account_updated" => AccountUpdated,
+            "login" => Login,
+            "store_visit" => StoreVisit,
+            "social_interaction" => SocialInteraction,
+            "support_ticket" => SupportTicket,
+            "email_open" => EmailOpen,
+            "email_click" => EmailClick,
+            "consent_update" => ConsentUpdate,
+            other => Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        use EventType::*;
+        match self {
+            PageView => "page_view",
+            ProductView => "product_view",
+            Search => "search",
+            CartAdd => "cart_add",
+            CartRemove => "cart_remove",
+            CheckoutStarted => "checkout_started",
+            Purchase => "purchase",
+            Return => "return",
+            FormSubmit => "form_submit",
+            AccountCreated => "account_created",
+            AccountUpdated => "account_updated",
+            Login => "login",
+            StoreVisit => "store_visit",
+            SocialInteraction => "social_interaction",
+            SupportTicket => "support_ticket",
+            EmailOpen => "email_open",
+            EmailClick => "email_click",
+            ConsentUpdate => "consent_update",
+            Other(s) => s,
+        }
+    }
+}
+
+/// Postal address as sent (display form; normalised keys are derived when matching).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    pub line1: Option<String>,
+    pub line2: Option<String>,
+    pub postal_code: Option<String>,
+    pub city: Option<String>,
+    pub state: Option<String>,
+    pub country: Option<String>,
+}
+
+impl Address {
+    pub fn is_empty(&self) -> bool {
+        self.line1.is_none()
+            && self.line2.is_none()
+            && self.postal_code.is_none()
+            && self.city.is_none()
+            && self.state.is_none()
+            && self.country.is_none()
+    }
+}
+
+/// Person data as sent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub birth_date: Option<String>,
+    pub address: Option<Address>,
+}
+
+/// An order line or cart line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub sku: String,
+    pub name: Option<String>,
+    pub quantity: f64,
+    pub unit_price: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub order_id: Option<String>,
+    /// Total in cents (rounded), so that sums are exact and deterministic.
+    pub total_cents: Option<i64>,
+    pub currency: Option<String>,
+    pub items: Vec<Item>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cart {
+    pub cart_id: Option<String>,
+    pub items: Vec<Item>,
+}
+
+pub const CONSENT_PURPOSES: [&str; 6] = [
+    "marketing",
+    "personalization",
+    "remarketing",
+    "ab_testing",
+    "analytics",
+    "profiling",
+];
+pub const CONSENT_CHANNELS: [&str; 7] = ["email", "sms", "push", "phone", "post", "web", "all"];
