@@ -424,7 +424,7 @@ fn pseudonymised_records_fit_their_schemas_too() {
 /// A touchpoint's Avro form, decoded as the runtime does (without the registry).
 fn avro_document(doc: &Value) -> Result<serde_json::Map<String, Value>, codec::CodecError> {
     let ts = catalogue().input(doc["channel"].as_str().unwrap_or("web"));
-    let body = codec::encode(doc, ts)?;
+    let body = ts.encode(doc)?;
     let value = GenericDatumReader::builder(ts.schema)
         .resolved_writer_schemata(ts.resolved.clone())
         .build()
@@ -529,7 +529,7 @@ fn web_variant(name: &'static str, edit: impl FnOnce(&mut Vec<Value>)) -> TopicS
 }
 
 fn framed(id: u32, doc: &Value, ts: &TopicSchema) -> Vec<u8> {
-    unicus::kafka::avro::frame(id, &codec::encode(doc, ts).unwrap())
+    unicus::kafka::avro::frame(id, &ts.encode(doc).unwrap())
 }
 
 /// The input formats of a runtime reading one channel, the requests and the commands.
@@ -596,7 +596,7 @@ async fn older_and_newer_producers_are_both_read_and_bad_records_get_a_precise_r
         ),
         (
             "unknown id",
-            unicus::kafka::avro::frame(9_999, &codec::encode(&base, ours).unwrap()),
+            unicus::kafka::avro::frame(9_999, &ours.encode(&base).unwrap()),
         ),
         (
             "garbage",

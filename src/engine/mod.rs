@@ -32,7 +32,7 @@ use crate::engine::profile::Profiler;
 use crate::engine::resolve::Resolver;
 use crate::model::output::OutputRecord;
 use crate::model::Ident;
-use crate::store::{key, Store, StoreError};
+use crate::store::{key, keys, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -46,7 +46,7 @@ pub enum EngineError {
 
 /// Layout of the records in the store; a change of layout changes it.
 pub const STORE_FORMAT: u32 = 2;
-const STORE_FORMAT_KEY: &[u8] = b"m/store_format";
+const STORE_FORMAT_KEY: &[u8] = keys::STORE_FORMAT;
 
 pub struct Engine {
     config: EngineConfig,
@@ -64,7 +64,7 @@ pub struct Engine {
 pub(crate) const DAY_MS: i64 = 86_400_000;
 
 pub(crate) fn seen_key(event_id: &str) -> Vec<u8> {
-    key("e/", &[event_id])
+    key(keys::SEEN_EVENTS, &[event_id])
 }
 
 impl Engine {
@@ -74,7 +74,7 @@ impl Engine {
             Some(STORE_FORMAT) => {}
             Some(found) => return Err(EngineError::StoreFormat { found }),
             // Written by the first batch; a store with records and no format is older.
-            None if store.contains(b"m/next_customer_seq")? => {
+            None if store.contains(keys::NEXT_CUSTOMER_SEQ)? => {
                 return Err(EngineError::StoreFormat { found: 1 })
             }
             None => store.put(STORE_FORMAT_KEY.to_vec(), &STORE_FORMAT)?,

@@ -399,7 +399,7 @@ pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
                 .to_string();
             let topic = format!("touchpoints.{channel}");
             let schema = c.input(&channel);
-            let avro = doc.and_then(|d| crate::kafka::avro::codec::encode(&d, schema).ok());
+            let avro = doc.and_then(|d| schema.encode(&d).ok());
             let bytes = match avro {
                 Some(body) => {
                     let id = *ids.entry(channel.clone()).or_insert_with(|| {

@@ -7,9 +7,10 @@
 //! flushes the overlay. Flushing happens per batch, never per event, and can run on a
 //! background thread while the next batch is staged ([`Store::commit_in_background`]).
 //!
-//! Values are encoded with postcard. Key prefixes (one table each):
-//! `e/` seen event ids, `r/` resolve stage, `p/` profile stage, `m/` counters,
-//! `o/` outbox (runtime).
+//! Values are encoded with postcard. Every key prefix (one table each) is declared in
+//! [`keys`], with the part of unicus that owns it.
+
+pub mod keys;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -42,7 +43,7 @@ pub struct Store {
     tree: sled::Tree,
     /// Writes of the current batch, not yet in sled; `None` is a removal.
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// The keys of `overlay` under an [`ORDERED_PREFIXES`] prefix, in order: range scans
+    /// The keys of `overlay` under an [`keys::ORDERED`] prefix, in order: range scans
     /// of those tables (timers, time indexes) run per event and must not walk the
     /// whole overlay.
     overlay_ordered: BTreeSet<Vec<u8>>,
@@ -116,11 +117,8 @@ impl ReadCache {
     }
 }
 
-/// Tables read by range per event: their staged keys are also kept in order.
-pub const ORDERED_PREFIXES: [&[u8]; 3] = [b"p/tm/", b"p/ls/", b"p/lb/"];
-
 fn is_ordered(key: &[u8]) -> bool {
-    ORDERED_PREFIXES.iter().any(|p| key.starts_with(p))
+    keys::ORDERED.iter().any(|p| key.starts_with(p))
 }
 
 /// Bytes a cache entry is counted for, beyond its key and value.

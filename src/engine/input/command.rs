@@ -21,7 +21,7 @@ use crate::engine::config::EngineConfig;
 use crate::engine::input::touchpoint::{
     json_object, optional_time, record_id, required_text as text, Rejection,
 };
-use crate::store::key;
+use crate::store::{key, keys};
 
 /// What the operator asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ pub fn looks_like_command(bytes: &[u8]) -> bool {
 
 /// Commands done: `x/cmd/<command_id>`.
 pub(crate) fn command_key(command_id: &str) -> Vec<u8> {
-    key("x/cmd/", &[command_id])
+    key(keys::COMMANDS_DONE, &[command_id])
 }
 
 #[cfg(test)]

@@ -22,8 +22,6 @@ use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
 use serde_json::{Map, Number, Value as Json};
 
-use super::schemas::TopicSchema;
-
 /// Why a document and a schema do not fit.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CodecError {
@@ -62,9 +60,8 @@ fn deref<'s>(schema: &'s Schema, names: &'s Names) -> &'s Schema {
 /// schema's [`Plan`], without an intermediate `apache_avro` value: this is the hot path of
 /// Avro output. The tests compare its bytes with those of `apache-avro` and decode them
 /// with the Python Avro clients (interop).
-pub fn encode(doc: &Json, schema: &TopicSchema) -> Result<Vec<u8>, CodecError> {
+pub fn encode(doc: &Json, plan: &Plan) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(256);
-    let plan = &schema.plan;
     Writer {
         plan,
         path: Vec::new(),
@@ -488,13 +485,13 @@ pub enum Nulls {
 /// [`Plan`], with the rules of [`to_json`]. `None` when the bytes are not such a datum
 /// (short, bad UTF-8, bytes left over, a type the plan does not read): the caller then
 /// decodes with `apache-avro`, which says what is wrong.
-pub fn decode_direct(body: &[u8], schema: &TopicSchema, nulls: Nulls) -> Option<Json> {
+pub fn decode_direct(body: &[u8], plan: &Plan, nulls: Nulls) -> Option<Json> {
     let mut reader = Reader {
-        plan: &schema.plan,
+        plan,
         bytes: body,
         nulls,
     };
-    let doc = reader.read(schema.plan.root)?;
+    let doc = reader.read(plan.root)?;
     reader.bytes.is_empty().then_some(doc)
 }
 
@@ -702,6 +699,16 @@ mod tests {
     use crate::kafka::avro::schemas::{catalogue, TopicSchema};
     use apache_avro::Decimal;
     use serde_json::json;
+
+    /// [`super::encode`] along a topic schema's plan.
+    fn encode(doc: &Json, ts: &TopicSchema) -> Result<Vec<u8>, CodecError> {
+        ts.encode(doc)
+    }
+
+    /// [`super::decode_direct`] along a topic schema's plan.
+    fn decode_direct(body: &[u8], ts: &TopicSchema, nulls: Nulls) -> Option<Json> {
+        ts.decode_direct(body, nulls)
+    }
 
     /// The bytes `apache-avro` writes for `value` under `schema`.
     fn reference_bytes(schema: &Schema, value: Avro) -> Vec<u8> {

@@ -246,7 +246,7 @@ impl InputDecoder {
         let reader_of_writer = match &*writer {
             Writer::Ready { reader: r, same } => {
                 if *same {
-                    if let Some(doc) = codec::decode_direct(body, reader, nulls) {
+                    if let Some(doc) = reader.decode_direct(body, nulls) {
                         return Ok(doc);
                     }
                 }
@@ -416,12 +416,12 @@ impl OutputEncoder {
                 source: CodecError::Avro(e.to_string()),
             })?),
             (Payload::Json(v), Some(t)) => {
-                let body =
-                    codec::encode(&avro_shape(record.topic, v), t.schema).map_err(|source| {
-                        EncodeError {
-                            topic: record.topic.name(),
-                            source,
-                        }
+                let body = t
+                    .schema
+                    .encode(&avro_shape(record.topic, v))
+                    .map_err(|source| EncodeError {
+                        topic: record.topic.name(),
+                        source,
                     })?;
                 Some(super::frame(t.value_id, &body))
             }

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use apache_avro::schema::{Name, ResolvedSchema};
 use apache_avro::Schema;
 
+use super::codec;
 use crate::model::output::Topic;
 
 /// One schema file of `schemas/`.
@@ -72,7 +73,7 @@ pub struct TopicSchema {
     /// Parsing canonical form: equal forms read each other without resolution.
     pub canonical: String,
     /// The schema compiled for the output writer.
-    pub(crate) plan: super::codec::Plan,
+    plan: codec::Plan,
 }
 
 impl std::fmt::Debug for TopicSchema {
@@ -94,7 +95,7 @@ impl TopicSchema {
             .iter()
             .map(|(n, s)| (n.clone(), *s))
             .collect();
-        let plan = super::codec::Plan::new(schema, &names);
+        let plan = codec::Plan::new(schema, &names);
         Ok(Self {
             file,
             schema,
@@ -103,6 +104,16 @@ impl TopicSchema {
             resolved,
             plan,
         })
+    }
+
+    /// Writes a JSON document as an Avro datum of this schema ([`codec::encode`]).
+    pub fn encode(&self, doc: &serde_json::Value) -> Result<Vec<u8>, codec::CodecError> {
+        codec::encode(doc, &self.plan)
+    }
+
+    /// Reads an Avro datum written with this very schema ([`codec::decode_direct`]).
+    pub fn decode_direct(&self, body: &[u8], nulls: codec::Nulls) -> Option<serde_json::Value> {
+        codec::decode_direct(body, &self.plan, nulls)
     }
 
     /// The schema's JSON text as registered.
