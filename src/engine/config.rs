@@ -660,8 +660,29 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
-    /// Checks rules that span fields.
+    /// Checks rules that span fields; the first broken one is the error.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_identifiers()?;
+        self.validate_guardrails_and_limits()?;
+        self.validate_consent()?;
+        self.validate_gdpr()?;
+        self.validate_activation()?;
+        self.matching.validate()?;
+        if self
+            .default_region
+            .parse::<phonenumber::country::Id>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                field: "default_region",
+                problem: format!("`{}` is not an ISO 3166 region", self.default_region),
+            });
+        }
+        Ok(())
+    }
+
+    /// At least one identifier type, each well named and with a sound limit.
+    fn validate_identifiers(&self) -> Result<(), ConfigError> {
         if self.identifiers.is_empty() {
             return Err(ConfigError::Invalid {
                 field: "identifiers",
@@ -690,6 +711,11 @@ impl EngineConfig {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Guardrails, lifecycle stages and input limits.
+    fn validate_guardrails_and_limits(&self) -> Result<(), ConfigError> {
         if self.guardrails.generic_after_people == 0 {
             return Err(ConfigError::Invalid {
                 field: "guardrails.generic_after_people",
@@ -714,6 +740,11 @@ impl EngineConfig {
                 problem: "limits must be positive".into(),
             });
         }
+        Ok(())
+    }
+
+    /// Implied purposes and the identifiers that make a channel reachable.
+    fn validate_consent(&self) -> Result<(), ConfigError> {
         for p in &self.consent.implied {
             if !crate::model::CONSENT_PURPOSES.contains(&p.as_str()) {
                 return Err(ConfigError::Invalid {
@@ -739,6 +770,11 @@ impl EngineConfig {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// Retention, minimisation allow-lists and pseudonymised topics.
+    fn validate_gdpr(&self) -> Result<(), ConfigError> {
         let r = &self.gdpr.retention;
         if let Some(t) = r
             .behavioural_identifiers
@@ -790,6 +826,11 @@ impl EngineConfig {
                 problem: format!("`{t}` is not one of {}", PSEUDONYMISABLE.join(", ")),
             });
         }
+        Ok(())
+    }
+
+    /// Cart triggers and RFM bands.
+    fn validate_activation(&self) -> Result<(), ConfigError> {
         let a = &self.activation;
         if let Some(p) = a
             .cart_purposes
@@ -816,17 +857,6 @@ impl EngineConfig {
             return Err(ConfigError::Invalid {
                 field: "activation.rfm",
                 problem: "bands must be strictly ascending".into(),
-            });
-        }
-        self.matching.validate()?;
-        if self
-            .default_region
-            .parse::<phonenumber::country::Id>()
-            .is_err()
-        {
-            return Err(ConfigError::Invalid {
-                field: "default_region",
-                problem: format!("`{}` is not an ISO 3166 region", self.default_region),
             });
         }
         Ok(())

@@ -205,32 +205,7 @@ fn validate(
     deny: &[Vec<String>],
 ) -> Result<Touchpoint, Rejection> {
     check_tree(&raw, config, deny)?;
-
-    let event_id = required_str(&raw, "event_id")?;
-    if event_id.trim().is_empty() {
-        return Err(Rejection::BadValue {
-            field: "event_id".into(),
-            detail: "empty".into(),
-        });
-    }
-    if event_id.len() > config.limits.max_event_id_bytes {
-        return Err(Rejection::TooLong {
-            field: "event_id".into(),
-            max: config.limits.max_event_id_bytes,
-        });
-    }
-    let channel = required_str(&raw, "channel")?;
-    if channel.is_empty()
-        || channel.len() > 64
-        || !channel
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
-        return Err(Rejection::BadValue {
-            field: "channel".into(),
-            detail: "expected 1 to 64 lower-case ascii letters, digits, `_` or `-`".into(),
-        });
-    }
+    let (event_id, channel) = event_id_and_channel(&raw, config)?;
     let kind = EventType::parse(required_str(&raw, "type")?);
     let occurred_at = parse_time(required_str(&raw, "occurred_at")?, "occurred_at")?;
     let source = opt_str(&raw, "source")?.map(String::from);
@@ -280,6 +255,39 @@ fn validate(
         unknown_identifier_types,
         raw,
     })
+}
+
+/// The event id and channel of an event, both required and bounded.
+fn event_id_and_channel<'a>(
+    raw: &'a Map<String, Value>,
+    config: &EngineConfig,
+) -> Result<(&'a str, &'a str), Rejection> {
+    let event_id = required_str(&raw, "event_id")?;
+    if event_id.trim().is_empty() {
+        return Err(Rejection::BadValue {
+            field: "event_id".into(),
+            detail: "empty".into(),
+        });
+    }
+    if event_id.len() > config.limits.max_event_id_bytes {
+        return Err(Rejection::TooLong {
+            field: "event_id".into(),
+            max: config.limits.max_event_id_bytes,
+        });
+    }
+    let channel = required_str(&raw, "channel")?;
+    if channel.is_empty()
+        || channel.len() > 64
+        || !channel
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(Rejection::BadValue {
+            field: "channel".into(),
+            detail: "expected 1 to 64 lower-case ascii letters, digits, `_` or `-`".into(),
+        });
+    }
+    Ok((event_id, channel))
 }
 
 /// The JSON object of a request or command record, within the size limit.
@@ -704,75 +712,80 @@ fn parse_consent(raw: &Map<String, Value>) -> Result<Vec<ConsentEntry>, Rejectio
             })
         }
     };
-    let mut out = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        let Value::Object(o) = e else {
-            return Err(Rejection::WrongType {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match e {
+            Value::Object(o) => parse_consent_entry(i, o),
+            _ => Err(Rejection::WrongType {
                 field: format!("consent[{i}]"),
                 expected: "an object",
-            });
-        };
-        let field = |f: &str, allowed: &[&str]| -> Result<String, Rejection> {
-            match o.get(f) {
-                Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(s.clone()),
-                Some(Value::String(s)) => Err(Rejection::BadValue {
-                    field: format!("consent[{i}].{f}"),
-                    detail: format!("`{s}` is not one of {}", allowed.join(", ")),
-                }),
-                _ => Err(Rejection::WrongType {
-                    field: format!("consent[{i}].{f}"),
-                    expected: "a string",
-                }),
+            }),
+        })
+        .collect()
+}
+
+/// One entry of the `consent` array, the `i`-th.
+fn parse_consent_entry(i: usize, o: &Map<String, Value>) -> Result<ConsentEntry, Rejection> {
+    let field = |f: &str, allowed: &[&str]| -> Result<String, Rejection> {
+        match o.get(f) {
+            Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(s.clone()),
+            Some(Value::String(s)) => Err(Rejection::BadValue {
+                field: format!("consent[{i}].{f}"),
+                detail: format!("`{s}` is not one of {}", allowed.join(", ")),
+            }),
+            _ => Err(Rejection::WrongType {
+                field: format!("consent[{i}].{f}"),
+                expected: "a string",
+            }),
+        }
+    };
+    let granted = match o.get("granted") {
+        Some(Value::Bool(b)) => *b,
+        _ => {
+            return Err(Rejection::WrongType {
+                field: format!("consent[{i}].granted"),
+                expected: "true or false",
+            })
+        }
+    };
+    let identifier = match o.get("identifier") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(id)) => match (id.get("type"), id.get("value")) {
+            (Some(Value::String(t)), Some(Value::String(v))) if !v.trim().is_empty() => {
+                Some((t.clone(), v.clone()))
             }
-        };
-        let granted = match o.get("granted") {
-            Some(Value::Bool(b)) => *b,
             _ => {
                 return Err(Rejection::WrongType {
-                    field: format!("consent[{i}].granted"),
-                    expected: "true or false",
-                })
-            }
-        };
-        let identifier = match o.get("identifier") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(id)) => match (id.get("type"), id.get("value")) {
-                (Some(Value::String(t)), Some(Value::String(v))) if !v.trim().is_empty() => {
-                    Some((t.clone(), v.clone()))
-                }
-                _ => {
-                    return Err(Rejection::WrongType {
-                        field: format!("consent[{i}].identifier"),
-                        expected: "an object with string `type` and non-empty `value`",
-                    })
-                }
-            },
-            Some(_) => {
-                return Err(Rejection::WrongType {
                     field: format!("consent[{i}].identifier"),
-                    expected: "an object",
+                    expected: "an object with string `type` and non-empty `value`",
                 })
             }
-        };
-        let expires_at = match o.get("expires_at") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(t)) => Some(parse_time(t, "consent.expires_at")?),
-            Some(_) => {
-                return Err(Rejection::WrongType {
-                    field: format!("consent[{i}].expires_at"),
-                    expected: "an RFC 3339 time",
-                })
-            }
-        };
-        out.push(ConsentEntry {
-            purpose: field("purpose", &CONSENT_PURPOSES)?,
-            channel: field("channel", &CONSENT_CHANNELS)?,
-            granted,
-            identifier,
-            expires_at,
-        });
-    }
-    Ok(out)
+        },
+        Some(_) => {
+            return Err(Rejection::WrongType {
+                field: format!("consent[{i}].identifier"),
+                expected: "an object",
+            })
+        }
+    };
+    let expires_at = match o.get("expires_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(parse_time(t, "consent.expires_at")?),
+        Some(_) => {
+            return Err(Rejection::WrongType {
+                field: format!("consent[{i}].expires_at"),
+                expected: "an RFC 3339 time",
+            })
+        }
+    };
+    Ok(ConsentEntry {
+        purpose: field("purpose", &CONSENT_PURPOSES)?,
+        channel: field("channel", &CONSENT_CHANNELS)?,
+        granted,
+        identifier,
+        expires_at,
+    })
 }
 
 #[cfg(test)]
