@@ -1,0 +1,116 @@
+//! Dispatch: each record of a batch to the engine entry point of its topic and format,
+//! then the retention sweep and timers that are due; the batch's state and outbox
+//! entry go to the store in one atomic, flushed write.
+
+use std::time::Instant;
+
+use rdkafka::message::{Message, OwnedMessage};
+
+use super::decode::{Inputs, Route};
+use super::outbox::Outbox;
+use super::sink::WireRecord;
+use super::source::Due;
+use super::RuntimeError;
+use crate::avro::registry::OutputEncoder;
+use crate::engine::{Engine, EngineError, Input};
+use crate::output::OutputRecord;
+use crate::settings::Settings;
+
+/// What one batch needs besides its records.
+pub(super) struct Dispatch<'a> {
+    pub(super) settings: &'a Settings,
+    pub(super) inputs: &'a Inputs,
+    pub(super) encoder: &'a OutputEncoder,
+}
+
+/// A batch run through the engine.
+pub(super) struct Processed {
+    /// Its output records, encoded.
+    pub(super) wire: Vec<WireRecord>,
+    /// When the engine was done, before the store's write; `None`: nothing was written.
+    pub(super) processed_at: Option<Instant>,
+}
+
+impl Dispatch<'_> {
+    /// Runs the engine over `batch` and what is `due`, then writes the state and the
+    /// outputs' outbox entry in one durable write (none for an idle turn that found
+    /// nothing: what it may have staged goes with the next batch).
+    pub(super) fn process(
+        &self,
+        engine: &mut Engine,
+        outbox: &mut Outbox,
+        batch: &[OwnedMessage],
+        due: Due,
+    ) -> Result<Processed, RuntimeError> {
+        let mut wire = Vec::with_capacity(batch.len() * 3);
+        for m in batch {
+            let ts = m.timestamp().to_millis();
+            for out in self.dispatch(engine, m)? {
+                wire.push(self.encode(&out, ts)?);
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        if due.sweep {
+            for out in engine.sweep_retention(now)? {
+                wire.push(self.encode(&out, None)?);
+            }
+        }
+        if due.tick {
+            for out in engine.tick(now)? {
+                wire.push(self.encode(&out, None)?);
+            }
+        }
+        if batch.is_empty() && wire.is_empty() {
+            return Ok(Processed {
+                wire,
+                processed_at: None,
+            });
+        }
+        let seq = outbox.stage(engine.store_mut(), &wire)?;
+        let processed_at = Instant::now();
+        engine.commit()?;
+        outbox.written(seq);
+        Ok(Processed {
+            wire,
+            processed_at: Some(processed_at),
+        })
+    }
+
+    /// One record to the engine entry point of its topic; an Avro record is decoded
+    /// before the engine parses it.
+    fn dispatch(
+        &self,
+        engine: &mut Engine,
+        m: &OwnedMessage,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let input = Input {
+            bytes: m.payload().unwrap_or_default(),
+            source_topic: m.topic(),
+            source_offset: m.offset(),
+            key: m.key(),
+            timestamp: m.timestamp().to_millis(),
+        };
+        let route = self.inputs.route(m.topic());
+        match (self.inputs.document(m.topic(), input.bytes), route) {
+            (Some(doc), Route::Requests) => engine.process_request_document(&input, doc),
+            (Some(doc), Route::Commands) => engine.process_command_document(&input, doc),
+            (Some(doc), Route::Touchpoints) => engine.process_document(&input, doc),
+            (None, Route::Requests) => engine.process_request(&input),
+            (None, Route::Commands) => engine.process_command(&input),
+            (None, Route::Touchpoints) => engine.process(&input),
+        }
+    }
+
+    fn encode(
+        &self,
+        out: &OutputRecord,
+        source_timestamp: Option<i64>,
+    ) -> Result<WireRecord, RuntimeError> {
+        Ok(WireRecord::from_output(
+            out,
+            self.settings,
+            self.encoder,
+            source_timestamp,
+        )?)
+    }
+}
