@@ -348,7 +348,7 @@ families! {
     consent_changes: counters(
         "unicus_consent_changes_total",
         "consent.changes records, by purpose and channel.",
-        ["purpose", "channel"]) => stat_by(consent_changes, purpose_and_channel);
+        ["purpose", "channel"]) => stat_by(consent_changes, |key| purpose_and_channel(key));
     consents_expired: counter(
         "unicus_consent_expired_total",
         "Consent decisions that lapsed.") => stat(consents_expired);
@@ -378,8 +378,8 @@ families! {
 }
 
 /// The labels of `consent_changes`, from a `purpose/channel` key.
-fn purpose_and_channel(key: &String) -> [String; 2] {
-    let (purpose, channel) = key.split_once('/').unwrap_or((key.as_str(), "?"));
+fn purpose_and_channel(key: &str) -> [String; 2] {
+    let (purpose, channel) = key.split_once('/').unwrap_or((key, "?"));
     [purpose.to_string(), channel.to_string()]
 }
 
