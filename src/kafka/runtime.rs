@@ -5,15 +5,16 @@
 //! At-least-once on outputs, exactly-once on state. Each batch goes through these steps
 //! in this order, and offsets are committed last:
 //!
-//! 1. consume up to `batch_max_events` records (or for `batch_max_wait_ms`);
-//! 2. run the engine over them (a redelivered `event_id` changes nothing);
+//! 1. consume up to `batch_max_events` records (or for `batch_max_wait_ms`)
+//!    ([`source`]), and fetch the writer schemas of its Avro records ([`decode`]);
+//! 2. run the engine over them (a redelivered `event_id` changes nothing) ([`dispatch`]);
 //! 3. write the engine's state **and the batch's output records (the outbox)** to the
 //!    store in one atomic, flushed write; the previous batch's outbox entry, already
-//!    acknowledged, is removed in the same write;
+//!    acknowledged, is removed in the same write ([`dispatch`], [`outbox`]);
 //! 4. produce the outputs and wait for every acknowledgement, retrying (with back-off,
-//!    logged and counted) for as long as the broker does not acknowledge;
+//!    logged and counted) for as long as the broker does not acknowledge ([`sink`]);
 //! 5. commit the offsets after the last record of the batch (a committed offset is the
-//!    next one to read).
+//!    next one to read) ([`offsets`]).
 //!
 //! A crash before 3 leaves no trace: the records are consumed again. A crash after 3
 //! leaves the outbox: on start, its records are produced again before anything is
@@ -25,31 +26,38 @@
 //! client's poll: the records gathered before it are dropped, since the eager
 //! assignment the runtime asserts puts every partition back at its committed offset.
 
+mod clients;
+mod decode;
+mod dispatch;
+mod offsets;
+mod outbox;
+mod sink;
+mod source;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::engine::{Engine, EngineError, InputKind, Record, Stats};
-use crate::kafka::avro::registry::{EncodeError, InputFormats, OutputEncoder, RegistryError};
+use crate::engine::{Engine, EngineError, Stats};
+use crate::kafka::avro::registry::{EncodeError, RegistryError};
 use crate::kafka::settings::Settings;
-use crate::model::output::{OutputRecord, Topic};
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::{self, Telemetry};
+
+pub use clients::{consumer_config, ensure_topics, producer_config};
+pub use sink::WireRecord;
+
+use decode::Inputs;
+use dispatch::{Dispatch, Processed};
+use outbox::Outbox;
+use sink::Sink;
+use source::{Source, Timers};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -75,38 +83,6 @@ pub enum RuntimeError {
 
 fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> RuntimeError {
     move |source| RuntimeError::Kafka { action, source }
-}
-
-/// An output record as it goes on the wire (and into the outbox).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct WireRecord {
-    pub topic: String,
-    /// The key bytes: a customer id as UTF-8, or an Avro string (`schema_registry.key_format`).
-    pub key: Option<Vec<u8>>,
-    /// `None`: a tombstone.
-    pub payload: Option<Vec<u8>>,
-    pub headers: Vec<(String, String)>,
-    /// Timestamp (ms) of the input record that caused it, for the latency histogram.
-    pub source_timestamp: Option<i64>,
-}
-
-impl WireRecord {
-    /// The record in its topic's format (JSON, or Avro with the schema id `encoder`
-    /// registered). It goes to the outbox as these bytes, so a resent record is the same.
-    pub fn from_output(
-        record: &OutputRecord,
-        settings: &Settings,
-        encoder: &OutputEncoder,
-        source_timestamp: Option<i64>,
-    ) -> Result<Self, EncodeError> {
-        Ok(Self {
-            topic: settings.kafka.topic(record.topic),
-            key: encoder.key(record),
-            payload: encoder.value(record)?,
-            headers: record.headers.clone(),
-            source_timestamp,
-        })
-    }
 }
 
 /// Live counters of a running runtime, shared with whoever watches it (demo, bench,
@@ -166,335 +142,6 @@ impl RuntimeStats {
     }
 }
 
-/// Counts rebalances so a batch gathered across one is dropped.
-struct RuntimeContext {
-    generation: Arc<AtomicU64>,
-    stats: Arc<RuntimeStats>,
-}
-
-impl ClientContext for RuntimeContext {
-    /// Consumer lag, every `metrics.lag_interval_ms`.
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        self.stats.telemetry.consumer_statistics(&statistics);
-    }
-}
-
-impl ConsumerContext for RuntimeContext {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        self.stats.rebalances.fetch_add(1, Ordering::Relaxed);
-        let telemetry = &self.stats.telemetry;
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                info!(partitions = tpl.count(), "partitions assigned");
-                telemetry.rebalanced("assign", Some(tpl.count()));
-            }
-            Rebalance::Revoke(tpl) => {
-                info!(partitions = tpl.count(), "partitions revoked");
-                telemetry.rebalanced("revoke", Some(0));
-            }
-            Rebalance::Error(e) => {
-                warn!(error = %e, "rebalance error");
-                telemetry.rebalanced("error", None);
-            }
-        }
-    }
-}
-
-const OUTBOX_PREFIX: &[u8] = b"o/";
-const OUTBOX_SEQ: &[u8] = b"m/outbox_seq";
-
-fn outbox_key(seq: u64) -> Vec<u8> {
-    let mut k = OUTBOX_PREFIX.to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-/// Which client a pass-through property is meant for.
-#[derive(Clone, Copy, PartialEq)]
-enum Role {
-    Consumer,
-    Producer,
-    Admin,
-}
-
-/// Properties librdkafka accepts on one kind of client only (it warns on the other).
-fn belongs_to(name: &str, role: Role) -> bool {
-    const CONSUMER_ONLY: [&str; 12] = [
-        "session.timeout.ms",
-        "heartbeat.interval.ms",
-        "max.poll.interval.ms",
-        "auto.offset.reset",
-        "partition.assignment.strategy",
-        "isolation.level",
-        "enable.partition.eof",
-        "group.instance.id",
-        "group.protocol",
-        "check.crcs",
-        "fetch.",
-        "queued.",
-    ];
-    const PRODUCER_ONLY: [&str; 12] = [
-        "linger.ms",
-        "acks",
-        "request.required.acks",
-        "compression.",
-        "batch.",
-        "message.timeout.ms",
-        "delivery.timeout.ms",
-        "queue.buffering.",
-        "enable.idempotence",
-        "retries",
-        "message.send.max.retries",
-        "transactional.id",
-    ];
-    let is = |list: &[&str]| {
-        list.iter().any(|p| {
-            if p.ends_with('.') {
-                name.starts_with(p)
-            } else {
-                name == *p
-            }
-        })
-    };
-    match role {
-        Role::Consumer => !is(&PRODUCER_ONLY),
-        Role::Producer => !is(&CONSUMER_ONLY),
-        Role::Admin => !is(&PRODUCER_ONLY) && !is(&CONSUMER_ONLY),
-    }
-}
-
-/// Common client settings: brokers, then the user's pass-through properties.
-fn base_config(settings: &Settings, role: Role) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &settings.kafka.brokers);
-    for (k, v) in &settings.kafka.properties {
-        if belongs_to(k, role) {
-            c.set(k, v);
-        }
-    }
-    c
-}
-
-pub fn producer_config(settings: &Settings) -> ClientConfig {
-    let mut c = base_config(settings, Role::Producer);
-    if !settings.kafka.properties.contains_key("linger.ms") {
-        c.set("linger.ms", "5");
-    }
-    if !settings.kafka.properties.contains_key("message.timeout.ms") {
-        c.set("message.timeout.ms", "30000");
-    }
-    // Re-asserted: no duplicates or reordering from producer retries.
-    c.set("enable.idempotence", "true").set("acks", "all");
-    c
-}
-
-pub fn consumer_config(settings: &Settings) -> ClientConfig {
-    let mut c = base_config(settings, Role::Consumer);
-    if !settings.kafka.properties.contains_key("auto.offset.reset") {
-        c.set("auto.offset.reset", "earliest");
-    }
-    // Re-asserted: offsets are committed by unicus only, after the effects are durable;
-    // eager assignment so that a rebalance resets every partition to its commit.
-    c.set("group.id", &settings.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("partition.assignment.strategy", "range,roundrobin");
-    if settings.metrics.enabled && settings.metrics.lag_interval_ms > 0 {
-        c.set(
-            "statistics.interval.ms",
-            settings.metrics.lag_interval_ms.to_string(),
-        );
-    }
-    c
-}
-
-/// Creates the output topics where the broker allows it; says what is missing.
-pub async fn ensure_topics(settings: &Settings) -> Vec<String> {
-    let names: Vec<String> = Topic::ALL
-        .iter()
-        .map(|t| settings.kafka.topic(*t))
-        .chain(std::iter::once(settings.kafka.requests_topic()))
-        .chain(std::iter::once(settings.kafka.commands_topic()))
-        .collect();
-    if settings.kafka.create_topics {
-        match base_config(settings, Role::Admin).create::<AdminClient<DefaultClientContext>>() {
-            Ok(admin) => {
-                let topics: Vec<NewTopic> = Topic::ALL
-                    .iter()
-                    .zip(&names)
-                    .map(|(t, name)| {
-                        let nt = NewTopic::new(
-                            name,
-                            settings.kafka.partitions,
-                            TopicReplication::Fixed(settings.kafka.replication_factor),
-                        );
-                        if *t == Topic::ProfilesMerged {
-                            nt.set("cleanup.policy", "compact")
-                        } else {
-                            nt
-                        }
-                    })
-                    .collect();
-                let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-                match tokio::time::timeout(
-                    Duration::from_secs(15),
-                    admin.create_topics(&topics, &opts),
-                )
-                .await
-                {
-                    Ok(Ok(results)) => {
-                        for r in results {
-                            match r {
-                                Ok(t) => info!(topic = %t, "created output topic"),
-                                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                                Err((t, code)) => {
-                                    warn!(topic = %t, error = %code, "cannot create output topic")
-                                }
-                            }
-                        }
-                    }
-                    Ok(Err(e)) => warn!(error = %e, "cannot create output topics"),
-                    Err(_) => {
-                        warn!("creating output topics timed out (the broker may have no admin api)")
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot create an admin client"),
-        }
-    }
-    // What exists now, as seen by a metadata request.
-    let missing = match base_config(settings, Role::Admin).create::<BaseConsumer>() {
-        Ok(client) => {
-            let metadata = tokio::task::block_in_place(|| {
-                client.fetch_metadata(None, Duration::from_secs(10))
-            });
-            match metadata {
-                Ok(m) => {
-                    let present: std::collections::HashSet<&str> = m
-                        .topics()
-                        .iter()
-                        .filter(|t| t.error().is_none())
-                        .map(|t| t.name())
-                        .collect();
-                    names
-                        .iter()
-                        .filter(|n| !present.contains(n.as_str()))
-                        .cloned()
-                        .collect()
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot read topic metadata");
-                    Vec::new()
-                }
-            }
-        }
-        Err(_) => Vec::new(),
-    };
-    if !missing.is_empty() {
-        warn!(
-            missing = ?missing,
-            "output topics missing: create them (profiles.merged with cleanup.policy=compact) or allow auto-creation; outputs to them are retried until they exist"
-        );
-    }
-    missing
-}
-
-/// Produces records and waits until every one is acknowledged, retrying failures with
-/// back-off. Returns early (false) only if shutdown is requested during an outage.
-async fn deliver(
-    producer: &FutureProducer,
-    records: &[WireRecord],
-    stats: &RuntimeStats,
-    backoff: Duration,
-    shutdown: &mut watch::Receiver<bool>,
-    deadline_on_shutdown: Duration,
-) -> bool {
-    let mut pending: Vec<usize> = (0..records.len()).collect();
-    let mut shutdown_since: Option<Instant> = None;
-    loop {
-        let mut futures = Vec::with_capacity(pending.len());
-        let mut failed = Vec::new();
-        for &i in &pending {
-            let r = &records[i];
-            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-            for (k, v) in &r.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_bytes()),
-                });
-            }
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&r.topic).headers(headers);
-            if let Some(k) = &r.key {
-                record = record.key(k.as_slice());
-            }
-            if let Some(p) = &r.payload {
-                record = record.payload(p.as_slice());
-            }
-            loop {
-                match producer.send_result(record) {
-                    Ok(f) => {
-                        futures.push((i, f));
-                        break;
-                    }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        // Back-pressure: let librdkafka drain its queue, then retry.
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((e, _)) => {
-                        warn!(error = %e, topic = %r.topic, "cannot enqueue output record");
-                        failed.push(i);
-                        break;
-                    }
-                }
-            }
-        }
-        let mut last_error = None;
-        for (i, f) in futures {
-            match f.await {
-                Ok(Ok(_)) => {
-                    stats.produced.fetch_add(1, Ordering::Relaxed);
-                    if let Some(ts) = records[i].source_timestamp {
-                        stats.record_latency(chrono::Utc::now().timestamp_millis() - ts);
-                    }
-                }
-                Ok(Err((e, _))) => {
-                    last_error = Some(e.to_string());
-                    failed.push(i);
-                }
-                Err(_) => {
-                    last_error = Some("delivery cancelled".into());
-                    failed.push(i);
-                }
-            }
-        }
-        if failed.is_empty() {
-            return true;
-        }
-        stats.delivery_retries.fetch_add(1, Ordering::Relaxed);
-        stats.telemetry.delivery_retry();
-        stats.telemetry.health.beat();
-        warn!(
-            records = failed.len(),
-            error = last_error.as_deref().unwrap_or("enqueue failed"),
-            "outputs not acknowledged; retrying in {backoff:?}"
-        );
-        if *shutdown.borrow() {
-            let since = *shutdown_since.get_or_insert_with(Instant::now);
-            if since.elapsed() > deadline_on_shutdown {
-                return false;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => {}
-        }
-        pending = failed;
-    }
-}
-
 /// What one run did.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -525,352 +172,219 @@ pub async fn run(
 ) -> Result<RunSummary, RuntimeError> {
     let started = Instant::now();
     let telemetry = stats.telemetry.clone();
-    let _endpoint = match settings.metrics.enabled {
-        true => Some(
-            metrics::serve(
-                &settings.metrics.listen,
-                telemetry.clone(),
-                Duration::from_millis(settings.metrics.stall_timeout_ms),
-            )
-            .await
-            .map_err(|source| RuntimeError::Metrics {
-                address: settings.metrics.listen.clone(),
-                source,
-            })?,
-        ),
-        false => None,
-    };
+    let _endpoint = serve_metrics(&settings, &telemetry).await?;
     telemetry.health.beat();
     let mut engine = open_engine(&settings)?;
     telemetry.health.set_store_ok(true);
-    let backoff = Duration::from_millis(settings.runtime.retry_backoff_ms);
-    let drain_deadline = Duration::from_millis(settings.runtime.shutdown_timeout_ms);
-    let producer: FutureProducer = producer_config(&settings)
-        .create()
-        .map_err(kafka("creating the producer"))?;
+    let sink = Sink::new(&settings, stats.clone())?;
 
     // Outputs decided before a crash but maybe never acknowledged go out first.
-    let mut clean = resend_outbox(
-        &mut engine,
-        &producer,
-        &stats,
-        backoff,
-        &mut shutdown,
-        drain_deadline,
-    )
-    .await?;
+    let mut clean = outbox::resend(&mut engine, &sink, &stats, &mut shutdown).await?;
     stats
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
     telemetry.set_customers(engine.customer_count()?);
-
-    // Avro outputs: schemas registered (or found) before anything is produced.
-    let encoder = loop {
-        let connected = OutputEncoder::connect(
-            &settings.output,
-            &settings.schema_registry,
-            &settings.kafka.topic_prefix,
-        )
-        .await;
-        match connected {
-            Ok(encoder) => break encoder,
-            Err(e) if e.is_retriable() => {
-                if !registry_backoff(&e, &stats, backoff, &mut shutdown).await {
-                    return run_summary(&engine, &stats, started, clean);
-                }
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let encoder = sink::connect_encoder(&settings, &stats, sink.backoff, &mut shutdown).await?;
+    let Some(encoder) = encoder else {
+        return run_summary(&engine, &stats, started, clean);
     };
-
     ensure_topics(&settings).await;
 
-    let generation = Arc::new(AtomicU64::new(0));
-    let consumer: StreamConsumer<RuntimeContext> = consumer_config(&settings)
-        .create_with_context(RuntimeContext {
-            generation: generation.clone(),
-            stats: stats.clone(),
-        })
-        .map_err(kafka("creating the consumer"))?;
-    let mut topics = settings.kafka.input_topics();
-    let requests_topic = settings.kafka.requests_topic();
-    let commands_topic = settings.kafka.commands_topic();
-    let formats = InputFormats::new(
-        &settings.schema_registry,
-        &settings.kafka.topic_prefix,
-        &settings.kafka.channels,
-        &requests_topic,
-        &commands_topic,
-    )?;
-    topics.push(requests_topic.clone());
-    topics.push(commands_topic.clone());
-    telemetry.start_run(&settings, &topics);
-    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&topic_refs)
-        .map_err(kafka("subscribing to the input topics"))?;
-    info!(topics = ?topics, group = %settings.kafka.group_id, "consuming");
-
-    let mut previous_outbox: Option<u64> = None;
-    let mut consumer_errors: u64 = 0;
-    let max_wait = Duration::from_millis(settings.runtime.batch_max_wait_ms);
-    let sweep_every = Duration::from_millis(settings.engine.gdpr.retention.sweep_interval_ms);
-    // The retention sweep runs between batches, and on an idle stream too. Timers fire
-    // in event time while events flow, and by the wall clock (a tick) when idle.
-    let mut next_sweep = tokio::time::Instant::now();
-    let tick_every = Duration::from_millis(settings.engine.activation.tick_interval_ms);
-    let mut next_tick = tokio::time::Instant::now() + tick_every;
+    let source = Source::new(&settings, stats.clone())?;
+    let inputs = Inputs::new(&settings)?;
+    telemetry.start_run(&settings, &inputs.topics);
+    source.subscribe(&inputs.topics, &settings.kafka.group_id)?;
+    let mut pipeline = Pipeline {
+        dispatch: Dispatch {
+            settings: &settings,
+            inputs: &inputs,
+            encoder: &encoder,
+        },
+        engine: &mut engine,
+        source,
+        sink: &sink,
+        outbox: Outbox::default(),
+        timers: Timers::new(&settings),
+        stats: &stats,
+    };
     while clean && !*shutdown.borrow() {
         telemetry.health.beat();
-        // 1. Gather a batch. Rebalance callbacks run inside `recv`, before it returns
-        // a record of the new assignment: records gathered before a rebalance belong to
-        // the old one and are dropped (each partition restarts from its commit).
-        let mut seen_generation = generation.load(Ordering::SeqCst);
-        let mut batch: Vec<OwnedMessage> = Vec::new();
-        let mut deadline: Option<tokio::time::Instant> = None;
-        while batch.len() < settings.runtime.batch_max_events {
-            let next = async {
-                match deadline {
-                    Some(d) => tokio::time::timeout_at(d, consumer.recv()).await.ok(),
-                    None => tokio::time::timeout_at(next_sweep.min(next_tick), consumer.recv())
-                        .await
-                        .ok(),
-                }
-            };
-            let received = tokio::select! {
-                r = next => r,
-                _ = shutdown.changed() => break,
-            };
-            let now_generation = generation.load(Ordering::SeqCst);
-            if now_generation != seen_generation {
-                seen_generation = now_generation;
-                if !batch.is_empty() {
-                    debug!(
-                        records = batch.len(),
-                        "dropping records gathered before a rebalance"
-                    );
-                    stats.dropped_batches.fetch_add(1, Ordering::Relaxed);
-                    telemetry.batch_dropped();
-                    batch.clear();
-                    deadline = None;
-                }
-            }
-            match received {
-                None => break, // batch wait over
-                Some(Ok(m)) => {
-                    deadline.get_or_insert_with(|| tokio::time::Instant::now() + max_wait);
-                    batch.push(m.detach());
-                }
-                Some(Err(e)) => {
-                    // A missing input topic reports every poll: say it, not a flood of it.
-                    consumer_errors += 1;
-                    telemetry.consumer_error();
-                    if consumer_errors == 1 || consumer_errors % 600 == 0 {
-                        warn!(error = %e, repeated = consumer_errors, "consumer error");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-        let sweep_due = tokio::time::Instant::now() >= next_sweep;
-        let tick_due = batch.is_empty() && tokio::time::Instant::now() >= next_tick;
-        if batch.is_empty() && !sweep_due && !tick_due {
-            continue;
-        }
-        debug!(records = batch.len(), sweep_due, tick_due, "batch gathered");
-
-        // Writer schemas of the batch's Avro records, before the (blocking) engine step.
-        // During a registry outage the batch waits; on shutdown it is left unconsumed.
-        let unknown_ids = formats.unknown_ids(
-            batch
-                .iter()
-                .map(|m| (m.topic(), m.payload().unwrap_or_default())),
-        );
-        let mut registry_down = false;
-        while !unknown_ids.is_empty() {
-            match formats.prepare(&unknown_ids).await {
-                Ok(_) => break,
-                Err(e) if e.is_retriable() => {
-                    if !registry_backoff(&e, &stats, backoff, &mut shutdown).await {
-                        registry_down = true;
-                        break;
-                    }
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if registry_down {
+        if let Turn::Stop { clean: still_clean } = pipeline.turn(&mut shutdown).await? {
+            clean = still_clean;
             break;
         }
+    }
+    pipeline.stop(clean)?;
+    run_summary(&engine, &stats, started, clean)
+}
 
-        // 2-3. Engine, then state and outbox in one durable write.
-        let t_gathered = Instant::now();
-        let mut t_processed = t_gathered;
-        let (wire, outbox_seq) = tokio::task::block_in_place(|| -> Result<_, RuntimeError> {
-            let mut wire = Vec::with_capacity(batch.len() * 3);
-            for m in &batch {
-                let record = Record {
-                    bytes: m.payload().unwrap_or_default(),
-                    source_topic: m.topic(),
-                    source_offset: m.offset(),
-                    key: m.key(),
-                    timestamp: m.timestamp().to_millis(),
-                };
-                let ts = m.timestamp().to_millis();
-                // Each input topic has its kind; Avro records are decoded before the engine.
-                let kind = if m.topic() == requests_topic {
-                    InputKind::Request
-                } else if m.topic() == commands_topic {
-                    InputKind::Command
-                } else {
-                    InputKind::Touchpoint
-                };
-                let input = if crate::kafka::avro::is_framed(record.bytes) {
-                    engine.parse_document(kind, formats.document(m.topic(), record.bytes))
-                } else {
-                    engine.parse(kind, record.bytes)
-                };
-                let outputs = engine.handle(&record, input)?;
-                for out in outputs {
-                    wire.push(WireRecord::from_output(&out, &settings, &encoder, ts)?);
-                }
-            }
-            let now = chrono::Utc::now().timestamp_millis();
-            if sweep_due {
-                for out in engine.sweep_retention(now)? {
-                    wire.push(WireRecord::from_output(&out, &settings, &encoder, None)?);
-                }
-            }
-            if tick_due {
-                for out in engine.tick(now)? {
-                    wire.push(WireRecord::from_output(&out, &settings, &encoder, None)?);
-                }
-            }
-            if batch.is_empty() && wire.is_empty() {
-                // An idle tick or sweep that found nothing: no write, no flush. What it
-                // may have staged (stale index entries) goes with the next batch.
-                return Ok((wire, None));
-            }
-            let store = engine.store_mut();
-            let seq = store.get::<u64>(OUTBOX_SEQ)?.unwrap_or(0) + 1;
-            store.put(OUTBOX_SEQ.to_vec(), &seq)?;
-            if let Some(prev) = previous_outbox {
-                store.remove(outbox_key(prev));
-            }
-            if !wire.is_empty() {
-                store.put(outbox_key(seq), &wire)?;
-            }
-            t_processed = Instant::now();
-            engine.commit()?;
-            Ok((wire, Some(seq)))
+/// Serves `/metrics`, `/healthz` and `/readyz` if enabled, for as long as it is kept.
+async fn serve_metrics(
+    settings: &Settings,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Option<metrics::Server>, RuntimeError> {
+    if !settings.metrics.enabled {
+        return Ok(None);
+    }
+    let server = metrics::serve(
+        &settings.metrics.listen,
+        telemetry.clone(),
+        Duration::from_millis(settings.metrics.stall_timeout_ms),
+    )
+    .await
+    .map_err(|source| RuntimeError::Metrics {
+        address: settings.metrics.listen.clone(),
+        source,
+    })?;
+    Ok(Some(server))
+}
+
+/// How a turn of the main loop ended.
+enum Turn {
+    Next,
+    /// Shutdown during an outage. Not clean: outputs were not all acknowledged, and
+    /// stay in the outbox for the next start.
+    Stop {
+        clean: bool,
+    },
+}
+
+/// When each phase of a batch ended.
+struct Phases {
+    gathered: Instant,
+    processed: Instant,
+    flushed: Instant,
+    delivered: Instant,
+}
+
+/// The steps of the runtime's data path, from input topics to committed offsets.
+struct Pipeline<'a> {
+    dispatch: Dispatch<'a>,
+    engine: &'a mut Engine,
+    source: Source,
+    sink: &'a Sink,
+    outbox: Outbox,
+    timers: Timers,
+    stats: &'a RuntimeStats,
+}
+
+impl Pipeline<'_> {
+    /// One batch: gathered, decoded, through the engine into the store and the outbox,
+    /// delivered, its offsets committed, then reported.
+    async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Turn, RuntimeError> {
+        let batch = self.source.gather(self.timers.idle_until(), shutdown).await;
+        let due = self.timers.due(&batch);
+        if batch.is_empty() && !due.sweep && !due.tick {
+            return Ok(Turn::Next);
+        }
+        debug!(
+            records = batch.len(),
+            sweep_due = due.sweep,
+            tick_due = due.tick,
+            "batch gathered"
+        );
+        let inputs = self.dispatch.inputs;
+        if !inputs
+            .prepare(&batch, self.stats, self.sink.backoff, shutdown)
+            .await?
+        {
+            return Ok(Turn::Stop { clean: true });
+        }
+
+        let gathered = Instant::now();
+        let Processed { wire, processed_at } = tokio::task::block_in_place(|| {
+            self.dispatch
+                .process(self.engine, &mut self.outbox, &batch, due)
         })?;
-        if outbox_seq.is_some() {
-            previous_outbox = outbox_seq;
-        }
-        if sweep_due {
-            next_sweep = tokio::time::Instant::now() + sweep_every;
-        }
-        if tick_due {
-            next_tick = tokio::time::Instant::now() + tick_every;
-        }
-        stats
+        self.timers.rearm(due);
+        self.stats
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
 
-        // 4. Outputs acknowledged.
-        let t_flushed = Instant::now();
-        telemetry.set_outbox_pending(wire.len());
-        if !deliver(
-            &producer,
-            &wire,
-            &stats,
-            backoff,
-            &mut shutdown,
-            drain_deadline,
-        )
-        .await
-        {
-            clean = false;
-            break;
+        let flushed = Instant::now();
+        self.stats.telemetry.set_outbox_pending(wire.len());
+        if !self.sink.deliver(&wire, shutdown).await {
+            return Ok(Turn::Stop { clean: false });
         }
 
-        // 5. Offsets: the next record to read on each partition of the batch.
-        let t_delivered = Instant::now();
+        let delivered = Instant::now();
         let acknowledged_at = chrono::Utc::now().timestamp_millis();
-        telemetry.set_outbox_pending(0);
-        let mut next: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
-        let mut consumed: HashMap<&str, u64> = HashMap::new();
-        for m in &batch {
-            let e = next.entry((m.topic(), m.partition())).or_insert(0);
-            *e = (*e).max(m.offset() + 1);
-            *consumed.entry(m.topic()).or_default() += 1;
-        }
-        if !next.is_empty() {
-            let mut tpl = TopicPartitionList::with_capacity(next.len());
-            for ((topic, partition), offset) in &next {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                    .map_err(kafka("building the offsets to commit"))?;
-            }
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                // Harmless: the records come again and are recognised by event_id.
-                warn!(error = %e, "offset commit failed; the batch will be consumed again");
-                telemetry.commit_failed();
-            }
-        }
+        self.stats.telemetry.set_outbox_pending(0);
+        offsets::commit(&self.source.consumer, &batch, &self.stats.telemetry)?;
+        let phases = Phases {
+            gathered,
+            processed: processed_at.unwrap_or(gathered),
+            flushed,
+            delivered,
+        };
+        self.report(&batch, &wire, &phases, acknowledged_at)
+    }
+
+    /// Counts a committed batch, and hands it to the telemetry.
+    fn report(
+        &self,
+        batch: &[OwnedMessage],
+        wire: &[WireRecord],
+        phases: &Phases,
+        acknowledged_at: i64,
+    ) -> Result<Turn, RuntimeError> {
+        let stats = self.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(
             records = batch.len(),
             outputs = wire.len(),
-            process_ms = (t_processed - t_gathered).as_millis() as u64,
-            flush_ms = (t_flushed - t_processed).as_millis() as u64,
-            deliver_ms = (t_delivered - t_flushed).as_millis() as u64,
-            commit_ms = t_delivered.elapsed().as_millis() as u64,
+            process_ms = (phases.processed - phases.gathered).as_millis() as u64,
+            flush_ms = (phases.flushed - phases.processed).as_millis() as u64,
+            deliver_ms = (phases.delivered - phases.flushed).as_millis() as u64,
+            commit_ms = phases.delivered.elapsed().as_millis() as u64,
             "batch committed"
         );
-        let customers = engine.customer_count()?;
+        let customers = self.engine.customer_count()?;
         stats
             .customers
             .store(customers.max(0) as u64, Ordering::Relaxed);
-        *stats.engine.lock().unwrap_or_else(|e| e.into_inner()) = engine.stats().clone();
-        let mut acknowledged: HashMap<&str, u64> = HashMap::new();
-        for r in &wire {
-            *acknowledged.entry(r.topic.as_str()).or_default() += 1;
-        }
-        telemetry.record_batch(
+        *stats.engine.lock().unwrap_or_else(|e| e.into_inner()) = self.engine.stats().clone();
+        stats.telemetry.record_batch(
             &metrics::Batch {
-                consumed: &consumed,
-                acknowledged: &acknowledged,
-                engine: engine.stats(),
+                consumed: &count_by_topic(batch.iter().map(|m| m.topic())),
+                acknowledged: &count_by_topic(wire.iter().map(|r| r.topic.as_str())),
+                engine: self.engine.stats(),
                 customers,
-                store_bytes: engine.store().size_on_disk().ok(),
-                processing: t_processed - t_gathered,
-                flush: t_flushed - t_processed,
-                delivery: t_delivered - t_flushed,
-                commit: t_delivered.elapsed(),
+                store_bytes: self.engine.store().size_on_disk().ok(),
+                processing: phases.processed - phases.gathered,
+                flush: phases.flushed - phases.processed,
+                delivery: phases.delivered - phases.flushed,
+                commit: phases.delivered.elapsed(),
             },
             batch.iter().filter_map(|m| m.timestamp().to_millis()),
             acknowledged_at,
         );
+        Ok(Turn::Next)
     }
-    telemetry.health.set_stopping();
 
-    // Drain: everything acknowledged is already committed; flush and clean the outbox.
-    info!("stopping");
-    let flushed = tokio::task::block_in_place(|| producer.flush(drain_deadline));
-    if let Err(e) = flushed {
-        warn!(error = %e, "producer flush incomplete");
-    }
-    if clean {
-        if let Some(prev) = previous_outbox {
-            engine.store_mut().remove(outbox_key(prev));
+    /// Drains: everything acknowledged is already committed; flushes the producer and,
+    /// on a clean stop, empties the outbox.
+    fn stop(self, clean: bool) -> Result<(), RuntimeError> {
+        self.stats.telemetry.health.set_stopping();
+        info!("stopping");
+        self.sink.flush();
+        if clean {
+            self.outbox.clear(self.engine)?;
+        } else {
+            warn!("stopped during a broker outage: unacknowledged outputs stay in the outbox and are sent on next start");
         }
-        tokio::task::block_in_place(|| engine.commit())?;
-    } else {
-        warn!("stopped during a broker outage: unacknowledged outputs stay in the outbox and are sent on next start");
+        self.source.close();
+        Ok(())
     }
-    consumer.unsubscribe();
-    drop(consumer);
-    run_summary(&engine, &stats, started, clean)
+}
+
+/// Records per topic.
+fn count_by_topic<'a>(topics: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u64> {
+    let mut counts: HashMap<&str, u64> = HashMap::new();
+    for topic in topics {
+        *counts.entry(topic).or_default() += 1;
+    }
+    counts
 }
 
 /// Waits out a registry outage (logged, counted). False: shutdown was requested.
@@ -908,44 +422,4 @@ fn run_summary(
         customers: engine.customer_count()?,
         clean,
     })
-}
-
-/// Sends what the outbox holds, then empties it.
-async fn resend_outbox(
-    engine: &mut Engine,
-    producer: &FutureProducer,
-    stats: &RuntimeStats,
-    backoff: Duration,
-    shutdown: &mut watch::Receiver<bool>,
-    deadline: Duration,
-) -> Result<bool, RuntimeError> {
-    let entries = engine.store().scan_prefix(OUTBOX_PREFIX)?;
-    if entries.is_empty() {
-        return Ok(true);
-    }
-    let mut total = 0;
-    for (key, value) in &entries {
-        let records: Vec<WireRecord> =
-            postcard::from_bytes(value).map_err(|source| StoreError::Decode {
-                key: "outbox".into(),
-                source,
-            })?;
-        stats.telemetry.set_outbox_pending(records.len());
-        if !deliver(producer, &records, stats, backoff, shutdown, deadline).await {
-            return Ok(false);
-        }
-        total += records.len();
-        engine.store_mut().remove(key.clone());
-    }
-    tokio::task::block_in_place(|| engine.commit())?;
-    stats
-        .outbox_resent
-        .fetch_add(total as u64, Ordering::Relaxed);
-    stats.telemetry.outbox_resent(total);
-    stats.telemetry.set_outbox_pending(0);
-    info!(
-        records = total,
-        "re-sent outputs left in the outbox by the previous run"
-    );
-    Ok(true)
 }

@@ -1,0 +1,210 @@
+//! Kafka clients: the producer, consumer and admin settings (brokers, the user's
+//! pass-through properties, what unicus re-asserts), and the output topics' creation.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use tracing::{info, warn};
+
+use crate::kafka::settings::Settings;
+use crate::model::output::Topic;
+
+/// Which client a pass-through property is meant for.
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Consumer,
+    Producer,
+    Admin,
+}
+
+/// Properties librdkafka accepts on one kind of client only (it warns on the other).
+fn belongs_to(name: &str, role: Role) -> bool {
+    const CONSUMER_ONLY: [&str; 12] = [
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "auto.offset.reset",
+        "partition.assignment.strategy",
+        "isolation.level",
+        "enable.partition.eof",
+        "group.instance.id",
+        "group.protocol",
+        "check.crcs",
+        "fetch.",
+        "queued.",
+    ];
+    const PRODUCER_ONLY: [&str; 12] = [
+        "linger.ms",
+        "acks",
+        "request.required.acks",
+        "compression.",
+        "batch.",
+        "message.timeout.ms",
+        "delivery.timeout.ms",
+        "queue.buffering.",
+        "enable.idempotence",
+        "retries",
+        "message.send.max.retries",
+        "transactional.id",
+    ];
+    let is = |list: &[&str]| {
+        list.iter().any(|p| {
+            if p.ends_with('.') {
+                name.starts_with(p)
+            } else {
+                name == *p
+            }
+        })
+    };
+    match role {
+        Role::Consumer => !is(&PRODUCER_ONLY),
+        Role::Producer => !is(&CONSUMER_ONLY),
+        Role::Admin => !is(&PRODUCER_ONLY) && !is(&CONSUMER_ONLY),
+    }
+}
+
+/// Common client settings: brokers, then the user's pass-through properties.
+fn base_config(settings: &Settings, role: Role) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.kafka.brokers);
+    for (k, v) in &settings.kafka.properties {
+        if belongs_to(k, role) {
+            c.set(k, v);
+        }
+    }
+    c
+}
+
+pub fn producer_config(settings: &Settings) -> ClientConfig {
+    let mut c = base_config(settings, Role::Producer);
+    if !settings.kafka.properties.contains_key("linger.ms") {
+        c.set("linger.ms", "5");
+    }
+    if !settings.kafka.properties.contains_key("message.timeout.ms") {
+        c.set("message.timeout.ms", "30000");
+    }
+    // Re-asserted: no duplicates or reordering from producer retries.
+    c.set("enable.idempotence", "true").set("acks", "all");
+    c
+}
+
+pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    let mut c = base_config(settings, Role::Consumer);
+    if !settings.kafka.properties.contains_key("auto.offset.reset") {
+        c.set("auto.offset.reset", "earliest");
+    }
+    // Re-asserted: offsets are committed by unicus only, after the effects are durable;
+    // eager assignment so that a rebalance resets every partition to its commit.
+    c.set("group.id", &settings.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("partition.assignment.strategy", "range,roundrobin");
+    if settings.metrics.enabled && settings.metrics.lag_interval_ms > 0 {
+        c.set(
+            "statistics.interval.ms",
+            settings.metrics.lag_interval_ms.to_string(),
+        );
+    }
+    c
+}
+
+/// Creates the output topics where the broker allows it; says what is missing.
+pub async fn ensure_topics(settings: &Settings) -> Vec<String> {
+    let names: Vec<String> = Topic::ALL
+        .iter()
+        .map(|t| settings.kafka.topic(*t))
+        .chain(std::iter::once(settings.kafka.requests_topic()))
+        .chain(std::iter::once(settings.kafka.commands_topic()))
+        .collect();
+    if settings.kafka.create_topics {
+        create_topics(settings, &names).await;
+    }
+    let missing = missing_topics(settings, &names);
+    if !missing.is_empty() {
+        warn!(
+            missing = ?missing,
+            "output topics missing: create them (profiles.merged with cleanup.policy=compact) or allow auto-creation; outputs to them are retried until they exist"
+        );
+    }
+    missing
+}
+
+/// Asks the broker to create the output topics (`names` in the order of [`Topic::ALL`]);
+/// a refusal is logged, never an error.
+async fn create_topics(settings: &Settings, names: &[String]) {
+    let admin =
+        match base_config(settings, Role::Admin).create::<AdminClient<DefaultClientContext>>() {
+            Ok(admin) => admin,
+            Err(e) => {
+                warn!(error = %e, "cannot create an admin client");
+                return;
+            }
+        };
+    let topics: Vec<NewTopic> = Topic::ALL
+        .iter()
+        .zip(names)
+        .map(|(t, name)| {
+            let nt = NewTopic::new(
+                name,
+                settings.kafka.partitions,
+                TopicReplication::Fixed(settings.kafka.replication_factor),
+            );
+            if *t == Topic::ProfilesMerged {
+                nt.set("cleanup.policy", "compact")
+            } else {
+                nt
+            }
+        })
+        .collect();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    match tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&topics, &opts)).await {
+        Ok(Ok(results)) => {
+            for r in results {
+                match r {
+                    Ok(t) => info!(topic = %t, "created output topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((t, code)) => {
+                        warn!(topic = %t, error = %code, "cannot create output topic")
+                    }
+                }
+            }
+        }
+        Ok(Err(e)) => warn!(error = %e, "cannot create output topics"),
+        Err(_) => {
+            warn!("creating output topics timed out (the broker may have no admin api)")
+        }
+    }
+}
+
+/// The topics of `names` that do not exist now, as seen by a metadata request.
+fn missing_topics(settings: &Settings, names: &[String]) -> Vec<String> {
+    let Ok(client) = base_config(settings, Role::Admin).create::<BaseConsumer>() else {
+        return Vec::new();
+    };
+    let metadata =
+        tokio::task::block_in_place(|| client.fetch_metadata(None, Duration::from_secs(10)));
+    match metadata {
+        Ok(m) => {
+            let present: HashSet<&str> = m
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| t.name())
+                .collect();
+            names
+                .iter()
+                .filter(|n| !present.contains(n.as_str()))
+                .cloned()
+                .collect()
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot read topic metadata");
+            Vec::new()
+        }
+    }
+}

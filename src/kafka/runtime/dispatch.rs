@@ -1,0 +1,113 @@
+//! Dispatch: each record of a batch to the engine entry point of its topic and format,
+//! then the retention sweep and timers that are due; the batch's state and outbox
+//! entry go to the store in one atomic, flushed write.
+
+use std::time::Instant;
+
+use rdkafka::message::{Message, OwnedMessage};
+
+use super::decode::Inputs;
+use super::outbox::Outbox;
+use super::sink::WireRecord;
+use super::source::Due;
+use super::RuntimeError;
+use crate::engine::{Engine, EngineError, Record};
+use crate::kafka::avro::registry::OutputEncoder;
+use crate::kafka::settings::Settings;
+use crate::model::output::OutputRecord;
+
+/// What one batch needs besides its records.
+pub(super) struct Dispatch<'a> {
+    pub(super) settings: &'a Settings,
+    pub(super) inputs: &'a Inputs,
+    pub(super) encoder: &'a OutputEncoder,
+}
+
+/// A batch run through the engine.
+pub(super) struct Processed {
+    /// Its output records, encoded.
+    pub(super) wire: Vec<WireRecord>,
+    /// When the engine was done, before the store's write; `None`: nothing was written.
+    pub(super) processed_at: Option<Instant>,
+}
+
+impl Dispatch<'_> {
+    /// Runs the engine over `batch` and what is `due`, then writes the state and the
+    /// outputs' outbox entry in one durable write (none for an idle turn that found
+    /// nothing: what it may have staged goes with the next batch).
+    pub(super) fn process(
+        &self,
+        engine: &mut Engine,
+        outbox: &mut Outbox,
+        batch: &[OwnedMessage],
+        due: Due,
+    ) -> Result<Processed, RuntimeError> {
+        let mut wire = Vec::with_capacity(batch.len() * 3);
+        for m in batch {
+            let ts = m.timestamp().to_millis();
+            for out in self.dispatch(engine, m)? {
+                wire.push(self.encode(&out, ts)?);
+            }
+        }
+        let now = chrono::Utc::now().timestamp_millis();
+        if due.sweep {
+            for out in engine.sweep_retention(now)? {
+                wire.push(self.encode(&out, None)?);
+            }
+        }
+        if due.tick {
+            for out in engine.tick(now)? {
+                wire.push(self.encode(&out, None)?);
+            }
+        }
+        if batch.is_empty() && wire.is_empty() {
+            return Ok(Processed {
+                wire,
+                processed_at: None,
+            });
+        }
+        let seq = outbox.stage(engine.store_mut(), &wire)?;
+        let processed_at = Instant::now();
+        engine.commit()?;
+        outbox.written(seq);
+        Ok(Processed {
+            wire,
+            processed_at: Some(processed_at),
+        })
+    }
+
+    /// One record to the engine, as the kind its topic carries; an Avro record is decoded
+    /// before the engine parses it.
+    fn dispatch(
+        &self,
+        engine: &mut Engine,
+        m: &OwnedMessage,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let record = Record {
+            bytes: m.payload().unwrap_or_default(),
+            source_topic: m.topic(),
+            source_offset: m.offset(),
+            key: m.key(),
+            timestamp: m.timestamp().to_millis(),
+        };
+        let kind = self.inputs.kind(m.topic());
+        let input = match self.inputs.document(m.topic(), record.bytes) {
+            Some(doc) => engine.parse_document(kind, doc),
+            None => engine.parse(kind, record.bytes),
+        };
+        engine.handle(&record, input)
+    }
+
+    fn encode(
+        &self,
+        out: &OutputRecord,
+        source_timestamp: Option<i64>,
+    ) -> Result<WireRecord, RuntimeError> {
+        Ok(WireRecord::from_output(
+            out,
+            self.settings,
+            self.encoder,
+            source_timestamp,
+        )?)
+    }
+}

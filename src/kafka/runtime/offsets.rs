@@ -1,0 +1,42 @@
+//! Offsets: a batch's are committed only after its state and outbox entry are flushed
+//! and every one of its outputs is acknowledged, so a committed record has had all its
+//! effects; until then, a crash means the batch is consumed again, without effect.
+
+use std::collections::BTreeMap;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::warn;
+
+use super::source::RuntimeContext;
+use super::{kafka, RuntimeError};
+use crate::telemetry::metrics::Telemetry;
+
+/// Commits, on each partition of `batch`, the next record to read (a committed offset
+/// is the next one to read). A failed commit is harmless: the records come again and
+/// are recognised by `event_id`.
+pub(super) fn commit(
+    consumer: &StreamConsumer<RuntimeContext>,
+    batch: &[OwnedMessage],
+    telemetry: &Telemetry,
+) -> Result<(), RuntimeError> {
+    let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+    for m in batch {
+        let e = next.entry((m.topic(), m.partition())).or_insert(0);
+        *e = (*e).max(m.offset() + 1);
+    }
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::with_capacity(next.len());
+    for ((topic, partition), offset) in &next {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(kafka("building the offsets to commit"))?;
+    }
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        warn!(error = %e, "offset commit failed; the batch will be consumed again");
+        telemetry.commit_failed();
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The outbox: a batch's output records, written to the store in the same atomic write
+//! as the state they come from, kept until acknowledged, and re-sent on start.
+//!
+//! An entry is removed in the write of the next batch (its records were acknowledged
+//! before that batch was gathered), or on a clean stop. An entry found on start belongs
+//! to a run that stopped between the write and the acknowledgement: its records are
+//! produced again, before anything is consumed.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+use tracing::info;
+
+use super::sink::{Sink, WireRecord};
+use super::{RuntimeError, RuntimeStats};
+use crate::engine::Engine;
+use crate::store::{Store, StoreError};
+
+const OUTBOX_PREFIX: &[u8] = b"o/";
+const OUTBOX_SEQ: &[u8] = b"m/outbox_seq";
+
+fn outbox_key(seq: u64) -> Vec<u8> {
+    let mut k = OUTBOX_PREFIX.to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The outbox entries of this run.
+#[derive(Default)]
+pub(super) struct Outbox {
+    /// The entry of the last batch written, acknowledged by the time the next is staged.
+    previous: Option<u64>,
+}
+
+impl Outbox {
+    /// Stages, in the store's next write, a new entry holding `records` (none if there
+    /// are none) and the removal of the previous one. Returns the new entry's number,
+    /// to pass to [`Outbox::written`] once that write is flushed.
+    pub(super) fn stage(
+        &self,
+        store: &mut Store,
+        records: &[WireRecord],
+    ) -> Result<u64, StoreError> {
+        let seq = store.get::<u64>(OUTBOX_SEQ)?.unwrap_or(0) + 1;
+        store.put(OUTBOX_SEQ.to_vec(), &seq)?;
+        if let Some(prev) = self.previous {
+            store.remove(outbox_key(prev));
+        }
+        if !records.is_empty() {
+            store.put(outbox_key(seq), &records)?;
+        }
+        Ok(seq)
+    }
+
+    /// The entry `seq` is in the store.
+    pub(super) fn written(&mut self, seq: u64) {
+        self.previous = Some(seq);
+    }
+
+    /// On a clean stop, every entry was acknowledged: removes the last one.
+    pub(super) fn clear(&self, engine: &mut Engine) -> Result<(), RuntimeError> {
+        if let Some(prev) = self.previous {
+            engine.store_mut().remove(outbox_key(prev));
+        }
+        tokio::task::block_in_place(|| engine.commit())?;
+        Ok(())
+    }
+}
+
+/// Sends what the outbox holds, then empties it. False: shutdown was requested during
+/// an outage, and what is left stays for the next start.
+pub(super) async fn resend(
+    engine: &mut Engine,
+    sink: &Sink,
+    stats: &RuntimeStats,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, RuntimeError> {
+    let entries = engine.store().scan_prefix(OUTBOX_PREFIX)?;
+    if entries.is_empty() {
+        return Ok(true);
+    }
+    let mut total = 0;
+    for (key, value) in &entries {
+        let records: Vec<WireRecord> =
+            postcard::from_bytes(value).map_err(|source| StoreError::Decode {
+                key: "outbox".into(),
+                source,
+            })?;
+        stats.telemetry.set_outbox_pending(records.len());
+        if !sink.deliver(&records, shutdown).await {
+            return Ok(false);
+        }
+        total += records.len();
+        engine.store_mut().remove(key.clone());
+    }
+    tokio::task::block_in_place(|| engine.commit())?;
+    stats
+        .outbox_resent
+        .fetch_add(total as u64, Ordering::Relaxed);
+    stats.telemetry.outbox_resent(total);
+    stats.telemetry.set_outbox_pending(0);
+    info!(
+        records = total,
+        "re-sent outputs left in the outbox by the previous run"
+    );
+    Ok(true)
+}
