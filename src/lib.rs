@@ -14,6 +14,7 @@
 //!
 //! The engine holds no Kafka type; [`kafka`], [`replay`] and the tests all drive the same
 //! [`engine::Engine`]. [`sim`] is used by the binary and the tests, never by the engine.
+pub mod cli;
 pub mod engine;
 pub mod kafka;
 pub mod model;

@@ -1,16 +1,21 @@
 //! The `unicus` command: parses arguments, installs tracing, calls the library.
 
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
-use unicus::engine::config::EngineConfig;
+use unicus::cli::files::{self, GenerateCommand, ProduceOptions};
+use unicus::cli::service::{self, SettingsOverrides};
+use unicus::cli::sim::{self, AccuracyCommand};
+use unicus::cli::store_tools::{
+    self, Explain, GdprRequest, MergeOptions, ProfileKey, SplitOptions, StoreOptions, Subject,
+};
 use unicus::kafka::settings::Settings;
-use unicus::replay::{self, ReplayOptions};
-use unicus::sim::generate::{self, GenerateOptions};
+use unicus::replay::ReplayOptions;
+use unicus::sim::demo::DemoOptions;
+use unicus::sim::generate::GenerateOptions;
 
 /// unicus: one live view of each customer across every channel.
 ///
@@ -437,338 +442,188 @@ fn main() -> ExitCode {
     }
 }
 
-/// The `[engine]` table of the configuration file (the same file `run` reads), with the
-/// environment applied; defaults without a file.
-fn load_engine_config(path: Option<&Path>) -> Result<EngineConfig> {
-    Ok(Settings::load(path)?.engine)
-}
-
-fn settings(args: &RunArgs) -> Result<Settings> {
-    let mut s = Settings::load(args.config.as_deref())?;
-    if let Some(b) = &args.brokers {
-        s.kafka.brokers = b.clone();
-    }
-    if let Some(g) = &args.group_id {
-        s.kafka.group_id = g.clone();
-    }
-    if let Some(p) = &args.topic_prefix {
-        s.kafka.topic_prefix = p.clone();
-    }
-    if let Some(d) = &args.store {
-        s.runtime.store_dir = d.clone();
-    }
-    s.validate()?;
-    Ok(s)
-}
-
-fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")
-}
-
-/// Resolves when SIGINT or SIGTERM arrives.
-async fn termination() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}
-
+/// Each subcommand: its arguments converted, one call to [`unicus::cli`].
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Demo(args) => {
-            tokio_runtime()?.block_on(unicus::sim::demo::demo(unicus::sim::demo::DemoOptions {
-                events: args.events,
-                customers: args.customers,
-                seed: args.seed,
-                store_dir: args.store,
-            }))
-        }
-        Command::Run(args) => {
-            let settings = settings(&args)?;
-            tokio_runtime()?.block_on(async move {
-                let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    termination().await;
-                    tracing::info!("termination signal: draining");
-                    stop_tx.send(true).ok();
-                });
-                let stats = std::sync::Arc::new(unicus::kafka::runtime::RuntimeStats::default());
-                let summary = unicus::kafka::runtime::run(settings, stop_rx, stats).await?;
-                tracing::info!(
-                    consumed = summary.consumed,
-                    produced = summary.produced,
-                    batches = summary.batches,
-                    customers = summary.customers,
-                    clean = summary.clean,
-                    "stopped"
-                );
-                Ok(())
-            })
-        }
-        Command::CheckConfig(args) => {
-            let settings = settings(&args)?;
-            print!("{}", settings.to_masked_toml());
-            eprintln!("configuration is valid");
-            Ok(())
-        }
-        Command::Produce(args) => {
-            let settings = settings(&args.run)?;
-            let input: Box<dyn std::io::BufRead> = if args.input.as_os_str() == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                let file = std::fs::File::open(&args.input)
-                    .with_context(|| format!("failed to open {}", args.input.display()))?;
-                Box::new(std::io::BufReader::new(file))
-            };
-            let lines = input
-                .lines()
-                .map_while(|l| l.ok())
-                .filter(|l| !l.trim().is_empty());
-            let k = &settings.kafka;
-            let n = tokio_runtime()?.block_on(async {
-                let feeder =
-                    unicus::sim::demo::Feeder::new(&k.brokers, &k.topic_prefix, &k.channels)?;
-                match args.rate {
-                    Some(rate) => feeder.send_paced(lines, rate).await,
-                    None => feeder.send(lines).await,
-                }
-            })?;
-            eprintln!("produced {n} events");
-            Ok(())
-        }
-        Command::Replay(args) => {
-            let config = load_engine_config(args.engine.config.as_deref())?;
-            let opts = ReplayOptions {
+        Command::Demo(args) => sim::demo(DemoOptions {
+            events: args.events,
+            customers: args.customers,
+            seed: args.seed,
+            store_dir: args.store,
+        }),
+        Command::Run(args) => service::run(&args.overrides()),
+        Command::CheckConfig(args) => service::check_config(&args.overrides()),
+        Command::Produce(args) => files::produce(&ProduceOptions {
+            input: args.input,
+            rate: args.rate,
+            settings: args.run.overrides(),
+        }),
+        Command::Replay(args) => files::replay(
+            args.engine.config.as_deref(),
+            &ReplayOptions {
                 input: args.input,
                 output: args.output,
                 state: args.state,
                 batch: args.batch,
                 progress: true,
-            };
-            let summary = replay::replay(config, &opts).context("replay failed")?;
-            eprint!("{}", replay::describe(&summary));
-            Ok(())
-        }
-        Command::Generate(args) => {
-            let opts = GenerateOptions {
-                seed: args.seed,
-                customers: args.customers,
-                events: args.events,
-                include_story: !args.no_story,
-                invalid_rate: args.invalid_rate,
-                labelled: args.labelled,
-                paper_forms: args.paper_forms,
-                shared_identifiers: !args.no_shared_identifiers,
-                ..GenerateOptions::default()
-            };
-            if !(0.0..=1.0).contains(&opts.invalid_rate) {
-                bail!("--invalid-rate must be between 0 and 1");
-            }
-            if !(0.0..=1.0).contains(&opts.paper_forms) {
-                bail!("--paper-forms must be between 0 and 1");
-            }
-            if opts.customers == 0 {
-                bail!("--customers must be at least 1");
-            }
-            let out: Box<dyn std::io::Write> = match &args.output {
-                Some(path) => Box::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("failed to create {}", path.display()))?,
-                ),
-                None => Box::new(std::io::stdout().lock()),
-            };
-            let mut w = std::io::BufWriter::new(out);
-            match &args.truth {
-                Some(path) => {
-                    let file = std::fs::File::create(path)
-                        .with_context(|| format!("failed to create {}", path.display()))?;
-                    let (lines, rows) = generate::write_jsonl_with_truth(
-                        opts,
-                        &mut w,
-                        &mut std::io::BufWriter::new(file),
-                    )
-                    .with_context(|| format!("failed to write {}", path.display()))?;
-                    std::io::Write::flush(&mut w)?;
-                    eprintln!(
-                        "wrote {lines} events, {rows} truth rows to {}",
-                        path.display()
-                    );
-                }
-                None => {
-                    let n = generate::write_jsonl(opts, &mut w)?;
-                    std::io::Write::flush(&mut w)?;
-                    eprintln!("wrote {n} events");
-                }
-            }
-            Ok(())
-        }
+            },
+        ),
+        Command::Generate(args) => files::generate(args.command()),
         Command::Profile(args) => {
-            let config = load_engine_config(args.engine.config.as_deref())?;
-            if !args.store.exists() {
-                bail!("no store at {}", args.store.display());
-            }
-            let engine = replay::open_engine(config, Some(&args.store))
-                .with_context(|| format!("failed to open the store at {}", args.store.display()))?;
-            let customer = match (
-                &args.customer_id,
-                &args.email,
-                &args.phone,
-                &args.identifier,
-            ) {
-                (Some(id), ..) => Some(id.clone()),
-                (_, Some(email), ..) => engine.find_customer("email", email)?,
-                (_, _, Some(phone), _) => engine.find_customer("phone", phone)?,
-                (.., Some(typed)) => {
-                    let (kind, value) = typed
-                        .split_once(':')
-                        .context("--identifier takes `type:value`")?;
-                    if !engine.config().identifiers.contains_key(kind) {
-                        bail!("unknown identifier type `{kind}`");
-                    }
-                    engine.find_customer(kind, value)?
-                }
-                _ => unreachable!("clap requires one of them"),
-            };
-            let Some(customer) = customer else {
-                bail!("no customer holds that identifier");
-            };
-            let Some(record) = engine.golden_record(&customer)? else {
-                bail!("no customer `{customer}`");
-            };
-            println!("{}", serde_json::to_string_pretty(&record)?);
-            Ok(())
+            let key = args.key();
+            store_tools::profile(&args.engine.on(args.store), &key)
         }
-        Command::Gdpr(cmd) => gdpr_command(cmd),
+        Command::Gdpr(cmd) => gdpr(cmd),
         Command::Explain(args) => {
-            let engine = open_store_engine(&args.store, &args.engine)?;
-            let doc = match (&args.customer_id, &args.pair) {
-                (Some(id), _) => engine
-                    .explain(id)?
-                    .with_context(|| format!("no customer `{id}`"))?,
-                (_, Some(pair)) => engine.explain_pair(&pair[0], &pair[1])?,
+            let what = match (args.customer_id, args.pair) {
+                (Some(id), _) => Explain::Customer(id),
+                (_, Some(pair)) => Explain::Pair(pair[0].clone(), pair[1].clone()),
                 _ => unreachable!("clap requires one of them"),
             };
-            println!("{}", serde_json::to_string_pretty(&doc)?);
-            Ok(())
+            store_tools::explain(&args.engine.on(args.store), &what)
         }
-        Command::Split(args) => {
-            let (kind, value) = args
-                .identifier
-                .split_once(':')
-                .context("--identifier takes `type:value`")?;
-            let now = chrono::Utc::now().timestamp_millis();
-            let command = serde_json::json!({
-                "command_id": args.command_id.unwrap_or_else(|| format!("cli-split-{now}")),
-                "kind": "split", "customer_id": args.customer_id,
-                "identifier": {"type": kind, "value": value}, "reason": args.reason,
-            });
-            identity_command(&args.store, &args.engine, command, now)
-        }
-        Command::Merge(args) => {
-            if args.customer_ids.len() != 2 {
-                bail!("--customer-id is given twice: the two customers to merge");
-            }
-            let now = chrono::Utc::now().timestamp_millis();
-            let command = serde_json::json!({
-                "command_id": args.command_id.unwrap_or_else(|| format!("cli-merge-{now}")),
-                "kind": "merge", "customer_ids": args.customer_ids, "reason": args.reason,
-            });
-            identity_command(&args.store, &args.engine, command, now)
-        }
-        Command::Schemas(SchemasCommand::Check { dir }) => {
-            let report = unicus::kafka::avro::check::check(&dir)?;
-            print!("{}", report.describe());
-            if !report.ok() {
-                bail!(
-                    "schemas in {} would break consumers (see above)",
-                    dir.display()
-                );
-            }
-            Ok(())
-        }
+        Command::Split(args) => store_tools::split(
+            &args.engine.on(args.store),
+            SplitOptions {
+                customer_id: args.customer_id,
+                identifier: args.identifier,
+                reason: args.reason,
+                command_id: args.command_id,
+            },
+        ),
+        Command::Merge(args) => store_tools::merge(
+            &args.engine.on(args.store),
+            MergeOptions {
+                customer_ids: args.customer_ids,
+                reason: args.reason,
+                command_id: args.command_id,
+            },
+        ),
+        Command::Schemas(SchemasCommand::Check { dir }) => service::check_schemas(&dir),
         Command::Schemas(SchemasCommand::Register(args)) => {
-            let mut settings = settings(&args)?;
-            settings.schema_registry.register = true;
-            tokio_runtime()?.block_on(unicus::kafka::avro::registry::OutputEncoder::connect(
-                &settings.output,
-                &settings.schema_registry,
-                &settings.kafka.topic_prefix,
-            ))?;
-            eprintln!("schemas registered");
-            Ok(())
+            service::register_schemas(&args.overrides())
         }
-        Command::Bench(BenchCommand::Replay {
+        Command::Bench(cmd) => bench(cmd),
+    }
+}
+
+fn gdpr(cmd: GdprCommand) -> Result<()> {
+    match cmd {
+        GdprCommand::Export { who, output } => {
+            let (store, request) = who.request();
+            store_tools::gdpr_export(&store, request, output.as_deref())
+        }
+        GdprCommand::Erase { who } => {
+            let (store, request) = who.request();
+            store_tools::gdpr_erase(&store, request)
+        }
+        GdprCommand::Sweep { store, now, engine } => {
+            store_tools::gdpr_sweep(&engine.on(store), now.as_deref())
+        }
+    }
+}
+
+fn bench(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Replay {
             events,
             customers,
             seed,
-        }) => unicus::sim::bench::replay(events, customers, seed),
-        Command::Bench(BenchCommand::Avro(StreamSize {
+        } => unicus::sim::bench::replay(events, customers, seed),
+        BenchCommand::Avro(StreamSize {
             events,
             customers,
             seed,
-        })) => unicus::sim::bench::avro(events, customers, seed),
-        Command::Bench(BenchCommand::Accuracy(args)) => {
-            use unicus::sim::accuracy::{AccuracyOptions, Stream};
-            for (name, share) in [
-                ("--fuzzy-share", Some(args.fuzzy_share)),
-                ("--paper-forms", args.paper_forms),
-            ] {
-                if share.is_some_and(|s| !(0.0..=1.0).contains(&s)) {
-                    bail!("{name} must be between 0 and 1");
-                }
-            }
-            if args.customers == 0 {
-                bail!("--customers must be at least 1");
-            }
-            let stream = match (args.input, args.truth) {
-                (Some(input), Some(truth)) => Stream::File { input, truth },
-                _ => Stream::Generate {
-                    customers: args.customers,
-                    events: args.events,
-                    seed: args.seed,
-                    fuzzy_share: args.fuzzy_share,
-                    paper_forms: args.paper_forms,
-                    shared_identifiers: !args.no_shared_identifiers,
-                },
-            };
-            let opts = AccuracyOptions {
-                stream,
-                config: load_engine_config(args.engine.config.as_deref())?,
-                examples: args.examples,
-                rounds: args.rounds as usize,
-            };
-            let mut stdout = std::io::stdout().lock();
-            unicus::sim::accuracy::bench(&opts, &mut stdout)?;
-            Ok(())
+        }) => unicus::sim::bench::avro(events, customers, seed),
+        BenchCommand::Accuracy(args) => sim::bench_accuracy(AccuracyCommand {
+            customers: args.customers,
+            events: args.events,
+            seed: args.seed,
+            fuzzy_share: args.fuzzy_share,
+            paper_forms: args.paper_forms,
+            shared_identifiers: !args.no_shared_identifiers,
+            file: args.input.zip(args.truth),
+            examples: args.examples,
+            rounds: args.rounds as usize,
+            config: args.engine.config,
+        }),
+        BenchCommand::Kafka { size, brokers } => {
+            sim::bench_kafka(size.events, size.customers, size.seed, brokers)
         }
-        Command::Bench(BenchCommand::Kafka {
-            size:
-                StreamSize {
-                    events,
-                    customers,
-                    seed,
-                },
-            brokers,
-        }) => {
-            tokio_runtime()?.block_on(unicus::sim::bench::kafka(events, customers, seed, brokers))
+    }
+}
+
+impl RunArgs {
+    fn overrides(self) -> SettingsOverrides {
+        SettingsOverrides {
+            config: self.config,
+            brokers: self.brokers,
+            group_id: self.group_id,
+            topic_prefix: self.topic_prefix,
+            store: self.store,
         }
+    }
+}
+
+impl EngineArgs {
+    fn on(self, store: PathBuf) -> StoreOptions {
+        StoreOptions {
+            store,
+            config: self.config,
+        }
+    }
+}
+
+impl GenerateArgs {
+    fn command(self) -> GenerateCommand {
+        GenerateCommand {
+            options: GenerateOptions {
+                seed: self.seed,
+                customers: self.customers,
+                events: self.events,
+                include_story: !self.no_story,
+                invalid_rate: self.invalid_rate,
+                labelled: self.labelled,
+                paper_forms: self.paper_forms,
+                shared_identifiers: !self.no_shared_identifiers,
+                ..GenerateOptions::default()
+            },
+            truth: self.truth,
+            output: self.output,
+        }
+    }
+}
+
+impl ProfileArgs {
+    /// The one way of finding the customer that clap lets through.
+    fn key(&self) -> ProfileKey {
+        match (
+            &self.customer_id,
+            &self.email,
+            &self.phone,
+            &self.identifier,
+        ) {
+            (Some(id), ..) => ProfileKey::CustomerId(id.clone()),
+            (_, Some(email), ..) => ProfileKey::Email(email.clone()),
+            (_, _, Some(phone), _) => ProfileKey::Phone(phone.clone()),
+            (.., Some(typed)) => ProfileKey::Identifier(typed.clone()),
+            _ => unreachable!("clap requires one of them"),
+        }
+    }
+}
+
+impl GdprSubject {
+    fn request(self) -> (StoreOptions, GdprRequest) {
+        let subject = match (self.customer_id, self.identifier) {
+            (Some(id), _) => Subject::CustomerId(id),
+            (_, Some(typed)) => Subject::Identifier(typed),
+            _ => unreachable!("clap requires one of them"),
+        };
+        let request = GdprRequest {
+            subject,
+            request_id: self.request_id,
+        };
+        (self.engine.on(self.store), request)
     }
 }
 
@@ -787,135 +642,4 @@ fn keep_freed_memory() {
     // option setters are not thread-safe); the option takes a number of milliseconds,
     // -1 meaning never.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-}
-
-fn open_store_engine(store: &Path, engine: &EngineArgs) -> Result<unicus::engine::Engine> {
-    let config = load_engine_config(engine.config.as_deref())?;
-    if !store.exists() {
-        bail!("no store at {}", store.display());
-    }
-    replay::open_engine(config, Some(store))
-        .with_context(|| format!("failed to open the store at {}", store.display()))
-}
-
-/// Runs one `identity.commands` record on a store and prints its output records.
-fn identity_command(
-    store: &Path,
-    engine: &EngineArgs,
-    command: serde_json::Value,
-    now: i64,
-) -> Result<()> {
-    use std::io::Write as _;
-    let mut engine = open_store_engine(store, engine)?;
-    let bytes = command.to_string().into_bytes();
-    let out = engine.process(
-        unicus::engine::InputKind::Command,
-        &unicus::engine::Record {
-            bytes: &bytes,
-            source_topic: "cli",
-            source_offset: 0,
-            key: None,
-            timestamp: Some(now),
-        },
-    )?;
-    engine.commit()?;
-    if let Some(r) = out
-        .iter()
-        .find(|r| r.topic == unicus::model::output::Topic::Dlq)
-    {
-        bail!(
-            "{}",
-            r.headers.first().map(|h| h.1.as_str()).unwrap_or("refused")
-        );
-    }
-    let mut stdout = std::io::stdout().lock();
-    for r in &out {
-        r.write_replay_line(&mut stdout)?;
-        writeln!(stdout)?;
-    }
-    Ok(())
-}
-
-fn gdpr_command(cmd: GdprCommand) -> Result<()> {
-    use std::io::Write as _;
-    use unicus::engine::{InputKind, Record};
-    let now = chrono::Utc::now().timestamp_millis();
-    let (who, kind, output) = match cmd {
-        GdprCommand::Export { who, output } => (who, "export", output),
-        GdprCommand::Erase { who } => (who, "erase", None),
-        GdprCommand::Sweep {
-            store,
-            now: at,
-            engine,
-        } => {
-            let mut engine = open_store_engine(&store, &engine)?;
-            let at = match at {
-                Some(t) => unicus::engine::input::touchpoint::parse_time(&t, "now")
-                    .map_err(anyhow::Error::msg)?,
-                None => now,
-            };
-            let mut stdout = std::io::stdout().lock();
-            loop {
-                let out = engine.sweep_retention(at)?;
-                engine.commit()?;
-                if out.is_empty() {
-                    break;
-                }
-                for r in out {
-                    r.write_replay_line(&mut stdout)?;
-                    writeln!(stdout)?;
-                }
-            }
-            return Ok(());
-        }
-    };
-    let mut engine = open_store_engine(&who.store, &who.engine)?;
-    let mut request = serde_json::json!({
-        "request_id": who.request_id.unwrap_or_else(|| format!("cli-{kind}-{now}")),
-        "kind": kind,
-    });
-    match (&who.customer_id, &who.identifier) {
-        (Some(id), _) => request["customer_id"] = id.clone().into(),
-        (_, Some(typed)) => {
-            let (t, v) = typed
-                .split_once(':')
-                .context("--identifier takes `type:value`")?;
-            request["identifier"] = serde_json::json!({"type": t, "value": v});
-        }
-        _ => unreachable!("clap requires one of them"),
-    }
-    let bytes = request.to_string().into_bytes();
-    let out = engine.process(
-        InputKind::Request,
-        &Record {
-            bytes: &bytes,
-            source_topic: "cli",
-            source_offset: 0,
-            key: None,
-            timestamp: Some(now),
-        },
-    )?;
-    engine.commit()?;
-    let mut stdout = std::io::stdout().lock();
-    for r in &out {
-        if let (Some(path), unicus::model::output::Payload::Json(v)) = (&output, &r.payload) {
-            if r.topic == unicus::model::output::Topic::GdprReceipts {
-                std::fs::write(path, serde_json::to_vec_pretty(v)?)
-                    .with_context(|| format!("failed to write {}", path.display()))?;
-                continue;
-            }
-        }
-        r.write_replay_line(&mut stdout)?;
-        writeln!(stdout)?;
-    }
-    if let Some(r) = out
-        .iter()
-        .find(|r| r.topic == unicus::model::output::Topic::Dlq)
-    {
-        bail!(
-            "request refused: {}",
-            r.headers.first().map(|h| h.1.as_str()).unwrap_or("?")
-        );
-    }
-    Ok(())
 }
