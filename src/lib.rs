@@ -11,6 +11,7 @@
 //! | [`kafka`] | the runtime: per-channel topics → engine → output topics, Avro and the Schema Registry, settings |
 //! | [`replay`] | the same engine over a file of JSON events (contract §3) |
 //! | [`sim`] | tools around the engine: the synthetic generator, the demo, benchmarks, the registry double |
+//! | [`cli`] | what each subcommand of the binary does, as library calls (`main.rs` only parses arguments) |
 //!
 //! The engine holds no Kafka type; [`kafka`], [`replay`] and the tests all drive the same
 //! [`engine::Engine`]. [`sim`] is used by the binary and the tests, never by the engine.
