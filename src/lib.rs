@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod normalise;
 pub mod output;
 pub mod profile;
+pub mod profile_records;
 pub mod replay;
 pub mod resolve;
 pub mod runtime;
