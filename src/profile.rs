@@ -38,9 +38,10 @@ use crate::event::CONSENT_PURPOSES;
 use crate::handoff::{FieldData, Ident, ProfileCommand, ProfileEvent, RequestFacts, RequestKind};
 use crate::output::{OutputRecord, Topic};
 use crate::profile_records::{
-    amount, to_json, CartAbandoned, ChannelActivity, ConsentChange, Export, ExportedDecision,
-    ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged, OrderSummary,
-    PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision, StatedField, Time,
+    amount, to_json, CartAbandoned, ChannelActivity, ConsentChange, DecisionKey, Export,
+    ExportedDecision, ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged,
+    OrderSummary, PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision,
+    StatedField, Time,
 };
 use crate::store::{key, Store, StoreError};
 
@@ -1394,10 +1395,8 @@ fn consent_view(
                     .or_default()
                     .insert(&k.channel, decision);
             }
-            Some(identifier) => by_identifier.push(IdentifierDecision {
-                purpose: &k.purpose,
-                channel: &k.channel,
-                identifier,
+            Some(_) => by_identifier.push(IdentifierDecision {
+                key: DecisionKey::from(k),
                 decision,
             }),
         }

@@ -114,24 +114,39 @@ pub struct Segments {
     pub vip: bool,
 }
 
-/// A consent decision as the golden record shows it.
+/// What a consent decision is about: `identifier` is `null` unless it concerns one
+/// identifier only.
 #[derive(Debug, Serialize)]
-pub struct StatedDecision<'a> {
+pub struct DecisionKey<'a> {
+    pub purpose: &'a str,
+    pub channel: &'a str,
+    pub identifier: Option<&'a Ident>,
+}
+
+/// A consent decision with its provenance.
+#[derive(Debug, Serialize)]
+pub struct DecisionFacts<'a> {
     pub granted: bool,
     pub at: Time,
     pub source_channel: &'a str,
     pub event_id: &'a str,
     pub expires_at: Option<Time>,
+}
+
+/// A consent decision as the golden record shows it.
+#[derive(Debug, Serialize)]
+pub struct StatedDecision<'a> {
+    #[serde(flatten)]
+    pub decision: DecisionFacts<'a>,
     /// Not expired as of the record.
     pub in_force: bool,
 }
 
-/// A consent decision about one identifier only.
+/// A consent decision about one identifier only, in the golden record.
 #[derive(Debug, Serialize)]
 pub struct IdentifierDecision<'a> {
-    pub purpose: &'a str,
-    pub channel: &'a str,
-    pub identifier: &'a Ident,
+    #[serde(flatten)]
+    pub key: DecisionKey<'a>,
     #[serde(flatten)]
     pub decision: StatedDecision<'a>,
 }
@@ -174,16 +189,13 @@ pub struct GoldenRecord<'a> {
 #[derive(Debug, Serialize)]
 pub struct ConsentChange<'a> {
     pub customer_id: &'a str,
-    pub purpose: &'a str,
-    pub channel: &'a str,
-    pub identifier: Option<&'a Ident>,
-    pub granted: bool,
+    #[serde(flatten)]
+    pub key: DecisionKey<'a>,
+    /// The decision now in force.
+    #[serde(flatten)]
+    pub decision: DecisionFacts<'a>,
     /// `null`: there was no decision for this key.
     pub previous: Option<bool>,
-    pub source_channel: &'a str,
-    pub event_id: &'a str,
-    pub at: Time,
-    pub expires_at: Option<Time>,
     pub cause: &'static str,
 }
 
@@ -278,14 +290,10 @@ pub struct ExportedSourceProfile<'a> {
 /// A consent decision with its key and provenance, in an export.
 #[derive(Debug, Serialize)]
 pub struct ExportedDecision<'a> {
-    pub purpose: &'a str,
-    pub channel: &'a str,
-    pub identifier: Option<&'a Ident>,
-    pub granted: bool,
-    pub at: Time,
-    pub source_channel: &'a str,
-    pub event_id: &'a str,
-    pub expires_at: Option<Time>,
+    #[serde(flatten)]
+    pub key: DecisionKey<'a>,
+    #[serde(flatten)]
+    pub decision: DecisionFacts<'a>,
 }
 
 impl<'a> From<&'a FieldValue> for StatedField<'a> {
@@ -299,15 +307,33 @@ impl<'a> From<&'a FieldValue> for StatedField<'a> {
     }
 }
 
-impl<'a> StatedDecision<'a> {
-    /// `d` as of `now`.
-    pub fn new(d: &'a Decision, now: i64) -> Self {
-        StatedDecision {
+impl<'a> From<&'a ConsentKey> for DecisionKey<'a> {
+    fn from(k: &'a ConsentKey) -> Self {
+        DecisionKey {
+            purpose: &k.purpose,
+            channel: &k.channel,
+            identifier: k.identifier.as_ref(),
+        }
+    }
+}
+
+impl<'a> From<&'a Decision> for DecisionFacts<'a> {
+    fn from(d: &'a Decision) -> Self {
+        DecisionFacts {
             granted: d.granted,
             at: Time(d.at),
             source_channel: &d.source_channel,
             event_id: &d.event_id,
             expires_at: d.expires_at.map(Time),
+        }
+    }
+}
+
+impl<'a> StatedDecision<'a> {
+    /// `d` as of `now`.
+    pub fn new(d: &'a Decision, now: i64) -> Self {
+        StatedDecision {
+            decision: DecisionFacts::from(d),
             in_force: d.expires_at.is_none_or(|e| e > now),
         }
     }
@@ -315,18 +341,11 @@ impl<'a> StatedDecision<'a> {
 
 impl<'a> ConsentChange<'a> {
     pub fn new(customer_id: &'a str, change: &'a Change) -> Self {
-        let (k, d) = (&change.key, &change.decision);
         ConsentChange {
             customer_id,
-            purpose: &k.purpose,
-            channel: &k.channel,
-            identifier: k.identifier.as_ref(),
-            granted: d.granted,
+            key: DecisionKey::from(&change.key),
+            decision: DecisionFacts::from(&change.decision),
             previous: change.previous,
-            source_channel: &d.source_channel,
-            event_id: &d.event_id,
-            at: Time(d.at),
-            expires_at: d.expires_at.map(Time),
             cause: change.cause.as_str(),
         }
     }
@@ -356,14 +375,8 @@ impl<'a> ExportedSourceProfile<'a> {
 impl<'a> ExportedDecision<'a> {
     pub fn new(k: &'a ConsentKey, d: &'a Decision) -> Self {
         ExportedDecision {
-            purpose: &k.purpose,
-            channel: &k.channel,
-            identifier: k.identifier.as_ref(),
-            granted: d.granted,
-            at: Time(d.at),
-            source_channel: &d.source_channel,
-            event_id: &d.event_id,
-            expires_at: d.expires_at.map(Time),
+            key: DecisionKey::from(k),
+            decision: DecisionFacts::from(d),
         }
     }
 }
