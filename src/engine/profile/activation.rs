@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{EngineConfig, Lifecycle, RfmBands};
-use crate::engine::handoff::ProfileEvent;
+use crate::engine::handoff::{CartFacts, ProfileEvent};
 use crate::model::Item;
 
 const DAY_MS: i64 = 86_400_000;
@@ -88,65 +88,93 @@ impl Activity {
         let mut fx = EventEffects::default();
         let is_purchase = ev.kind == "purchase";
         if let Some(cart) = &ev.cart {
-            let newer = self
-                .carts
-                .get(&cart.cart_id)
-                .is_none_or(|c| ev.occurred_at >= c.last_activity);
-            if is_purchase || (newer && cart.items.is_empty()) {
-                if self.carts.remove(&cart.cart_id).is_some() {
-                    fx.cancelled_carts.push(cart.cart_id.clone());
-                }
-            } else if newer {
-                let fired = self.carts.get(&cart.cart_id).is_some_and(|c| c.fired);
-                self.carts.insert(
-                    cart.cart_id.clone(),
-                    CartState {
-                        items: cart.items.clone(),
-                        last_activity: ev.occurred_at,
-                        channel: ev.channel.clone(),
-                        event_id: ev.event_id.clone(),
-                        fired,
-                        source_profile,
-                    },
-                );
-            }
+            self.apply_cart(ev, cart, is_purchase, source_profile, &mut fx);
         }
         if is_purchase {
-            let items = ev
-                .purchase
-                .as_ref()
-                .map(|p| p.items.as_slice())
-                .unwrap_or_default();
-            let open: Vec<String> = self
-                .carts
-                .iter()
-                .filter(|(_, c)| !c.fired && c.last_activity <= ev.occurred_at)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in open {
-                let Some(cart) = self.carts.get_mut(&id) else {
-                    continue;
-                };
-                if items.is_empty() {
-                    cart.items.clear();
-                } else {
-                    cart.items.retain(|i| !items.iter().any(|b| b.sku == i.sku));
-                }
-                if cart.items.is_empty() {
-                    self.carts.remove(&id);
-                    fx.cancelled_carts.push(id);
-                }
+            self.apply_purchase(ev, source_profile, &mut fx);
+        }
+        self.log_orders(ev, source_profile, config);
+        self.bound_carts(config);
+        fx.cancelled_carts.sort();
+        fx
+    }
+
+    /// A cart snapshot: replaces an older one; empty, or converted by a purchase, it
+    /// cancels the cart.
+    fn apply_cart(
+        &mut self,
+        ev: &ProfileEvent,
+        cart: &CartFacts,
+        is_purchase: bool,
+        source_profile: u64,
+        fx: &mut EventEffects,
+    ) {
+        let newer = self
+            .carts
+            .get(&cart.cart_id)
+            .is_none_or(|c| ev.occurred_at >= c.last_activity);
+        if is_purchase || (newer && cart.items.is_empty()) {
+            if self.carts.remove(&cart.cart_id).is_some() {
+                fx.cancelled_carts.push(cart.cart_id.clone());
             }
-            for i in items {
-                self.purchased
-                    .push((i.sku.clone(), ev.occurred_at, source_profile));
+        } else if newer {
+            let fired = self.carts.get(&cart.cart_id).is_some_and(|c| c.fired);
+            self.carts.insert(
+                cart.cart_id.clone(),
+                CartState {
+                    items: cart.items.clone(),
+                    last_activity: ev.occurred_at,
+                    channel: ev.channel.clone(),
+                    event_id: ev.event_id.clone(),
+                    fired,
+                    source_profile,
+                },
+            );
+        }
+    }
+
+    /// A purchase takes what it bought out of the open carts (all of it without item
+    /// detail), cancelling those left empty, and remembers the SKUs bought.
+    fn apply_purchase(&mut self, ev: &ProfileEvent, source_profile: u64, fx: &mut EventEffects) {
+        let items = ev
+            .purchase
+            .as_ref()
+            .map(|p| p.items.as_slice())
+            .unwrap_or_default();
+        let open: Vec<String> = self
+            .carts
+            .iter()
+            .filter(|(_, c)| !c.fired && c.last_activity <= ev.occurred_at)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in open {
+            let Some(cart) = self.carts.get_mut(&id) else {
+                continue;
+            };
+            if items.is_empty() {
+                cart.items.clear();
+            } else {
+                cart.items.retain(|i| !items.iter().any(|b| b.sku == i.sku));
             }
-            if self.purchased.len() > MAX_PURCHASED {
-                self.purchased.sort_by_key(|(_, at, _)| *at);
-                let excess = self.purchased.len() - MAX_PURCHASED;
-                self.purchased.drain(..excess);
+            if cart.items.is_empty() {
+                self.carts.remove(&id);
+                fx.cancelled_carts.push(id);
             }
         }
+        for i in items {
+            self.purchased
+                .push((i.sku.clone(), ev.occurred_at, source_profile));
+        }
+        if self.purchased.len() > MAX_PURCHASED {
+            self.purchased.sort_by_key(|(_, at, _)| *at);
+            let excess = self.purchased.len() - MAX_PURCHASED;
+            self.purchased.drain(..excess);
+        }
+    }
+
+    /// Logs the event's order (and return, negative) in the base currency, for the
+    /// lifetime value.
+    fn log_orders(&mut self, ev: &ProfileEvent, source_profile: u64, config: &EngineConfig) {
         let base = &config.lifecycle.base_currency;
         for (order, sign) in [(&ev.purchase, 1), (&ev.refund, -1)] {
             if let Some(o) = order.as_ref().filter(|o| &o.currency == base) {
@@ -159,7 +187,10 @@ impl Activity {
             let excess = self.order_log.len() - MAX_ORDER_LOG;
             self.order_log.drain(..excess);
         }
-        // Bound the carts: forget the oldest.
+    }
+
+    /// Bounds the carts: forgets the oldest.
+    fn bound_carts(&mut self, config: &EngineConfig) {
         while self.carts.len() > config.activation.max_carts {
             let oldest = self
                 .carts
@@ -171,8 +202,6 @@ impl Activity {
                 None => break,
             };
         }
-        fx.cancelled_carts.sort();
-        fx
     }
 
     /// Folds the activity of a customer merged into this one.

@@ -25,22 +25,30 @@
 
 pub mod activation;
 pub mod consent;
+pub mod records;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
-
 use std::cell::RefCell;
+use std::cmp::Reverse;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::engine::config::EngineConfig;
 use crate::engine::handoff::{FieldData, ProfileCommand, ProfileEvent, RequestFacts, RequestKind};
-use crate::engine::profile::activation::{Activity, Timer, TimerKind};
-use crate::engine::profile::consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
-use crate::model::output::{rfc3339, OutputRecord, Topic};
+use crate::engine::profile::records::{
+    amount, to_json, CartAbandoned, ChannelActivity, ConsentChange, DecisionKey, Export,
+    ExportedDecision, ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged,
+    OrderSummary, PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision,
+    StatedField, Time,
+};
+use crate::model::output::{OutputRecord, Topic};
 use crate::model::Ident;
 use crate::model::CONSENT_PURPOSES;
 use crate::store::{key, Store, StoreError};
+use activation::{Activity, Timer, TimerKind};
+use consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
 
 const DAY_MS: i64 = 86_400_000;
 const CLOCK: &[u8] = b"p/clock";
@@ -146,6 +154,29 @@ fn parse_timer_key(k: &[u8]) -> Option<(i64, String, String)> {
     let (customer, kind) = text.split_once('\0')?;
     Some((due, customer.to_string(), kind.to_string()))
 }
+/// The timers due after `done` and at or before `until`, per customer in the order
+/// first due; unreadable timer keys are removed.
+fn due_timers(
+    store: &mut Store,
+    done: i64,
+    until: i64,
+) -> Result<Vec<(String, Vec<Timer>)>, StoreError> {
+    let start = timer_key(done.saturating_add(1), "", "");
+    let end = timer_key(until.saturating_add(1), "", "");
+    let mut by_customer: Vec<(String, Vec<Timer>)> = Vec::new();
+    for (k, _) in store.scan_range(&start, &end, usize::MAX)? {
+        let Some((at, customer, kind)) = parse_timer_key(&k) else {
+            store.remove(k);
+            continue;
+        };
+        match by_customer.iter_mut().find(|(c, _)| *c == customer) {
+            Some((_, list)) => list.push((at, kind)),
+            None => by_customer.push((customer, vec![(at, kind)])),
+        }
+    }
+    Ok(by_customer)
+}
+
 const BEHAVIOURAL_INDEX: &[u8] = b"p/lb/";
 
 fn inactive_key(day: u32, customer_id: &str) -> Vec<u8> {
@@ -176,24 +207,77 @@ fn remember_statement(list: &mut Vec<(ConsentKey, Decision)>, key: &ConsentKey, 
 
 /// A `consent.changes` record.
 fn consent_change_record(customer_id: &str, change: &Change) -> OutputRecord {
-    let d = &change.decision;
     OutputRecord::json(
         Topic::ConsentChanges,
         customer_id.to_string(),
-        json!({
-            "customer_id": customer_id,
-            "purpose": change.key.purpose,
-            "channel": change.key.channel,
-            "identifier": change.key.identifier,
-            "granted": d.granted,
-            "previous": change.previous,
-            "source_channel": d.source_channel,
-            "event_id": d.event_id,
-            "at": rfc3339(d.at),
-            "expires_at": d.expires_at.map(rfc3339),
-            "cause": change.cause.as_str(),
-        }),
+        to_json(&ConsentChange::new(customer_id, change)),
     )
+}
+
+/// What the commands of one [`Profiler::apply`] call have done so far.
+#[derive(Default)]
+struct Applied {
+    out: Vec<OutputRecord>,
+    /// Customers whose golden record is published at the end.
+    changed: BTreeSet<String>,
+    /// The event-time clock, advanced by each event.
+    clock: i64,
+}
+
+/// The consent decisions an event states: remembered on its source profile and applied
+/// to the customer. Returns the changes of the customer's state.
+fn record_consents(
+    profile: &mut CustomerProfile,
+    source_profile: u64,
+    event: &ProfileEvent,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for c in &event.consents {
+        let key = ConsentKey {
+            purpose: c.purpose.clone(),
+            channel: c.channel.clone(),
+            identifier: c.identifier.clone(),
+        };
+        let decision = Decision {
+            granted: c.granted,
+            at: event.occurred_at,
+            source_channel: event.channel.clone(),
+            event_id: event.event_id.clone(),
+            expires_at: c.expires_at,
+        };
+        if let Some(facts) = profile.source_profiles.get_mut(&source_profile) {
+            remember_statement(&mut facts.consents, &key, &decision);
+        }
+        changes.extend(profile.consents.apply(key, decision));
+    }
+    changes
+}
+
+/// The decisions the source profiles of a customer stated, combined as of `at`.
+fn stated_consents(profile: &CustomerProfile, at: i64) -> Consents {
+    Consents::from_statements(
+        profile
+            .source_profiles
+            .values()
+            .flat_map(|f| f.consents.iter()),
+        at,
+    )
+}
+
+/// Removes a customer's profile, its entries in the time indexes and its timers.
+fn forget(store: &mut Store, customer_id: &str, profile: &CustomerProfile) {
+    store.remove(profile_key(customer_id));
+    if let Some(day) = profile.indexed_day {
+        store.remove(inactive_key(day, customer_id));
+    }
+    for (due, kind) in &profile.timers {
+        store.remove(timer_key(*due, customer_id, kind));
+    }
+    for (sp, f) in &profile.source_profiles {
+        if let Some(day) = f.indexed_day {
+            store.remove(behavioural_key(day, *sp));
+        }
+    }
 }
 
 /// The profile stage. Holds configuration only; all state is in the [`Store`].
@@ -238,199 +322,265 @@ impl Profiler {
         store: &mut Store,
         commands: &[ProfileCommand],
     ) -> Result<Vec<OutputRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut changed: BTreeSet<String> = BTreeSet::new();
         let clock_before = self.clock(store)?;
-        let mut clock = clock_before;
+        let mut done = Applied {
+            clock: clock_before,
+            ..Applied::default()
+        };
         for cmd in commands {
-            match cmd {
-                ProfileCommand::Merge {
-                    survivor, merged, ..
-                } => {
-                    let gone = self.load(store, merged)?.unwrap_or_default();
-                    let mut kept = self.load(store, survivor)?.unwrap_or_default();
-                    if let Some(day) = gone.indexed_day {
-                        store.remove(inactive_key(day, merged));
-                    }
-                    for (due, kind) in &gone.timers {
-                        store.remove(timer_key(*due, merged, kind));
-                    }
-                    kept.activity.merge(gone.activity);
-                    for (sp, facts) in &gone.source_profiles {
-                        if let Some(day) = facts.indexed_day {
-                            store.put(behavioural_key(day, *sp), survivor)?;
-                        }
-                    }
-                    kept.source_profiles.extend(gone.source_profiles);
-                    for change in kept.consents.merge(gone.consents) {
-                        out.push(consent_change_record(survivor, &change));
-                    }
-                    store.remove(profile_key(merged));
-                    store.put(profile_key(survivor), &kept)?;
-                    changed.remove(merged);
-                    changed.insert(survivor.clone());
-                    out.push(OutputRecord::tombstone(
-                        Topic::ProfilesMerged,
-                        merged.clone(),
-                    ));
-                }
-                ProfileCommand::Touch {
-                    customer_id,
-                    source_profile,
-                    event,
-                } => {
-                    let mut profile = self.load(store, customer_id)?.unwrap_or_default();
-                    let facts = profile
-                        .source_profiles
-                        .entry(*source_profile)
-                        .or_insert_with(|| SourceFacts {
-                            channel: event.channel.clone(),
-                            first_seen: event.occurred_at,
-                            last_seen: event.occurred_at,
-                            ..SourceFacts::default()
-                        });
-                    record_event(facts, event);
-                    for c in &event.consents {
-                        let key = ConsentKey {
-                            purpose: c.purpose.clone(),
-                            channel: c.channel.clone(),
-                            identifier: c.identifier.clone(),
-                        };
-                        let decision = Decision {
-                            granted: c.granted,
-                            at: event.occurred_at,
-                            source_channel: event.channel.clone(),
-                            event_id: event.event_id.clone(),
-                            expires_at: c.expires_at,
-                        };
-                        if let Some(facts) = profile.source_profiles.get_mut(source_profile) {
-                            remember_statement(&mut facts.consents, &key, &decision);
-                        }
-                        if let Some(change) = profile.consents.apply(key, decision) {
-                            out.push(consent_change_record(customer_id, &change));
-                        }
-                    }
-                    let fx = profile
-                        .activity
-                        .on_event(event, *source_profile, &self.config);
-                    if event.kind == "purchase" {
-                        out.push(self.purchase_record(customer_id, &profile, event, fx));
-                        self.counts.borrow_mut().purchases += 1;
-                    }
-                    store.put(profile_key(customer_id), &profile)?;
-                    clock = clock.max(event.occurred_at);
-                    changed.insert(customer_id.clone());
-                }
-                ProfileCommand::Split {
-                    customer_id,
-                    new_customer_id,
-                    source_profiles,
-                    at,
-                } => {
-                    let mut kept = self.load(store, customer_id)?.unwrap_or_default();
-                    let mut split = CustomerProfile::default();
-                    for sp in source_profiles {
-                        if let Some(facts) = kept.source_profiles.remove(sp) {
-                            if let Some(day) = facts.indexed_day {
-                                store.put(behavioural_key(day, *sp), new_customer_id)?;
-                            }
-                            split.source_profiles.insert(*sp, facts);
-                        }
-                    }
-                    split.activity = kept.activity.split_off(source_profiles);
-                    let implied = |p: &str| self.implied(p);
-                    let before = std::mem::take(&mut kept.consents);
-                    kept.consents = Consents::from_statements(
-                        kept.source_profiles
-                            .values()
-                            .flat_map(|f| f.consents.iter()),
-                        *at,
-                    );
-                    split.consents = Consents::from_statements(
-                        split
-                            .source_profiles
-                            .values()
-                            .flat_map(|f| f.consents.iter()),
-                        *at,
-                    );
-                    for change in kept.consents.changes_since(&before, implied, *at) {
-                        out.push(consent_change_record(customer_id, &change));
-                    }
-                    for change in split
-                        .consents
-                        .changes_since(&Consents::default(), implied, *at)
-                    {
-                        out.push(consent_change_record(new_customer_id, &change));
-                    }
-                    store.put(profile_key(customer_id), &kept)?;
-                    store.put(profile_key(new_customer_id), &split)?;
-                    changed.insert(customer_id.clone());
-                    changed.insert(new_customer_id.clone());
-                }
-                ProfileCommand::Detach {
-                    customer_id,
-                    source_profiles,
-                    ..
-                } => {
-                    let Some(mut profile) = self.load(store, customer_id)? else {
-                        continue;
-                    };
-                    for sp in source_profiles {
-                        if let Some(facts) = profile.source_profiles.remove(sp) {
-                            if let Some(day) = facts.indexed_day {
-                                store.remove(behavioural_key(day, *sp));
-                            }
-                        }
-                    }
-                    store.put(profile_key(customer_id), &profile)?;
-                    changed.insert(customer_id.clone());
-                }
-                ProfileCommand::Request { customer_id, facts } => {
-                    let profile = self.load(store, customer_id)?;
-                    match facts.kind {
-                        RequestKind::Export => {
-                            let profile = profile.unwrap_or_default();
-                            out.push(self.export(customer_id, &profile, clock, facts));
-                        }
-                        RequestKind::Erase | RequestKind::Retention => {
-                            let profile = profile.unwrap_or_default();
-                            out.extend(self.erase(store, customer_id, &profile, facts));
-                            changed.remove(customer_id);
-                        }
-                    }
-                }
-            }
+            self.apply_command(store, cmd, &mut done)?;
         }
+        let Applied {
+            mut out,
+            changed,
+            clock,
+        } = done;
         if clock != clock_before {
             store.put(CLOCK.to_vec(), &clock)?;
         }
-        for customer_id in changed {
-            if let Some(mut profile) = self.load(store, &customer_id)? {
-                let dirty = self.settle(
-                    store,
-                    &customer_id,
-                    &mut profile,
-                    clock,
-                    "event",
-                    None,
-                    &mut out,
-                )?;
-                if dirty {
-                    store.put(profile_key(&customer_id), &profile)?;
-                }
-                let record = self.golden_record(&customer_id, &profile, clock);
-                out.push(OutputRecord::json(
-                    Topic::ProfilesMerged,
-                    customer_id,
-                    record,
-                ));
-            }
-        }
+        self.publish_changed(store, changed, clock, &mut out)?;
         if clock != clock_before {
             let until = clock.saturating_sub(self.config.activation.grace_ms as i64);
             out.extend(self.fire_timers(store, until, clock)?);
         }
         Ok(out)
+    }
+
+    fn apply_command(
+        &self,
+        store: &mut Store,
+        cmd: &ProfileCommand,
+        done: &mut Applied,
+    ) -> Result<(), StoreError> {
+        match cmd {
+            ProfileCommand::Merge {
+                survivor, merged, ..
+            } => self.merge(store, survivor, merged, done),
+            ProfileCommand::Touch {
+                customer_id,
+                source_profile,
+                event,
+            } => self.touch(store, customer_id, *source_profile, event, done),
+            ProfileCommand::Split {
+                customer_id,
+                new_customer_id,
+                source_profiles,
+                at,
+            } => self.split(
+                store,
+                customer_id,
+                new_customer_id,
+                source_profiles,
+                *at,
+                done,
+            ),
+            ProfileCommand::Detach {
+                customer_id,
+                source_profiles,
+                ..
+            } => self.detach(store, customer_id, source_profiles, done),
+            ProfileCommand::Request { customer_id, facts } => {
+                self.request(store, customer_id, facts, done)
+            }
+        }
+    }
+
+    /// `merged` folds into `survivor`: its source profiles, activity and consents
+    /// (restrictively); `merged` is tombstoned.
+    fn merge(
+        &self,
+        store: &mut Store,
+        survivor: &str,
+        merged: &str,
+        done: &mut Applied,
+    ) -> Result<(), StoreError> {
+        let gone = self.load(store, merged)?.unwrap_or_default();
+        let mut kept = self.load(store, survivor)?.unwrap_or_default();
+        if let Some(day) = gone.indexed_day {
+            store.remove(inactive_key(day, merged));
+        }
+        for (due, kind) in &gone.timers {
+            store.remove(timer_key(*due, merged, kind));
+        }
+        kept.activity.merge(gone.activity);
+        for (sp, facts) in &gone.source_profiles {
+            if let Some(day) = facts.indexed_day {
+                store.put(behavioural_key(day, *sp), &survivor)?;
+            }
+        }
+        kept.source_profiles.extend(gone.source_profiles);
+        for change in kept.consents.merge(gone.consents) {
+            done.out.push(consent_change_record(survivor, &change));
+        }
+        store.remove(profile_key(merged));
+        store.put(profile_key(survivor), &kept)?;
+        done.changed.remove(merged);
+        done.changed.insert(survivor.to_string());
+        done.out.push(OutputRecord::tombstone(
+            Topic::ProfilesMerged,
+            merged.to_string(),
+        ));
+        Ok(())
+    }
+
+    /// An event of `source_profile`: its facts, the consents it states, its cart and
+    /// order activity, and the purchase trigger.
+    fn touch(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        source_profile: u64,
+        event: &ProfileEvent,
+        done: &mut Applied,
+    ) -> Result<(), StoreError> {
+        let mut profile = self.load(store, customer_id)?.unwrap_or_default();
+        let facts = profile
+            .source_profiles
+            .entry(source_profile)
+            .or_insert_with(|| SourceFacts {
+                channel: event.channel.clone(),
+                first_seen: event.occurred_at,
+                last_seen: event.occurred_at,
+                ..SourceFacts::default()
+            });
+        record_event(facts, event);
+        for change in record_consents(&mut profile, source_profile, event) {
+            done.out.push(consent_change_record(customer_id, &change));
+        }
+        let fx = profile
+            .activity
+            .on_event(event, source_profile, &self.config);
+        if event.kind == "purchase" {
+            done.out
+                .push(self.purchase_record(customer_id, &profile, event, fx));
+            self.counts.borrow_mut().purchases += 1;
+        }
+        store.put(profile_key(customer_id), &profile)?;
+        done.clock = done.clock.max(event.occurred_at);
+        done.changed.insert(customer_id.to_string());
+        Ok(())
+    }
+
+    /// `source_profiles` move from `customer_id` to the new `new_customer_id`, with
+    /// their facts, activity and the consents they stated.
+    fn split(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        new_customer_id: &str,
+        source_profiles: &[u64],
+        at: i64,
+        done: &mut Applied,
+    ) -> Result<(), StoreError> {
+        let mut kept = self.load(store, customer_id)?.unwrap_or_default();
+        let mut split = CustomerProfile::default();
+        for sp in source_profiles {
+            if let Some(facts) = kept.source_profiles.remove(sp) {
+                if let Some(day) = facts.indexed_day {
+                    store.put(behavioural_key(day, *sp), &new_customer_id)?;
+                }
+                split.source_profiles.insert(*sp, facts);
+            }
+        }
+        split.activity = kept.activity.split_off(source_profiles);
+        let before = std::mem::take(&mut kept.consents);
+        kept.consents = stated_consents(&kept, at);
+        split.consents = stated_consents(&split, at);
+        let implied = |p: &str| self.implied(p);
+        for change in kept.consents.changes_since(&before, implied, at) {
+            done.out.push(consent_change_record(customer_id, &change));
+        }
+        for change in split
+            .consents
+            .changes_since(&Consents::default(), implied, at)
+        {
+            done.out
+                .push(consent_change_record(new_customer_id, &change));
+        }
+        store.put(profile_key(customer_id), &kept)?;
+        store.put(profile_key(new_customer_id), &split)?;
+        done.changed.insert(customer_id.to_string());
+        done.changed.insert(new_customer_id.to_string());
+        Ok(())
+    }
+
+    /// Forgets the facts of `source_profiles` (behavioural data expired).
+    fn detach(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        source_profiles: &[u64],
+        done: &mut Applied,
+    ) -> Result<(), StoreError> {
+        let Some(mut profile) = self.load(store, customer_id)? else {
+            return Ok(());
+        };
+        for sp in source_profiles {
+            if let Some(facts) = profile.source_profiles.remove(sp) {
+                if let Some(day) = facts.indexed_day {
+                    store.remove(behavioural_key(day, *sp));
+                }
+            }
+        }
+        store.put(profile_key(customer_id), &profile)?;
+        done.changed.insert(customer_id.to_string());
+        Ok(())
+    }
+
+    /// A rights request or a retention expiry: the export, or the erasure.
+    fn request(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        facts: &RequestFacts,
+        done: &mut Applied,
+    ) -> Result<(), StoreError> {
+        let profile = self.load(store, customer_id)?.unwrap_or_default();
+        match facts.kind {
+            RequestKind::Export => {
+                done.out
+                    .push(self.export(customer_id, &profile, done.clock, facts));
+            }
+            RequestKind::Erase | RequestKind::Retention => {
+                done.out
+                    .extend(self.erase(store, customer_id, &profile, facts));
+                done.changed.remove(customer_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles every changed customer still there and publishes its golden record.
+    fn publish_changed(
+        &self,
+        store: &mut Store,
+        changed: BTreeSet<String>,
+        clock: i64,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<(), StoreError> {
+        for customer_id in changed {
+            let Some(mut profile) = self.load(store, &customer_id)? else {
+                continue;
+            };
+            let dirty =
+                self.settle(store, &customer_id, &mut profile, clock, "event", None, out)?;
+            if dirty {
+                store.put(profile_key(&customer_id), &profile)?;
+            }
+            out.push(self.profile_record(customer_id, &profile, clock));
+        }
+        Ok(())
+    }
+
+    /// The `profiles.merged` record of a customer.
+    fn profile_record(
+        &self,
+        customer_id: String,
+        profile: &CustomerProfile,
+        clock: i64,
+    ) -> OutputRecord {
+        let record = self.golden_record(&customer_id, profile, clock);
+        OutputRecord::json(Topic::ProfilesMerged, customer_id, record)
     }
 
     /// After a change at `now`: publishes a lifecycle stage change, forgets what is out
@@ -447,31 +597,7 @@ impl Profiler {
         fired_until: Option<i64>,
         out: &mut Vec<OutputRecord>,
     ) -> Result<bool, StoreError> {
-        let mut dirty = false;
-        if self.profiling_allowed(profile, now) {
-            let stage = activation::stage(profile.last_order_at(), now, &self.config.lifecycle);
-            let from = profile.activity.stage.clone();
-            if from.as_deref() != Some(stage) {
-                let from_stage = from.as_deref().unwrap_or("prospect");
-                if from_stage != stage {
-                    out.push(OutputRecord::json(
-                        Topic::LifecycleChanged,
-                        customer_id.to_string(),
-                        json!({
-                            "trigger_id": format!("lifecycle_changed:{customer_id}:{stage}:{now}"),
-                            "customer_id": customer_id,
-                            "from": from_stage,
-                            "to": stage,
-                            "cause": cause,
-                            "at": rfc3339(now),
-                        }),
-                    ));
-                    self.counts.borrow_mut().lifecycle_changes += 1;
-                }
-                profile.activity.stage = Some(stage.to_string());
-                dirty = true;
-            }
-        }
+        let mut dirty = self.settle_stage(customer_id, profile, now, cause, out);
         let before = (
             profile.activity.purchased.len(),
             profile.activity.order_log.len(),
@@ -483,6 +609,59 @@ impl Profiler {
                 profile.activity.order_log.len(),
             );
         dirty |= self.reindex(store, customer_id, profile)?;
+        dirty |= self.settle_timers(store, customer_id, profile, now, fired_until)?;
+        Ok(dirty)
+    }
+
+    /// Publishes the customer's lifecycle stage if it changed (profiling allowed only).
+    /// True if the profile changed.
+    fn settle_stage(
+        &self,
+        customer_id: &str,
+        profile: &mut CustomerProfile,
+        now: i64,
+        cause: &str,
+        out: &mut Vec<OutputRecord>,
+    ) -> bool {
+        if !self.profiling_allowed(profile, now) {
+            return false;
+        }
+        let stage = activation::stage(profile.last_order_at(), now, &self.config.lifecycle);
+        let from = profile.activity.stage.as_deref();
+        if from == Some(stage) {
+            return false;
+        }
+        let from_stage = from.unwrap_or("prospect");
+        if from_stage != stage {
+            let record = LifecycleChanged {
+                trigger_id: format!("lifecycle_changed:{customer_id}:{stage}:{now}"),
+                customer_id,
+                from: from_stage,
+                to: stage,
+                cause,
+                at: Time(now),
+            };
+            out.push(OutputRecord::json(
+                Topic::LifecycleChanged,
+                customer_id.to_string(),
+                to_json(&record),
+            ));
+            self.counts.borrow_mut().lifecycle_changes += 1;
+        }
+        profile.activity.stage = Some(stage.to_string());
+        true
+    }
+
+    /// Sets the customer's timers in `p/tm/` (dropping any due at or before
+    /// `fired_until`). True if the profile changed.
+    fn settle_timers(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        profile: &mut CustomerProfile,
+        now: i64,
+        fired_until: Option<i64>,
+    ) -> Result<bool, StoreError> {
         let mut want = self.timers_of(profile, now);
         if let Some(until) = fired_until {
             want.retain(|(due, _)| *due > until);
@@ -493,17 +672,17 @@ impl Profiler {
             *due = (*due).max(done.saturating_add(1));
         }
         want.sort();
-        if want != profile.timers {
-            for (due, kind) in &profile.timers {
-                store.remove(timer_key(*due, customer_id, kind));
-            }
-            for (due, kind) in &want {
-                store.put_raw(timer_key(*due, customer_id, kind), Vec::new());
-            }
-            profile.timers = want;
-            dirty = true;
+        if want == profile.timers {
+            return Ok(false);
         }
-        Ok(dirty)
+        for (due, kind) in &profile.timers {
+            store.remove(timer_key(*due, customer_id, kind));
+        }
+        for (due, kind) in &want {
+            store.put_raw(timer_key(*due, customer_id, kind), Vec::new());
+        }
+        profile.timers = want;
+        Ok(true)
     }
 
     fn profiling_allowed(&self, profile: &CustomerProfile, now: i64) -> bool {
@@ -556,75 +735,82 @@ impl Profiler {
             return Ok(Vec::new());
         }
         store.put(TIMERS_DONE.to_vec(), &until)?;
-        let start = timer_key(done.saturating_add(1), "", "");
-        let end = timer_key(until.saturating_add(1), "", "");
-        let due = store.scan_range(&start, &end, usize::MAX)?;
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut by_customer: Vec<(String, Vec<(i64, String)>)> = Vec::new();
-        for (k, _) in due {
-            let Some((at, customer, kind)) = parse_timer_key(&k) else {
-                store.remove(k);
-                continue;
-            };
-            match by_customer.iter_mut().find(|(c, _)| *c == customer) {
-                Some((_, list)) => list.push((at, kind)),
-                None => by_customer.push((customer, vec![(at, kind)])),
-            }
-        }
         let mut out = Vec::new();
-        for (customer_id, timers) in by_customer {
-            let Some(mut profile) = self.load(store, &customer_id)? else {
-                for (at, kind) in &timers {
-                    store.remove(timer_key(*at, &customer_id, kind));
-                }
-                continue;
-            };
-            let mut republish = false;
-            for (at, kind) in &timers {
-                match TimerKind::decode(kind) {
-                    Some(TimerKind::Cart(cart_id)) => {
-                        out.extend(self.fire_cart(&customer_id, &mut profile, &cart_id, *at, now));
-                    }
-                    Some(TimerKind::Lifecycle) => republish = true,
-                    Some(TimerKind::ConsentExpiry(k)) => {
-                        let Some(key) = crate::engine::profile::consent::ConsentKey::decode(&k)
-                        else {
-                            continue;
-                        };
-                        let implied = self.implied(&key.purpose);
-                        if let Some(change) = profile.consents.expire(&key, now, implied) {
-                            out.push(consent_change_record(&customer_id, &change));
-                            self.counts.borrow_mut().consents_expired += 1;
-                            republish = true;
-                        }
-                    }
-                    None => {}
-                }
-            }
-            let before = out.len();
-            self.settle(
-                store,
-                &customer_id,
-                &mut profile,
-                now,
-                "time",
-                Some(until),
-                &mut out,
-            )?;
-            republish |= out.len() != before;
-            store.put(profile_key(&customer_id), &profile)?;
-            if republish {
-                let record = self.golden_record(&customer_id, &profile, now);
-                out.push(OutputRecord::json(
-                    Topic::ProfilesMerged,
-                    customer_id,
-                    record,
-                ));
-            }
+        for (customer_id, timers) in due_timers(store, done, until)? {
+            self.fire_customer_timers(store, customer_id, &timers, until, now, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// Fires the due timers of one customer, settles it and republishes its golden
+    /// record if a timer changed it.
+    fn fire_customer_timers(
+        &self,
+        store: &mut Store,
+        customer_id: String,
+        timers: &[Timer],
+        until: i64,
+        now: i64,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<(), StoreError> {
+        let Some(mut profile) = self.load(store, &customer_id)? else {
+            for (at, kind) in timers {
+                store.remove(timer_key(*at, &customer_id, kind));
+            }
+            return Ok(());
+        };
+        let mut republish = false;
+        for (at, kind) in timers {
+            republish |= self.fire_timer(&customer_id, &mut profile, kind, *at, now, out);
+        }
+        let before = out.len();
+        self.settle(
+            store,
+            &customer_id,
+            &mut profile,
+            now,
+            "time",
+            Some(until),
+            out,
+        )?;
+        republish |= out.len() != before;
+        store.put(profile_key(&customer_id), &profile)?;
+        if republish {
+            out.push(self.profile_record(customer_id, &profile, now));
+        }
+        Ok(())
+    }
+
+    /// Fires one timer due at `at`. True if the golden record is to be republished.
+    fn fire_timer(
+        &self,
+        customer_id: &str,
+        profile: &mut CustomerProfile,
+        kind: &str,
+        at: i64,
+        now: i64,
+        out: &mut Vec<OutputRecord>,
+    ) -> bool {
+        match TimerKind::decode(kind) {
+            Some(TimerKind::Cart(cart_id)) => {
+                out.extend(self.fire_cart(customer_id, profile, &cart_id, at, now));
+                false
+            }
+            Some(TimerKind::Lifecycle) => true,
+            Some(TimerKind::ConsentExpiry(k)) => {
+                let Some(key) = ConsentKey::decode(&k) else {
+                    return false;
+                };
+                let implied = self.implied(&key.purpose);
+                let Some(change) = profile.consents.expire(&key, now, implied) else {
+                    return false;
+                };
+                out.push(consent_change_record(customer_id, &change));
+                self.counts.borrow_mut().consents_expired += 1;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The abandonment trigger of a cart due at `due`, if it still stands and some
@@ -642,28 +828,34 @@ impl Profiler {
         let due = Activity::cart_due(cart, &self.config).filter(|d| *d <= due)?;
         let chosen = self.config.activation.cart_purposes.iter().find_map(|p| {
             let channels = self.allowed_channels(profile, p, now);
-            (!channels.is_empty()).then_some((p.clone(), channels))
+            (!channels.is_empty()).then_some((p, channels))
         });
         let record = chosen.map(|(purpose, channels)| {
+            let trigger = CartAbandoned {
+                trigger_id: format!(
+                    "cart_abandoned:{customer_id}:{cart_id}:{}",
+                    cart.last_activity
+                ),
+                customer_id,
+                cart_id,
+                items: &cart.items,
+                value: cart.value(),
+                currency: &self.config.lifecycle.base_currency,
+                last_activity_at: Time(cart.last_activity),
+                last_activity_channel: &cart.channel,
+                due_at: Time(due),
+                preferred_channels: preferred_channels(profile),
+                channels_allowed: channels,
+                purpose,
+                recently_purchased: profile
+                    .activity
+                    .recently_purchased(now, self.config.activation.recent_purchase_days),
+                at: Time(now),
+            };
             OutputRecord::json(
                 Topic::CartAbandoned,
                 customer_id.to_string(),
-                json!({
-                    "trigger_id": format!("cart_abandoned:{customer_id}:{cart_id}:{}", cart.last_activity),
-                    "customer_id": customer_id,
-                    "cart_id": cart_id,
-                    "items": cart.items,
-                    "value": cart.value(),
-                    "currency": self.config.lifecycle.base_currency,
-                    "last_activity_at": rfc3339(cart.last_activity),
-                    "last_activity_channel": cart.channel,
-                    "due_at": rfc3339(due),
-                    "preferred_channels": preferred_channels(profile),
-                    "channels_allowed": channels,
-                    "purpose": purpose,
-                    "recently_purchased": profile.activity.recently_purchased(now, self.config.activation.recent_purchase_days),
-                    "at": rfc3339(now),
-                }),
+                to_json(&trigger),
             )
         });
         let mut counts = self.counts.borrow_mut();
@@ -687,34 +879,38 @@ impl Profiler {
     ) -> OutputRecord {
         let (order_id, items, cents, currency) = match &event.purchase {
             Some(p) => (
-                p.order_id.clone(),
-                p.items.clone(),
+                p.order_id.as_deref(),
+                p.items.as_slice(),
                 p.total_cents,
-                p.currency.clone(),
+                p.currency.as_str(),
             ),
             None => (
                 None,
-                Vec::new(),
+                &[][..],
                 0,
-                self.config.lifecycle.base_currency.clone(),
+                self.config.lifecycle.base_currency.as_str(),
             ),
+        };
+        let trigger = PurchaseCompleted {
+            trigger_id: format!("purchase_completed:{}", event.event_id),
+            customer_id,
+            order_id,
+            channel: &event.channel,
+            items,
+            value: amount(cents),
+            currency,
+            recently_purchased: profile.activity.recently_purchased(
+                event.occurred_at,
+                self.config.activation.recent_purchase_days,
+            ),
+            cancelled_carts: fx.cancelled_carts,
+            event_id: &event.event_id,
+            at: Time(event.occurred_at),
         };
         OutputRecord::json(
             Topic::PurchaseCompleted,
             customer_id.to_string(),
-            json!({
-                "trigger_id": format!("purchase_completed:{}", event.event_id),
-                "customer_id": customer_id,
-                "order_id": order_id,
-                "channel": event.channel,
-                "items": items,
-                "value": cents as f64 / 100.0,
-                "currency": currency,
-                "recently_purchased": profile.activity.recently_purchased(event.occurred_at, self.config.activation.recent_purchase_days),
-                "cancelled_carts": fx.cancelled_carts,
-                "event_id": event.event_id,
-                "at": rfc3339(event.occurred_at),
-            }),
+            to_json(&trigger),
         )
     }
 
@@ -814,23 +1010,9 @@ impl Profiler {
         profile: &CustomerProfile,
         facts: &RequestFacts,
     ) -> Vec<OutputRecord> {
-        store.remove(profile_key(customer_id));
-        if let Some(day) = profile.indexed_day {
-            store.remove(inactive_key(day, customer_id));
-        }
-        for (due, kind) in &profile.timers {
-            store.remove(timer_key(*due, customer_id, kind));
-        }
-        for (sp, f) in &profile.source_profiles {
-            if let Some(day) = f.indexed_day {
-                store.remove(behavioural_key(day, *sp));
-            }
-        }
-        let mut erased: Map<String, Value> = facts
-            .erased
-            .iter()
-            .map(|(k, n)| (k.clone(), json!(n)))
-            .collect();
+        forget(store, customer_id, profile);
+        let mut erased: BTreeMap<&str, u64> =
+            facts.erased.iter().map(|(k, n)| (k.as_str(), *n)).collect();
         let fields: usize = profile
             .source_profiles
             .values()
@@ -841,10 +1023,10 @@ impl Profiler {
             .values()
             .map(|f| f.orders + f.returns)
             .sum();
-        erased.insert("profiles".into(), json!(1));
-        erased.insert("fields".into(), json!(fields));
-        erased.insert("orders".into(), json!(orders));
-        erased.insert("consents".into(), json!(profile.consents.decisions.len()));
+        erased.insert("profiles", 1);
+        erased.insert("fields", fields as u64);
+        erased.insert("orders", orders);
+        erased.insert("consents", profile.consents.decisions.len() as u64);
         let mut out: Vec<OutputRecord> = std::iter::once(customer_id)
             .chain(facts.merged_ids.iter().map(String::as_str))
             .map(|id| OutputRecord::tombstone(Topic::ProfilesMerged, id.to_string()))
@@ -852,14 +1034,7 @@ impl Profiler {
         out.push(OutputRecord::json(
             Topic::GdprReceipts,
             customer_id.to_string(),
-            json!({
-                "request_id": facts.request_id,
-                "customer_id": customer_id,
-                "kind": facts.kind.as_str(),
-                "status": "done",
-                "done_at": rfc3339(facts.at),
-                "erased": erased,
-            }),
+            to_json(&Receipt::erased(customer_id, facts, erased)),
         ));
         out
     }
@@ -872,60 +1047,30 @@ impl Profiler {
         clock: i64,
         facts: &RequestFacts,
     ) -> OutputRecord {
-        let identity: Value = facts
+        let identity_graph = facts
             .identity
             .as_deref()
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or(Value::Null);
-        let source_profiles: Vec<Value> = profile
-            .source_profiles
-            .iter()
-            .map(|(sp, f)| {
-                json!({
-                    "source_profile": sp,
-                    "channel": f.channel,
-                    "identifiers": f.identifiers,
-                    "fields": f.fields.iter().map(|(name, v)| (name.clone(), json!({
-                        "value": field_json(&v.data), "source": v.channel,
-                        "at": rfc3339(v.at), "event_id": v.event_id,
-                    }))).collect::<Map<String, Value>>(),
-                    "first_seen": rfc3339(f.first_seen),
-                    "last_seen": rfc3339(f.last_seen),
-                    "events": f.events,
-                    "orders": f.orders,
-                    "last_order_id": f.last_order_id,
-                    "returns": f.returns,
-                })
-            })
-            .collect();
-        let consents: Vec<Value> = profile
-            .consents
-            .decisions
-            .iter()
-            .map(|(k, d)| {
-                json!({
-                    "purpose": k.purpose, "channel": k.channel, "identifier": k.identifier,
-                    "granted": d.granted, "at": rfc3339(d.at), "source_channel": d.source_channel,
-                    "event_id": d.event_id, "expires_at": d.expires_at.map(rfc3339),
-                })
-            })
-            .collect();
+        let export = Export {
+            golden_record: self.golden(customer_id, profile, clock),
+            identity_graph,
+            source_profiles: profile
+                .source_profiles
+                .iter()
+                .map(|(sp, f)| ExportedSourceProfile::new(*sp, f))
+                .collect(),
+            consents: profile
+                .consents
+                .decisions
+                .iter()
+                .map(|(k, d)| ExportedDecision::new(k, d))
+                .collect(),
+        };
         OutputRecord::json(
             Topic::GdprReceipts,
             customer_id.to_string(),
-            json!({
-                "request_id": facts.request_id,
-                "customer_id": customer_id,
-                "kind": "export",
-                "status": "done",
-                "done_at": rfc3339(facts.at),
-                "export": {
-                    "golden_record": self.golden_record(customer_id, profile, clock),
-                    "identity_graph": identity,
-                    "source_profiles": source_profiles,
-                    "consents": consents,
-                },
-            }),
+            to_json(&Receipt::export(customer_id, facts, export)),
         )
     }
 
@@ -980,182 +1125,298 @@ impl Profiler {
 
     /// The golden record: the value of `profiles.merged`.
     pub fn golden_record(&self, customer_id: &str, profile: &CustomerProfile, clock: i64) -> Value {
-        let mut identifiers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        to_json(&self.golden(customer_id, profile, clock))
+    }
+
+    /// The golden record of a customer as of `clock`. With `profiling` denied it has no
+    /// RFM, lifecycle stage or segments.
+    fn golden<'a>(
+        &'a self,
+        customer_id: &'a str,
+        profile: &'a CustomerProfile,
+        clock: i64,
+    ) -> GoldenRecord<'a> {
+        let totals = Totals::of(profile);
+        let (person, attributes) = person_and_attributes(self.survivors(profile));
+        let (consents, consents_by_identifier) = consent_view(&profile.consents, clock);
+        let profiling = self.allows(profile, "profiling", clock);
+        let last_order_at = totals.last_order.map(|(at, _)| at);
+        GoldenRecord {
+            customer_id,
+            identifiers: identifiers_by_type(profile),
+            person,
+            attributes,
+            channels: totals.channels(),
+            first_seen: Time(totals.first_seen),
+            last_seen: Time(totals.last_seen),
+            orders: totals.order_summary(),
+            rfm: profiling.then(|| self.rfm(&totals, clock)),
+            lifecycle_stage: profiling
+                .then(|| activation::stage(last_order_at, clock, &self.config.lifecycle)),
+            segments: profiling.then(|| self.segments(profile, &totals, clock)),
+            recently_purchased: profile
+                .activity
+                .recently_purchased(clock, self.config.activation.recent_purchase_days),
+            open_carts: open_carts(profile),
+            consents,
+            consents_by_identifier,
+            allowed_channels: self.allowed_channels_by_purpose(profile, clock),
+            do_not_profile: !profiling,
+            do_not_personalize: !self.allows(profile, "personalization", clock),
+            source_profiles: profile.source_profiles.len(),
+            as_of: Time(clock),
+        }
+    }
+
+    /// Whether `purpose` is allowed on every channel at `now`.
+    fn allows(&self, profile: &CustomerProfile, purpose: &str, now: i64) -> bool {
+        profile
+            .consents
+            .allowed(purpose, "all", None, self.implied(purpose), now)
+    }
+
+    /// The surviving value of each field: from the channel ranked first for it, then
+    /// the most recent, then the greatest event id.
+    fn survivors<'a>(&self, profile: &'a CustomerProfile) -> BTreeMap<&'a str, &'a FieldValue> {
         let mut winners: BTreeMap<&str, &FieldValue> = BTreeMap::new();
-        let mut channels: BTreeMap<&str, (i64, i64, u64)> = BTreeMap::new();
-        let (mut first_seen, mut last_seen) = (i64::MAX, i64::MIN);
-        let (mut orders, mut returns) = (0u64, 0u64);
-        let mut order_cents: BTreeMap<&str, i64> = BTreeMap::new();
-        let mut return_cents: BTreeMap<&str, i64> = BTreeMap::new();
-        let mut last_order: Option<(i64, Option<&str>)> = None;
         for facts in profile.source_profiles.values() {
-            for id in &facts.identifiers {
-                identifiers.entry(&id.kind).or_default().insert(&id.value);
-            }
             for (name, v) in &facts.fields {
-                let better = match winners.get(name.as_str()) {
-                    None => true,
-                    Some(w) => {
-                        let mine = (
-                            std::cmp::Reverse(self.rank(name, &v.channel)),
-                            v.at,
-                            &v.event_id,
-                        );
-                        let theirs = (
-                            std::cmp::Reverse(self.rank(name, &w.channel)),
-                            w.at,
-                            &w.event_id,
-                        );
-                        mine > theirs
-                    }
-                };
+                let better = winners
+                    .get(name.as_str())
+                    .is_none_or(|w| self.outranks(name, v, w));
                 if better {
                     winners.insert(name, v);
                 }
             }
-            let c = channels
-                .entry(&facts.channel)
-                .or_insert((i64::MAX, i64::MIN, 0));
-            c.0 = c.0.min(facts.first_seen);
-            c.1 = c.1.max(facts.last_seen);
-            c.2 += facts.events;
-            first_seen = first_seen.min(facts.first_seen);
-            last_seen = last_seen.max(facts.last_seen);
-            orders += facts.orders;
-            returns += facts.returns;
-            for (cur, cents) in &facts.order_cents {
-                *order_cents.entry(cur).or_default() += cents;
-            }
-            for (cur, cents) in &facts.return_cents {
-                *return_cents.entry(cur).or_default() += cents;
-            }
-            if let Some(at) = facts.last_order_at {
-                let candidate = (at, facts.last_order_id.as_deref());
-                if last_order.is_none_or(|l| candidate > l) {
-                    last_order = Some(candidate);
-                }
-            }
         }
-
-        let mut person = Map::new();
-        let mut attributes = Map::new();
-        for (name, v) in winners {
-            let value = field_json(&v.data);
-            let stated = json!({"value": value, "source": v.channel, "at": rfc3339(v.at), "event_id": v.event_id});
-            match name.strip_prefix("attributes.") {
-                Some(attr) => attributes.insert(attr.to_string(), stated),
-                None => person.insert(name.to_string(), stated),
-            };
-        }
-        let money = |m: &BTreeMap<&str, i64>| -> Value {
-            Value::Object(
-                m.iter()
-                    .map(|(c, v)| (c.to_string(), json!(*v as f64 / 100.0)))
-                    .collect(),
-            )
-        };
-        let base = self.config.lifecycle.base_currency.as_str();
-        let monetary_cents = order_cents.get(base).copied().unwrap_or(0)
-            - return_cents.get(base).copied().unwrap_or(0);
-        let recency_days = last_order.map(|(at, _)| (clock - at).max(0) / DAY_MS);
-        let stage = activation::stage(last_order.map(|(at, _)| at), clock, &self.config.lifecycle);
-        let consents = &profile.consents;
-        let allows =
-            |purpose: &str| consents.allowed(purpose, "all", None, self.implied(purpose), clock);
-        let profiling = allows("profiling");
-        let mut decisions: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
-        let mut by_identifier = Vec::new();
-        for (k, d) in &consents.decisions {
-            let stated = json!({
-                "granted": d.granted, "at": rfc3339(d.at), "source_channel": d.source_channel,
-                "event_id": d.event_id, "expires_at": d.expires_at.map(rfc3339),
-                "in_force": d.expires_at.is_none_or(|e| e > clock),
-            });
-            match &k.identifier {
-                None => {
-                    decisions
-                        .entry(&k.purpose)
-                        .or_default()
-                        .insert(k.channel.clone(), stated);
-                }
-                Some(id) => {
-                    let mut v = stated;
-                    v["purpose"] = json!(k.purpose);
-                    v["channel"] = json!(k.channel);
-                    v["identifier"] = json!(id);
-                    by_identifier.push(v);
-                }
-            }
-        }
-        let act = &self.config.activation;
-        let segments = profiling.then(|| {
-            let (clv_cents, recent_orders) = profile.activity.lifetime_value(clock, act.clv_horizon_days);
-            let clv = clv_cents as f64 / 100.0;
-            let vip = (act.vip.min_clv <= 0.0 || clv >= act.vip.min_clv)
-                && (act.vip.min_orders == 0 || recent_orders >= u64::from(act.vip.min_orders))
-                && (act.vip.min_clv > 0.0 || act.vip.min_orders > 0);
-            let rfm = activation::rfm_scores(recency_days, orders, monetary_cents as f64 / 100.0, &act.rfm)
-                .map(|(r, f, m)| json!({"recency": r, "frequency": f, "monetary": m, "score": format!("{r}{f}{m}")}));
-            json!({
-                "rfm": rfm,
-                "clv": clv,
-                "clv_horizon_days": act.clv_horizon_days,
-                "orders_in_horizon": recent_orders,
-                "vip": vip,
-            })
-        });
-        let open_carts = profile
-            .activity
-            .carts
-            .values()
-            .filter(|c| !c.fired && !c.items.is_empty())
-            .count();
-        let allowed_channels: Map<String, Value> = CONSENT_PURPOSES
-            .iter()
-            .map(|p| {
-                (
-                    p.to_string(),
-                    json!(self.allowed_channels(profile, p, clock)),
-                )
-            })
-            .collect();
-        json!({
-            "customer_id": customer_id,
-            "identifiers": identifiers,
-            "person": person,
-            "attributes": attributes,
-            "channels": channels.iter().map(|(ch, (f, l, n))| {
-                (ch.to_string(), json!({"first_seen": rfc3339(*f), "last_seen": rfc3339(*l), "events": n}))
-            }).collect::<Map<String, Value>>(),
-            "first_seen": rfc3339(first_seen),
-            "last_seen": rfc3339(last_seen),
-            "orders": {
-                "count": orders,
-                "totals": money(&order_cents),
-                "last_order_at": last_order.map(|(at, _)| rfc3339(at)),
-                "last_order_id": last_order.and_then(|(_, id)| id),
-                "returns": returns,
-                "returned_totals": money(&return_cents),
-            },
-            "rfm": profiling.then(|| json!({
-                "recency_days": recency_days,
-                "frequency": orders,
-                "monetary": monetary_cents as f64 / 100.0,
-                "currency": base,
-            })),
-            "lifecycle_stage": profiling.then_some(stage),
-            "segments": segments,
-            "recently_purchased": profile.activity.recently_purchased(clock, act.recent_purchase_days),
-            "open_carts": open_carts,
-            "consents": decisions,
-            "consents_by_identifier": by_identifier,
-            "allowed_channels": allowed_channels,
-            "do_not_profile": !profiling,
-            "do_not_personalize": !allows("personalization"),
-            "source_profiles": profile.source_profiles.len(),
-            "as_of": rfc3339(clock),
-        })
+        winners
     }
+
+    /// Whether `v` survives over `w`, two values of `field`.
+    fn outranks(&self, field: &str, v: &FieldValue, w: &FieldValue) -> bool {
+        let mine = (Reverse(self.rank(field, &v.channel)), v.at, &v.event_id);
+        let theirs = (Reverse(self.rank(field, &w.channel)), w.at, &w.event_id);
+        mine > theirs
+    }
+
+    /// Recency, frequency and net purchases in the base currency.
+    fn rfm(&self, totals: &Totals, clock: i64) -> Rfm<'_> {
+        let base = self.config.lifecycle.base_currency.as_str();
+        Rfm {
+            recency_days: totals.recency_days(clock),
+            frequency: totals.orders,
+            monetary: amount(totals.net_cents(base)),
+            currency: base,
+        }
+    }
+
+    /// RFM scores, lifetime value and VIP status.
+    fn segments(&self, profile: &CustomerProfile, totals: &Totals, clock: i64) -> Segments {
+        let act = &self.config.activation;
+        let (clv_cents, recent_orders) =
+            profile.activity.lifetime_value(clock, act.clv_horizon_days);
+        let clv = amount(clv_cents);
+        let vip = (act.vip.min_clv <= 0.0 || clv >= act.vip.min_clv)
+            && (act.vip.min_orders == 0 || recent_orders >= u64::from(act.vip.min_orders))
+            && (act.vip.min_clv > 0.0 || act.vip.min_orders > 0);
+        let monetary = amount(totals.net_cents(&self.config.lifecycle.base_currency));
+        let rfm = activation::rfm_scores(
+            totals.recency_days(clock),
+            totals.orders,
+            monetary,
+            &act.rfm,
+        )
+        .map(|(r, f, m)| RfmScores {
+            recency: r,
+            frequency: f,
+            monetary: m,
+            score: format!("{r}{f}{m}"),
+        });
+        Segments {
+            rfm,
+            clv,
+            clv_horizon_days: act.clv_horizon_days,
+            orders_in_horizon: recent_orders,
+            vip,
+        }
+    }
+
+    /// The channels allowed and reachable, for every purpose of the contract.
+    fn allowed_channels_by_purpose(
+        &self,
+        profile: &CustomerProfile,
+        now: i64,
+    ) -> BTreeMap<&'static str, Vec<&'static str>> {
+        CONSENT_PURPOSES
+            .iter()
+            .map(|p| (*p, self.allowed_channels(profile, p, now)))
+            .collect()
+    }
+}
+
+/// What the source profiles of a customer add up to.
+struct Totals<'a> {
+    /// `(first seen, last seen, events)` per channel.
+    channels: BTreeMap<&'a str, (i64, i64, u64)>,
+    first_seen: i64,
+    last_seen: i64,
+    orders: u64,
+    returns: u64,
+    order_cents: BTreeMap<&'a str, i64>,
+    return_cents: BTreeMap<&'a str, i64>,
+    /// Time and id of the latest order.
+    last_order: Option<(i64, Option<&'a str>)>,
+}
+
+impl<'a> Totals<'a> {
+    fn of(profile: &'a CustomerProfile) -> Self {
+        let mut totals = Totals {
+            channels: BTreeMap::new(),
+            first_seen: i64::MAX,
+            last_seen: i64::MIN,
+            orders: 0,
+            returns: 0,
+            order_cents: BTreeMap::new(),
+            return_cents: BTreeMap::new(),
+            last_order: None,
+        };
+        for facts in profile.source_profiles.values() {
+            totals.add(facts);
+        }
+        totals
+    }
+
+    fn add(&mut self, facts: &'a SourceFacts) {
+        let c = self
+            .channels
+            .entry(&facts.channel)
+            .or_insert((i64::MAX, i64::MIN, 0));
+        c.0 = c.0.min(facts.first_seen);
+        c.1 = c.1.max(facts.last_seen);
+        c.2 += facts.events;
+        self.first_seen = self.first_seen.min(facts.first_seen);
+        self.last_seen = self.last_seen.max(facts.last_seen);
+        self.orders += facts.orders;
+        self.returns += facts.returns;
+        for (cur, cents) in &facts.order_cents {
+            *self.order_cents.entry(cur).or_default() += cents;
+        }
+        for (cur, cents) in &facts.return_cents {
+            *self.return_cents.entry(cur).or_default() += cents;
+        }
+        if let Some(at) = facts.last_order_at {
+            let candidate = (at, facts.last_order_id.as_deref());
+            if self.last_order.is_none_or(|l| candidate > l) {
+                self.last_order = Some(candidate);
+            }
+        }
+    }
+
+    fn channels(&self) -> BTreeMap<&'a str, ChannelActivity> {
+        self.channels
+            .iter()
+            .map(|(ch, (first, last, events))| {
+                let activity = ChannelActivity {
+                    first_seen: Time(*first),
+                    last_seen: Time(*last),
+                    events: *events,
+                };
+                (*ch, activity)
+            })
+            .collect()
+    }
+
+    fn order_summary(&self) -> OrderSummary<'a> {
+        OrderSummary {
+            count: self.orders,
+            totals: amounts(&self.order_cents),
+            last_order_at: self.last_order.map(|(at, _)| Time(at)),
+            last_order_id: self.last_order.and_then(|(_, id)| id),
+            returns: self.returns,
+            returned_totals: amounts(&self.return_cents),
+        }
+    }
+
+    /// Days since the last order, as of `clock`.
+    fn recency_days(&self, clock: i64) -> Option<i64> {
+        self.last_order.map(|(at, _)| (clock - at).max(0) / DAY_MS)
+    }
+
+    /// Net purchases in `currency`, in cents.
+    fn net_cents(&self, currency: &str) -> i64 {
+        self.order_cents.get(currency).copied().unwrap_or(0)
+            - self.return_cents.get(currency).copied().unwrap_or(0)
+    }
+}
+
+/// The values of a customer's identifiers, per type.
+fn identifiers_by_type(profile: &CustomerProfile) -> BTreeMap<&str, BTreeSet<&str>> {
+    let mut by_type: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for facts in profile.source_profiles.values() {
+        for id in &facts.identifiers {
+            by_type.entry(&id.kind).or_default().insert(&id.value);
+        }
+    }
+    by_type
+}
+
+/// Amounts per currency, from cents.
+fn amounts<'a>(cents: &BTreeMap<&'a str, i64>) -> BTreeMap<&'a str, f64> {
+    cents.iter().map(|(c, v)| (*c, amount(*v))).collect()
+}
+
+/// The surviving fields, split into person fields and attributes
+/// (`attributes.<name>`).
+fn person_and_attributes<'a>(
+    winners: BTreeMap<&'a str, &'a FieldValue>,
+) -> (StatedFields<'a>, StatedFields<'a>) {
+    let (mut person, mut attributes) = (BTreeMap::new(), BTreeMap::new());
+    for (name, v) in winners {
+        match name.strip_prefix("attributes.") {
+            Some(attr) => attributes.insert(attr, StatedField::from(v)),
+            None => person.insert(name, StatedField::from(v)),
+        };
+    }
+    (person, attributes)
+}
+
+type StatedFields<'a> = BTreeMap<&'a str, StatedField<'a>>;
+type DecisionsByPurpose<'a> = BTreeMap<&'a str, BTreeMap<&'a str, StatedDecision<'a>>>;
+
+/// The consent decisions as of `now`: per purpose and channel, and those about one
+/// identifier only.
+fn consent_view(
+    consents: &Consents,
+    now: i64,
+) -> (DecisionsByPurpose<'_>, Vec<IdentifierDecision<'_>>) {
+    let mut decisions: DecisionsByPurpose = BTreeMap::new();
+    let mut by_identifier = Vec::new();
+    for (k, d) in &consents.decisions {
+        let decision = StatedDecision::new(d, now);
+        match &k.identifier {
+            None => {
+                decisions
+                    .entry(&k.purpose)
+                    .or_default()
+                    .insert(&k.channel, decision);
+            }
+            Some(_) => by_identifier.push(IdentifierDecision {
+                key: DecisionKey::from(k),
+                decision,
+            }),
+        }
+    }
+    (decisions, by_identifier)
+}
+
+/// Carts with items that have not fired.
+fn open_carts(profile: &CustomerProfile) -> usize {
+    profile
+        .activity
+        .carts
+        .values()
+        .filter(|c| !c.fired && !c.items.is_empty())
+        .count()
 }
 
 /// The customer's channels, most active first: where a reminder is most likely seen.
@@ -1167,13 +1428,6 @@ fn preferred_channels(profile: &CustomerProfile) -> Vec<String> {
     let mut ranked: Vec<(&str, u64)> = events.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     ranked.into_iter().map(|(c, _)| c.to_string()).collect()
-}
-
-fn field_json(data: &FieldData) -> Value {
-    match data {
-        FieldData::Text(s) => Value::String(s.clone()),
-        FieldData::Address(a) => serde_json::to_value(a).unwrap_or(Value::Null),
-    }
 }
 
 fn record_event(facts: &mut SourceFacts, event: &ProfileEvent) {
