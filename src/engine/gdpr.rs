@@ -27,10 +27,10 @@ use crate::engine::input::touchpoint::{
     json_object, optional_time, record_id, required_text as text, Rejection,
 };
 use crate::model::Ident;
-use crate::store::{key, Store, StoreError};
+use crate::store::{key, keys, Store, StoreError};
 
-const GENERATED_KEY: &[u8] = b"g/key";
-const SUPPRESSED_COUNT: &[u8] = b"g/suppressed";
+const GENERATED_KEY: &[u8] = keys::HASH_KEY;
+const SUPPRESSED_COUNT: &[u8] = keys::SUPPRESSED_COUNT;
 
 /// Who a request is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +115,7 @@ pub fn looks_like_request(bytes: &[u8]) -> bool {
 }
 
 pub(crate) fn request_key(request_id: &str) -> Vec<u8> {
-    key("g/rq/", &[request_id])
+    key(keys::REQUESTS_DONE, &[request_id])
 }
 
 /// The key of the keyed hashes: the configured one, else the one kept in the store.
@@ -154,7 +154,7 @@ pub fn keyed_hash(hash_key: &[u8], kind: &str, value: &str) -> String {
 }
 
 fn suppression_key(hash: &str) -> Vec<u8> {
-    key("g/sup/", &[hash])
+    key(keys::SUPPRESSED, &[hash])
 }
 
 /// Identifiers on the suppression list. Free when nobody was ever erased.

@@ -204,18 +204,7 @@ impl Engine {
     /// Every customer's golden record, in customer-id order. A full scan: for tests,
     /// exports and tools, never on the event path.
     pub fn golden_records(&self) -> Result<Vec<Value>, EngineError> {
-        let clock = self.profiler.clock(&self.store)?;
-        let mut out = Vec::new();
-        for (k, v) in self.store.scan_prefix(b"p/cu/")? {
-            let customer_id =
-                String::from_utf8_lossy(k.strip_prefix(b"p/cu/").unwrap_or(&k)).into_owned();
-            let profile = postcard::from_bytes(&v).map_err(|source| StoreError::Decode {
-                key: customer_id.clone(),
-                source,
-            })?;
-            out.push(self.profiler.golden_record(&customer_id, &profile, clock));
-        }
-        Ok(out)
+        Ok(self.profiler.golden_records(&self.store)?)
     }
 
     /// Live customers.

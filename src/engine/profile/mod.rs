@@ -46,12 +46,12 @@ use crate::engine::profile::records::{
 use crate::model::output::{OutputRecord, Topic};
 use crate::model::Ident;
 use crate::model::CONSENT_PURPOSES;
-use crate::store::{key, Store, StoreError};
+use crate::store::{key, keys, Store, StoreError};
 use activation::{Activity, Timer, TimerKind};
 use consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
 
 const DAY_MS: i64 = 86_400_000;
-const CLOCK: &[u8] = b"p/clock";
+const CLOCK: &[u8] = keys::CLOCK;
 
 /// One stated value of a field, with its provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,17 +125,17 @@ pub struct ProfileCounts {
 }
 
 fn profile_key(customer_id: &str) -> Vec<u8> {
-    key("p/cu/", &[customer_id])
+    key(keys::PROFILES, &[customer_id])
 }
 
 fn day_of(ms: i64) -> u32 {
     (ms.max(0) / DAY_MS).min(i64::from(u32::MAX)) as u32
 }
 
-const INACTIVE_INDEX: &[u8] = b"p/ls/";
-const TIMERS: &[u8] = b"p/tm/";
+const INACTIVE_INDEX: &[u8] = keys::INACTIVE_INDEX;
+const TIMERS: &[u8] = keys::TIMERS;
 /// The `until` of the last timer check: every timer due at or before it has fired.
-const TIMERS_DONE: &[u8] = b"p/timers_done";
+const TIMERS_DONE: &[u8] = keys::TIMERS_DONE;
 
 /// `p/tm/<due, sortable><customer>\0<kind>`.
 fn timer_key(due: i64, customer_id: &str, kind: &str) -> Vec<u8> {
@@ -177,7 +177,7 @@ fn due_timers(
     Ok(by_customer)
 }
 
-const BEHAVIOURAL_INDEX: &[u8] = b"p/lb/";
+const BEHAVIOURAL_INDEX: &[u8] = keys::BEHAVIOURAL_INDEX;
 
 fn inactive_key(day: u32, customer_id: &str) -> Vec<u8> {
     let mut k = INACTIVE_INDEX.to_vec();
@@ -307,6 +307,24 @@ impl Profiler {
         customer_id: &str,
     ) -> Result<Option<CustomerProfile>, StoreError> {
         store.get(&profile_key(customer_id))
+    }
+
+    /// Every customer's golden record, in customer-id order: a full scan, for tests,
+    /// exports and tools, never on the event path.
+    pub fn golden_records(&self, store: &Store) -> Result<Vec<Value>, StoreError> {
+        let clock = self.clock(store)?;
+        let prefix = keys::PROFILES.as_bytes();
+        let mut out = Vec::new();
+        for (k, v) in store.scan_prefix(prefix)? {
+            let customer_id =
+                String::from_utf8_lossy(k.strip_prefix(prefix).unwrap_or(&k)).into_owned();
+            let profile = postcard::from_bytes(&v).map_err(|source| StoreError::Decode {
+                key: customer_id.clone(),
+                source,
+            })?;
+            out.push(self.golden_record(&customer_id, &profile, clock));
+        }
+        Ok(out)
     }
 
     /// The stage's event-time clock.

@@ -14,10 +14,10 @@ use tracing::info;
 use super::sink::{Sink, WireRecord};
 use super::{RuntimeError, RuntimeStats};
 use crate::engine::Engine;
-use crate::store::{Store, StoreError};
+use crate::store::{keys, Store, StoreError};
 
-const OUTBOX_PREFIX: &[u8] = b"o/";
-const OUTBOX_SEQ: &[u8] = b"m/outbox_seq";
+const OUTBOX_PREFIX: &[u8] = keys::OUTBOX;
+const OUTBOX_SEQ: &[u8] = keys::OUTBOX_SEQ;
 
 fn outbox_key(seq: u64) -> Vec<u8> {
     let mut k = OUTBOX_PREFIX.to_vec();
