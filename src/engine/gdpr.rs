@@ -105,13 +105,7 @@ pub fn parse_request_document(
 
 /// Whether a line of a replay file is a rights request rather than a touchpoint.
 pub fn looks_like_request(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        request_id: Option<serde::de::IgnoredAny>,
-        event_id: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<Probe>(bytes)
-        .is_ok_and(|p| p.request_id.is_some() && p.event_id.is_none())
+    crate::engine::InputKind::of_line(bytes) == Some(crate::engine::InputKind::Request)
 }
 
 pub(crate) fn request_key(request_id: &str) -> Vec<u8> {

@@ -162,11 +162,13 @@ impl Engine {
         s.fuzzy_candidates += u64::from(c.fuzzy_candidates);
         s.generic_blocks += u64::from(c.generic_blocks);
         let rules = &self.config.matching.rules;
-        for &r in &c.fuzzy_links {
-            *s.fuzzy_links.entry(rules[r].name.clone()).or_default() += 1;
-        }
-        for &r in &c.suggestions {
-            *s.suggestions.entry(rules[r].name.clone()).or_default() += 1;
+        for (by_rule, fired) in [
+            (&mut s.fuzzy_links, &c.fuzzy_links),
+            (&mut s.suggestions, &c.suggestions),
+        ] {
+            for &r in fired {
+                *by_rule.entry(rules[r].name.clone()).or_default() += 1;
+            }
         }
         if c.customer_source_profiles > 0 {
             *s.customer_source_profiles

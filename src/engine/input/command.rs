@@ -129,13 +129,7 @@ pub fn parse_command_document(
 
 /// Whether a line of a replay file is an operator command rather than a touchpoint.
 pub fn looks_like_command(bytes: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        command_id: Option<serde::de::IgnoredAny>,
-        event_id: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<Probe>(bytes)
-        .is_ok_and(|p| p.command_id.is_some() && p.event_id.is_none())
+    super::InputKind::of_line(bytes) == Some(super::InputKind::Command)
 }
 
 /// Commands done: `x/cmd/<command_id>`.

@@ -50,6 +50,15 @@ impl InputKind {
     }
 }
 
+impl InputKind {
+    /// The kind of a replay line that is a JSON object, by [`InputKind::of_document`].
+    pub fn of_line(bytes: &[u8]) -> Option<InputKind> {
+        serde_json::from_slice::<Map<String, Value>>(bytes)
+            .ok()
+            .map(|doc| InputKind::of_document(&doc))
+    }
+}
+
 /// One input, parsed and validated.
 #[derive(Debug)]
 pub enum Input {
