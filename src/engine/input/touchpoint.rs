@@ -262,7 +262,7 @@ fn event_id_and_channel<'a>(
     raw: &'a Map<String, Value>,
     config: &EngineConfig,
 ) -> Result<(&'a str, &'a str), Rejection> {
-    let event_id = required_str(&raw, "event_id")?;
+    let event_id = required_str(raw, "event_id")?;
     if event_id.trim().is_empty() {
         return Err(Rejection::BadValue {
             field: "event_id".into(),
@@ -275,7 +275,7 @@ fn event_id_and_channel<'a>(
             max: config.limits.max_event_id_bytes,
         });
     }
-    let channel = required_str(&raw, "channel")?;
+    let channel = required_str(raw, "channel")?;
     if channel.is_empty()
         || channel.len() > 64
         || !channel
