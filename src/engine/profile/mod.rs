@@ -704,9 +704,7 @@ impl Profiler {
     }
 
     fn profiling_allowed(&self, profile: &CustomerProfile, now: i64) -> bool {
-        profile
-            .consents
-            .allowed("profiling", "all", None, self.implied("profiling"), now)
+        self.allows(profile, "profiling", now)
     }
 
     /// The timers a customer should have: cart abandonment, the next lifecycle change
@@ -1157,7 +1155,7 @@ impl Profiler {
         let totals = Totals::of(profile);
         let (person, attributes) = person_and_attributes(self.survivors(profile));
         let (consents, consents_by_identifier) = consent_view(&profile.consents, clock);
-        let profiling = self.allows(profile, "profiling", clock);
+        let profiling = self.profiling_allowed(profile, clock);
         let last_order_at = totals.last_order.map(|(at, _)| at);
         GoldenRecord {
             customer_id,
