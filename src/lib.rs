@@ -34,6 +34,7 @@ pub mod event;
 pub mod gdpr;
 pub mod generate;
 pub mod handoff;
+pub mod identity_records;
 pub mod logging;
 pub mod matching;
 pub mod metrics;
