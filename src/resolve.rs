@@ -26,17 +26,19 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::EngineConfig;
-use crate::event::{EventType, Touchpoint};
+use crate::event::{Address, EventType, Person, Touchpoint};
 use crate::gdpr;
 use crate::handoff::{
     CartFacts, ConsentStatement, FieldData, Ident, OrderFacts, ProfileCommand, ProfileEvent,
     RequestFacts, RequestKind,
 };
 use crate::identity_records::{
-    to_json, Conflict, FieldScores, FuzzyLink, GenericValue, IdentityChange, Merge, Suggestion,
+    to_json, Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue,
+    IdentityChange, IdentityExport, KeptApart, LinkRecord, MatchKeys, Merge, MergeRecord,
+    PairExplanation, SourceProfileRecord, Suggestion,
 };
 use crate::matching::{self, AddressKey, Decision as MatchDecision, Field, MatchView, Matcher};
 use crate::normalise::{self, Normaliser};
@@ -231,6 +233,31 @@ impl SourceProfile {
         }
     }
 
+    /// The source profile with its match keys and provenance (exports, explanations).
+    fn record(&self, id: u64) -> SourceProfileRecord {
+        SourceProfileRecord {
+            source_profile: id,
+            channel: self.channel.clone(),
+            anchor: self.anchor.clone(),
+            identifiers: self.identifiers.clone(),
+            match_keys: MatchKeys {
+                first_name: self.person.first.clone(),
+                last_name: self.person.last.clone(),
+                birth_date: self.person.birth.clone(),
+                street: self.address.street.clone(),
+                postal_code: self.address.postal_code.clone(),
+                city: self.address.city.clone(),
+            },
+            joined: LinkRecord::from(&self.joined),
+            kept_apart: self
+                .apart
+                .iter()
+                .map(|&(split, side)| KeptApart { split, side })
+                .collect(),
+            via_merges: None,
+        }
+    }
+
     fn emails(&self) -> Vec<String> {
         self.identifiers
             .iter()
@@ -259,26 +286,6 @@ pub struct Link {
     pub at: i64,
 }
 
-impl Link {
-    fn to_json(&self) -> Value {
-        json!({
-            "method": self.method, "rule": self.rule, "score": self.score,
-            "matched_on": self.matched_on, "fields": fields_json(&self.fields),
-            "with_source_profile": self.with_source_profile,
-            "event_id": self.event_id, "at": rfc3339(self.at),
-        })
-    }
-}
-
-fn fields_json(fields: &[(Field, f64)]) -> Value {
-    Value::Object(
-        fields
-            .iter()
-            .map(|(f, s)| (f.as_str().to_string(), json!(s)))
-            .collect(),
-    )
-}
-
 /// One customer merged into another (or split from it), kept on the survivor:
 /// `r/mg/<customer>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -292,16 +299,6 @@ pub struct MergeLog {
     pub link: Link,
     /// Identifiers shared, or the identifier a split moved.
     pub identifiers: Vec<Ident>,
-}
-
-impl MergeLog {
-    fn to_json(&self) -> Value {
-        json!({
-            "kind": self.kind, "other_customer_id": self.other_id,
-            "source_profiles": self.source_profiles, "identifiers": self.identifiers,
-            "link": self.link.to_json(),
-        })
-    }
 }
 
 /// Entries kept in a customer's history; the oldest go first beyond.
@@ -1539,35 +1536,10 @@ impl Resolver {
         sp_cache: &mut HashMap<u64, SourceProfile>,
         counts: &mut ResolveCounts,
     ) -> Result<Vec<(String, u64, matching::Verdict)>, StoreError> {
-        let cap = self.matcher.max_candidates();
-        let mut seen: HashSet<u64> = HashSet::new();
-        let mut order: Vec<u64> = Vec::new();
-        'keys: for k in matching::blocking_keys(view) {
-            let Some(block) = store.get::<Block>(&block_key(&k))? else {
-                continue;
-            };
-            if block.generic {
-                continue;
-            }
-            for sp in block.source_profiles {
-                if Some(sp) != own_sp && seen.insert(sp) {
-                    order.push(sp);
-                    if order.len() >= cap {
-                        break 'keys;
-                    }
-                }
-            }
-        }
         let mut best: BTreeMap<String, (u64, matching::Verdict)> = BTreeMap::new();
-        for sp_id in order {
-            let cand = match sp_cache.entry(sp_id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    match store.get::<SourceProfile>(&sp_key(sp_id))? {
-                        Some(sp) => e.insert(sp),
-                        None => continue,
-                    }
-                }
+        for sp_id in self.blocked_with(store, view, own_sp)? {
+            let Some(cand) = cached_source_profile(store, sp_cache, sp_id)? else {
+                continue;
             };
             if group.iter().any(|(g, _)| *g == cand.customer) {
                 continue;
@@ -1593,17 +1565,37 @@ impl Resolver {
                 best.insert(cand.customer.clone(), (sp_id, verdict));
             }
         }
-        let mut out: Vec<(String, u64, matching::Verdict)> =
-            best.into_iter().map(|(c, (sp, v))| (c, sp, v)).collect();
-        // Links first, best score first; customer id breaks ties (deterministic).
-        out.sort_by(|a, b| {
-            let ka = (a.2.decision != MatchDecision::Link, -a.2.score);
-            let kb = (b.2.decision != MatchDecision::Link, -b.2.score);
-            ka.partial_cmp(&kb)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| a.0.cmp(&b.0))
-        });
-        Ok(out)
+        Ok(ranked(best))
+    }
+
+    /// Source profiles sharing a blocking key with `view` (other than `own_sp`), in key
+    /// order, at most `max_candidates`; generic blocks are not read.
+    fn blocked_with(
+        &self,
+        store: &Store,
+        view: &MatchView,
+        own_sp: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let cap = self.matcher.max_candidates();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut order: Vec<u64> = Vec::new();
+        for k in matching::blocking_keys(view) {
+            let Some(block) = store.get::<Block>(&block_key(&k))? else {
+                continue;
+            };
+            if block.generic {
+                continue;
+            }
+            for sp in block.source_profiles {
+                if Some(sp) != own_sp && seen.insert(sp) {
+                    order.push(sp);
+                    if order.len() >= cap {
+                        return Ok(order);
+                    }
+                }
+            }
+        }
+        Ok(order)
     }
 
     /// Moves a source profile from the blocks of its old keys to those of its new ones.
@@ -1636,21 +1628,6 @@ impl Resolver {
         }
         Ok(())
     }
-}
-
-/// A source profile with its match keys and provenance (exports, explanations).
-fn source_profile_json(sp_id: u64, sp: &SourceProfile) -> Value {
-    json!({
-        "source_profile": sp_id, "channel": sp.channel, "anchor": sp.anchor,
-        "identifiers": sp.identifiers,
-        "match_keys": {
-            "first_name": sp.person.first, "last_name": sp.person.last,
-            "birth_date": sp.person.birth, "street": sp.address.street,
-            "postal_code": sp.address.postal_code, "city": sp.address.city,
-        },
-        "joined": sp.joined.to_json(),
-        "kept_apart": sp.apart.iter().map(|(t, side)| json!({"split": t, "side": side})).collect::<Vec<_>>(),
-    })
 }
 
 /// The blocking keys of a source profile as stored.
@@ -1778,6 +1755,23 @@ fn take_merge_log(
         }
     }
     Ok(())
+}
+
+/// The best verdict of each customer: links first, best score first; the customer id
+/// breaks ties (deterministic).
+fn ranked(
+    best: BTreeMap<String, (u64, matching::Verdict)>,
+) -> Vec<(String, u64, matching::Verdict)> {
+    let mut out: Vec<(String, u64, matching::Verdict)> =
+        best.into_iter().map(|(c, (sp, v))| (c, sp, v)).collect();
+    out.sort_by(|a, b| {
+        let ka = (a.2.decision != MatchDecision::Link, -a.2.score);
+        let kb = (b.2.decision != MatchDecision::Link, -b.2.score);
+        ka.partial_cmp(&kb)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    out
 }
 
 fn remove_from_block(store: &mut Store, k: &str, sp_id: u64) -> Result<(), StoreError> {
@@ -1997,19 +1991,18 @@ impl Resolver {
         let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
             return Ok(None);
         };
-        let mut sps = Vec::with_capacity(c.source_profiles.len());
-        for sp_id in &c.source_profiles {
-            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
-                sps.push(source_profile_json(*sp_id, &sp));
-            }
-        }
+        let source_profiles = self
+            .source_profiles(store, &c)?
+            .iter()
+            .map(|(id, sp)| sp.record(*id))
+            .collect();
         let log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
-        Ok(Some(json!({
-            "customer_id": customer_id,
-            "identifiers": c.identifiers,
-            "merged_ids": c.merged_ids,
-            "source_profiles": sps,
-            "merges": log.iter().map(MergeLog::to_json).collect::<Vec<_>>(),
+        Ok(Some(to_json(&IdentityExport {
+            customer_id: customer_id.to_string(),
+            identifiers: c.identifiers,
+            merged_ids: c.merged_ids,
+            source_profiles,
+            merges: log.iter().map(MergeRecord::from).collect(),
         })))
     }
 
@@ -2112,8 +2105,45 @@ impl Resolver {
         let Some(mut kept) = store.get::<Customer>(&customer_key(customer_id))? else {
             return Ok(Err(format!("no live customer `{customer_id}`")));
         };
-        let sps = self.source_profiles(store, &kept)?;
-        let (moving, staying): (Vec<_>, Vec<_>) = sps
+        let mut sides = match self.split_sides(store, &kept, customer_id, identifier)? {
+            Ok(sides) => sides,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let token = next_counter(store, NEXT_SPLIT_TOKEN)?;
+        let new_id = new_customer_id(at, &format!("split:{command_id}"));
+        let moved = mark_split(store, &mut sides, token, &new_id)?;
+        self.rebuild(&mut kept, &sides[0]);
+        let mut split = Customer::new(next_counter(store, NEXT_CUSTOMER_SEQ)?);
+        self.rebuild(&mut split, &sides[1]);
+        store.put(customer_key(customer_id), &kept)?;
+        store.put(customer_key(&new_id), &split)?;
+        add_live_customers(store, 1)?;
+        let link = Link {
+            method: "command".into(),
+            rule: Some("split".into()),
+            matched_on: vec![identifier.kind.clone()],
+            event_id: command_id.to_string(),
+            at,
+            ..Link::default()
+        };
+        log_split(store, customer_id, &new_id, identifier, &moved, link)?;
+        Ok(Ok(SplitDone {
+            new_customer_id: new_id,
+            moved,
+        }))
+    }
+
+    /// A customer's source profiles that stay and those that carry `identifier`;
+    /// `Ok(Err(reason))` when either side would be empty.
+    fn split_sides(
+        &self,
+        store: &Store,
+        c: &Customer,
+        customer_id: &str,
+        identifier: &Ident,
+    ) -> Result<Result<[Vec<(u64, SourceProfile)>; 2], String>, StoreError> {
+        let (moving, staying): (Vec<_>, Vec<_>) = self
+            .source_profiles(store, c)?
             .into_iter()
             .partition(|(_, sp)| sp.identifiers.contains(identifier));
         if moving.is_empty() {
@@ -2128,60 +2158,7 @@ impl Resolver {
                 identifier.kind, identifier.value
             )));
         }
-        let token = next_counter(store, NEXT_SPLIT_TOKEN)?;
-        let new_id = new_customer_id(at, &format!("split:{command_id}"));
-        let mut moved = Vec::with_capacity(moving.len());
-        let mut sides: [Vec<(u64, SourceProfile)>; 2] = [staying, moving];
-        for (side, list) in sides.iter_mut().enumerate() {
-            for (id, sp) in list.iter_mut() {
-                sp.apart.push((token, side == 1));
-                if side == 1 {
-                    sp.customer = new_id.clone();
-                    moved.push(*id);
-                }
-                store.put(sp_key(*id), &*sp)?;
-            }
-        }
-        self.rebuild(&mut kept, &sides[0]);
-        let mut split = Customer {
-            seq: next_counter(store, NEXT_CUSTOMER_SEQ)?,
-            source_profiles: Vec::new(),
-            identifiers: Vec::new(),
-            people: Vec::new(),
-            merged_ids: Vec::new(),
-            apart: Vec::new(),
-        };
-        self.rebuild(&mut split, &sides[1]);
-        store.put(customer_key(customer_id), &kept)?;
-        store.put(customer_key(&new_id), &split)?;
-        add_live_customers(store, 1)?;
-        // The identifier moved is the new customer's: only its history holds the value
-        // (the kept side names the type), so erasing it leaves none behind.
-        let entry = |other: &str, identifiers: Vec<Ident>| MergeLog {
-            kind: "split".into(),
-            other_id: other.to_string(),
-            source_profiles: moved.clone(),
-            link: Link {
-                method: "command".into(),
-                rule: Some("split".into()),
-                matched_on: vec![identifier.kind.clone()],
-                event_id: command_id.to_string(),
-                at,
-                ..Link::default()
-            },
-            identifiers,
-        };
-        let mut log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
-        push_log(&mut log, entry(&new_id, Vec::new()));
-        store.put(merge_log_key(customer_id), &log)?;
-        store.put(
-            merge_log_key(&new_id),
-            &vec![entry(customer_id, vec![identifier.clone()])],
-        )?;
-        Ok(Ok(SplitDone {
-            new_customer_id: new_id,
-            moved,
-        }))
+        Ok(Ok([staying, moving]))
     }
 
     /// Merges two customers on an operator's word (the older survives), lifting any
@@ -2194,27 +2171,10 @@ impl Resolver {
         command_id: &str,
         at: i64,
     ) -> Result<Result<MergeDone, String>, StoreError> {
-        let mut found = Vec::with_capacity(2);
-        for id in ids {
-            let Some(current) = self.current_id(store, id)? else {
-                return Ok(Err(format!("no live customer `{id}`")));
-            };
-            found.push(current);
-        }
-        if found[0] == found[1] {
-            return Ok(Err(format!(
-                "`{}` and `{}` are already one customer: `{}`",
-                ids[0], ids[1], found[0]
-            )));
-        }
-        let mut pair = Vec::with_capacity(2);
-        for id in &found {
-            let c = store.get::<Customer>(&customer_key(id))?.ok_or_else(|| {
-                StoreError::Corrupt(format!("customer `{id}` is live but has no record"))
-            })?;
-            pair.push((id.clone(), c));
-        }
-        pair.sort_by_key(|(_, c)| c.seq);
+        let mut pair = match self.command_pair(store, ids)? {
+            Ok(pair) => pair,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let held: BTreeSet<Ident> = pair[0].1.identifiers.iter().cloned().collect();
         if let Some(kind) = self.unique_clash(&pair[1].1, &held) {
             return Ok(Err(format!(
@@ -2222,31 +2182,8 @@ impl Resolver {
                 pair[0].0, pair[1].0
             )));
         }
-        // Tokens on which the two are on different sides: lifted from every source
-        // profile of both.
-        let lifted: Vec<u64> = pair[0]
-            .1
-            .apart
-            .iter()
-            .filter(|(t, s)| pair[1].1.apart.iter().any(|(u, v)| t == u && s != v))
-            .map(|(t, _)| *t)
-            .collect();
-        if !lifted.is_empty() {
-            for (_, c) in pair.iter_mut() {
-                for sp_id in &c.source_profiles {
-                    if let Some(mut sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
-                        let before = sp.apart.len();
-                        sp.apart.retain(|(t, _)| !lifted.contains(t));
-                        if sp.apart.len() != before {
-                            store.put(sp_key(*sp_id), &sp)?;
-                        }
-                    }
-                }
-                c.apart.retain(|(t, _)| !lifted.contains(t));
-            }
-        }
-        let (merged_id, merged) = pair.pop().expect("two customers");
-        let (survivor_id, mut survivor) = pair.pop().expect("two customers");
+        let lifted = lift_splits(store, &mut pair)?;
+        let [(survivor_id, mut survivor), (merged_id, merged)] = pair;
         let link = Link {
             method: "command".into(),
             rule: Some("command".into()),
@@ -2268,9 +2205,40 @@ impl Resolver {
         Ok(Ok(MergeDone {
             survivor: survivor_id,
             merged: merged_id,
-            lifted: lifted.len(),
+            lifted,
             commands,
         }))
+    }
+
+    /// The live customers two ids name, oldest first; `Ok(Err(reason))` when either
+    /// names none, or both the same.
+    fn command_pair(
+        &self,
+        store: &Store,
+        ids: &[String; 2],
+    ) -> Result<Result<[(String, Customer); 2], String>, StoreError> {
+        let mut found = Vec::with_capacity(2);
+        for id in ids {
+            let Some(current) = self.current_id(store, id)? else {
+                return Ok(Err(format!("no live customer `{id}`")));
+            };
+            found.push(current);
+        }
+        if found[0] == found[1] {
+            return Ok(Err(format!(
+                "`{}` and `{}` are already one customer: `{}`",
+                ids[0], ids[1], found[0]
+            )));
+        }
+        let mut pair = Vec::with_capacity(2);
+        for id in found {
+            let c = live_customer(store, &id)?;
+            pair.push((id, c));
+        }
+        pair.sort_by_key(|(_, c)| c.seq);
+        let [older, newer]: [(String, Customer); 2] =
+            pair.try_into().expect("two customers were found");
+        Ok(Ok([older, newer]))
     }
 
     /// Why each source profile belongs to the customer: its own link, and the merges
@@ -2283,24 +2251,25 @@ impl Resolver {
             return Ok(None);
         };
         let log: Vec<MergeLog> = store.get(&merge_log_key(&customer_id))?.unwrap_or_default();
-        let mut sps = Vec::new();
+        let mut source_profiles = Vec::new();
         for (sp_id, sp) in self.source_profiles(store, &c)? {
-            let mut doc = source_profile_json(sp_id, &sp);
-            let via: Vec<Value> = log
+            let via = log
                 .iter()
                 .filter(|m| m.kind == "merge" && m.source_profiles.contains(&sp_id))
-                .map(MergeLog::to_json)
+                .map(MergeRecord::from)
                 .collect();
-            doc["via_merges"] = json!(via);
-            sps.push(doc);
+            source_profiles.push(SourceProfileRecord {
+                via_merges: Some(via),
+                ..sp.record(sp_id)
+            });
         }
-        Ok(Some(json!({
-            "customer_id": customer_id,
-            "asked_for": id,
-            "identifiers": c.identifiers,
-            "merged_ids": c.merged_ids,
-            "source_profiles": sps,
-            "history": log.iter().map(MergeLog::to_json).collect::<Vec<_>>(),
+        Ok(Some(to_json(&Explanation {
+            customer_id,
+            asked_for: id.to_string(),
+            identifiers: c.identifiers,
+            merged_ids: c.merged_ids,
+            source_profiles,
+            history: log.iter().map(MergeRecord::from).collect(),
         })))
     }
 
@@ -2308,44 +2277,95 @@ impl Resolver {
     /// them apart (no shared evidence, a guardrail, a split decision, a score below the
     /// thresholds).
     pub fn explain_pair(&self, store: &Store, a: &str, b: &str) -> Result<Value, StoreError> {
-        let (ca, cb) = (self.current_id(store, a)?, self.current_id(store, b)?);
-        let (Some(ca), Some(cb)) = (ca, cb) else {
-            return Ok(json!({
-                "a": a, "b": b, "same_customer": false,
-                "reasons": [format!("no customer is known as `{}`", if self.current_id(store, a)?.is_none() { a } else { b })],
-            }));
+        let (ca, cb) = match (self.current_id(store, a)?, self.current_id(store, b)?) {
+            (Some(ca), Some(cb)) => (ca, cb),
+            (ca, _) => {
+                let unknown = if ca.is_none() { a } else { b };
+                return Ok(to_json(&PairExplanation::Unknown {
+                    a: a.to_string(),
+                    b: b.to_string(),
+                    same_customer: false,
+                    reasons: vec![format!("no customer is known as `{unknown}`")],
+                }));
+            }
         };
         if ca == cb {
             let log: Vec<MergeLog> = store.get(&merge_log_key(&ca))?.unwrap_or_default();
-            let between: Vec<Value> = log
+            let merges = log
                 .iter()
                 .filter(|m| m.kind == "merge" && (m.other_id == a || m.other_id == b))
-                .map(MergeLog::to_json)
+                .map(MergeRecord::from)
                 .collect();
-            return Ok(json!({
-                "a": a, "b": b, "same_customer": true, "customer_id": ca,
-                "merges": between,
+            return Ok(to_json(&PairExplanation::Same {
+                a: a.to_string(),
+                b: b.to_string(),
+                same_customer: true,
+                customer_id: ca,
+                merges,
             }));
         }
-        let load = |id: &str| -> Result<Customer, StoreError> {
-            store.get::<Customer>(&customer_key(id))?.ok_or_else(|| {
-                StoreError::Corrupt(format!("customer `{id}` is live but has no record"))
-            })
-        };
-        let (x, y) = (load(&ca)?, load(&cb)?);
-        let mut reasons: Vec<String> = Vec::new();
-        let shared: Vec<&Ident> = x
+        Ok(to_json(&self.explain_apart(store, a, b, [ca, cb])?))
+    }
+
+    /// Why two live customers are not one: the identifiers they share, the guardrails
+    /// between them, and how their best pair of source profiles scores.
+    fn explain_apart(
+        &self,
+        store: &Store,
+        a: &str,
+        b: &str,
+        customers: [String; 2],
+    ) -> Result<PairExplanation, StoreError> {
+        let x = live_customer(store, &customers[0])?;
+        let y = live_customer(store, &customers[1])?;
+        let shared: Vec<Ident> = x
             .identifiers
             .iter()
             .filter(|i| y.identifiers.binary_search(i).is_ok())
+            .cloned()
             .collect();
+        let kept_apart = x.kept_apart_from(&y.apart);
+        let mut reasons = self.guardrail_reasons(store, &x, &y, &shared, kept_apart)?;
+        let best_fuzzy_match = match self.best_fuzzy_pair(store, &x, &y)? {
+            None => {
+                reasons.push("no person data on both sides to compare".into());
+                None
+            }
+            Some(pair) => {
+                reasons.push(self.fuzzy_reason(&pair, kept_apart));
+                Some(self.fuzzy_comparison(pair))
+            }
+        };
+        if shared.is_empty() {
+            reasons.insert(0, "no identifier in common".into());
+        }
+        Ok(PairExplanation::Apart {
+            a: a.to_string(),
+            b: b.to_string(),
+            same_customer: false,
+            customers,
+            shared_identifiers: shared,
+            best_fuzzy_match,
+            reasons,
+        })
+    }
+
+    /// The guardrails that keep two customers apart, in words.
+    fn guardrail_reasons(
+        &self,
+        store: &Store,
+        x: &Customer,
+        y: &Customer,
+        shared: &[Ident],
+        kept_apart: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut reasons: Vec<String> = Vec::new();
         let held: BTreeSet<Ident> = x.identifiers.iter().cloned().collect();
-        if let Some(kind) = self.unique_clash(&y, &held) {
+        if let Some(kind) = self.unique_clash(y, &held) {
             reasons.push(format!(
                 "they hold different values of the unique type `{kind}`"
             ));
         }
-        let kept_apart = x.kept_apart_from(&y.apart);
         if kept_apart {
             reasons.push("a split keeps them apart (until a merge command)".into());
         }
@@ -2355,7 +2375,7 @@ impl Resolver {
         {
             reasons.push("their person data contradict (birth date or first name)".into());
         }
-        for id in &shared {
+        for id in shared {
             if let Some(entry) = store.get::<ValueEntry>(&value_key(id))? {
                 if entry.generic {
                     reasons.push(format!(
@@ -2365,11 +2385,22 @@ impl Resolver {
                 }
             }
         }
+        Ok(reasons)
+    }
+
+    /// The best-scoring pair of source profiles with person data of two customers (the
+    /// first 200 of each), and whether they share a blocking key.
+    fn best_fuzzy_pair(
+        &self,
+        store: &Store,
+        x: &Customer,
+        y: &Customer,
+    ) -> Result<Option<FuzzyPair>, StoreError> {
         let (xs, ys) = (
-            self.source_profiles(store, &x)?,
-            self.source_profiles(store, &y)?,
+            self.source_profiles(store, x)?,
+            self.source_profiles(store, y)?,
         );
-        let mut best: Option<(u64, u64, matching::Verdict, bool)> = None;
+        let mut best: Option<FuzzyPair> = None;
         for (xi, xsp) in xs.iter().take(200) {
             let xe = xsp.emails();
             let xv = MatchView {
@@ -2389,67 +2420,166 @@ impl Resolver {
                 if !yv.has_person() {
                     continue;
                 }
-                let v = self.matcher.judge(&xv, &yv);
+                let verdict = self.matcher.judge(&xv, &yv);
                 let blocked = matching::blocking_keys(&yv).iter().any(|k| xk.contains(k));
-                if best.as_ref().is_none_or(|(_, _, b, _)| v.score > b.score) {
-                    best = Some((*xi, *yi, v, blocked));
+                if best
+                    .as_ref()
+                    .is_none_or(|b| verdict.score > b.verdict.score)
+                {
+                    best = Some(FuzzyPair {
+                        source_profiles: [*xi, *yi],
+                        verdict,
+                        blocked,
+                    });
                 }
             }
         }
-        let fuzzy = match &best {
-            None => {
-                reasons.push("no person data on both sides to compare".into());
-                Value::Null
-            }
-            Some((xi, yi, v, blocked)) => {
-                let rule = v.rule.map(|r| self.matcher.rule(r).name.clone());
-                let m = &self.config.matching;
-                reasons.push(match v.decision {
-                    MatchDecision::Vetoed => {
-                        "a veto: different birth dates or clearly different first names".into()
-                    }
-                    MatchDecision::None if rule.is_none() => {
-                        "no match rule is satisfied by their person data".into()
-                    }
-                    MatchDecision::None => format!(
-                        "best score {} is below the suggestion threshold {}",
-                        v.score, m.suggest_threshold
-                    ),
-                    MatchDecision::Suggest => format!(
-                        "best score {} under `{}` is a suggestion only (link threshold {})",
-                        v.score,
-                        rule.clone().unwrap_or_default(),
-                        m.link_threshold
-                    ),
-                    MatchDecision::Link if kept_apart => {
-                        "their person data match, but the split refuses the link".into()
-                    }
-                    MatchDecision::Link if !blocked => {
-                        "their person data would link, but they share no blocking key: never compared".into()
-                    }
-                    MatchDecision::Link => {
-                        "their person data would link now: they were compared before the evidence arrived on both sides".into()
-                    }
-                });
-                json!({
-                    "source_profiles": [xi, yi], "rule": rule, "score": v.score,
-                    "decision": match v.decision {
-                        MatchDecision::Link => "link", MatchDecision::Suggest => "suggest",
-                        MatchDecision::None => "none", MatchDecision::Vetoed => "vetoed",
-                    },
-                    "fields": fields_json(&v.similarities.compared()),
-                    "swapped_names": v.similarities.swapped, "share_a_blocking_key": blocked,
-                })
-            }
-        };
-        if shared.is_empty() {
-            reasons.insert(0, "no identifier in common".into());
-        }
-        Ok(json!({
-            "a": a, "b": b, "same_customer": false, "customers": [ca, cb],
-            "shared_identifiers": shared, "best_fuzzy_match": fuzzy, "reasons": reasons,
-        }))
+        Ok(best)
     }
+
+    /// What the best pair of source profiles of two customers says, in words.
+    fn fuzzy_reason(&self, pair: &FuzzyPair, kept_apart: bool) -> String {
+        let v = &pair.verdict;
+        let m = &self.config.matching;
+        match v.decision {
+            MatchDecision::Vetoed => {
+                "a veto: different birth dates or clearly different first names".into()
+            }
+            MatchDecision::None if v.rule.is_none() => {
+                "no match rule is satisfied by their person data".into()
+            }
+            MatchDecision::None => format!(
+                "best score {} is below the suggestion threshold {}",
+                v.score, m.suggest_threshold
+            ),
+            MatchDecision::Suggest => format!(
+                "best score {} under `{}` is a suggestion only (link threshold {})",
+                v.score,
+                self.rule_name(v).unwrap_or_default(),
+                m.link_threshold
+            ),
+            MatchDecision::Link if kept_apart => {
+                "their person data match, but the split refuses the link".into()
+            }
+            MatchDecision::Link if !pair.blocked => {
+                "their person data would link, but they share no blocking key: never compared".into()
+            }
+            MatchDecision::Link => {
+                "their person data would link now: they were compared before the evidence arrived on both sides".into()
+            }
+        }
+    }
+
+    /// The best pair of source profiles of two customers, as explanations show it.
+    fn fuzzy_comparison(&self, pair: FuzzyPair) -> FuzzyComparison {
+        let v = &pair.verdict;
+        FuzzyComparison {
+            source_profiles: pair.source_profiles,
+            rule: self.rule_name(v),
+            score: v.score,
+            decision: v.decision.as_str(),
+            fields: FieldScores(v.similarities.compared()),
+            swapped_names: v.similarities.swapped,
+            share_a_blocking_key: pair.blocked,
+        }
+    }
+
+    /// The name of the best rule a verdict satisfies, if any.
+    fn rule_name(&self, v: &matching::Verdict) -> Option<String> {
+        v.rule.map(|r| self.matcher.rule(r).name.clone())
+    }
+}
+
+/// The best-scoring pair of source profiles of two customers (explanations).
+struct FuzzyPair {
+    source_profiles: [u64; 2],
+    verdict: matching::Verdict,
+    /// They share a blocking key: fuzzy matching compares them.
+    blocked: bool,
+}
+
+/// A customer an id names as live; its record missing is a corrupt store.
+fn live_customer(store: &Store, id: &str) -> Result<Customer, StoreError> {
+    store
+        .get::<Customer>(&customer_key(id))?
+        .ok_or_else(|| StoreError::Corrupt(format!("customer `{id}` is live but has no record")))
+}
+
+/// The sides of a split: each source profile takes the split's token on its side, and
+/// those of the moving side (the second) go to the new customer. Returns those.
+fn mark_split(
+    store: &mut Store,
+    sides: &mut [Vec<(u64, SourceProfile)>; 2],
+    token: u64,
+    new_id: &str,
+) -> Result<Vec<u64>, StoreError> {
+    let mut moved = Vec::with_capacity(sides[1].len());
+    for (side, list) in sides.iter_mut().enumerate() {
+        for (id, sp) in list.iter_mut() {
+            sp.apart.push((token, side == 1));
+            if side == 1 {
+                sp.customer = new_id.to_string();
+                moved.push(*id);
+            }
+            store.put(sp_key(*id), &*sp)?;
+        }
+    }
+    Ok(moved)
+}
+
+/// The split in both customers' histories. The identifier moved is the new customer's:
+/// only its history holds the value (the kept side names the type), so erasing it leaves
+/// none behind.
+fn log_split(
+    store: &mut Store,
+    kept_id: &str,
+    new_id: &str,
+    identifier: &Ident,
+    moved: &[u64],
+    link: Link,
+) -> Result<(), StoreError> {
+    let entry = |other: &str, identifiers: Vec<Ident>| MergeLog {
+        kind: "split".into(),
+        other_id: other.to_string(),
+        source_profiles: moved.to_vec(),
+        link: link.clone(),
+        identifiers,
+    };
+    let mut log: Vec<MergeLog> = store.get(&merge_log_key(kept_id))?.unwrap_or_default();
+    push_log(&mut log, entry(new_id, Vec::new()));
+    store.put(merge_log_key(kept_id), &log)?;
+    store.put(
+        merge_log_key(new_id),
+        &vec![entry(kept_id, vec![identifier.clone()])],
+    )
+}
+
+/// Lifts the split decisions between two customers (tokens on which they are on
+/// different sides) from every source profile of both; returns how many.
+fn lift_splits(store: &mut Store, pair: &mut [(String, Customer); 2]) -> Result<usize, StoreError> {
+    let lifted: Vec<u64> = pair[0]
+        .1
+        .apart
+        .iter()
+        .filter(|(t, s)| pair[1].1.apart.iter().any(|(u, v)| t == u && s != v))
+        .map(|(t, _)| *t)
+        .collect();
+    if lifted.is_empty() {
+        return Ok(0);
+    }
+    for (_, c) in pair.iter_mut() {
+        for sp_id in &c.source_profiles {
+            if let Some(mut sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                let before = sp.apart.len();
+                sp.apart.retain(|(t, _)| !lifted.contains(t));
+                if sp.apart.len() != before {
+                    store.put(sp_key(*sp_id), &sp)?;
+                }
+            }
+        }
+        c.apart.retain(|(t, _)| !lifted.contains(t));
+    }
+    Ok(lifted.len())
 }
 
 enum Unfit {
@@ -2516,91 +2646,8 @@ impl Resolver {
         identifiers: Vec<Ident>,
         counts: &mut ResolveCounts,
     ) -> ProfileEvent {
-        let mut fields = Vec::new();
-        if let Some(p) = &tp.person {
-            let text = [
-                (
-                    "first_name",
-                    &p.first_name,
-                    normalise::name_display as fn(&str) -> _,
-                ),
-                ("last_name", &p.last_name, normalise::name_display),
-                ("birth_date", &p.birth_date, normalise::birth_date),
-            ];
-            for (name, raw, f) in text {
-                if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
-                    fields.push((name.to_string(), FieldData::Text(v)));
-                }
-            }
-            if let Some(a) = &p.address {
-                let mut a = a.clone();
-                let country = a
-                    .country
-                    .as_deref()
-                    .and_then(|c| normalise::country(c).ok());
-                if let Some(pc) = a.postal_code.as_deref() {
-                    if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
-                        a.postal_code = Some(n);
-                    }
-                }
-                if country.is_some() {
-                    a.country = country;
-                }
-                for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
-                    if let Some(s) = part {
-                        *part = normalise::name_display(s).ok();
-                    }
-                }
-                if !a.is_empty() {
-                    fields.push(("address".to_string(), FieldData::Address(a)));
-                }
-            }
-        }
-        for (k, v) in &tp.attributes {
-            if !v.trim().is_empty() {
-                fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
-            }
-        }
-        let gdpr = &self.config.gdpr;
-        let before = fields.len();
-        fields.retain(|(name, _)| match name.strip_prefix("attributes.") {
-            Some(attr) => gdpr.attribute_allowed(attr),
-            None => gdpr.person_field_allowed(name),
-        });
-        counts.minimised += (before - fields.len()) as u32;
-        let mut consents = Vec::with_capacity(tp.consent.len());
-        for c in &tp.consent {
-            let identifier = match &c.identifier {
-                None => None,
-                Some((kind, raw)) => match self.normalise_identifier(kind, raw) {
-                    Some(id) => Some(id),
-                    None => {
-                        counts.consent_dropped += 1;
-                        continue;
-                    }
-                },
-            };
-            consents.push(ConsentStatement {
-                purpose: c.purpose.clone(),
-                channel: c.channel.clone(),
-                granted: c.granted,
-                identifier,
-                expires_at: c.expires_at,
-            });
-        }
-        let order_facts = |tp: &Touchpoint| {
-            tp.order.as_ref().map(|o| OrderFacts {
-                order_id: o.order_id.clone(),
-                total_cents: o.total_cents.unwrap_or_else(|| {
-                    o.items
-                        .iter()
-                        .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
-                        .sum()
-                }),
-                currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
-                items: o.items.clone(),
-            })
-        };
+        let fields = self.allowed_fields(tp, counts);
+        let consents = self.consent_statements(tp, counts);
         let (purchase, refund) = match tp.kind {
             EventType::Purchase => (order_facts(tp), None),
             EventType::Return => (None, order_facts(tp)),
@@ -2622,6 +2669,122 @@ impl Resolver {
             }),
         }
     }
+
+    /// The event's person fields in display form and its attributes, those the
+    /// minimisation allow-lists keep (the others counted).
+    fn allowed_fields(
+        &self,
+        tp: &Touchpoint,
+        counts: &mut ResolveCounts,
+    ) -> Vec<(String, FieldData)> {
+        let mut fields = tp.person.as_ref().map(person_fields).unwrap_or_default();
+        for (k, v) in &tp.attributes {
+            if !v.trim().is_empty() {
+                fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
+            }
+        }
+        let gdpr = &self.config.gdpr;
+        let before = fields.len();
+        fields.retain(|(name, _)| match name.strip_prefix("attributes.") {
+            Some(attr) => gdpr.attribute_allowed(attr),
+            None => gdpr.person_field_allowed(name),
+        });
+        counts.minimised += (before - fields.len()) as u32;
+        fields
+    }
+
+    /// The event's consent statements, their identifier normalised; a statement whose
+    /// identifier cannot be is dropped (counted).
+    fn consent_statements(
+        &self,
+        tp: &Touchpoint,
+        counts: &mut ResolveCounts,
+    ) -> Vec<ConsentStatement> {
+        let mut consents = Vec::with_capacity(tp.consent.len());
+        for c in &tp.consent {
+            let identifier = match &c.identifier {
+                None => None,
+                Some((kind, raw)) => match self.normalise_identifier(kind, raw) {
+                    Some(id) => Some(id),
+                    None => {
+                        counts.consent_dropped += 1;
+                        continue;
+                    }
+                },
+            };
+            consents.push(ConsentStatement {
+                purpose: c.purpose.clone(),
+                channel: c.channel.clone(),
+                granted: c.granted,
+                identifier,
+                expires_at: c.expires_at,
+            });
+        }
+        consents
+    }
+}
+
+/// A person's names and birth date in display form, and its address.
+fn person_fields(p: &Person) -> Vec<(String, FieldData)> {
+    let mut fields = Vec::new();
+    let text = [
+        (
+            "first_name",
+            &p.first_name,
+            normalise::name_display as fn(&str) -> _,
+        ),
+        ("last_name", &p.last_name, normalise::name_display),
+        ("birth_date", &p.birth_date, normalise::birth_date),
+    ];
+    for (name, raw, f) in text {
+        if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
+            fields.push((name.to_string(), FieldData::Text(v)));
+        }
+    }
+    if let Some(a) = p.address.as_ref().and_then(display_address) {
+        fields.push(("address".to_string(), FieldData::Address(a)));
+    }
+    fields
+}
+
+/// An address in display form: postal code and country normalised where they can be,
+/// the other parts as names are displayed; `None` when nothing is left.
+fn display_address(a: &Address) -> Option<Address> {
+    let mut a = a.clone();
+    let country = a
+        .country
+        .as_deref()
+        .and_then(|c| normalise::country(c).ok());
+    if let Some(pc) = a.postal_code.as_deref() {
+        if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
+            a.postal_code = Some(n);
+        }
+    }
+    if country.is_some() {
+        a.country = country;
+    }
+    for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
+        if let Some(s) = part {
+            *part = normalise::name_display(s).ok();
+        }
+    }
+    (!a.is_empty()).then_some(a)
+}
+
+/// A purchase's or a return's order: its total in cents (summed from the items when the
+/// event states none), its currency (EUR when it states none).
+fn order_facts(tp: &Touchpoint) -> Option<OrderFacts> {
+    tp.order.as_ref().map(|o| OrderFacts {
+        order_id: o.order_id.clone(),
+        total_cents: o.total_cents.unwrap_or_else(|| {
+            o.items
+                .iter()
+                .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
+                .sum()
+        }),
+        currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
+        items: o.items.clone(),
+    })
 }
 
 #[cfg(test)]
