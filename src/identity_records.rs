@@ -1,12 +1,5 @@
-//! The JSON documents resolve writes, as types: the records of `identity.changes` it
-//! emits ([`IdentityChange`]), the explanations of `unicus explain` ([`Explanation`],
-//! [`PairExplanation`]) and its part of an export ([`IdentityExport`]).
-//!
-//! Serialised with serde_json into a [`Value`] whose objects keep their keys sorted, so
-//! the order of the fields below does not matter. A key that a record does not always
-//! carry is an `Option` skipped when `None`; an `Option` without that attribute is a
-//! key always present, `null` when `None`. Times are RFC 3339 text
-//! ([`crate::output::rfc3339`]).
+//! Resolve's JSON documents as types: the records of `identity.changes` ([`IdentityChange`]),
+//! the explanations ([`Explanation`], [`PairExplanation`]) and an export's identity graph.
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -18,6 +11,11 @@ use crate::output::rfc3339;
 use crate::resolve::{Link, MergeLog};
 
 /// A record as the JSON value callers pass on.
+///
+/// serde_json keeps the keys of an object sorted, so the order of the fields of the
+/// records below does not matter. A key a record does not always carry is an `Option`
+/// skipped when `None`; an `Option` without that attribute is a key always present,
+/// `null` when `None`. Times are RFC 3339 text ([`rfc3339`]).
 pub fn to_json(record: &impl Serialize) -> Value {
     // Every record here is plain data with text keys: serialising it into a value
     // cannot fail.

@@ -312,6 +312,9 @@ fn push_log(log: &mut Vec<MergeLog>, entry: MergeLog) {
     }
 }
 
+/// The source profiles of a customer being split: those that stay, then those that move.
+type SplitSides = [Vec<(u64, SourceProfile)>; 2];
+
 /// The profile commands of a merge, and the fuzzy links among the merged (by id).
 type MergeOutcome = (Vec<ProfileCommand>, Vec<(String, Link)>);
 
@@ -2141,7 +2144,7 @@ impl Resolver {
         c: &Customer,
         customer_id: &str,
         identifier: &Ident,
-    ) -> Result<Result<[Vec<(u64, SourceProfile)>; 2], String>, StoreError> {
+    ) -> Result<Result<SplitSides, String>, StoreError> {
         let (moving, staying): (Vec<_>, Vec<_>) = self
             .source_profiles(store, c)?
             .into_iter()
@@ -2509,7 +2512,7 @@ fn live_customer(store: &Store, id: &str) -> Result<Customer, StoreError> {
 /// those of the moving side (the second) go to the new customer. Returns those.
 fn mark_split(
     store: &mut Store,
-    sides: &mut [Vec<(u64, SourceProfile)>; 2],
+    sides: &mut SplitSides,
     token: u64,
     new_id: &str,
 ) -> Result<Vec<u64>, StoreError> {
