@@ -585,6 +585,17 @@ pub enum Decision {
     Vetoed,
 }
 
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Link => "link",
+            Decision::Suggest => "suggest",
+            Decision::None => "none",
+            Decision::Vetoed => "vetoed",
+        }
+    }
+}
+
 /// The verdict on one candidate, with its explanation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
@@ -639,6 +650,38 @@ impl Matcher {
         let sims = similarities(a, b);
         let vetoed = sims.get(Field::BirthDate) == Some(0.0)
             || sims.get(Field::FirstName).is_some_and(|s| s < 0.5);
+        let Some((rule, score)) = self.best_rule(&sims) else {
+            return Verdict {
+                decision: if vetoed {
+                    Decision::Vetoed
+                } else {
+                    Decision::None
+                },
+                rule: None,
+                score: 0.0,
+                similarities: sims,
+            };
+        };
+        let decision = if vetoed {
+            Decision::Vetoed
+        } else if score + 1e-9 >= self.config.link_threshold && self.config.rules[rule].link {
+            Decision::Link
+        } else if score + 1e-9 >= self.config.suggest_threshold {
+            Decision::Suggest
+        } else {
+            Decision::None
+        };
+        Verdict {
+            decision,
+            rule: Some(rule),
+            score: round3(score),
+            similarities: sims,
+        }
+    }
+
+    /// The rule satisfied with the best score (the mean similarity of its fields), and
+    /// that score.
+    fn best_rule(&self, sims: &Similarities) -> Option<(usize, f64)> {
         let mut best: Option<(usize, f64)> = None;
         for (i, req) in self.rules.iter().enumerate() {
             let mut total = 0.0;
@@ -670,33 +713,7 @@ impl Matcher {
                 best = Some((i, score));
             }
         }
-        let Some((rule, score)) = best else {
-            return Verdict {
-                decision: if vetoed {
-                    Decision::Vetoed
-                } else {
-                    Decision::None
-                },
-                rule: None,
-                score: 0.0,
-                similarities: sims,
-            };
-        };
-        let decision = if vetoed {
-            Decision::Vetoed
-        } else if score + 1e-9 >= self.config.link_threshold && self.config.rules[rule].link {
-            Decision::Link
-        } else if score + 1e-9 >= self.config.suggest_threshold {
-            Decision::Suggest
-        } else {
-            Decision::None
-        };
-        Verdict {
-            decision,
-            rule: Some(rule),
-            score: round3(score),
-            similarities: sims,
-        }
+        best
     }
 }
 

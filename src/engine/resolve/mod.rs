@@ -23,11 +23,13 @@
 //! `r/cu/<customer>` customers.
 
 pub mod matching;
+pub mod records;
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::engine::config::EngineConfig;
 use crate::engine::gdpr;
@@ -37,13 +39,15 @@ use crate::engine::handoff::{
 };
 use crate::engine::input::touchpoint::Touchpoint;
 use crate::engine::normalise::{self, Normaliser};
-use crate::engine::resolve::matching::{
-    AddressKey, Decision as MatchDecision, Field, MatchView, Matcher,
-};
 use crate::model::output::rfc3339;
-use crate::model::EventType;
-use crate::model::Ident;
+use crate::model::{Address, EventType, Ident, Person};
 use crate::store::{key, Store, StoreError};
+use matching::{AddressKey, Decision as MatchDecision, Field, MatchView, Matcher};
+use records::{
+    to_json, Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue,
+    IdentityChange, IdentityExport, KeptApart, LinkRecord, MatchKeys, Merge, MergeRecord,
+    PairExplanation, SourceProfileRecord, Suggestion,
+};
 
 /// Who a source profile says the person is, in match-key form.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -233,6 +237,31 @@ impl SourceProfile {
         }
     }
 
+    /// The source profile with its match keys and provenance (exports, explanations).
+    fn record(&self, id: u64) -> SourceProfileRecord {
+        SourceProfileRecord {
+            source_profile: id,
+            channel: self.channel.clone(),
+            anchor: self.anchor.clone(),
+            identifiers: self.identifiers.clone(),
+            match_keys: MatchKeys {
+                first_name: self.person.first.clone(),
+                last_name: self.person.last.clone(),
+                birth_date: self.person.birth.clone(),
+                street: self.address.street.clone(),
+                postal_code: self.address.postal_code.clone(),
+                city: self.address.city.clone(),
+            },
+            joined: LinkRecord::from(&self.joined),
+            kept_apart: self
+                .apart
+                .iter()
+                .map(|&(split, side)| KeptApart { split, side })
+                .collect(),
+            via_merges: None,
+        }
+    }
+
     fn emails(&self) -> Vec<String> {
         self.identifiers
             .iter()
@@ -261,26 +290,6 @@ pub struct Link {
     pub at: i64,
 }
 
-impl Link {
-    fn to_json(&self) -> Value {
-        json!({
-            "method": self.method, "rule": self.rule, "score": self.score,
-            "matched_on": self.matched_on, "fields": fields_json(&self.fields),
-            "with_source_profile": self.with_source_profile,
-            "event_id": self.event_id, "at": rfc3339(self.at),
-        })
-    }
-}
-
-fn fields_json(fields: &[(Field, f64)]) -> Value {
-    Value::Object(
-        fields
-            .iter()
-            .map(|(f, s)| (f.as_str().to_string(), json!(s)))
-            .collect(),
-    )
-}
-
 /// One customer merged into another (or split from it), kept on the survivor:
 /// `r/mg/<customer>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -296,16 +305,6 @@ pub struct MergeLog {
     pub identifiers: Vec<Ident>,
 }
 
-impl MergeLog {
-    fn to_json(&self) -> Value {
-        json!({
-            "kind": self.kind, "other_customer_id": self.other_id,
-            "source_profiles": self.source_profiles, "identifiers": self.identifiers,
-            "link": self.link.to_json(),
-        })
-    }
-}
-
 /// Entries kept in a customer's history; the oldest go first beyond.
 const MAX_HISTORY: usize = 1_000;
 
@@ -316,6 +315,9 @@ fn push_log(log: &mut Vec<MergeLog>, entry: MergeLog) {
         log.drain(..excess);
     }
 }
+
+/// The source profiles of a customer being split: those that stay, then those that move.
+type SplitSides = [Vec<(u64, SourceProfile)>; 2];
 
 /// The profile commands of a merge, and the fuzzy links among the merged (by id).
 type MergeOutcome = (Vec<ProfileCommand>, Vec<(String, Link)>);
@@ -351,6 +353,35 @@ struct Customer {
 }
 
 impl Customer {
+    /// A customer with nothing yet, created `seq`-th.
+    fn new(seq: u64) -> Self {
+        Self {
+            seq,
+            source_profiles: Vec::new(),
+            identifiers: Vec::new(),
+            people: Vec::new(),
+            merged_ids: Vec::new(),
+            apart: Vec::new(),
+        }
+    }
+
+    /// Takes in what a customer merged into this one had: its source profiles,
+    /// identifiers, people, split tokens and merged ids, and its own id.
+    fn take_in(&mut self, merged_id: &str, merged: Customer) {
+        self.source_profiles.extend(merged.source_profiles);
+        merge_sorted(&mut self.identifiers, merged.identifiers);
+        for p in merged.people {
+            push_person(&mut self.people, p);
+        }
+        for t in merged.apart {
+            if !self.apart.contains(&t) {
+                self.apart.push(t);
+            }
+        }
+        self.merged_ids.push(merged_id.to_string());
+        self.merged_ids.extend(merged.merged_ids);
+    }
+
     /// Whether a split decided that these two must stay apart.
     fn kept_apart_from(&self, other: &[(u64, bool)]) -> bool {
         self.apart
@@ -413,6 +444,200 @@ struct Evidence {
     strong: BTreeSet<String>,
     weak: BTreeSet<String>,
     identifiers: BTreeSet<Ident>,
+}
+
+/// One event being resolved: what each step of [`Resolver::resolve`] finds and leaves
+/// for the next.
+struct Resolving<'e> {
+    tp: &'e Touchpoint,
+    /// The event time, as identity change records carry it.
+    at: String,
+    counts: ResolveCounts,
+    /// Records for `identity.changes`, in order.
+    changes: Vec<IdentityChange>,
+    commands: Vec<ProfileCommand>,
+    /// The event's usable identifiers, strongest first (step 1); those of its unique
+    /// values its customer agrees with (step 4). Taken by step 5.
+    ids: Vec<Ident>,
+    /// The event's strongest identifier: what a new source profile is anchored on.
+    strongest: Option<Ident>,
+    /// The person the event states, in match-key form (minimised).
+    sig: PersonSig,
+    /// The address the event states, when fuzzy matching uses it.
+    address: Option<AddressKey>,
+    /// The key of the event's anchor, unless the anchor was refused (step 2).
+    anchor_key: Option<Vec<u8>>,
+    /// The source profile the anchor points to, unless refused (step 2).
+    anchor: Option<(u64, SourceProfile)>,
+    /// The customers the event joins (steps 3 to 7b), its own first.
+    group: Vec<(String, Customer)>,
+    /// Values of unique types the group holds.
+    held: BTreeSet<Ident>,
+    /// People of the group, and the event's.
+    people: Vec<PersonSig>,
+    /// Split tokens of the group.
+    apart: Vec<(u64, bool)>,
+    matched_on: BTreeSet<String>,
+    /// Values that may link, with their index entry and whether it changed (step 5).
+    entries: Vec<(Ident, ValueEntry, bool)>,
+    /// Source profiles read so far.
+    sp_cache: HashMap<u64, SourceProfile>,
+    /// How each candidate that joined is linked to the event, and by which values.
+    links: HashMap<String, (Link, Vec<Ident>)>,
+    /// Identifier types and values that linked candidates (step 7).
+    link_kinds: BTreeSet<String>,
+    linked_by: BTreeSet<Ident>,
+    /// Customers in the group after step 7: linked by identifiers.
+    deterministic_members: usize,
+    /// The event states person data its source profile did not have (step 7b).
+    new_person: bool,
+    /// Candidates a rule suggests, with the source profile compared (step 7b).
+    suggestions: Vec<(String, u64, matching::Verdict)>,
+    /// The best fuzzy link's score and rule.
+    best_fuzzy: Option<(f64, usize)>,
+}
+
+impl<'e> Resolving<'e> {
+    fn new(
+        tp: &'e Touchpoint,
+        ids: Vec<Ident>,
+        sig: PersonSig,
+        address: Option<AddressKey>,
+        counts: ResolveCounts,
+    ) -> Self {
+        Self {
+            tp,
+            at: rfc3339(tp.occurred_at),
+            counts,
+            changes: Vec::new(),
+            commands: Vec::new(),
+            strongest: ids.first().cloned(),
+            ids,
+            sig,
+            address,
+            anchor_key: None,
+            anchor: None,
+            group: Vec::new(),
+            held: BTreeSet::new(),
+            people: Vec::new(),
+            apart: Vec::new(),
+            matched_on: BTreeSet::new(),
+            entries: Vec::new(),
+            sp_cache: HashMap::new(),
+            links: HashMap::new(),
+            link_kinds: BTreeSet::new(),
+            linked_by: BTreeSet::new(),
+            deterministic_members: 0,
+            new_person: false,
+            suggestions: Vec::new(),
+            best_fuzzy: None,
+        }
+    }
+
+    /// The answer when there is nobody to resolve the event to.
+    fn nobody(self, method: Method) -> Resolution {
+        Resolution {
+            customer_id: None,
+            method,
+            matched_on: Vec::new(),
+            score: None,
+            identity_changes: Vec::new(),
+            commands: Vec::new(),
+            counts: self.counts,
+        }
+    }
+
+    /// The customer the event resolves to so far: its own source profile's, else the
+    /// first candidate that joined.
+    fn group_customer(&self) -> Option<String> {
+        self.group.first().map(|(id, _)| id.clone())
+    }
+
+    /// A link refused by `rule` (a guardrail), between the group and `other`.
+    fn conflict(
+        &self,
+        other: Option<String>,
+        rule: &'static str,
+        identifier_type: Option<String>,
+        identifiers: Vec<Ident>,
+    ) -> Conflict {
+        Conflict {
+            customer_id: self.group_customer(),
+            other_customer_id: other,
+            rule,
+            identifier_type,
+            identifiers,
+            match_rule: None,
+            score: None,
+            fields: None,
+            event_id: self.tp.event_id.clone(),
+            at: self.at.clone(),
+        }
+    }
+
+    /// Counts and records a refused link.
+    fn refused(&mut self, conflict: Conflict) {
+        self.counts.conflicts += 1;
+        self.changes.push(IdentityChange::Conflict(conflict));
+    }
+
+    /// The `merge` record of step 9: by shared identifiers, or, with fuzzy links among
+    /// the merged, by the first one's rule at the lowest of their scores.
+    fn merge_record(
+        &mut self,
+        survivor: &str,
+        merged_ids: Vec<String>,
+        fuzzy_links: &[(String, Link)],
+    ) -> Merge {
+        let mut record = Merge {
+            customer_id: survivor.to_string(),
+            merged_ids,
+            rule: Some("deterministic".into()),
+            matched_on: std::mem::take(&mut self.link_kinds).into_iter().collect(),
+            identifiers: std::mem::take(&mut self.linked_by).into_iter().collect(),
+            score: 1.0,
+            fields: None,
+            links: None,
+            event_id: self.tp.event_id.clone(),
+            at: self.at.clone(),
+        };
+        if let Some((_, first)) = fuzzy_links.first() {
+            record.rule = first.rule.clone();
+            record.score = fuzzy_links
+                .iter()
+                .filter_map(|(_, l)| l.score)
+                .fold(1.0, f64::min);
+            record.fields = Some(FieldScores(first.fields.clone()));
+            record.links = Some(
+                fuzzy_links
+                    .iter()
+                    .map(|(id, l)| FuzzyLink::new(id, l))
+                    .collect(),
+            );
+        }
+        record
+    }
+}
+
+/// The customer an event resolves to (steps 8 to 11).
+struct Survivor {
+    id: String,
+    customer: Customer,
+    method: Method,
+    /// Its number of source profiles before the event.
+    source_profiles_before: usize,
+    /// Its record changed and must be written.
+    dirty: bool,
+}
+
+/// The source profile an event attaches to (step 10).
+struct Attachment {
+    id: u64,
+    profile: SourceProfile,
+    /// Found through the event's anchor (else new).
+    anchored: bool,
+    /// Changed and must be written.
+    dirty: bool,
 }
 
 impl Resolver {
@@ -505,11 +730,43 @@ impl Resolver {
 
     /// Resolves one validated event, staging the state changes in `store`.
     pub fn resolve(&self, store: &mut Store, tp: &Touchpoint) -> Result<Resolution, StoreError> {
-        let mut counts = ResolveCounts::default();
-        let mut changes = Vec::new();
-        let at = rfc3339(tp.occurred_at);
+        // 1. Normalise identifiers; strongest first. Nobody to resolve: an identifier of
+        // an erased person, or nothing that says who it is.
+        let mut r = self.start(tp);
+        if let Some(method) = self.nobody_to_resolve(store, &r)? {
+            return Ok(r.nobody(method));
+        }
+        // 2. The source profile this event belongs to, anchored on its strongest id.
+        self.find_anchor(store, &mut r)?;
+        // 3. The group of customers this event joins starts with its own.
+        self.start_group(store, &mut r)?;
+        // 4. The event's own unique values must agree with its own customer.
+        self.check_own_unique_values(&mut r);
+        // 5. Who carries each value; values turning generic stop linking here.
+        self.read_value_entries(store, &mut r)?;
+        // 6. Candidate customers, with the evidence of each.
+        let evidence = self.gather_evidence(store, &mut r)?;
+        // 7. Join candidates oldest first, unless a guardrail refuses.
+        self.join_candidates(store, &mut r, evidence)?;
+        // 7b. Fuzzy candidates, when the event states person data its source profile
+        // did not have.
+        let verdicts = self.fuzzy_candidates(store, &mut r)?;
+        self.join_fuzzy_candidates(store, &mut r, verdicts)?;
+        // 8. The survivor: the oldest customer of the group, or a new one.
+        let mut survivor = self.survivor(store, &mut r)?;
+        // 9. Merge the others into the survivor.
+        self.merge_group(store, &mut r, &mut survivor)?;
+        // 10. Attach the event to its source profile.
+        let (sp_id, attached) = self.attach(store, &mut r, &mut survivor)?;
+        // 11. Suggestions for a person to decide, and the profile stage's commands.
+        self.suggest(&mut r, &survivor, sp_id);
+        Ok(self.finish(r, survivor, sp_id, attached))
+    }
 
-        // 1. Normalise identifiers; strongest first.
+    /// Step 1: the event's usable identifiers, strongest first (junk and unusable values
+    /// counted), and the person it states.
+    fn start<'e>(&self, tp: &'e Touchpoint) -> Resolving<'e> {
+        let mut counts = ResolveCounts::default();
         let mut ids: Vec<Ident> = Vec::with_capacity(tp.identifiers.len());
         for (kind, raw) in &tp.identifiers {
             match self.normalise_checked(kind, raw) {
@@ -526,151 +783,159 @@ impl Resolver {
             ))
         });
         ids.dedup();
-        let nobody = |method, counts| Resolution {
-            customer_id: None,
-            method,
-            matched_on: Vec::new(),
-            score: None,
-            identity_changes: Vec::new(),
-            commands: Vec::new(),
-            counts,
-        };
-        if !gdpr::suppressed(store, &self.config, &ids)?.is_empty() {
-            return Ok(nobody(Method::Suppressed, counts));
-        }
         let sig = self.minimised(PersonSig::from_touchpoint(tp));
         let address = self.event_address(tp);
-        let has_person = tp.person.is_some();
-        if ids.is_empty() && !has_person {
-            return Ok(nobody(Method::Unresolved, counts));
-        }
+        Resolving::new(tp, ids, sig, address, counts)
+    }
 
-        // 2. The source profile this event belongs to, anchored on its strongest id,
-        // unless that id no longer says who the person is: a generic value, or (for a
-        // type that is not unique) a source profile of clearly somebody else, like the
-        // shop's own phone typed for every walk-in. Then the event makes a source
-        // profile of its own, and the anchor keeps pointing where it did.
-        let ids_anchor = ids.first().cloned();
-        let mut anchor_key = ids_anchor.as_ref().map(|id| anchor_key(&tp.channel, id));
-        let mut anchor: Option<(u64, SourceProfile)> = match &anchor_key {
-            Some(k) => match store.get::<u64>(k)? {
-                Some(sp_id) => store
-                    .get::<SourceProfile>(&sp_key(sp_id))?
-                    .map(|sp| (sp_id, sp)),
-                None => None,
-            },
+    /// Step 1, the end: an identifier of an erased customer (suppressed), or no usable
+    /// identifier and no person data (unresolved).
+    fn nobody_to_resolve(
+        &self,
+        store: &Store,
+        r: &Resolving,
+    ) -> Result<Option<Method>, StoreError> {
+        if !gdpr::suppressed(store, &self.config, &r.ids)?.is_empty() {
+            return Ok(Some(Method::Suppressed));
+        }
+        Ok((r.ids.is_empty() && r.tp.person.is_none()).then_some(Method::Unresolved))
+    }
+
+    /// Step 2: the source profile the event's strongest identifier anchors in its
+    /// channel, unless that id no longer says who the person is: a generic value, or (for
+    /// a type that is not unique) a source profile of clearly somebody else, like the
+    /// shop's own phone typed for every walk-in. Then the event makes a source profile of
+    /// its own, and the anchor keeps pointing where it did.
+    fn find_anchor(&self, store: &Store, r: &mut Resolving) -> Result<(), StoreError> {
+        let Some(strongest) = r.ids.first() else {
+            return Ok(());
+        };
+        let key = anchor_key(&r.tp.channel, strongest);
+        let anchor = match store.get::<u64>(&key)? {
+            Some(sp_id) => store
+                .get::<SourceProfile>(&sp_key(sp_id))?
+                .map(|sp| (sp_id, sp)),
             None => None,
         };
-        if let (Some((_, sp)), Some(id)) = (&anchor, &ids_anchor) {
-            if self.anchor_refused(store, id, sp, &sig)? {
-                anchor = None;
-                anchor_key = None;
-                counts.anchors_refused += 1;
-            }
-        }
-
-        // 3. The group of customers this event joins starts with its own.
-        let mut group: Vec<(String, Customer)> = Vec::new();
-        let mut matched_on: BTreeSet<String> = BTreeSet::new();
         if let Some((_, sp)) = &anchor {
-            if let Some(c) = store.get::<Customer>(&customer_key(&sp.customer))? {
-                group.push((sp.customer.clone(), c));
-                matched_on.insert(ids[0].kind.clone());
+            if self.anchor_refused(store, strongest, sp, &r.sig)? {
+                r.counts.anchors_refused += 1;
+                return Ok(());
             }
         }
-        let mut held: BTreeSet<Ident> = group
-            .iter()
-            .flat_map(|(_, c)| c.identifiers.iter().cloned())
-            .collect();
-        let mut people: Vec<PersonSig> = group
-            .iter()
-            .flat_map(|(_, c)| c.people.iter().cloned())
-            .collect();
-        let mut apart: Vec<(u64, bool)> = group
-            .iter()
-            .flat_map(|(_, c)| c.apart.iter().copied())
-            .collect();
-        if !sig.is_empty() {
-            people.push(sig.clone());
-        } else if let Some((_, sp)) = &anchor {
-            if !sp.person.is_empty() {
-                people.push(sp.person.clone());
-            }
-        }
+        r.anchor = anchor;
+        r.anchor_key = Some(key);
+        Ok(())
+    }
 
-        // 4. The event's own unique values must agree with its own customer.
-        let own = group.first().map(|(id, _)| id.clone());
+    /// Step 3: the customer of the event's source profile starts the group, with what
+    /// it holds; the person the event states (else its source profile's) joins its people.
+    fn start_group(&self, store: &Store, r: &mut Resolving) -> Result<(), StoreError> {
+        if let Some((_, sp)) = &r.anchor {
+            if let Some(c) = store.get::<Customer>(&customer_key(&sp.customer))? {
+                r.matched_on.insert(r.ids[0].kind.clone());
+                r.held = c.identifiers.iter().cloned().collect();
+                r.people = c.people.clone();
+                r.apart = c.apart.clone();
+                r.group.push((sp.customer.clone(), c));
+            }
+        }
+        if !r.sig.is_empty() {
+            r.people.push(r.sig.clone());
+        } else if let Some((_, sp)) = &r.anchor {
+            if !sp.person.is_empty() {
+                r.people.push(sp.person.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Step 4: an event's value of a unique type that its own customer holds another
+    /// value of is refused (a conflict); the others are held by the group from now on.
+    fn check_own_unique_values(&self, r: &mut Resolving) {
+        let ids = std::mem::take(&mut r.ids);
         let mut accepted: Vec<Ident> = Vec::with_capacity(ids.len());
         for id in ids {
             if self.is_unique(&id.kind) {
-                if let Some(other) = held
+                let other = r
+                    .held
                     .iter()
                     .find(|h| h.kind == id.kind && h.value != id.value)
-                {
-                    counts.conflicts += 1;
-                    changes.push(json!({
-                        "type": "conflict", "customer_id": own, "other_customer_id": Value::Null,
-                        "rule": "unique_identifier", "identifier_type": id.kind,
-                        "identifiers": [id, other], "event_id": tp.event_id, "at": at,
-                    }));
+                    .cloned();
+                if let Some(other) = other {
+                    let kind = Some(id.kind.clone());
+                    let conflict = r.conflict(None, "unique_identifier", kind, vec![id, other]);
+                    r.refused(conflict);
                     continue;
                 }
-                held.insert(id.clone());
+                r.held.insert(id.clone());
             }
             accepted.push(id);
         }
+        r.ids = accepted;
+    }
 
-        // 5. Who carries each value; values turning generic stop linking here.
-        let sig_for_values = people_sig(&sig, anchor.as_ref().map(|(_, sp)| &sp.person));
-        let mut entries: Vec<(Ident, ValueEntry, bool)> = Vec::with_capacity(accepted.len());
-        for id in accepted {
+    /// Step 5: the index entry of each value, with the event's person added to the
+    /// people seen with it. A value carried by too many people or source profiles turns
+    /// generic (recorded) and stops linking here, like one that already was.
+    fn read_value_entries(&self, store: &mut Store, r: &mut Resolving) -> Result<(), StoreError> {
+        let sig = people_sig(&r.sig, r.anchor.as_ref().map(|(_, sp)| &sp.person));
+        let guardrails = &self.config.guardrails;
+        for id in std::mem::take(&mut r.ids) {
             let mut entry = store
                 .get::<ValueEntry>(&value_key(&id))?
                 .unwrap_or_default();
             let mut dirty = false;
             if entry.generic {
-                counts.generic_skipped += 1;
+                r.counts.generic_skipped += 1;
                 continue;
             }
-            if let Some(s) = sig_for_values {
+            if let Some(s) = sig {
                 if !s.is_empty() && entry.people.iter().all(|p| p.disagrees(s)) {
                     entry.people.push(s.clone());
                     dirty = true;
                 }
             }
-            if entry.people.len() > self.config.guardrails.generic_after_people
-                || entry.source_profiles.len() >= self.config.guardrails.max_profiles_per_value
+            if entry.people.len() > guardrails.generic_after_people
+                || entry.source_profiles.len() >= guardrails.max_profiles_per_value
             {
                 entry.generic = true;
                 entry.people.clear();
                 store.put(value_key(&id), &entry)?;
-                counts.generic_new += 1;
-                counts.generic_skipped += 1;
-                changes.push(json!({
-                    "type": "generic_value", "customer_id": own, "identifier": id,
-                    "people": self.config.guardrails.generic_after_people + 1,
-                    "source_profiles": entry.source_profiles.len(),
-                    "event_id": tp.event_id, "at": at,
-                }));
+                r.counts.generic_new += 1;
+                r.counts.generic_skipped += 1;
+                let record = GenericValue {
+                    customer_id: r.group_customer(),
+                    identifier: id,
+                    people: guardrails.generic_after_people + 1,
+                    source_profiles: entry.source_profiles.len(),
+                    event_id: r.tp.event_id.clone(),
+                    at: r.at.clone(),
+                };
+                r.changes.push(IdentityChange::GenericValue(record));
                 continue;
             }
-            entries.push((id, entry, dirty));
+            r.entries.push((id, entry, dirty));
         }
+        Ok(())
+    }
 
-        // 6. Candidate customers, with the evidence of each.
-        let mut sp_cache: HashMap<u64, SourceProfile> = HashMap::new();
+    /// Step 6: the other customers carrying the event's values, with the evidence of
+    /// each (identifier types, strong or weak, and values).
+    fn gather_evidence(
+        &self,
+        store: &Store,
+        r: &mut Resolving,
+    ) -> Result<BTreeMap<String, Evidence>, StoreError> {
         let mut evidence: BTreeMap<String, Evidence> = BTreeMap::new();
-        for (id, entry, _) in &entries {
+        for (id, entry, _) in &r.entries {
             for sp_id in &entry.source_profiles {
-                if !sp_cache.contains_key(sp_id) {
-                    match store.get::<SourceProfile>(&sp_key(*sp_id))? {
-                        Some(sp) => sp_cache.insert(*sp_id, sp),
-                        None => continue,
-                    };
-                }
-                let customer = &sp_cache[sp_id].customer;
-                if group.iter().any(|(g, _)| g == customer) {
-                    matched_on.insert(id.kind.clone());
+                let Some(sp) = cached_source_profile(store, &mut r.sp_cache, *sp_id)? else {
+                    continue;
+                };
+                let customer = &sp.customer;
+                if r.group.iter().any(|(g, _)| g == customer) {
+                    r.matched_on.insert(id.kind.clone());
                     continue;
                 }
                 let e = evidence.entry(customer.clone()).or_default();
@@ -682,8 +947,17 @@ impl Resolver {
                 e.identifiers.insert(id.clone());
             }
         }
+        Ok(evidence)
+    }
 
-        // 7. Join candidates oldest first, unless a guardrail refuses.
+    /// Step 7: candidates join the group oldest first, each linked by the identifiers
+    /// it shares, unless a guardrail refuses (a conflict).
+    fn join_candidates(
+        &self,
+        store: &Store,
+        r: &mut Resolving,
+        evidence: BTreeMap<String, Evidence>,
+    ) -> Result<(), StoreError> {
         let mut candidates: Vec<(String, Customer, Evidence)> = Vec::with_capacity(evidence.len());
         for (cid, ev) in evidence {
             if let Some(c) = store.get::<Customer>(&customer_key(&cid))? {
@@ -691,317 +965,380 @@ impl Resolver {
             }
         }
         candidates.sort_by_key(|(_, c, _)| c.seq);
-        let mut linked_by: BTreeSet<Ident> = BTreeSet::new();
-        let mut link_kinds: BTreeSet<String> = BTreeSet::new();
-        // How each candidate that joined is linked to the event.
-        let mut links: HashMap<String, (Link, Vec<Ident>)> = HashMap::new();
         for (cid, c, ev) in candidates {
-            let refusal = if let Some(clash) = self.unique_clash(&c, &held) {
-                Some(("unique_identifier", clash))
-            } else if c.kept_apart_from(&apart) {
-                Some(("never_link", ev.kinds().next().cloned().unwrap_or_default()))
-            } else if ev.strong.is_empty()
-                && c.people
-                    .iter()
-                    .any(|p| people.iter().any(|q| p.contradicts(q)))
-            {
-                Some((
-                    "weak_identifier_contradiction",
-                    ev.weak.iter().next().cloned().unwrap_or_default(),
-                ))
-            } else if !ev.strong.iter().any(|k| self.is_unique(k))
-                && c.people
-                    .iter()
-                    .any(|p| people.iter().any(|q| p.clearly_other(q)))
-            {
-                Some((
-                    "identifier_contradiction",
-                    ev.kinds().next().cloned().unwrap_or_default(),
-                ))
-            } else {
-                None
-            };
-            if let Some((rule, kind)) = refusal {
-                counts.conflicts += 1;
-                changes.push(json!({
-                    "type": "conflict", "customer_id": own.clone().or_else(|| group.first().map(|g| g.0.clone())),
-                    "other_customer_id": cid, "rule": rule, "identifier_type": kind,
-                    "identifiers": ev.identifiers, "event_id": tp.event_id, "at": at,
-                }));
+            if let Some((rule, kind)) = self.identifier_refusal(r, &c, &ev) {
+                let identifiers = ev.identifiers.into_iter().collect();
+                let conflict = r.conflict(Some(cid), rule, Some(kind), identifiers);
+                r.refused(conflict);
                 continue;
             }
-            self.absorb(&c, &mut held, &mut people, &mut apart);
-            matched_on.extend(ev.kinds().cloned());
-            link_kinds.extend(ev.kinds().cloned());
-            linked_by.extend(ev.identifiers.iter().cloned());
+            self.absorb(r, &c);
+            r.matched_on.extend(ev.kinds().cloned());
+            r.link_kinds.extend(ev.kinds().cloned());
+            r.linked_by.extend(ev.identifiers.iter().cloned());
             let link = Link {
                 method: "identifier".into(),
                 rule: Some("deterministic".into()),
                 score: Some(1.0),
                 matched_on: ev.kinds().cloned().collect(),
-                event_id: tp.event_id.clone(),
-                at: tp.occurred_at,
+                event_id: r.tp.event_id.clone(),
+                at: r.tp.occurred_at,
                 ..Link::default()
             };
-            links.insert(cid.clone(), (link, ev.identifiers.into_iter().collect()));
-            group.push((cid, c));
+            r.links
+                .insert(cid.clone(), (link, ev.identifiers.into_iter().collect()));
+            r.group.push((cid, c));
         }
-        let deterministic_members = group.len();
+        r.deterministic_members = r.group.len();
+        Ok(())
+    }
 
-        // 7b. Fuzzy candidates, when the event states person data its source profile
-        // did not have: most events of known people skip this entirely.
-        let anchor_sp = anchor.as_ref().map(|(_, sp)| sp);
-        let new_person = (!sig.is_empty() && anchor_sp.is_none_or(|sp| sp.person != sig))
-            || address
+    /// The guardrail that refuses a candidate found through shared identifiers, and the
+    /// identifier type it names.
+    fn identifier_refusal(
+        &self,
+        r: &Resolving,
+        c: &Customer,
+        ev: &Evidence,
+    ) -> Option<(&'static str, String)> {
+        if let Some(clash) = self.unique_clash(c, &r.held) {
+            Some(("unique_identifier", clash))
+        } else if c.kept_apart_from(&r.apart) {
+            Some(("never_link", ev.kinds().next().cloned().unwrap_or_default()))
+        } else if ev.strong.is_empty()
+            && c.people
+                .iter()
+                .any(|p| r.people.iter().any(|q| p.contradicts(q)))
+        {
+            Some((
+                "weak_identifier_contradiction",
+                ev.weak.iter().next().cloned().unwrap_or_default(),
+            ))
+        } else if !ev.strong.iter().any(|k| self.is_unique(k))
+            && c.people
+                .iter()
+                .any(|p| r.people.iter().any(|q| p.clearly_other(q)))
+        {
+            Some((
+                "identifier_contradiction",
+                ev.kinds().next().cloned().unwrap_or_default(),
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Step 7b, the search: when the event states person data its source profile did
+    /// not have (most events of known people skip this entirely), the verdict on each
+    /// candidate its blocking keys find.
+    fn fuzzy_candidates(
+        &self,
+        store: &Store,
+        r: &mut Resolving,
+    ) -> Result<Vec<(String, u64, matching::Verdict)>, StoreError> {
+        let anchor_sp = r.anchor.as_ref().map(|(_, sp)| sp);
+        r.new_person = (!r.sig.is_empty() && anchor_sp.is_none_or(|sp| sp.person != r.sig))
+            || r.address
                 .as_ref()
                 .is_some_and(|a| anchor_sp.is_none_or(|sp| &sp.address != a));
-        let mut suggestions: Vec<(String, u64, matching::Verdict)> = Vec::new();
-        let mut best_fuzzy: Option<(f64, usize)> = None;
-        if self.matcher.enabled() && new_person {
-            let mut emails: Vec<String> = entries
-                .iter()
-                .filter(|(id, _, _)| id.kind == "email")
-                .map(|(id, _, _)| id.value.clone())
-                .collect();
-            let person = if sig.is_empty() {
-                anchor_sp.map_or(&sig, |sp| &sp.person)
-            } else {
-                &sig
-            };
-            if let Some(sp) = anchor_sp {
-                for e in sp.emails() {
-                    if !emails.contains(&e) {
-                        emails.push(e);
-                    }
-                }
-            }
-            let view = MatchView {
-                first: person.first.as_deref(),
-                last: person.last.as_deref(),
-                birth: person.birth.as_deref(),
-                address: address
-                    .as_ref()
-                    .or(anchor_sp.map(|sp| &sp.address).filter(|a| !a.is_empty())),
-                emails: &emails,
-            };
-            if view.has_person() {
-                counts.fuzzy_searched = true;
-                let own_sp = anchor.as_ref().map(|(id, _)| *id);
-                let verdicts =
-                    self.fuzzy_verdicts(store, &view, own_sp, &group, &mut sp_cache, &mut counts)?;
-                for (cid, cand_sp, verdict) in verdicts {
-                    if group.iter().any(|(g, _)| *g == cid) {
-                        continue;
-                    }
-                    let Some(rule_index) = verdict.rule else {
-                        continue;
-                    };
-                    if verdict.decision == MatchDecision::Suggest {
-                        suggestions.push((cid, cand_sp, verdict));
-                        continue;
-                    }
-                    let Some(c) = store.get::<Customer>(&customer_key(&cid))? else {
-                        continue;
-                    };
-                    let rule = self.matcher.rule(rule_index).name.clone();
-                    let refusal = if let Some(clash) = self.unique_clash(&c, &held) {
-                        Some(("unique_identifier", clash))
-                    } else if c.kept_apart_from(&apart) {
-                        Some(("never_link", String::new()))
-                    } else if c
-                        .people
-                        .iter()
-                        .any(|p| people.iter().any(|q| p.contradicts(q)))
-                    {
-                        Some(("person_contradiction", String::new()))
-                    } else {
-                        None
-                    };
-                    if let Some((guardrail, kind)) = refusal {
-                        counts.conflicts += 1;
-                        changes.push(json!({
-                            "type": "conflict", "customer_id": own.clone().or_else(|| group.first().map(|g| g.0.clone())),
-                            "other_customer_id": cid, "rule": guardrail, "identifier_type": (!kind.is_empty()).then_some(kind),
-                            "identifiers": [], "match_rule": rule, "score": verdict.score,
-                            "fields": fields_json(&verdict.similarities.compared()),
-                            "event_id": tp.event_id, "at": at,
-                        }));
-                        continue;
-                    }
-                    self.absorb(&c, &mut held, &mut people, &mut apart);
-                    counts.fuzzy_links.push(rule_index);
-                    if best_fuzzy.is_none_or(|(s, _)| verdict.score > s) {
-                        best_fuzzy = Some((verdict.score, rule_index));
-                    }
-                    let link = Link {
-                        method: "fuzzy".into(),
-                        rule: Some(rule),
-                        score: Some(verdict.score),
-                        matched_on: Vec::new(),
-                        fields: verdict.similarities.compared(),
-                        with_source_profile: Some(cand_sp),
-                        event_id: tp.event_id.clone(),
-                        at: tp.occurred_at,
-                    };
-                    links.insert(cid.clone(), (link, Vec::new()));
-                    group.push((cid, c));
-                }
-            }
+        if !self.matcher.enabled() || !r.new_person {
+            return Ok(Vec::new());
         }
-        if let Some((_, rule_index)) = best_fuzzy {
-            matched_on.extend(self.matcher.rule(rule_index).require.keys().cloned());
+        let emails = event_emails(&r.entries, anchor_sp);
+        let view = event_view(&r.sig, anchor_sp, r.address.as_ref(), &emails);
+        if !view.has_person() {
+            return Ok(Vec::new());
         }
+        r.counts.fuzzy_searched = true;
+        let own_sp = r.anchor.as_ref().map(|(id, _)| *id);
+        self.fuzzy_verdicts(
+            store,
+            &view,
+            own_sp,
+            &r.group,
+            &mut r.sp_cache,
+            &mut r.counts,
+        )
+    }
 
-        // 8. The survivor: the oldest customer of the group, or a new one.
-        let mut commands = Vec::new();
-        let (survivor_id, mut survivor, method) = if group.is_empty() {
+    /// Step 7b, the links: a candidate a rule links joins the group unless a guardrail
+    /// refuses (a conflict); one it only suggests is kept for step 11.
+    fn join_fuzzy_candidates(
+        &self,
+        store: &Store,
+        r: &mut Resolving,
+        verdicts: Vec<(String, u64, matching::Verdict)>,
+    ) -> Result<(), StoreError> {
+        for (cid, cand_sp, verdict) in verdicts {
+            if r.group.iter().any(|(g, _)| *g == cid) {
+                continue;
+            }
+            let Some(rule_index) = verdict.rule else {
+                continue;
+            };
+            if verdict.decision == MatchDecision::Suggest {
+                r.suggestions.push((cid, cand_sp, verdict));
+                continue;
+            }
+            let Some(c) = store.get::<Customer>(&customer_key(&cid))? else {
+                continue;
+            };
+            let rule = self.matcher.rule(rule_index).name.clone();
+            if let Some((guardrail, kind)) = self.fuzzy_refusal(r, &c) {
+                let kind = (!kind.is_empty()).then_some(kind);
+                let conflict = Conflict {
+                    match_rule: Some(rule),
+                    score: Some(verdict.score),
+                    fields: Some(FieldScores(verdict.similarities.compared())),
+                    ..r.conflict(Some(cid), guardrail, kind, Vec::new())
+                };
+                r.refused(conflict);
+                continue;
+            }
+            self.absorb(r, &c);
+            r.counts.fuzzy_links.push(rule_index);
+            if r.best_fuzzy.is_none_or(|(s, _)| verdict.score > s) {
+                r.best_fuzzy = Some((verdict.score, rule_index));
+            }
+            let link = Link {
+                method: "fuzzy".into(),
+                rule: Some(rule),
+                score: Some(verdict.score),
+                matched_on: Vec::new(),
+                fields: verdict.similarities.compared(),
+                with_source_profile: Some(cand_sp),
+                event_id: r.tp.event_id.clone(),
+                at: r.tp.occurred_at,
+            };
+            r.links.insert(cid.clone(), (link, Vec::new()));
+            r.group.push((cid, c));
+        }
+        if let Some((_, rule_index)) = r.best_fuzzy {
+            r.matched_on
+                .extend(self.matcher.rule(rule_index).require.keys().cloned());
+        }
+        Ok(())
+    }
+
+    /// The guardrail that refuses a candidate a match rule links, and the identifier type
+    /// it names (empty when none).
+    fn fuzzy_refusal(&self, r: &Resolving, c: &Customer) -> Option<(&'static str, String)> {
+        if let Some(clash) = self.unique_clash(c, &r.held) {
+            Some(("unique_identifier", clash))
+        } else if c.kept_apart_from(&r.apart) {
+            Some(("never_link", String::new()))
+        } else if c
+            .people
+            .iter()
+            .any(|p| r.people.iter().any(|q| p.contradicts(q)))
+        {
+            Some(("person_contradiction", String::new()))
+        } else {
+            None
+        }
+    }
+
+    /// Step 8: the oldest customer of the group, taken out of it; a new customer when
+    /// the group is empty.
+    fn survivor(&self, store: &mut Store, r: &mut Resolving) -> Result<Survivor, StoreError> {
+        let (id, customer, method) = if r.group.is_empty() {
             let seq = next_counter(store, NEXT_CUSTOMER_SEQ)?;
             add_live_customers(store, 1)?;
-            counts.new_customer = true;
-            let id = new_customer_id(tp.occurred_at, &tp.event_id);
-            let c = Customer {
-                seq,
-                source_profiles: Vec::new(),
-                identifiers: Vec::new(),
-                people: Vec::new(),
-                merged_ids: Vec::new(),
-                apart: Vec::new(),
-            };
-            (id, c, Method::New)
+            r.counts.new_customer = true;
+            let id = new_customer_id(r.tp.occurred_at, &r.tp.event_id);
+            (id, Customer::new(seq), Method::New)
         } else {
-            let method = if deterministic_members > 0 {
+            let method = if r.deterministic_members > 0 {
                 Method::Deterministic
             } else {
                 Method::Fuzzy
             };
-            group.sort_by_key(|(_, c)| c.seq);
-            let (id, c) = group.remove(0);
+            r.group.sort_by_key(|(_, c)| c.seq);
+            let (id, c) = r.group.remove(0);
             (id, c, method)
         };
+        Ok(Survivor {
+            source_profiles_before: customer.source_profiles.len(),
+            id,
+            customer,
+            method,
+            dirty: false,
+        })
+    }
 
-        // 9. Merge the others into the survivor.
-        let source_profiles_before = survivor.source_profiles.len();
-        if !group.is_empty() {
-            let merged_ids: Vec<String> = group.iter().map(|(id, _)| id.clone()).collect();
-            let (merge_commands, fuzzy_links) = self.merge_into(
-                store,
-                &survivor_id,
-                &mut survivor,
-                group,
-                &links,
-                &mut sp_cache,
-                tp.occurred_at,
-            )?;
-            counts.merges += merge_commands.len() as u32;
-            commands.extend(merge_commands);
-            let mut record = json!({
-                "type": "merge", "customer_id": survivor_id, "merged_ids": merged_ids,
-                "rule": "deterministic", "matched_on": link_kinds, "identifiers": linked_by,
-                "event_id": tp.event_id, "score": 1.0, "at": at,
-            });
-            if let Some((_, first)) = fuzzy_links.first() {
-                let lowest = fuzzy_links
-                    .iter()
-                    .filter_map(|(_, l)| l.score)
-                    .fold(1.0, f64::min);
-                record["rule"] = json!(first.rule);
-                record["score"] = json!(lowest);
-                record["fields"] = fields_json(&first.fields);
-                record["links"] = fuzzy_links
-                    .iter()
-                    .map(|(id, l)| {
-                        json!({"customer_id": id, "rule": l.rule, "score": l.score,
-                               "fields": fields_json(&l.fields),
-                               "source_profile": l.with_source_profile})
-                    })
-                    .collect();
-            }
-            changes.push(record);
+    /// Step 9: the rest of the group merges into the survivor (a `merge` record).
+    fn merge_group(
+        &self,
+        store: &mut Store,
+        r: &mut Resolving,
+        s: &mut Survivor,
+    ) -> Result<(), StoreError> {
+        if r.group.is_empty() {
+            return Ok(());
         }
+        let others = std::mem::take(&mut r.group);
+        let merged_ids: Vec<String> = others.iter().map(|(id, _)| id.clone()).collect();
+        let (merge_commands, fuzzy_links) = self.merge_into(
+            store,
+            &s.id,
+            &mut s.customer,
+            others,
+            &r.links,
+            &mut r.sp_cache,
+            r.tp.occurred_at,
+        )?;
+        r.counts.merges += merge_commands.len() as u32;
+        r.commands.extend(merge_commands);
+        let record = r.merge_record(&s.id, merged_ids, &fuzzy_links);
+        r.changes.push(IdentityChange::Merge(record));
+        Ok(())
+    }
 
-        // 10. Attach the event to its source profile. Records are written only when
-        // they change: most events of known customers change nothing here.
-        let mut customer_dirty = method == Method::New || counts.merges > 0;
-        let anchored = anchor.is_some();
-        let (sp_id, mut sp, mut sp_dirty) = match anchor {
-            Some((id, mut sp)) => {
-                let moved = sp.customer != survivor_id;
-                if moved {
-                    sp.customer = survivor_id.clone();
-                }
-                (id, sp, moved)
-            }
-            None => {
-                let id = next_counter(store, NEXT_SOURCE_PROFILE)?;
-                if let Some(k) = anchor_key {
-                    store.put(k, &id)?;
-                }
-                survivor.source_profiles.push(id);
-                customer_dirty = true;
-                let joined = match links.get(&survivor_id) {
-                    Some((link, _)) => link.clone(),
-                    None => Link {
-                        method: if method == Method::New {
-                            "new".into()
-                        } else {
-                            "identifier".into()
-                        },
-                        event_id: tp.event_id.clone(),
-                        at: tp.occurred_at,
-                        ..Link::default()
-                    },
-                };
-                let sp = SourceProfile {
-                    customer: survivor_id.clone(),
-                    channel: tp.channel.clone(),
-                    anchor: ids_anchor.clone(),
-                    identifiers: Vec::new(),
-                    person: PersonSig::default(),
-                    person_at: i64::MIN,
-                    address: AddressKey::default(),
-                    joined,
-                    apart: Vec::new(),
-                };
-                (id, sp, true)
-            }
-        };
+    /// Step 10: the event attaches to its source profile (its anchor's, else a new one),
+    /// and its identifiers and person data to it and to the survivor. Records are written
+    /// only when they change: most events of known customers change nothing here.
+    /// Returns the source profile and the identifiers attached.
+    fn attach(
+        &self,
+        store: &mut Store,
+        r: &mut Resolving,
+        s: &mut Survivor,
+    ) -> Result<(u64, Vec<Ident>), StoreError> {
+        s.dirty = s.method == Method::New || r.counts.merges > 0;
+        let mut sp = self.event_source_profile(store, r, s)?;
         // Blocking keys follow the person data of the source profile.
-        let track_blocks = self.matcher.enabled()
-            && (!anchored
-                || new_person
-                || entries
-                    .iter()
-                    .any(|(id, _, _)| id.kind == "email" && !sp.identifiers.contains(id)));
-        let keys_before = if track_blocks && anchored {
-            source_profile_keys(&sp)
-        } else {
-            Vec::new()
+        let keys_before = self.blocking_keys_to_track(r, &sp);
+        let attached = self.attach_identifiers(store, r, s, &mut sp)?;
+        restate_person(r, s, &mut sp);
+        if let Some(before) = keys_before {
+            let after = source_profile_keys(&sp.profile);
+            self.update_blocks(store, sp.id, &before, &after, &mut r.counts)?;
+        }
+        if sp.dirty {
+            store.put(sp_key(sp.id), &sp.profile)?;
+        }
+        if s.dirty {
+            store.put(customer_key(&s.id), &s.customer)?;
+        }
+        Ok((sp.id, attached))
+    }
+
+    /// The event's source profile, moved to the survivor: its anchor's, else a new one
+    /// (anchored when the anchor was not refused) that joined the survivor by the link
+    /// that brought it into the group.
+    fn event_source_profile(
+        &self,
+        store: &mut Store,
+        r: &mut Resolving,
+        s: &mut Survivor,
+    ) -> Result<Attachment, StoreError> {
+        if let Some((id, mut profile)) = r.anchor.take() {
+            let moved = profile.customer != s.id;
+            if moved {
+                profile.customer = s.id.clone();
+            }
+            return Ok(Attachment {
+                id,
+                profile,
+                anchored: true,
+                dirty: moved,
+            });
+        }
+        let id = next_counter(store, NEXT_SOURCE_PROFILE)?;
+        if let Some(k) = r.anchor_key.take() {
+            store.put(k, &id)?;
+        }
+        s.customer.source_profiles.push(id);
+        s.dirty = true;
+        let joined = match r.links.get(&s.id) {
+            Some((link, _)) => link.clone(),
+            None => Link {
+                method: if s.method == Method::New {
+                    "new".into()
+                } else {
+                    "identifier".into()
+                },
+                event_id: r.tp.event_id.clone(),
+                at: r.tp.occurred_at,
+                ..Link::default()
+            },
         };
+        let profile = SourceProfile {
+            customer: s.id.clone(),
+            channel: r.tp.channel.clone(),
+            anchor: r.strongest.clone(),
+            identifiers: Vec::new(),
+            person: PersonSig::default(),
+            person_at: i64::MIN,
+            address: AddressKey::default(),
+            joined,
+            apart: Vec::new(),
+        };
+        Ok(Attachment {
+            id,
+            profile,
+            anchored: false,
+            dirty: true,
+        })
+    }
+
+    /// The blocking keys the source profile has before the event, when the event may
+    /// change them (a new source profile, new person data, a new e-mail address); `None`
+    /// when it cannot.
+    fn blocking_keys_to_track(&self, r: &Resolving, sp: &Attachment) -> Option<Vec<String>> {
+        let track = self.matcher.enabled()
+            && (!sp.anchored
+                || r.new_person
+                || r.entries
+                    .iter()
+                    .any(|(id, _, _)| id.kind == "email" && !sp.profile.identifiers.contains(id)));
+        let anchored = sp.anchored;
+        track.then(|| {
+            if anchored {
+                source_profile_keys(&sp.profile)
+            } else {
+                Vec::new()
+            }
+        })
+    }
+
+    /// The event's values join the source profile and the survivor, up to the limit of
+    /// values of each type a customer holds (beyond, dropped and counted); index entries
+    /// that changed are written. Returns the identifiers attached.
+    fn attach_identifiers(
+        &self,
+        store: &mut Store,
+        r: &mut Resolving,
+        s: &mut Survivor,
+        sp: &mut Attachment,
+    ) -> Result<Vec<Ident>, StoreError> {
+        let entries = std::mem::take(&mut r.entries);
         let mut attached = Vec::with_capacity(entries.len());
         for (id, mut entry, mut dirty) in entries {
-            if survivor.identifiers.binary_search(&id).is_err() {
+            if s.customer.identifiers.binary_search(&id).is_err() {
                 let limit = self.config.identifiers[&id.kind].limit;
-                let held_of_kind = survivor
+                let held_of_kind = s
+                    .customer
                     .identifiers
                     .iter()
                     .filter(|h| h.kind == id.kind)
                     .count();
                 if held_of_kind >= limit {
-                    counts.limit_dropped += 1;
+                    r.counts.limit_dropped += 1;
                     if dirty {
                         store.put(value_key(&id), &entry)?;
                     }
                     continue;
                 }
-                insert_sorted(&mut survivor.identifiers, id.clone());
-                customer_dirty = true;
+                insert_sorted(&mut s.customer.identifiers, id.clone());
+                s.dirty = true;
             }
-            if let Err(pos) = sp.identifiers.binary_search(&id) {
-                sp.identifiers.insert(pos, id.clone());
-                sp_dirty = true;
+            if let Err(pos) = sp.profile.identifiers.binary_search(&id) {
+                sp.profile.identifiers.insert(pos, id.clone());
+                sp.dirty = true;
             }
-            if !entry.source_profiles.contains(&sp_id) {
-                entry.source_profiles.push(sp_id);
+            if !entry.source_profiles.contains(&sp.id) {
+                entry.source_profiles.push(sp.id);
                 dirty = true;
             }
             if dirty {
@@ -1009,72 +1346,61 @@ impl Resolver {
             }
             attached.push(id);
         }
-        // The latest statement of the person wins (event time).
-        let newer = tp.occurred_at >= sp.person_at;
-        let mut person_changed = false;
-        if !sig.is_empty() {
-            if newer && sp.person != sig {
-                sp.person = sig.clone();
-                person_changed = true;
-            }
-            customer_dirty |= push_person(&mut survivor.people, sig);
-        }
-        if let Some(a) = address {
-            if newer && sp.address != a {
-                sp.address = a;
-                person_changed = true;
-            }
-        }
-        if person_changed {
-            sp.person_at = tp.occurred_at;
-            sp_dirty = true;
-        }
-        if track_blocks {
-            let keys_after = source_profile_keys(&sp);
-            self.update_blocks(store, sp_id, &keys_before, &keys_after, &mut counts)?;
-        }
-        if sp_dirty {
-            store.put(sp_key(sp_id), &sp)?;
-        }
-        if customer_dirty {
-            store.put(customer_key(&survivor_id), &survivor)?;
-        }
-        for (other, cand_sp, verdict) in suggestions {
+        Ok(attached)
+    }
+
+    /// Step 11: a `suggestion` record for each candidate a rule only suggested.
+    fn suggest(&self, r: &mut Resolving, s: &Survivor, sp_id: u64) {
+        for (other, cand_sp, verdict) in std::mem::take(&mut r.suggestions) {
             let Some(rule_index) = verdict.rule else {
                 continue;
             };
-            counts.suggestions.push(rule_index);
-            changes.push(json!({
-                "type": "suggestion", "customer_id": survivor_id, "other_customer_id": other,
-                "rule": self.matcher.rule(rule_index).name, "score": verdict.score,
-                "fields": fields_json(&verdict.similarities.compared()),
-                "compared_source_profiles": [sp_id, cand_sp], "event_id": tp.event_id, "at": at,
-            }));
+            r.counts.suggestions.push(rule_index);
+            let record = Suggestion {
+                customer_id: s.id.clone(),
+                other_customer_id: other,
+                rule: self.matcher.rule(rule_index).name.clone(),
+                score: verdict.score,
+                fields: FieldScores(verdict.similarities.compared()),
+                compared_source_profiles: [sp_id, cand_sp],
+                event_id: r.tp.event_id.clone(),
+                at: r.at.clone(),
+            };
+            r.changes.push(IdentityChange::Suggestion(record));
         }
-        if survivor.source_profiles.len() != source_profiles_before {
-            counts.customer_source_profiles = survivor.source_profiles.len() as u32;
-        }
+    }
 
-        let event = self.profile_event(tp, attached, &mut counts);
-        commands.push(ProfileCommand::Touch {
-            customer_id: survivor_id.clone(),
+    /// Step 11, the end: the profile stage's view of the event, and the answer.
+    fn finish(
+        &self,
+        mut r: Resolving,
+        s: Survivor,
+        sp_id: u64,
+        attached: Vec<Ident>,
+    ) -> Resolution {
+        if s.customer.source_profiles.len() != s.source_profiles_before {
+            r.counts.customer_source_profiles = s.customer.source_profiles.len() as u32;
+        }
+        let event = self.profile_event(r.tp, attached, &mut r.counts);
+        r.commands.push(ProfileCommand::Touch {
+            customer_id: s.id.clone(),
             source_profile: sp_id,
             event: Box::new(event),
         });
-        let score = match method {
+        let score = match s.method {
             Method::Deterministic => Some(1.0),
-            Method::Fuzzy => best_fuzzy.map(|(s, _)| s),
+            Method::Fuzzy => r.best_fuzzy.map(|(score, _)| score),
             _ => None,
         };
-        Ok(Resolution {
-            customer_id: Some(survivor_id),
-            method,
-            matched_on: matched_on.into_iter().collect(),
+        Resolution {
+            customer_id: Some(s.id),
+            method: s.method,
+            matched_on: r.matched_on.into_iter().collect(),
             score,
-            identity_changes: changes,
-            commands,
-            counts,
-        })
+            identity_changes: r.changes.iter().map(to_json).collect(),
+            commands: r.commands,
+            counts: r.counts,
+        }
     }
 
     /// Merges `others` into the survivor: their source profiles, identifiers, people and
@@ -1097,17 +1423,7 @@ impl Resolver {
         let mut fuzzy_links = Vec::new();
         let count = others.len() as i64;
         for (mid, m) in others {
-            for sp_id in &m.source_profiles {
-                let mut sp = match sp_cache.remove(sp_id) {
-                    Some(sp) => sp,
-                    None => match store.get::<SourceProfile>(&sp_key(*sp_id))? {
-                        Some(sp) => sp,
-                        None => continue,
-                    },
-                };
-                sp.customer = survivor_id.to_string();
-                store.put(sp_key(*sp_id), &sp)?;
-            }
+            move_source_profiles(store, &m.source_profiles, survivor_id, sp_cache)?;
             let (link, identifiers) = links
                 .get(&mid)
                 .or_else(|| links.get(survivor_id))
@@ -1116,12 +1432,7 @@ impl Resolver {
             if link.method == "fuzzy" {
                 fuzzy_links.push((mid.clone(), link.clone()));
             }
-            if let Some(mut theirs) = store.get::<Vec<MergeLog>>(&merge_log_key(&mid))? {
-                store.remove(merge_log_key(&mid));
-                for entry in theirs.drain(..) {
-                    push_log(&mut log, entry);
-                }
-            }
+            take_merge_log(store, &mid, &mut log)?;
             push_log(
                 &mut log,
                 MergeLog {
@@ -1133,18 +1444,7 @@ impl Resolver {
                 },
             );
             store.put(alias_key(&mid), &survivor_id)?;
-            survivor.source_profiles.extend(m.source_profiles);
-            merge_sorted(&mut survivor.identifiers, m.identifiers);
-            for p in m.people {
-                push_person(&mut survivor.people, p);
-            }
-            for t in m.apart {
-                if !survivor.apart.contains(&t) {
-                    survivor.apart.push(t);
-                }
-            }
-            survivor.merged_ids.push(mid.clone());
-            survivor.merged_ids.extend(m.merged_ids);
+            survivor.take_in(&mid, m);
             store.remove(customer_key(&mid));
             commands.push(ProfileCommand::Merge {
                 survivor: survivor_id.to_string(),
@@ -1198,20 +1498,14 @@ impl Resolver {
     }
 
     /// Adds a customer joining the group to what the group holds.
-    fn absorb(
-        &self,
-        c: &Customer,
-        held: &mut BTreeSet<Ident>,
-        people: &mut Vec<PersonSig>,
-        apart: &mut Vec<(u64, bool)>,
-    ) {
+    fn absorb(&self, r: &mut Resolving, c: &Customer) {
         for ci in &c.identifiers {
             if self.is_unique(&ci.kind) {
-                held.insert(ci.clone());
+                r.held.insert(ci.clone());
             }
         }
-        people.extend(c.people.iter().cloned());
-        apart.extend(c.apart.iter().copied());
+        r.people.extend(c.people.iter().cloned());
+        r.apart.extend(c.apart.iter().copied());
     }
 
     /// Person match keys the minimisation allow-lists let the store keep.
@@ -1249,35 +1543,10 @@ impl Resolver {
         sp_cache: &mut HashMap<u64, SourceProfile>,
         counts: &mut ResolveCounts,
     ) -> Result<Vec<(String, u64, matching::Verdict)>, StoreError> {
-        let cap = self.matcher.max_candidates();
-        let mut seen: HashSet<u64> = HashSet::new();
-        let mut order: Vec<u64> = Vec::new();
-        'keys: for k in matching::blocking_keys(view) {
-            let Some(block) = store.get::<Block>(&block_key(&k))? else {
-                continue;
-            };
-            if block.generic {
-                continue;
-            }
-            for sp in block.source_profiles {
-                if Some(sp) != own_sp && seen.insert(sp) {
-                    order.push(sp);
-                    if order.len() >= cap {
-                        break 'keys;
-                    }
-                }
-            }
-        }
         let mut best: BTreeMap<String, (u64, matching::Verdict)> = BTreeMap::new();
-        for sp_id in order {
-            let cand = match sp_cache.entry(sp_id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    match store.get::<SourceProfile>(&sp_key(sp_id))? {
-                        Some(sp) => e.insert(sp),
-                        None => continue,
-                    }
-                }
+        for sp_id in self.blocked_with(store, view, own_sp)? {
+            let Some(cand) = cached_source_profile(store, sp_cache, sp_id)? else {
+                continue;
             };
             if group.iter().any(|(g, _)| *g == cand.customer) {
                 continue;
@@ -1303,17 +1572,37 @@ impl Resolver {
                 best.insert(cand.customer.clone(), (sp_id, verdict));
             }
         }
-        let mut out: Vec<(String, u64, matching::Verdict)> =
-            best.into_iter().map(|(c, (sp, v))| (c, sp, v)).collect();
-        // Links first, best score first; customer id breaks ties (deterministic).
-        out.sort_by(|a, b| {
-            let ka = (a.2.decision != MatchDecision::Link, -a.2.score);
-            let kb = (b.2.decision != MatchDecision::Link, -b.2.score);
-            ka.partial_cmp(&kb)
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| a.0.cmp(&b.0))
-        });
-        Ok(out)
+        Ok(ranked(best))
+    }
+
+    /// Source profiles sharing a blocking key with `view` (other than `own_sp`), in key
+    /// order, at most `max_candidates`; generic blocks are not read.
+    fn blocked_with(
+        &self,
+        store: &Store,
+        view: &MatchView,
+        own_sp: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let cap = self.matcher.max_candidates();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut order: Vec<u64> = Vec::new();
+        for k in matching::blocking_keys(view) {
+            let Some(block) = store.get::<Block>(&block_key(&k))? else {
+                continue;
+            };
+            if block.generic {
+                continue;
+            }
+            for sp in block.source_profiles {
+                if Some(sp) != own_sp && seen.insert(sp) {
+                    order.push(sp);
+                    if order.len() >= cap {
+                        return Ok(order);
+                    }
+                }
+            }
+        }
+        Ok(order)
     }
 
     /// Moves a source profile from the blocks of its old keys to those of its new ones.
@@ -1348,21 +1637,6 @@ impl Resolver {
     }
 }
 
-/// A source profile with its match keys and provenance (exports, explanations).
-fn source_profile_json(sp_id: u64, sp: &SourceProfile) -> Value {
-    json!({
-        "source_profile": sp_id, "channel": sp.channel, "anchor": sp.anchor,
-        "identifiers": sp.identifiers,
-        "match_keys": {
-            "first_name": sp.person.first, "last_name": sp.person.last,
-            "birth_date": sp.person.birth, "street": sp.address.street,
-            "postal_code": sp.address.postal_code, "city": sp.address.city,
-        },
-        "joined": sp.joined.to_json(),
-        "kept_apart": sp.apart.iter().map(|(t, side)| json!({"split": t, "side": side})).collect::<Vec<_>>(),
-    })
-}
-
 /// The blocking keys of a source profile as stored.
 fn source_profile_keys(sp: &SourceProfile) -> Vec<String> {
     let emails = sp.emails();
@@ -1370,6 +1644,141 @@ fn source_profile_keys(sp: &SourceProfile) -> Vec<String> {
         emails: &emails,
         ..sp.view()
     })
+}
+
+/// The latest statement of the person wins (event time): the event's person data
+/// replace its source profile's, and the survivor learns the person.
+fn restate_person(r: &mut Resolving, s: &mut Survivor, sp: &mut Attachment) {
+    let newer = r.tp.occurred_at >= sp.profile.person_at;
+    let mut person_changed = false;
+    let sig = std::mem::take(&mut r.sig);
+    if !sig.is_empty() {
+        if newer && sp.profile.person != sig {
+            sp.profile.person = sig.clone();
+            person_changed = true;
+        }
+        s.dirty |= push_person(&mut s.customer.people, sig);
+    }
+    if let Some(a) = r.address.take() {
+        if newer && sp.profile.address != a {
+            sp.profile.address = a;
+            person_changed = true;
+        }
+    }
+    if person_changed {
+        sp.profile.person_at = r.tp.occurred_at;
+        sp.dirty = true;
+    }
+}
+
+/// The e-mail addresses of an event's values and of its source profile.
+fn event_emails(
+    entries: &[(Ident, ValueEntry, bool)],
+    anchor: Option<&SourceProfile>,
+) -> Vec<String> {
+    let mut emails: Vec<String> = entries
+        .iter()
+        .filter(|(id, _, _)| id.kind == "email")
+        .map(|(id, _, _)| id.value.clone())
+        .collect();
+    if let Some(sp) = anchor {
+        for e in sp.emails() {
+            if !emails.contains(&e) {
+                emails.push(e);
+            }
+        }
+    }
+    emails
+}
+
+/// What fuzzy matching compares of an event: the person it states (else its source
+/// profile's), its address (else its source profile's), and `emails`.
+fn event_view<'a>(
+    sig: &'a PersonSig,
+    anchor: Option<&'a SourceProfile>,
+    address: Option<&'a AddressKey>,
+    emails: &'a [String],
+) -> MatchView<'a> {
+    let person = if sig.is_empty() {
+        anchor.map_or(sig, |sp| &sp.person)
+    } else {
+        sig
+    };
+    MatchView {
+        first: person.first.as_deref(),
+        last: person.last.as_deref(),
+        birth: person.birth.as_deref(),
+        address: address.or(anchor.map(|sp| &sp.address).filter(|a| !a.is_empty())),
+        emails,
+    }
+}
+
+/// A source profile, read from `cache` or else from the store (and kept in `cache`).
+fn cached_source_profile<'c>(
+    store: &Store,
+    cache: &'c mut HashMap<u64, SourceProfile>,
+    id: u64,
+) -> Result<Option<&'c SourceProfile>, StoreError> {
+    Ok(match cache.entry(id) {
+        Entry::Occupied(e) => Some(e.into_mut()),
+        Entry::Vacant(e) => match store.get::<SourceProfile>(&sp_key(id))? {
+            Some(sp) => Some(e.insert(sp)),
+            None => None,
+        },
+    })
+}
+
+/// Source profiles move to customer `to` (taken from `cache` when there).
+fn move_source_profiles(
+    store: &mut Store,
+    source_profiles: &[u64],
+    to: &str,
+    cache: &mut HashMap<u64, SourceProfile>,
+) -> Result<(), StoreError> {
+    for sp_id in source_profiles {
+        let mut sp = match cache.remove(sp_id) {
+            Some(sp) => sp,
+            None => match store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                Some(sp) => sp,
+                None => continue,
+            },
+        };
+        sp.customer = to.to_string();
+        store.put(sp_key(*sp_id), &sp)?;
+    }
+    Ok(())
+}
+
+/// The merge log of a customer merged away moves to the end of `log`.
+fn take_merge_log(
+    store: &mut Store,
+    merged: &str,
+    log: &mut Vec<MergeLog>,
+) -> Result<(), StoreError> {
+    if let Some(mut theirs) = store.get::<Vec<MergeLog>>(&merge_log_key(merged))? {
+        store.remove(merge_log_key(merged));
+        for entry in theirs.drain(..) {
+            push_log(log, entry);
+        }
+    }
+    Ok(())
+}
+
+/// The best verdict of each customer: links first, best score first; the customer id
+/// breaks ties (deterministic).
+fn ranked(
+    best: BTreeMap<String, (u64, matching::Verdict)>,
+) -> Vec<(String, u64, matching::Verdict)> {
+    let mut out: Vec<(String, u64, matching::Verdict)> =
+        best.into_iter().map(|(c, (sp, v))| (c, sp, v)).collect();
+    out.sort_by(|a, b| {
+        let ka = (a.2.decision != MatchDecision::Link, -a.2.score);
+        let kb = (b.2.decision != MatchDecision::Link, -b.2.score);
+        ka.partial_cmp(&kb)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    out
 }
 
 fn remove_from_block(store: &mut Store, k: &str, sp_id: u64) -> Result<(), StoreError> {
@@ -1589,19 +1998,18 @@ impl Resolver {
         let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
             return Ok(None);
         };
-        let mut sps = Vec::with_capacity(c.source_profiles.len());
-        for sp_id in &c.source_profiles {
-            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
-                sps.push(source_profile_json(*sp_id, &sp));
-            }
-        }
+        let source_profiles = self
+            .source_profiles(store, &c)?
+            .iter()
+            .map(|(id, sp)| sp.record(*id))
+            .collect();
         let log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
-        Ok(Some(json!({
-            "customer_id": customer_id,
-            "identifiers": c.identifiers,
-            "merged_ids": c.merged_ids,
-            "source_profiles": sps,
-            "merges": log.iter().map(MergeLog::to_json).collect::<Vec<_>>(),
+        Ok(Some(to_json(&IdentityExport {
+            customer_id: customer_id.to_string(),
+            identifiers: c.identifiers,
+            merged_ids: c.merged_ids,
+            source_profiles,
+            merges: log.iter().map(MergeRecord::from).collect(),
         })))
     }
 
@@ -1704,8 +2112,45 @@ impl Resolver {
         let Some(mut kept) = store.get::<Customer>(&customer_key(customer_id))? else {
             return Ok(Err(format!("no live customer `{customer_id}`")));
         };
-        let sps = self.source_profiles(store, &kept)?;
-        let (moving, staying): (Vec<_>, Vec<_>) = sps
+        let mut sides = match self.split_sides(store, &kept, customer_id, identifier)? {
+            Ok(sides) => sides,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let token = next_counter(store, NEXT_SPLIT_TOKEN)?;
+        let new_id = new_customer_id(at, &format!("split:{command_id}"));
+        let moved = mark_split(store, &mut sides, token, &new_id)?;
+        self.rebuild(&mut kept, &sides[0]);
+        let mut split = Customer::new(next_counter(store, NEXT_CUSTOMER_SEQ)?);
+        self.rebuild(&mut split, &sides[1]);
+        store.put(customer_key(customer_id), &kept)?;
+        store.put(customer_key(&new_id), &split)?;
+        add_live_customers(store, 1)?;
+        let link = Link {
+            method: "command".into(),
+            rule: Some("split".into()),
+            matched_on: vec![identifier.kind.clone()],
+            event_id: command_id.to_string(),
+            at,
+            ..Link::default()
+        };
+        log_split(store, customer_id, &new_id, identifier, &moved, link)?;
+        Ok(Ok(SplitDone {
+            new_customer_id: new_id,
+            moved,
+        }))
+    }
+
+    /// A customer's source profiles that stay and those that carry `identifier`;
+    /// `Ok(Err(reason))` when either side would be empty.
+    fn split_sides(
+        &self,
+        store: &Store,
+        c: &Customer,
+        customer_id: &str,
+        identifier: &Ident,
+    ) -> Result<Result<SplitSides, String>, StoreError> {
+        let (moving, staying): (Vec<_>, Vec<_>) = self
+            .source_profiles(store, c)?
             .into_iter()
             .partition(|(_, sp)| sp.identifiers.contains(identifier));
         if moving.is_empty() {
@@ -1720,60 +2165,7 @@ impl Resolver {
                 identifier.kind, identifier.value
             )));
         }
-        let token = next_counter(store, NEXT_SPLIT_TOKEN)?;
-        let new_id = new_customer_id(at, &format!("split:{command_id}"));
-        let mut moved = Vec::with_capacity(moving.len());
-        let mut sides: [Vec<(u64, SourceProfile)>; 2] = [staying, moving];
-        for (side, list) in sides.iter_mut().enumerate() {
-            for (id, sp) in list.iter_mut() {
-                sp.apart.push((token, side == 1));
-                if side == 1 {
-                    sp.customer = new_id.clone();
-                    moved.push(*id);
-                }
-                store.put(sp_key(*id), &*sp)?;
-            }
-        }
-        self.rebuild(&mut kept, &sides[0]);
-        let mut split = Customer {
-            seq: next_counter(store, NEXT_CUSTOMER_SEQ)?,
-            source_profiles: Vec::new(),
-            identifiers: Vec::new(),
-            people: Vec::new(),
-            merged_ids: Vec::new(),
-            apart: Vec::new(),
-        };
-        self.rebuild(&mut split, &sides[1]);
-        store.put(customer_key(customer_id), &kept)?;
-        store.put(customer_key(&new_id), &split)?;
-        add_live_customers(store, 1)?;
-        // The identifier moved is the new customer's: only its history holds the value
-        // (the kept side names the type), so erasing it leaves none behind.
-        let entry = |other: &str, identifiers: Vec<Ident>| MergeLog {
-            kind: "split".into(),
-            other_id: other.to_string(),
-            source_profiles: moved.clone(),
-            link: Link {
-                method: "command".into(),
-                rule: Some("split".into()),
-                matched_on: vec![identifier.kind.clone()],
-                event_id: command_id.to_string(),
-                at,
-                ..Link::default()
-            },
-            identifiers,
-        };
-        let mut log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
-        push_log(&mut log, entry(&new_id, Vec::new()));
-        store.put(merge_log_key(customer_id), &log)?;
-        store.put(
-            merge_log_key(&new_id),
-            &vec![entry(customer_id, vec![identifier.clone()])],
-        )?;
-        Ok(Ok(SplitDone {
-            new_customer_id: new_id,
-            moved,
-        }))
+        Ok(Ok([staying, moving]))
     }
 
     /// Merges two customers on an operator's word (the older survives), lifting any
@@ -1786,27 +2178,10 @@ impl Resolver {
         command_id: &str,
         at: i64,
     ) -> Result<Result<MergeDone, String>, StoreError> {
-        let mut found = Vec::with_capacity(2);
-        for id in ids {
-            let Some(current) = self.current_id(store, id)? else {
-                return Ok(Err(format!("no live customer `{id}`")));
-            };
-            found.push(current);
-        }
-        if found[0] == found[1] {
-            return Ok(Err(format!(
-                "`{}` and `{}` are already one customer: `{}`",
-                ids[0], ids[1], found[0]
-            )));
-        }
-        let mut pair = Vec::with_capacity(2);
-        for id in &found {
-            let c = store.get::<Customer>(&customer_key(id))?.ok_or_else(|| {
-                StoreError::Corrupt(format!("customer `{id}` is live but has no record"))
-            })?;
-            pair.push((id.clone(), c));
-        }
-        pair.sort_by_key(|(_, c)| c.seq);
+        let mut pair = match self.command_pair(store, ids)? {
+            Ok(pair) => pair,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let held: BTreeSet<Ident> = pair[0].1.identifiers.iter().cloned().collect();
         if let Some(kind) = self.unique_clash(&pair[1].1, &held) {
             return Ok(Err(format!(
@@ -1814,31 +2189,8 @@ impl Resolver {
                 pair[0].0, pair[1].0
             )));
         }
-        // Tokens on which the two are on different sides: lifted from every source
-        // profile of both.
-        let lifted: Vec<u64> = pair[0]
-            .1
-            .apart
-            .iter()
-            .filter(|(t, s)| pair[1].1.apart.iter().any(|(u, v)| t == u && s != v))
-            .map(|(t, _)| *t)
-            .collect();
-        if !lifted.is_empty() {
-            for (_, c) in pair.iter_mut() {
-                for sp_id in &c.source_profiles {
-                    if let Some(mut sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
-                        let before = sp.apart.len();
-                        sp.apart.retain(|(t, _)| !lifted.contains(t));
-                        if sp.apart.len() != before {
-                            store.put(sp_key(*sp_id), &sp)?;
-                        }
-                    }
-                }
-                c.apart.retain(|(t, _)| !lifted.contains(t));
-            }
-        }
-        let (merged_id, merged) = pair.pop().expect("two customers");
-        let (survivor_id, mut survivor) = pair.pop().expect("two customers");
+        let lifted = lift_splits(store, &mut pair)?;
+        let [(survivor_id, mut survivor), (merged_id, merged)] = pair;
         let link = Link {
             method: "command".into(),
             rule: Some("command".into()),
@@ -1860,9 +2212,40 @@ impl Resolver {
         Ok(Ok(MergeDone {
             survivor: survivor_id,
             merged: merged_id,
-            lifted: lifted.len(),
+            lifted,
             commands,
         }))
+    }
+
+    /// The live customers two ids name, oldest first; `Ok(Err(reason))` when either
+    /// names none, or both the same.
+    fn command_pair(
+        &self,
+        store: &Store,
+        ids: &[String; 2],
+    ) -> Result<Result<[(String, Customer); 2], String>, StoreError> {
+        let mut found = Vec::with_capacity(2);
+        for id in ids {
+            let Some(current) = self.current_id(store, id)? else {
+                return Ok(Err(format!("no live customer `{id}`")));
+            };
+            found.push(current);
+        }
+        if found[0] == found[1] {
+            return Ok(Err(format!(
+                "`{}` and `{}` are already one customer: `{}`",
+                ids[0], ids[1], found[0]
+            )));
+        }
+        let mut pair = Vec::with_capacity(2);
+        for id in found {
+            let c = live_customer(store, &id)?;
+            pair.push((id, c));
+        }
+        pair.sort_by_key(|(_, c)| c.seq);
+        let [older, newer]: [(String, Customer); 2] =
+            pair.try_into().expect("two customers were found");
+        Ok(Ok([older, newer]))
     }
 
     /// Why each source profile belongs to the customer: its own link, and the merges
@@ -1875,24 +2258,25 @@ impl Resolver {
             return Ok(None);
         };
         let log: Vec<MergeLog> = store.get(&merge_log_key(&customer_id))?.unwrap_or_default();
-        let mut sps = Vec::new();
+        let mut source_profiles = Vec::new();
         for (sp_id, sp) in self.source_profiles(store, &c)? {
-            let mut doc = source_profile_json(sp_id, &sp);
-            let via: Vec<Value> = log
+            let via = log
                 .iter()
                 .filter(|m| m.kind == "merge" && m.source_profiles.contains(&sp_id))
-                .map(MergeLog::to_json)
+                .map(MergeRecord::from)
                 .collect();
-            doc["via_merges"] = json!(via);
-            sps.push(doc);
+            source_profiles.push(SourceProfileRecord {
+                via_merges: Some(via),
+                ..sp.record(sp_id)
+            });
         }
-        Ok(Some(json!({
-            "customer_id": customer_id,
-            "asked_for": id,
-            "identifiers": c.identifiers,
-            "merged_ids": c.merged_ids,
-            "source_profiles": sps,
-            "history": log.iter().map(MergeLog::to_json).collect::<Vec<_>>(),
+        Ok(Some(to_json(&Explanation {
+            customer_id,
+            asked_for: id.to_string(),
+            identifiers: c.identifiers,
+            merged_ids: c.merged_ids,
+            source_profiles,
+            history: log.iter().map(MergeRecord::from).collect(),
         })))
     }
 
@@ -1900,44 +2284,95 @@ impl Resolver {
     /// them apart (no shared evidence, a guardrail, a split decision, a score below the
     /// thresholds).
     pub fn explain_pair(&self, store: &Store, a: &str, b: &str) -> Result<Value, StoreError> {
-        let (ca, cb) = (self.current_id(store, a)?, self.current_id(store, b)?);
-        let (Some(ca), Some(cb)) = (ca, cb) else {
-            return Ok(json!({
-                "a": a, "b": b, "same_customer": false,
-                "reasons": [format!("no customer is known as `{}`", if self.current_id(store, a)?.is_none() { a } else { b })],
-            }));
+        let (ca, cb) = match (self.current_id(store, a)?, self.current_id(store, b)?) {
+            (Some(ca), Some(cb)) => (ca, cb),
+            (ca, _) => {
+                let unknown = if ca.is_none() { a } else { b };
+                return Ok(to_json(&PairExplanation::Unknown {
+                    a: a.to_string(),
+                    b: b.to_string(),
+                    same_customer: false,
+                    reasons: vec![format!("no customer is known as `{unknown}`")],
+                }));
+            }
         };
         if ca == cb {
             let log: Vec<MergeLog> = store.get(&merge_log_key(&ca))?.unwrap_or_default();
-            let between: Vec<Value> = log
+            let merges = log
                 .iter()
                 .filter(|m| m.kind == "merge" && (m.other_id == a || m.other_id == b))
-                .map(MergeLog::to_json)
+                .map(MergeRecord::from)
                 .collect();
-            return Ok(json!({
-                "a": a, "b": b, "same_customer": true, "customer_id": ca,
-                "merges": between,
+            return Ok(to_json(&PairExplanation::Same {
+                a: a.to_string(),
+                b: b.to_string(),
+                same_customer: true,
+                customer_id: ca,
+                merges,
             }));
         }
-        let load = |id: &str| -> Result<Customer, StoreError> {
-            store.get::<Customer>(&customer_key(id))?.ok_or_else(|| {
-                StoreError::Corrupt(format!("customer `{id}` is live but has no record"))
-            })
-        };
-        let (x, y) = (load(&ca)?, load(&cb)?);
-        let mut reasons: Vec<String> = Vec::new();
-        let shared: Vec<&Ident> = x
+        Ok(to_json(&self.explain_apart(store, a, b, [ca, cb])?))
+    }
+
+    /// Why two live customers are not one: the identifiers they share, the guardrails
+    /// between them, and how their best pair of source profiles scores.
+    fn explain_apart(
+        &self,
+        store: &Store,
+        a: &str,
+        b: &str,
+        customers: [String; 2],
+    ) -> Result<PairExplanation, StoreError> {
+        let x = live_customer(store, &customers[0])?;
+        let y = live_customer(store, &customers[1])?;
+        let shared: Vec<Ident> = x
             .identifiers
             .iter()
             .filter(|i| y.identifiers.binary_search(i).is_ok())
+            .cloned()
             .collect();
+        let kept_apart = x.kept_apart_from(&y.apart);
+        let mut reasons = self.guardrail_reasons(store, &x, &y, &shared, kept_apart)?;
+        let best_fuzzy_match = match self.best_fuzzy_pair(store, &x, &y)? {
+            None => {
+                reasons.push("no person data on both sides to compare".into());
+                None
+            }
+            Some(pair) => {
+                reasons.push(self.fuzzy_reason(&pair, kept_apart));
+                Some(self.fuzzy_comparison(pair))
+            }
+        };
+        if shared.is_empty() {
+            reasons.insert(0, "no identifier in common".into());
+        }
+        Ok(PairExplanation::Apart {
+            a: a.to_string(),
+            b: b.to_string(),
+            same_customer: false,
+            customers,
+            shared_identifiers: shared,
+            best_fuzzy_match,
+            reasons,
+        })
+    }
+
+    /// The guardrails that keep two customers apart, in words.
+    fn guardrail_reasons(
+        &self,
+        store: &Store,
+        x: &Customer,
+        y: &Customer,
+        shared: &[Ident],
+        kept_apart: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut reasons: Vec<String> = Vec::new();
         let held: BTreeSet<Ident> = x.identifiers.iter().cloned().collect();
-        if let Some(kind) = self.unique_clash(&y, &held) {
+        if let Some(kind) = self.unique_clash(y, &held) {
             reasons.push(format!(
                 "they hold different values of the unique type `{kind}`"
             ));
         }
-        let kept_apart = x.kept_apart_from(&y.apart);
         if kept_apart {
             reasons.push("a split keeps them apart (until a merge command)".into());
         }
@@ -1947,7 +2382,7 @@ impl Resolver {
         {
             reasons.push("their person data contradict (birth date or first name)".into());
         }
-        for id in &shared {
+        for id in shared {
             if let Some(entry) = store.get::<ValueEntry>(&value_key(id))? {
                 if entry.generic {
                     reasons.push(format!(
@@ -1957,11 +2392,22 @@ impl Resolver {
                 }
             }
         }
+        Ok(reasons)
+    }
+
+    /// The best-scoring pair of source profiles with person data of two customers (the
+    /// first 200 of each), and whether they share a blocking key.
+    fn best_fuzzy_pair(
+        &self,
+        store: &Store,
+        x: &Customer,
+        y: &Customer,
+    ) -> Result<Option<FuzzyPair>, StoreError> {
         let (xs, ys) = (
-            self.source_profiles(store, &x)?,
-            self.source_profiles(store, &y)?,
+            self.source_profiles(store, x)?,
+            self.source_profiles(store, y)?,
         );
-        let mut best: Option<(u64, u64, matching::Verdict, bool)> = None;
+        let mut best: Option<FuzzyPair> = None;
         for (xi, xsp) in xs.iter().take(200) {
             let xe = xsp.emails();
             let xv = MatchView {
@@ -1981,67 +2427,166 @@ impl Resolver {
                 if !yv.has_person() {
                     continue;
                 }
-                let v = self.matcher.judge(&xv, &yv);
+                let verdict = self.matcher.judge(&xv, &yv);
                 let blocked = matching::blocking_keys(&yv).iter().any(|k| xk.contains(k));
-                if best.as_ref().is_none_or(|(_, _, b, _)| v.score > b.score) {
-                    best = Some((*xi, *yi, v, blocked));
+                if best
+                    .as_ref()
+                    .is_none_or(|b| verdict.score > b.verdict.score)
+                {
+                    best = Some(FuzzyPair {
+                        source_profiles: [*xi, *yi],
+                        verdict,
+                        blocked,
+                    });
                 }
             }
         }
-        let fuzzy = match &best {
-            None => {
-                reasons.push("no person data on both sides to compare".into());
-                Value::Null
-            }
-            Some((xi, yi, v, blocked)) => {
-                let rule = v.rule.map(|r| self.matcher.rule(r).name.clone());
-                let m = &self.config.matching;
-                reasons.push(match v.decision {
-                    MatchDecision::Vetoed => {
-                        "a veto: different birth dates or clearly different first names".into()
-                    }
-                    MatchDecision::None if rule.is_none() => {
-                        "no match rule is satisfied by their person data".into()
-                    }
-                    MatchDecision::None => format!(
-                        "best score {} is below the suggestion threshold {}",
-                        v.score, m.suggest_threshold
-                    ),
-                    MatchDecision::Suggest => format!(
-                        "best score {} under `{}` is a suggestion only (link threshold {})",
-                        v.score,
-                        rule.clone().unwrap_or_default(),
-                        m.link_threshold
-                    ),
-                    MatchDecision::Link if kept_apart => {
-                        "their person data match, but the split refuses the link".into()
-                    }
-                    MatchDecision::Link if !blocked => {
-                        "their person data would link, but they share no blocking key: never compared".into()
-                    }
-                    MatchDecision::Link => {
-                        "their person data would link now: they were compared before the evidence arrived on both sides".into()
-                    }
-                });
-                json!({
-                    "source_profiles": [xi, yi], "rule": rule, "score": v.score,
-                    "decision": match v.decision {
-                        MatchDecision::Link => "link", MatchDecision::Suggest => "suggest",
-                        MatchDecision::None => "none", MatchDecision::Vetoed => "vetoed",
-                    },
-                    "fields": fields_json(&v.similarities.compared()),
-                    "swapped_names": v.similarities.swapped, "share_a_blocking_key": blocked,
-                })
-            }
-        };
-        if shared.is_empty() {
-            reasons.insert(0, "no identifier in common".into());
-        }
-        Ok(json!({
-            "a": a, "b": b, "same_customer": false, "customers": [ca, cb],
-            "shared_identifiers": shared, "best_fuzzy_match": fuzzy, "reasons": reasons,
-        }))
+        Ok(best)
     }
+
+    /// What the best pair of source profiles of two customers says, in words.
+    fn fuzzy_reason(&self, pair: &FuzzyPair, kept_apart: bool) -> String {
+        let v = &pair.verdict;
+        let m = &self.config.matching;
+        match v.decision {
+            MatchDecision::Vetoed => {
+                "a veto: different birth dates or clearly different first names".into()
+            }
+            MatchDecision::None if v.rule.is_none() => {
+                "no match rule is satisfied by their person data".into()
+            }
+            MatchDecision::None => format!(
+                "best score {} is below the suggestion threshold {}",
+                v.score, m.suggest_threshold
+            ),
+            MatchDecision::Suggest => format!(
+                "best score {} under `{}` is a suggestion only (link threshold {})",
+                v.score,
+                self.rule_name(v).unwrap_or_default(),
+                m.link_threshold
+            ),
+            MatchDecision::Link if kept_apart => {
+                "their person data match, but the split refuses the link".into()
+            }
+            MatchDecision::Link if !pair.blocked => {
+                "their person data would link, but they share no blocking key: never compared".into()
+            }
+            MatchDecision::Link => {
+                "their person data would link now: they were compared before the evidence arrived on both sides".into()
+            }
+        }
+    }
+
+    /// The best pair of source profiles of two customers, as explanations show it.
+    fn fuzzy_comparison(&self, pair: FuzzyPair) -> FuzzyComparison {
+        let v = &pair.verdict;
+        FuzzyComparison {
+            source_profiles: pair.source_profiles,
+            rule: self.rule_name(v),
+            score: v.score,
+            decision: v.decision.as_str(),
+            fields: FieldScores(v.similarities.compared()),
+            swapped_names: v.similarities.swapped,
+            share_a_blocking_key: pair.blocked,
+        }
+    }
+
+    /// The name of the best rule a verdict satisfies, if any.
+    fn rule_name(&self, v: &matching::Verdict) -> Option<String> {
+        v.rule.map(|r| self.matcher.rule(r).name.clone())
+    }
+}
+
+/// The best-scoring pair of source profiles of two customers (explanations).
+struct FuzzyPair {
+    source_profiles: [u64; 2],
+    verdict: matching::Verdict,
+    /// They share a blocking key: fuzzy matching compares them.
+    blocked: bool,
+}
+
+/// A customer an id names as live; its record missing is a corrupt store.
+fn live_customer(store: &Store, id: &str) -> Result<Customer, StoreError> {
+    store
+        .get::<Customer>(&customer_key(id))?
+        .ok_or_else(|| StoreError::Corrupt(format!("customer `{id}` is live but has no record")))
+}
+
+/// The sides of a split: each source profile takes the split's token on its side, and
+/// those of the moving side (the second) go to the new customer. Returns those.
+fn mark_split(
+    store: &mut Store,
+    sides: &mut SplitSides,
+    token: u64,
+    new_id: &str,
+) -> Result<Vec<u64>, StoreError> {
+    let mut moved = Vec::with_capacity(sides[1].len());
+    for (side, list) in sides.iter_mut().enumerate() {
+        for (id, sp) in list.iter_mut() {
+            sp.apart.push((token, side == 1));
+            if side == 1 {
+                sp.customer = new_id.to_string();
+                moved.push(*id);
+            }
+            store.put(sp_key(*id), &*sp)?;
+        }
+    }
+    Ok(moved)
+}
+
+/// The split in both customers' histories. The identifier moved is the new customer's:
+/// only its history holds the value (the kept side names the type), so erasing it leaves
+/// none behind.
+fn log_split(
+    store: &mut Store,
+    kept_id: &str,
+    new_id: &str,
+    identifier: &Ident,
+    moved: &[u64],
+    link: Link,
+) -> Result<(), StoreError> {
+    let entry = |other: &str, identifiers: Vec<Ident>| MergeLog {
+        kind: "split".into(),
+        other_id: other.to_string(),
+        source_profiles: moved.to_vec(),
+        link: link.clone(),
+        identifiers,
+    };
+    let mut log: Vec<MergeLog> = store.get(&merge_log_key(kept_id))?.unwrap_or_default();
+    push_log(&mut log, entry(new_id, Vec::new()));
+    store.put(merge_log_key(kept_id), &log)?;
+    store.put(
+        merge_log_key(new_id),
+        &vec![entry(kept_id, vec![identifier.clone()])],
+    )
+}
+
+/// Lifts the split decisions between two customers (tokens on which they are on
+/// different sides) from every source profile of both; returns how many.
+fn lift_splits(store: &mut Store, pair: &mut [(String, Customer); 2]) -> Result<usize, StoreError> {
+    let lifted: Vec<u64> = pair[0]
+        .1
+        .apart
+        .iter()
+        .filter(|(t, s)| pair[1].1.apart.iter().any(|(u, v)| t == u && s != v))
+        .map(|(t, _)| *t)
+        .collect();
+    if lifted.is_empty() {
+        return Ok(0);
+    }
+    for (_, c) in pair.iter_mut() {
+        for sp_id in &c.source_profiles {
+            if let Some(mut sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+                let before = sp.apart.len();
+                sp.apart.retain(|(t, _)| !lifted.contains(t));
+                if sp.apart.len() != before {
+                    store.put(sp_key(*sp_id), &sp)?;
+                }
+            }
+        }
+        c.apart.retain(|(t, _)| !lifted.contains(t));
+    }
+    Ok(lifted.len())
 }
 
 enum Unfit {
@@ -2108,91 +2653,8 @@ impl Resolver {
         identifiers: Vec<Ident>,
         counts: &mut ResolveCounts,
     ) -> ProfileEvent {
-        let mut fields = Vec::new();
-        if let Some(p) = &tp.person {
-            let text = [
-                (
-                    "first_name",
-                    &p.first_name,
-                    normalise::name_display as fn(&str) -> _,
-                ),
-                ("last_name", &p.last_name, normalise::name_display),
-                ("birth_date", &p.birth_date, normalise::birth_date),
-            ];
-            for (name, raw, f) in text {
-                if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
-                    fields.push((name.to_string(), FieldData::Text(v)));
-                }
-            }
-            if let Some(a) = &p.address {
-                let mut a = a.clone();
-                let country = a
-                    .country
-                    .as_deref()
-                    .and_then(|c| normalise::country(c).ok());
-                if let Some(pc) = a.postal_code.as_deref() {
-                    if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
-                        a.postal_code = Some(n);
-                    }
-                }
-                if country.is_some() {
-                    a.country = country;
-                }
-                for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
-                    if let Some(s) = part {
-                        *part = normalise::name_display(s).ok();
-                    }
-                }
-                if !a.is_empty() {
-                    fields.push(("address".to_string(), FieldData::Address(a)));
-                }
-            }
-        }
-        for (k, v) in &tp.attributes {
-            if !v.trim().is_empty() {
-                fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
-            }
-        }
-        let gdpr = &self.config.gdpr;
-        let before = fields.len();
-        fields.retain(|(name, _)| match name.strip_prefix("attributes.") {
-            Some(attr) => gdpr.attribute_allowed(attr),
-            None => gdpr.person_field_allowed(name),
-        });
-        counts.minimised += (before - fields.len()) as u32;
-        let mut consents = Vec::with_capacity(tp.consent.len());
-        for c in &tp.consent {
-            let identifier = match &c.identifier {
-                None => None,
-                Some((kind, raw)) => match self.normalise_identifier(kind, raw) {
-                    Some(id) => Some(id),
-                    None => {
-                        counts.consent_dropped += 1;
-                        continue;
-                    }
-                },
-            };
-            consents.push(ConsentStatement {
-                purpose: c.purpose.clone(),
-                channel: c.channel.clone(),
-                granted: c.granted,
-                identifier,
-                expires_at: c.expires_at,
-            });
-        }
-        let order_facts = |tp: &Touchpoint| {
-            tp.order.as_ref().map(|o| OrderFacts {
-                order_id: o.order_id.clone(),
-                total_cents: o.total_cents.unwrap_or_else(|| {
-                    o.items
-                        .iter()
-                        .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
-                        .sum()
-                }),
-                currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
-                items: o.items.clone(),
-            })
-        };
+        let fields = self.allowed_fields(tp, counts);
+        let consents = self.consent_statements(tp, counts);
         let (purchase, refund) = match tp.kind {
             EventType::Purchase => (order_facts(tp), None),
             EventType::Return => (None, order_facts(tp)),
@@ -2214,6 +2676,122 @@ impl Resolver {
             }),
         }
     }
+
+    /// The event's person fields in display form and its attributes, those the
+    /// minimisation allow-lists keep (the others counted).
+    fn allowed_fields(
+        &self,
+        tp: &Touchpoint,
+        counts: &mut ResolveCounts,
+    ) -> Vec<(String, FieldData)> {
+        let mut fields = tp.person.as_ref().map(person_fields).unwrap_or_default();
+        for (k, v) in &tp.attributes {
+            if !v.trim().is_empty() {
+                fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
+            }
+        }
+        let gdpr = &self.config.gdpr;
+        let before = fields.len();
+        fields.retain(|(name, _)| match name.strip_prefix("attributes.") {
+            Some(attr) => gdpr.attribute_allowed(attr),
+            None => gdpr.person_field_allowed(name),
+        });
+        counts.minimised += (before - fields.len()) as u32;
+        fields
+    }
+
+    /// The event's consent statements, their identifier normalised; a statement whose
+    /// identifier cannot be is dropped (counted).
+    fn consent_statements(
+        &self,
+        tp: &Touchpoint,
+        counts: &mut ResolveCounts,
+    ) -> Vec<ConsentStatement> {
+        let mut consents = Vec::with_capacity(tp.consent.len());
+        for c in &tp.consent {
+            let identifier = match &c.identifier {
+                None => None,
+                Some((kind, raw)) => match self.normalise_identifier(kind, raw) {
+                    Some(id) => Some(id),
+                    None => {
+                        counts.consent_dropped += 1;
+                        continue;
+                    }
+                },
+            };
+            consents.push(ConsentStatement {
+                purpose: c.purpose.clone(),
+                channel: c.channel.clone(),
+                granted: c.granted,
+                identifier,
+                expires_at: c.expires_at,
+            });
+        }
+        consents
+    }
+}
+
+/// A person's names and birth date in display form, and its address.
+fn person_fields(p: &Person) -> Vec<(String, FieldData)> {
+    let mut fields = Vec::new();
+    let text = [
+        (
+            "first_name",
+            &p.first_name,
+            normalise::name_display as fn(&str) -> _,
+        ),
+        ("last_name", &p.last_name, normalise::name_display),
+        ("birth_date", &p.birth_date, normalise::birth_date),
+    ];
+    for (name, raw, f) in text {
+        if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
+            fields.push((name.to_string(), FieldData::Text(v)));
+        }
+    }
+    if let Some(a) = p.address.as_ref().and_then(display_address) {
+        fields.push(("address".to_string(), FieldData::Address(a)));
+    }
+    fields
+}
+
+/// An address in display form: postal code and country normalised where they can be,
+/// the other parts as names are displayed; `None` when nothing is left.
+fn display_address(a: &Address) -> Option<Address> {
+    let mut a = a.clone();
+    let country = a
+        .country
+        .as_deref()
+        .and_then(|c| normalise::country(c).ok());
+    if let Some(pc) = a.postal_code.as_deref() {
+        if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
+            a.postal_code = Some(n);
+        }
+    }
+    if country.is_some() {
+        a.country = country;
+    }
+    for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
+        if let Some(s) = part {
+            *part = normalise::name_display(s).ok();
+        }
+    }
+    (!a.is_empty()).then_some(a)
+}
+
+/// A purchase's or a return's order: its total in cents (summed from the items when the
+/// event states none), its currency (EUR when it states none).
+fn order_facts(tp: &Touchpoint) -> Option<OrderFacts> {
+    tp.order.as_ref().map(|o| OrderFacts {
+        order_id: o.order_id.clone(),
+        total_cents: o.total_cents.unwrap_or_else(|| {
+            o.items
+                .iter()
+                .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
+                .sum()
+        }),
+        currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
+        items: o.items.clone(),
+    })
 }
 
 #[cfg(test)]
