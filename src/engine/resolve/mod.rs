@@ -41,7 +41,7 @@ use crate::engine::input::touchpoint::Touchpoint;
 use crate::engine::normalise::{self, Normaliser};
 use crate::model::output::rfc3339;
 use crate::model::{Address, EventType, Ident, Person};
-use crate::store::{key, Store, StoreError};
+use crate::store::{key, keys, Store, StoreError};
 use matching::{AddressKey, Decision as MatchDecision, Field, MatchView, Matcher};
 use records::{
     to_json, Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue,
@@ -391,42 +391,42 @@ impl Customer {
 }
 
 const MAX_PEOPLE_PER_CUSTOMER: usize = 16;
-const NEXT_SOURCE_PROFILE: &[u8] = b"m/next_source_profile";
-const NEXT_CUSTOMER_SEQ: &[u8] = b"m/next_customer_seq";
-const LIVE_CUSTOMERS: &[u8] = b"m/customers";
-const NEXT_SPLIT_TOKEN: &[u8] = b"m/next_split_token";
+const NEXT_SOURCE_PROFILE: &[u8] = keys::NEXT_SOURCE_PROFILE;
+const NEXT_CUSTOMER_SEQ: &[u8] = keys::NEXT_CUSTOMER_SEQ;
+const LIVE_CUSTOMERS: &[u8] = keys::LIVE_CUSTOMERS;
+const NEXT_SPLIT_TOKEN: &[u8] = keys::NEXT_SPLIT_TOKEN;
 
 fn sp_key(id: u64) -> Vec<u8> {
-    let mut k = b"r/sp/".to_vec();
+    let mut k = keys::SOURCE_PROFILES.to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
 
 fn customer_key(id: &str) -> Vec<u8> {
-    key("r/cu/", &[id])
+    key(keys::CUSTOMERS, &[id])
 }
 
 fn value_key(id: &Ident) -> Vec<u8> {
-    key("r/ix/", &[&id.kind, &id.value])
+    key(keys::IDENTIFIER_INDEX, &[&id.kind, &id.value])
 }
 
 fn anchor_key(channel: &str, id: &Ident) -> Vec<u8> {
-    key("r/sk/", &[channel, &id.kind, &id.value])
+    key(keys::ANCHORS, &[channel, &id.kind, &id.value])
 }
 
 fn block_key(k: &str) -> Vec<u8> {
-    let mut v = b"r/bk/".to_vec();
+    let mut v = keys::BLOCKING_KEYS.to_vec();
     v.extend_from_slice(k.as_bytes());
     v
 }
 
 fn merge_log_key(customer: &str) -> Vec<u8> {
-    key("r/mg/", &[customer])
+    key(keys::MERGE_LOGS, &[customer])
 }
 
 /// A merged-away customer id → the customer it was merged into.
 fn alias_key(customer: &str) -> Vec<u8> {
-    key("r/al/", &[customer])
+    key(keys::ALIASES, &[customer])
 }
 
 /// The resolve stage. Holds configuration only; all state is in the [`Store`].
