@@ -155,7 +155,6 @@ impl Engine {
         s.merges += u64::from(c.merges);
         s.new_customers += u64::from(c.new_customer);
         s.unresolved += u64::from(resolution.method == Method::Unresolved);
-        s.minimised += u64::from(c.minimised);
         s.consent_dropped += u64::from(c.consent_dropped);
         s.anchors_refused += u64::from(c.anchors_refused);
         s.fuzzy_searches += u64::from(c.fuzzy_searched);
@@ -368,6 +367,7 @@ impl Engine {
         s.purchases += counts.purchases;
         s.lifecycle_changes += counts.lifecycle_changes;
         s.consents_expired += counts.consents_expired;
+        s.minimised += counts.minimised;
         for r in out.iter() {
             *s.outputs.entry(r.topic.name()).or_default() += 1;
             if r.topic == Topic::ConsentChanges {

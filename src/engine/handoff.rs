@@ -8,27 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Address, Ident, Item};
+use crate::model::{Cart, Ident, Order, Person};
 
-/// A person field as one source states it, in display form.
+/// One accepted event as resolve hands it on: what it states, as parsed, with the
+/// identifiers resolve attached to the customer and its consent statements' identifiers
+/// normalised. Profile derives display forms, order totals and carts from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum FieldData {
-    Text(String),
-    Address(Address),
-}
-
-/// What the profile stage keeps of an order or a return.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OrderFacts {
-    pub order_id: Option<String>,
-    pub total_cents: i64,
-    pub currency: String,
-    pub items: Vec<Item>,
-}
-
-/// The facts of one accepted event that the profile stage needs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfileEvent {
+pub struct EventFacts {
     pub event_id: String,
     pub channel: String,
     pub kind: String,
@@ -36,22 +22,13 @@ pub struct ProfileEvent {
     pub occurred_at: i64,
     /// Identifiers that resolve attached to the customer with this event.
     pub identifiers: Vec<Ident>,
-    /// Person fields (`first_name`, `last_name`, `birth_date`, `address`,
-    /// `attributes.<key>`) in display form.
-    pub fields: Vec<(String, FieldData)>,
-    pub purchase: Option<OrderFacts>,
-    pub refund: Option<OrderFacts>,
+    pub person: Option<Person>,
+    /// Attributes as stated (`key`, text).
+    pub attributes: Vec<(String, String)>,
+    pub order: Option<Order>,
+    pub cart: Option<Cart>,
     /// Consent decisions the event states.
     pub consents: Vec<ConsentStatement>,
-    /// The cart as the event shows it (its whole content).
-    pub cart: Option<CartFacts>,
-}
-
-/// A cart snapshot: its id (`cart` when the event names none) and every item in it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CartFacts {
-    pub cart_id: String,
-    pub items: Vec<Item>,
 }
 
 /// A consent decision stated by an event, its identifier normalised.
@@ -113,7 +90,7 @@ pub enum ProfileCommand {
     Touch {
         customer_id: String,
         source_profile: u64,
-        event: Box<ProfileEvent>,
+        event: Box<EventFacts>,
     },
     /// A rights request (export, erasure) or a retention expiry for `customer_id`;
     /// resolve has done its part (for an erasure: the identity graph is gone).

@@ -102,7 +102,7 @@ impl Address {
 }
 
 /// Person data as sent.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Person {
     pub first_name: Option<String>,
     pub last_name: Option<String>,
@@ -119,7 +119,7 @@ pub struct Item {
     pub unit_price: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub order_id: Option<String>,
     /// Total in cents (rounded), so that sums are exact and deterministic.
@@ -128,7 +128,7 @@ pub struct Order {
     pub items: Vec<Item>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cart {
     pub cart_id: Option<String>,
     pub items: Vec<Item>,

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{EngineConfig, Lifecycle, RfmBands};
-use crate::engine::handoff::{CartFacts, ProfileEvent};
+use crate::engine::profile::event::{CartFacts, ProfileEvent};
 use crate::model::Item;
 
 const DAY_MS: i64 = 86_400_000;
@@ -388,7 +388,7 @@ impl TimerKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::handoff::{CartFacts, OrderFacts};
+    use crate::engine::profile::event::{CartFacts, OrderFacts};
 
     fn item(sku: &str, price: f64) -> Item {
         Item {

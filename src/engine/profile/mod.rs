@@ -25,6 +25,7 @@
 
 pub mod activation;
 pub mod consent;
+pub mod event;
 pub mod records;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::config::EngineConfig;
-use crate::engine::handoff::{FieldData, ProfileCommand, ProfileEvent, RequestFacts, RequestKind};
+use crate::engine::handoff::{EventFacts, ProfileCommand, RequestFacts, RequestKind};
 use crate::engine::profile::records::{
     amount, to_json, CartAbandoned, ChannelActivity, ConsentChange, DecisionKey, Export,
     ExportedDecision, ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged,
@@ -49,6 +50,7 @@ use crate::model::CONSENT_PURPOSES;
 use crate::store::{key, keys, Store, StoreError};
 use activation::{Activity, Timer, TimerKind};
 use consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
+use event::{FieldData, ProfileEvent};
 
 const DAY_MS: i64 = 86_400_000;
 const CLOCK: &[u8] = keys::CLOCK;
@@ -122,6 +124,8 @@ pub struct ProfileCounts {
     pub purchases: u64,
     pub lifecycle_changes: u64,
     pub consents_expired: u64,
+    /// Person fields or attributes dropped by the minimisation allow-lists.
+    pub minimised: u64,
 }
 
 fn profile_key(customer_id: &str) -> Vec<u8> {
@@ -448,9 +452,14 @@ impl Profiler {
         store: &mut Store,
         customer_id: &str,
         source_profile: u64,
-        event: &ProfileEvent,
+        facts: &EventFacts,
         done: &mut Applied,
     ) -> Result<(), StoreError> {
+        let event = &ProfileEvent::from_facts(
+            facts,
+            &self.config.gdpr,
+            &mut self.counts.borrow_mut().minimised,
+        );
         let mut profile = self.load(store, customer_id)?.unwrap_or_default();
         let facts = profile
             .source_profiles

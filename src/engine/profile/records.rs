@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use crate::engine::handoff::{FieldData, RequestFacts};
+use crate::engine::handoff::RequestFacts;
 use crate::engine::profile::consent::{Change, ConsentKey, Decision};
+use crate::engine::profile::event::FieldData;
 use crate::engine::profile::{FieldValue, SourceFacts};
 use crate::model::output::rfc3339;
 use crate::model::Ident;

@@ -34,13 +34,12 @@ use serde_json::Value;
 use crate::engine::config::EngineConfig;
 use crate::engine::gdpr;
 use crate::engine::handoff::{
-    CartFacts, ConsentStatement, FieldData, OrderFacts, ProfileCommand, ProfileEvent, RequestFacts,
-    RequestKind,
+    ConsentStatement, EventFacts, ProfileCommand, RequestFacts, RequestKind,
 };
 use crate::engine::input::touchpoint::Touchpoint;
 use crate::engine::normalise::{self, Normaliser};
 use crate::model::output::rfc3339;
-use crate::model::{Address, EventType, Ident, Person};
+use crate::model::Ident;
 use crate::store::{key, keys, Store, StoreError};
 use matching::{AddressKey, Decision as MatchDecision, Field, MatchView, Matcher};
 use records::{
@@ -173,8 +172,6 @@ pub struct ResolveCounts {
     pub conflicts: u32,
     pub merges: u32,
     pub new_customer: bool,
-    /// Person fields or attributes dropped by the minimisation allow-lists.
-    pub minimised: u32,
     /// Consent entries naming an identifier that cannot be normalised (dropped).
     pub consent_dropped: u32,
     /// The anchor's source profile was somebody else's (or the value generic).
@@ -1381,7 +1378,7 @@ impl Resolver {
         if s.customer.source_profiles.len() != s.source_profiles_before {
             r.counts.customer_source_profiles = s.customer.source_profiles.len() as u32;
         }
-        let event = self.profile_event(r.tp, attached, &mut r.counts);
+        let event = self.event_facts(r.tp, attached, &mut r.counts);
         r.commands.push(ProfileCommand::Touch {
             customer_id: s.id.clone(),
             source_profile: sp_id,
@@ -2645,59 +2642,26 @@ fn new_customer_id(occurred_at: i64, event_id: &str) -> String {
 }
 
 impl Resolver {
-    /// The profile stage's view of an event: person fields and attributes the minimisation
-    /// allow-lists keep, and consent statements with their identifier normalised.
-    fn profile_event(
+    /// The event as profile is handed it: what it states, with the identifiers attached
+    /// and its consent statements' identifiers normalised (resolve's normalisation).
+    fn event_facts(
         &self,
         tp: &Touchpoint,
         identifiers: Vec<Ident>,
         counts: &mut ResolveCounts,
-    ) -> ProfileEvent {
-        let fields = self.allowed_fields(tp, counts);
-        let consents = self.consent_statements(tp, counts);
-        let (purchase, refund) = match tp.kind {
-            EventType::Purchase => (order_facts(tp), None),
-            EventType::Return => (None, order_facts(tp)),
-            _ => (None, None),
-        };
-        ProfileEvent {
+    ) -> EventFacts {
+        EventFacts {
             event_id: tp.event_id.clone(),
             channel: tp.channel.clone(),
             kind: tp.kind.as_str().to_string(),
             occurred_at: tp.occurred_at,
             identifiers,
-            fields,
-            purchase,
-            refund,
-            consents,
-            cart: tp.cart.as_ref().map(|c| CartFacts {
-                cart_id: c.cart_id.clone().unwrap_or_else(|| "cart".into()),
-                items: c.items.clone(),
-            }),
+            person: tp.person.clone(),
+            attributes: tp.attributes.clone(),
+            order: tp.order.clone(),
+            cart: tp.cart.clone(),
+            consents: self.consent_statements(tp, counts),
         }
-    }
-
-    /// The event's person fields in display form and its attributes, those the
-    /// minimisation allow-lists keep (the others counted).
-    fn allowed_fields(
-        &self,
-        tp: &Touchpoint,
-        counts: &mut ResolveCounts,
-    ) -> Vec<(String, FieldData)> {
-        let mut fields = tp.person.as_ref().map(person_fields).unwrap_or_default();
-        for (k, v) in &tp.attributes {
-            if !v.trim().is_empty() {
-                fields.push((format!("attributes.{k}"), FieldData::Text(v.clone())));
-            }
-        }
-        let gdpr = &self.config.gdpr;
-        let before = fields.len();
-        fields.retain(|(name, _)| match name.strip_prefix("attributes.") {
-            Some(attr) => gdpr.attribute_allowed(attr),
-            None => gdpr.person_field_allowed(name),
-        });
-        counts.minimised += (before - fields.len()) as u32;
-        fields
     }
 
     /// The event's consent statements, their identifier normalised; a statement whose
@@ -2729,69 +2693,6 @@ impl Resolver {
         }
         consents
     }
-}
-
-/// A person's names and birth date in display form, and its address.
-fn person_fields(p: &Person) -> Vec<(String, FieldData)> {
-    let mut fields = Vec::new();
-    let text = [
-        (
-            "first_name",
-            &p.first_name,
-            normalise::name_display as fn(&str) -> _,
-        ),
-        ("last_name", &p.last_name, normalise::name_display),
-        ("birth_date", &p.birth_date, normalise::birth_date),
-    ];
-    for (name, raw, f) in text {
-        if let Some(v) = raw.as_deref().and_then(|r| f(r).ok()) {
-            fields.push((name.to_string(), FieldData::Text(v)));
-        }
-    }
-    if let Some(a) = p.address.as_ref().and_then(display_address) {
-        fields.push(("address".to_string(), FieldData::Address(a)));
-    }
-    fields
-}
-
-/// An address in display form: postal code and country normalised where they can be,
-/// the other parts as names are displayed; `None` when nothing is left.
-fn display_address(a: &Address) -> Option<Address> {
-    let mut a = a.clone();
-    let country = a
-        .country
-        .as_deref()
-        .and_then(|c| normalise::country(c).ok());
-    if let Some(pc) = a.postal_code.as_deref() {
-        if let Ok(n) = normalise::postal_code(pc, country.as_deref()) {
-            a.postal_code = Some(n);
-        }
-    }
-    if country.is_some() {
-        a.country = country;
-    }
-    for part in [&mut a.line1, &mut a.line2, &mut a.city, &mut a.state] {
-        if let Some(s) = part {
-            *part = normalise::name_display(s).ok();
-        }
-    }
-    (!a.is_empty()).then_some(a)
-}
-
-/// A purchase's or a return's order: its total in cents (summed from the items when the
-/// event states none), its currency (EUR when it states none).
-fn order_facts(tp: &Touchpoint) -> Option<OrderFacts> {
-    tp.order.as_ref().map(|o| OrderFacts {
-        order_id: o.order_id.clone(),
-        total_cents: o.total_cents.unwrap_or_else(|| {
-            o.items
-                .iter()
-                .map(|i| (i.quantity * i.unit_price.unwrap_or(0.0) * 100.0).round() as i64)
-                .sum()
-        }),
-        currency: o.currency.clone().unwrap_or_else(|| "EUR".into()),
-        items: o.items.clone(),
-    })
 }
 
 #[cfg(test)]
