@@ -548,8 +548,8 @@ impl Matching {
                 return Err(rule("a rule requires at least two fields".into()));
             }
             for (field, min) in &r.require {
-                if crate::engine::resolve::matching::Field::parse(field).is_none() {
-                    let known: Vec<&str> = crate::engine::resolve::matching::Field::ALL
+                if crate::model::Field::parse(field).is_none() {
+                    let known: Vec<&str> = crate::model::Field::ALL
                         .iter()
                         .map(|f| f.as_str())
                         .collect();
@@ -754,7 +754,7 @@ impl EngineConfig {
             }
         }
         for (channel, by) in &self.consent.reachable_by {
-            if !crate::engine::profile::consent::REACHABLE_CHANNELS.contains(&channel.as_str()) {
+            if !crate::model::REACHABLE_CHANNELS.contains(&channel.as_str()) {
                 return Err(ConfigError::Invalid {
                     field: "consent.reachable_by",
                     problem: format!("`{channel}` is not a consent channel"),

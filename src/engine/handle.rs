@@ -3,9 +3,10 @@
 
 use serde_json::Value;
 
-use crate::engine::gdpr::{self, Request, Subject};
+use crate::engine::gdpr;
 use crate::engine::handoff::ProfileCommand;
 use crate::engine::input::command::{self, Command, CommandKind};
+use crate::engine::input::request::{self, Request, Subject};
 use crate::engine::input::touchpoint::{Rejection, Touchpoint};
 use crate::engine::input::{Input, InputKind, Record};
 use crate::engine::resolve::{Method, Resolution};
@@ -63,7 +64,7 @@ impl Engine {
         };
         let seen = match &input {
             Input::Touchpoint(tp) => seen_key(&tp.event_id),
-            Input::Request(r) => gdpr::request_key(&r.request_id),
+            Input::Request(r) => request::request_key(&r.request_id),
             Input::Command(c) => command::command_key(&c.command_id),
         };
         if self.store.contains(&seen)? {

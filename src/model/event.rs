@@ -143,3 +143,5 @@ pub const CONSENT_PURPOSES: [&str; 6] = [
     "profiling",
 ];
 pub const CONSENT_CHANNELS: [&str; 7] = ["email", "sms", "push", "phone", "post", "web", "all"];
+/// The contract's consent channels that can be reached (`all` is not one).
+pub const REACHABLE_CHANNELS: [&str; 6] = ["email", "sms", "push", "phone", "post", "web"];

@@ -1,13 +1,14 @@
 //! Inputs of the engine, parsed and validated once: touchpoints (contract §1), rights
 //! requests and identity commands; a record that fails goes to the dead-letter topic.
 pub mod command;
+pub mod request;
 pub mod touchpoint;
 
 use serde_json::{Map, Value};
 
 use crate::engine::config::EngineConfig;
-use crate::engine::gdpr::{self, Request};
 use command::Command;
+use request::Request;
 use touchpoint::{json_object, Rejection, Touchpoint};
 
 /// One record as it was read, wherever it comes from (a topic, a replay file, a test).
@@ -86,7 +87,7 @@ impl InputParser {
     pub fn parse(&self, kind: InputKind, bytes: &[u8]) -> Result<Input, Rejection> {
         Ok(match kind {
             InputKind::Touchpoint => Input::Touchpoint(Box::new(self.touchpoints.parse(bytes)?)),
-            InputKind::Request => Input::Request(gdpr::parse_request(bytes, &self.config)?),
+            InputKind::Request => Input::Request(request::parse_request(bytes, &self.config)?),
             InputKind::Command => Input::Command(command::parse_command(bytes, &self.config)?),
         })
     }
@@ -102,7 +103,9 @@ impl InputParser {
             InputKind::Touchpoint => {
                 Input::Touchpoint(Box::new(self.touchpoints.parse_document(doc)?))
             }
-            InputKind::Request => Input::Request(gdpr::parse_request_document(&doc, &self.config)?),
+            InputKind::Request => {
+                Input::Request(request::parse_request_document(&doc, &self.config)?)
+            }
             InputKind::Command => {
                 Input::Command(command::parse_command_document(&doc, &self.config)?)
             }

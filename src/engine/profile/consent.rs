@@ -22,9 +22,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Ident;
 
-/// The contract's consent channels that can be reached (`all` is not one).
-pub const REACHABLE_CHANNELS: [&str; 6] = ["email", "sms", "push", "phone", "post", "web"];
-
 /// What a decision is about.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConsentKey {

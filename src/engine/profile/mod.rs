@@ -47,9 +47,10 @@ use crate::engine::profile::records::{
 use crate::model::output::{OutputRecord, Topic};
 use crate::model::Ident;
 use crate::model::CONSENT_PURPOSES;
+use crate::model::REACHABLE_CHANNELS;
 use crate::store::{key, keys, Store, StoreError};
 use activation::{Activity, Timer, TimerKind};
-use consent::{Change, ConsentKey, Consents, Decision, REACHABLE_CHANNELS};
+use consent::{Change, ConsentKey, Consents, Decision};
 use event::{FieldData, ProfileEvent};
 
 const DAY_MS: i64 = 86_400_000;

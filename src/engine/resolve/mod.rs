@@ -39,9 +39,10 @@ use crate::engine::handoff::{
 use crate::engine::input::touchpoint::Touchpoint;
 use crate::engine::normalise::{self, Normaliser};
 use crate::model::output::rfc3339;
+use crate::model::Field;
 use crate::model::Ident;
 use crate::store::{key, keys, Store, StoreError};
-use matching::{AddressKey, Decision as MatchDecision, Field, MatchView, Matcher};
+use matching::{AddressKey, Decision as MatchDecision, MatchView, Matcher};
 use records::{
     to_json, Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue,
     IdentityChange, IdentityExport, KeptApart, LinkRecord, MatchKeys, Merge, MergeRecord,

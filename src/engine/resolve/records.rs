@@ -5,9 +5,9 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::engine::resolve::matching::Field;
 use crate::engine::resolve::{Link, MergeLog};
 use crate::model::output::rfc3339;
+use crate::model::Field;
 use crate::model::Ident;
 
 /// A record as the JSON value callers pass on.
