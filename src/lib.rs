@@ -8,7 +8,8 @@
 //! | [`engine`] | the pure, deterministic core: input parsing, normalisation, [`engine::resolve`] (the identity graph), the hand-off, [`engine::profile`] (everything keyed by customer id), GDPR; no Kafka, no tokio |
 //! | [`store`] | the embedded sled store: typed tables, every key prefix declared once, one atomic write per batch |
 //! | [`telemetry`] | Prometheus metrics, health and readiness, logging |
-//! | [`kafka`] | the runtime: per-channel topics → engine → output topics, Avro and the Schema Registry, settings |
+//! | [`kafka`] | the runtime: per-channel topics → engine → output topics, Avro and the Schema Registry |
+//! | [`settings`] | the configuration file of the service (Kafka, runtime, engine, Schema Registry, logs), validated as a whole |
 //! | [`replay`] | the same engine over a file of JSON events (contract §3) |
 //! | [`sim`] | tools around the engine: the synthetic generator, the demo, benchmarks, the registry double |
 //! | [`cli`] | what each subcommand of the binary does, as library calls (`main.rs` only parses arguments) |
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod kafka;
 pub mod model;
 pub mod replay;
+pub mod settings;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

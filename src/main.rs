@@ -12,8 +12,8 @@ use unicus::cli::sim::{self, AccuracyCommand};
 use unicus::cli::store_tools::{
     self, Explain, GdprRequest, MergeOptions, ProfileKey, SplitOptions, StoreOptions, Subject,
 };
-use unicus::kafka::settings::Settings;
 use unicus::replay::ReplayOptions;
+use unicus::settings::Settings;
 use unicus::sim::demo::DemoOptions;
 use unicus::sim::generate::GenerateOptions;
 

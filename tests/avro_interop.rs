@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::sync::watch;
-use unicus::kafka::avro::config::{Format, KeyFormat};
 use unicus::kafka::runtime::{self, RuntimeStats};
-use unicus::kafka::settings::Settings;
+use unicus::settings::avro::{Format, KeyFormat};
+use unicus::settings::Settings;
 use unicus::sim::registry_double::RegistryDouble;
 
 fn var(name: &str) -> Option<String> {

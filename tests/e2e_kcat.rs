@@ -476,7 +476,7 @@ impl Stack {
 
 /// The input topics `unicus run` subscribes to by default, one per channel.
 fn input_topics(prefix: &str) -> Vec<String> {
-    unicus::kafka::settings::KafkaSettings {
+    unicus::settings::KafkaSettings {
         topic_prefix: prefix.to_string(),
         ..Default::default()
     }

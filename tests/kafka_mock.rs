@@ -15,8 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use unicus::kafka::runtime::{self, RuntimeStats, WireRecord};
-use unicus::kafka::settings::Settings;
 use unicus::model::output::Topic;
+use unicus::settings::Settings;
 use unicus::sim::demo::produce_lines;
 
 const PARTITIONS: i32 = 3;

@@ -31,8 +31,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use tokio::sync::watch;
 use unicus::kafka::runtime::{self, RuntimeStats};
-use unicus::kafka::settings::Settings;
 use unicus::model::output::Topic;
+use unicus::settings::Settings;
 use unicus::sim::demo::Feeder;
 use unicus::sim::generate::{GenerateOptions, GeneratedEvent, Generator};
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::engine::config::EngineConfig;
-use crate::kafka::settings::Settings;
 use crate::model::output::OutputRecord;
+use crate::settings::Settings;
 
 /// The `[engine]` table of the configuration file (the same file `run` reads), with the
 /// environment applied; defaults without a file.

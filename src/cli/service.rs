@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use super::tokio_runtime;
 use crate::kafka::avro::registry::OutputEncoder;
 use crate::kafka::runtime::{self, RuntimeStats};
-use crate::kafka::settings::Settings;
+use crate::settings::Settings;
 
 /// The configuration file and the values given on the command line that override it.
 #[derive(Debug, Clone, Default)]

@@ -46,7 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::engine::{Engine, EngineError, Stats};
 use crate::kafka::avro::registry::{EncodeError, RegistryError};
-use crate::kafka::settings::Settings;
+use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::{self, Telemetry};
 

@@ -17,9 +17,9 @@ use tokio::sync::watch;
 
 use crate::engine::config::EngineConfig;
 use crate::kafka::runtime::{self, RuntimeStats};
-use crate::kafka::settings::Settings;
 use crate::model::output::Topic;
 use crate::replay;
+use crate::settings::Settings;
 use crate::sim::demo::produce_lines;
 use crate::sim::generate::{self, GenerateOptions};
 
@@ -381,7 +381,7 @@ pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
     let registry = rt.block_on(RegistryDouble::start())?;
     let mut settings = Settings::default();
     settings.schema_registry.url = registry.url();
-    settings.output.format = crate::kafka::avro::config::Format::Avro;
+    settings.output.format = crate::settings::avro::Format::Avro;
     let channels = settings.kafka.channels.clone();
     let requests = settings.kafka.requests_topic();
     let c = crate::kafka::avro::schemas::catalogue();

@@ -19,8 +19,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
 use crate::kafka::runtime::{self, RuntimeStats};
-use crate::kafka::settings::Settings;
 use crate::model::output::Topic;
+use crate::settings::Settings;
 use crate::sim::generate::{GenerateOptions, Generator};
 
 /// The topic an event line goes to: `touchpoints.<channel>` of its own channel field

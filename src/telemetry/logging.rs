@@ -9,7 +9,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::kafka::settings::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, LogSettings};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid log level or filter `{filter}` (from {origin}): {problem}")]

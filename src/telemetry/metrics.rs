@@ -53,8 +53,8 @@ use rdkafka::statistics::Statistics;
 use tracing::{info, warn};
 
 use crate::engine::Stats;
-use crate::kafka::settings::Settings;
 use crate::model::output::Topic;
+use crate::settings::Settings;
 use families::{Delta, Families, InputLabel, Kind, RunLabels, Topics};
 
 mod families;

@@ -13,7 +13,7 @@
 //! | [`registry`] | the registry client: writer schemas by id (cached), output schemas registered at start |
 //! | [`crate::sim::registry_double`] | a small in-memory Confluent-compatible registry, for tests and benchmarks (in `sim`) |
 //! | [`check`] | `unicus schemas check`: every schema backward compatible with its previous version |
-//! | [`config`] | the `[schema_registry]` and `[output]` settings |
+//! | [`crate::settings::avro`] | the `[schema_registry]` and `[output]` settings (in `settings`) |
 //!
 //! Mapping rules (also in `schemas/README.md`): an absent JSON field and `null` are the
 //! same; times are RFC 3339 strings in JSON and `timestamp-millis` in Avro (the instant is
@@ -24,7 +24,6 @@
 
 pub mod check;
 pub mod codec;
-pub mod config;
 
 pub mod registry;
 pub mod schemas;

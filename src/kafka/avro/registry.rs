@@ -33,9 +33,9 @@ use schema_registry_converter::schema_registry_common::{
 use serde_json::Value as Json;
 
 use super::codec::{self, CodecError, Nulls};
-use super::config::{Format, KeyFormat, OutputSettings, SchemaRegistrySettings};
 use super::schemas::{catalogue, TopicSchema};
 use crate::model::output::{OutputRecord, Payload, Topic};
+use crate::settings::avro::{Format, KeyFormat, OutputSettings, SchemaRegistrySettings};
 
 /// What went wrong talking to the registry.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

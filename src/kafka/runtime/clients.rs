@@ -11,8 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use tracing::{info, warn};
 
-use crate::kafka::settings::Settings;
 use crate::model::output::Topic;
+use crate::settings::Settings;
 
 /// Which client a pass-through property is meant for.
 #[derive(Clone, Copy, PartialEq)]

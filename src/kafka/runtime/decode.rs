@@ -10,7 +10,7 @@ use super::{registry_backoff, RuntimeError, RuntimeStats};
 use crate::engine::input::touchpoint::Rejection;
 use crate::engine::InputKind;
 use crate::kafka::avro::registry::InputFormats;
-use crate::kafka::settings::Settings;
+use crate::settings::Settings;
 
 /// The input topics, and the format of the records of each.
 pub(super) struct Inputs {

@@ -13,8 +13,8 @@ use super::source::Due;
 use super::RuntimeError;
 use crate::engine::{Engine, EngineError, Record};
 use crate::kafka::avro::registry::OutputEncoder;
-use crate::kafka::settings::Settings;
 use crate::model::output::OutputRecord;
+use crate::settings::Settings;
 
 /// What one batch needs besides its records.
 pub(super) struct Dispatch<'a> {

@@ -14,8 +14,8 @@ use tracing::warn;
 
 use super::{kafka, registry_backoff, RuntimeError, RuntimeStats};
 use crate::kafka::avro::registry::{EncodeError, OutputEncoder};
-use crate::kafka::settings::Settings;
 use crate::model::output::OutputRecord;
+use crate::settings::Settings;
 
 /// An output record as it goes on the wire (and into the outbox).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{kafka, RuntimeError, RuntimeStats};
-use crate::kafka::settings::Settings;
+use crate::settings::Settings;
 
 /// Counts rebalances so a batch gathered across one is dropped.
 pub(super) struct RuntimeContext {

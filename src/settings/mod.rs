@@ -6,14 +6,16 @@
 //! as a string otherwise), then command-line flags. `deploy/unicus.toml` documents every
 //! key.
 
+pub mod avro;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{ConfigError, EngineConfig};
-use crate::kafka::avro::config::{OutputSettings, SchemaRegistrySettings};
 use crate::model::output::Topic;
+use avro::{OutputSettings, SchemaRegistrySettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
