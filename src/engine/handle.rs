@@ -11,7 +11,7 @@ use crate::engine::input::touchpoint::{Rejection, Touchpoint};
 use crate::engine::input::{Input, InputKind, Record};
 use crate::engine::resolve::{Method, Resolution};
 use crate::engine::{seen_key, Engine, EngineError};
-use crate::model::output::{rfc3339, OutputRecord, Payload, Topic};
+use crate::model::output::{rfc3339, to_json, OutputRecord, Payload, Topic};
 use crate::model::records::{EngineReceipt, OperatorMerge, ResolutionSummary, SplitChange};
 use crate::model::EventType;
 
@@ -117,19 +117,13 @@ impl Engine {
     fn resolved(&self, tp: Touchpoint, resolution: &Resolution) -> OutputRecord {
         let mut resolved = tp.raw;
         self.minimise(&mut resolved);
-        resolved.insert(
-            "customer_id".into(),
-            serde_json::to_value(&resolution.customer_id).unwrap_or_default(),
-        );
+        resolved.insert("customer_id".into(), to_json(&resolution.customer_id));
         let summary = ResolutionSummary {
             method: resolution.method.as_str(),
             matched_on: &resolution.matched_on,
             score: resolution.score,
         };
-        resolved.insert(
-            "resolution".into(),
-            serde_json::to_value(summary).unwrap_or_default(),
-        );
+        resolved.insert("resolution".into(), to_json(&summary));
         OutputRecord {
             topic: Topic::Resolved,
             key: resolution.customer_id.clone(),
@@ -224,7 +218,7 @@ impl Engine {
                 vec![OutputRecord::json(
                     Topic::GdprReceipts,
                     request.request_id.clone(),
-                    serde_json::to_value(receipt).unwrap_or_default(),
+                    to_json(&receipt),
                 )]
             }
         };
@@ -290,7 +284,7 @@ impl Engine {
         let mut out = vec![OutputRecord::json(
             Topic::IdentityChanges,
             customer_id.clone(),
-            serde_json::to_value(change).unwrap_or_default(),
+            to_json(&change),
         )];
         let commands = [ProfileCommand::Split {
             customer_id,
@@ -333,7 +327,7 @@ impl Engine {
         let mut out = vec![OutputRecord::json(
             Topic::IdentityChanges,
             done.survivor.clone(),
-            serde_json::to_value(change).unwrap_or_default(),
+            to_json(&change),
         )];
         out.extend(self.profiler.apply(&mut self.store, &done.commands)?);
         Ok(Ok(out))

@@ -7,7 +7,7 @@ use crate::engine::gdpr;
 use crate::engine::handoff::{ProfileCommand, RequestKind};
 use crate::engine::resolve::Resolver;
 use crate::engine::{Engine, EngineError, DAY_MS};
-use crate::model::output::{rfc3339, OutputRecord, Topic};
+use crate::model::output::{rfc3339, to_json, OutputRecord, Topic};
 use crate::model::records::EngineReceipt;
 
 impl Engine {
@@ -152,7 +152,7 @@ impl Engine {
         out.push(OutputRecord::json(
             Topic::GdprReceipts,
             customer_id.to_string(),
-            serde_json::to_value(receipt).unwrap_or_default(),
+            to_json(&receipt),
         ));
         Ok(out)
     }

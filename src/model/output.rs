@@ -1,6 +1,7 @@
 //! Output records the engine decides, independent of how they are written
 //! (Kafka topics, the replay file, tests).
 
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 /// The output topics of the contract (§2). Names take a configurable prefix at the edge.
@@ -137,4 +138,21 @@ pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// A typed output record as the JSON value of [`Payload::Json`]. serde_json keeps object
+/// keys sorted, so the order of a record's fields does not matter.
+pub fn to_json(record: &impl Serialize) -> Value {
+    // Output records are plain data with text keys: turning one into a value cannot fail.
+    serde_json::to_value(record).expect("output records serialise to JSON")
+}
+
+/// An event time (ms since the epoch), written as RFC 3339 ([`rfc3339`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time(pub i64);
+
+impl Serialize for Time {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(self.0))
+    }
 }

@@ -39,12 +39,11 @@ use serde_json::Value;
 use crate::engine::config::EngineConfig;
 use crate::engine::handoff::{EventFacts, ProfileCommand, RequestFacts, RequestKind};
 use crate::engine::profile::records::{
-    amount, to_json, CartAbandoned, ChannelActivity, ConsentChange, DecisionKey, Export,
-    ExportedDecision, ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged,
-    OrderSummary, PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision,
-    StatedField, Time,
+    amount, CartAbandoned, ChannelActivity, ConsentChange, DecisionKey, Export, ExportedDecision,
+    ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged, OrderSummary,
+    PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision, StatedField,
 };
-use crate::model::output::{OutputRecord, Topic};
+use crate::model::output::{to_json, OutputRecord, Time, Topic};
 use crate::model::Ident;
 use crate::model::CONSENT_PURPOSES;
 use crate::model::REACHABLE_CHANNELS;

@@ -8,35 +8,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::engine::handoff::RequestFacts;
 use crate::engine::profile::consent::{Change, ConsentKey, Decision};
 use crate::engine::profile::event::FieldData;
 use crate::engine::profile::{FieldValue, SourceFacts};
-use crate::model::output::rfc3339;
+use crate::model::output::Time;
 use crate::model::Ident;
 use crate::model::{Address, Item};
-
-/// An event time (ms since the epoch), written as RFC 3339.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Time(pub i64);
-
-impl Serialize for Time {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&rfc3339(self.0))
-    }
-}
 
 /// An amount in cents, written as a decimal number of the currency (`1999` → `19.99`).
 pub fn amount(cents: i64) -> f64 {
     cents as f64 / 100.0
-}
-
-/// A record as a JSON value, for [`crate::model::output::Payload::Json`].
-pub fn to_json(record: &impl Serialize) -> Value {
-    serde_json::to_value(record).expect("profile records have string keys only")
 }
 
 /// A person field as stated: a text, or an address object.

@@ -38,15 +38,15 @@ use crate::engine::handoff::{
 };
 use crate::engine::input::touchpoint::Touchpoint;
 use crate::engine::normalise::{self, Normaliser};
-use crate::model::output::rfc3339;
+use crate::model::output::{rfc3339, to_json};
 use crate::model::Field;
 use crate::model::Ident;
 use crate::store::{key, keys, Store, StoreError};
 use matching::{AddressKey, Decision as MatchDecision, MatchView, Matcher};
 use records::{
-    to_json, Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue,
-    IdentityChange, IdentityExport, KeptApart, LinkRecord, MatchKeys, Merge, MergeRecord,
-    PairExplanation, SourceProfileRecord, Suggestion,
+    Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue, IdentityChange,
+    IdentityExport, KeptApart, LinkRecord, MatchKeys, Merge, MergeRecord, PairExplanation,
+    SourceProfileRecord, Suggestion,
 };
 
 /// Who a source profile says the person is, in match-key form.

@@ -3,24 +3,16 @@
 
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::engine::resolve::{Link, MergeLog};
 use crate::model::output::rfc3339;
 use crate::model::Field;
 use crate::model::Ident;
 
-/// A record as the JSON value callers pass on.
-///
-/// serde_json keeps the keys of an object sorted, so the order of the fields of the
-/// records below does not matter. A key a record does not always carry is an `Option`
-/// skipped when `None`; an `Option` without that attribute is a key always present,
-/// `null` when `None`. Times are RFC 3339 text ([`rfc3339`]).
-pub fn to_json(record: &impl Serialize) -> Value {
-    // Every record here is plain data with text keys: serialising it into a value
-    // cannot fail.
-    serde_json::to_value(record).expect("identity records serialise to JSON")
-}
+// serde_json keeps the keys of an object sorted, so the order of the fields of the
+// records below does not matter. A key a record does not always carry is an `Option`
+// skipped when `None`; an `Option` without that attribute is a key always present,
+// `null` when `None`. Times are RFC 3339 text ([`rfc3339`]).
 
 /// Fields compared by fuzzy matching with their similarity: an object
 /// `{"first_name": 0.95, …}`.
