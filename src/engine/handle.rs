@@ -96,6 +96,7 @@ impl Engine {
             self.stats.source(record.source_topic).suppressed += 1;
             return Ok(Ok(Vec::new()));
         }
+        self.advance_clock(tp.occurred_at)?;
         let mut out = Vec::with_capacity(resolution.identity_changes.len() + 3);
         let change_key = resolution.customer_id.clone().unwrap_or_default();
         for change in std::mem::take(&mut resolution.identity_changes) {
@@ -191,7 +192,7 @@ impl Engine {
     ) -> Result<Vec<OutputRecord>, EngineError> {
         let at = match request.requested_at.or(record.timestamp) {
             Some(at) => at,
-            None => self.profiler.clock(&self.store)?,
+            None => self.input_clock()?,
         };
         let customer = match &request.subject {
             Subject::Identifier(kind, raw) => self.find_customer(kind, raw)?,
@@ -231,7 +232,7 @@ impl Engine {
     fn command(&mut self, record: &Record, cmd: &Command) -> Result<Outcome, EngineError> {
         let at = match cmd.requested_at.or(record.timestamp) {
             Some(at) => at,
-            None => self.profiler.clock(&self.store)?,
+            None => self.input_clock()?,
         };
         let done = match &cmd.kind {
             CommandKind::Split {

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::output::DAY_MS;
 use crate::model::{Cart, Ident, Order, Person};
 
 /// One accepted event as resolve hands it on: what it states, as parsed, with the
@@ -75,6 +76,46 @@ pub struct RequestFacts {
     pub erased: Vec<(String, u64)>,
     /// Resolve's part of an export: the identity graph of the customer (JSON text).
     pub identity: Option<String>,
+}
+
+/// What profile asks of resolve, the one request that flows back: a retention expiry
+/// found in profile's time indexes. It travels as a request (an internal topic once the
+/// stages run apart), never as a call; resolve does its part, then hands profile the
+/// usual [`ProfileCommand`]s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RetentionRequest {
+    /// The customer has had no event for `inactive_customer_days`: erase it.
+    Customer { customer_id: String, at: i64 },
+    /// These behavioural source profiles of the customer have had no event for
+    /// `behavioural_days`: detach them, or erase the customer when they are all it has.
+    SourceProfiles {
+        customer_id: String,
+        source_profiles: Vec<u64>,
+        at: i64,
+    },
+}
+
+impl RetentionRequest {
+    pub fn customer_id(&self) -> &str {
+        match self {
+            RetentionRequest::Customer { customer_id, .. }
+            | RetentionRequest::SourceProfiles { customer_id, .. } => customer_id,
+        }
+    }
+
+    pub fn at(&self) -> i64 {
+        match self {
+            RetentionRequest::Customer { at, .. } | RetentionRequest::SourceProfiles { at, .. } => {
+                *at
+            }
+        }
+    }
+
+    /// The request's id: one per customer and day, so that a sweep repeated within a day
+    /// names the same request.
+    pub fn request_id(&self) -> String {
+        format!("retention-{}-{}", self.customer_id(), self.at() / DAY_MS)
+    }
 }
 
 /// What resolve asks of profile.

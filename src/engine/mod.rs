@@ -61,8 +61,6 @@ pub struct Engine {
     pseudonym_key: Option<Vec<u8>>,
 }
 
-pub(crate) const DAY_MS: i64 = 86_400_000;
-
 pub(crate) fn seen_key(event_id: &str) -> Vec<u8> {
     key(keys::SEEN_EVENTS, &[event_id])
 }
@@ -129,8 +127,7 @@ impl Engine {
     /// while events flow, timers fire in event time. What it changes is committed with
     /// the next [`Engine::commit`].
     pub fn tick(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
-        let clock = self.profiler.clock(&self.store)?;
-        let now = now.max(clock);
+        let now = now.max(self.input_clock()?);
         let until = now.saturating_sub(self.config.activation.grace_ms as i64);
         let mut out = self.profiler.fire_timers(&mut self.store, until, now)?;
         if !out.is_empty() {
@@ -140,6 +137,20 @@ impl Engine {
         Ok(out)
     }
 
+    /// The engine's event-time clock: the latest time stated by an accepted touchpoint
+    /// (0 before the first). It comes from the input only; the stages keep their own.
+    pub fn input_clock(&self) -> Result<i64, EngineError> {
+        Ok(self.store.get::<i64>(keys::INPUT_CLOCK)?.unwrap_or(0))
+    }
+
+    /// Moves the clock to `at` if that is later.
+    pub(crate) fn advance_clock(&mut self, at: i64) -> Result<(), EngineError> {
+        if at > self.input_clock()? {
+            self.store.put(keys::INPUT_CLOCK.to_vec(), &at)?;
+        }
+        Ok(())
+    }
+
     /// Channels on which `purpose` is allowed now and the customer is reachable: the
     /// only channels an activation may use.
     pub fn allowed_channels(
@@ -147,11 +158,9 @@ impl Engine {
         customer_id: &str,
         purpose: &str,
     ) -> Result<Vec<&'static str>, EngineError> {
-        let Some(profile) = self.profiler.load(&self.store, customer_id)? else {
-            return Ok(Vec::new());
-        };
-        let clock = self.profiler.clock(&self.store)?;
-        Ok(self.profiler.allowed_channels(&profile, purpose, clock))
+        Ok(self
+            .profiler
+            .allowed_channels_now(&self.store, customer_id, purpose)?)
     }
 
     /// Makes everything staged since the last commit durable, atomically.
@@ -190,15 +199,7 @@ impl Engine {
 
     /// A customer's golden record as `profiles.merged` carries it.
     pub fn golden_record(&self, customer_id: &str) -> Result<Option<Value>, EngineError> {
-        let Some(profile) = self.profiler.load(&self.store, customer_id)? else {
-            return Ok(None);
-        };
-        let clock = self.profiler.clock(&self.store)?;
-        Ok(Some(self.profiler.golden_record(
-            customer_id,
-            &profile,
-            clock,
-        )))
+        Ok(self.profiler.golden_record_now(&self.store, customer_id)?)
     }
 
     /// Every customer's golden record, in customer-id order. A full scan: for tests,
@@ -244,5 +245,47 @@ mod tests {
             fresh.store().get::<u32>(STORE_FORMAT_KEY).unwrap(),
             Some(STORE_FORMAT)
         );
+    }
+
+    fn line(engine: &mut Engine, offset: i64, json: &str) -> Vec<OutputRecord> {
+        let record = Record {
+            bytes: json.as_bytes(),
+            source_topic: "test",
+            source_offset: offset,
+            key: None,
+            timestamp: None,
+        };
+        let input = engine.parse_line(record.bytes);
+        engine.handle(&record, input).unwrap()
+    }
+
+    #[test]
+    fn a_request_without_a_time_is_done_at_the_latest_time_the_input_stated() {
+        let mut engine = Engine::new(EngineConfig::default(), Store::temporary().unwrap()).unwrap();
+        line(
+            &mut engine,
+            0,
+            r#"{"event_id":"e1","channel":"web","type":"login","occurred_at":"2026-03-01T10:00:00Z","identifiers":{"email":"a@example.fr"}}"#,
+        );
+        // Nobody to attach it to: profile never sees it, but it is input all the same.
+        line(
+            &mut engine,
+            1,
+            r#"{"event_id":"e2","channel":"web","type":"page_view","occurred_at":"2026-03-05T08:00:00Z"}"#,
+        );
+        assert_eq!(engine.input_clock().unwrap(), 1_772_697_600_000);
+        let out = line(
+            &mut engine,
+            2,
+            r#"{"request_id":"r1","kind":"export","identifier":{"type":"email","value":"a@example.fr"}}"#,
+        );
+        let receipt = out
+            .iter()
+            .find(|o| o.topic == crate::model::output::Topic::GdprReceipts)
+            .expect("a receipt");
+        let crate::model::output::Payload::Json(value) = &receipt.payload else {
+            panic!("a JSON receipt");
+        };
+        assert_eq!(value["done_at"], "2026-03-05T08:00:00Z", "{value}");
     }
 }

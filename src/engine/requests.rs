@@ -1,12 +1,10 @@
-//! Rights requests carried out on one customer (export, erasure) and retention expiry:
-//! resolve forgets the identity graph's part, then profile is handed the request.
-
-use std::collections::BTreeMap;
+//! Rights requests carried out on one customer (export, erasure) and the retention
+//! requests profile states: resolve does the identity graph's part, then profile its own.
 
 use crate::engine::gdpr;
-use crate::engine::handoff::{ProfileCommand, RequestKind};
+use crate::engine::handoff::{ProfileCommand, RequestKind, RetentionRequest};
 use crate::engine::resolve::Resolver;
-use crate::engine::{Engine, EngineError, DAY_MS};
+use crate::engine::{Engine, EngineError};
 use crate::model::output::{rfc3339, to_json, OutputRecord, Topic};
 use crate::model::records::EngineReceipt;
 
@@ -55,12 +53,20 @@ impl Engine {
 
     /// Erases the customers inactive beyond `gdpr.retention.inactive_customer_days` and
     /// detaches the behavioural source profiles unseen beyond `behavioural_days`, as of
-    /// `now` (ms): at most `sweep_batch` of each per call, found through the time
-    /// indexes (no scan). Each expiry gets a receipt of kind `retention`. Call it between
-    /// batches; what it changes is committed with the next [`Engine::commit`].
+    /// `now` (ms): at most `sweep_batch` of each per call. Profile finds them in its time
+    /// indexes (no scan) and states each as a [`RetentionRequest`]; resolve carries it
+    /// out like any request, then profile is handed its part. Each expiry gets a receipt
+    /// of kind `retention`. Call it between batches; what it changes is committed with
+    /// the next [`Engine::commit`].
     pub fn sweep_retention(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
-        let mut out = self.expire_inactive_customers(now)?;
-        out.extend(self.expire_behavioural_source_profiles(now)?);
+        let mut out = Vec::new();
+        // Inactive customers first: their erasure also takes their behavioural entries.
+        for request in self.profiler.inactive_expired(&mut self.store, now)? {
+            out.extend(self.retention(request)?);
+        }
+        for request in self.profiler.behavioural_expired(&mut self.store, now)? {
+            out.extend(self.retention(request)?);
+        }
         if !out.is_empty() {
             self.pending += 1;
         }
@@ -68,47 +74,19 @@ impl Engine {
         Ok(out)
     }
 
-    fn expire_inactive_customers(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
-        let r = self.config.gdpr.retention.clone();
-        let mut out = Vec::new();
-        if r.inactive_customer_days == 0 {
-            return Ok(out);
+    /// Carries out one retention request from profile.
+    fn retention(&mut self, request: RetentionRequest) -> Result<Vec<OutputRecord>, EngineError> {
+        let request_id = request.request_id();
+        match request {
+            RetentionRequest::Customer { customer_id, at } => {
+                self.run_request(&customer_id, &request_id, RequestKind::Retention, at)
+            }
+            RetentionRequest::SourceProfiles {
+                customer_id,
+                source_profiles,
+                at,
+            } => self.expire_source_profiles(&customer_id, &request_id, source_profiles, at),
         }
-        let cutoff = now - i64::from(r.inactive_customer_days) * DAY_MS;
-        for (index_key, customer_id) in
-            self.profiler
-                .inactive_before(&self.store, cutoff, r.sweep_batch)?
-        {
-            let request_id = retention_request_id(&customer_id, now);
-            out.extend(self.run_request(&customer_id, &request_id, RequestKind::Retention, now)?);
-            // Gone with the profile; removed here too in case the index was stale.
-            self.store.remove(index_key);
-        }
-        Ok(out)
-    }
-
-    fn expire_behavioural_source_profiles(
-        &mut self,
-        now: i64,
-    ) -> Result<Vec<OutputRecord>, EngineError> {
-        let r = self.config.gdpr.retention.clone();
-        let mut out = Vec::new();
-        if r.behavioural_days == 0 {
-            return Ok(out);
-        }
-        let cutoff = now - i64::from(r.behavioural_days) * DAY_MS;
-        let mut by_customer: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (index_key, customer_id, sp) in
-            self.profiler
-                .behavioural_before(&self.store, cutoff, r.sweep_batch)?
-        {
-            self.store.remove(index_key);
-            by_customer.entry(customer_id).or_default().push(sp);
-        }
-        for (customer_id, sps) in by_customer {
-            out.extend(self.expire_source_profiles(&customer_id, sps, now)?);
-        }
-        Ok(out)
     }
 
     /// Detaches expired source profiles from a customer, or erases the customer when
@@ -116,15 +94,15 @@ impl Engine {
     fn expire_source_profiles(
         &mut self,
         customer_id: &str,
+        request_id: &str,
         sps: Vec<u64>,
         now: i64,
     ) -> Result<Vec<OutputRecord>, EngineError> {
         let Some(all) = self.resolver.source_profiles_of(&self.store, customer_id)? else {
             return Ok(Vec::new());
         };
-        let request_id = retention_request_id(customer_id, now);
         if all.iter().all(|sp| sps.contains(sp)) {
-            return self.run_request(customer_id, &request_id, RequestKind::Retention, now);
+            return self.run_request(customer_id, request_id, RequestKind::Retention, now);
         }
         let Some(forgotten) = self.resolver.detach(&mut self.store, customer_id, &sps)? else {
             return Ok(Vec::new());
@@ -137,7 +115,7 @@ impl Engine {
         }];
         let mut out = self.profiler.apply(&mut self.store, &commands)?;
         let receipt = EngineReceipt {
-            request_id: &request_id,
+            request_id,
             customer_id: Some(customer_id),
             kind: "retention",
             scope: Some("behavioural_source_profiles"),
@@ -156,9 +134,4 @@ impl Engine {
         ));
         Ok(out)
     }
-}
-
-/// The id of a retention expiry: one per customer and day.
-fn retention_request_id(customer_id: &str, now: i64) -> String {
-    format!("retention-{customer_id}-{}", now / DAY_MS)
 }

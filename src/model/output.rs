@@ -133,6 +133,9 @@ impl OutputRecord {
     }
 }
 
+/// One day in milliseconds, the unit of every retention and lifecycle period.
+pub const DAY_MS: i64 = 86_400_000;
+
 /// Formats event time (ms since the epoch) as RFC 3339 UTC.
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

@@ -7,6 +7,9 @@
 // The engine itself.
 /// Events seen (by `event_id`): a redelivered event changes nothing.
 pub const SEEN_EVENTS: &str = "e/";
+/// The engine's event-time clock: the latest time stated by an accepted touchpoint. A
+/// request or command that states no time of its own is done at this time.
+pub const INPUT_CLOCK: &[u8] = b"i/clock";
 /// The layout version of the store.
 pub const STORE_FORMAT: &[u8] = b"m/store_format";
 

@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{EngineConfig, Lifecycle, RfmBands};
 use crate::engine::profile::event::{CartFacts, ProfileEvent};
+use crate::model::output::DAY_MS;
 use crate::model::Item;
 
-const DAY_MS: i64 = 86_400_000;
 /// Products remembered as recently purchased, per customer.
 const MAX_PURCHASED: usize = 200;
 /// Orders remembered for the lifetime value, per customer.

@@ -37,13 +37,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::config::EngineConfig;
-use crate::engine::handoff::{EventFacts, ProfileCommand, RequestFacts, RequestKind};
+use crate::engine::handoff::{
+    EventFacts, ProfileCommand, RequestFacts, RequestKind, RetentionRequest,
+};
 use crate::engine::profile::records::{
     amount, CartAbandoned, ChannelActivity, ConsentChange, DecisionKey, Export, ExportedDecision,
     ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged, OrderSummary,
     PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision, StatedField,
 };
-use crate::model::output::{to_json, OutputRecord, Time, Topic};
+use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::Ident;
 use crate::model::CONSENT_PURPOSES;
 use crate::model::REACHABLE_CHANNELS;
@@ -52,7 +54,6 @@ use activation::{Activity, Timer, TimerKind};
 use consent::{Change, ConsentKey, Consents, Decision};
 use event::{FieldData, ProfileEvent};
 
-const DAY_MS: i64 = 86_400_000;
 const CLOCK: &[u8] = keys::CLOCK;
 
 /// One stated value of a field, with its provenance.
@@ -331,8 +332,38 @@ impl Profiler {
         Ok(out)
     }
 
+    /// A customer's golden record as of the stage's clock.
+    pub fn golden_record_now(
+        &self,
+        store: &Store,
+        customer_id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let Some(profile) = self.load(store, customer_id)? else {
+            return Ok(None);
+        };
+        Ok(Some(self.golden_record(
+            customer_id,
+            &profile,
+            self.clock(store)?,
+        )))
+    }
+
+    /// Channels on which `purpose` is allowed as of the stage's clock and the customer
+    /// is reachable.
+    pub fn allowed_channels_now(
+        &self,
+        store: &Store,
+        customer_id: &str,
+        purpose: &str,
+    ) -> Result<Vec<&'static str>, StoreError> {
+        let Some(profile) = self.load(store, customer_id)? else {
+            return Ok(Vec::new());
+        };
+        Ok(self.allowed_channels(&profile, purpose, self.clock(store)?))
+    }
+
     /// The stage's event-time clock.
-    pub fn clock(&self, store: &Store) -> Result<i64, StoreError> {
+    fn clock(&self, store: &Store) -> Result<i64, StoreError> {
         Ok(store.get::<i64>(CLOCK)?.unwrap_or(0))
     }
 
@@ -984,47 +1015,74 @@ impl Profiler {
         Ok(dirty)
     }
 
-    /// Customers whose last activity is before `cutoff` (ms), oldest first, at most
-    /// `limit`. Reads only the index range before the cutoff.
-    pub fn inactive_before(
+    /// Retention requests for the customers inactive beyond
+    /// `gdpr.retention.inactive_customer_days` as of `now` (ms), oldest first, at most
+    /// `sweep_batch`. Reads only the index range before the cutoff, and takes the
+    /// entries it returns out of the index (the erasure also removes them).
+    pub fn inactive_expired(
         &self,
-        store: &Store,
-        cutoff: i64,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+        store: &mut Store,
+        now: i64,
+    ) -> Result<Vec<RetentionRequest>, StoreError> {
+        let r = &self.config.gdpr.retention;
+        if r.inactive_customer_days == 0 {
+            return Ok(Vec::new());
+        }
+        let cutoff = now - i64::from(r.inactive_customer_days) * DAY_MS;
         let end = inactive_key(day_of(cutoff), "");
-        Ok(store
-            .scan_range(INACTIVE_INDEX, &end, limit)?
-            .into_iter()
-            .map(|(k, _)| {
-                let customer = String::from_utf8_lossy(&k[INACTIVE_INDEX.len() + 4..]).into_owned();
-                (k, customer)
-            })
-            .collect())
+        let mut requests = Vec::new();
+        for (k, _) in store.scan_range(INACTIVE_INDEX, &end, r.sweep_batch)? {
+            let customer_id = String::from_utf8_lossy(&k[INACTIVE_INDEX.len() + 4..]).into_owned();
+            store.remove(k);
+            requests.push(RetentionRequest::Customer {
+                customer_id,
+                at: now,
+            });
+        }
+        Ok(requests)
     }
 
-    /// Behavioural source profiles unseen since before `cutoff` (ms), with their
-    /// customer, oldest first, at most `limit`.
-    pub fn behavioural_before(
+    /// Retention requests for the behavioural source profiles unseen beyond
+    /// `gdpr.retention.behavioural_days` as of `now` (ms): one per customer, in
+    /// customer-id order, from at most `sweep_batch` index entries (oldest first),
+    /// which it takes out of the index.
+    pub fn behavioural_expired(
         &self,
-        store: &Store,
-        cutoff: i64,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, String, u64)>, StoreError> {
+        store: &mut Store,
+        now: i64,
+    ) -> Result<Vec<RetentionRequest>, StoreError> {
+        let r = &self.config.gdpr.retention;
+        if r.behavioural_days == 0 {
+            return Ok(Vec::new());
+        }
+        let cutoff = now - i64::from(r.behavioural_days) * DAY_MS;
         let end = behavioural_key(day_of(cutoff), 0);
-        let mut out = Vec::new();
-        for (k, v) in store.scan_range(BEHAVIOURAL_INDEX, &end, limit)? {
+        let mut by_customer: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (k, v) in store.scan_range(BEHAVIOURAL_INDEX, &end, r.sweep_batch)? {
             let sp_bytes: [u8; 8] = k[BEHAVIOURAL_INDEX.len() + 4..]
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("p/lb key".into()))?;
-            let customer: String =
+            let customer_id: String =
                 postcard::from_bytes(&v).map_err(|source| StoreError::Decode {
                     key: "p/lb".into(),
                     source,
                 })?;
-            out.push((k, customer, u64::from_be_bytes(sp_bytes)));
+            store.remove(k);
+            by_customer
+                .entry(customer_id)
+                .or_default()
+                .push(u64::from_be_bytes(sp_bytes));
         }
-        Ok(out)
+        Ok(by_customer
+            .into_iter()
+            .map(
+                |(customer_id, source_profiles)| RetentionRequest::SourceProfiles {
+                    customer_id,
+                    source_profiles,
+                    at: now,
+                },
+            )
+            .collect())
     }
 
     /// Forgets a customer's profile: tombstones for every id it had, then the receipt.
