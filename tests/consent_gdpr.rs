@@ -694,3 +694,143 @@ fn pseudonymised_topics_carry_keyed_hashes_only() {
         .iter()
         .any(|r| r["value"].to_string().contains("FID-99812")));
 }
+
+/// A person is reachable by every id unicus ever gave them: their live id, an id merged
+/// away (through its alias), the id a split gave them, and any identifier they hold.
+#[test]
+fn rights_requests_reach_every_id_unicus_gave_the_person() {
+    let receipt = |out: &[Value], id: &str| -> Value {
+        out.iter()
+            .find(|o| o["topic"] == "gdpr.receipts" && o["value"]["request_id"] == id)
+            .unwrap_or_else(|| panic!("no receipt for {id}: {out:?}"))["value"]
+            .clone()
+    };
+    let mut e = engine();
+    // Two customers: a web account, then a loyalty card in store.
+    let out = feed(
+        &mut e,
+        &[
+            event(
+                "w1",
+                "web",
+                "account_created",
+                "2026-11-01T10:00:00Z",
+                json!({"identifiers": {"account_id": "A-1", "email": "lea.martin@example.org"}}),
+            ),
+            event(
+                "s1",
+                "store",
+                "purchase",
+                "2026-11-02T10:00:00Z",
+                json!({"identifiers": {"loyalty_id": "L-1"}}),
+            ),
+            event(
+                "s2",
+                "store",
+                "store_visit",
+                "2026-11-02T11:00:00Z",
+                json!({"identifiers": {"loyalty_id": "L-2", "phone": "06 11 22 33 44"}}),
+            ),
+        ],
+    );
+    let id_of = |out: &[Value], event_id: &str| -> String {
+        out.iter()
+            .find(|o| o["topic"] == "touchpoints.resolved" && o["value"]["event_id"] == event_id)
+            .unwrap()["value"]["customer_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (web, card, other) = (id_of(&out, "w1"), id_of(&out, "s1"), id_of(&out, "s2"));
+    assert!(web != card && card != other);
+    // The card is given to the web account: the younger id is merged away.
+    let out = feed(
+        &mut e,
+        &[event(
+            "s3",
+            "store",
+            "purchase",
+            "2026-11-03T10:00:00Z",
+            json!({"identifiers": {"loyalty_id": "L-1", "email": "lea.martin@example.org"}}),
+        )],
+    );
+    let survivor = id_of(&out, "s3");
+    let merged_away = if survivor == web { &card } else { &web };
+    assert_ne!(&survivor, merged_away);
+
+    // Export by the merged-away id: done, for the survivor.
+    let out = feed(
+        &mut e,
+        &[json!({"request_id": "x1", "kind": "export", "customer_id": merged_away}).to_string()],
+    );
+    let r = receipt(&out, "x1");
+    assert_eq!(r["status"], "done", "{r}");
+    assert_eq!(r["customer_id"], survivor.as_str(), "{r}");
+
+    // Split the phone's card off the other customer, then erase by the id the split gave.
+    let out = feed(
+        &mut e,
+        &[event(
+            "s4",
+            "web",
+            "login",
+            "2026-11-04T10:00:00Z",
+            json!({"identifiers": {"loyalty_id": "L-2", "account_id": "A-9"}}),
+        )],
+    );
+    assert_eq!(id_of(&out, "s4"), other);
+    let out = feed(
+        &mut e,
+        &[
+            json!({"command_id": "c1", "kind": "split", "customer_id": other,
+                 "identifier": {"type": "account_id", "value": "A-9"}})
+            .to_string(),
+        ],
+    );
+    let split_off = on_topic(&out, "identity.changes")
+        .iter()
+        .find_map(|o| o["value"]["new_customer_id"].as_str())
+        .unwrap_or_else(|| panic!("no split: {out:?}"))
+        .to_string();
+    let out = feed(
+        &mut e,
+        &[json!({"request_id": "x2", "kind": "erase", "customer_id": split_off}).to_string()],
+    );
+    assert_eq!(receipt(&out, "x2")["status"], "done");
+
+    // Erase by the merged-away id: the survivor is erased, and no id of theirs answers.
+    let out = feed(
+        &mut e,
+        &[json!({"request_id": "x3", "kind": "erase", "customer_id": merged_away}).to_string()],
+    );
+    let r = receipt(&out, "x3");
+    assert_eq!(
+        (r["status"].as_str(), r["customer_id"].as_str()),
+        (Some("done"), Some(survivor.as_str())),
+        "{r}"
+    );
+    for (n, id) in [&survivor, merged_away].into_iter().enumerate() {
+        let rid = format!("x4-{n}");
+        let out = feed(
+            &mut e,
+            &[json!({"request_id": rid, "kind": "export", "customer_id": id}).to_string()],
+        );
+        assert_eq!(receipt(&out, &rid)["status"], "not_found");
+    }
+
+    // Erase by an identifier: the customer that holds it.
+    let out = feed(
+        &mut e,
+        &[request(
+            "x5",
+            "erase",
+            json!({"type": "phone", "value": "+33611223344"}),
+        )],
+    );
+    let r = receipt(&out, "x5");
+    assert_eq!(
+        (r["status"].as_str(), r["customer_id"].as_str()),
+        (Some("done"), Some(other.as_str())),
+        "{r}"
+    );
+}

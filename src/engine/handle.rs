@@ -196,10 +196,8 @@ impl Engine {
         };
         let customer = match &request.subject {
             Subject::Identifier(kind, raw) => self.find_customer(kind, raw)?,
-            Subject::CustomerId(id) => self
-                .resolver
-                .customer_exists(&self.store, id)?
-                .then(|| id.clone()),
+            // Any id unicus ever gave the person: a merged-away one names the survivor.
+            Subject::CustomerId(id) => self.resolver.current_id(&self.store, id)?,
         };
         let out = match &customer {
             Some(customer_id) => {

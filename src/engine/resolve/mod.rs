@@ -1442,6 +1442,11 @@ impl Resolver {
                 },
             );
             store.put(alias_key(&mid), &survivor_id)?;
+            // The ids merged into `mid` earlier now name the survivor directly: an alias
+            // is always one step, however many merges a person went through.
+            for earlier in &m.merged_ids {
+                store.put(alias_key(earlier), &survivor_id)?;
+            }
             survivor.take_in(&mid, m);
             store.remove(customer_key(&mid));
             commands.push(ProfileCommand::Merge {
@@ -1838,11 +1843,6 @@ impl Forgotten {
 }
 
 impl Resolver {
-    /// Whether a customer id is live.
-    pub fn customer_exists(&self, store: &Store, customer_id: &str) -> Result<bool, StoreError> {
-        store.contains(&customer_key(customer_id))
-    }
-
     /// A customer's source profiles, if it exists.
     pub fn source_profiles_of(
         &self,
