@@ -75,14 +75,14 @@ impl Engine {
             return Ok(out);
         }
         let cutoff = now - i64::from(r.inactive_customer_days) * DAY_MS;
-        for (index_key, customer_id) in
+        for (entry, customer_id) in
             self.profiler
                 .inactive_before(&self.store, cutoff, r.sweep_batch)?
         {
             let request_id = retention_request_id(&customer_id, now);
             out.extend(self.run_request(&customer_id, &request_id, RequestKind::Retention, now)?);
             // Gone with the profile; removed here too in case the index was stale.
-            self.store.remove(index_key);
+            self.profiler.remove_index_entry(&mut self.store, &entry);
         }
         Ok(out)
     }
@@ -98,11 +98,11 @@ impl Engine {
         }
         let cutoff = now - i64::from(r.behavioural_days) * DAY_MS;
         let mut by_customer: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (index_key, customer_id, sp) in
+        for (entry, customer_id, sp) in
             self.profiler
                 .behavioural_before(&self.store, cutoff, r.sweep_batch)?
         {
-            self.store.remove(index_key);
+            self.profiler.remove_index_entry(&mut self.store, &entry);
             by_customer.entry(customer_id).or_default().push(sp);
         }
         for (customer_id, sps) in by_customer {

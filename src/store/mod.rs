@@ -431,20 +431,6 @@ impl Store {
     }
 }
 
-/// Builds a key from a table prefix and parts separated by `\0` (no part holds a NUL:
-/// normalised values never do).
-pub fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
-    k.extend_from_slice(prefix.as_bytes());
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            k.push(0);
-        }
-        k.extend_from_slice(p.as_bytes());
-    }
-    k
-}
-
 /// Decodes the value stored under `key`.
 fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
     postcard::from_bytes(bytes).map_err(|source| StoreError::Decode {
