@@ -18,6 +18,7 @@ use unicus::kafka::runtime::{self, RuntimeStats, WireRecord};
 use unicus::model::output::Topic;
 use unicus::settings::Settings;
 use unicus::sim::demo::produce_lines;
+use unicus::store::keys::kafka_runtime::OUTBOX;
 
 const PARTITIONS: i32 = 3;
 
@@ -364,10 +365,8 @@ async fn resends_the_outbox_left_by_a_crash_before_consuming() {
             headers: vec![("h".into(), "v".into())],
             source_timestamp: None,
         };
-        engine
-            .store_mut()
-            .put(b"o/\0\0\0\0\0\0\0\x01".to_vec(), &vec![record])
-            .unwrap();
+        let entry = [OUTBOX.bytes(), &1u64.to_be_bytes()].concat();
+        engine.store_mut().put(entry, &vec![record]).unwrap();
         engine.commit().unwrap();
     }
     let stats = Arc::new(RuntimeStats::default());
@@ -386,7 +385,11 @@ async fn resends_the_outbox_left_by_a_crash_before_consuming() {
     assert_eq!(changes[0].2["h"], "v");
     let engine = runtime::open_engine(&c.settings).unwrap();
     assert!(
-        engine.store().scan_prefix(b"o/").unwrap().is_empty(),
+        engine
+            .store()
+            .scan_prefix(OUTBOX.bytes())
+            .unwrap()
+            .is_empty(),
         "outbox emptied once acknowledged"
     );
     drop(c.mock);

@@ -10,8 +10,8 @@
 //! - Pseudonymised topics carry the same keyed hash instead of identifier values, and no
 //!   person fields.
 //!
-//! Store tables (prefix `g/`): `g/key` the generated hash key, `g/sup/<hash>` the
-//! suppression list, `g/suppressed` its size (all declared in [`crate::store::keys`]).
+//! Store tables (namespace `g/`, declared in [`crate::store::keys`]): the generated hash
+//! key, the suppression list and its size, and the rights requests done.
 
 use std::fmt::Write as _;
 
@@ -22,17 +22,33 @@ use sha2::Sha256;
 
 use crate::engine::config::{EngineConfig, ErasedIdentifiers};
 use crate::model::Ident;
-use crate::store::{key, keys, Store, StoreError};
+use crate::store::{keys, Cell, Store, StoreError, Table};
 
-const GENERATED_KEY: &[u8] = keys::HASH_KEY;
-const SUPPRESSED_COUNT: &[u8] = keys::SUPPRESSED_COUNT;
+/// The key of the keyed hashes when none is configured, generated once.
+const GENERATED_KEY: Cell<Vec<u8>> = Cell::new(keys::gdpr::HASH_KEY);
+/// The size of the suppression list.
+const SUPPRESSED_COUNT: Cell<u64> = Cell::new(keys::gdpr::SUPPRESSED_COUNT);
+/// The suppression list, by keyed hash.
+const SUPPRESSED: Table<String, ()> = Table::new(keys::gdpr::SUPPRESSED);
+/// Rights requests done, by `request_id`.
+const REQUESTS_DONE: Table<String, ()> = Table::new(keys::gdpr::REQUESTS_DONE);
+
+/// Whether the request `request_id` was done (a request is done once).
+pub(crate) fn request_done(store: &Store, request_id: &str) -> Result<bool, StoreError> {
+    REQUESTS_DONE.contains(store, request_id)
+}
+
+/// Marks the request `request_id` done.
+pub(crate) fn mark_request_done(store: &mut Store, request_id: &str) -> Result<(), StoreError> {
+    REQUESTS_DONE.put(store, request_id, &())
+}
 
 /// The key of the keyed hashes: the configured one, else the one kept in the store.
 pub fn hash_key(store: &Store, config: &EngineConfig) -> Result<Option<Vec<u8>>, StoreError> {
     if !config.gdpr.hash_key.is_empty() {
         return Ok(Some(config.gdpr.hash_key.as_bytes().to_vec()));
     }
-    store.get::<Vec<u8>>(GENERATED_KEY)
+    GENERATED_KEY.get(store)
 }
 
 /// The key of the keyed hashes, generated (and staged in the store) if there is none.
@@ -45,7 +61,7 @@ pub fn hash_key_or_generate(
     }
     let mut k = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut k);
-    store.put(GENERATED_KEY.to_vec(), &k)?;
+    GENERATED_KEY.put(store, &k)?;
     Ok(k)
 }
 
@@ -62,10 +78,6 @@ pub fn keyed_hash(hash_key: &[u8], kind: &str, value: &str) -> String {
     out
 }
 
-fn suppression_key(hash: &str) -> Vec<u8> {
-    key(keys::SUPPRESSED, &[hash])
-}
-
 /// Identifiers on the suppression list. Free when nobody was ever erased.
 pub fn suppressed(
     store: &Store,
@@ -73,7 +85,7 @@ pub fn suppressed(
     ids: &[Ident],
 ) -> Result<Vec<Ident>, StoreError> {
     if config.gdpr.erased_identifiers == ErasedIdentifiers::Accept
-        || store.get::<u64>(SUPPRESSED_COUNT)?.unwrap_or(0) == 0
+        || SUPPRESSED_COUNT.get(store)?.unwrap_or(0) == 0
     {
         return Ok(Vec::new());
     }
@@ -82,7 +94,7 @@ pub fn suppressed(
     };
     let mut out = Vec::new();
     for id in ids {
-        if store.contains(&suppression_key(&keyed_hash(&k, &id.kind, &id.value)))? {
+        if SUPPRESSED.contains(store, &keyed_hash(&k, &id.kind, &id.value))? {
             out.push(id.clone());
         }
     }
@@ -102,20 +114,20 @@ pub fn suppress(
     let k = hash_key_or_generate(store, config)?;
     let mut added = 0;
     for id in ids {
-        let sk = suppression_key(&keyed_hash(&k, &id.kind, &id.value));
-        if !store.contains(&sk)? {
-            store.put_raw(sk, Vec::new());
+        let hash = keyed_hash(&k, &id.kind, &id.value);
+        if !SUPPRESSED.contains(store, &hash)? {
+            SUPPRESSED.put(store, &hash, &())?;
             added += 1;
         }
     }
-    let n = store.get::<u64>(SUPPRESSED_COUNT)?.unwrap_or(0) + added;
-    store.put(SUPPRESSED_COUNT.to_vec(), &n)?;
+    let n = SUPPRESSED_COUNT.get(store)?.unwrap_or(0) + added;
+    SUPPRESSED_COUNT.put(store, &n)?;
     Ok(added)
 }
 
 /// Size of the suppression list.
 pub fn suppressed_count(store: &Store) -> Result<u64, StoreError> {
-    Ok(store.get::<u64>(SUPPRESSED_COUNT)?.unwrap_or(0))
+    Ok(SUPPRESSED_COUNT.get(store)?.unwrap_or(0))
 }
 
 /// Replaces identifier values by keyed hashes (`h:<hex>`) and drops person fields, in

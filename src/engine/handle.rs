@@ -6,14 +6,51 @@ use serde_json::Value;
 use crate::engine::gdpr;
 use crate::engine::handoff::ProfileCommand;
 use crate::engine::input::command::{self, Command, CommandKind};
-use crate::engine::input::request::{self, Request, Subject};
+use crate::engine::input::request::{Request, Subject};
 use crate::engine::input::touchpoint::{Rejection, Touchpoint};
 use crate::engine::input::{Input, InputKind, Record};
 use crate::engine::resolve::{Method, Resolution};
-use crate::engine::{seen_key, Engine, EngineError};
+use crate::engine::{Engine, EngineError};
 use crate::model::output::{rfc3339, to_json, OutputRecord, Payload, Topic};
 use crate::model::records::{EngineReceipt, OperatorMerge, ResolutionSummary, SplitChange};
 use crate::model::EventType;
+use crate::store::{keys, Store, StoreError, Table};
+
+/// Events seen, by `event_id`.
+const SEEN_EVENTS: Table<String, ()> = Table::new(keys::engine::SEEN_EVENTS);
+
+/// The id under which an input is done once, in the table of its kind's owner.
+enum DoneMark {
+    Event(String),
+    Request(String),
+    Command(String),
+}
+
+impl DoneMark {
+    fn of(input: &Input) -> Self {
+        match input {
+            Input::Touchpoint(tp) => Self::Event(tp.event_id.clone()),
+            Input::Request(r) => Self::Request(r.request_id.clone()),
+            Input::Command(c) => Self::Command(c.command_id.clone()),
+        }
+    }
+
+    fn is_done(&self, store: &Store) -> Result<bool, StoreError> {
+        match self {
+            Self::Event(id) => SEEN_EVENTS.contains(store, id),
+            Self::Request(id) => gdpr::request_done(store, id),
+            Self::Command(id) => command::command_done(store, id),
+        }
+    }
+
+    fn mark(&self, store: &mut Store) -> Result<(), StoreError> {
+        match self {
+            Self::Event(id) => SEEN_EVENTS.put(store, id, &()),
+            Self::Request(id) => gdpr::mark_request_done(store, id),
+            Self::Command(id) => command::mark_command_done(store, id),
+        }
+    }
+}
 
 /// What one input gave: outputs, or a refusal that becomes a dead letter.
 type Outcome = Result<Vec<OutputRecord>, Rejection>;
@@ -62,12 +99,8 @@ impl Engine {
             Ok(input) => input,
             Err(rejection) => return Ok(vec![self.dead_letter(record, &rejection)]),
         };
-        let seen = match &input {
-            Input::Touchpoint(tp) => seen_key(&tp.event_id),
-            Input::Request(r) => request::request_key(&r.request_id),
-            Input::Command(c) => command::command_key(&c.command_id),
-        };
-        if self.store.contains(&seen)? {
+        let done = DoneMark::of(&input);
+        if done.is_done(&self.store)? {
             self.stats.duplicates += 1;
             self.stats.source(record.source_topic).duplicates += 1;
             return Ok(Vec::new());
@@ -81,7 +114,7 @@ impl Engine {
             Ok(out) => out,
             Err(refusal) => return Ok(vec![self.dead_letter(record, &refusal)]),
         };
-        self.store.put_raw(seen, Vec::new());
+        done.mark(&mut self.store)?;
         self.pending += 1;
         self.finish(&mut out)?;
         Ok(out)

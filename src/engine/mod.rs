@@ -32,7 +32,7 @@ use crate::engine::profile::Profiler;
 use crate::engine::resolve::Resolver;
 use crate::model::output::OutputRecord;
 use crate::model::Ident;
-use crate::store::{key, keys, Store, StoreError};
+use crate::store::{keys, Cell, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -45,8 +45,13 @@ pub enum EngineError {
 }
 
 /// Layout of the records in the store; a change of layout changes it.
-pub const STORE_FORMAT: u32 = 2;
-const STORE_FORMAT_KEY: &[u8] = keys::STORE_FORMAT;
+pub const STORE_FORMAT: u32 = 3;
+/// The format of the store, written with the first batch.
+const FORMAT: Cell<u32> = Cell::new(keys::engine::FORMAT);
+/// Where stores of format 2 kept their format: read only to name it in the refusal.
+/// The engine's event-time clock.
+const INPUT_CLOCK: Cell<i64> = Cell::new(keys::engine::INPUT_CLOCK);
+const FORMAT_2_AND_BEFORE: Cell<u32> = Cell::new(keys::legacy::STORE_FORMAT);
 
 pub struct Engine {
     config: EngineConfig,
@@ -61,25 +66,32 @@ pub struct Engine {
     pseudonym_key: Option<Vec<u8>>,
 }
 
-pub(crate) fn seen_key(event_id: &str) -> Vec<u8> {
-    key(keys::SEEN_EVENTS, &[event_id])
+/// Refuses a store of another format; stages the format in a new one.
+fn check_format(store: &mut Store, resolver: &Resolver) -> Result<(), EngineError> {
+    match FORMAT.get(store)? {
+        Some(STORE_FORMAT) => Ok(()),
+        Some(found) => Err(EngineError::StoreFormat { found }),
+        None => {
+            if let Some(found) = FORMAT_2_AND_BEFORE.get(store)? {
+                return Err(EngineError::StoreFormat { found });
+            }
+            // A store with records and no format at all is of format 1.
+            if resolver.holds_anything(store)? {
+                return Err(EngineError::StoreFormat { found: 1 });
+            }
+            Ok(FORMAT.put(store, &STORE_FORMAT)?)
+        }
+    }
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, mut store: Store) -> Result<Self, EngineError> {
         config.validate()?;
-        match store.get::<u32>(STORE_FORMAT_KEY)? {
-            Some(STORE_FORMAT) => {}
-            Some(found) => return Err(EngineError::StoreFormat { found }),
-            // Written by the first batch; a store with records and no format is older.
-            None if store.contains(keys::NEXT_CUSTOMER_SEQ)? => {
-                return Err(EngineError::StoreFormat { found: 1 })
-            }
-            None => store.put(STORE_FORMAT_KEY.to_vec(), &STORE_FORMAT)?,
-        }
+        let resolver = Resolver::new(&config);
+        check_format(&mut store, &resolver)?;
         Ok(Self {
             inputs: InputParser::new(&config),
-            resolver: Resolver::new(&config),
+            resolver,
             profiler: Profiler::new(&config),
             config,
             store,
@@ -140,13 +152,13 @@ impl Engine {
     /// The engine's event-time clock: the latest time stated by an accepted touchpoint
     /// (0 before the first). It comes from the input only; the stages keep their own.
     pub fn input_clock(&self) -> Result<i64, EngineError> {
-        Ok(self.store.get::<i64>(keys::INPUT_CLOCK)?.unwrap_or(0))
+        Ok(INPUT_CLOCK.get(&self.store)?.unwrap_or(0))
     }
 
     /// Moves the clock to `at` if that is later.
     pub(crate) fn advance_clock(&mut self, at: i64) -> Result<(), EngineError> {
         if at > self.input_clock()? {
-            self.store.put(keys::INPUT_CLOCK.to_vec(), &at)?;
+            INPUT_CLOCK.put(&mut self.store, &at)?;
         }
         Ok(())
     }
@@ -226,7 +238,7 @@ mod tests {
     #[test]
     fn a_store_of_another_format_is_refused_with_a_clear_message() {
         let mut store = Store::temporary().unwrap();
-        store.put(STORE_FORMAT_KEY.to_vec(), &1u32).unwrap();
+        FORMAT.put(&mut store, &1u32).unwrap();
         store.commit().unwrap();
         let err = Engine::new(EngineConfig::default(), store)
             .err()
@@ -234,17 +246,26 @@ mod tests {
             .to_string();
         assert!(err.contains("format 1") && err.contains("replay"), "{err}");
 
+        // A store of format 1 (no format key): its counters and resolve's records.
         let mut store = Store::temporary().unwrap();
         store.put(b"m/next_customer_seq".to_vec(), &3u64).unwrap();
+        store.put_raw(b"r/sp/\0\0\0\0\0\0\0\x01".to_vec(), vec![0]);
         store.commit().unwrap();
         assert!(Engine::new(EngineConfig::default(), store).is_err());
 
+        let mut store = Store::temporary().unwrap();
+        FORMAT_2_AND_BEFORE.put(&mut store, &2u32).unwrap();
+        store.commit().unwrap();
+        let err = Engine::new(EngineConfig::default(), store)
+            .err()
+            .unwrap()
+            .to_string();
+        let reads = format!("reads format {STORE_FORMAT}");
+        assert!(err.contains("format 2") && err.contains(&reads), "{err}");
+
         let mut fresh = Engine::new(EngineConfig::default(), Store::temporary().unwrap()).unwrap();
         fresh.commit().unwrap();
-        assert_eq!(
-            fresh.store().get::<u32>(STORE_FORMAT_KEY).unwrap(),
-            Some(STORE_FORMAT)
-        );
+        assert_eq!(FORMAT.get(fresh.store()).unwrap(), Some(STORE_FORMAT));
     }
 
     fn line(engine: &mut Engine, offset: i64, json: &str) -> Vec<OutputRecord> {

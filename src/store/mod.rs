@@ -8,9 +8,14 @@
 //! background thread while the next batch is staged ([`Store::commit_in_background`]).
 //!
 //! Values are encoded with postcard. Every key prefix (one table each) is declared in
-//! [`keys`], with the part of unicus that owns it.
+//! [`keys`], with the part of unicus that owns it; the owners read and write through
+//! typed [`Table`]s and [`Cell`]s ([`table`]). The raw methods here serve the tables,
+//! audits and tests.
 
 pub mod keys;
+pub mod table;
+
+pub use table::{Cell, Table};
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -193,24 +198,12 @@ impl Store {
     }
 
     pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        let decode = |bytes: &[u8]| {
-            postcard::from_bytes(bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Decode {
-                    key: String::from_utf8_lossy(key).into_owned(),
-                    source,
-                })
-        };
         if let Some(staged) = self.staged_value(key) {
-            return match staged {
-                Some(bytes) => decode(bytes),
-                None => Ok(None),
-            };
+            return staged.map(|bytes| decode(key, bytes)).transpose();
         }
-        match self.committed(key)? {
-            Some(bytes) => decode(&bytes),
-            None => Ok(None),
-        }
+        self.committed(key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
     }
 
     fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
@@ -224,7 +217,7 @@ impl Store {
         self.stage(key, Some(value));
     }
 
-    pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
+    pub fn put<T: Serialize + ?Sized>(&mut self, key: Vec<u8>, value: &T) -> Result<()> {
         let bytes = postcard::to_stdvec(value).map_err(StoreError::Encode)?;
         self.stage(key, Some(bytes));
         Ok(())
@@ -438,18 +431,12 @@ impl Store {
     }
 }
 
-/// Builds a key from a table prefix and parts separated by `\0` (no part holds a NUL:
-/// normalised values never do).
-pub fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len() + 1).sum::<usize>());
-    k.extend_from_slice(prefix.as_bytes());
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            k.push(0);
-        }
-        k.extend_from_slice(p.as_bytes());
-    }
-    k
+/// Decodes the value stored under `key`.
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -504,7 +491,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = Store::open(dir.path()).unwrap();
-            s.put(key("r/x/", &["email", "a@b.fr"]), &"v".to_string())
+            s.put(b"r/x/email\0a@b.fr".to_vec(), &"v".to_string())
                 .unwrap();
             s.put(b"r/y".to_vec(), &1u8).unwrap();
             s.commit().unwrap();
@@ -512,7 +499,7 @@ mod tests {
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(
-            s.get::<String>(&key("r/x/", &["email", "a@b.fr"])).unwrap(),
+            s.get::<String>(b"r/x/email\0a@b.fr").unwrap(),
             Some("v".into())
         );
         assert_eq!(s.scan_prefix(b"r/").unwrap().len(), 2);

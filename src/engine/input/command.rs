@@ -21,7 +21,10 @@ use crate::engine::config::EngineConfig;
 use crate::engine::input::touchpoint::{
     json_object, optional_time, record_id, required_text as text, Rejection,
 };
-use crate::store::{key, keys};
+use crate::store::{keys, Store, StoreError, Table};
+
+/// Commands done, by `command_id`.
+const COMMANDS_DONE: Table<String, ()> = Table::new(keys::commands::COMMANDS_DONE);
 
 /// What the operator asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,9 +135,14 @@ pub fn looks_like_command(bytes: &[u8]) -> bool {
     super::InputKind::of_line(bytes) == Some(super::InputKind::Command)
 }
 
-/// Commands done: `x/cmd/<command_id>`.
-pub(crate) fn command_key(command_id: &str) -> Vec<u8> {
-    key(keys::COMMANDS_DONE, &[command_id])
+/// Whether the command `command_id` was done (a command is done once).
+pub(crate) fn command_done(store: &Store, command_id: &str) -> Result<bool, StoreError> {
+    COMMANDS_DONE.contains(store, command_id)
+}
+
+/// Marks the command `command_id` done.
+pub(crate) fn mark_command_done(store: &mut Store, command_id: &str) -> Result<(), StoreError> {
+    COMMANDS_DONE.put(store, command_id, &())
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use crate::engine::handoff::RequestKind;
 use crate::engine::input::touchpoint::{
     json_object, optional_time, record_id, required_text as text, Rejection,
 };
-use crate::store::{key, keys};
 
 /// Who a request is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,10 +83,6 @@ pub fn parse_request_document(
 /// Whether a line of a replay file is a rights request rather than a touchpoint.
 pub fn looks_like_request(bytes: &[u8]) -> bool {
     super::InputKind::of_line(bytes) == Some(super::InputKind::Request)
-}
-
-pub(crate) fn request_key(request_id: &str) -> Vec<u8> {
-    key(keys::REQUESTS_DONE, &[request_id])
 }
 
 #[cfg(test)]

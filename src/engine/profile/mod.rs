@@ -19,9 +19,10 @@
 //! indexes are kept, keyed by day of last activity. Each record remembers the day it is
 //! indexed under, so moving it is one removal and one insertion.
 //!
-//! Store tables (prefix `p/`): `p/cu/<customer>` profiles, `p/clock`,
-//! `p/ls/<day><customer>` customers by last activity, `p/lb/<day><source profile>` →
-//! customer, behavioural source profiles by last activity.
+//! Store tables (namespace `p/`, declared in [`crate::store::keys`]): `p/cu/<customer>`
+//! profiles, `p/clock`, `p/ls/<day><customer>` customers by last activity,
+//! `p/lb/<day><source profile>` → customer, behavioural source profiles by last activity,
+//! `p/tm/` timers.
 
 pub mod activation;
 pub mod consent;
@@ -49,12 +50,23 @@ use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::Ident;
 use crate::model::CONSENT_PURPOSES;
 use crate::model::REACHABLE_CHANNELS;
-use crate::store::{key, keys, Store, StoreError};
+use crate::store::{keys, Cell, Store, StoreError, Table};
 use activation::{Activity, Timer, TimerKind};
 use consent::{Change, ConsentKey, Consents, Decision};
 use event::{FieldData, ProfileEvent};
 
-const CLOCK: &[u8] = keys::CLOCK;
+/// Customer profiles by id.
+const PROFILES: Table<String, CustomerProfile> = Table::new(keys::profile::PROFILES);
+/// The stage's event-time clock.
+const CLOCK: Cell<i64> = Cell::new(keys::profile::CLOCK);
+/// Customers by last-seen day: `indexed_day` of their profile.
+const INACTIVE_INDEX: Table<(u32, String), ()> = Table::new(keys::profile::INACTIVE_INDEX);
+/// Behavioural source profiles by last-seen day → their customer.
+const BEHAVIOURAL_INDEX: Table<(u32, u64), String> = Table::new(keys::profile::BEHAVIOURAL_INDEX);
+/// Timers by (due, customer, encoded kind): the `timers` of the profiles.
+const TIMERS: Table<(i64, String, String), ()> = Table::new(keys::profile::TIMERS);
+/// The `until` of the last timer check: every timer due at or before it has fired.
+const TIMERS_DONE: Cell<i64> = Cell::new(keys::profile::TIMERS_DONE);
 
 /// One stated value of a field, with its provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,36 +141,10 @@ pub struct ProfileCounts {
     pub minimised: u64,
 }
 
-fn profile_key(customer_id: &str) -> Vec<u8> {
-    key(keys::PROFILES, &[customer_id])
-}
-
 fn day_of(ms: i64) -> u32 {
     (ms.max(0) / DAY_MS).min(i64::from(u32::MAX)) as u32
 }
 
-const INACTIVE_INDEX: &[u8] = keys::INACTIVE_INDEX;
-const TIMERS: &[u8] = keys::TIMERS;
-/// The `until` of the last timer check: every timer due at or before it has fired.
-const TIMERS_DONE: &[u8] = keys::TIMERS_DONE;
-
-/// `p/tm/<due, sortable><customer>\0<kind>`.
-fn timer_key(due: i64, customer_id: &str, kind: &str) -> Vec<u8> {
-    let mut k = TIMERS.to_vec();
-    k.extend_from_slice(&((due as u64) ^ (1 << 63)).to_be_bytes());
-    k.extend_from_slice(customer_id.as_bytes());
-    k.push(0);
-    k.extend_from_slice(kind.as_bytes());
-    k
-}
-
-fn parse_timer_key(k: &[u8]) -> Option<(i64, String, String)> {
-    let rest = k.strip_prefix(TIMERS)?;
-    let due = (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) ^ (1 << 63)) as i64;
-    let text = std::str::from_utf8(&rest[8..]).ok()?;
-    let (customer, kind) = text.split_once('\0')?;
-    Some((due, customer.to_string(), kind.to_string()))
-}
 /// The timers due after `done` and at or before `until`, per customer in the order
 /// first due; unreadable timer keys are removed.
 fn due_timers(
@@ -166,36 +152,18 @@ fn due_timers(
     done: i64,
     until: i64,
 ) -> Result<Vec<(String, Vec<Timer>)>, StoreError> {
-    let start = timer_key(done.saturating_add(1), "", "");
-    let end = timer_key(until.saturating_add(1), "", "");
+    let start = (done.saturating_add(1), "", "");
+    let end = (until.saturating_add(1), "", "");
     let mut by_customer: Vec<(String, Vec<Timer>)> = Vec::new();
-    for (k, _) in store.scan_range(&start, &end, usize::MAX)? {
-        let Some((at, customer, kind)) = parse_timer_key(&k) else {
-            store.remove(k);
-            continue;
-        };
+    for ((at, customer, kind), ()) in
+        TIMERS.range_dropping_unreadable(store, start, end, usize::MAX)?
+    {
         match by_customer.iter_mut().find(|(c, _)| *c == customer) {
             Some((_, list)) => list.push((at, kind)),
             None => by_customer.push((customer, vec![(at, kind)])),
         }
     }
     Ok(by_customer)
-}
-
-const BEHAVIOURAL_INDEX: &[u8] = keys::BEHAVIOURAL_INDEX;
-
-fn inactive_key(day: u32, customer_id: &str) -> Vec<u8> {
-    let mut k = INACTIVE_INDEX.to_vec();
-    k.extend_from_slice(&day.to_be_bytes());
-    k.extend_from_slice(customer_id.as_bytes());
-    k
-}
-
-fn behavioural_key(day: u32, source_profile: u64) -> Vec<u8> {
-    let mut k = BEHAVIOURAL_INDEX.to_vec();
-    k.extend_from_slice(&day.to_be_bytes());
-    k.extend_from_slice(&source_profile.to_be_bytes());
-    k
 }
 
 /// Keeps the latest decision per key a source profile stated.
@@ -271,16 +239,16 @@ fn stated_consents(profile: &CustomerProfile, at: i64) -> Consents {
 
 /// Removes a customer's profile, its entries in the time indexes and its timers.
 fn forget(store: &mut Store, customer_id: &str, profile: &CustomerProfile) {
-    store.remove(profile_key(customer_id));
+    PROFILES.remove(store, customer_id);
     if let Some(day) = profile.indexed_day {
-        store.remove(inactive_key(day, customer_id));
+        INACTIVE_INDEX.remove(store, (day, customer_id));
     }
     for (due, kind) in &profile.timers {
-        store.remove(timer_key(*due, customer_id, kind));
+        TIMERS.remove(store, (*due, customer_id, kind));
     }
     for (sp, f) in &profile.source_profiles {
         if let Some(day) = f.indexed_day {
-            store.remove(behavioural_key(day, *sp));
+            BEHAVIOURAL_INDEX.remove(store, (day, *sp));
         }
     }
 }
@@ -311,25 +279,18 @@ impl Profiler {
         store: &Store,
         customer_id: &str,
     ) -> Result<Option<CustomerProfile>, StoreError> {
-        store.get(&profile_key(customer_id))
+        PROFILES.get(store, customer_id)
     }
 
     /// Every customer's golden record, in customer-id order: a full scan, for tests,
     /// exports and tools, never on the event path.
     pub fn golden_records(&self, store: &Store) -> Result<Vec<Value>, StoreError> {
         let clock = self.clock(store)?;
-        let prefix = keys::PROFILES.as_bytes();
-        let mut out = Vec::new();
-        for (k, v) in store.scan_prefix(prefix)? {
-            let customer_id =
-                String::from_utf8_lossy(k.strip_prefix(prefix).unwrap_or(&k)).into_owned();
-            let profile = postcard::from_bytes(&v).map_err(|source| StoreError::Decode {
-                key: customer_id.clone(),
-                source,
-            })?;
-            out.push(self.golden_record(&customer_id, &profile, clock));
-        }
-        Ok(out)
+        Ok(PROFILES
+            .scan(store)?
+            .into_iter()
+            .map(|(customer_id, profile)| self.golden_record(&customer_id, &profile, clock))
+            .collect())
     }
 
     /// A customer's golden record as of the stage's clock.
@@ -364,7 +325,7 @@ impl Profiler {
 
     /// The stage's event-time clock.
     fn clock(&self, store: &Store) -> Result<i64, StoreError> {
-        Ok(store.get::<i64>(CLOCK)?.unwrap_or(0))
+        Ok(CLOCK.get(store)?.unwrap_or(0))
     }
 
     /// Applies the commands of one event or request; returns tombstones for
@@ -389,7 +350,7 @@ impl Profiler {
             clock,
         } = done;
         if clock != clock_before {
-            store.put(CLOCK.to_vec(), &clock)?;
+            CLOCK.put(store, &clock)?;
         }
         self.publish_changed(store, changed, clock, &mut out)?;
         if clock != clock_before {
@@ -450,23 +411,23 @@ impl Profiler {
         let gone = self.load(store, merged)?.unwrap_or_default();
         let mut kept = self.load(store, survivor)?.unwrap_or_default();
         if let Some(day) = gone.indexed_day {
-            store.remove(inactive_key(day, merged));
+            INACTIVE_INDEX.remove(store, (day, merged));
         }
         for (due, kind) in &gone.timers {
-            store.remove(timer_key(*due, merged, kind));
+            TIMERS.remove(store, (*due, merged, kind));
         }
         kept.activity.merge(gone.activity);
         for (sp, facts) in &gone.source_profiles {
             if let Some(day) = facts.indexed_day {
-                store.put(behavioural_key(day, *sp), &survivor)?;
+                BEHAVIOURAL_INDEX.put(store, (day, *sp), survivor)?;
             }
         }
         kept.source_profiles.extend(gone.source_profiles);
         for change in kept.consents.merge(gone.consents) {
             done.out.push(consent_change_record(survivor, &change));
         }
-        store.remove(profile_key(merged));
-        store.put(profile_key(survivor), &kept)?;
+        PROFILES.remove(store, merged);
+        PROFILES.put(store, survivor, &kept)?;
         done.changed.remove(merged);
         done.changed.insert(survivor.to_string());
         done.out.push(OutputRecord::tombstone(
@@ -513,7 +474,7 @@ impl Profiler {
                 .push(self.purchase_record(customer_id, &profile, event, fx));
             self.counts.borrow_mut().purchases += 1;
         }
-        store.put(profile_key(customer_id), &profile)?;
+        PROFILES.put(store, customer_id, &profile)?;
         done.clock = done.clock.max(event.occurred_at);
         done.changed.insert(customer_id.to_string());
         Ok(())
@@ -535,7 +496,7 @@ impl Profiler {
         for sp in source_profiles {
             if let Some(facts) = kept.source_profiles.remove(sp) {
                 if let Some(day) = facts.indexed_day {
-                    store.put(behavioural_key(day, *sp), &new_customer_id)?;
+                    BEHAVIOURAL_INDEX.put(store, (day, *sp), new_customer_id)?;
                 }
                 split.source_profiles.insert(*sp, facts);
             }
@@ -555,8 +516,8 @@ impl Profiler {
             done.out
                 .push(consent_change_record(new_customer_id, &change));
         }
-        store.put(profile_key(customer_id), &kept)?;
-        store.put(profile_key(new_customer_id), &split)?;
+        PROFILES.put(store, customer_id, &kept)?;
+        PROFILES.put(store, new_customer_id, &split)?;
         done.changed.insert(customer_id.to_string());
         done.changed.insert(new_customer_id.to_string());
         Ok(())
@@ -576,11 +537,11 @@ impl Profiler {
         for sp in source_profiles {
             if let Some(facts) = profile.source_profiles.remove(sp) {
                 if let Some(day) = facts.indexed_day {
-                    store.remove(behavioural_key(day, *sp));
+                    BEHAVIOURAL_INDEX.remove(store, (day, *sp));
                 }
             }
         }
-        store.put(profile_key(customer_id), &profile)?;
+        PROFILES.put(store, customer_id, &profile)?;
         done.changed.insert(customer_id.to_string());
         Ok(())
     }
@@ -623,7 +584,7 @@ impl Profiler {
             let dirty =
                 self.settle(store, &customer_id, &mut profile, clock, "event", None, out)?;
             if dirty {
-                store.put(profile_key(&customer_id), &profile)?;
+                PROFILES.put(store, &customer_id, &profile)?;
             }
             out.push(self.profile_record(customer_id, &profile, clock));
         }
@@ -725,7 +686,7 @@ impl Profiler {
             want.retain(|(due, _)| *due > until);
         }
         // A timer due before the window already read fires at the next check.
-        let done = store.get::<i64>(TIMERS_DONE)?.unwrap_or(i64::MIN);
+        let done = TIMERS_DONE.get(store)?.unwrap_or(i64::MIN);
         for (due, _) in want.iter_mut() {
             *due = (*due).max(done.saturating_add(1));
         }
@@ -734,10 +695,10 @@ impl Profiler {
             return Ok(false);
         }
         for (due, kind) in &profile.timers {
-            store.remove(timer_key(*due, customer_id, kind));
+            TIMERS.remove(store, (*due, customer_id, kind));
         }
         for (due, kind) in &want {
-            store.put_raw(timer_key(*due, customer_id, kind), Vec::new());
+            TIMERS.put(store, (*due, customer_id, kind), &())?;
         }
         profile.timers = want;
         Ok(true)
@@ -786,11 +747,11 @@ impl Profiler {
         now: i64,
     ) -> Result<Vec<OutputRecord>, StoreError> {
         // Every timer due at or before `done` has fired: only the window since is read.
-        let done = store.get::<i64>(TIMERS_DONE)?.unwrap_or(i64::MIN);
+        let done = TIMERS_DONE.get(store)?.unwrap_or(i64::MIN);
         if until <= done {
             return Ok(Vec::new());
         }
-        store.put(TIMERS_DONE.to_vec(), &until)?;
+        TIMERS_DONE.put(store, &until)?;
         let mut out = Vec::new();
         for (customer_id, timers) in due_timers(store, done, until)? {
             self.fire_customer_timers(store, customer_id, &timers, until, now, &mut out)?;
@@ -811,7 +772,7 @@ impl Profiler {
     ) -> Result<(), StoreError> {
         let Some(mut profile) = self.load(store, &customer_id)? else {
             for (at, kind) in timers {
-                store.remove(timer_key(*at, &customer_id, kind));
+                TIMERS.remove(store, (*at, &customer_id, kind));
             }
             return Ok(());
         };
@@ -830,7 +791,7 @@ impl Profiler {
             out,
         )?;
         republish |= out.len() != before;
-        store.put(profile_key(&customer_id), &profile)?;
+        PROFILES.put(store, &customer_id, &profile)?;
         if republish {
             out.push(self.profile_record(customer_id, &profile, now));
         }
@@ -985,10 +946,10 @@ impl Profiler {
             .flatten();
         if want != profile.indexed_day {
             if let Some(day) = profile.indexed_day {
-                store.remove(inactive_key(day, customer_id));
+                INACTIVE_INDEX.remove(store, (day, customer_id));
             }
             if let Some(day) = want {
-                store.put_raw(inactive_key(day, customer_id), Vec::new());
+                INACTIVE_INDEX.put(store, (day, customer_id), &())?;
             }
             profile.indexed_day = want;
             dirty = true;
@@ -1003,10 +964,10 @@ impl Profiler {
             let want = behavioural.then(|| day_of(facts.last_seen));
             if want != facts.indexed_day {
                 if let Some(day) = facts.indexed_day {
-                    store.remove(behavioural_key(day, *sp));
+                    BEHAVIOURAL_INDEX.remove(store, (day, *sp));
                 }
                 if let Some(day) = want {
-                    store.put(behavioural_key(day, *sp), &customer_id)?;
+                    BEHAVIOURAL_INDEX.put(store, (day, *sp), customer_id)?;
                 }
                 facts.indexed_day = want;
                 dirty = true;
@@ -1029,11 +990,11 @@ impl Profiler {
             return Ok(Vec::new());
         }
         let cutoff = now - i64::from(r.inactive_customer_days) * DAY_MS;
-        let end = inactive_key(day_of(cutoff), "");
         let mut requests = Vec::new();
-        for (k, _) in store.scan_range(INACTIVE_INDEX, &end, r.sweep_batch)? {
-            let customer_id = String::from_utf8_lossy(&k[INACTIVE_INDEX.len() + 4..]).into_owned();
-            store.remove(k);
+        for ((day, customer_id), ()) in
+            INACTIVE_INDEX.below(store, (day_of(cutoff), ""), r.sweep_batch)?
+        {
+            INACTIVE_INDEX.remove(store, (day, &customer_id));
             requests.push(RetentionRequest::Customer {
                 customer_id,
                 at: now,
@@ -1056,22 +1017,15 @@ impl Profiler {
             return Ok(Vec::new());
         }
         let cutoff = now - i64::from(r.behavioural_days) * DAY_MS;
-        let end = behavioural_key(day_of(cutoff), 0);
         let mut by_customer: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for (k, v) in store.scan_range(BEHAVIOURAL_INDEX, &end, r.sweep_batch)? {
-            let sp_bytes: [u8; 8] = k[BEHAVIOURAL_INDEX.len() + 4..]
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("p/lb key".into()))?;
-            let customer_id: String =
-                postcard::from_bytes(&v).map_err(|source| StoreError::Decode {
-                    key: "p/lb".into(),
-                    source,
-                })?;
-            store.remove(k);
+        for ((day, source_profile), customer_id) in
+            BEHAVIOURAL_INDEX.below(store, (day_of(cutoff), 0), r.sweep_batch)?
+        {
+            BEHAVIOURAL_INDEX.remove(store, (day, source_profile));
             by_customer
                 .entry(customer_id)
                 .or_default()
-                .push(u64::from_be_bytes(sp_bytes));
+                .push(source_profile);
         }
         Ok(by_customer
             .into_iter()

@@ -18,9 +18,10 @@
 //! When an event links several customers they merge: the oldest customer survives, the
 //! others are handed to the profile stage as [`ProfileCommand::Merge`].
 //!
-//! Store tables (prefix `r/`): `r/sp/<id>` source profiles, `r/ix/<type>\0<value>` who
-//! carries a value, `r/sk/<channel>\0<type>\0<value>` source-profile anchors,
-//! `r/cu/<customer>` customers.
+//! Store tables (namespace `r/`, declared in [`crate::store::keys`]): `r/sp/<id>` source
+//! profiles, `r/ix/<type>\0<value>` who carries a value, `r/sk/<channel>\0<type>\0<value>`
+//! source-profile anchors, `r/cu/<customer>` customers, blocks, merge logs, aliases and
+//! counters.
 
 pub mod matching;
 pub mod records;
@@ -41,7 +42,7 @@ use crate::engine::normalise::{self, Normaliser};
 use crate::model::output::{rfc3339, to_json};
 use crate::model::Field;
 use crate::model::Ident;
-use crate::store::{key, keys, Store, StoreError};
+use crate::store::{keys, Cell, Store, StoreError, Table};
 use matching::{AddressKey, Decision as MatchDecision, MatchView, Matcher};
 use records::{
     Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue, IdentityChange,
@@ -389,42 +390,34 @@ impl Customer {
 }
 
 const MAX_PEOPLE_PER_CUSTOMER: usize = 16;
-const NEXT_SOURCE_PROFILE: &[u8] = keys::NEXT_SOURCE_PROFILE;
-const NEXT_CUSTOMER_SEQ: &[u8] = keys::NEXT_CUSTOMER_SEQ;
-const LIVE_CUSTOMERS: &[u8] = keys::LIVE_CUSTOMERS;
-const NEXT_SPLIT_TOKEN: &[u8] = keys::NEXT_SPLIT_TOKEN;
-
-fn sp_key(id: u64) -> Vec<u8> {
-    let mut k = keys::SOURCE_PROFILES.to_vec();
-    k.extend_from_slice(&id.to_be_bytes());
-    k
-}
-
-fn customer_key(id: &str) -> Vec<u8> {
-    key(keys::CUSTOMERS, &[id])
-}
-
-fn value_key(id: &Ident) -> Vec<u8> {
-    key(keys::IDENTIFIER_INDEX, &[&id.kind, &id.value])
-}
-
-fn anchor_key(channel: &str, id: &Ident) -> Vec<u8> {
-    key(keys::ANCHORS, &[channel, &id.kind, &id.value])
-}
-
-fn block_key(k: &str) -> Vec<u8> {
-    let mut v = keys::BLOCKING_KEYS.to_vec();
-    v.extend_from_slice(k.as_bytes());
-    v
-}
-
-fn merge_log_key(customer: &str) -> Vec<u8> {
-    key(keys::MERGE_LOGS, &[customer])
-}
-
+/// Source profiles by number.
+const SOURCE_PROFILES: Table<u64, SourceProfile> = Table::new(keys::resolve::SOURCE_PROFILES);
+/// Customers by id.
+const CUSTOMERS: Table<String, Customer> = Table::new(keys::resolve::CUSTOMERS);
+/// The index of identifier values, by (type, value).
+const IDENTIFIER_INDEX: Table<(String, String), ValueEntry> =
+    Table::new(keys::resolve::IDENTIFIER_INDEX);
+/// Anchors, by (channel, type, value) → the source profile.
+const ANCHORS: Table<(String, String, String), u64> = Table::new(keys::resolve::ANCHORS);
+/// Blocks of fuzzy matching, by blocking key.
+const BLOCKING_KEYS: Table<String, Block> = Table::new(keys::resolve::BLOCKING_KEYS);
+/// Merge logs, by customer.
+const MERGE_LOGS: Table<String, Vec<MergeLog>> = Table::new(keys::resolve::MERGE_LOGS);
 /// A merged-away customer id → the customer it was merged into.
-fn alias_key(customer: &str) -> Vec<u8> {
-    key(keys::ALIASES, &[customer])
+const ALIASES: Table<String, String> = Table::new(keys::resolve::ALIASES);
+const NEXT_SOURCE_PROFILE: Cell<u64> = Cell::new(keys::resolve::NEXT_SOURCE_PROFILE);
+const NEXT_CUSTOMER_SEQ: Cell<u64> = Cell::new(keys::resolve::NEXT_CUSTOMER_SEQ);
+const LIVE_CUSTOMERS: Cell<i64> = Cell::new(keys::resolve::LIVE_CUSTOMERS);
+const NEXT_SPLIT_TOKEN: Cell<u64> = Cell::new(keys::resolve::NEXT_SPLIT_TOKEN);
+
+/// The key of an identifier in [`IDENTIFIER_INDEX`].
+fn value_key(id: &Ident) -> (&str, &str) {
+    (&id.kind, &id.value)
+}
+
+/// The key of an anchor in [`ANCHORS`].
+fn anchor_key<'a>(channel: &'a str, id: &'a Ident) -> (&'a str, &'a str, &'a str) {
+    (channel, &id.kind, &id.value)
 }
 
 /// The resolve stage. Holds configuration only; all state is in the [`Store`].
@@ -463,8 +456,9 @@ struct Resolving<'e> {
     sig: PersonSig,
     /// The address the event states, when fuzzy matching uses it.
     address: Option<AddressKey>,
-    /// The key of the event's anchor, unless the anchor was refused (step 2).
-    anchor_key: Option<Vec<u8>>,
+    /// The identifier the event's anchor is kept under in its channel, unless the
+    /// anchor was refused (step 2).
+    anchor_on: Option<Ident>,
     /// The source profile the anchor points to, unless refused (step 2).
     anchor: Option<(u64, SourceProfile)>,
     /// The customers the event joins (steps 3 to 7b), its own first.
@@ -513,7 +507,7 @@ impl<'e> Resolving<'e> {
             ids,
             sig,
             address,
-            anchor_key: None,
+            anchor_on: None,
             anchor: None,
             group: Vec::new(),
             held: BTreeSet::new(),
@@ -702,20 +696,26 @@ impl Resolver {
 
     /// The customer that currently holds a (normalised) identifier, if any.
     pub fn customer_of(&self, store: &Store, id: &Ident) -> Result<Option<String>, StoreError> {
-        let Some(entry) = store.get::<ValueEntry>(&value_key(id))? else {
+        let Some(entry) = IDENTIFIER_INDEX.get(store, value_key(id))? else {
             return Ok(None);
         };
         for sp in entry.source_profiles {
-            if let Some(sp) = store.get::<SourceProfile>(&sp_key(sp))? {
+            if let Some(sp) = SOURCE_PROFILES.get(store, sp)? {
                 return Ok(Some(sp.customer));
             }
         }
         Ok(None)
     }
 
+    /// Whether anything at all is in resolve's part of the store, in this layout or an
+    /// older one: a store without a format that holds something is of an older format.
+    pub fn holds_anything(&self, store: &Store) -> Result<bool, StoreError> {
+        keys::resolve::NAMESPACE.holds_anything(store)
+    }
+
     /// Live customers (kept as a counter: counting keys would be a full scan).
     pub fn customer_count(&self, store: &Store) -> Result<i64, StoreError> {
-        Ok(store.get::<i64>(LIVE_CUSTOMERS)?.unwrap_or(0))
+        Ok(LIVE_CUSTOMERS.get(store)?.unwrap_or(0))
     }
 
     fn is_weak(&self, kind: &str) -> bool {
@@ -808,11 +808,8 @@ impl Resolver {
         let Some(strongest) = r.ids.first() else {
             return Ok(());
         };
-        let key = anchor_key(&r.tp.channel, strongest);
-        let anchor = match store.get::<u64>(&key)? {
-            Some(sp_id) => store
-                .get::<SourceProfile>(&sp_key(sp_id))?
-                .map(|sp| (sp_id, sp)),
+        let anchor = match ANCHORS.get(store, anchor_key(&r.tp.channel, strongest))? {
+            Some(sp_id) => SOURCE_PROFILES.get(store, sp_id)?.map(|sp| (sp_id, sp)),
             None => None,
         };
         if let Some((_, sp)) = &anchor {
@@ -822,7 +819,7 @@ impl Resolver {
             }
         }
         r.anchor = anchor;
-        r.anchor_key = Some(key);
+        r.anchor_on = Some(strongest.clone());
         Ok(())
     }
 
@@ -830,7 +827,7 @@ impl Resolver {
     /// it holds; the person the event states (else its source profile's) joins its people.
     fn start_group(&self, store: &Store, r: &mut Resolving) -> Result<(), StoreError> {
         if let Some((_, sp)) = &r.anchor {
-            if let Some(c) = store.get::<Customer>(&customer_key(&sp.customer))? {
+            if let Some(c) = CUSTOMERS.get(store, &sp.customer)? {
                 r.matched_on.insert(r.ids[0].kind.clone());
                 r.held = c.identifiers.iter().cloned().collect();
                 r.people = c.people.clone();
@@ -880,8 +877,8 @@ impl Resolver {
         let sig = people_sig(&r.sig, r.anchor.as_ref().map(|(_, sp)| &sp.person));
         let guardrails = &self.config.guardrails;
         for id in std::mem::take(&mut r.ids) {
-            let mut entry = store
-                .get::<ValueEntry>(&value_key(&id))?
+            let mut entry = IDENTIFIER_INDEX
+                .get(store, value_key(&id))?
                 .unwrap_or_default();
             let mut dirty = false;
             if entry.generic {
@@ -899,7 +896,7 @@ impl Resolver {
             {
                 entry.generic = true;
                 entry.people.clear();
-                store.put(value_key(&id), &entry)?;
+                IDENTIFIER_INDEX.put(store, value_key(&id), &entry)?;
                 r.counts.generic_new += 1;
                 r.counts.generic_skipped += 1;
                 let record = GenericValue {
@@ -958,7 +955,7 @@ impl Resolver {
     ) -> Result<(), StoreError> {
         let mut candidates: Vec<(String, Customer, Evidence)> = Vec::with_capacity(evidence.len());
         for (cid, ev) in evidence {
-            if let Some(c) = store.get::<Customer>(&customer_key(&cid))? {
+            if let Some(c) = CUSTOMERS.get(store, &cid)? {
                 candidates.push((cid, c, ev));
             }
         }
@@ -1078,7 +1075,7 @@ impl Resolver {
                 r.suggestions.push((cid, cand_sp, verdict));
                 continue;
             }
-            let Some(c) = store.get::<Customer>(&customer_key(&cid))? else {
+            let Some(c) = CUSTOMERS.get(store, &cid)? else {
                 continue;
             };
             let rule = self.matcher.rule(rule_index).name.clone();
@@ -1140,7 +1137,7 @@ impl Resolver {
     /// the group is empty.
     fn survivor(&self, store: &mut Store, r: &mut Resolving) -> Result<Survivor, StoreError> {
         let (id, customer, method) = if r.group.is_empty() {
-            let seq = next_counter(store, NEXT_CUSTOMER_SEQ)?;
+            let seq = next_counter(store, &NEXT_CUSTOMER_SEQ)?;
             add_live_customers(store, 1)?;
             r.counts.new_customer = true;
             let id = new_customer_id(r.tp.occurred_at, &r.tp.event_id);
@@ -1213,10 +1210,10 @@ impl Resolver {
             self.update_blocks(store, sp.id, &before, &after, &mut r.counts)?;
         }
         if sp.dirty {
-            store.put(sp_key(sp.id), &sp.profile)?;
+            SOURCE_PROFILES.put(store, sp.id, &sp.profile)?;
         }
         if s.dirty {
-            store.put(customer_key(&s.id), &s.customer)?;
+            CUSTOMERS.put(store, &s.id, &s.customer)?;
         }
         Ok((sp.id, attached))
     }
@@ -1242,9 +1239,9 @@ impl Resolver {
                 dirty: moved,
             });
         }
-        let id = next_counter(store, NEXT_SOURCE_PROFILE)?;
-        if let Some(k) = r.anchor_key.take() {
-            store.put(k, &id)?;
+        let id = next_counter(store, &NEXT_SOURCE_PROFILE)?;
+        if let Some(on) = r.anchor_on.take() {
+            ANCHORS.put(store, anchor_key(&r.tp.channel, &on), &id)?;
         }
         s.customer.source_profiles.push(id);
         s.dirty = true;
@@ -1324,7 +1321,7 @@ impl Resolver {
                 if held_of_kind >= limit {
                     r.counts.limit_dropped += 1;
                     if dirty {
-                        store.put(value_key(&id), &entry)?;
+                        IDENTIFIER_INDEX.put(store, value_key(&id), &entry)?;
                     }
                     continue;
                 }
@@ -1340,7 +1337,7 @@ impl Resolver {
                 dirty = true;
             }
             if dirty {
-                store.put(value_key(&id), &entry)?;
+                IDENTIFIER_INDEX.put(store, value_key(&id), &entry)?;
             }
             attached.push(id);
         }
@@ -1416,7 +1413,7 @@ impl Resolver {
         sp_cache: &mut HashMap<u64, SourceProfile>,
         at: i64,
     ) -> Result<MergeOutcome, StoreError> {
-        let mut log: Vec<MergeLog> = store.get(&merge_log_key(survivor_id))?.unwrap_or_default();
+        let mut log: Vec<MergeLog> = MERGE_LOGS.get(store, survivor_id)?.unwrap_or_default();
         let mut commands = Vec::with_capacity(others.len());
         let mut fuzzy_links = Vec::new();
         let count = others.len() as i64;
@@ -1441,21 +1438,21 @@ impl Resolver {
                     identifiers,
                 },
             );
-            store.put(alias_key(&mid), &survivor_id)?;
+            ALIASES.put(store, &mid, survivor_id)?;
             // The ids merged into `mid` earlier now name the survivor directly: an alias
             // is always one step, however many merges a person went through.
             for earlier in &m.merged_ids {
-                store.put(alias_key(earlier), &survivor_id)?;
+                ALIASES.put(store, earlier, survivor_id)?;
             }
             survivor.take_in(&mid, m);
-            store.remove(customer_key(&mid));
+            CUSTOMERS.remove(store, &mid);
             commands.push(ProfileCommand::Merge {
                 survivor: survivor_id.to_string(),
                 merged: mid,
                 at,
             });
         }
-        store.put(merge_log_key(survivor_id), &log)?;
+        MERGE_LOGS.put(store, survivor_id, &log)?;
         add_live_customers(store, -count)?;
         Ok((commands, fuzzy_links))
     }
@@ -1471,8 +1468,8 @@ impl Resolver {
         if self.is_unique(&id.kind) {
             return Ok(false);
         }
-        if store
-            .get::<ValueEntry>(&value_key(id))?
+        if IDENTIFIER_INDEX
+            .get(store, value_key(id))?
             .is_some_and(|e| e.generic)
         {
             return Ok(true);
@@ -1590,7 +1587,7 @@ impl Resolver {
         let mut seen: HashSet<u64> = HashSet::new();
         let mut order: Vec<u64> = Vec::new();
         for k in matching::blocking_keys(view) {
-            let Some(block) = store.get::<Block>(&block_key(&k))? else {
+            let Some(block) = BLOCKING_KEYS.get(store, &k)? else {
                 continue;
             };
             if block.generic {
@@ -1622,8 +1619,7 @@ impl Resolver {
             remove_from_block(store, k, sp_id)?;
         }
         for k in after.iter().filter(|k| !before.contains(k)) {
-            let bk = block_key(k);
-            let mut block = store.get::<Block>(&bk)?.unwrap_or_default();
+            let mut block = BLOCKING_KEYS.get(store, k)?.unwrap_or_default();
             if block.generic || block.source_profiles.contains(&sp_id) {
                 continue;
             }
@@ -1634,7 +1630,7 @@ impl Resolver {
             } else {
                 block.source_profiles.push(sp_id);
             }
-            store.put(bk, &block)?;
+            BLOCKING_KEYS.put(store, k, &block)?;
         }
         Ok(())
     }
@@ -1724,7 +1720,7 @@ fn cached_source_profile<'c>(
 ) -> Result<Option<&'c SourceProfile>, StoreError> {
     Ok(match cache.entry(id) {
         Entry::Occupied(e) => Some(e.into_mut()),
-        Entry::Vacant(e) => match store.get::<SourceProfile>(&sp_key(id))? {
+        Entry::Vacant(e) => match SOURCE_PROFILES.get(store, id)? {
             Some(sp) => Some(e.insert(sp)),
             None => None,
         },
@@ -1741,13 +1737,13 @@ fn move_source_profiles(
     for sp_id in source_profiles {
         let mut sp = match cache.remove(sp_id) {
             Some(sp) => sp,
-            None => match store.get::<SourceProfile>(&sp_key(*sp_id))? {
+            None => match SOURCE_PROFILES.get(store, *sp_id)? {
                 Some(sp) => sp,
                 None => continue,
             },
         };
         sp.customer = to.to_string();
-        store.put(sp_key(*sp_id), &sp)?;
+        SOURCE_PROFILES.put(store, *sp_id, &sp)?;
     }
     Ok(())
 }
@@ -1758,8 +1754,8 @@ fn take_merge_log(
     merged: &str,
     log: &mut Vec<MergeLog>,
 ) -> Result<(), StoreError> {
-    if let Some(mut theirs) = store.get::<Vec<MergeLog>>(&merge_log_key(merged))? {
-        store.remove(merge_log_key(merged));
+    if let Some(mut theirs) = MERGE_LOGS.get(store, merged)? {
+        MERGE_LOGS.remove(store, merged);
         for entry in theirs.drain(..) {
             push_log(log, entry);
         }
@@ -1785,8 +1781,7 @@ fn ranked(
 }
 
 fn remove_from_block(store: &mut Store, k: &str, sp_id: u64) -> Result<(), StoreError> {
-    let bk = block_key(k);
-    let Some(mut block) = store.get::<Block>(&bk)? else {
+    let Some(mut block) = BLOCKING_KEYS.get(store, k)? else {
         return Ok(());
     };
     if block.generic {
@@ -1794,9 +1789,9 @@ fn remove_from_block(store: &mut Store, k: &str, sp_id: u64) -> Result<(), Store
     }
     block.source_profiles.retain(|s| *s != sp_id);
     if block.source_profiles.is_empty() {
-        store.remove(bk);
+        BLOCKING_KEYS.remove(store, k);
     } else {
-        store.put(bk, &block)?;
+        BLOCKING_KEYS.put(store, k, &block)?;
     }
     Ok(())
 }
@@ -1849,8 +1844,8 @@ impl Resolver {
         store: &Store,
         customer_id: &str,
     ) -> Result<Option<Vec<u64>>, StoreError> {
-        Ok(store
-            .get::<Customer>(&customer_key(customer_id))?
+        Ok(CUSTOMERS
+            .get(store, customer_id)?
             .map(|c| c.source_profiles))
     }
 
@@ -1860,9 +1855,7 @@ impl Resolver {
         store: &Store,
         sp: u64,
     ) -> Result<Option<String>, StoreError> {
-        Ok(store
-            .get::<SourceProfile>(&sp_key(sp))?
-            .map(|sp| sp.customer))
+        Ok(SOURCE_PROFILES.get(store, sp)?.map(|sp| sp.customer))
     }
 
     /// Removes a customer's whole identity graph: its record, source profiles, anchors,
@@ -1873,20 +1866,20 @@ impl Resolver {
         store: &mut Store,
         customer_id: &str,
     ) -> Result<Option<Forgotten>, StoreError> {
-        let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
+        let Some(c) = CUSTOMERS.get(store, customer_id)? else {
             return Ok(None);
         };
         let mut f = Forgotten::default();
         self.forget_source_profiles(store, &c.source_profiles, &c.people, &mut f)?;
-        store.remove(customer_key(customer_id));
+        CUSTOMERS.remove(store, customer_id);
         add_live_customers(store, -1)?;
-        if store.contains(&merge_log_key(customer_id))? {
-            store.remove(merge_log_key(customer_id));
+        if MERGE_LOGS.contains(store, customer_id)? {
+            MERGE_LOGS.remove(store, customer_id);
             f.provenance += 1;
         }
         for id in &c.merged_ids {
-            if store.contains(&alias_key(id))? {
-                store.remove(alias_key(id));
+            if ALIASES.contains(store, id)? {
+                ALIASES.remove(store, id);
                 f.provenance += 1;
             }
         }
@@ -1902,7 +1895,7 @@ impl Resolver {
         customer_id: &str,
         source_profiles: &[u64],
     ) -> Result<Option<Forgotten>, StoreError> {
-        let Some(mut c) = store.get::<Customer>(&customer_key(customer_id))? else {
+        let Some(mut c) = CUSTOMERS.get(store, customer_id)? else {
             return Ok(None);
         };
         let gone: Vec<u64> = c
@@ -1916,7 +1909,7 @@ impl Resolver {
         }
         let mut gone_people = Vec::new();
         for sp_id in &gone {
-            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+            if let Some(sp) = SOURCE_PROFILES.get(store, *sp_id)? {
                 if !sp.person.is_empty() {
                     gone_people.push(sp.person);
                 }
@@ -1928,14 +1921,14 @@ impl Resolver {
         let mut kept_ids = BTreeSet::new();
         let mut people = Vec::new();
         for sp_id in &c.source_profiles {
-            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+            if let Some(sp) = SOURCE_PROFILES.get(store, *sp_id)? {
                 kept_ids.extend(sp.identifiers);
                 push_person(&mut people, sp.person);
             }
         }
         c.identifiers.retain(|id| kept_ids.contains(id));
         c.people = people;
-        store.put(customer_key(customer_id), &c)?;
+        CUSTOMERS.put(store, customer_id, &c)?;
         Ok(Some(f))
     }
 
@@ -1948,39 +1941,39 @@ impl Resolver {
     ) -> Result<(), StoreError> {
         let mut exclusive = BTreeSet::new();
         for sp_id in source_profiles {
-            let Some(sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? else {
+            let Some(sp) = SOURCE_PROFILES.get(store, *sp_id)? else {
                 continue;
             };
             if let Some(a) = &sp.anchor {
                 let k = anchor_key(&sp.channel, a);
-                if store.get::<u64>(&k)? == Some(*sp_id) {
-                    store.remove(k);
+                if ANCHORS.get(store, k)? == Some(*sp_id) {
+                    ANCHORS.remove(store, k);
                     f.anchors += 1;
                 }
             }
             for id in &sp.identifiers {
                 let vk = value_key(id);
-                let Some(mut entry) = store.get::<ValueEntry>(&vk)? else {
+                let Some(mut entry) = IDENTIFIER_INDEX.get(store, vk)? else {
                     continue;
                 };
                 entry.source_profiles.retain(|x| x != sp_id);
                 entry.people.retain(|p| !people.contains(p));
                 if entry.source_profiles.is_empty() && !entry.generic {
-                    store.remove(vk);
+                    IDENTIFIER_INDEX.remove(store, vk);
                     f.index_entries_removed += 1;
                     exclusive.insert(id.clone());
                 } else {
-                    store.put(vk, &entry)?;
+                    IDENTIFIER_INDEX.put(store, vk, &entry)?;
                     f.index_entries_updated += 1;
                 }
             }
             for k in source_profile_keys(&sp) {
-                if store.contains(&block_key(&k))? {
+                if BLOCKING_KEYS.contains(store, &k)? {
                     remove_from_block(store, &k, *sp_id)?;
                     f.blocking_keys += 1;
                 }
             }
-            store.remove(sp_key(*sp_id));
+            SOURCE_PROFILES.remove(store, *sp_id);
             f.source_profiles += 1;
         }
         f.exclusive_identifiers.extend(exclusive);
@@ -1993,7 +1986,7 @@ impl Resolver {
         store: &Store,
         customer_id: &str,
     ) -> Result<Option<Value>, StoreError> {
-        let Some(c) = store.get::<Customer>(&customer_key(customer_id))? else {
+        let Some(c) = CUSTOMERS.get(store, customer_id)? else {
             return Ok(None);
         };
         let source_profiles = self
@@ -2001,7 +1994,7 @@ impl Resolver {
             .iter()
             .map(|(id, sp)| sp.record(*id))
             .collect();
-        let log: Vec<MergeLog> = store.get(&merge_log_key(customer_id))?.unwrap_or_default();
+        let log: Vec<MergeLog> = MERGE_LOGS.get(store, customer_id)?.unwrap_or_default();
         Ok(Some(to_json(&IdentityExport {
             customer_id: customer_id.to_string(),
             identifiers: c.identifiers,
@@ -2054,10 +2047,10 @@ impl Resolver {
         let mut id = id.to_string();
         // Aliases form chains (a merged into b, later b into c); they never loop.
         for _ in 0..64 {
-            if store.contains(&customer_key(&id))? {
+            if CUSTOMERS.contains(store, &id)? {
                 return Ok(Some(id));
             }
-            match store.get::<String>(&alias_key(&id))? {
+            match ALIASES.get(store, &id)? {
                 Some(next) => id = next,
                 None => return Ok(None),
             }
@@ -2072,7 +2065,7 @@ impl Resolver {
     ) -> Result<Vec<(u64, SourceProfile)>, StoreError> {
         let mut out = Vec::with_capacity(c.source_profiles.len());
         for id in &c.source_profiles {
-            if let Some(sp) = store.get::<SourceProfile>(&sp_key(*id))? {
+            if let Some(sp) = SOURCE_PROFILES.get(store, *id)? {
                 out.push((*id, sp));
             }
         }
@@ -2107,21 +2100,21 @@ impl Resolver {
         command_id: &str,
         at: i64,
     ) -> Result<Result<SplitDone, String>, StoreError> {
-        let Some(mut kept) = store.get::<Customer>(&customer_key(customer_id))? else {
+        let Some(mut kept) = CUSTOMERS.get(store, customer_id)? else {
             return Ok(Err(format!("no live customer `{customer_id}`")));
         };
         let mut sides = match self.split_sides(store, &kept, customer_id, identifier)? {
             Ok(sides) => sides,
             Err(reason) => return Ok(Err(reason)),
         };
-        let token = next_counter(store, NEXT_SPLIT_TOKEN)?;
+        let token = next_counter(store, &NEXT_SPLIT_TOKEN)?;
         let new_id = new_customer_id(at, &format!("split:{command_id}"));
         let moved = mark_split(store, &mut sides, token, &new_id)?;
         self.rebuild(&mut kept, &sides[0]);
-        let mut split = Customer::new(next_counter(store, NEXT_CUSTOMER_SEQ)?);
+        let mut split = Customer::new(next_counter(store, &NEXT_CUSTOMER_SEQ)?);
         self.rebuild(&mut split, &sides[1]);
-        store.put(customer_key(customer_id), &kept)?;
-        store.put(customer_key(&new_id), &split)?;
+        CUSTOMERS.put(store, customer_id, &kept)?;
+        CUSTOMERS.put(store, &new_id, &split)?;
         add_live_customers(store, 1)?;
         let link = Link {
             method: "command".into(),
@@ -2206,7 +2199,7 @@ impl Resolver {
             &mut HashMap::new(),
             at,
         )?;
-        store.put(customer_key(&survivor_id), &survivor)?;
+        CUSTOMERS.put(store, &survivor_id, &survivor)?;
         Ok(Ok(MergeDone {
             survivor: survivor_id,
             merged: merged_id,
@@ -2252,10 +2245,10 @@ impl Resolver {
         let Some(customer_id) = self.current_id(store, id)? else {
             return Ok(None);
         };
-        let Some(c) = store.get::<Customer>(&customer_key(&customer_id))? else {
+        let Some(c) = CUSTOMERS.get(store, &customer_id)? else {
             return Ok(None);
         };
-        let log: Vec<MergeLog> = store.get(&merge_log_key(&customer_id))?.unwrap_or_default();
+        let log: Vec<MergeLog> = MERGE_LOGS.get(store, &customer_id)?.unwrap_or_default();
         let mut source_profiles = Vec::new();
         for (sp_id, sp) in self.source_profiles(store, &c)? {
             let via = log
@@ -2295,7 +2288,7 @@ impl Resolver {
             }
         };
         if ca == cb {
-            let log: Vec<MergeLog> = store.get(&merge_log_key(&ca))?.unwrap_or_default();
+            let log: Vec<MergeLog> = MERGE_LOGS.get(store, &ca)?.unwrap_or_default();
             let merges = log
                 .iter()
                 .filter(|m| m.kind == "merge" && (m.other_id == a || m.other_id == b))
@@ -2381,7 +2374,7 @@ impl Resolver {
             reasons.push("their person data contradict (birth date or first name)".into());
         }
         for id in shared {
-            if let Some(entry) = store.get::<ValueEntry>(&value_key(id))? {
+            if let Some(entry) = IDENTIFIER_INDEX.get(store, value_key(id))? {
                 if entry.generic {
                     reasons.push(format!(
                         "{}:{} is a generic value (too many people) and does not link",
@@ -2505,8 +2498,8 @@ struct FuzzyPair {
 
 /// A customer an id names as live; its record missing is a corrupt store.
 fn live_customer(store: &Store, id: &str) -> Result<Customer, StoreError> {
-    store
-        .get::<Customer>(&customer_key(id))?
+    CUSTOMERS
+        .get(store, id)?
         .ok_or_else(|| StoreError::Corrupt(format!("customer `{id}` is live but has no record")))
 }
 
@@ -2526,7 +2519,7 @@ fn mark_split(
                 sp.customer = new_id.to_string();
                 moved.push(*id);
             }
-            store.put(sp_key(*id), &*sp)?;
+            SOURCE_PROFILES.put(store, *id, &*sp)?;
         }
     }
     Ok(moved)
@@ -2550,11 +2543,12 @@ fn log_split(
         link: link.clone(),
         identifiers,
     };
-    let mut log: Vec<MergeLog> = store.get(&merge_log_key(kept_id))?.unwrap_or_default();
+    let mut log: Vec<MergeLog> = MERGE_LOGS.get(store, kept_id)?.unwrap_or_default();
     push_log(&mut log, entry(new_id, Vec::new()));
-    store.put(merge_log_key(kept_id), &log)?;
-    store.put(
-        merge_log_key(new_id),
+    MERGE_LOGS.put(store, kept_id, &log)?;
+    MERGE_LOGS.put(
+        store,
+        new_id,
         &vec![entry(kept_id, vec![identifier.clone()])],
     )
 }
@@ -2574,11 +2568,11 @@ fn lift_splits(store: &mut Store, pair: &mut [(String, Customer); 2]) -> Result<
     }
     for (_, c) in pair.iter_mut() {
         for sp_id in &c.source_profiles {
-            if let Some(mut sp) = store.get::<SourceProfile>(&sp_key(*sp_id))? {
+            if let Some(mut sp) = SOURCE_PROFILES.get(store, *sp_id)? {
                 let before = sp.apart.len();
                 sp.apart.retain(|(t, _)| !lifted.contains(t));
                 if sp.apart.len() != before {
-                    store.put(sp_key(*sp_id), &sp)?;
+                    SOURCE_PROFILES.put(store, *sp_id, &sp)?;
                 }
             }
         }
@@ -2622,15 +2616,15 @@ fn merge_sorted(into: &mut Vec<Ident>, from: Vec<Ident>) {
     }
 }
 
-fn next_counter(store: &mut Store, key: &[u8]) -> Result<u64, StoreError> {
-    let next = store.get::<u64>(key)?.unwrap_or(0) + 1;
-    store.put(key.to_vec(), &next)?;
+fn next_counter(store: &mut Store, counter: &Cell<u64>) -> Result<u64, StoreError> {
+    let next = counter.get(store)?.unwrap_or(0) + 1;
+    counter.put(store, &next)?;
     Ok(next)
 }
 
 fn add_live_customers(store: &mut Store, delta: i64) -> Result<(), StoreError> {
-    let n = store.get::<i64>(LIVE_CUSTOMERS)?.unwrap_or(0) + delta;
-    store.put(LIVE_CUSTOMERS.to_vec(), &n)
+    let n = LIVE_CUSTOMERS.get(store)?.unwrap_or(0) + delta;
+    LIVE_CUSTOMERS.put(store, &n)
 }
 
 /// A persistent, sortable, deterministic customer id: a ULID whose time is the event time

@@ -14,16 +14,12 @@ use tracing::info;
 use super::sink::{Sink, WireRecord};
 use super::{RuntimeError, RuntimeStats};
 use crate::engine::Engine;
-use crate::store::{keys, Store, StoreError};
+use crate::store::{keys, Cell, Store, StoreError, Table};
 
-const OUTBOX_PREFIX: &[u8] = keys::OUTBOX;
-const OUTBOX_SEQ: &[u8] = keys::OUTBOX_SEQ;
-
-fn outbox_key(seq: u64) -> Vec<u8> {
-    let mut k = OUTBOX_PREFIX.to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
+/// The entries by sequence number.
+const OUTBOX: Table<u64, Vec<WireRecord>> = Table::new(keys::kafka_runtime::OUTBOX);
+/// The last sequence number given.
+const OUTBOX_SEQ: Cell<u64> = Cell::new(keys::kafka_runtime::OUTBOX_SEQ);
 
 /// The outbox entries of this run.
 #[derive(Default)]
@@ -41,13 +37,13 @@ impl Outbox {
         store: &mut Store,
         records: &[WireRecord],
     ) -> Result<u64, StoreError> {
-        let seq = store.get::<u64>(OUTBOX_SEQ)?.unwrap_or(0) + 1;
-        store.put(OUTBOX_SEQ.to_vec(), &seq)?;
+        let seq = OUTBOX_SEQ.get(store)?.unwrap_or(0) + 1;
+        OUTBOX_SEQ.put(store, &seq)?;
         if let Some(prev) = self.previous {
-            store.remove(outbox_key(prev));
+            OUTBOX.remove(store, prev);
         }
         if !records.is_empty() {
-            store.put(outbox_key(seq), &records)?;
+            OUTBOX.put(store, seq, records)?;
         }
         Ok(seq)
     }
@@ -60,7 +56,7 @@ impl Outbox {
     /// On a clean stop, every entry was acknowledged: removes the last one.
     pub(super) fn clear(&self, engine: &mut Engine) -> Result<(), RuntimeError> {
         if let Some(prev) = self.previous {
-            engine.store_mut().remove(outbox_key(prev));
+            OUTBOX.remove(engine.store_mut(), prev);
         }
         tokio::task::block_in_place(|| engine.commit())?;
         Ok(())
@@ -75,23 +71,18 @@ pub(super) async fn resend(
     stats: &RuntimeStats,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, RuntimeError> {
-    let entries = engine.store().scan_prefix(OUTBOX_PREFIX)?;
+    let entries = OUTBOX.scan(engine.store())?;
     if entries.is_empty() {
         return Ok(true);
     }
     let mut total = 0;
-    for (key, value) in &entries {
-        let records: Vec<WireRecord> =
-            postcard::from_bytes(value).map_err(|source| StoreError::Decode {
-                key: "outbox".into(),
-                source,
-            })?;
+    for (seq, records) in entries {
         stats.telemetry.set_outbox_pending(records.len());
         if !sink.deliver(&records, shutdown).await {
             return Ok(false);
         }
         total += records.len();
-        engine.store_mut().remove(key.clone());
+        OUTBOX.remove(engine.store_mut(), seq);
     }
     tokio::task::block_in_place(|| engine.commit())?;
     stats
