@@ -22,6 +22,7 @@ pub mod resolve;
 mod stats;
 
 pub use input::{Input, InputKind, Record};
+pub(crate) use stats::{engine_counters, sort_counters};
 pub use stats::{SourceCounts, Stats};
 
 use serde_json::Value;
