@@ -133,7 +133,9 @@ impl Engine {
         let clock = self.profiler.clock(&self.store)?;
         let now = now.max(clock);
         let until = now.saturating_sub(self.config.activation.grace_ms as i64);
-        let mut out = self.profiler.fire_timers(&mut self.store, until, now)?;
+        let timers = self.profiler.fire_timers(&mut self.store, until, now)?;
+        self.stats.absorb(timers.counts);
+        let mut out = timers.out;
         if !out.is_empty() {
             self.pending += 1;
         }

@@ -342,3 +342,46 @@ impl SourceCounts {
         self.accepted + self.rejected.values().sum::<u64>() + self.duplicates + self.suppressed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absorb_adds_counts_and_merges_counts_by_key() {
+        let mut total = Stats {
+            merges: 2,
+            fuzzy_links: [("name_address".to_string(), 1)].into_iter().collect(),
+            ..Stats::default()
+        };
+        total.source("touchpoints.web").accepted = 3;
+        let mut step = Stats {
+            merges: 1,
+            carts_fired: 4,
+            fuzzy_links: [("name_address".to_string(), 2), ("name_dob".to_string(), 1)]
+                .into_iter()
+                .collect(),
+            customer_source_profiles: [(2, 1)].into_iter().collect(),
+            ..Stats::default()
+        };
+        step.source("touchpoints.web").accepted = 1;
+        *step
+            .source("touchpoints.app")
+            .rejected
+            .entry("not_json")
+            .or_default() += 1;
+
+        total.absorb(step);
+        assert_eq!(total.merges, 3);
+        assert_eq!(total.carts_fired, 4);
+        assert_eq!(total.fuzzy_links["name_address"], 3);
+        assert_eq!(total.fuzzy_links["name_dob"], 1);
+        assert_eq!(total.customer_source_profiles[&2], 1);
+        assert_eq!(total.by_source["touchpoints.web"].accepted, 4);
+        assert_eq!(total.by_source["touchpoints.app"].rejected["not_json"], 1);
+
+        let before = total.clone();
+        total.absorb(Stats::default());
+        assert_eq!(total, before, "an empty step changes nothing");
+    }
+}
