@@ -10,7 +10,7 @@ use crate::engine::input::request::{Request, Subject};
 use crate::engine::input::touchpoint::{Rejection, Touchpoint};
 use crate::engine::input::{Input, InputKind, Record};
 use crate::engine::resolve::{Method, Resolution};
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Stats};
 use crate::model::output::{rfc3339, to_json, OutputRecord, Payload, Topic};
 use crate::model::records::{EngineReceipt, OperatorMerge, ResolutionSummary, SplitChange};
 use crate::model::EventType;
@@ -140,10 +140,20 @@ impl Engine {
                 .to_string();
             out.push(OutputRecord::json(Topic::IdentityChanges, k, change));
         }
-        out.extend(self.profiler.apply(&mut self.store, &resolution.commands)?);
-        self.count_touchpoint(record, &tp, &resolution);
+        out.extend(self.profile(&resolution.commands)?);
+        self.count_touchpoint(record, &tp, std::mem::take(&mut resolution.counts));
         out.push(self.resolved(tp, &resolution));
         Ok(Ok(out))
+    }
+
+    /// Hands profile its commands and absorbs what it counted.
+    pub(crate) fn profile(
+        &mut self,
+        commands: &[ProfileCommand],
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        let profiled = self.profiler.apply(&mut self.store, commands)?;
+        self.stats.absorb(profiled.counts);
+        Ok(profiled.out)
     }
 
     /// The `touchpoints.resolved` record: the event as sent, less what minimisation
@@ -166,43 +176,16 @@ impl Engine {
         }
     }
 
-    fn count_touchpoint(&mut self, record: &Record, tp: &Touchpoint, resolution: &Resolution) {
+    /// Counts an accepted touchpoint: what the input said, and what resolve counted.
+    fn count_touchpoint(&mut self, record: &Record, tp: &Touchpoint, counted: Stats) {
         let s = &mut self.stats;
-        let c = &resolution.counts;
         s.accepted += 1;
         s.source(record.source_topic).accepted += 1;
         *s.accepted_by_channel.entry(tp.channel.clone()).or_default() += 1;
         s.unknown_fields += u64::from(tp.unknown_fields);
         s.unknown_identifier_types += u64::from(tp.unknown_identifier_types);
         s.unknown_types += u64::from(matches!(tp.kind, EventType::Other(_)));
-        s.junk_values += u64::from(c.junk);
-        s.unusable_values += u64::from(c.unusable);
-        s.generic_values += u64::from(c.generic_new);
-        s.generic_skipped += u64::from(c.generic_skipped);
-        s.limit_dropped += u64::from(c.limit_dropped);
-        s.conflicts += u64::from(c.conflicts);
-        s.merges += u64::from(c.merges);
-        s.new_customers += u64::from(c.new_customer);
-        s.unresolved += u64::from(resolution.method == Method::Unresolved);
-        s.consent_dropped += u64::from(c.consent_dropped);
-        s.anchors_refused += u64::from(c.anchors_refused);
-        s.fuzzy_searches += u64::from(c.fuzzy_searched);
-        s.fuzzy_candidates += u64::from(c.fuzzy_candidates);
-        s.generic_blocks += u64::from(c.generic_blocks);
-        let rules = &self.config.matching.rules;
-        for (by_rule, fired) in [
-            (&mut s.fuzzy_links, &c.fuzzy_links),
-            (&mut s.suggestions, &c.suggestions),
-        ] {
-            for &r in fired {
-                *by_rule.entry(rules[r].name.clone()).or_default() += 1;
-            }
-        }
-        if c.customer_source_profiles > 0 {
-            *s.customer_source_profiles
-                .entry(c.customer_source_profiles)
-                .or_default() += 1;
-        }
+        s.absorb(counted);
     }
 
     /// Drops from a published event what the minimisation allow-lists do not keep.
@@ -324,7 +307,7 @@ impl Engine {
             source_profiles: done.moved,
             at,
         }];
-        out.extend(self.profiler.apply(&mut self.store, &commands)?);
+        out.extend(self.profile(&commands)?);
         Ok(Ok(out))
     }
 
@@ -361,7 +344,7 @@ impl Engine {
             done.survivor.clone(),
             to_json(&change),
         )];
-        out.extend(self.profiler.apply(&mut self.store, &done.commands)?);
+        out.extend(self.profile(&done.commands)?);
         Ok(Ok(out))
     }
 
@@ -387,14 +370,7 @@ impl Engine {
                 }
             }
         }
-        let counts = self.profiler.take_counts();
         let s = &mut self.stats;
-        s.carts_fired += counts.carts_fired;
-        s.carts_suppressed += counts.carts_suppressed;
-        s.purchases += counts.purchases;
-        s.lifecycle_changes += counts.lifecycle_changes;
-        s.consents_expired += counts.consents_expired;
-        s.minimised += counts.minimised;
         for r in out.iter() {
             *s.outputs.entry(r.topic.name()).or_default() += 1;
             if r.topic == Topic::ConsentChanges {

@@ -22,6 +22,7 @@ pub mod resolve;
 mod stats;
 
 pub use input::{Input, InputKind, Record};
+pub(crate) use stats::{engine_counters, sort_counters};
 pub use stats::{SourceCounts, Stats};
 
 use serde_json::Value;
@@ -141,7 +142,9 @@ impl Engine {
     pub fn tick(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
         let now = now.max(self.input_clock()?);
         let until = now.saturating_sub(self.config.activation.grace_ms as i64);
-        let mut out = self.profiler.fire_timers(&mut self.store, until, now)?;
+        let timers = self.profiler.fire_timers(&mut self.store, until, now)?;
+        self.stats.absorb(timers.counts);
+        let mut out = timers.out;
         if !out.is_empty() {
             self.pending += 1;
         }

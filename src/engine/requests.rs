@@ -48,7 +48,7 @@ impl Engine {
             customer_id: customer_id.to_string(),
             facts: Box::new(facts),
         }];
-        Ok(self.profiler.apply(&mut self.store, &commands)?)
+        self.profile(&commands)
     }
 
     /// Erases the customers inactive beyond `gdpr.retention.inactive_customer_days` and
@@ -113,7 +113,7 @@ impl Engine {
             source_profiles: sps,
             at: now,
         }];
-        let mut out = self.profiler.apply(&mut self.store, &commands)?;
+        let mut out = self.profile(&commands)?;
         let receipt = EngineReceipt {
             request_id,
             customer_id: Some(customer_id),

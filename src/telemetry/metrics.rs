@@ -7,8 +7,9 @@
 //! identifier, a customer id or an event id.
 //!
 //! Every family is declared once, in the table of `metrics/families.rs` (name, help,
-//! labels and what feeds it); registration, the zero series of a run and the per-batch
-//! update are generated from that table.
+//! labels and what feeds it), or, for an engine counter, with the counter in the
+//! engine's table (`engine_counters!`); registration, the zero series of a run and the
+//! per-batch update are generated from those tables.
 //!
 //! The runtime updates the metrics once per batch, after the batch's outputs are
 //! acknowledged and its offsets committed, from the deltas of the engine's

@@ -31,7 +31,6 @@ pub mod records;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use std::cell::RefCell;
 use std::cmp::Reverse;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +45,7 @@ use crate::engine::profile::records::{
     ExportedSourceProfile, GoldenRecord, IdentifierDecision, LifecycleChanged, OrderSummary,
     PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision, StatedField,
 };
+use crate::engine::Stats;
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::Ident;
 use crate::model::CONSENT_PURPOSES;
@@ -128,17 +128,12 @@ impl CustomerProfile {
     }
 }
 
-/// What the profile stage did that the engine counts (per call, taken by the engine).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ProfileCounts {
-    pub carts_fired: u64,
-    /// Abandoned carts without any allowed channel: no trigger.
-    pub carts_suppressed: u64,
-    pub purchases: u64,
-    pub lifecycle_changes: u64,
-    pub consents_expired: u64,
-    /// Person fields or attributes dropped by the minimisation allow-lists.
-    pub minimised: u64,
+/// What one call of the profile stage gives: its output records, in order, and what it
+/// counted, for the engine to absorb.
+#[derive(Debug, Default)]
+pub struct Profiled {
+    pub out: Vec<OutputRecord>,
+    pub counts: Stats,
 }
 
 fn day_of(ms: i64) -> u32 {
@@ -191,6 +186,7 @@ fn consent_change_record(customer_id: &str, change: &Change) -> OutputRecord {
 #[derive(Default)]
 struct Applied {
     out: Vec<OutputRecord>,
+    counts: Stats,
     /// Customers whose golden record is published at the end.
     changed: BTreeSet<String>,
     /// The event-time clock, advanced by each event.
@@ -256,21 +252,13 @@ fn forget(store: &mut Store, customer_id: &str, profile: &CustomerProfile) {
 /// The profile stage. Holds configuration only; all state is in the [`Store`].
 pub struct Profiler {
     config: EngineConfig,
-    /// Counters of the last calls, for the engine's statistics (not state).
-    counts: RefCell<ProfileCounts>,
 }
 
 impl Profiler {
     pub fn new(config: &EngineConfig) -> Self {
         Self {
             config: config.clone(),
-            counts: RefCell::default(),
         }
-    }
-
-    /// The counters since the last call.
-    pub fn take_counts(&self) -> ProfileCounts {
-        std::mem::take(&mut *self.counts.borrow_mut())
     }
 
     /// Loads a customer's profile.
@@ -328,14 +316,14 @@ impl Profiler {
         Ok(CLOCK.get(store)?.unwrap_or(0))
     }
 
-    /// Applies the commands of one event or request; returns tombstones for
+    /// Applies the commands of one event or request; gives tombstones for
     /// merged-away or erased customers, consent changes, receipts, then the golden
-    /// record of every customer that changed.
+    /// record of every customer that changed, and what it counted.
     pub fn apply(
         &self,
         store: &mut Store,
         commands: &[ProfileCommand],
-    ) -> Result<Vec<OutputRecord>, StoreError> {
+    ) -> Result<Profiled, StoreError> {
         let clock_before = self.clock(store)?;
         let mut done = Applied {
             clock: clock_before,
@@ -345,19 +333,21 @@ impl Profiler {
             self.apply_command(store, cmd, &mut done)?;
         }
         let Applied {
-            mut out,
+            out,
+            counts,
             changed,
             clock,
         } = done;
         if clock != clock_before {
             CLOCK.put(store, &clock)?;
         }
-        self.publish_changed(store, changed, clock, &mut out)?;
+        let mut profiled = Profiled { out, counts };
+        self.publish_changed(store, changed, clock, &mut profiled)?;
         if clock != clock_before {
             let until = clock.saturating_sub(self.config.activation.grace_ms as i64);
-            out.extend(self.fire_timers(store, until, clock)?);
+            self.fire_due(store, until, clock, &mut profiled)?;
         }
-        Ok(out)
+        Ok(profiled)
     }
 
     fn apply_command(
@@ -447,11 +437,7 @@ impl Profiler {
         facts: &EventFacts,
         done: &mut Applied,
     ) -> Result<(), StoreError> {
-        let event = &ProfileEvent::from_facts(
-            facts,
-            &self.config.gdpr,
-            &mut self.counts.borrow_mut().minimised,
-        );
+        let event = &ProfileEvent::from_facts(facts, &self.config.gdpr, &mut done.counts.minimised);
         let mut profile = self.load(store, customer_id)?.unwrap_or_default();
         let facts = profile
             .source_profiles
@@ -472,7 +458,7 @@ impl Profiler {
         if event.kind == "purchase" {
             done.out
                 .push(self.purchase_record(customer_id, &profile, event, fx));
-            self.counts.borrow_mut().purchases += 1;
+            done.counts.purchases += 1;
         }
         PROFILES.put(store, customer_id, &profile)?;
         done.clock = done.clock.max(event.occurred_at);
@@ -575,18 +561,26 @@ impl Profiler {
         store: &mut Store,
         changed: BTreeSet<String>,
         clock: i64,
-        out: &mut Vec<OutputRecord>,
+        done: &mut Profiled,
     ) -> Result<(), StoreError> {
         for customer_id in changed {
             let Some(mut profile) = self.load(store, &customer_id)? else {
                 continue;
             };
-            let dirty =
-                self.settle(store, &customer_id, &mut profile, clock, "event", None, out)?;
+            let dirty = self.settle(
+                store,
+                &customer_id,
+                &mut profile,
+                clock,
+                "event",
+                None,
+                done,
+            )?;
             if dirty {
                 PROFILES.put(store, &customer_id, &profile)?;
             }
-            out.push(self.profile_record(customer_id, &profile, clock));
+            done.out
+                .push(self.profile_record(customer_id, &profile, clock));
         }
         Ok(())
     }
@@ -614,9 +608,9 @@ impl Profiler {
         now: i64,
         cause: &str,
         fired_until: Option<i64>,
-        out: &mut Vec<OutputRecord>,
+        done: &mut Profiled,
     ) -> Result<bool, StoreError> {
-        let mut dirty = self.settle_stage(customer_id, profile, now, cause, out);
+        let mut dirty = self.settle_stage(customer_id, profile, now, cause, done);
         let before = (
             profile.activity.purchased.len(),
             profile.activity.order_log.len(),
@@ -640,7 +634,7 @@ impl Profiler {
         profile: &mut CustomerProfile,
         now: i64,
         cause: &str,
-        out: &mut Vec<OutputRecord>,
+        done: &mut Profiled,
     ) -> bool {
         if !self.profiling_allowed(profile, now) {
             return false;
@@ -660,12 +654,12 @@ impl Profiler {
                 cause,
                 at: Time(now),
             };
-            out.push(OutputRecord::json(
+            done.out.push(OutputRecord::json(
                 Topic::LifecycleChanged,
                 customer_id.to_string(),
                 to_json(&record),
             ));
-            self.counts.borrow_mut().lifecycle_changes += 1;
+            done.counts.lifecycle_changes += 1;
         }
         profile.activity.stage = Some(stage.to_string());
         true
@@ -745,18 +739,30 @@ impl Profiler {
         store: &mut Store,
         until: i64,
         now: i64,
-    ) -> Result<Vec<OutputRecord>, StoreError> {
-        // Every timer due at or before `done` has fired: only the window since is read.
-        let done = TIMERS_DONE.get(store)?.unwrap_or(i64::MIN);
-        if until <= done {
-            return Ok(Vec::new());
+    ) -> Result<Profiled, StoreError> {
+        let mut profiled = Profiled::default();
+        self.fire_due(store, until, now, &mut profiled)?;
+        Ok(profiled)
+    }
+
+    /// [`Profiler::fire_timers`], adding to `done`.
+    fn fire_due(
+        &self,
+        store: &mut Store,
+        until: i64,
+        now: i64,
+        done: &mut Profiled,
+    ) -> Result<(), StoreError> {
+        // Every timer due at or before `fired` has fired: only the window since is read.
+        let fired = TIMERS_DONE.get(store)?.unwrap_or(i64::MIN);
+        if until <= fired {
+            return Ok(());
         }
         TIMERS_DONE.put(store, &until)?;
-        let mut out = Vec::new();
-        for (customer_id, timers) in due_timers(store, done, until)? {
-            self.fire_customer_timers(store, customer_id, &timers, until, now, &mut out)?;
+        for (customer_id, timers) in due_timers(store, fired, until)? {
+            self.fire_customer_timers(store, customer_id, &timers, until, now, done)?;
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Fires the due timers of one customer, settles it and republishes its golden
@@ -768,7 +774,7 @@ impl Profiler {
         timers: &[Timer],
         until: i64,
         now: i64,
-        out: &mut Vec<OutputRecord>,
+        done: &mut Profiled,
     ) -> Result<(), StoreError> {
         let Some(mut profile) = self.load(store, &customer_id)? else {
             for (at, kind) in timers {
@@ -778,9 +784,9 @@ impl Profiler {
         };
         let mut republish = false;
         for (at, kind) in timers {
-            republish |= self.fire_timer(&customer_id, &mut profile, kind, *at, now, out);
+            republish |= self.fire_timer(&customer_id, &mut profile, kind, *at, now, done);
         }
-        let before = out.len();
+        let before = done.out.len();
         self.settle(
             store,
             &customer_id,
@@ -788,12 +794,13 @@ impl Profiler {
             now,
             "time",
             Some(until),
-            out,
+            done,
         )?;
-        republish |= out.len() != before;
+        republish |= done.out.len() != before;
         PROFILES.put(store, &customer_id, &profile)?;
         if republish {
-            out.push(self.profile_record(customer_id, &profile, now));
+            done.out
+                .push(self.profile_record(customer_id, &profile, now));
         }
         Ok(())
     }
@@ -806,11 +813,13 @@ impl Profiler {
         kind: &str,
         at: i64,
         now: i64,
-        out: &mut Vec<OutputRecord>,
+        done: &mut Profiled,
     ) -> bool {
         match TimerKind::decode(kind) {
             Some(TimerKind::Cart(cart_id)) => {
-                out.extend(self.fire_cart(customer_id, profile, &cart_id, at, now));
+                let record =
+                    self.fire_cart(customer_id, profile, &cart_id, at, now, &mut done.counts);
+                done.out.extend(record);
                 false
             }
             Some(TimerKind::Lifecycle) => true,
@@ -822,8 +831,8 @@ impl Profiler {
                 let Some(change) = profile.consents.expire(&key, now, implied) else {
                     return false;
                 };
-                out.push(consent_change_record(customer_id, &change));
-                self.counts.borrow_mut().consents_expired += 1;
+                done.out.push(consent_change_record(customer_id, &change));
+                done.counts.consents_expired += 1;
                 true
             }
             None => false,
@@ -839,6 +848,7 @@ impl Profiler {
         cart_id: &str,
         due: i64,
         now: i64,
+        counts: &mut Stats,
     ) -> Option<OutputRecord> {
         let cart = profile.activity.carts.get(cart_id)?;
         // The key's due may be later than the cart's (see `settle`), never earlier.
@@ -875,7 +885,6 @@ impl Profiler {
                 to_json(&trigger),
             )
         });
-        let mut counts = self.counts.borrow_mut();
         match record {
             Some(_) => counts.carts_fired += 1,
             None => counts.carts_suppressed += 1,

@@ -39,6 +39,7 @@ use crate::engine::handoff::{
 };
 use crate::engine::input::touchpoint::Touchpoint;
 use crate::engine::normalise::{self, Normaliser};
+use crate::engine::Stats;
 use crate::model::output::{rfc3339, to_json};
 use crate::model::Field;
 use crate::model::Ident;
@@ -163,36 +164,6 @@ impl Method {
     }
 }
 
-/// Counters of what resolve saw for one event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResolveCounts {
-    pub junk: u32,
-    pub unusable: u32,
-    pub generic_skipped: u32,
-    pub generic_new: u32,
-    pub limit_dropped: u32,
-    pub conflicts: u32,
-    pub merges: u32,
-    pub new_customer: bool,
-    /// Consent entries naming an identifier that cannot be normalised (dropped).
-    pub consent_dropped: u32,
-    /// The anchor's source profile was somebody else's (or the value generic).
-    pub anchors_refused: u32,
-    /// The event brought new person data and fuzzy candidates were looked up.
-    pub fuzzy_searched: bool,
-    /// Source profiles compared by fuzzy matching.
-    pub fuzzy_candidates: u32,
-    /// Blocking keys that turned generic (shared by more than `max_candidates`).
-    pub generic_blocks: u32,
-    /// Fuzzy links made, by rule index.
-    pub fuzzy_links: Vec<usize>,
-    /// Suggestions made, by rule index.
-    pub suggestions: Vec<usize>,
-    /// The customer's number of source profiles when the event added to them
-    /// (creation, merge, new source profile); 0 when it did not.
-    pub customer_source_profiles: u32,
-}
-
 /// The answer of resolve for one event.
 #[derive(Debug, Clone)]
 pub struct Resolution {
@@ -204,7 +175,8 @@ pub struct Resolution {
     /// Records for `identity.changes`, in order.
     pub identity_changes: Vec<Value>,
     pub commands: Vec<ProfileCommand>,
-    pub counts: ResolveCounts,
+    /// What resolve counted for this event, for the engine to absorb.
+    pub counts: Stats,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -443,7 +415,7 @@ struct Resolving<'e> {
     tp: &'e Touchpoint,
     /// The event time, as identity change records carry it.
     at: String,
-    counts: ResolveCounts,
+    counts: Stats,
     /// Records for `identity.changes`, in order.
     changes: Vec<IdentityChange>,
     commands: Vec<ProfileCommand>,
@@ -495,7 +467,7 @@ impl<'e> Resolving<'e> {
         ids: Vec<Ident>,
         sig: PersonSig,
         address: Option<AddressKey>,
-        counts: ResolveCounts,
+        counts: Stats,
     ) -> Self {
         Self {
             tp,
@@ -527,7 +499,8 @@ impl<'e> Resolving<'e> {
     }
 
     /// The answer when there is nobody to resolve the event to.
-    fn nobody(self, method: Method) -> Resolution {
+    fn nobody(mut self, method: Method) -> Resolution {
+        self.counts.unresolved = u64::from(method == Method::Unresolved);
         Resolution {
             customer_id: None,
             method,
@@ -764,13 +737,13 @@ impl Resolver {
     /// Step 1: the event's usable identifiers, strongest first (junk and unusable values
     /// counted), and the person it states.
     fn start<'e>(&self, tp: &'e Touchpoint) -> Resolving<'e> {
-        let mut counts = ResolveCounts::default();
+        let mut counts = Stats::default();
         let mut ids: Vec<Ident> = Vec::with_capacity(tp.identifiers.len());
         for (kind, raw) in &tp.identifiers {
             match self.normalise_checked(kind, raw) {
                 Ok(id) => ids.push(id),
-                Err(Unfit::Junk) => counts.junk += 1,
-                Err(Unfit::Unusable) => counts.unusable += 1,
+                Err(Unfit::Junk) => counts.junk_values += 1,
+                Err(Unfit::Unusable) => counts.unusable_values += 1,
             }
         }
         ids.sort_by(|a, b| {
@@ -897,7 +870,7 @@ impl Resolver {
                 entry.generic = true;
                 entry.people.clear();
                 IDENTIFIER_INDEX.put(store, value_key(&id), &entry)?;
-                r.counts.generic_new += 1;
+                r.counts.generic_values += 1;
                 r.counts.generic_skipped += 1;
                 let record = GenericValue {
                     customer_id: r.group_customer(),
@@ -1044,7 +1017,7 @@ impl Resolver {
         if !view.has_person() {
             return Ok(Vec::new());
         }
-        r.counts.fuzzy_searched = true;
+        r.counts.fuzzy_searches = 1;
         let own_sp = r.anchor.as_ref().map(|(id, _)| *id);
         self.fuzzy_verdicts(
             store,
@@ -1091,7 +1064,7 @@ impl Resolver {
                 continue;
             }
             self.absorb(r, &c);
-            r.counts.fuzzy_links.push(rule_index);
+            *r.counts.fuzzy_links.entry(rule.clone()).or_default() += 1;
             if r.best_fuzzy.is_none_or(|(s, _)| verdict.score > s) {
                 r.best_fuzzy = Some((verdict.score, rule_index));
             }
@@ -1139,7 +1112,7 @@ impl Resolver {
         let (id, customer, method) = if r.group.is_empty() {
             let seq = next_counter(store, &NEXT_CUSTOMER_SEQ)?;
             add_live_customers(store, 1)?;
-            r.counts.new_customer = true;
+            r.counts.new_customers = 1;
             let id = new_customer_id(r.tp.occurred_at, &r.tp.event_id);
             (id, Customer::new(seq), Method::New)
         } else {
@@ -1182,7 +1155,7 @@ impl Resolver {
             &mut r.sp_cache,
             r.tp.occurred_at,
         )?;
-        r.counts.merges += merge_commands.len() as u32;
+        r.counts.merges += merge_commands.len() as u64;
         r.commands.extend(merge_commands);
         let record = r.merge_record(&s.id, merged_ids, &fuzzy_links);
         r.changes.push(IdentityChange::Merge(record));
@@ -1350,11 +1323,12 @@ impl Resolver {
             let Some(rule_index) = verdict.rule else {
                 continue;
             };
-            r.counts.suggestions.push(rule_index);
+            let rule = self.matcher.rule(rule_index).name.clone();
+            *r.counts.suggestions.entry(rule.clone()).or_default() += 1;
             let record = Suggestion {
                 customer_id: s.id.clone(),
                 other_customer_id: other,
-                rule: self.matcher.rule(rule_index).name.clone(),
+                rule,
                 score: verdict.score,
                 fields: FieldScores(verdict.similarities.compared()),
                 compared_source_profiles: [sp_id, cand_sp],
@@ -1374,7 +1348,11 @@ impl Resolver {
         attached: Vec<Ident>,
     ) -> Resolution {
         if s.customer.source_profiles.len() != s.source_profiles_before {
-            r.counts.customer_source_profiles = s.customer.source_profiles.len() as u32;
+            let source_profiles = s.customer.source_profiles.len() as u32;
+            *r.counts
+                .customer_source_profiles
+                .entry(source_profiles)
+                .or_default() += 1;
         }
         let event = self.event_facts(r.tp, attached, &mut r.counts);
         r.commands.push(ProfileCommand::Touch {
@@ -1541,7 +1519,7 @@ impl Resolver {
         own_sp: Option<u64>,
         group: &[(String, Customer)],
         sp_cache: &mut HashMap<u64, SourceProfile>,
-        counts: &mut ResolveCounts,
+        counts: &mut Stats,
     ) -> Result<Vec<(String, u64, matching::Verdict)>, StoreError> {
         let mut best: BTreeMap<String, (u64, matching::Verdict)> = BTreeMap::new();
         for sp_id in self.blocked_with(store, view, own_sp)? {
@@ -1613,7 +1591,7 @@ impl Resolver {
         sp_id: u64,
         before: &[String],
         after: &[String],
-        counts: &mut ResolveCounts,
+        counts: &mut Stats,
     ) -> Result<(), StoreError> {
         for k in before.iter().filter(|k| !after.contains(k)) {
             remove_from_block(store, k, sp_id)?;
@@ -2643,7 +2621,7 @@ impl Resolver {
         &self,
         tp: &Touchpoint,
         identifiers: Vec<Ident>,
-        counts: &mut ResolveCounts,
+        counts: &mut Stats,
     ) -> EventFacts {
         EventFacts {
             event_id: tp.event_id.clone(),
@@ -2661,11 +2639,7 @@ impl Resolver {
 
     /// The event's consent statements, their identifier normalised; a statement whose
     /// identifier cannot be is dropped (counted).
-    fn consent_statements(
-        &self,
-        tp: &Touchpoint,
-        counts: &mut ResolveCounts,
-    ) -> Vec<ConsentStatement> {
+    fn consent_statements(&self, tp: &Touchpoint, counts: &mut Stats) -> Vec<ConsentStatement> {
         let mut consents = Vec::with_capacity(tp.consent.len());
         for c in &tp.consent {
             let identifier = match &c.identifier {

@@ -1,8 +1,10 @@
 //! The one table of every metric family: name, help, labels, and what feeds it.
 //! Registration, the zero series of a run and the per-batch update are generated from it.
 //!
-//! Adding a metric is one entry in the `families!` table below (plus, for an engine
-//! counter, its field in [`Stats`]). What feeds a family is one of:
+//! Adding a metric is one entry in the table below; an engine counter (a plain count or
+//! counts by key in [`Stats`]) is one entry in the engine's counter table instead
+//! (`engine_counters!`, in `engine/stats.rs`), whose families come here with it. What
+//! feeds a family is one of:
 //!
 //! - `stat(field)`: a cumulative `Stats` count, added as its delta since the last batch;
 //! - `stat_by(field, labels)`: a cumulative `Stats` map, each key's delta under the
@@ -25,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::Batch;
 use crate::engine::input::touchpoint::Rejection;
-use crate::engine::{SourceCounts, Stats};
+use crate::engine::{engine_counters, SourceCounts, Stats};
 use crate::model::output::Topic;
 
 /// Buckets (seconds) of the per-batch phase durations.
@@ -143,8 +145,12 @@ macro_rules! on_batch {
 
 /// Declares every family once: its field, constructor, name, help, labels or buckets,
 /// and what feeds it; generates the struct, its registration, its zero series and its
-/// per-batch update.
+/// per-batch update. Called by [`engine_counters!`] with the table below followed by
+/// the families of the engine's counters.
 macro_rules! families {
+    ([$($table:tt)*] fields $stats_fields:tt families { $($engine:tt)* }) => {
+        families! { $($table)* $($engine)* }
+    };
     ($(
         $field:ident: $ctor:ident($name:literal, $help:literal $(, $shape:expr)?)
             => $how:ident $(($($arg:tt)*))?;
@@ -181,7 +187,7 @@ macro_rules! families {
     };
 }
 
-families! {
+engine_counters!(families [
     events_consumed: counters(
         "unicus_events_consumed_total",
         "Touchpoint records read from an input topic and handed to the engine.",
@@ -218,10 +224,6 @@ families! {
         "unicus_requests_duplicates_total",
         "Requests whose id was seen before: no effect.",
         ["topic"]) => source(Requests, duplicates);
-    rights_requests_done: counters(
-        "unicus_rights_requests_done_total",
-        "Rights requests carried out, by kind (retention: expiries of the retention sweep).",
-        ["kind"]) => stat_by(requests, |k| [*k]);
     records_produced: counters(
         "unicus_records_produced_total",
         "Output records acknowledged by the broker (outbox re-sends excluded).",
@@ -283,57 +285,6 @@ families! {
     customers: gauge(
         "unicus_customers",
         "Live customers in the store.") => batch(|f, b| f.set(b.customers));
-    new_customers: counter(
-        "unicus_identity_new_customers_total",
-        "Customers created.") => stat(new_customers);
-    merges: counter(
-        "unicus_identity_merges_total",
-        "Customers merged into an older one.") => stat(merges);
-    conflicts: counter(
-        "unicus_identity_conflicts_refused_total",
-        "Links refused by a guardrail (unique or weak identifier contradiction).")
-        => stat(conflicts);
-    generic_values: counter(
-        "unicus_identity_generic_values_total",
-        "Identifier values that became generic and stopped linking.") => stat(generic_values);
-    suggestions: counters(
-        "unicus_identity_suggestions_total",
-        "Fuzzy matches suggested (not applied), by rule.",
-        ["rule"]) => stat_by(suggestions, |r| [r.clone()]);
-    fuzzy_links: counters(
-        "unicus_identity_fuzzy_links_total",
-        "Links made by a fuzzy match rule (person data, no shared identifier), by rule.",
-        ["rule"]) => stat_by(fuzzy_links, |r| [r.clone()]);
-    fuzzy_searches: counter(
-        "unicus_identity_fuzzy_searches_total",
-        "Events that brought new person data and looked up fuzzy candidates.")
-        => stat(fuzzy_searches);
-    fuzzy_candidates: counter(
-        "unicus_identity_fuzzy_candidates_total",
-        "Source profiles compared by fuzzy matching.") => stat(fuzzy_candidates);
-    generic_blocks: counter(
-        "unicus_identity_generic_blocking_keys_total",
-        "Blocking keys shared by more than matching.max_candidates, no longer used.")
-        => stat(generic_blocks);
-    anchors_refused: counter(
-        "unicus_identity_anchors_refused_total",
-        "Events kept off their anchor's source profile: a generic value, or clearly another person.")
-        => stat(anchors_refused);
-    splits: counter(
-        "unicus_identity_splits_total",
-        "Customers split by an operator's command.") => stat(splits);
-    unresolved: counter(
-        "unicus_identity_unresolved_events_total",
-        "Accepted touchpoints with no usable identifier nor person data.") => stat(unresolved);
-    values_ignored: counters(
-        "unicus_identity_values_ignored_total",
-        "Identifier values that did not link, by reason.",
-        ["reason"]) => each(
-            "junk" = junk_values,
-            "unusable" = unusable_values,
-            "generic" = generic_skipped,
-            "limit" = limit_dropped
-        );
     source_profiles: histogram(
         "unicus_identity_customer_source_profiles",
         "Source profiles of a customer each time it is created, merged or gains one: the over-merge signal.",
@@ -342,28 +293,6 @@ families! {
         "unicus_identity_largest_customer_source_profiles",
         "Most source profiles of a customer changed since start.")
         => largest_key(customer_source_profiles);
-    detached: counter(
-        "unicus_identity_source_profiles_detached_total",
-        "Behavioural source profiles detached by retention.") => stat(detached_source_profiles);
-    consent_changes: counters(
-        "unicus_consent_changes_total",
-        "consent.changes records, by purpose and channel.",
-        ["purpose", "channel"]) => stat_by(consent_changes, |key| purpose_and_channel(key));
-    consents_expired: counter(
-        "unicus_consent_expired_total",
-        "Consent decisions that lapsed.") => stat(consents_expired);
-    triggers_fired: counters(
-        "unicus_triggers_fired_total",
-        "Trigger records published, by trigger.",
-        ["trigger"]) => each(
-            "cart_abandoned" = carts_fired,
-            "purchase_completed" = purchases,
-            "lifecycle_changed" = lifecycle_changes
-        );
-    triggers_suppressed: counters(
-        "unicus_triggers_suppressed_total",
-        "Triggers not sent: no allowed and reachable channel.",
-        ["trigger"]) => each("cart_abandoned" = carts_suppressed);
     store_size: gauge(
         "unicus_store_size_bytes",
         "Bytes the embedded store takes on disk.") => batch(|f, b| {
@@ -375,13 +304,7 @@ families! {
         "unicus_build_info",
         "The running unicus version (always 1).",
         ["version"]) => runtime;
-}
-
-/// The labels of `consent_changes`, from a `purpose/channel` key.
-fn purpose_and_channel(key: &str) -> [String; 2] {
-    let (purpose, channel) = key.split_once('/').unwrap_or((key, "?"));
-    [purpose.to_string(), channel.to_string()]
-}
+]);
 
 /// Registers families on one registry; a name or label set that Prometheus refuses is
 /// a bug of the table, caught by every test that builds a [`super::Telemetry`].
