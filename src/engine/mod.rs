@@ -31,7 +31,7 @@ use crate::engine::input::InputParser;
 use crate::engine::profile::Profiler;
 use crate::engine::resolve::Resolver;
 use crate::model::output::OutputRecord;
-use crate::model::Ident;
+use crate::model::{Channel, Ident, Purpose};
 use crate::store::{key, keys, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +145,8 @@ impl Engine {
     pub fn allowed_channels(
         &self,
         customer_id: &str,
-        purpose: &str,
-    ) -> Result<Vec<&'static str>, EngineError> {
+        purpose: Purpose,
+    ) -> Result<Vec<Channel>, EngineError> {
         let Some(profile) = self.profiler.load(&self.store, customer_id)? else {
             return Ok(Vec::new());
         };

@@ -8,9 +8,6 @@ pub mod output;
 pub mod records;
 
 pub use consent::{Channel, ConsentChannel, Purpose, UnknownWord};
-pub use event::{
-    Address, Cart, EventType, Item, Order, Person, CONSENT_CHANNELS, CONSENT_PURPOSES,
-    REACHABLE_CHANNELS,
-};
+pub use event::{Address, Cart, EventType, Item, Order, Person};
 pub use field::Field;
 pub use ident::Ident;

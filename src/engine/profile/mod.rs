@@ -44,9 +44,7 @@ use crate::engine::profile::records::{
     PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision, StatedField,
 };
 use crate::model::output::{to_json, OutputRecord, Time, Topic};
-use crate::model::Ident;
-use crate::model::CONSENT_PURPOSES;
-use crate::model::REACHABLE_CHANNELS;
+use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 use crate::store::{key, keys, Store, StoreError};
 use activation::{Activity, Timer, TimerKind};
 use consent::{Change, ConsentKey, Consents, Decision};
@@ -238,8 +236,8 @@ fn record_consents(
     let mut changes = Vec::new();
     for c in &event.consents {
         let key = ConsentKey {
-            purpose: c.purpose.clone(),
-            channel: c.channel.clone(),
+            purpose: c.purpose,
+            channel: c.channel,
             identifier: c.identifier.clone(),
         };
         let decision = Decision {
@@ -513,7 +511,7 @@ impl Profiler {
         let before = std::mem::take(&mut kept.consents);
         kept.consents = stated_consents(&kept, at);
         split.consents = stated_consents(&split, at);
-        let implied = |p: &str| self.implied(p);
+        let implied = |p: Purpose| self.implied(p);
         for change in kept.consents.changes_since(&before, implied, at) {
             done.out.push(consent_change_record(customer_id, &change));
         }
@@ -713,7 +711,7 @@ impl Profiler {
     }
 
     fn profiling_allowed(&self, profile: &CustomerProfile, now: i64) -> bool {
-        self.allows(profile, "profiling", now)
+        self.allows(profile, Purpose::Profiling, now)
     }
 
     /// The timers a customer should have: cart abandonment, the next lifecycle change
@@ -826,7 +824,7 @@ impl Profiler {
                 let Some(key) = ConsentKey::decode(&k) else {
                     return false;
                 };
-                let implied = self.implied(&key.purpose);
+                let implied = self.implied(key.purpose);
                 let Some(change) = profile.consents.expire(&key, now, implied) else {
                     return false;
                 };
@@ -851,7 +849,7 @@ impl Profiler {
         let cart = profile.activity.carts.get(cart_id)?;
         // The key's due may be later than the cart's (see `settle`), never earlier.
         let due = Activity::cart_due(cart, &self.config).filter(|d| *d <= due)?;
-        let chosen = self.config.activation.cart_purposes.iter().find_map(|p| {
+        let chosen = self.config.activation.cart_purposes.iter().find_map(|&p| {
             let channels = self.allowed_channels(profile, p, now);
             (!channels.is_empty()).then_some((p, channels))
         });
@@ -1099,8 +1097,8 @@ impl Profiler {
         )
     }
 
-    fn implied(&self, purpose: &str) -> bool {
-        self.config.consent.implied.iter().any(|p| p == purpose)
+    fn implied(&self, purpose: Purpose) -> bool {
+        self.config.consent.implied.contains(&purpose)
     }
 
     /// Channels on which `purpose` is allowed now *and* the customer can be reached:
@@ -1108,9 +1106,9 @@ impl Profiler {
     pub fn allowed_channels(
         &self,
         profile: &CustomerProfile,
-        purpose: &str,
+        purpose: Purpose,
         now: i64,
-    ) -> Vec<&'static str> {
+    ) -> Vec<Channel> {
         let mut ids: BTreeSet<&Ident> = BTreeSet::new();
         let mut has_address = false;
         for f in profile.source_profiles.values() {
@@ -1119,12 +1117,13 @@ impl Profiler {
         }
         let implied = self.implied(purpose);
         let consents = &profile.consents;
-        REACHABLE_CHANNELS
+        Channel::ALL
             .into_iter()
-            .filter(|channel| {
-                let Some(by) = self.config.consent.reachable_by.get(*channel) else {
+            .filter(|&channel| {
+                let Some(by) = self.config.consent.reachable_by.get(&channel) else {
                     return false;
                 };
+                let channel = ConsentChannel::One(channel);
                 by.iter().any(|t| {
                     if t == "address" {
                         has_address && consents.allowed(purpose, channel, None, implied, now)
@@ -1187,17 +1186,21 @@ impl Profiler {
             consents_by_identifier,
             allowed_channels: self.allowed_channels_by_purpose(profile, clock),
             do_not_profile: !profiling,
-            do_not_personalize: !self.allows(profile, "personalization", clock),
+            do_not_personalize: !self.allows(profile, Purpose::Personalization, clock),
             source_profiles: profile.source_profiles.len(),
             as_of: Time(clock),
         }
     }
 
     /// Whether `purpose` is allowed on every channel at `now`.
-    fn allows(&self, profile: &CustomerProfile, purpose: &str, now: i64) -> bool {
-        profile
-            .consents
-            .allowed(purpose, "all", None, self.implied(purpose), now)
+    fn allows(&self, profile: &CustomerProfile, purpose: Purpose, now: i64) -> bool {
+        profile.consents.allowed(
+            purpose,
+            ConsentChannel::All,
+            None,
+            self.implied(purpose),
+            now,
+        )
     }
 
     /// The surviving value of each field: from the channel ranked first for it, then
@@ -1271,10 +1274,10 @@ impl Profiler {
         &self,
         profile: &CustomerProfile,
         now: i64,
-    ) -> BTreeMap<&'static str, Vec<&'static str>> {
-        CONSENT_PURPOSES
-            .iter()
-            .map(|p| (*p, self.allowed_channels(profile, p, now)))
+    ) -> BTreeMap<Purpose, Vec<Channel>> {
+        Purpose::ALL
+            .into_iter()
+            .map(|p| (p, self.allowed_channels(profile, p, now)))
             .collect()
     }
 }
@@ -1406,7 +1409,7 @@ fn person_and_attributes<'a>(
 }
 
 type StatedFields<'a> = BTreeMap<&'a str, StatedField<'a>>;
-type DecisionsByPurpose<'a> = BTreeMap<&'a str, BTreeMap<&'a str, StatedDecision<'a>>>;
+type DecisionsByPurpose<'a> = BTreeMap<Purpose, BTreeMap<ConsentChannel, StatedDecision<'a>>>;
 
 /// The consent decisions as of `now`: per purpose and channel, and those about one
 /// identifier only.
@@ -1421,9 +1424,9 @@ fn consent_view(
         match &k.identifier {
             None => {
                 decisions
-                    .entry(&k.purpose)
+                    .entry(k.purpose)
                     .or_default()
-                    .insert(&k.channel, decision);
+                    .insert(k.channel, decision);
             }
             Some(_) => by_identifier.push(IdentifierDecision {
                 key: DecisionKey::from(k),
