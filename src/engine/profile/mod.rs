@@ -736,7 +736,7 @@ impl Profiler {
         }
         for (key, d) in &profile.consents.decisions {
             if let Some(exp) = d.expires_at {
-                timers.push((exp, TimerKind::ConsentExpiry(key.encode()).encode()));
+                timers.push((exp, TimerKind::ConsentExpiry(key.clone()).encode()));
             }
         }
         timers.sort();
@@ -820,10 +820,7 @@ impl Profiler {
                 false
             }
             Some(TimerKind::Lifecycle) => true,
-            Some(TimerKind::ConsentExpiry(k)) => {
-                let Some(key) = ConsentKey::decode(&k) else {
-                    return false;
-                };
+            Some(TimerKind::ConsentExpiry(key)) => {
                 let implied = self.implied(key.purpose);
                 let Some(change) = profile.consents.expire(&key, now, implied) else {
                     return false;
