@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
 use unicus::engine::Engine;
 use unicus::model::output::{OutputRecord, Payload};
+use unicus::model::Purpose;
 use unicus::store::Store;
 
 fn engine() -> Engine {
@@ -388,7 +389,7 @@ fn a_consent_expiry_is_a_consent_change_when_it_lapses() {
     assert_eq!(changes[0]["granted"], false);
     assert_eq!(changes[0]["previous"], true);
     assert_eq!(
-        e.allowed_channels(&customer, "remarketing").unwrap(),
+        e.allowed_channels(&customer, Purpose::Remarketing).unwrap(),
         Vec::<&str>::new()
     );
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use unicus::engine::config::{EngineConfig, ErasedIdentifiers};
 use unicus::engine::Engine;
 use unicus::model::output::Payload;
+use unicus::model::Purpose;
 use unicus::store::Store;
 
 fn engine_with(config: EngineConfig) -> Engine {
@@ -105,7 +106,10 @@ fn a_no_given_in_store_is_honoured_on_every_channel() {
     let profile = last_profile(&out, &customer);
     assert_eq!(allowed(profile, "marketing"), ["sms"]);
     assert_eq!(profile["consents"]["marketing"]["email"]["granted"], false);
-    assert_eq!(e.allowed_channels(&customer, "marketing").unwrap(), ["sms"]);
+    assert_eq!(
+        e.allowed_channels(&customer, Purpose::Marketing).unwrap(),
+        ["sms"]
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::normalise::Normaliser;
+use crate::model::{Channel, Purpose};
 
 /// Errors found by [`EngineConfig::validate`].
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -197,29 +198,29 @@ impl Default for Lifecycle {
 pub struct ConsentConfig {
     /// Purposes allowed until the person denies them (legitimate interest); every other
     /// purpose needs an explicit grant (opt-in).
-    pub implied: Vec<String>,
+    pub implied: Vec<Purpose>,
     /// Per channel, what makes a customer reachable on it: identifier types, or
     /// `address` for a postal address. An allowed channel that is not reachable is not
     /// listed in `allowed_channels`.
-    pub reachable_by: BTreeMap<String, Vec<String>>,
+    pub reachable_by: BTreeMap<Channel, Vec<String>>,
 }
 
 impl Default for ConsentConfig {
     fn default() -> Self {
-        let reach =
-            |c: &str, by: &[&str]| (c.to_string(), by.iter().map(|s| s.to_string()).collect());
+        let reach = |c: Channel, by: &[&str]| (c, by.iter().map(|s| s.to_string()).collect());
         Self {
-            implied: ["personalization", "analytics", "profiling"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            implied: vec![
+                Purpose::Personalization,
+                Purpose::Analytics,
+                Purpose::Profiling,
+            ],
             reachable_by: [
-                reach("email", &["email"]),
-                reach("sms", &["phone"]),
-                reach("phone", &["phone"]),
-                reach("push", &["device_id"]),
-                reach("post", &["address"]),
-                reach("web", &["account_id", "cookie_id", "device_id"]),
+                reach(Channel::Email, &["email"]),
+                reach(Channel::Sms, &["phone"]),
+                reach(Channel::Phone, &["phone"]),
+                reach(Channel::Push, &["device_id"]),
+                reach(Channel::Post, &["address"]),
+                reach(Channel::Web, &["account_id", "cookie_id", "device_id"]),
             ]
             .into_iter()
             .collect(),
@@ -362,7 +363,7 @@ pub struct Activation {
     /// Timers fire this long after their due time, so that late events still count.
     pub grace_ms: u64,
     /// A reminder may use a channel allowed for any of these purposes.
-    pub cart_purposes: Vec<String>,
+    pub cart_purposes: Vec<Purpose>,
     /// Products bought within this many days are listed as `recently_purchased`.
     pub recent_purchase_days: u32,
     /// Carts remembered per customer (the oldest are forgotten).
@@ -380,7 +381,7 @@ impl Default for Activation {
         Self {
             cart_abandoned_delay_ms: 3_600_000,
             grace_ms: 300_000,
-            cart_purposes: vec!["marketing".into(), "remarketing".into()],
+            cart_purposes: vec![Purpose::Marketing, Purpose::Remarketing],
             recent_purchase_days: 30,
             max_carts: 20,
             rfm: RfmBands::default(),
@@ -743,23 +744,10 @@ impl EngineConfig {
         Ok(())
     }
 
-    /// Implied purposes and the identifiers that make a channel reachable.
+    /// The identifiers that make a channel reachable. (Purposes and channels are words
+    /// of the vocabulary: reading the configuration refuses any other.)
     fn validate_consent(&self) -> Result<(), ConfigError> {
-        for p in &self.consent.implied {
-            if !crate::model::CONSENT_PURPOSES.contains(&p.as_str()) {
-                return Err(ConfigError::Invalid {
-                    field: "consent.implied",
-                    problem: format!("`{p}` is not a consent purpose"),
-                });
-            }
-        }
-        for (channel, by) in &self.consent.reachable_by {
-            if !crate::model::REACHABLE_CHANNELS.contains(&channel.as_str()) {
-                return Err(ConfigError::Invalid {
-                    field: "consent.reachable_by",
-                    problem: format!("`{channel}` is not a consent channel"),
-                });
-            }
+        for by in self.consent.reachable_by.values() {
             if let Some(t) = by
                 .iter()
                 .find(|t| *t != "address" && !self.identifiers.contains_key(*t))
@@ -832,16 +820,6 @@ impl EngineConfig {
     /// Cart triggers and RFM bands.
     fn validate_activation(&self) -> Result<(), ConfigError> {
         let a = &self.activation;
-        if let Some(p) = a
-            .cart_purposes
-            .iter()
-            .find(|p| !crate::model::CONSENT_PURPOSES.contains(&p.as_str()))
-        {
-            return Err(ConfigError::Invalid {
-                field: "activation.cart_purposes",
-                problem: format!("`{p}` is not a consent purpose"),
-            });
-        }
         if a.cart_abandoned_delay_ms == 0 || a.max_carts == 0 || a.tick_interval_ms == 0 {
             return Err(ConfigError::Invalid {
                 field: "activation",
@@ -892,6 +870,27 @@ mod tests {
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<EngineConfig>("default_regoin = \"FR\"").unwrap_err();
         assert!(err.to_string().contains("default_regoin"), "{err}");
+    }
+
+    #[test]
+    fn consent_words_are_checked_when_read() {
+        let read = |text: &str| toml::from_str::<EngineConfig>(text).map_err(|e| e.to_string());
+        let err = read("[consent]\nimplied = [\"spam\"]").unwrap_err();
+        assert!(err.contains("`spam` is not a consent purpose"), "{err}");
+        let err = read("[activation]\ncart_purposes = [\"marketing\", \"Email\"]").unwrap_err();
+        assert!(err.contains("`Email` is not a consent purpose"), "{err}");
+        let err = read("[consent.reachable_by]\nall = [\"email\"]").unwrap_err();
+        assert!(err.contains("`all` is not a consent channel"), "{err}");
+        let c = read(
+            "[consent]\nimplied = [\"ab_testing\"]\n[consent.reachable_by]\nsms = [\"phone\"]",
+        )
+        .unwrap();
+        assert_eq!(c.consent.implied, [Purpose::AbTesting]);
+        assert_eq!(
+            c.consent.reachable_by.keys().collect::<Vec<_>>(),
+            [&Channel::Sms]
+        );
+        c.validate().unwrap();
     }
 
     #[test]

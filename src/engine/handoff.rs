@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::output::DAY_MS;
-use crate::model::{Cart, Ident, Order, Person};
+use crate::model::{Cart, ConsentChannel, Ident, Order, Person, Purpose};
 
 /// One accepted event as resolve hands it on: what it states, as parsed, with the
 /// identifiers resolve attached to the customer and its consent statements' identifiers
@@ -35,8 +35,8 @@ pub struct EventFacts {
 /// A consent decision stated by an event, its identifier normalised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsentStatement {
-    pub purpose: String,
-    pub channel: String,
+    pub purpose: Purpose,
+    pub channel: ConsentChannel,
     pub granted: bool,
     pub identifier: Option<Ident>,
     pub expires_at: Option<i64>,

@@ -32,7 +32,7 @@ use crate::engine::input::InputParser;
 use crate::engine::profile::Profiler;
 use crate::engine::resolve::Resolver;
 use crate::model::output::OutputRecord;
-use crate::model::Ident;
+use crate::model::{Channel, Ident, Purpose};
 use crate::store::{keys, Cell, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -171,8 +171,8 @@ impl Engine {
     pub fn allowed_channels(
         &self,
         customer_id: &str,
-        purpose: &str,
-    ) -> Result<Vec<&'static str>, EngineError> {
+        purpose: Purpose,
+    ) -> Result<Vec<Channel>, EngineError> {
         Ok(self
             .profiler
             .allowed_channels_now(&self.store, customer_id, purpose)?)

@@ -1,5 +1,5 @@
 //! The parts of a touchpoint every stage speaks of: event kinds, addresses, person data,
-//! order and cart lines, and the consent purposes and channels of the contract.
+//! order and cart lines (the consent vocabulary is in [`super::consent`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -133,15 +133,3 @@ pub struct Cart {
     pub cart_id: Option<String>,
     pub items: Vec<Item>,
 }
-
-pub const CONSENT_PURPOSES: [&str; 6] = [
-    "marketing",
-    "personalization",
-    "remarketing",
-    "ab_testing",
-    "analytics",
-    "profiling",
-];
-pub const CONSENT_CHANNELS: [&str; 7] = ["email", "sms", "push", "phone", "post", "web", "all"];
-/// The contract's consent channels that can be reached (`all` is not one).
-pub const REACHABLE_CHANNELS: [&str; 6] = ["email", "sms", "push", "phone", "post", "web"];

@@ -1,14 +1,13 @@
-//! The shared vocabulary of every stage: identifiers, the parts of an event, the output
-//! records and their topics. It depends on no other module of the crate.
+//! The shared vocabulary of every stage: identifiers, event parts, consent purposes and
+//! channels, output records and their topics. It depends on no other module of the crate.
+pub mod consent;
 pub mod event;
 pub mod field;
 pub mod ident;
 pub mod output;
 pub mod records;
 
-pub use event::{
-    Address, Cart, EventType, Item, Order, Person, CONSENT_CHANNELS, CONSENT_PURPOSES,
-    REACHABLE_CHANNELS,
-};
+pub use consent::{Channel, ConsentChannel, Purpose, UnknownWord};
+pub use event::{Address, Cart, EventType, Item, Order, Person};
 pub use field::Field;
 pub use ident::Ident;

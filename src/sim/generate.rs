@@ -148,6 +148,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
+use crate::model::{self, ConsentChannel, Purpose};
+
 /// Ground-truth index of Sophie Dupont, the person of the story.
 pub const STORY_PERSON: u32 = 0;
 
@@ -775,10 +777,6 @@ const CATALOGUE: &[Product] = &[
 
 const CLIMBING_SHOES: u16 = 0;
 const HARNESS: u16 = 1;
-
-/// The contract's consent vocabulary, as the parser checks it.
-const CONSENT_PURPOSES: &[&str] = &crate::model::CONSENT_PURPOSES;
-const CONSENT_CHANNELS: &[&str] = &crate::model::CONSENT_CHANNELS;
 
 const JUNK_ANY: &[&str] = &["n/a", "N/A", "null", "unknown", "none", "-", "."];
 const JUNK_EMAILS: &[&str] = &[
@@ -1685,8 +1683,8 @@ struct Page {
 }
 
 struct Consent {
-    purpose: &'static str,
-    channel: &'static str,
+    purpose: Purpose,
+    channel: ConsentChannel,
     granted: bool,
 }
 
@@ -1855,8 +1853,8 @@ impl Ctx<'_> {
         if self.chance(0.5) {
             let granted = self.chance(0.7);
             draft.consent = vec![Consent {
-                purpose: "marketing",
-                channel: "post",
+                purpose: Purpose::Marketing,
+                channel: model::Channel::Post.into(),
                 granted,
             }];
         }
@@ -2038,8 +2036,8 @@ impl Ctx<'_> {
 
     fn consents(
         &mut self,
-        purposes: &[&'static str],
-        channels: &[&'static str],
+        purposes: &[Purpose],
+        channels: &[ConsentChannel],
         max: usize,
     ) -> Vec<Consent> {
         let count = self.rng.gen_range(1..=max);
@@ -2186,11 +2184,11 @@ impl Ctx<'_> {
                 });
                 if !app && self.chance(0.01) {
                     // Cookie banner.
-                    draft.consent = ["analytics", "ab_testing", "remarketing"]
+                    draft.consent = [Purpose::Analytics, Purpose::AbTesting, Purpose::Remarketing]
                         .iter()
                         .map(|&purpose| Consent {
                             purpose,
-                            channel: "web",
+                            channel: model::Channel::Web.into(),
                             granted: chance(self.rng, 0.55),
                         })
                         .collect();
@@ -2273,13 +2271,13 @@ impl Ctx<'_> {
                 }
                 draft.consent = vec![
                     Consent {
-                        purpose: "marketing",
-                        channel: "email",
+                        purpose: Purpose::Marketing,
+                        channel: model::Channel::Email.into(),
                         granted: self.chance(0.6),
                     },
                     Consent {
-                        purpose: "personalization",
-                        channel: "web",
+                        purpose: Purpose::Personalization,
+                        channel: model::Channel::Web.into(),
                         granted: self.chance(0.7),
                     },
                 ];
@@ -2304,16 +2302,28 @@ impl Ctx<'_> {
                         Some(name_variant(self.rng, self.person.first, SYSTEM));
                 }
                 draft.consent = vec![Consent {
-                    purpose: "marketing",
-                    channel: "email",
+                    purpose: Purpose::Marketing,
+                    channel: model::Channel::Email.into(),
                     granted: true,
                 }];
             }
             "consent_update" => {
                 draft.consent = if app {
-                    self.consents(&["marketing", "personalization"], &["push"], 2)
+                    self.consents(
+                        &[Purpose::Marketing, Purpose::Personalization],
+                        &[model::Channel::Push.into()],
+                        2,
+                    )
                 } else {
-                    self.consents(CONSENT_PURPOSES, &["web", "email", "all"], 3)
+                    self.consents(
+                        &Purpose::ALL,
+                        &[
+                            model::Channel::Web.into(),
+                            model::Channel::Email.into(),
+                            ConsentChannel::All,
+                        ],
+                        3,
+                    )
                 };
             }
             _ => {}
@@ -2385,7 +2395,15 @@ impl Ctx<'_> {
                     self.birth_date(&mut draft, PAPER_FORM);
                 }
                 draft.ids[LOYALTY] = self.person.loyalty_id.clone();
-                draft.consent = self.consents(&["marketing"], &["email", "sms", "post"], 2);
+                draft.consent = self.consents(
+                    &[Purpose::Marketing],
+                    &[
+                        model::Channel::Email.into(),
+                        model::Channel::Sms.into(),
+                        model::Channel::Post.into(),
+                    ],
+                    2,
+                );
             }
         }
         match kind {
@@ -2529,7 +2547,7 @@ impl Ctx<'_> {
             _ => 0.15,
         };
         if self.chance(consent_share) {
-            draft.consent = self.consents(CONSENT_PURPOSES, CONSENT_CHANNELS, 3);
+            draft.consent = self.consents(&Purpose::ALL, &ConsentChannel::ALL, 3);
         }
         if self.chance(0.2) {
             draft.attributes.push((
@@ -2575,8 +2593,8 @@ impl Ctx<'_> {
         if kind == "consent_update" {
             // "Stop calling me."
             draft.consent = vec![Consent {
-                purpose: "marketing",
-                channel: "phone",
+                purpose: Purpose::Marketing,
+                channel: model::Channel::Phone.into(),
                 granted: false,
             }];
         }
@@ -2607,8 +2625,8 @@ impl Ctx<'_> {
             "consent_update" => {
                 // Mostly unsubscribe links.
                 draft.consent = vec![Consent {
-                    purpose: "marketing",
-                    channel: "email",
+                    purpose: Purpose::Marketing,
+                    channel: model::Channel::Email.into(),
                     granted: self.chance(0.2),
                 }];
             }
@@ -2704,13 +2722,13 @@ fn story_drafts(start_ms: i64) -> Vec<Draft> {
     name(&mut account);
     account.consent = vec![
         Consent {
-            purpose: "marketing",
-            channel: "email",
+            purpose: Purpose::Marketing,
+            channel: model::Channel::Email.into(),
             granted: true,
         },
         Consent {
-            purpose: "personalization",
-            channel: "web",
+            purpose: Purpose::Personalization,
+            channel: model::Channel::Web.into(),
             granted: true,
         },
     ];
@@ -2863,8 +2881,8 @@ fn render(draft: &Draft, invalid: Option<&Invalid>) -> String {
         json.open('[');
         for consent in &draft.consent {
             json.open('{');
-            json.field("purpose", consent.purpose);
-            json.field("channel", consent.channel);
+            json.field("purpose", consent.purpose.as_str());
+            json.field("channel", consent.channel.as_str());
             json.key("granted");
             json.raw(if consent.granted { "true" } else { "false" });
             json.close('}');
@@ -3504,8 +3522,16 @@ mod tests {
                 .collect();
             assert_eq!(pairs.len(), consents.len(), "{}", event.line);
             for consent in consents {
-                assert!(CONSENT_PURPOSES.contains(&consent["purpose"].as_str().unwrap()));
-                assert!(CONSENT_CHANNELS.contains(&consent["channel"].as_str().unwrap()));
+                assert!(consent["purpose"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<Purpose>()
+                    .is_ok());
+                assert!(consent["channel"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<ConsentChannel>()
+                    .is_ok());
                 assert!(consent["granted"].is_boolean());
             }
             for (key, _) in value["attributes"].as_object().into_iter().flatten() {

@@ -7,11 +7,13 @@
 //! Unknown fields and unknown event types are not errors (producers evolve before
 //! consumers do): they are kept in the raw document and counted.
 
+use std::str::FromStr;
+
 use serde_json::{Map, Value};
 
 use crate::engine::config::EngineConfig;
 use crate::model::{
-    Address, Cart, EventType, Item, Order, Person, CONSENT_CHANNELS, CONSENT_PURPOSES,
+    Address, Cart, ConsentChannel, EventType, Item, Order, Person, Purpose, UnknownWord,
 };
 
 /// Why an event was refused. Messages are lower-case and name the offending field.
@@ -91,8 +93,8 @@ impl Rejection {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsentEntry {
-    pub purpose: String,
-    pub channel: String,
+    pub purpose: Purpose,
+    pub channel: ConsentChannel,
     pub granted: bool,
     /// The decision concerns one identifier only (an opt-out of one email address):
     /// `(type, raw value)`.
@@ -727,19 +729,6 @@ fn parse_consent(raw: &Map<String, Value>) -> Result<Vec<ConsentEntry>, Rejectio
 
 /// One entry of the `consent` array, the `i`-th.
 fn parse_consent_entry(i: usize, o: &Map<String, Value>) -> Result<ConsentEntry, Rejection> {
-    let field = |f: &str, allowed: &[&str]| -> Result<String, Rejection> {
-        match o.get(f) {
-            Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(s.clone()),
-            Some(Value::String(s)) => Err(Rejection::BadValue {
-                field: format!("consent[{i}].{f}"),
-                detail: format!("`{s}` is not one of {}", allowed.join(", ")),
-            }),
-            _ => Err(Rejection::WrongType {
-                field: format!("consent[{i}].{f}"),
-                expected: "a string",
-            }),
-        }
-    };
     let granted = match o.get("granted") {
         Some(Value::Bool(b)) => *b,
         _ => {
@@ -780,12 +769,30 @@ fn parse_consent_entry(i: usize, o: &Map<String, Value>) -> Result<ConsentEntry,
         }
     };
     Ok(ConsentEntry {
-        purpose: field("purpose", &CONSENT_PURPOSES)?,
-        channel: field("channel", &CONSENT_CHANNELS)?,
+        purpose: consent_word(i, o, "purpose")?,
+        channel: consent_word(i, o, "channel")?,
         granted,
         identifier,
         expires_at,
     })
+}
+
+/// Field `f` of the `i`-th consent entry, a word of the consent vocabulary.
+fn consent_word<T: FromStr<Err = UnknownWord>>(
+    i: usize,
+    o: &Map<String, Value>,
+    f: &str,
+) -> Result<T, Rejection> {
+    match o.get(f) {
+        Some(Value::String(s)) => s.parse().map_err(|e: UnknownWord| Rejection::BadValue {
+            field: format!("consent[{i}].{f}"),
+            detail: format!("`{}` is not one of {}", e.value, e.allowed),
+        }),
+        _ => Err(Rejection::WrongType {
+            field: format!("consent[{i}].{f}"),
+            expected: "a string",
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{EngineConfig, Lifecycle, RfmBands};
+use crate::engine::profile::consent::ConsentKey;
 use crate::engine::profile::event::{CartFacts, ProfileEvent};
 use crate::model::output::DAY_MS;
 use crate::model::Item;
@@ -362,8 +363,8 @@ pub type Timer = (i64, String);
 pub enum TimerKind {
     Cart(String),
     Lifecycle,
-    /// A consent decision expires: `(purpose, channel, identifier as type\0value)`.
-    ConsentExpiry(String),
+    /// The consent decision of this key expires.
+    ConsentExpiry(ConsentKey),
 }
 
 impl TimerKind {
@@ -371,14 +372,14 @@ impl TimerKind {
         match self {
             TimerKind::Cart(id) => format!("cart\u{1}{id}"),
             TimerKind::Lifecycle => "lifecycle".into(),
-            TimerKind::ConsentExpiry(k) => format!("consent\u{1}{k}"),
+            TimerKind::ConsentExpiry(k) => format!("consent\u{1}{}", k.encode()),
         }
     }
 
     pub fn decode(s: &str) -> Option<TimerKind> {
         match s.split_once('\u{1}') {
             Some(("cart", id)) => Some(TimerKind::Cart(id.to_string())),
-            Some(("consent", k)) => Some(TimerKind::ConsentExpiry(k.to_string())),
+            Some(("consent", k)) => ConsentKey::decode(k).map(TimerKind::ConsentExpiry),
             None if s == "lifecycle" => Some(TimerKind::Lifecycle),
             _ => None,
         }
@@ -389,6 +390,7 @@ impl TimerKind {
 mod tests {
     use super::*;
     use crate::engine::profile::event::{CartFacts, OrderFacts};
+    use crate::model::{Channel, ConsentChannel, Purpose};
 
     fn item(sku: &str, price: f64) -> Item {
         Item {
@@ -521,7 +523,11 @@ mod tests {
         for k in [
             TimerKind::Cart("K-1".into()),
             TimerKind::Lifecycle,
-            TimerKind::ConsentExpiry("marketing\u{0}email\u{0}".into()),
+            TimerKind::ConsentExpiry(ConsentKey {
+                purpose: Purpose::Marketing,
+                channel: ConsentChannel::One(Channel::Email),
+                identifier: None,
+            }),
         ] {
             assert_eq!(TimerKind::decode(&k.encode()), Some(k));
         }

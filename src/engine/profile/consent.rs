@@ -20,14 +20,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::Ident;
+use crate::model::{ConsentChannel, Ident, Purpose};
 
-/// What a decision is about.
+/// What a decision is about. Ordered by purpose, channel and identifier as strings.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ConsentKey {
-    pub purpose: String,
-    /// A channel of the contract, or `all`.
-    pub channel: String,
+    pub purpose: Purpose,
+    pub channel: ConsentChannel,
     /// The decision concerns this identifier only.
     pub identifier: Option<Ident>,
 }
@@ -42,13 +41,14 @@ impl ConsentKey {
         format!("{}\0{}\0{t}\0{v}", self.purpose, self.channel)
     }
 
+    /// The key of [`ConsentKey::encode`]; `None` if `s` is not one.
     pub fn decode(s: &str) -> Option<ConsentKey> {
         let mut parts = s.splitn(4, '\0');
         let (purpose, channel) = (parts.next()?, parts.next()?);
         let (t, v) = (parts.next()?, parts.next()?);
         Some(ConsentKey {
-            purpose: purpose.to_string(),
-            channel: channel.to_string(),
+            purpose: purpose.parse().ok()?,
+            channel: channel.parse().ok()?,
             identifier: (!t.is_empty()).then(|| Ident::new(t, v)),
         })
     }
@@ -146,17 +146,21 @@ impl Consents {
     pub fn merge(&mut self, other: Consents) -> Vec<Change> {
         let before = self.decisions.clone();
         // Denials of a whole purpose on the other side, to apply to this side's grants.
-        let other_all_denials: Vec<(String, Decision)> = other
+        let other_all_denials: Vec<(Purpose, Decision)> = other
             .decisions
             .iter()
-            .filter(|(k, d)| k.channel == "all" && k.identifier.is_none() && !d.granted)
-            .map(|(k, d)| (k.purpose.clone(), d.clone()))
+            .filter(|(k, d)| {
+                k.channel == ConsentChannel::All && k.identifier.is_none() && !d.granted
+            })
+            .map(|(k, d)| (k.purpose, d.clone()))
             .collect();
-        let own_all_denials: Vec<(String, Decision)> = self
+        let own_all_denials: Vec<(Purpose, Decision)> = self
             .decisions
             .iter()
-            .filter(|(k, d)| k.channel == "all" && k.identifier.is_none() && !d.granted)
-            .map(|(k, d)| (k.purpose.clone(), d.clone()))
+            .filter(|(k, d)| {
+                k.channel == ConsentChannel::All && k.identifier.is_none() && !d.granted
+            })
+            .map(|(k, d)| (k.purpose, d.clone()))
             .collect();
         let other_keys: Vec<ConsentKey> = other.decisions.keys().cloned().collect();
         for (key, theirs) in other.decisions {
@@ -172,7 +176,7 @@ impl Consents {
             (&own_all_denials, other_keys),
         ] {
             for (purpose, denial) in denials {
-                for key in side_keys.iter().filter(|k| &k.purpose == purpose) {
+                for key in side_keys.iter().filter(|k| k.purpose == *purpose) {
                     if let Some(d) = self.decisions.get_mut(key) {
                         if d.granted {
                             *d = restrictive(d, denial);
@@ -220,7 +224,7 @@ impl Consents {
     pub fn changes_since(
         &self,
         before: &Consents,
-        implied: impl Fn(&str) -> bool,
+        implied: impl Fn(Purpose) -> bool,
         at: i64,
     ) -> Vec<Change> {
         let mut out = Vec::new();
@@ -239,7 +243,7 @@ impl Consents {
             if self.decisions.contains_key(key) {
                 continue;
             }
-            let default = implied(&key.purpose);
+            let default = implied(key.purpose);
             if old.granted != default {
                 out.push(Change {
                     key: key.clone(),
@@ -262,8 +266,8 @@ impl Consents {
     /// given) at `now`, if any.
     pub fn applicable(
         &self,
-        purpose: &str,
-        channel: &str,
+        purpose: Purpose,
+        channel: ConsentChannel,
         identifier: Option<&Ident>,
         now: i64,
     ) -> Option<&Decision> {
@@ -272,7 +276,7 @@ impl Consents {
         let mut best: Option<&Decision> = None;
         for (k, d) in &self.decisions {
             let applies = k.purpose == purpose
-                && (k.channel == channel || k.channel == "all")
+                && (k.channel == channel || k.channel == ConsentChannel::All)
                 && k.identifier.as_ref().is_none_or(|i| Some(i) == identifier)
                 && d.in_force(now);
             if applies && best.is_none_or(|b| d.supersedes(b)) {
@@ -306,8 +310,8 @@ impl Consents {
     /// Whether `purpose` is allowed on `channel` (for one identifier if given).
     pub fn allowed(
         &self,
-        purpose: &str,
-        channel: &str,
+        purpose: Purpose,
+        channel: ConsentChannel,
         identifier: Option<&Ident>,
         implied: bool,
         now: i64,
@@ -319,8 +323,8 @@ impl Consents {
     }
 
     /// Whether the person explicitly denied `purpose` (on every channel, or on `all`).
-    pub fn denied_purpose(&self, purpose: &str, now: i64) -> bool {
-        self.applicable(purpose, "all", None, now)
+    pub fn denied_purpose(&self, purpose: Purpose, now: i64) -> bool {
+        self.applicable(purpose, ConsentChannel::All, None, now)
             .is_some_and(|d| !d.granted)
     }
 }
@@ -358,10 +362,18 @@ fn restrictive(a: &Decision, b: &Decision) -> Decision {
 mod tests {
     use super::*;
 
+    fn p(purpose: &str) -> Purpose {
+        purpose.parse().unwrap()
+    }
+
+    fn ch(channel: &str) -> ConsentChannel {
+        channel.parse().unwrap()
+    }
+
     fn key(purpose: &str, channel: &str) -> ConsentKey {
         ConsentKey {
-            purpose: purpose.into(),
-            channel: channel.into(),
+            purpose: p(purpose),
+            channel: ch(channel),
             identifier: None,
         }
     }
@@ -386,12 +398,12 @@ mod tests {
             c.apply(key("marketing", "email"), dec(true, 10, "web")),
             None
         );
-        assert!(!c.allowed("marketing", "email", None, false, 30));
+        assert!(!c.allowed(p("marketing"), ch("email"), None, false, 30));
         let change = c
             .apply(key("marketing", "email"), dec(true, 30, "web"))
             .unwrap();
         assert_eq!(change.previous, Some(false));
-        assert!(c.allowed("marketing", "email", None, false, 30));
+        assert!(c.allowed(p("marketing"), ch("email"), None, false, 30));
     }
 
     #[test]
@@ -403,7 +415,7 @@ mod tests {
             .apply(key("marketing", "sms"), dec(false, 20, "store"))
             .is_some());
         assert_eq!(c.apply(key("marketing", "sms"), dec(true, 20, "web")), None);
-        assert!(!c.allowed("marketing", "sms", None, false, 25));
+        assert!(!c.allowed(p("marketing"), ch("sms"), None, false, 25));
     }
 
     #[test]
@@ -411,13 +423,13 @@ mod tests {
         let mut c = Consents::default();
         c.apply(key("marketing", "all"), dec(false, 10, "store"));
         c.apply(key("marketing", "email"), dec(true, 20, "web"));
-        assert!(c.allowed("marketing", "email", None, false, 30));
-        assert!(!c.allowed("marketing", "sms", None, true, 30));
+        assert!(c.allowed(p("marketing"), ch("email"), None, false, 30));
+        assert!(!c.allowed(p("marketing"), ch("sms"), None, true, 30));
         c.apply(key("marketing", "all"), dec(false, 40, "service"));
-        assert!(!c.allowed("marketing", "email", None, false, 50));
-        assert!(c.denied_purpose("marketing", 50));
-        assert!(c.allowed("analytics", "web", None, true, 50));
-        assert!(!c.allowed("ab_testing", "web", None, false, 50));
+        assert!(!c.allowed(p("marketing"), ch("email"), None, false, 50));
+        assert!(c.denied_purpose(p("marketing"), 50));
+        assert!(c.allowed(p("analytics"), ch("web"), None, true, 50));
+        assert!(!c.allowed(p("ab_testing"), ch("web"), None, false, 50));
     }
 
     #[test]
@@ -426,8 +438,8 @@ mod tests {
         let mut d = dec(true, 10, "web");
         d.expires_at = Some(100);
         c.apply(key("remarketing", "web"), d);
-        assert!(c.allowed("remarketing", "web", None, false, 99));
-        assert!(!c.allowed("remarketing", "web", None, false, 100));
+        assert!(c.allowed(p("remarketing"), ch("web"), None, false, 99));
+        assert!(!c.allowed(p("remarketing"), ch("web"), None, false, 100));
     }
 
     #[test]
@@ -466,8 +478,8 @@ mod tests {
             },
             dec(false, 20, "email"),
         );
-        assert!(!c.allowed("marketing", "email", Some(&old), false, 30));
-        assert!(c.allowed("marketing", "email", Some(&new), false, 30));
+        assert!(!c.allowed(p("marketing"), ch("email"), Some(&old), false, 30));
+        assert!(c.allowed(p("marketing"), ch("email"), Some(&new), false, 30));
     }
 
     #[test]
@@ -483,7 +495,7 @@ mod tests {
         assert_eq!(changes[0].decision.at, 50);
         assert_eq!(changes[0].decision.source_channel, "store");
         assert_eq!(changes[0].cause, Cause::Merge);
-        assert!(!web.allowed("marketing", "email", None, false, 60));
+        assert!(!web.allowed(p("marketing"), ch("email"), None, false, 60));
     }
 
     #[test]
@@ -512,8 +524,8 @@ mod tests {
                 ("marketing", "sms", Some(true), false)
             ]
         );
-        assert!(!a.allowed("marketing", "sms", None, false, 60));
-        assert!(a.allowed("analytics", "web", None, true, 60));
+        assert!(!a.allowed(p("marketing"), ch("sms"), None, false, 60));
+        assert!(a.allowed(p("analytics"), ch("web"), None, true, 60));
     }
 
     #[test]
@@ -529,5 +541,28 @@ mod tests {
         let mut ba = b;
         ba.merge(a);
         assert_eq!(ab, ba);
+    }
+
+    #[test]
+    fn stored_keys_are_encoded_as_when_their_words_were_strings() {
+        // The store holds keys by postcard: typed words must not change its format.
+        #[derive(Serialize)]
+        struct TextKey<'a> {
+            purpose: &'a str,
+            channel: &'a str,
+            identifier: Option<Ident>,
+        }
+        let key = ConsentKey {
+            identifier: Some(Ident::new("email", "a@b.fr")),
+            ..key("ab_testing", "all")
+        };
+        let text = TextKey {
+            purpose: "ab_testing",
+            channel: "all",
+            identifier: Some(Ident::new("email", "a@b.fr")),
+        };
+        let bytes = postcard::to_allocvec(&key).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec(&text).unwrap());
+        assert_eq!(postcard::from_bytes::<ConsentKey>(&bytes).unwrap(), key);
     }
 }

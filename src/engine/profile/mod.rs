@@ -47,9 +47,7 @@ use crate::engine::profile::records::{
 };
 use crate::engine::Stats;
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
-use crate::model::Ident;
-use crate::model::CONSENT_PURPOSES;
-use crate::model::REACHABLE_CHANNELS;
+use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 use crate::store::{keys, Cell, Store, StoreError, Table};
 use activation::{Activity, Timer, TimerKind};
 use consent::{Change, ConsentKey, Consents, Decision};
@@ -203,8 +201,8 @@ fn record_consents(
     let mut changes = Vec::new();
     for c in &event.consents {
         let key = ConsentKey {
-            purpose: c.purpose.clone(),
-            channel: c.channel.clone(),
+            purpose: c.purpose,
+            channel: c.channel,
             identifier: c.identifier.clone(),
         };
         let decision = Decision {
@@ -303,8 +301,8 @@ impl Profiler {
         &self,
         store: &Store,
         customer_id: &str,
-        purpose: &str,
-    ) -> Result<Vec<&'static str>, StoreError> {
+        purpose: Purpose,
+    ) -> Result<Vec<Channel>, StoreError> {
         let Some(profile) = self.load(store, customer_id)? else {
             return Ok(Vec::new());
         };
@@ -491,7 +489,7 @@ impl Profiler {
         let before = std::mem::take(&mut kept.consents);
         kept.consents = stated_consents(&kept, at);
         split.consents = stated_consents(&split, at);
-        let implied = |p: &str| self.implied(p);
+        let implied = |p: Purpose| self.implied(p);
         for change in kept.consents.changes_since(&before, implied, at) {
             done.out.push(consent_change_record(customer_id, &change));
         }
@@ -699,7 +697,7 @@ impl Profiler {
     }
 
     fn profiling_allowed(&self, profile: &CustomerProfile, now: i64) -> bool {
-        self.allows(profile, "profiling", now)
+        self.allows(profile, Purpose::Profiling, now)
     }
 
     /// The timers a customer should have: cart abandonment, the next lifecycle change
@@ -724,7 +722,7 @@ impl Profiler {
         }
         for (key, d) in &profile.consents.decisions {
             if let Some(exp) = d.expires_at {
-                timers.push((exp, TimerKind::ConsentExpiry(key.encode()).encode()));
+                timers.push((exp, TimerKind::ConsentExpiry(key.clone()).encode()));
             }
         }
         timers.sort();
@@ -823,11 +821,8 @@ impl Profiler {
                 false
             }
             Some(TimerKind::Lifecycle) => true,
-            Some(TimerKind::ConsentExpiry(k)) => {
-                let Some(key) = ConsentKey::decode(&k) else {
-                    return false;
-                };
-                let implied = self.implied(&key.purpose);
+            Some(TimerKind::ConsentExpiry(key)) => {
+                let implied = self.implied(key.purpose);
                 let Some(change) = profile.consents.expire(&key, now, implied) else {
                     return false;
                 };
@@ -853,7 +848,7 @@ impl Profiler {
         let cart = profile.activity.carts.get(cart_id)?;
         // The key's due may be later than the cart's (see `settle`), never earlier.
         let due = Activity::cart_due(cart, &self.config).filter(|d| *d <= due)?;
-        let chosen = self.config.activation.cart_purposes.iter().find_map(|p| {
+        let chosen = self.config.activation.cart_purposes.iter().find_map(|&p| {
             let channels = self.allowed_channels(profile, p, now);
             (!channels.is_empty()).then_some((p, channels))
         });
@@ -1120,8 +1115,8 @@ impl Profiler {
         )
     }
 
-    fn implied(&self, purpose: &str) -> bool {
-        self.config.consent.implied.iter().any(|p| p == purpose)
+    fn implied(&self, purpose: Purpose) -> bool {
+        self.config.consent.implied.contains(&purpose)
     }
 
     /// Channels on which `purpose` is allowed now *and* the customer can be reached:
@@ -1129,9 +1124,9 @@ impl Profiler {
     pub fn allowed_channels(
         &self,
         profile: &CustomerProfile,
-        purpose: &str,
+        purpose: Purpose,
         now: i64,
-    ) -> Vec<&'static str> {
+    ) -> Vec<Channel> {
         let mut ids: BTreeSet<&Ident> = BTreeSet::new();
         let mut has_address = false;
         for f in profile.source_profiles.values() {
@@ -1140,12 +1135,13 @@ impl Profiler {
         }
         let implied = self.implied(purpose);
         let consents = &profile.consents;
-        REACHABLE_CHANNELS
+        Channel::ALL
             .into_iter()
-            .filter(|channel| {
-                let Some(by) = self.config.consent.reachable_by.get(*channel) else {
+            .filter(|&channel| {
+                let Some(by) = self.config.consent.reachable_by.get(&channel) else {
                     return false;
                 };
+                let channel = ConsentChannel::One(channel);
                 by.iter().any(|t| {
                     if t == "address" {
                         has_address && consents.allowed(purpose, channel, None, implied, now)
@@ -1208,17 +1204,21 @@ impl Profiler {
             consents_by_identifier,
             allowed_channels: self.allowed_channels_by_purpose(profile, clock),
             do_not_profile: !profiling,
-            do_not_personalize: !self.allows(profile, "personalization", clock),
+            do_not_personalize: !self.allows(profile, Purpose::Personalization, clock),
             source_profiles: profile.source_profiles.len(),
             as_of: Time(clock),
         }
     }
 
     /// Whether `purpose` is allowed on every channel at `now`.
-    fn allows(&self, profile: &CustomerProfile, purpose: &str, now: i64) -> bool {
-        profile
-            .consents
-            .allowed(purpose, "all", None, self.implied(purpose), now)
+    fn allows(&self, profile: &CustomerProfile, purpose: Purpose, now: i64) -> bool {
+        profile.consents.allowed(
+            purpose,
+            ConsentChannel::All,
+            None,
+            self.implied(purpose),
+            now,
+        )
     }
 
     /// The surviving value of each field: from the channel ranked first for it, then
@@ -1292,10 +1292,10 @@ impl Profiler {
         &self,
         profile: &CustomerProfile,
         now: i64,
-    ) -> BTreeMap<&'static str, Vec<&'static str>> {
-        CONSENT_PURPOSES
-            .iter()
-            .map(|p| (*p, self.allowed_channels(profile, p, now)))
+    ) -> BTreeMap<Purpose, Vec<Channel>> {
+        Purpose::ALL
+            .into_iter()
+            .map(|p| (p, self.allowed_channels(profile, p, now)))
             .collect()
     }
 }
@@ -1427,7 +1427,7 @@ fn person_and_attributes<'a>(
 }
 
 type StatedFields<'a> = BTreeMap<&'a str, StatedField<'a>>;
-type DecisionsByPurpose<'a> = BTreeMap<&'a str, BTreeMap<&'a str, StatedDecision<'a>>>;
+type DecisionsByPurpose<'a> = BTreeMap<Purpose, BTreeMap<ConsentChannel, StatedDecision<'a>>>;
 
 /// The consent decisions as of `now`: per purpose and channel, and those about one
 /// identifier only.
@@ -1442,9 +1442,9 @@ fn consent_view(
         match &k.identifier {
             None => {
                 decisions
-                    .entry(&k.purpose)
+                    .entry(k.purpose)
                     .or_default()
-                    .insert(&k.channel, decision);
+                    .insert(k.channel, decision);
             }
             Some(_) => by_identifier.push(IdentifierDecision {
                 key: DecisionKey::from(k),

@@ -16,8 +16,8 @@ use crate::engine::profile::consent::{Change, ConsentKey, Decision};
 use crate::engine::profile::event::FieldData;
 use crate::engine::profile::{FieldValue, SourceFacts};
 use crate::model::output::Time;
-use crate::model::Ident;
 use crate::model::{Address, Item};
+use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 
 /// An amount in cents, written as a decimal number of the currency (`1999` → `19.99`).
 pub fn amount(cents: i64) -> f64 {
@@ -105,8 +105,8 @@ pub struct Segments {
 /// identifier only.
 #[derive(Debug, Serialize)]
 pub struct DecisionKey<'a> {
-    pub purpose: &'a str,
-    pub channel: &'a str,
+    pub purpose: Purpose,
+    pub channel: ConsentChannel,
     pub identifier: Option<&'a Ident>,
 }
 
@@ -161,10 +161,10 @@ pub struct GoldenRecord<'a> {
     pub recently_purchased: Vec<String>,
     pub open_carts: usize,
     /// Decisions about no identifier in particular, per purpose and channel.
-    pub consents: BTreeMap<&'a str, BTreeMap<&'a str, StatedDecision<'a>>>,
+    pub consents: BTreeMap<Purpose, BTreeMap<ConsentChannel, StatedDecision<'a>>>,
     pub consents_by_identifier: Vec<IdentifierDecision<'a>>,
     /// Channels allowed and reachable, per purpose.
-    pub allowed_channels: BTreeMap<&'static str, Vec<&'static str>>,
+    pub allowed_channels: BTreeMap<Purpose, Vec<Channel>>,
     pub do_not_profile: bool,
     pub do_not_personalize: bool,
     /// Number of source profiles.
@@ -211,8 +211,8 @@ pub struct CartAbandoned<'a> {
     pub last_activity_channel: &'a str,
     pub due_at: Time,
     pub preferred_channels: Vec<String>,
-    pub channels_allowed: Vec<&'static str>,
-    pub purpose: &'a str,
+    pub channels_allowed: Vec<Channel>,
+    pub purpose: Purpose,
     pub recently_purchased: Vec<String>,
     pub at: Time,
 }
@@ -297,8 +297,8 @@ impl<'a> From<&'a FieldValue> for StatedField<'a> {
 impl<'a> From<&'a ConsentKey> for DecisionKey<'a> {
     fn from(k: &'a ConsentKey) -> Self {
         DecisionKey {
-            purpose: &k.purpose,
-            channel: &k.channel,
+            purpose: k.purpose,
+            channel: k.channel,
             identifier: k.identifier.as_ref(),
         }
     }

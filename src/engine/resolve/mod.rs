@@ -2653,8 +2653,8 @@ impl Resolver {
                 },
             };
             consents.push(ConsentStatement {
-                purpose: c.purpose.clone(),
-                channel: c.channel.clone(),
+                purpose: c.purpose,
+                channel: c.channel,
                 granted: c.granted,
                 identifier,
                 expires_at: c.expires_at,
