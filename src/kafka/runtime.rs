@@ -9,18 +9,28 @@
 //!    ([`source`]), and fetch the writer schemas of its Avro records ([`decode`]);
 //! 2. run the engine over them (a redelivered `event_id` changes nothing) ([`dispatch`]);
 //! 3. write the engine's state **and the batch's output records (the outbox)** to the
-//!    store in one atomic, flushed write; the previous batch's outbox entry, already
-//!    acknowledged, is removed in the same write ([`dispatch`], [`outbox`]);
+//!    store in one atomic, flushed write ([`dispatch`], [`outbox`]);
 //! 4. produce the outputs and wait for every acknowledgement, retrying (with back-off,
-//!    logged and counted) for as long as the broker does not acknowledge ([`sink`]);
-//! 5. commit the offsets after the last record of the batch (a committed offset is the
+//!    logged and counted) for as long as the broker does not acknowledge, with a new
+//!    producer after a fatal producer error ([`sink`]);
+//! 5. remove the batch's outbox entry, in a write flushed while the next step runs and
+//!    durable before the batch is done ([`outbox`]);
+//! 6. commit the offsets after the last record of the batch (a committed offset is the
 //!    next one to read) ([`offsets`]).
 //!
-//! A crash before 3 leaves no trace: the records are consumed again. A crash after 3
-//! leaves the outbox: on start, its records are produced again before anything is
-//! consumed, and the records of the batch, consumed again since their offsets were not
-//! committed, are recognised by `event_id` and change nothing. Outputs may therefore
-//! be duplicated, never lost; state is never counted twice.
+//! A crash before 3 leaves no trace: the records are consumed again. A crash between 3
+//! and 5 leaves the outbox entry: on start, its records are produced again before
+//! anything is consumed (those acknowledged before the crash are duplicated), and the
+//! records of the batch, consumed again since their offsets were not committed, are
+//! recognised by `event_id` and change nothing. A crash after 5 re-sends nothing.
+//! Outputs may therefore be duplicated (at most the batch in delivery at the crash),
+//! never lost; state is never counted twice.
+//!
+//! A producer that keeps failing fatally, even new ones, makes the run end with
+//! [`RuntimeError::ProducerUnrecoverable`] (the process exits non-zero): the outbox
+//! keeps what was not acknowledged. Outputs that wait longer than
+//! `runtime.stall_timeout_ms` without an acknowledgement turn `/healthz` and `/readyz`
+//! to 503.
 //!
 //! A rebalance can only happen while records are being consumed (step 1), inside the
 //! client's poll: the records gathered before it are dropped, since the eager
@@ -74,6 +84,11 @@ pub enum RuntimeError {
     Encode(#[from] EncodeError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(
+        "the producer failed fatally after {rebuilds} new producers in a row (last: {cause}); \
+         outputs not acknowledged stay in the outbox and are sent on next start"
+    )]
+    ProducerUnrecoverable { rebuilds: u32, cause: String },
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: String,
@@ -93,6 +108,8 @@ pub struct RuntimeStats {
     pub produced: AtomicU64,
     pub batches: AtomicU64,
     pub delivery_retries: AtomicU64,
+    /// Producers replaced after a fatal error.
+    pub producer_rebuilds: AtomicU64,
     pub rebalances: AtomicU64,
     pub dropped_batches: AtomicU64,
     pub outbox_resent: AtomicU64,
@@ -176,10 +193,13 @@ pub async fn run(
     telemetry.health.beat();
     let mut engine = open_engine(&settings)?;
     telemetry.health.set_store_ok(true);
-    let sink = Sink::new(&settings, stats.clone())?;
+    telemetry
+        .health
+        .set_ack_stall_timeout(Duration::from_millis(settings.runtime.stall_timeout_ms));
+    let mut sink = Sink::new(&settings, stats.clone())?;
 
     // Outputs decided before a crash but maybe never acknowledged go out first.
-    let mut clean = outbox::resend(&mut engine, &sink, &stats, &mut shutdown).await?;
+    let mut clean = outbox::resend(&mut engine, &mut sink, &stats, &mut shutdown).await?;
     stats
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
@@ -202,7 +222,7 @@ pub async fn run(
         },
         engine: &mut engine,
         source,
-        sink: &sink,
+        sink: &mut sink,
         outbox: Outbox::default(),
         timers: Timers::new(&settings),
         stats: &stats,
@@ -262,7 +282,7 @@ struct Pipeline<'a> {
     dispatch: Dispatch<'a>,
     engine: &'a mut Engine,
     source: Source,
-    sink: &'a Sink,
+    sink: &'a mut Sink,
     outbox: Outbox,
     timers: Timers,
     stats: &'a RuntimeStats,
@@ -270,7 +290,7 @@ struct Pipeline<'a> {
 
 impl Pipeline<'_> {
     /// One batch: gathered, decoded, through the engine into the store and the outbox,
-    /// delivered, its offsets committed, then reported.
+    /// delivered, its outbox entry removed, its offsets committed, then reported.
     async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Turn, RuntimeError> {
         let batch = self.source.gather(self.timers.idle_until(), shutdown).await;
         let due = self.timers.due(&batch);
@@ -303,14 +323,17 @@ impl Pipeline<'_> {
 
         let flushed = Instant::now();
         self.stats.telemetry.set_outbox_pending(wire.len());
-        if !self.sink.deliver(&wire, shutdown).await {
+        if !self.sink.deliver(&wire, shutdown).await? {
             return Ok(Turn::Stop { clean: false });
         }
 
         let delivered = Instant::now();
         let acknowledged_at = chrono::Utc::now().timestamp_millis();
         self.stats.telemetry.set_outbox_pending(0);
+        // The entry's removal is flushed while the offsets are committed.
+        self.outbox.acknowledged(self.engine)?;
         offsets::commit(&self.source.consumer, &batch, &self.stats.telemetry)?;
+        tokio::task::block_in_place(|| self.engine.wait_durable())?;
         let phases = Phases {
             gathered,
             processed: processed_at.unwrap_or(gathered),

@@ -45,6 +45,12 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Consumer group of the runtime.
     pub group_id: String,
+    /// Static group membership (`group.instance.id`, KIP-345): a stable name of this
+    /// instance (e.g. the pod name of a StatefulSet). A restarted instance takes its
+    /// partitions back at once instead of waiting for its old session to expire; an
+    /// instance that stops holds them until `session.timeout.ms` passes. `None`: dynamic
+    /// membership.
+    pub group_instance_id: Option<String>,
     /// Prefix of every topic name, input and output (`prod.` gives `prod.touchpoints.web`).
     pub topic_prefix: String,
     /// Channels consumed, one topic `touchpoints.<channel>` each.
@@ -64,6 +70,7 @@ impl Default for KafkaSettings {
         Self {
             brokers: "localhost:9092".into(),
             group_id: "unicus".into(),
+            group_instance_id: None,
             topic_prefix: String::new(),
             channels: [
                 "web",
@@ -124,6 +131,9 @@ pub struct RuntimeSettings {
     pub retry_backoff_ms: u64,
     /// Deadline to drain the batch in progress on SIGINT/SIGTERM.
     pub shutdown_timeout_ms: u64,
+    /// `/healthz` and `/readyz` fail once outputs have waited this long without any
+    /// acknowledgement (a broker that does not answer, a producer that cannot recover).
+    pub stall_timeout_ms: u64,
     /// Bytes of recently used store values kept in memory.
     pub store_cache_bytes: usize,
 }
@@ -136,6 +146,7 @@ impl Default for RuntimeSettings {
             batch_max_wait_ms: 100,
             retry_backoff_ms: 1_000,
             shutdown_timeout_ms: 10_000,
+            stall_timeout_ms: 30_000,
             store_cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
         }
     }
@@ -149,7 +160,8 @@ pub struct MetricsSettings {
     pub enabled: bool,
     /// Address and port of the endpoint (`127.0.0.1:0`: any free port, as tests do).
     pub listen: String,
-    /// `/healthz` fails when the main loop has not moved for this long.
+    /// `/healthz` fails when the main loop has not moved for this long (outputs waiting
+    /// for the broker have their own limit: `runtime.stall_timeout_ms`).
     pub stall_timeout_ms: u64,
     /// How often librdkafka reports consumer lag (`statistics.interval.ms` of the
     /// consumer; 0 disables the lag metric).
@@ -295,6 +307,20 @@ impl Settings {
         if k.group_id.trim().is_empty() {
             return invalid("kafka.group_id", "must not be empty");
         }
+        // What the broker accepts as a group.instance.id (the rules of topic names).
+        if let Some(id) = &k.group_instance_id {
+            if id.is_empty()
+                || id.len() > 249
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            {
+                return invalid(
+                    "kafka.group_instance_id",
+                    "1 to 249 characters among a-z, A-Z, 0-9, '.', '_' and '-'",
+                );
+            }
+        }
         if k.channels.is_empty() {
             return invalid("kafka.channels", "at least one channel is needed");
         }
@@ -324,6 +350,9 @@ impl Settings {
         let r = &self.runtime;
         if r.batch_max_events == 0 || r.batch_max_wait_ms == 0 {
             return invalid("runtime.batch_max_events", "batch bounds must be positive");
+        }
+        if r.stall_timeout_ms < 1_000 {
+            return invalid("runtime.stall_timeout_ms", "must be at least 1000");
         }
         // A batch must fit well inside the poll interval, or the group evicts us.
         if let Some(v) = k.properties.get("max.poll.interval.ms") {
@@ -362,13 +391,14 @@ impl Settings {
             "enable.auto.commit",
             "enable.auto.offset.store",
             "group.id",
+            "group.instance.id",
             "bootstrap.servers",
         ] {
             if k.properties.contains_key(forbidden) {
                 return Err(SettingsError::Invalid {
                     field: "kafka.properties",
                     problem: format!(
-                        "`{forbidden}` is set by unicus (use kafka.brokers / kafka.group_id; offsets are committed by unicus only)"
+                        "`{forbidden}` is set by unicus (use kafka.brokers / kafka.group_id / kafka.group_instance_id; offsets are committed by unicus only)"
                     ),
                 });
             }
@@ -441,6 +471,27 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("enable.auto.commit"), "{e}");
         assert!(Settings::from_toml_and_env("[kafka]\nchannels = [\"Web Shop\"]\n", []).is_err());
+    }
+
+    #[test]
+    fn stall_timeout_and_group_instance_id_are_validated() {
+        let e = Settings::from_toml_and_env("[runtime]\nstall_timeout_ms = 10\n", []).unwrap_err();
+        assert!(e.to_string().contains("runtime.stall_timeout_ms"), "{e}");
+        let s =
+            Settings::from_toml_and_env("[kafka]\ngroup_instance_id = \"unicus-0\"\n", []).unwrap();
+        assert_eq!(s.kafka.group_instance_id.as_deref(), Some("unicus-0"));
+        for bad in ["", "unicus 0", "a/b"] {
+            let text = format!("[kafka]\ngroup_instance_id = \"{bad}\"\n");
+            let e = Settings::from_toml_and_env(&text, []).unwrap_err();
+            assert!(
+                e.to_string().contains("kafka.group_instance_id"),
+                "{bad}: {e}"
+            );
+        }
+        let e =
+            Settings::from_toml_and_env("[kafka.properties]\n\"group.instance.id\" = \"x\"\n", [])
+                .unwrap_err();
+        assert!(e.to_string().contains("kafka.group_instance_id"), "{e}");
     }
 
     #[test]

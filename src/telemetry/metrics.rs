@@ -34,9 +34,12 @@
 //! `unicus_outbox_resent_records_total`, not in `unicus_records_produced_total`.
 //!
 //! Consumer lag comes from librdkafka's statistics (every `metrics.lag_interval_ms`).
-//! Liveness (`/healthz`): the main loop moved within `metrics.stall_timeout_ms`.
+//! Liveness (`/healthz`): the main loop moved within `metrics.stall_timeout_ms`, and
+//! outputs handed to the producer have not waited longer than `runtime.stall_timeout_ms`
+//! without an acknowledgement.
 //! Readiness (`/readyz`): the consumer has received an assignment from its group, the
-//! store is open and its last write succeeded, and the process is not stopping.
+//! store is open and its last write succeeded, outputs are not stalled (as above), and
+//! the process is not stopping.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -93,7 +96,17 @@ pub struct Health {
     /// The store is open and its last write succeeded.
     store_ok: AtomicBool,
     stopping: AtomicBool,
+    /// Milliseconds since `origin` of the last acknowledgement of an output, or of the
+    /// hand-off of outputs to the producer when none came since; [`NOTHING_AWAITED`]
+    /// when every output is acknowledged.
+    awaited_since_ms: AtomicU64,
+    /// How long outputs may wait without an acknowledgement (`runtime.stall_timeout_ms`);
+    /// 0: no limit.
+    ack_stall_ms: AtomicU64,
 }
+
+/// No output is waiting for its acknowledgement.
+const NOTHING_AWAITED: u64 = u64::MAX;
 
 impl Default for Health {
     fn default() -> Self {
@@ -103,6 +116,8 @@ impl Default for Health {
             joined: AtomicBool::new(false),
             store_ok: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            awaited_since_ms: AtomicU64::new(NOTHING_AWAITED),
+            ack_stall_ms: AtomicU64::new(0),
         }
     }
 }
@@ -127,12 +142,59 @@ impl Health {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    /// How long outputs may wait without an acknowledgement before health fails.
+    pub fn set_ack_stall_timeout(&self, timeout: Duration) {
+        self.ack_stall_ms
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Outputs were handed to the producer: the wait for acknowledgements starts now,
+    /// unless outputs already wait.
+    pub fn outputs_sent(&self) {
+        let _ = self.awaited_since_ms.compare_exchange(
+            NOTHING_AWAITED,
+            self.now_ms(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The broker acknowledged an output: it is answering, the wait starts again.
+    pub fn output_acknowledged(&self) {
+        self.awaited_since_ms
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Every output handed to the producer is acknowledged.
+    pub fn outputs_settled(&self) {
+        self.awaited_since_ms
+            .store(NOTHING_AWAITED, Ordering::Relaxed);
+    }
+
+    /// How long outputs have waited without an acknowledgement, once that is longer
+    /// than the limit.
+    pub fn ack_stalled(&self) -> Option<Duration> {
+        let limit = self.ack_stall_ms.load(Ordering::Relaxed);
+        let since = self.awaited_since_ms.load(Ordering::Relaxed);
+        if limit == 0 || since == NOTHING_AWAITED {
+            return None;
+        }
+        let waited = self.now_ms().saturating_sub(since);
+        (waited > limit).then(|| Duration::from_millis(waited))
+    }
+
     /// `None` when ready, else why not.
     pub fn not_ready(&self) -> Option<&'static str> {
         if self.stopping.load(Ordering::Relaxed) {
             Some("stopping")
         } else if !self.store_ok.load(Ordering::Relaxed) {
             Some("store not open or last write failed")
+        } else if self.ack_stalled().is_some() {
+            Some("outputs not acknowledged within runtime.stall_timeout_ms")
         } else if !self.joined.load(Ordering::Relaxed) {
             Some("no assignment from the consumer group yet")
         } else {
@@ -284,6 +346,10 @@ impl Telemetry {
         self.families.delivery_retries.inc();
     }
 
+    pub fn producer_rebuilt(&self) {
+        self.families.producer_rebuilds.inc();
+    }
+
     pub fn batch_dropped(&self) {
         self.families.batches_dropped.inc();
     }
@@ -416,14 +482,23 @@ async fn metrics(State(e): State<Endpoint>) -> impl IntoResponse {
 }
 
 async fn healthz(State(e): State<Endpoint>) -> impl IntoResponse {
-    let idle = e.telemetry.health.since_beat();
-    if idle <= e.stall_timeout {
-        (StatusCode::OK, "ok\n".to_string())
-    } else {
+    let health = &e.telemetry.health;
+    let idle = health.since_beat();
+    if idle > e.stall_timeout {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("main loop stalled for {} ms\n", idle.as_millis()),
         )
+    } else if let Some(waited) = health.ack_stalled() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "outputs not acknowledged for {} ms (runtime.stall_timeout_ms)\n",
+                waited.as_millis()
+            ),
+        )
+    } else {
+        (StatusCode::OK, "ok\n".to_string())
     }
 }
 
@@ -666,6 +741,38 @@ mod tests {
         );
         t.health.set_stopping();
         assert_eq!(t.health.not_ready(), Some("stopping"));
+    }
+
+    #[test]
+    fn outputs_waiting_past_the_limit_without_an_acknowledgement_fail_health() {
+        let t = Telemetry::new();
+        t.health.set_store_ok(true);
+        t.rebalanced("assign", Some(1));
+        let h = &t.health;
+        h.set_ack_stall_timeout(Duration::from_millis(50));
+        h.outputs_sent();
+        assert_eq!(h.ack_stalled(), None, "within the limit");
+        std::thread::sleep(Duration::from_millis(80));
+        // Sent again while waiting: the wait keeps its start.
+        h.outputs_sent();
+        assert!(h.ack_stalled().unwrap() >= Duration::from_millis(50));
+        assert_eq!(
+            h.not_ready(),
+            Some("outputs not acknowledged within runtime.stall_timeout_ms")
+        );
+        h.output_acknowledged();
+        assert_eq!(
+            h.ack_stalled(),
+            None,
+            "an acknowledgement restarts the wait"
+        );
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(h.ack_stalled().is_some());
+        h.outputs_settled();
+        assert_eq!(h.ack_stalled(), None, "nothing waits");
+        assert_eq!(h.not_ready(), None);
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(h.ack_stalled(), None);
     }
 
     #[test]

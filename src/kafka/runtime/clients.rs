@@ -104,6 +104,10 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("partition.assignment.strategy", "range,roundrobin");
+    // Static membership: a restart takes the partitions back without a rebalance.
+    if let Some(id) = &settings.kafka.group_instance_id {
+        c.set("group.instance.id", id);
+    }
     if settings.metrics.enabled && settings.metrics.lag_interval_ms > 0 {
         c.set(
             "statistics.interval.ms",
@@ -206,5 +210,43 @@ fn missing_topics(settings: &Settings, names: &[String]) -> Vec<String> {
             warn!(error = %e, "cannot read topic metadata");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_membership_is_set_and_the_guarantees_win_over_pass_through_properties() {
+        let mut settings = Settings::default();
+        for (k, v) in [
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.idempotence", "false"),
+            ("acks", "1"),
+            ("session.timeout.ms", "6000"),
+        ] {
+            settings.kafka.properties.insert(k.into(), v.into());
+        }
+        let consumer = consumer_config(&settings);
+        assert_eq!(
+            consumer.get("group.instance.id"),
+            None,
+            "dynamic by default"
+        );
+        assert_eq!(
+            consumer.get("partition.assignment.strategy"),
+            Some("range,roundrobin")
+        );
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        let producer = producer_config(&settings);
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("acks"), Some("all"));
+
+        settings.kafka.group_instance_id = Some("unicus-0".into());
+        let consumer = consumer_config(&settings);
+        assert_eq!(consumer.get("group.instance.id"), Some("unicus-0"));
+        assert_eq!(consumer.get("enable.auto.commit"), Some("false"));
+        assert_eq!(producer_config(&settings).get("group.instance.id"), None);
     }
 }

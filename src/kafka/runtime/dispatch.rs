@@ -66,10 +66,10 @@ impl Dispatch<'_> {
                 processed_at: None,
             });
         }
-        let seq = outbox.stage(engine.store_mut(), &wire)?;
+        outbox.stage(engine.store_mut(), &wire)?;
         let processed_at = Instant::now();
         engine.commit()?;
-        outbox.written(seq);
+        outbox.written();
         Ok(Processed {
             wire,
             processed_at: Some(processed_at),

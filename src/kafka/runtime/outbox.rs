@@ -1,10 +1,10 @@
 //! The outbox: a batch's output records, written to the store in the same atomic write
 //! as the state they come from, kept until acknowledged, and re-sent on start.
 //!
-//! An entry is removed in the write of the next batch (its records were acknowledged
-//! before that batch was gathered), or on a clean stop. An entry found on start belongs
-//! to a run that stopped between the write and the acknowledgement: its records are
-//! produced again, before anything is consumed.
+//! An entry is removed as soon as every one of its records is acknowledged, in a write
+//! of its own made durable before the batch is done (a restart then re-sends nothing of
+//! it). An entry found on start belongs to a run that stopped between the write and the
+//! last acknowledgement: its records are produced again, before anything is consumed.
 
 use std::sync::atomic::Ordering;
 
@@ -21,43 +21,51 @@ const OUTBOX: Table<u64, Vec<WireRecord>> = Table::new(keys::kafka_runtime::OUTB
 /// The last sequence number given.
 const OUTBOX_SEQ: Cell<u64> = Cell::new(keys::kafka_runtime::OUTBOX_SEQ);
 
-/// The outbox entries of this run.
+/// The outbox entry of the batch in progress.
 #[derive(Default)]
 pub(super) struct Outbox {
-    /// The entry of the last batch written, acknowledged by the time the next is staged.
-    previous: Option<u64>,
+    /// The entry staged in the store's next write (none for a batch without outputs).
+    staged: Option<u64>,
+    /// The entry in the store whose records are not all acknowledged yet.
+    unacknowledged: Option<u64>,
 }
 
 impl Outbox {
     /// Stages, in the store's next write, a new entry holding `records` (none if there
-    /// are none) and the removal of the previous one. Returns the new entry's number,
-    /// to pass to [`Outbox::written`] once that write is flushed.
+    /// are none). [`Outbox::written`] says when that write is flushed.
     pub(super) fn stage(
-        &self,
+        &mut self,
         store: &mut Store,
         records: &[WireRecord],
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(), StoreError> {
         let seq = OUTBOX_SEQ.get(store)?.unwrap_or(0) + 1;
         OUTBOX_SEQ.put(store, &seq)?;
-        if let Some(prev) = self.previous {
-            OUTBOX.remove(store, prev);
-        }
+        self.staged = None;
         if !records.is_empty() {
             OUTBOX.put(store, seq, records)?;
+            self.staged = Some(seq);
         }
-        Ok(seq)
+        Ok(())
     }
 
-    /// The entry `seq` is in the store.
-    pub(super) fn written(&mut self, seq: u64) {
-        self.previous = Some(seq);
+    /// The staged entry is in the store.
+    pub(super) fn written(&mut self) {
+        self.unacknowledged = self.staged.take();
     }
 
-    /// On a clean stop, every entry was acknowledged: removes the last one.
+    /// Every record of the entry written is acknowledged: starts writing its removal.
+    /// Durable once [`Engine::wait_durable`] returns.
+    pub(super) fn acknowledged(&mut self, engine: &mut Engine) -> Result<(), RuntimeError> {
+        if let Some(seq) = self.unacknowledged.take() {
+            OUTBOX.remove(engine.store_mut(), seq);
+            engine.commit_in_background()?;
+        }
+        Ok(())
+    }
+
+    /// On a clean stop every entry is acknowledged, hence removed: writes what an idle
+    /// turn may have left staged.
     pub(super) fn clear(&self, engine: &mut Engine) -> Result<(), RuntimeError> {
-        if let Some(prev) = self.previous {
-            OUTBOX.remove(engine.store_mut(), prev);
-        }
         tokio::task::block_in_place(|| engine.commit())?;
         Ok(())
     }
@@ -67,7 +75,7 @@ impl Outbox {
 /// an outage, and what is left stays for the next start.
 pub(super) async fn resend(
     engine: &mut Engine,
-    sink: &Sink,
+    sink: &mut Sink,
     stats: &RuntimeStats,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, RuntimeError> {
@@ -78,7 +86,7 @@ pub(super) async fn resend(
     let mut total = 0;
     for (seq, records) in entries {
         stats.telemetry.set_outbox_pending(records.len());
-        if !sink.deliver(&records, shutdown).await {
+        if !sink.deliver(&records, shutdown).await? {
             return Ok(false);
         }
         total += records.len();

@@ -238,6 +238,10 @@ engine_counters!(families [
         "unicus_output_delivery_retries_total",
         "Delivery attempts of a batch's outputs that the broker did not fully acknowledge.")
         => runtime;
+    producer_rebuilds: counter(
+        "unicus_producer_rebuilds_total",
+        "Producers replaced after a fatal error (fenced, idempotence state lost); the new one sends the outputs not acknowledged.")
+        => runtime;
     batches: counter(
         "unicus_batches_total",
         "Batches made durable, delivered and committed.") => batch(|f, _b| f.inc());
