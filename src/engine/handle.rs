@@ -206,7 +206,7 @@ impl Engine {
         record: &Record,
         request: Request,
     ) -> Result<Vec<OutputRecord>, EngineError> {
-        let at = match request.requested_at.or(record.timestamp) {
+        let at = match request.requested_at.or(record.time()) {
             Some(at) => at,
             None => self.input_clock()?,
         };
@@ -244,7 +244,7 @@ impl Engine {
     /// Carries out an operator command (`identity.commands`): a split or a merge, or
     /// the reason it cannot be.
     fn command(&mut self, record: &Record, cmd: &Command) -> Result<Outcome, EngineError> {
-        let at = match cmd.requested_at.or(record.timestamp) {
+        let at = match cmd.requested_at.or(record.time()) {
             Some(at) => at,
             None => self.input_clock()?,
         };

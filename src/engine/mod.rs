@@ -312,4 +312,36 @@ mod tests {
         };
         assert_eq!(value["done_at"], "2026-03-05T08:00:00Z", "{value}");
     }
+
+    #[test]
+    fn a_record_timestamp_rfc_3339_cannot_state_is_no_time_for_a_request() {
+        let mut engine = Engine::new(EngineConfig::default(), Store::temporary().unwrap()).unwrap();
+        line(
+            &mut engine,
+            0,
+            r#"{"event_id":"e1","channel":"web","type":"login","occurred_at":"2026-03-01T10:00:00Z","identifiers":{"email":"a@example.fr"}}"#,
+        );
+        for (n, timestamp) in [(1, 253_402_300_800_000), (2, i64::MIN)] {
+            let json = format!(
+                r#"{{"request_id":"r{n}","kind":"export","identifier":{{"type":"email","value":"a@example.fr"}}}}"#
+            );
+            let record = Record {
+                bytes: json.as_bytes(),
+                source_topic: "gdpr.requests",
+                source_offset: n,
+                key: None,
+                timestamp: Some(timestamp),
+            };
+            let input = engine.parse(InputKind::Request, record.bytes);
+            let out = engine.handle(&record, input).unwrap();
+            let receipt = out
+                .iter()
+                .find(|o| o.topic == crate::model::output::Topic::GdprReceipts)
+                .expect("a receipt");
+            let crate::model::output::Payload::Json(value) = &receipt.payload else {
+                panic!("a JSON receipt");
+            };
+            assert_eq!(value["done_at"], "2026-03-01T10:00:00Z", "{value}");
+        }
+    }
 }

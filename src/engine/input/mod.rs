@@ -24,6 +24,16 @@ pub struct Record<'a> {
     pub timestamp: Option<i64>,
 }
 
+impl Record<'_> {
+    /// The record's timestamp as the time of a request or command, if RFC 3339 can state
+    /// it: a producer may set any, and a receipt dated beyond year 9999 could not be
+    /// written in its topic's schema (the batch, and so the stream, would stop on it).
+    pub fn time(&self) -> Option<i64> {
+        self.timestamp
+            .filter(|t| crate::model::output::RFC3339_MS.contains(t))
+    }
+}
+
 /// What a record is: the runtime knows it from the topic, a replay line from its fields
 /// ([`InputKind::of_document`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
