@@ -51,6 +51,19 @@ impl Process {
         assert!(status.success(), "kill {signal}");
     }
 
+    /// The process state letter once it is `want`, or the last one seen after 5 s: a
+    /// signal is delivered asynchronously, so the state right after `kill` may lag.
+    fn state_becomes(&self, want: char) -> char {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = self.state();
+            if state == want || Instant::now() > deadline {
+                return state;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The process state letter of /proc/PID/stat (`T`: stopped).
     fn state(&self) -> char {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
@@ -264,7 +277,7 @@ stall_timeout_ms = 10000
     }
     broker.signal("-STOP");
     let frozen_at = Instant::now();
-    assert_eq!(broker.state(), 'T', "tansu is stopped");
+    assert_eq!(broker.state_becomes('T'), 'T', "tansu is stopped");
     let before = reader.event_ids.len();
     eprintln!("froze the broker with {before} of {EVENTS} events resolved");
 

@@ -549,7 +549,7 @@ impl Reader<'_, '_> {
             ))),
             Node::Double => float(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
             Node::String => Json::String(self.string()?),
-            Node::TimestampMillis => Json::String(crate::model::output::rfc3339(self.long()?)),
+            Node::TimestampMillis => Json::String(timestamp_text(self.long()?)?),
             Node::Date => Json::String(date_text(self.long()?)?),
             &Node::Decimal { scale, .. } => {
                 let n = usize::try_from(self.long()?).ok()?;
@@ -616,8 +616,14 @@ pub fn to_json(
         (Avro::Float(f), _) => float(f64::from(f)),
         (Avro::Double(f), _) => float(f),
         (Avro::String(s) | Avro::Enum(_, s), _) => Json::String(s),
-        (Avro::TimestampMillis(ms), _) => Json::String(crate::model::output::rfc3339(ms)),
-        (Avro::TimestampMicros(us), _) => Json::String(crate::model::output::rfc3339(us / 1000)),
+        (Avro::TimestampMillis(ms), _) => Json::String(
+            timestamp_text(ms)
+                .ok_or_else(|| CodecError::Avro(format!("timestamp {ms} ms out of range")))?,
+        ),
+        (Avro::TimestampMicros(us), _) => Json::String(
+            timestamp_text(us / 1000)
+                .ok_or_else(|| CodecError::Avro(format!("timestamp {us} µs out of range")))?,
+        ),
         (Avro::Date(days), _) => Json::String(
             date_text(days.into())
                 .ok_or_else(|| CodecError::Avro(format!("date {days} out of range")))?,
@@ -668,6 +674,16 @@ pub fn to_json(
 }
 
 /// `YYYY-MM-DD` of an Avro `date` (days since 1970-01-01); `None` out of chrono's range.
+/// A `timestamp-millis` as RFC 3339 text; `None` outside the years 0000–9999 that the
+/// text form can hold (never silently another time).
+fn timestamp_text(ms: i64) -> Option<String> {
+    use chrono::Datelike;
+    let t = chrono::DateTime::from_timestamp_millis(ms)?;
+    (0..=9999)
+        .contains(&t.year())
+        .then(|| crate::model::output::rfc3339(ms))
+}
+
 fn date_text(days: i64) -> Option<String> {
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     let day = epoch.checked_add_signed(chrono::TimeDelta::try_days(days)?)?;
@@ -717,6 +733,39 @@ mod tests {
             .unwrap()
             .write_value_to_vec(value)
             .unwrap()
+    }
+
+    #[test]
+    fn a_timestamp_that_rfc_3339_cannot_hold_is_refused_not_rewritten() {
+        let text = r#"{"type": "record", "name": "T", "fields": [
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}]}"#;
+        let schema = Schema::parse_str(text).unwrap();
+        let ts = TopicSchema::parse(crate::kafka::avro::schemas::SchemaFile {
+            dir: "output",
+            name: "t",
+            text,
+        })
+        .unwrap();
+        for ms in [i64::MAX, i64::MIN, 253_402_300_800_000, -62_167_219_200_001] {
+            let bytes = reference_bytes(
+                &schema,
+                Avro::Record(vec![("at".into(), Avro::TimestampMillis(ms))]),
+            );
+            assert_eq!(decode_direct(&bytes, &ts, Nulls::Keep), None, "{ms}");
+            let value = Avro::Record(vec![("at".into(), Avro::TimestampMillis(ms))]);
+            assert!(
+                to_json(value, &schema, &Names::new(), Nulls::Keep).is_err(),
+                "{ms}"
+            );
+        }
+        let bytes = reference_bytes(
+            &schema,
+            Avro::Record(vec![("at".into(), Avro::TimestampMillis(0))]),
+        );
+        assert_eq!(
+            decode_direct(&bytes, &ts, Nulls::Keep),
+            Some(json!({"at": "1970-01-01T00:00:00Z"}))
+        );
     }
 
     #[test]
