@@ -17,55 +17,43 @@
 //! A term matches a key when its words appear consecutively among the key's words: whole
 //! words only, so `healthy_snacks` and `trace_id` are not `health` or `race`.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
-/// The configured terms, each as its words in normal form.
+/// The configured terms in normal form, by their first word: each entry lists the words
+/// that must follow it (none for a one-word term).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SpecialTerms {
-    terms: Vec<Vec<String>>,
+    by_first: HashMap<String, Vec<Vec<String>>>,
 }
+
+/// Keys of at most this many words and bytes take the fast path (no allocation).
+const FAST_WORDS: usize = 8;
+const FAST_BYTES: usize = 64;
 
 impl SpecialTerms {
     pub(crate) fn new(terms: &[String]) -> Self {
-        Self {
-            terms: terms
+        let mut by_first: HashMap<String, Vec<Vec<String>>> = HashMap::new();
+        for term in terms {
+            let mut words = words(&prepare(term), Split::AnyNonAlphanumeric, false)
                 .iter()
-                .map(|t| {
-                    words(&prepare(t), Split::AnyNonAlphanumeric, false)
-                        .iter()
-                        .map(|w| fold_word(w))
-                        .collect::<Vec<_>>()
-                })
-                .filter(|t| !t.is_empty())
-                .collect(),
+                .map(|w| fold_word(w))
+                .collect::<Vec<_>>()
+                .into_iter();
+            if let Some(first) = words.next() {
+                by_first.entry(first).or_default().push(words.collect());
+            }
         }
+        Self { by_first }
     }
 
     /// Whether `key` names a special category.
     pub(crate) fn matches(&self, key: &str) -> bool {
-        // Fast path without allocation: the usual snake_case ascii key of few words.
-        if key
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            let mut parts = [""; 8];
-            let mut n = 0;
-            for w in key.split('_').filter(|w| !w.is_empty()) {
-                if n == parts.len() {
-                    n = usize::MAX;
-                    break;
-                }
-                parts[n] = w;
-                n += 1;
-            }
-            if n != usize::MAX {
-                return self.any_term_in(&parts[..n], |part, folded| {
-                    part.chars().flat_map(ascii_skeleton).eq(folded.chars())
-                });
-            }
+        if let Some(found) = self.matches_snake_case(key) {
+            return found;
         }
         let prepared = prepare(key);
         [Split::AnyNonAlphanumeric, Split::AsciiSeparators]
@@ -76,17 +64,52 @@ impl SpecialTerms {
                     .iter()
                     .map(|w| fold_word(w))
                     .collect();
-                self.any_term_in(&folded, |word, term_word| word == term_word)
+                let refs: Vec<&str> = folded.iter().map(String::as_str).collect();
+                self.any_term_in(&refs)
             })
     }
 
-    /// Whether a term's words appear consecutively among `words` (compared by `same`).
-    fn any_term_in<W>(&self, words: &[W], same: impl Fn(&W, &str) -> bool) -> bool {
-        self.terms.iter().any(|term| {
-            term.len() <= words.len()
-                && words
-                    .windows(term.len())
-                    .any(|w| w.iter().zip(term).all(|(a, b)| same(a, b)))
+    /// The usual key, short snake_case ASCII, folded on the stack; `None` for any other.
+    fn matches_snake_case(&self, key: &str) -> Option<bool> {
+        if key.len() > FAST_BYTES
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return None;
+        }
+        let mut folded = [0u8; FAST_BYTES * ASCII_FOLD_MAX];
+        let mut bounds = [(0usize, 0usize); FAST_WORDS];
+        let (mut len, mut n) = (0, 0);
+        for part in key.split('_').filter(|w| !w.is_empty()) {
+            if n == FAST_WORDS {
+                return None;
+            }
+            let start = len;
+            for b in part.bytes() {
+                let fold = ascii_fold(b)?;
+                folded[len..len + fold.len()].copy_from_slice(fold);
+                len += fold.len();
+            }
+            bounds[n] = (start, len);
+            n += 1;
+        }
+        let mut words = [""; FAST_WORDS];
+        for (word, &(start, end)) in words.iter_mut().zip(&bounds[..n]) {
+            *word = std::str::from_utf8(&folded[start..end]).ok()?;
+        }
+        Some(self.any_term_in(&words[..n]))
+    }
+
+    /// Whether a term's words appear consecutively among `words`.
+    fn any_term_in(&self, words: &[&str]) -> bool {
+        (0..words.len()).any(|i| {
+            self.by_first.get(words[i]).is_some_and(|rests| {
+                rests.iter().any(|rest| {
+                    words.len() - i > rest.len()
+                        && words[i + 1..].iter().zip(rest).all(|(a, b)| a == b)
+                })
+            })
         })
     }
 }
@@ -156,29 +179,32 @@ fn words(prepared: &str, split: Split, camel: bool) -> Vec<String> {
 fn fold_word(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
     for c in word.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii() {
-            out.extend(ascii_skeleton(c));
-        } else {
-            out.extend(skeleton_of(c).flat_map(char::to_lowercase));
+        match u8::try_from(c).ok().and_then(ascii_fold) {
+            Some(fold) => out.extend(fold.iter().map(|&b| char::from(b))),
+            None => out.extend(skeleton_of(c).flat_map(char::to_lowercase)),
         }
     }
     out
 }
 
-/// The lower-cased skeleton of an ASCII character, from a table built once.
-fn ascii_skeleton(c: char) -> std::str::Chars<'static> {
-    static TABLE: OnceLock<Vec<String>> = OnceLock::new();
+/// The longest fold of an ASCII character (`m` gives `rn`).
+const ASCII_FOLD_MAX: usize = 4;
+
+/// The fold of an ASCII byte (its lower-cased skeleton), from a table built once; `None`
+/// if it is not ASCII of at most [`ASCII_FOLD_MAX`] bytes (none is, in Unicode 18).
+fn ascii_fold(b: u8) -> Option<&'static [u8]> {
+    static TABLE: OnceLock<Vec<Option<String>>> = OnceLock::new();
     let table = TABLE.get_or_init(|| {
         (0u8..128)
             .map(|b| {
-                let mut buf = [0u8; 4];
-                unicode_security::skeleton(char::from(b).encode_utf8(&mut buf))
+                let fold: String = skeleton_of(char::from(b))
                     .flat_map(char::to_lowercase)
-                    .collect()
+                    .collect();
+                (fold.is_ascii() && fold.len() <= ASCII_FOLD_MAX).then_some(fold)
             })
             .collect()
     });
-    table[c as usize].chars()
+    table.get(usize::from(b))?.as_deref().map(str::as_bytes)
 }
 
 #[cfg(test)]
