@@ -664,6 +664,65 @@ async fn older_and_newer_producers_are_both_read_and_bad_records_get_a_precise_r
     assert_eq!(registry.requests(), calls);
 }
 
+/// Hostile Avro input gets the reasons JSON gets (issue #21): an unknown channel, a
+/// negative amount, a number JSON cannot hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_records_are_refused_for_the_reasons_json_records_are() {
+    let registry = RegistryDouble::start().await.unwrap();
+    let ours = catalogue().input("web");
+    let id = registry
+        .register("touchpoints.web-value", ours.text())
+        .unwrap();
+    let formats = input_formats(registry_settings(registry.url()), "web");
+    let parser = Parser::new(&EngineConfig::default());
+    let base = json!({"event_id": "w-1", "channel": "web", "type": "purchase",
+        "occurred_at": "2026-11-20T10:00:00Z", "attributes": {"ratio": 0.5}});
+    let mut kiosk = base.clone();
+    kiosk["channel"] = json!("kiosk");
+    let mut refund_elsewhere = base.clone();
+    refund_elsewhere["order"] = json!({"order_id": "T-1", "total": -12.5});
+    // 0.5 as an Avro double, then NaN in its place.
+    let mut not_a_number = framed(id, &base, ours);
+    let half = 0.5f64.to_le_bytes();
+    let at = not_a_number
+        .windows(8)
+        .position(|w| w == half)
+        .expect("the double 0.5 in the datum");
+    not_a_number[at..at + 8].copy_from_slice(&f64::NAN.to_le_bytes());
+    let records = [
+        framed(id, &base, ours),
+        framed(id, &kiosk, ours),
+        framed(id, &refund_elsewhere, ours),
+        not_a_number,
+    ];
+    let wanted = formats.unknown_ids(records.iter().map(|r| ("touchpoints.web", r.as_slice())));
+    formats.prepare(&wanted).await.unwrap();
+    let outcome: Vec<Result<(), Rejection>> = records
+        .iter()
+        .map(|r| {
+            let doc = formats.document("touchpoints.web", r)?;
+            parser.parse_document(doc).map(|_| ())
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            Ok(()),
+            Err(Rejection::UnknownChannel {
+                channel: "kiosk".into()
+            }),
+            Err(Rejection::BadValue {
+                field: "order.total".into(),
+                detail: "negative".into()
+            }),
+            Err(Rejection::BadValue {
+                field: "attributes.ratio".into(),
+                detail: "number out of range".into()
+            }),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_outage_is_an_error_to_retry_and_caches_nothing() {
     let registry = RegistryDouble::start().await.unwrap();

@@ -467,7 +467,10 @@ fn invalid_and_special_category_events_go_to_the_dlq_and_change_nothing() {
 
 #[test]
 fn unknown_types_and_fields_are_kept_and_counted() {
-    let mut e = engine();
+    // A channel added by configuration (`kafka.channels`): not in the contract's list.
+    let mut config = unicus::engine::config::EngineConfig::default();
+    config.channels.push("kiosk".into());
+    let mut e = engine_with(config);
     let out = feed(
         &mut e,
         &[event(

@@ -594,11 +594,80 @@ pub struct EngineConfig {
     pub gdpr: Gdpr,
     pub activation: Activation,
     pub matching: Matching,
-    /// Keys naming special-category data (GDPR art. 9). An event with a key containing
-    /// one of these (as whole words: `health_condition` matches `health`, `trace_id`
-    /// does not match `race`) is rejected.
+    /// Keys naming special-category data (GDPR art. 9), in English and French by
+    /// default. An event with a key containing one of these, at any depth, is rejected.
+    /// Keys and terms are compared in a normal form (NFKC, accents and case folded,
+    /// invisible characters dropped, look-alike letters mapped to one skeleton: see
+    /// `engine::input::special`) and as whole words: `health_condition` and `ｈｅａｌｔｈ`
+    /// match `health`, `healthy_snacks` and `trace_id` match neither `health` nor `race`.
     pub special_categories: Vec<String>,
+    /// The channels an event may name in `channel`: those of `kafka.channels` (one list
+    /// for the topics consumed and the channels accepted), copied there when the
+    /// settings are read; not a key of `[engine]`. Another channel is `unknown_channel`.
+    #[serde(skip)]
+    pub channels: Vec<String>,
 }
+
+/// The default special-category terms: GDPR art. 9 in English, then in French. Words
+/// used for other things too are left out (`diagnostic`: a device's; `handicap`: golf's;
+/// `politique` alone: a pricing policy), their unambiguous phrases kept.
+const DEFAULT_SPECIAL_CATEGORIES: [&str; 55] = [
+    "health",
+    "medical",
+    "diagnosis",
+    "disability",
+    "religion",
+    "religious",
+    "religious belief",
+    "philosophical belief",
+    "sexual orientation",
+    "sex life",
+    "sexuality",
+    "union membership",
+    "trade union",
+    "ethnic",
+    "ethnicity",
+    "ethnic origin",
+    "racial",
+    "race",
+    "political",
+    "political opinion",
+    "political opinions",
+    "biometric",
+    "biometrics",
+    "genetic",
+    "genetic data",
+    "santé",
+    "médical",
+    "médicale",
+    "médicaux",
+    "maladie",
+    "situation de handicap",
+    "religieux",
+    "religieuse",
+    "conviction religieuse",
+    "convictions religieuses",
+    "orientation sexuelle",
+    "vie sexuelle",
+    "sexualité",
+    "syndicat",
+    "syndical",
+    "syndicale",
+    "appartenance syndicale",
+    "ethnique",
+    "ethnie",
+    "origine ethnique",
+    "origine raciale",
+    "raciale",
+    "opinion politique",
+    "opinions politiques",
+    "génétique",
+    "génétiques",
+    "données génétiques",
+    "biométrique",
+    "biométriques",
+    "données biométriques",
+];
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -633,29 +702,14 @@ impl Default for EngineConfig {
             gdpr: Gdpr::default(),
             activation: Activation::default(),
             matching: Matching::default(),
-            special_categories: [
-                "health",
-                "medical",
-                "diagnosis",
-                "religion",
-                "religious",
-                "sexual orientation",
-                "sex life",
-                "union membership",
-                "trade union",
-                "ethnic",
-                "ethnicity",
-                "ethnic origin",
-                "racial",
-                "race",
-                "political",
-                "political opinion",
-                "biometric",
-                "genetic",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            special_categories: DEFAULT_SPECIAL_CATEGORIES
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            channels: crate::model::SOURCE_CHANNELS
+                .into_iter()
+                .map(String::from)
+                .collect(),
         }
     }
 }

@@ -3,6 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The source channels of the contract (§1), the default of `kafka.channels`: one input
+/// topic `touchpoints.<channel>` each, and the values an event's `channel` may take.
+pub const SOURCE_CHANNELS: [&str; 8] = [
+    "web",
+    "app",
+    "store",
+    "marketplace",
+    "social",
+    "crm",
+    "service",
+    "email",
+];
+
 /// Event types of the contract. Anything else is [`EventType::Other`] and kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventType {

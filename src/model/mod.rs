@@ -8,6 +8,6 @@ pub mod output;
 pub mod records;
 
 pub use consent::{Channel, ConsentChannel, Purpose, UnknownWord};
-pub use event::{Address, Cart, EventType, Item, Order, Person};
+pub use event::{Address, Cart, EventType, Item, Order, Person, SOURCE_CHANNELS};
 pub use field::Field;
 pub use ident::Ident;

@@ -53,7 +53,9 @@ pub struct KafkaSettings {
     pub group_instance_id: Option<String>,
     /// Prefix of every topic name, input and output (`prod.` gives `prod.touchpoints.web`).
     pub topic_prefix: String,
-    /// Channels consumed, one topic `touchpoints.<channel>` each.
+    /// Channels consumed, one topic `touchpoints.<channel>` each; also the only values an
+    /// event's `channel` may take (another is a dead letter, `unknown_channel`), on every
+    /// topic and in `replay` alike.
     pub channels: Vec<String>,
     /// Create missing output topics at start (where the broker allows it).
     pub create_topics: bool,
@@ -72,19 +74,10 @@ impl Default for KafkaSettings {
             group_id: "unicus".into(),
             group_instance_id: None,
             topic_prefix: String::new(),
-            channels: [
-                "web",
-                "app",
-                "store",
-                "marketplace",
-                "social",
-                "crm",
-                "service",
-                "email",
-            ]
-            .into_iter()
-            .map(String::from)
-            .collect(),
+            channels: crate::model::SOURCE_CHANNELS
+                .into_iter()
+                .map(String::from)
+                .collect(),
             create_topics: true,
             partitions: 6,
             replication_factor: 1,
@@ -287,7 +280,9 @@ impl Settings {
             }
             node.insert(parts[parts.len() - 1].clone(), parsed);
         }
-        let settings: Settings = toml::Value::Table(table).try_into()?;
+        let mut settings: Settings = toml::Value::Table(table).try_into()?;
+        // One list names the topics consumed and the channels an event may name.
+        settings.engine.channels = settings.kafka.channels.clone();
         settings.validate()?;
         Ok(settings)
     }

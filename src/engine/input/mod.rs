@@ -1,7 +1,11 @@
 //! Inputs of the engine, parsed and validated once: touchpoints (contract §1), rights
 //! requests and identity commands; a record that fails goes to the dead-letter topic.
 pub mod command;
+#[cfg(test)]
+mod hostile_tests;
+mod json;
 pub mod request;
+mod special;
 pub mod touchpoint;
 
 use serde_json::{Map, Value};

@@ -11,6 +11,8 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
+use super::json::read_object;
+use super::special::SpecialTerms;
 use crate::engine::config::EngineConfig;
 use crate::model::{
     Address, Cart, ConsentChannel, EventType, Item, Order, Person, Purpose, UnknownWord,
@@ -21,10 +23,16 @@ use crate::model::{
 pub enum Rejection {
     #[error("event is {size} bytes, more than the limit of {max}")]
     TooLarge { size: usize, max: usize },
+    /// A record without a value: empty bytes, whitespace, or a null Kafka value.
+    #[error("the record has no value")]
+    EmptyValue,
     #[error("not a json document: {0}")]
     NotJson(String),
     #[error("event is not a json object")]
     NotAnObject,
+    /// A key twice in one object: which of the two values was meant is unknown.
+    #[error("key `{key}` appears twice in the same object")]
+    DuplicateKey { key: String },
     #[error("missing required field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}` must be {expected}")]
@@ -38,6 +46,8 @@ pub enum Rejection {
     TooLong { field: String, max: usize },
     #[error("field `{field}` has an invalid value: {detail}")]
     BadValue { field: String, detail: String },
+    #[error("channel `{channel}` is not one of the configured channels")]
+    UnknownChannel { channel: String },
     #[error("{count} identifiers, more than the limit of {max}")]
     TooManyIdentifiers { count: usize, max: usize },
     #[error("special-category data is never stored: key `{key}`")]
@@ -56,14 +66,17 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason [`Rejection::reason`] gives, so that metrics show each from the start.
-    pub const REASONS: [&'static str; 14] = [
+    pub const REASONS: [&'static str; 17] = [
         "too_large",
+        "empty_value",
         "not_json",
+        "duplicate_key",
         "missing_field",
         "wrong_type",
         "bad_time",
         "too_long",
         "bad_value",
+        "unknown_channel",
         "too_many_identifiers",
         "special_category",
         "command_refused",
@@ -77,12 +90,15 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::TooLarge { .. } => "too_large",
+            Rejection::EmptyValue => "empty_value",
             Rejection::NotJson(_) | Rejection::NotAnObject => "not_json",
+            Rejection::DuplicateKey { .. } => "duplicate_key",
             Rejection::Missing(_) => "missing_field",
             Rejection::WrongType { .. } => "wrong_type",
             Rejection::BadTime { .. } => "bad_time",
             Rejection::TooLong { .. } => "too_long",
             Rejection::BadValue { .. } => "bad_value",
+            Rejection::UnknownChannel { .. } => "unknown_channel",
             Rejection::TooManyIdentifiers { .. } => "too_many_identifiers",
             Rejection::SpecialCategory { .. } => "special_category",
             Rejection::Refused { .. } => "command_refused",
@@ -153,19 +169,14 @@ pub fn parse(bytes: &[u8], config: &EngineConfig) -> Result<Touchpoint, Rejectio
 /// A parser with the deny-list of special categories prepared once.
 pub struct Parser {
     config: EngineConfig,
-    /// Each special-category term as lower-case words.
-    deny: Vec<Vec<String>>,
+    /// The special-category terms, in normal form.
+    deny: SpecialTerms,
 }
 
 impl Parser {
     pub fn new(config: &EngineConfig) -> Self {
         Self {
-            deny: config
-                .special_categories
-                .iter()
-                .map(|term| key_tokens(term))
-                .filter(|t| !t.is_empty())
-                .collect(),
+            deny: SpecialTerms::new(&config.special_categories),
             config: config.clone(),
         }
     }
@@ -178,33 +189,23 @@ impl Parser {
     /// Validates one event already decoded into a document (from Avro), with the same
     /// rules as [`Parser::parse`] after the JSON text is read.
     pub fn parse_document(&self, raw: Map<String, Value>) -> Result<Touchpoint, Rejection> {
-        validate(raw, &self.config, &self.deny)
+        validate(raw, &self.config, &self.deny).and_then(amounts_signed)
     }
 }
 
 fn parse_with(
     bytes: &[u8],
     config: &EngineConfig,
-    deny: &[Vec<String>],
+    deny: &SpecialTerms,
 ) -> Result<Touchpoint, Rejection> {
-    if bytes.len() > config.limits.max_event_bytes {
-        return Err(Rejection::TooLarge {
-            size: bytes.len(),
-            max: config.limits.max_event_bytes,
-        });
-    }
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))?;
-    let Value::Object(raw) = value else {
-        return Err(Rejection::NotAnObject);
-    };
-    validate(raw, config, deny)
+    let raw = json_object(bytes, config)?;
+    validate(raw, config, deny).and_then(amounts_signed)
 }
 
 fn validate(
     raw: Map<String, Value>,
     config: &EngineConfig,
-    deny: &[Vec<String>],
+    deny: &SpecialTerms,
 ) -> Result<Touchpoint, Rejection> {
     check_tree(&raw, config, deny)?;
     let (event_id, channel) = event_id_and_channel(&raw, config)?;
@@ -289,24 +290,21 @@ fn event_id_and_channel<'a>(
             detail: "expected 1 to 64 lower-case ascii letters, digits, `_` or `-`".into(),
         });
     }
+    if !config.channels.iter().any(|c| c == channel) {
+        return Err(Rejection::UnknownChannel {
+            channel: channel.into(),
+        });
+    }
     Ok((event_id, channel))
 }
 
-/// The JSON object of a request or command record, within the size limit.
+/// The JSON object of a record, within the size limit, read strictly (see
+/// [`super::json`]).
 pub(crate) fn json_object(
     bytes: &[u8],
     config: &EngineConfig,
 ) -> Result<Map<String, Value>, Rejection> {
-    if bytes.len() > config.limits.max_event_bytes {
-        return Err(Rejection::TooLarge {
-            size: bytes.len(),
-            max: config.limits.max_event_bytes,
-        });
-    }
-    match serde_json::from_slice(bytes).map_err(|e| Rejection::NotJson(e.to_string()))? {
-        Value::Object(o) => Ok(o),
-        _ => Err(Rejection::NotAnObject),
-    }
+    read_object(bytes, config.limits.max_event_bytes)
 }
 
 /// A required, non-blank string field, trimmed.
@@ -365,13 +363,13 @@ pub fn parse_time(s: &str, field: &'static str) -> Result<i64, Rejection> {
 fn check_tree(
     map: &Map<String, Value>,
     config: &EngineConfig,
-    deny: &[Vec<String>],
+    deny: &SpecialTerms,
 ) -> Result<(), Rejection> {
     fn walk(
         v: &Value,
         path: &mut String,
         config: &EngineConfig,
-        deny: &[Vec<String>],
+        deny: &SpecialTerms,
     ) -> Result<(), Rejection> {
         match v {
             Value::String(s) if s.len() > config.limits.max_string_bytes => {
@@ -411,67 +409,9 @@ fn check_tree(
     Ok(())
 }
 
-/// Splits a key into lower-case words: `healthCondition`, `health-condition` and
-/// `health_condition` all give `["health", "condition"]`.
-fn key_tokens(key: &str) -> Vec<String> {
-    let mut tokens = Vec::new();
-    let mut current = String::new();
-    let mut prev_lower = false;
-    for c in key.chars() {
-        if c.is_alphanumeric() {
-            if c.is_uppercase() && prev_lower && !current.is_empty() {
-                tokens.push(std::mem::take(&mut current));
-            }
-            prev_lower = c.is_lowercase() || c.is_ascii_digit();
-            current.extend(c.to_lowercase());
-        } else {
-            prev_lower = false;
-            if !current.is_empty() {
-                tokens.push(std::mem::take(&mut current));
-            }
-        }
-    }
-    if !current.is_empty() {
-        tokens.push(current);
-    }
-    tokens
-}
-
-fn names_special_category(key: &str, deny: &[Vec<String>]) -> bool {
+fn names_special_category(key: &str, deny: &SpecialTerms) -> bool {
     // Fast path: keys of the contract are short ascii words, most of them known.
-    if TOP_LEVEL.contains(&key) {
-        return false;
-    }
-    let matches = |tokens: &[&str]| {
-        deny.iter().any(|term| {
-            term.len() <= tokens.len()
-                && tokens
-                    .windows(term.len())
-                    .any(|w| w.iter().zip(term).all(|(a, b)| *a == b))
-        })
-    };
-    // Fast path without allocation: snake_case ascii keys of at most 8 words.
-    if key
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        let mut words = [""; 8];
-        let mut n = 0;
-        for w in key.split('_').filter(|w| !w.is_empty()) {
-            if n == words.len() {
-                n = usize::MAX;
-                break;
-            }
-            words[n] = w;
-            n += 1;
-        }
-        if n != usize::MAX {
-            return matches(&words[..n]);
-        }
-    }
-    let tokens = key_tokens(key);
-    let refs: Vec<&str> = tokens.iter().map(String::as_str).collect();
-    matches(&refs)
+    !TOP_LEVEL.contains(&key) && deny.matches(key)
 }
 
 fn required_str<'a>(m: &'a Map<String, Value>, field: &'static str) -> Result<&'a str, Rejection> {
@@ -669,12 +609,6 @@ fn parse_items(m: &Map<String, Value>, path: &str) -> Result<Vec<Item>, Rejectio
             _ => return Err(Rejection::Missing("items[].sku")),
         };
         let quantity = number(o.get("quantity"), &format!("{path}[{i}].quantity"))?.unwrap_or(1.0);
-        if quantity < 0.0 {
-            return Err(Rejection::BadValue {
-                field: format!("{path}[{i}].quantity"),
-                detail: "negative".into(),
-            });
-        }
         out.push(Item {
             sku,
             name: opt_str_in(o, "name", &format!("{path}[{i}].name"))?.map(String::from),
@@ -683,6 +617,48 @@ fn parse_items(m: &Map<String, Value>, path: &str) -> Result<Vec<Item>, Rejectio
         });
     }
     Ok(out)
+}
+
+/// Amounts are positive (a total or a unit price may be 0, a quantity may not), except in
+/// a return's order, which may state them as negative (the refund convention): they are
+/// read there as the amounts returned. Elsewhere a negative amount is a `bad_value`
+/// naming its field.
+fn amounts_signed(mut t: Touchpoint) -> Result<Touchpoint, Rejection> {
+    let bad = |field: String, detail: &str| Rejection::BadValue {
+        field,
+        detail: detail.into(),
+    };
+    let check_items = |items: &[Item], path: &str| {
+        for (i, item) in items.iter().enumerate() {
+            if item.quantity <= 0.0 {
+                return Err(bad(format!("{path}[{i}].quantity"), "must be more than 0"));
+            }
+            if item.unit_price.is_some_and(|p| p < 0.0) {
+                return Err(bad(format!("{path}[{i}].unit_price"), "negative"));
+            }
+        }
+        Ok(())
+    };
+    if let Some(cart) = &t.cart {
+        check_items(&cart.items, "cart.items")?;
+    }
+    match &mut t.order {
+        Some(order) if t.kind == EventType::Return => {
+            order.total_cents = order.total_cents.map(i64::abs);
+            for item in &mut order.items {
+                item.quantity = item.quantity.abs();
+                item.unit_price = item.unit_price.map(f64::abs);
+            }
+        }
+        Some(order) => {
+            if order.total_cents.is_some_and(|c| c < 0) {
+                return Err(bad("order.total".into(), "negative"));
+            }
+            check_items(&order.items, "order.items")?;
+        }
+        None => {}
+    }
+    Ok(t)
 }
 
 fn parse_order(o: &Map<String, Value>) -> Result<Order, Rejection> {
@@ -947,7 +923,12 @@ mod tests {
     fn every_reason_is_listed_for_the_metrics() {
         let rejections = [
             Rejection::TooLarge { size: 2, max: 1 },
+            Rejection::EmptyValue,
             Rejection::NotJson(String::new()),
+            Rejection::DuplicateKey { key: "a".into() },
+            Rejection::UnknownChannel {
+                channel: "kiosk".into(),
+            },
             Rejection::NotAnObject,
             Rejection::Missing("event_id"),
             Rejection::WrongType {

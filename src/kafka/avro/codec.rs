@@ -29,6 +29,34 @@ pub enum CodecError {
     Shape { path: String, problem: String },
     #[error("avro: {0}")]
     Avro(String),
+    /// A number JSON cannot hold (a `NaN` or infinite double, a decimal wider than 128
+    /// bits): the record's `bad_value`, like such a number in JSON text.
+    #[error("field `{path}`: number out of range")]
+    OutOfRange { path: String },
+}
+
+impl CodecError {
+    /// The error of a value found inside `segment` (a field name, a map key, an index).
+    fn within(self, segment: &str) -> Self {
+        match self {
+            CodecError::OutOfRange { path } if path.is_empty() => CodecError::OutOfRange {
+                path: segment.into(),
+            },
+            CodecError::OutOfRange { path } if path.starts_with('[') => CodecError::OutOfRange {
+                path: format!("{segment}{path}"),
+            },
+            CodecError::OutOfRange { path } => CodecError::OutOfRange {
+                path: format!("{segment}.{path}"),
+            },
+            other => other,
+        }
+    }
+}
+
+fn out_of_range() -> CodecError {
+    CodecError::OutOfRange {
+        path: String::new(),
+    }
 }
 
 fn shape(path: &str, problem: impl Into<String>) -> CodecError {
@@ -546,15 +574,15 @@ impl Reader<'_, '_> {
             Node::Int | Node::Long => Json::from(self.long()?),
             Node::Float => float(f64::from(f32::from_le_bytes(
                 self.take(4)?.try_into().ok()?,
-            ))),
-            Node::Double => float(f64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            )))?,
+            Node::Double => float(f64::from_le_bytes(self.take(8)?.try_into().ok()?))?,
             Node::String => Json::String(self.string()?),
             Node::TimestampMillis => Json::String(timestamp_text(self.long()?)?),
             Node::Date => Json::String(date_text(self.long()?)?),
             &Node::Decimal { scale, .. } => {
                 let n = usize::try_from(self.long()?).ok()?;
                 let unscaled = unscaled_decimal(self.take(n)?)?;
-                float(unscaled as f64 / 10f64.powi(scale as i32))
+                float(unscaled as f64 / 10f64.powi(scale as i32))?
             }
             &Node::Array(items) => {
                 let mut out = Vec::new();
@@ -613,8 +641,8 @@ pub fn to_json(
         (Avro::Boolean(b), _) => Json::Bool(b),
         (Avro::Int(i), _) => Json::from(i),
         (Avro::Long(i), _) => Json::from(i),
-        (Avro::Float(f), _) => float(f64::from(f)),
-        (Avro::Double(f), _) => float(f),
+        (Avro::Float(f), _) => float(f64::from(f)).ok_or_else(out_of_range)?,
+        (Avro::Double(f), _) => float(f).ok_or_else(out_of_range)?,
         (Avro::String(s) | Avro::Enum(_, s), _) => Json::String(s),
         (Avro::TimestampMillis(ms), _) => Json::String(
             timestamp_text(ms)
@@ -630,9 +658,8 @@ pub fn to_json(
         ),
         (Avro::Decimal(d), Schema::Decimal(ds)) => {
             let bytes: Vec<u8> = Vec::try_from(&d).map_err(|e| CodecError::Avro(e.to_string()))?;
-            let unscaled = unscaled_decimal(&bytes)
-                .ok_or_else(|| CodecError::Avro("decimal wider than 128 bits".into()))?;
-            float(unscaled as f64 / 10f64.powi(ds.scale as i32))
+            let unscaled = unscaled_decimal(&bytes).ok_or_else(out_of_range)?;
+            float(unscaled as f64 / 10f64.powi(ds.scale as i32)).ok_or_else(out_of_range)?
         }
         (Avro::Union(i, v), Schema::Union(u)) => {
             let branch = u
@@ -644,20 +671,24 @@ pub fn to_json(
         (Avro::Array(items), Schema::Array(a)) => Json::Array(
             items
                 .into_iter()
-                .map(|v| to_json(v, &a.items, names, nulls))
+                .enumerate()
+                .map(|(i, v)| {
+                    to_json(v, &a.items, names, nulls).map_err(|e| e.within(&format!("[{i}]")))
+                })
                 .collect::<Result<_, _>>()?,
         ),
         (Avro::Map(m), Schema::Map(ms)) => {
             let mut out = Map::new();
             for (k, v) in m {
-                out.insert(k, to_json(v, &ms.types, names, nulls)?);
+                let v = to_json(v, &ms.types, names, nulls).map_err(|e| e.within(&k))?;
+                out.insert(k, v);
             }
             Json::Object(out)
         }
         (Avro::Record(fields), Schema::Record(r)) => {
             let mut out = Map::new();
             for ((name, v), f) in fields.into_iter().zip(&r.fields) {
-                let v = to_json(v, &f.schema, names, nulls)?;
+                let v = to_json(v, &f.schema, names, nulls).map_err(|e| e.within(&name))?;
                 if nulls == Nulls::Keep || !v.is_null() {
                     out.insert(name, v);
                 }
@@ -705,8 +736,9 @@ fn unscaled_decimal(bytes: &[u8]) -> Option<i128> {
     Some(i128::from_be_bytes(wide))
 }
 
-fn float(f: f64) -> Json {
-    Number::from_f64(f).map_or(Json::Null, Json::Number)
+/// A finite double as JSON (`None` for `NaN` and the infinities, which JSON cannot hold).
+fn float(f: f64) -> Option<Json> {
+    Number::from_f64(f).map(Json::Number)
 }
 
 #[cfg(test)]
@@ -908,6 +940,38 @@ mod tests {
             let d = Decimal::from(minimal_be(n));
             let bytes: Vec<u8> = Vec::try_from(&d).unwrap();
             assert_eq!(unscaled_decimal(&bytes), Some(n));
+        }
+    }
+
+    #[test]
+    fn numbers_json_cannot_hold_are_out_of_range_with_their_path() {
+        let text = r#"{"type": "record", "name": "R", "fields": [
+            {"name": "scores", "type": {"type": "map", "values": "double"}},
+            {"name": "money", "type": ["null", {"type": "bytes", "logicalType": "decimal", "precision": 40, "scale": 2}]}
+        ]}"#;
+        let schema = Schema::parse_str(text).unwrap();
+        let names = HashMap::new();
+        let record = |score: f64, money: Avro| {
+            Avro::Record(vec![
+                (
+                    "scores".into(),
+                    Avro::Map([("jw".to_string(), Avro::Double(score))].into()),
+                ),
+                ("money".into(), Avro::Union(1, Box::new(money))),
+            ])
+        };
+        let cents = |bytes: Vec<u8>| Avro::Decimal(Decimal::from(bytes));
+        let read = |v| to_json(v, &schema, &names, Nulls::Drop);
+        assert!(read(record(0.5, cents(vec![1]))).is_ok());
+        for (value, path) in [
+            (record(f64::NAN, cents(vec![1])), "scores.jw"),
+            (record(f64::INFINITY, cents(vec![1])), "scores.jw"),
+            (record(0.5, cents(vec![1; 17])), "money"),
+        ] {
+            assert_eq!(
+                read(value),
+                Err(CodecError::OutOfRange { path: path.into() })
+            );
         }
     }
 

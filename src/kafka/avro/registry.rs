@@ -34,6 +34,7 @@ use serde_json::Value as Json;
 
 use super::codec::{self, CodecError, Nulls};
 use super::schemas::{catalogue, TopicSchema};
+use crate::engine::input::touchpoint::Rejection;
 use crate::model::output::{OutputRecord, Payload, Topic};
 use crate::settings::avro::{Format, KeyFormat, OutputSettings, SchemaRegistrySettings};
 
@@ -126,6 +127,15 @@ pub struct DecodeFailure {
     /// `avro_undecodable` or `avro_no_registry`.
     pub reason: &'static str,
     pub detail: String,
+}
+
+impl From<DecodeFailure> for Rejection {
+    fn from(f: DecodeFailure) -> Self {
+        Rejection::Avro {
+            reason: f.reason,
+            detail: f.detail,
+        }
+    }
 }
 
 /// What unicus knows of one writer schema id, for one reader schema.
@@ -223,13 +233,14 @@ impl InputDecoder {
     }
 
     /// Decodes one Confluent-framed record into the JSON document of `reader`. Call
-    /// [`InputDecoder::prepare`] for its schema id first.
+    /// [`InputDecoder::prepare`] for its schema id first. A number JSON cannot hold is
+    /// the field's `bad_value`, as in JSON text; other failures are `avro_*`.
     pub fn decode(
         &self,
         bytes: &[u8],
         reader: &TopicSchema,
         nulls: Nulls,
-    ) -> Result<Json, DecodeFailure> {
+    ) -> Result<Json, Rejection> {
         let Some((id, mut body)) = super::unframe(bytes) else {
             return Err(DecodeFailure {
                 reason: "avro_undecodable",
@@ -237,7 +248,8 @@ impl InputDecoder {
                     "record starts with the avro magic byte but has {} bytes, fewer than the 5-byte header",
                     bytes.len()
                 ),
-            });
+            }
+            .into());
         };
         let writer = self.cached(id, reader).ok_or_else(|| DecodeFailure {
             reason: "avro_unknown_schema",
@@ -252,7 +264,7 @@ impl InputDecoder {
                 }
                 r
             }
-            Writer::Unusable(f) => return Err(f.clone()),
+            Writer::Unusable(f) => return Err(f.clone().into()),
         };
         let undecodable = |detail: String| DecodeFailure {
             reason: "avro_undecodable",
@@ -265,10 +277,16 @@ impl InputDecoder {
             return Err(undecodable(format!(
                 "{} bytes left after the datum (not written with this schema)",
                 body.len()
-            )));
+            ))
+            .into());
         }
-        codec::to_json(value, reader.schema, &reader.names, nulls)
-            .map_err(|e| undecodable(e.to_string()))
+        codec::to_json(value, reader.schema, &reader.names, nulls).map_err(|e| match e {
+            CodecError::OutOfRange { path } => Rejection::BadValue {
+                field: path,
+                detail: "number out of range".into(),
+            },
+            other => undecodable(other.to_string()).into(),
+        })
     }
 }
 
@@ -726,18 +744,17 @@ impl InputFormats {
         &self,
         topic: &str,
         bytes: &[u8],
-    ) -> Result<serde_json::Map<String, Json>, crate::engine::input::touchpoint::Rejection> {
-        let reject = |f: DecodeFailure| crate::engine::input::touchpoint::Rejection::Avro {
-            reason: f.reason,
-            detail: f.detail,
-        };
-        match self.decoder.decode(bytes, self.reader(topic), Nulls::Drop) {
-            Ok(Json::Object(doc)) => Ok(doc),
-            Ok(_) => Err(reject(DecodeFailure {
+    ) -> Result<serde_json::Map<String, Json>, Rejection> {
+        match self
+            .decoder
+            .decode(bytes, self.reader(topic), Nulls::Drop)?
+        {
+            Json::Object(doc) => Ok(doc),
+            _ => Err(DecodeFailure {
                 reason: "avro_undecodable",
                 detail: "the datum is not a record".into(),
-            })),
-            Err(f) => Err(reject(f)),
+            }
+            .into()),
         }
     }
 }

@@ -84,17 +84,13 @@ impl Dispatch<'_> {
         m: &OwnedMessage,
     ) -> Result<Vec<OutputRecord>, EngineError> {
         let record = Record {
-            bytes: m.payload().unwrap_or_default(),
+            bytes: super::decode::payload(m),
             source_topic: m.topic(),
             source_offset: m.offset(),
             key: m.key(),
             timestamp: m.timestamp().to_millis(),
         };
-        let kind = self.inputs.kind(m.topic());
-        let input = match self.inputs.document(m.topic(), record.bytes) {
-            Some(doc) => engine.parse_document(kind, doc),
-            None => engine.parse(kind, record.bytes),
-        };
+        let input = self.inputs.input(engine, m);
         engine.handle(&record, input)
     }
 
