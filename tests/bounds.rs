@@ -119,6 +119,7 @@ fn a_link_beyond_the_source_profile_limit_is_refused() {
         refused[0]["value"]["other_customer_id"],
         customer_of(&out, "c2")
     );
+    assert_eq!(refused[0]["value"]["identifier_type"], "cookie_id");
 }
 
 #[test]

@@ -1004,7 +1004,12 @@ impl Resolver {
                 ev.kinds().next().cloned().unwrap_or_default(),
             ))
         } else {
+            // A bound on source profiles names no type: the evidence's stands for it.
             self.size_refusal(r, c)
+                .map(|(rule, kind)| match kind.is_empty() {
+                    true => (rule, ev.kinds().next().cloned().unwrap_or_default()),
+                    false => (rule, kind),
+                })
         }
     }
 
