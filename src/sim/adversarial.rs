@@ -1,6 +1,5 @@
-//! Adversarial streams for `unicus bench adversarial`: inputs built to make one
-//! customer's state, and so its golden record, grow, replayed through the engine in
-//! memory to measure how many output bytes each input byte costs.
+//! Adversarial streams for `unicus bench adversarial`: inputs built to make one customer
+//! grow, replayed through the engine in memory, and the output bytes each input byte costs.
 //!
 //! Every stream is a function of the event index, so even hundreds of megabytes of
 //! input are never held at once. Bytes are counted as Kafka carries them: the key, the
