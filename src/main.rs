@@ -383,6 +383,22 @@ enum BenchCommand {
         #[arg(long)]
         brokers: Option<String>,
     },
+    /// Output bytes per input byte over streams built to make one customer grow (new
+    /// attribute keys, huge keys, new identifiers, SKUs, carts, merges), and over a
+    /// generated stream for comparison.
+    Adversarial {
+        /// Events of the attribute and key streams (400: the sizes of issue #21).
+        #[arg(long, default_value_t = 400)]
+        events: usize,
+        /// Customers merged into one, and events of the other streams.
+        #[arg(long, default_value_t = 400)]
+        many: usize,
+        /// Events of the generated stream.
+        #[arg(long, default_value_t = 20_000)]
+        generated: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
 }
 
 #[derive(Args)]
@@ -550,6 +566,12 @@ fn bench(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Kafka { size, brokers } => {
             sim::bench_kafka(size.events, size.customers, size.seed, brokers)
         }
+        BenchCommand::Adversarial {
+            events,
+            many,
+            generated,
+            engine,
+        } => sim::bench_adversarial(events, many, generated, engine.config.as_deref()),
     }
 }
 

@@ -75,3 +75,20 @@ pub fn bench_accuracy(cmd: AccuracyCommand) -> Result<()> {
     accuracy::bench(&opts, &mut stdout)?;
     Ok(())
 }
+
+/// `bench adversarial`: the streams at the given sizes, with the `[engine]` table of
+/// `config` (defaults without).
+pub fn bench_adversarial(
+    events: usize,
+    many: usize,
+    generated: usize,
+    config: Option<&std::path::Path>,
+) -> Result<()> {
+    use crate::sim::adversarial::{self, Scale};
+    if events == 0 || many == 0 {
+        bail!("--events and --many must be at least 1");
+    }
+    let config = load_engine_config(config)?;
+    let mut stdout = std::io::stdout().lock();
+    adversarial::bench(&config, Scale { events, many }, generated, &mut stdout)
+}

@@ -138,14 +138,47 @@ impl Default for Guardrails {
     }
 }
 
-/// Bounds on one input event. Larger events are rejected to the dead-letter topic.
+/// Bounds on what one input event may carry (larger events are rejected to the
+/// dead-letter topic) and on what the store keeps of one customer (beyond, the oldest is
+/// forgotten and counted in `unicus_bounds_dropped_total`), so that state and output stay
+/// proportional to the input whatever it holds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub max_event_bytes: usize,
+    /// Every text value and every object key of an event.
     pub max_string_bytes: usize,
     pub max_identifiers: usize,
     pub max_event_id_bytes: usize,
+    /// Keys of an event's `attributes` object; more: `too_many_attributes`.
+    pub max_attributes: usize,
+    /// An attribute key longer: `too_long`.
+    pub max_attribute_key_bytes: usize,
+    /// An attribute value longer (as text): `too_long`.
+    pub max_attribute_value_bytes: usize,
+    /// Attribute keys kept per customer: the most recently stated.
+    pub max_attributes_per_customer: usize,
+    /// Source profiles per customer: a link or merge that would bring more is refused.
+    pub max_source_profiles_per_customer: usize,
+    /// Person signatures remembered per customer (what guardrails compare).
+    pub max_people_per_customer: usize,
+    /// Ids of the customers merged into one remembered (the oldest forgotten first).
+    pub max_merged_ids: usize,
+    /// Entries of a customer's merge and split history (the oldest forgotten first).
+    pub max_merge_log: usize,
+    /// `identity.changes` conflict records written per event (the others counted).
+    pub max_conflicts_per_event: usize,
+    /// Purchased items remembered for `recently_purchased` (the oldest forgotten first).
+    pub max_recent_purchases: usize,
+    /// Orders and returns remembered for the lifetime value (the oldest forgotten first).
+    pub max_orders_kept: usize,
+    /// Items kept of one cart snapshot (the first ones).
+    pub max_cart_items: usize,
+    /// Currencies a customer's order totals are kept in.
+    pub max_currencies_per_customer: usize,
+    /// Consent decisions about one identifier kept per customer (grants forgotten
+    /// before denials, the oldest first).
+    pub max_identifier_consents: usize,
 }
 
 impl Default for Limits {
@@ -155,6 +188,20 @@ impl Default for Limits {
             max_string_bytes: 4096,
             max_identifiers: 64,
             max_event_id_bytes: 128,
+            max_attributes: 64,
+            max_attribute_key_bytes: 128,
+            max_attribute_value_bytes: 256,
+            max_attributes_per_customer: 100,
+            max_source_profiles_per_customer: 100,
+            max_people_per_customer: 16,
+            max_merged_ids: 256,
+            max_merge_log: 1000,
+            max_conflicts_per_event: 16,
+            max_recent_purchases: 200,
+            max_orders_kept: 1000,
+            max_cart_items: 100,
+            max_currencies_per_customer: 8,
+            max_identifier_consents: 64,
         }
     }
 }
@@ -789,10 +836,47 @@ impl EngineConfig {
                 problem: "must be smaller than lifecycle.dormant_days".into(),
             });
         }
-        if self.limits.max_event_id_bytes == 0 || self.limits.max_string_bytes == 0 {
+        self.validate_limits()
+    }
+
+    /// Every limit at least 1; the attribute bounds within the general ones.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let l = &self.limits;
+        let all = [
+            ("max_event_bytes", l.max_event_bytes),
+            ("max_string_bytes", l.max_string_bytes),
+            ("max_identifiers", l.max_identifiers),
+            ("max_event_id_bytes", l.max_event_id_bytes),
+            ("max_attributes", l.max_attributes),
+            ("max_attribute_key_bytes", l.max_attribute_key_bytes),
+            ("max_attribute_value_bytes", l.max_attribute_value_bytes),
+            ("max_attributes_per_customer", l.max_attributes_per_customer),
+            (
+                "max_source_profiles_per_customer",
+                l.max_source_profiles_per_customer,
+            ),
+            ("max_people_per_customer", l.max_people_per_customer),
+            ("max_merged_ids", l.max_merged_ids),
+            ("max_merge_log", l.max_merge_log),
+            ("max_conflicts_per_event", l.max_conflicts_per_event),
+            ("max_recent_purchases", l.max_recent_purchases),
+            ("max_orders_kept", l.max_orders_kept),
+            ("max_cart_items", l.max_cart_items),
+            ("max_currencies_per_customer", l.max_currencies_per_customer),
+            ("max_identifier_consents", l.max_identifier_consents),
+        ];
+        if let Some((name, _)) = all.iter().find(|(_, v)| *v == 0) {
             return Err(ConfigError::Invalid {
                 field: "limits",
-                problem: "limits must be positive".into(),
+                problem: format!("`{name}` must be at least 1"),
+            });
+        }
+        if l.max_attribute_key_bytes > l.max_string_bytes
+            || l.max_attribute_value_bytes > l.max_string_bytes
+        {
+            return Err(ConfigError::Invalid {
+                field: "limits",
+                problem: "max_attribute_key_bytes and max_attribute_value_bytes must not be above max_string_bytes".into(),
             });
         }
         Ok(())

@@ -275,7 +275,7 @@ impl Engine {
         let Some(customer_id) = self.resolver.current_id(&self.store, customer_id)? else {
             return Ok(Err(format!("no customer `{customer_id}`")));
         };
-        let done = match self.resolver.split(
+        let mut done = match self.resolver.split(
             &mut self.store,
             &customer_id,
             &identifier,
@@ -286,6 +286,7 @@ impl Engine {
             Err(refusal) => return Ok(Err(refusal)),
         };
         self.stats.splits += 1;
+        self.stats.absorb(std::mem::take(&mut done.counts));
         let change = SplitChange {
             kind: "split",
             customer_id: &customer_id,
@@ -317,14 +318,16 @@ impl Engine {
         ids: &[String; 2],
         at: i64,
     ) -> Result<Result<Vec<OutputRecord>, String>, EngineError> {
-        let done = match self
-            .resolver
-            .merge_command(&mut self.store, ids, &cmd.command_id, at)?
-        {
-            Ok(done) => done,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+        let mut done =
+            match self
+                .resolver
+                .merge_command(&mut self.store, ids, &cmd.command_id, at)?
+            {
+                Ok(done) => done,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
         self.stats.merges += 1;
+        self.stats.absorb(std::mem::take(&mut done.counts));
         let change = OperatorMerge {
             kind: "merge",
             customer_id: &done.survivor,

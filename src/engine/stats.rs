@@ -119,6 +119,33 @@ macro_rules! engine_counters {
             consents_expired: u64 => counter(
                 "unicus_consent_expired_total",
                 "Consent decisions that lapsed.");
+            bounds_dropped => counters(
+                "unicus_bounds_dropped_total",
+                "What the store stopped keeping at a bound of [engine.limits], by what.",
+                ["what"]) each {
+                /// Attribute keys forgotten beyond `max_attributes_per_customer`.
+                attributes_dropped = "attribute",
+                /// Carts forgotten beyond `activation.max_carts`.
+                carts_dropped = "cart",
+                /// Items of cart snapshots beyond `max_cart_items`.
+                cart_items_dropped = "cart_item",
+                /// Orders or returns left out of the totals: a currency beyond
+                /// `max_currencies_per_customer`.
+                currencies_dropped = "currency",
+                /// Consent decisions about one identifier beyond `max_identifier_consents`.
+                identifier_consents_dropped = "identifier_consent",
+                /// Merged ids, and their aliases, beyond `max_merged_ids`.
+                merged_ids_dropped = "merged_id",
+                /// Merge and split history entries beyond `max_merge_log`.
+                merge_log_dropped = "merge_log",
+                /// Purchased items beyond `max_recent_purchases`.
+                purchases_dropped = "recent_purchase",
+                /// Orders and returns beyond `max_orders_kept`.
+                orders_dropped = "order",
+                /// `identity.changes` conflict records beyond `max_conflicts_per_event`
+                /// (the refusals themselves are in `conflicts`).
+                conflict_records_dropped = "conflict_record",
+            };
             /// Output records, by topic.
             outputs: BTreeMap<&'static str, u64>;
             /// Events not attached to the source profile of their anchor: its value is

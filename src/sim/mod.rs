@@ -1,6 +1,7 @@
 //! Tools around the engine, never used by it: the seeded synthetic generator, the demo
 //! on an in-process cluster, the benchmarks and an in-memory Schema Registry double.
 pub mod accuracy;
+pub mod adversarial;
 pub mod bench;
 pub mod demo;
 pub mod generate;

@@ -50,6 +50,8 @@ pub enum Rejection {
     UnknownChannel { channel: String },
     #[error("{count} identifiers, more than the limit of {max}")]
     TooManyIdentifiers { count: usize, max: usize },
+    #[error("{count} attributes, more than the limit of {max}")]
+    TooManyAttributes { count: usize, max: usize },
     #[error("special-category data is never stored: key `{key}`")]
     SpecialCategory { key: String },
     /// A well-formed command that cannot be carried out.
@@ -66,7 +68,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason [`Rejection::reason`] gives, so that metrics show each from the start.
-    pub const REASONS: [&'static str; 17] = [
+    pub const REASONS: [&'static str; 18] = [
         "too_large",
         "empty_value",
         "not_json",
@@ -78,6 +80,7 @@ impl Rejection {
         "bad_value",
         "unknown_channel",
         "too_many_identifiers",
+        "too_many_attributes",
         "special_category",
         "command_refused",
         "avro_unknown_schema",
@@ -100,6 +103,7 @@ impl Rejection {
             Rejection::BadValue { .. } => "bad_value",
             Rejection::UnknownChannel { .. } => "unknown_channel",
             Rejection::TooManyIdentifiers { .. } => "too_many_identifiers",
+            Rejection::TooManyAttributes { .. } => "too_many_attributes",
             Rejection::SpecialCategory { .. } => "special_category",
             Rejection::Refused { .. } => "command_refused",
             Rejection::Avro { reason, .. } => reason,
@@ -237,10 +241,7 @@ fn validate(
     let consent = parse_consent(&raw)?;
     let attributes = match object(&raw, "attributes")? {
         None => Vec::new(),
-        Some(a) => a
-            .iter()
-            .filter_map(|(k, v)| scalar_text(v).map(|t| (k.clone(), t)))
-            .collect(),
+        Some(a) => parse_attributes(a, config)?,
     };
     Ok(Touchpoint {
         event_id: event_id.to_string(),
@@ -381,9 +382,7 @@ fn check_tree(
             Value::Array(items) => items.iter().try_for_each(|i| walk(i, path, config, deny)),
             Value::Object(m) => {
                 for (k, child) in m {
-                    if names_special_category(k, deny) {
-                        return Err(Rejection::SpecialCategory { key: k.clone() });
-                    }
+                    check_key(k, path, config, deny)?;
                     let len = path.len();
                     if !path.is_empty() {
                         path.push('.');
@@ -399,14 +398,82 @@ fn check_tree(
     }
     let mut path = String::new();
     for (k, child) in map {
-        if names_special_category(k, deny) {
-            return Err(Rejection::SpecialCategory { key: k.clone() });
-        }
         path.clear();
+        check_key(k, &path, config, deny)?;
         path.push_str(k);
         walk(child, &mut path, config, deny)?;
     }
     Ok(())
+}
+
+/// A key of the document at `path`: bounded like any text (a key is copied out with the
+/// event), and naming no special category.
+fn check_key(
+    key: &str,
+    path: &str,
+    config: &EngineConfig,
+    deny: &SpecialTerms,
+) -> Result<(), Rejection> {
+    if key.len() > config.limits.max_string_bytes {
+        return Err(Rejection::TooLong {
+            field: field_of_key(path, key),
+            max: config.limits.max_string_bytes,
+        });
+    }
+    if names_special_category(key, deny) {
+        return Err(Rejection::SpecialCategory { key: key.into() });
+    }
+    Ok(())
+}
+
+/// The field a rejection names for `key` under `path`, the key cut to a few dozen bytes:
+/// the reason travels in a header, which must not carry the oversized key itself.
+fn field_of_key(path: &str, key: &str) -> String {
+    const SHOWN: usize = 32;
+    let mut end = key.len().min(SHOWN);
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    let ellipsis = if end < key.len() { "…" } else { "" };
+    let dot = if path.is_empty() { "" } else { "." };
+    format!("{path}{dot}{}{ellipsis}", &key[..end])
+}
+
+/// The scalar attributes of an event as text, within the limits of an event: at most
+/// `max_attributes` keys (more is refused rather than cut: the keys of a JSON object have
+/// no order to keep "the first" by, and a dead letter tells the producer), keys and values
+/// bounded in length. Objects and arrays as values are ignored, but count as keys.
+fn parse_attributes(
+    a: &Map<String, Value>,
+    config: &EngineConfig,
+) -> Result<Vec<(String, String)>, Rejection> {
+    let l = &config.limits;
+    if a.len() > l.max_attributes {
+        return Err(Rejection::TooManyAttributes {
+            count: a.len(),
+            max: l.max_attributes,
+        });
+    }
+    let mut out = Vec::with_capacity(a.len());
+    for (k, v) in a {
+        if k.len() > l.max_attribute_key_bytes {
+            return Err(Rejection::TooLong {
+                field: field_of_key("attributes", k),
+                max: l.max_attribute_key_bytes,
+            });
+        }
+        let Some(text) = scalar_text(v) else {
+            continue;
+        };
+        if text.len() > l.max_attribute_value_bytes {
+            return Err(Rejection::TooLong {
+                field: format!("attributes.{k}"),
+                max: l.max_attribute_value_bytes,
+            });
+        }
+        out.push((k.clone(), text));
+    }
+    Ok(out)
 }
 
 fn names_special_category(key: &str, deny: &SpecialTerms) -> bool {
@@ -887,6 +954,47 @@ mod tests {
     }
 
     #[test]
+    fn attributes_and_keys_are_bounded_with_the_field_named() {
+        let event = |attributes: &str| {
+            format!(
+                r#"{{"event_id":"a","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z","attributes":{{{attributes}}}}}"#
+            )
+        };
+        let many: Vec<String> = (0..65).map(|i| format!(r#""k{i}":"v""#)).collect();
+        assert_eq!(
+            reject(&event(&many.join(","))),
+            Rejection::TooManyAttributes { count: 65, max: 64 }
+        );
+        let ok = parse(event(&many[..64].join(",")).as_bytes(), &cfg()).unwrap();
+        assert_eq!(ok.attributes.len(), 64);
+        let long_key = "k".repeat(129);
+        assert_eq!(
+            reject(&event(&format!(r#""{long_key}":"v""#))),
+            Rejection::TooLong {
+                field: format!("attributes.{}…", "k".repeat(32)),
+                max: 128
+            }
+        );
+        let long_value = "v".repeat(257);
+        assert_eq!(
+            reject(&event(&format!(r#""tier":"{long_value}""#))),
+            Rejection::TooLong {
+                field: "attributes.tier".into(),
+                max: 256
+            }
+        );
+        // A key anywhere is text like any other: an oversized one is refused, and the
+        // reason does not carry it.
+        let huge_key = "é".repeat(250_000);
+        let e = format!(
+            r#"{{"event_id":"a","channel":"web","type":"login","occurred_at":"2026-01-01T00:00:00Z","{huge_key}":1}}"#
+        );
+        let r = reject(&e);
+        assert_eq!(r.reason(), "too_long");
+        assert!(r.to_string().len() < 120, "{r}");
+    }
+
+    #[test]
     fn special_category_keys_are_rejected_anywhere_but_not_lookalikes() {
         for key in [
             "religion",
@@ -948,6 +1056,7 @@ mod tests {
                 detail: String::new(),
             },
             Rejection::TooManyIdentifiers { count: 2, max: 1 },
+            Rejection::TooManyAttributes { count: 2, max: 1 },
             Rejection::SpecialCategory {
                 key: "health".into(),
             },

@@ -13,6 +13,9 @@
 //!   just bought.
 //! - A cart is abandoned `cart_abandoned_delay_ms` after its last activity; it fires at
 //!   most once (a fired cart is remembered and never re-armed).
+//! - Everything is bounded (`[engine.limits]`, `activation.max_carts`): the oldest carts,
+//!   purchases and orders are forgotten first, a snapshot keeps its first items; what
+//!   was forgotten is returned ([`Trimmed`]) for the counters.
 
 use std::collections::BTreeMap;
 
@@ -23,11 +26,6 @@ use crate::engine::profile::consent::ConsentKey;
 use crate::engine::profile::event::{CartFacts, ProfileEvent};
 use crate::model::output::DAY_MS;
 use crate::model::Item;
-
-/// Products remembered as recently purchased, per customer.
-const MAX_PURCHASED: usize = 200;
-/// Orders remembered for the lifetime value, per customer.
-const MAX_ORDER_LOG: usize = 1_000;
 
 /// One cart of a customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,6 +74,32 @@ pub struct Activity {
 pub struct EventEffects {
     /// Carts the event converted, emptied or made pointless.
     pub cancelled_carts: Vec<String>,
+    /// What the bounds made it forget.
+    pub trimmed: Trimmed,
+}
+
+/// What the bounds of the activity forgot.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Carts beyond `activation.max_carts`, the least recently active first.
+    pub carts: u64,
+    /// Items of a snapshot beyond `limits.max_cart_items`.
+    pub cart_items: u64,
+    /// Purchased items beyond `limits.max_recent_purchases`, the oldest first.
+    pub purchases: u64,
+    /// Orders and returns beyond `limits.max_orders_kept`, the oldest first.
+    pub orders: u64,
+}
+
+/// Keeps the last `max` entries of a log sorted by time; returns how many went.
+fn keep_latest<T>(log: &mut Vec<T>, max: usize, at: impl Fn(&T) -> i64) -> u64 {
+    if log.len() <= max {
+        return 0;
+    }
+    log.sort_by_key(&at);
+    let excess = log.len() - max;
+    log.drain(..excess);
+    excess as u64
 }
 
 impl Activity {
@@ -90,12 +114,20 @@ impl Activity {
         let is_purchase = ev.kind == "purchase";
         if let Some(cart) = &ev.cart {
             self.apply_cart(ev, cart, is_purchase, source_profile, &mut fx);
+            fx.trimmed.cart_items = self.bound_cart_items(&cart.cart_id, config);
         }
         if is_purchase {
             self.apply_purchase(ev, source_profile, &mut fx);
         }
         self.log_orders(ev, source_profile, config);
-        self.bound_carts(config);
+        fx.trimmed.purchases = keep_latest(
+            &mut self.purchased,
+            config.limits.max_recent_purchases,
+            |p| p.1,
+        );
+        fx.trimmed.orders =
+            keep_latest(&mut self.order_log, config.limits.max_orders_kept, |o| o.0);
+        fx.trimmed.carts = self.bound_carts(config);
         fx.cancelled_carts.sort();
         fx
     }
@@ -166,11 +198,6 @@ impl Activity {
             self.purchased
                 .push((i.sku.clone(), ev.occurred_at, source_profile));
         }
-        if self.purchased.len() > MAX_PURCHASED {
-            self.purchased.sort_by_key(|(_, at, _)| *at);
-            let excess = self.purchased.len() - MAX_PURCHASED;
-            self.purchased.drain(..excess);
-        }
     }
 
     /// Logs the event's order (and return, negative) in the base currency, for the
@@ -183,15 +210,11 @@ impl Activity {
                     .push((ev.occurred_at, sign * o.total_cents, source_profile));
             }
         }
-        if self.order_log.len() > MAX_ORDER_LOG {
-            self.order_log.sort_by_key(|(at, _, _)| *at);
-            let excess = self.order_log.len() - MAX_ORDER_LOG;
-            self.order_log.drain(..excess);
-        }
     }
 
-    /// Bounds the carts: forgets the oldest.
-    fn bound_carts(&mut self, config: &EngineConfig) {
+    /// Bounds the carts: forgets the least recently active. Returns how many.
+    fn bound_carts(&mut self, config: &EngineConfig) -> u64 {
+        let mut forgotten = 0;
         while self.carts.len() > config.activation.max_carts {
             let oldest = self
                 .carts
@@ -202,11 +225,26 @@ impl Activity {
                 Some(id) => self.carts.remove(&id),
                 None => break,
             };
+            forgotten += 1;
+        }
+        forgotten
+    }
+
+    /// Bounds the items of a cart to its first `max_cart_items`. Returns how many went.
+    fn bound_cart_items(&mut self, cart_id: &str, config: &EngineConfig) -> u64 {
+        let max = config.limits.max_cart_items;
+        match self.carts.get_mut(cart_id) {
+            Some(c) if c.items.len() > max => {
+                let excess = c.items.len() - max;
+                c.items.truncate(max);
+                excess as u64
+            }
+            _ => 0,
         }
     }
 
-    /// Folds the activity of a customer merged into this one.
-    pub fn merge(&mut self, other: Activity) {
+    /// Folds the activity of a customer merged into this one, within the bounds.
+    pub fn merge(&mut self, other: Activity, config: &EngineConfig) -> Trimmed {
         for (id, cart) in other.carts {
             match self.carts.get(&id) {
                 Some(mine) if mine.last_activity >= cart.last_activity => {
@@ -226,6 +264,13 @@ impl Activity {
         self.purchased.sort_by_key(|(_, at, _)| *at);
         self.order_log.extend(other.order_log);
         self.order_log.sort();
+        let limits = &config.limits;
+        Trimmed {
+            carts: self.bound_carts(config),
+            cart_items: 0,
+            purchases: keep_latest(&mut self.purchased, limits.max_recent_purchases, |p| p.1),
+            orders: keep_latest(&mut self.order_log, limits.max_orders_kept, |o| o.0),
+        }
     }
 
     /// Takes out what the source profiles in `moved` did (a split): their carts,

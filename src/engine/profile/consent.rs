@@ -13,6 +13,10 @@
 //!   per key (the latest time is kept), and a denial of `(p, all)` on one side also denies
 //!   every channel the other side had granted for `p`.
 //!
+//! - **Bounded.** Decisions about one identifier are kept up to a number per customer:
+//!   beyond, grants are forgotten before denials, the oldest first (a "no" is the last
+//!   thing forgotten), and the key falls back to the purpose's default (cause `limit`).
+//!
 //! The module is pure: the profile stage stores [`Consents`] inside the customer profile
 //! and turns the returned [`Change`]s into `consent.changes` records.
 
@@ -21,6 +25,35 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ConsentChannel, Ident, Purpose};
+
+/// Of the decisions about one identifier, the keys beyond the `max` kept: grants go
+/// before denials, the oldest first, the key breaking ties.
+fn beyond_bound<'a>(
+    decisions: impl Iterator<Item = (&'a ConsentKey, &'a Decision)>,
+    max: usize,
+) -> Vec<ConsentKey> {
+    let mut about_one: Vec<(&ConsentKey, &Decision)> =
+        decisions.filter(|(k, _)| k.identifier.is_some()).collect();
+    if about_one.len() <= max {
+        return Vec::new();
+    }
+    about_one.sort_by(|(ka, a), (kb, b)| {
+        (!a.granted, a.at, &a.event_id, ka).cmp(&(!b.granted, b.at, &b.event_id, kb))
+    });
+    let excess = about_one.len() - max;
+    about_one[..excess]
+        .iter()
+        .map(|(k, _)| (*k).clone())
+        .collect()
+}
+
+/// Keeps a source profile's statements about single identifiers to `max`, like
+/// [`Consents::forget_beyond`]. Returns how many were forgotten.
+pub fn forget_statements_beyond(statements: &mut Vec<(ConsentKey, Decision)>, max: usize) -> u64 {
+    let gone = beyond_bound(statements.iter().map(|(k, d)| (k, d)), max);
+    statements.retain(|(k, _)| !gone.contains(k));
+    gone.len() as u64
+}
 
 /// What a decision is about. Ordered by purpose, channel and identifier as strings.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -88,6 +121,8 @@ pub enum Cause {
     Expiry,
     /// A split gave each side only the decisions its own source profiles stated.
     Split,
+    /// Decisions about single identifiers beyond the customer's bound were forgotten.
+    Limit,
 }
 
 impl Cause {
@@ -97,6 +132,7 @@ impl Cause {
             Cause::Merge => "merge",
             Cause::Expiry => "expiry",
             Cause::Split => "split",
+            Cause::Limit => "limit",
         }
     }
 }
@@ -320,6 +356,39 @@ impl Consents {
             Some(d) => d.granted,
             None => implied,
         }
+    }
+
+    /// Forgets the decisions about one identifier beyond `max` (see [`beyond_bound`]).
+    /// Returns the changes back to each forgotten key's default (`implied`) at `at`,
+    /// cause `limit`, and how many were forgotten.
+    pub fn forget_beyond(
+        &mut self,
+        max: usize,
+        implied: impl Fn(Purpose) -> bool,
+        at: i64,
+    ) -> (Vec<Change>, u64) {
+        let gone = beyond_bound(self.decisions.iter(), max);
+        let mut changes = Vec::new();
+        for key in &gone {
+            let Some(d) = self.decisions.remove(key) else {
+                continue;
+            };
+            let default = implied(key.purpose);
+            if d.granted != default {
+                changes.push(Change {
+                    key: key.clone(),
+                    decision: Decision {
+                        granted: default,
+                        at,
+                        expires_at: None,
+                        ..d
+                    },
+                    previous: Some(d.granted),
+                    cause: Cause::Limit,
+                });
+            }
+        }
+        (changes, gone.len() as u64)
     }
 
     /// Whether the person explicitly denied `purpose` (on every channel, or on `all`).

@@ -53,6 +53,11 @@ pub struct CartFacts {
 }
 
 impl ProfileEvent {
+    /// The order the event states: its purchase, or its return.
+    pub fn order(&self) -> Option<&OrderFacts> {
+        self.purchase.as_ref().or(self.refund.as_ref())
+    }
+
     /// The profile's view of an event: its person fields and attributes in display form,
     /// those the minimisation allow-lists keep (the others counted in `minimised`), its
     /// order as a purchase or a refund, its cart.

@@ -25,6 +25,7 @@
 //! `p/tm/` timers.
 
 pub mod activation;
+pub mod bounds;
 pub mod consent;
 pub mod event;
 pub mod records;
@@ -49,8 +50,8 @@ use crate::engine::Stats;
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 use crate::store::{keys, Cell, Store, StoreError, Table};
-use activation::{Activity, Timer, TimerKind};
-use consent::{Change, ConsentKey, Consents, Decision};
+use activation::{Activity, Timer, TimerKind, Trimmed};
+use consent::{forget_statements_beyond, Change, ConsentKey, Consents, Decision};
 use event::{FieldData, ProfileEvent};
 
 /// Customer profiles by id.
@@ -159,16 +160,34 @@ fn due_timers(
     Ok(by_customer)
 }
 
-/// Keeps the latest decision per key a source profile stated.
-fn remember_statement(list: &mut Vec<(ConsentKey, Decision)>, key: &ConsentKey, d: &Decision) {
+/// Keeps the latest decision per key a source profile stated, and at most
+/// `max_identifier_consents` about single identifiers. Returns how many were forgotten.
+fn remember_statement(
+    list: &mut Vec<(ConsentKey, Decision)>,
+    key: &ConsentKey,
+    d: &Decision,
+    max_identifier_consents: usize,
+) -> u64 {
     match list.iter_mut().find(|(k, _)| k == key) {
         Some((_, old)) => {
             if d.supersedes(old) {
                 *old = d.clone();
             }
+            0
         }
-        None => list.push((key.clone(), d.clone())),
+        None => {
+            list.push((key.clone(), d.clone()));
+            forget_statements_beyond(list, max_identifier_consents)
+        }
     }
+}
+
+/// Adds what the bounds of the activity forgot to the counters.
+fn count_trimmed(counts: &mut Stats, t: Trimmed) {
+    counts.carts_dropped += t.carts;
+    counts.cart_items_dropped += t.cart_items;
+    counts.purchases_dropped += t.purchases;
+    counts.orders_dropped += t.orders;
 }
 
 /// A `consent.changes` record.
@@ -192,11 +211,14 @@ struct Applied {
 }
 
 /// The consent decisions an event states: remembered on its source profile and applied
-/// to the customer. Returns the changes of the customer's state.
+/// to the customer (decisions about single identifiers kept within `max`, the forgotten
+/// counted in `dropped`). Returns the changes of the customer's state.
 fn record_consents(
     profile: &mut CustomerProfile,
     source_profile: u64,
     event: &ProfileEvent,
+    max: usize,
+    dropped: &mut u64,
 ) -> Vec<Change> {
     let mut changes = Vec::new();
     for c in &event.consents {
@@ -213,22 +235,26 @@ fn record_consents(
             expires_at: c.expires_at,
         };
         if let Some(facts) = profile.source_profiles.get_mut(&source_profile) {
-            remember_statement(&mut facts.consents, &key, &decision);
+            *dropped += remember_statement(&mut facts.consents, &key, &decision, max);
         }
         changes.extend(profile.consents.apply(key, decision));
     }
     changes
 }
 
-/// The decisions the source profiles of a customer stated, combined as of `at`.
-fn stated_consents(profile: &CustomerProfile, at: i64) -> Consents {
-    Consents::from_statements(
+/// The decisions the source profiles of a customer stated, combined as of `at`, those
+/// about single identifiers kept within `max` (the others forgotten: the split that asks
+/// reports them as changes to the default).
+fn stated_consents(profile: &CustomerProfile, at: i64, max: usize) -> Consents {
+    let mut consents = Consents::from_statements(
         profile
             .source_profiles
             .values()
             .flat_map(|f| f.consents.iter()),
         at,
-    )
+    );
+    consents.forget_beyond(max, |_| false, at);
+    consents
 }
 
 /// Removes a customer's profile, its entries in the time indexes and its timers.
@@ -404,14 +430,20 @@ impl Profiler {
         for (due, kind) in &gone.timers {
             TIMERS.remove(store, (*due, merged, kind));
         }
-        kept.activity.merge(gone.activity);
+        let trimmed = kept.activity.merge(gone.activity, &self.config);
+        count_trimmed(&mut done.counts, trimmed);
         for (sp, facts) in &gone.source_profiles {
             if let Some(day) = facts.indexed_day {
                 BEHAVIOURAL_INDEX.put(store, (day, *sp), survivor)?;
             }
         }
         kept.source_profiles.extend(gone.source_profiles);
-        for change in kept.consents.merge(gone.consents) {
+        let limits = &self.config.limits;
+        done.counts.attributes_dropped +=
+            bounds::keep_latest_attributes(&mut kept, limits.max_attributes_per_customer);
+        let mut changes = kept.consents.merge(gone.consents);
+        changes.extend(self.bound_consents(&mut kept, done));
+        for change in changes {
             done.out.push(consent_change_record(survivor, &change));
         }
         PROFILES.remove(store, merged);
@@ -437,6 +469,11 @@ impl Profiler {
     ) -> Result<(), StoreError> {
         let event = &ProfileEvent::from_facts(facts, &self.config.gdpr, &mut done.counts.minimised);
         let mut profile = self.load(store, customer_id)?.unwrap_or_default();
+        let limits = &self.config.limits;
+        let amounts_fit = event.order().is_none_or(|o| {
+            bounds::currency_fits(&profile, &o.currency, limits.max_currencies_per_customer)
+        });
+        done.counts.currencies_dropped += u64::from(!amounts_fit);
         let facts = profile
             .source_profiles
             .entry(source_profile)
@@ -446,13 +483,20 @@ impl Profiler {
                 last_seen: event.occurred_at,
                 ..SourceFacts::default()
             });
-        record_event(facts, event);
-        for change in record_consents(&mut profile, source_profile, event) {
+        record_event(facts, event, amounts_fit);
+        done.counts.attributes_dropped +=
+            bounds::keep_latest_attributes(&mut profile, limits.max_attributes_per_customer);
+        let max = limits.max_identifier_consents;
+        let dropped = &mut done.counts.identifier_consents_dropped;
+        let mut changes = record_consents(&mut profile, source_profile, event, max, dropped);
+        changes.extend(self.bound_consents(&mut profile, done));
+        for change in changes {
             done.out.push(consent_change_record(customer_id, &change));
         }
         let fx = profile
             .activity
             .on_event(event, source_profile, &self.config);
+        count_trimmed(&mut done.counts, fx.trimmed);
         if event.kind == "purchase" {
             done.out
                 .push(self.purchase_record(customer_id, &profile, event, fx));
@@ -487,8 +531,9 @@ impl Profiler {
         }
         split.activity = kept.activity.split_off(source_profiles);
         let before = std::mem::take(&mut kept.consents);
-        kept.consents = stated_consents(&kept, at);
-        split.consents = stated_consents(&split, at);
+        let max = self.config.limits.max_identifier_consents;
+        kept.consents = stated_consents(&kept, at, max);
+        split.consents = stated_consents(&split, at, max);
         let implied = |p: Purpose| self.implied(p);
         for change in kept.consents.changes_since(&before, implied, at) {
             done.out.push(consent_change_record(customer_id, &change));
@@ -1119,6 +1164,17 @@ impl Profiler {
         self.config.consent.implied.contains(&purpose)
     }
 
+    /// Keeps a customer's decisions about single identifiers within
+    /// `max_identifier_consents` as of the stage's clock; the changes back to the
+    /// defaults (cause `limit`), the forgotten counted.
+    fn bound_consents(&self, profile: &mut CustomerProfile, done: &mut Applied) -> Vec<Change> {
+        let max = self.config.limits.max_identifier_consents;
+        let implied = |p: Purpose| self.implied(p);
+        let (changes, forgotten) = profile.consents.forget_beyond(max, implied, done.clock);
+        done.counts.identifier_consents_dropped += forgotten;
+        changes
+    }
+
     /// Channels on which `purpose` is allowed now *and* the customer can be reached:
     /// what any activation may use.
     pub fn allowed_channels(
@@ -1476,7 +1532,9 @@ fn preferred_channels(profile: &CustomerProfile) -> Vec<String> {
     ranked.into_iter().map(|(c, _)| c.to_string()).collect()
 }
 
-fn record_event(facts: &mut SourceFacts, event: &ProfileEvent) {
+/// Adds an event to what its source profile stated; the amounts of its order or return
+/// are totalled only if `amounts_fit` (its currency is within the customer's bound).
+fn record_event(facts: &mut SourceFacts, event: &ProfileEvent, amounts_fit: bool) {
     facts.events += 1;
     facts.first_seen = facts.first_seen.min(event.occurred_at);
     facts.last_seen = facts.last_seen.max(event.occurred_at);
@@ -1504,7 +1562,9 @@ fn record_event(facts: &mut SourceFacts, event: &ProfileEvent) {
     }
     if let Some(p) = &event.purchase {
         facts.orders += 1;
-        *facts.order_cents.entry(p.currency.clone()).or_default() += p.total_cents;
+        if amounts_fit {
+            *facts.order_cents.entry(p.currency.clone()).or_default() += p.total_cents;
+        }
         let candidate = (event.occurred_at, p.order_id.clone());
         if facts
             .last_order_at
@@ -1516,6 +1576,8 @@ fn record_event(facts: &mut SourceFacts, event: &ProfileEvent) {
     }
     if let Some(r) = &event.refund {
         facts.returns += 1;
-        *facts.return_cents.entry(r.currency.clone()).or_default() += r.total_cents;
+        if amounts_fit {
+            *facts.return_cents.entry(r.currency.clone()).or_default() += r.total_cents;
+        }
     }
 }

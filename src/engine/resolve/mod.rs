@@ -276,15 +276,13 @@ pub struct MergeLog {
     pub identifiers: Vec<Ident>,
 }
 
-/// Entries kept in a customer's history; the oldest go first beyond.
-const MAX_HISTORY: usize = 1_000;
-
-fn push_log(log: &mut Vec<MergeLog>, entry: MergeLog) {
+/// Adds an entry to a customer's history of at most `max` entries, the oldest going
+/// first beyond. Returns how many went.
+fn push_log(log: &mut Vec<MergeLog>, entry: MergeLog, max: usize) -> u64 {
     log.push(entry);
-    if log.len() > MAX_HISTORY {
-        let excess = log.len() - MAX_HISTORY;
-        log.drain(..excess);
-    }
+    let excess = log.len().saturating_sub(max);
+    log.drain(..excess);
+    excess as u64
 }
 
 /// The source profiles of a customer being split: those that stay, then those that move.
@@ -337,12 +335,13 @@ impl Customer {
     }
 
     /// Takes in what a customer merged into this one had: its source profiles,
-    /// identifiers, people, split tokens and merged ids, and its own id.
-    fn take_in(&mut self, merged_id: &str, merged: Customer) {
+    /// identifiers, people (up to `max_people`), split tokens and merged ids, and its own
+    /// id.
+    fn take_in(&mut self, merged_id: &str, merged: Customer, max_people: usize) {
         self.source_profiles.extend(merged.source_profiles);
         merge_sorted(&mut self.identifiers, merged.identifiers);
         for p in merged.people {
-            push_person(&mut self.people, p);
+            push_person(&mut self.people, p, max_people);
         }
         for t in merged.apart {
             if !self.apart.contains(&t) {
@@ -361,7 +360,6 @@ impl Customer {
     }
 }
 
-const MAX_PEOPLE_PER_CUSTOMER: usize = 16;
 /// Source profiles by number.
 const SOURCE_PROFILES: Table<u64, SourceProfile> = Table::new(keys::resolve::SOURCE_PROFILES);
 /// Customers by id.
@@ -435,8 +433,10 @@ struct Resolving<'e> {
     anchor: Option<(u64, SourceProfile)>,
     /// The customers the event joins (steps 3 to 7b), its own first.
     group: Vec<(String, Customer)>,
-    /// Values of unique types the group holds.
+    /// Values the group holds, of every type (with the event's values of unique types).
     held: BTreeSet<Ident>,
+    /// Source profiles of the customers in the group.
+    group_source_profiles: usize,
     /// People of the group, and the event's.
     people: Vec<PersonSig>,
     /// Split tokens of the group.
@@ -483,6 +483,7 @@ impl<'e> Resolving<'e> {
             anchor: None,
             group: Vec::new(),
             held: BTreeSet::new(),
+            group_source_profiles: 0,
             people: Vec::new(),
             apart: Vec::new(),
             matched_on: BTreeSet::new(),
@@ -540,10 +541,20 @@ impl<'e> Resolving<'e> {
         }
     }
 
-    /// Counts and records a refused link.
-    fn refused(&mut self, conflict: Conflict) {
+    /// Counts and records a refused link: a `conflict` record, unless the event has
+    /// written `max_records` already (counted).
+    fn refused(&mut self, conflict: Conflict, max_records: usize) {
         self.counts.conflicts += 1;
-        self.changes.push(IdentityChange::Conflict(conflict));
+        let written = self
+            .changes
+            .iter()
+            .filter(|c| matches!(c, IdentityChange::Conflict(_)))
+            .count();
+        if written < max_records {
+            self.changes.push(IdentityChange::Conflict(conflict));
+        } else {
+            self.counts.conflict_records_dropped += 1;
+        }
     }
 
     /// The `merge` record of step 9: by shared identifiers, or, with fuzzy links among
@@ -803,6 +814,7 @@ impl Resolver {
             if let Some(c) = CUSTOMERS.get(store, &sp.customer)? {
                 r.matched_on.insert(r.ids[0].kind.clone());
                 r.held = c.identifiers.iter().cloned().collect();
+                r.group_source_profiles = c.source_profiles.len();
                 r.people = c.people.clone();
                 r.apart = c.apart.clone();
                 r.group.push((sp.customer.clone(), c));
@@ -833,7 +845,7 @@ impl Resolver {
                 if let Some(other) = other {
                     let kind = Some(id.kind.clone());
                     let conflict = r.conflict(None, "unique_identifier", kind, vec![id, other]);
-                    r.refused(conflict);
+                    r.refused(conflict, self.config.limits.max_conflicts_per_event);
                     continue;
                 }
                 r.held.insert(id.clone());
@@ -937,7 +949,7 @@ impl Resolver {
             if let Some((rule, kind)) = self.identifier_refusal(r, &c, &ev) {
                 let identifiers = ev.identifiers.into_iter().collect();
                 let conflict = r.conflict(Some(cid), rule, Some(kind), identifiers);
-                r.refused(conflict);
+                r.refused(conflict, self.config.limits.max_conflicts_per_event);
                 continue;
             }
             self.absorb(r, &c);
@@ -992,8 +1004,46 @@ impl Resolver {
                 ev.kinds().next().cloned().unwrap_or_default(),
             ))
         } else {
-            None
+            // A bound on source profiles names no type: the evidence's stands for it.
+            self.size_refusal(r, c)
+                .map(|(rule, kind)| match kind.is_empty() {
+                    true => (rule, ev.kinds().next().cloned().unwrap_or_default()),
+                    false => (rule, kind),
+                })
         }
+    }
+
+    /// The bound a candidate joining the group would break: more source profiles than
+    /// `max_source_profiles_per_customer` (counting the one a new source profile of the
+    /// event would add), or more values of a type than its limit. A customer never grows
+    /// past them, so neither does its golden record.
+    fn size_refusal(&self, r: &Resolving, c: &Customer) -> Option<(&'static str, String)> {
+        let new_source_profile = usize::from(r.anchor.is_none());
+        self.growth_refusal(&r.held, r.group_source_profiles + new_source_profile, c)
+    }
+
+    /// What refuses `c` joining a customer that holds `held` and has `source_profiles`:
+    /// `source_profile_limit`, or `identifier_limit` and the type (a unique type's clash
+    /// is told apart before).
+    fn growth_refusal(
+        &self,
+        held: &BTreeSet<Ident>,
+        source_profiles: usize,
+        c: &Customer,
+    ) -> Option<(&'static str, String)> {
+        let max = self.config.limits.max_source_profiles_per_customer;
+        if source_profiles + c.source_profiles.len() > max {
+            return Some(("source_profile_limit", String::new()));
+        }
+        let mut kinds: Vec<&str> = c.identifiers.iter().map(|i| i.kind.as_str()).collect();
+        kinds.dedup();
+        kinds.into_iter().find_map(|kind| {
+            let limit = self.config.identifiers.get(kind).map_or(0, |t| t.limit);
+            let theirs = c.identifiers.iter().filter(|i| i.kind == kind);
+            let new = theirs.filter(|i| !held.contains(*i)).count();
+            let mine = held.iter().filter(|i| i.kind == kind).count();
+            (new > 0 && mine + new > limit).then(|| ("identifier_limit", kind.to_string()))
+        })
     }
 
     /// Step 7b, the search: when the event states person data its source profile did
@@ -1060,7 +1110,7 @@ impl Resolver {
                     fields: Some(FieldScores(verdict.similarities.compared())),
                     ..r.conflict(Some(cid), guardrail, kind, Vec::new())
                 };
-                r.refused(conflict);
+                r.refused(conflict, self.config.limits.max_conflicts_per_event);
                 continue;
             }
             self.absorb(r, &c);
@@ -1102,7 +1152,7 @@ impl Resolver {
         {
             Some(("person_contradiction", String::new()))
         } else {
-            None
+            self.size_refusal(r, c)
         }
     }
 
@@ -1154,6 +1204,7 @@ impl Resolver {
             &r.links,
             &mut r.sp_cache,
             r.tp.occurred_at,
+            &mut r.counts,
         )?;
         r.counts.merges += merge_commands.len() as u64;
         r.commands.extend(merge_commands);
@@ -1177,7 +1228,7 @@ impl Resolver {
         // Blocking keys follow the person data of the source profile.
         let keys_before = self.blocking_keys_to_track(r, &sp);
         let attached = self.attach_identifiers(store, r, s, &mut sp)?;
-        restate_person(r, s, &mut sp);
+        restate_person(r, s, &mut sp, self.config.limits.max_people_per_customer);
         if let Some(before) = keys_before {
             let after = source_profile_keys(&sp.profile);
             self.update_blocks(store, sp.id, &before, &after, &mut r.counts)?;
@@ -1379,7 +1430,8 @@ impl Resolver {
     /// Merges `others` into the survivor: their source profiles, identifiers, people and
     /// split tokens move over, each leaves an entry in the survivor's merge log (with the
     /// link that explains it, from `links`: the merged customer's, else the survivor's)
-    /// and an alias. Returns the profile commands and the fuzzy links among them.
+    /// and an alias. Returns the profile commands and the fuzzy links among them; what
+    /// the bounds of history and merged ids forgot is added to `counts`.
     #[allow(clippy::too_many_arguments)]
     fn merge_into(
         &self,
@@ -1390,7 +1442,9 @@ impl Resolver {
         links: &HashMap<String, (Link, Vec<Ident>)>,
         sp_cache: &mut HashMap<u64, SourceProfile>,
         at: i64,
+        counts: &mut Stats,
     ) -> Result<MergeOutcome, StoreError> {
+        let limits = &self.config.limits;
         let mut log: Vec<MergeLog> = MERGE_LOGS.get(store, survivor_id)?.unwrap_or_default();
         let mut commands = Vec::with_capacity(others.len());
         let mut fuzzy_links = Vec::new();
@@ -1405,8 +1459,9 @@ impl Resolver {
             if link.method == "fuzzy" {
                 fuzzy_links.push((mid.clone(), link.clone()));
             }
-            take_merge_log(store, &mid, &mut log)?;
-            push_log(
+            counts.merge_log_dropped +=
+                take_merge_log(store, &mid, &mut log, limits.max_merge_log)?;
+            counts.merge_log_dropped += push_log(
                 &mut log,
                 MergeLog {
                     kind: "merge".into(),
@@ -1415,6 +1470,7 @@ impl Resolver {
                     link,
                     identifiers,
                 },
+                limits.max_merge_log,
             );
             ALIASES.put(store, &mid, survivor_id)?;
             // The ids merged into `mid` earlier now name the survivor directly: an alias
@@ -1422,7 +1478,9 @@ impl Resolver {
             for earlier in &m.merged_ids {
                 ALIASES.put(store, earlier, survivor_id)?;
             }
-            survivor.take_in(&mid, m);
+            survivor.take_in(&mid, m, limits.max_people_per_customer);
+            counts.merged_ids_dropped +=
+                forget_oldest_merged_ids(store, survivor, limits.max_merged_ids)?;
             CUSTOMERS.remove(store, &mid);
             commands.push(ProfileCommand::Merge {
                 survivor: survivor_id.to_string(),
@@ -1477,11 +1535,8 @@ impl Resolver {
 
     /// Adds a customer joining the group to what the group holds.
     fn absorb(&self, r: &mut Resolving, c: &Customer) {
-        for ci in &c.identifiers {
-            if self.is_unique(&ci.kind) {
-                r.held.insert(ci.clone());
-            }
-        }
+        r.held.extend(c.identifiers.iter().cloned());
+        r.group_source_profiles += c.source_profiles.len();
         r.people.extend(c.people.iter().cloned());
         r.apart.extend(c.apart.iter().copied());
     }
@@ -1625,7 +1680,7 @@ fn source_profile_keys(sp: &SourceProfile) -> Vec<String> {
 
 /// The latest statement of the person wins (event time): the event's person data
 /// replace its source profile's, and the survivor learns the person.
-fn restate_person(r: &mut Resolving, s: &mut Survivor, sp: &mut Attachment) {
+fn restate_person(r: &mut Resolving, s: &mut Survivor, sp: &mut Attachment, max_people: usize) {
     let newer = r.tp.occurred_at >= sp.profile.person_at;
     let mut person_changed = false;
     let sig = std::mem::take(&mut r.sig);
@@ -1634,7 +1689,7 @@ fn restate_person(r: &mut Resolving, s: &mut Survivor, sp: &mut Attachment) {
             sp.profile.person = sig.clone();
             person_changed = true;
         }
-        s.dirty |= push_person(&mut s.customer.people, sig);
+        s.dirty |= push_person(&mut s.customer.people, sig, max_people);
     }
     if let Some(a) = r.address.take() {
         if newer && sp.profile.address != a {
@@ -1726,19 +1781,36 @@ fn move_source_profiles(
     Ok(())
 }
 
-/// The merge log of a customer merged away moves to the end of `log`.
+/// The merge log of a customer merged away moves to the end of `log`, kept to `max`
+/// entries. Returns how many were forgotten.
 fn take_merge_log(
     store: &mut Store,
     merged: &str,
     log: &mut Vec<MergeLog>,
-) -> Result<(), StoreError> {
+    max: usize,
+) -> Result<u64, StoreError> {
+    let mut forgotten = 0;
     if let Some(mut theirs) = MERGE_LOGS.get(store, merged)? {
         MERGE_LOGS.remove(store, merged);
         for entry in theirs.drain(..) {
-            push_log(log, entry);
+            forgotten += push_log(log, entry, max);
         }
     }
-    Ok(())
+    Ok(forgotten)
+}
+
+/// Keeps the last `max` ids merged into a customer; those merged first are forgotten,
+/// with their aliases (an erasure could no longer find them to remove). Returns how many.
+fn forget_oldest_merged_ids(
+    store: &mut Store,
+    c: &mut Customer,
+    max: usize,
+) -> Result<u64, StoreError> {
+    let excess = c.merged_ids.len().saturating_sub(max);
+    for id in c.merged_ids.drain(..excess) {
+        ALIASES.remove(store, &id);
+    }
+    Ok(excess as u64)
 }
 
 /// The best verdict of each customer: links first, best score first; the customer id
@@ -1901,7 +1973,11 @@ impl Resolver {
         for sp_id in &c.source_profiles {
             if let Some(sp) = SOURCE_PROFILES.get(store, *sp_id)? {
                 kept_ids.extend(sp.identifiers);
-                push_person(&mut people, sp.person);
+                push_person(
+                    &mut people,
+                    sp.person,
+                    self.config.limits.max_people_per_customer,
+                );
             }
         }
         c.identifiers.retain(|id| kept_ids.contains(id));
@@ -2002,11 +2078,13 @@ impl Resolver {
 }
 
 /// What a split did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SplitDone {
     pub new_customer_id: String,
     /// Source profiles moved to the new customer.
     pub moved: Vec<u64>,
+    /// What the split counted (history forgotten at its bound).
+    pub counts: Stats,
 }
 
 /// What a merge command did.
@@ -2017,6 +2095,8 @@ pub struct MergeDone {
     /// Split decisions between the two that the merge lifted.
     pub lifted: usize,
     pub commands: Vec<ProfileCommand>,
+    /// What the merge counted (history and merged ids forgotten at their bounds).
+    pub counts: Stats,
 }
 
 impl Resolver {
@@ -2058,7 +2138,11 @@ impl Resolver {
         c.apart = Vec::new();
         for (_, sp) in sps {
             merge_sorted(&mut c.identifiers, sp.identifiers.clone());
-            push_person(&mut c.people, sp.person.clone());
+            push_person(
+                &mut c.people,
+                sp.person.clone(),
+                self.config.limits.max_people_per_customer,
+            );
             for t in &sp.apart {
                 if !c.apart.contains(t) {
                     c.apart.push(*t);
@@ -2102,10 +2186,23 @@ impl Resolver {
             at,
             ..Link::default()
         };
-        log_split(store, customer_id, &new_id, identifier, &moved, link)?;
+        let max_log = self.config.limits.max_merge_log;
+        let forgotten = log_split(
+            store,
+            customer_id,
+            &new_id,
+            identifier,
+            &moved,
+            link,
+            max_log,
+        )?;
         Ok(Ok(SplitDone {
             new_customer_id: new_id,
             moved,
+            counts: Stats {
+                merge_log_dropped: forgotten,
+                ..Stats::default()
+            },
         }))
     }
 
@@ -2158,6 +2255,17 @@ impl Resolver {
                 pair[0].0, pair[1].0
             )));
         }
+        let source_profiles = pair[0].1.source_profiles.len();
+        if let Some((bound, kind)) = self.growth_refusal(&held, source_profiles, &pair[1].1) {
+            let what = match bound {
+                "identifier_limit" => format!("more `{kind}` values than its limit"),
+                _ => "more source profiles than `max_source_profiles_per_customer`".into(),
+            };
+            return Ok(Err(format!(
+                "`{}` and `{}` together would hold {what}",
+                pair[0].0, pair[1].0
+            )));
+        }
         let lifted = lift_splits(store, &mut pair)?;
         let [(survivor_id, mut survivor), (merged_id, merged)] = pair;
         let link = Link {
@@ -2168,6 +2276,7 @@ impl Resolver {
             ..Link::default()
         };
         let links = HashMap::from([(merged_id.clone(), (link, Vec::new()))]);
+        let mut counts = Stats::default();
         let (commands, _) = self.merge_into(
             store,
             &survivor_id,
@@ -2176,6 +2285,7 @@ impl Resolver {
             &links,
             &mut HashMap::new(),
             at,
+            &mut counts,
         )?;
         CUSTOMERS.put(store, &survivor_id, &survivor)?;
         Ok(Ok(MergeDone {
@@ -2183,6 +2293,7 @@ impl Resolver {
             merged: merged_id,
             lifted,
             commands,
+            counts,
         }))
     }
 
@@ -2513,7 +2624,8 @@ fn log_split(
     identifier: &Ident,
     moved: &[u64],
     link: Link,
-) -> Result<(), StoreError> {
+    max_log: usize,
+) -> Result<u64, StoreError> {
     let entry = |other: &str, identifiers: Vec<Ident>| MergeLog {
         kind: "split".into(),
         other_id: other.to_string(),
@@ -2522,13 +2634,14 @@ fn log_split(
         identifiers,
     };
     let mut log: Vec<MergeLog> = MERGE_LOGS.get(store, kept_id)?.unwrap_or_default();
-    push_log(&mut log, entry(new_id, Vec::new()));
+    let forgotten = push_log(&mut log, entry(new_id, Vec::new()), max_log);
     MERGE_LOGS.put(store, kept_id, &log)?;
     MERGE_LOGS.put(
         store,
         new_id,
         &vec![entry(kept_id, vec![identifier.clone()])],
-    )
+    )?;
+    Ok(forgotten)
 }
 
 /// Lifts the split decisions between two customers (tokens on which they are on
@@ -2573,9 +2686,9 @@ fn people_sig<'a>(sig: &'a PersonSig, anchor: Option<&'a PersonSig>) -> Option<&
     }
 }
 
-/// Adds a person to a customer's list; true if it was new.
-fn push_person(people: &mut Vec<PersonSig>, p: PersonSig) -> bool {
-    let new = !p.is_empty() && !people.contains(&p) && people.len() < MAX_PEOPLE_PER_CUSTOMER;
+/// Adds a person to a customer's list of at most `max`; true if it was new and kept.
+fn push_person(people: &mut Vec<PersonSig>, p: PersonSig, max: usize) -> bool {
+    let new = !p.is_empty() && !people.contains(&p) && people.len() < max;
     if new {
         people.push(p);
     }

@@ -48,7 +48,8 @@ pub struct Conflict {
     /// The candidate refused; `null` for the event's own unique value.
     pub other_customer_id: Option<String>,
     /// The guardrail: `unique_identifier`, `never_link`, `weak_identifier_contradiction`,
-    /// `identifier_contradiction`, `person_contradiction`.
+    /// `identifier_contradiction`, `person_contradiction`, or a bound of the customer's
+    /// size: `source_profile_limit`, `identifier_limit`.
     pub rule: &'static str,
     /// `null` only for a fuzzy candidate refused on person data or a split.
     pub identifier_type: Option<String>,
