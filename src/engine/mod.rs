@@ -271,6 +271,9 @@ mod tests {
         assert_eq!(FORMAT.get(fresh.store()).unwrap(), Some(STORE_FORMAT));
     }
 
+    /// When the test lines count as read: 2027-01-15T08:00:00Z.
+    const NOW: i64 = 1_800_000_000_000;
+
     fn line(engine: &mut Engine, offset: i64, json: &str) -> Vec<OutputRecord> {
         let record = Record {
             bytes: json.as_bytes(),
@@ -278,6 +281,7 @@ mod tests {
             source_offset: offset,
             key: None,
             timestamp: None,
+            received_at: NOW,
         };
         let input = engine.parse_line(record.bytes);
         engine.handle(&record, input).unwrap()

@@ -20,8 +20,12 @@ pub struct Record<'a> {
     /// Offset (or line index) of the record, for dead letters.
     pub source_offset: i64,
     pub key: Option<&'a [u8]>,
-    /// When the record was written (ms), if known: the time of a rights request.
+    /// When the record was written (ms), if known: the time of a rights request. The
+    /// broker's, or the producer's: it may be anything.
     pub timestamp: Option<i64>,
+    /// When the caller read the record (ms): its wall clock (the runtime), or a time it
+    /// was given (`replay --now`). The engine reads no clock.
+    pub received_at: i64,
 }
 
 /// What a record is: the runtime knows it from the topic, a replay line from its fields
