@@ -140,6 +140,9 @@ impl Engine {
     /// while events flow, timers fire in event time. What it changes is committed with
     /// the next [`Engine::commit`].
     pub fn tick(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
+        // The input clock moves only with accepted times, each at most
+        // `limits.max_future_skew_ms` past its reader's clock (`input::event_time`): no
+        // record can carry the timers further.
         let now = now.max(self.input_clock()?);
         let until = now.saturating_sub(self.config.activation.grace_ms as i64);
         let timers = self.profiler.fire_timers(&mut self.store, until, now)?;

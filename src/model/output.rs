@@ -136,6 +136,9 @@ impl OutputRecord {
 /// One day in milliseconds, the unit of every retention and lifecycle period.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The times (ms since the epoch) RFC 3339 can state: years 0000 to 9999.
+pub const RFC3339_MS: std::ops::RangeInclusive<i64> = -62_167_219_200_000..=253_402_300_799_999;
+
 /// Formats event time (ms since the epoch) as RFC 3339 UTC.
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)

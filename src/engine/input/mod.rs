@@ -1,6 +1,7 @@
 //! Inputs of the engine, parsed and validated once: touchpoints (contract §1), rights
 //! requests and identity commands; a record that fails goes to the dead-letter topic.
 pub mod command;
+pub mod event_time;
 pub mod request;
 pub mod touchpoint;
 
@@ -8,6 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::config::EngineConfig;
 use command::Command;
+use event_time::{TimeBounds, TimeWindow};
 use request::Request;
 use touchpoint::{json_object, Rejection, Touchpoint};
 
@@ -24,7 +26,8 @@ pub struct Record<'a> {
     /// broker's, or the producer's: it may be anything.
     pub timestamp: Option<i64>,
     /// When the caller read the record (ms): its wall clock (the runtime), or a time it
-    /// was given (`replay --now`). The engine reads no clock.
+    /// was given (`replay --now`). The engine reads no clock; this bounds the times an
+    /// input may state ([`event_time`]).
     pub received_at: i64,
 }
 
@@ -76,6 +79,7 @@ pub enum Input {
 /// special categories).
 pub struct InputParser {
     touchpoints: touchpoint::Parser,
+    times: TimeBounds,
     config: EngineConfig,
 }
 
@@ -83,7 +87,22 @@ impl InputParser {
     pub fn new(config: &EngineConfig) -> Self {
         Self {
             touchpoints: touchpoint::Parser::new(config),
+            times: TimeBounds::new(&config.limits),
             config: config.clone(),
+        }
+    }
+
+    /// The times `record` may state.
+    pub fn time_window(&self, record: &Record) -> TimeWindow {
+        self.times.window(record)
+    }
+
+    /// Refuses an input whose time lies outside the window of its record: one record
+    /// must not move the engine's clocks beyond what its reader vouches for.
+    pub fn check_time(&self, record: &Record, input: &Input) -> Result<(), Rejection> {
+        match event_time::stated_time(input) {
+            Some((field, at)) => self.time_window(record).check(field, at),
+            None => Ok(()),
         }
     }
 

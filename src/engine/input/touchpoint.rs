@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde_json::{Map, Value};
 
 use crate::engine::config::EngineConfig;
+use crate::model::output::rfc3339;
 use crate::model::{
     Address, Cart, ConsentChannel, EventType, Item, Order, Person, Purpose, UnknownWord,
 };
@@ -34,6 +35,20 @@ pub enum Rejection {
     },
     #[error("field `{field}` is not an rfc 3339 time: {detail}")]
     BadTime { field: &'static str, detail: String },
+    /// A time before `limits.min_event_time`, or after the record's reference time
+    /// plus `limits.max_future_skew_ms` (see [`super::event_time`]).
+    #[error(
+        "field `{field}` is {}, outside the accepted range {} to {}",
+        rfc3339(*.at),
+        rfc3339(*.earliest),
+        rfc3339(*.latest)
+    )]
+    TimeOutOfRange {
+        field: &'static str,
+        at: i64,
+        earliest: i64,
+        latest: i64,
+    },
     #[error("field `{field}` is longer than {max} bytes")]
     TooLong { field: String, max: usize },
     #[error("field `{field}` has an invalid value: {detail}")]
@@ -56,12 +71,13 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason [`Rejection::reason`] gives, so that metrics show each from the start.
-    pub const REASONS: [&'static str; 14] = [
+    pub const REASONS: [&'static str; 15] = [
         "too_large",
         "not_json",
         "missing_field",
         "wrong_type",
         "bad_time",
+        "time_out_of_range",
         "too_long",
         "bad_value",
         "too_many_identifiers",
@@ -81,6 +97,7 @@ impl Rejection {
             Rejection::Missing(_) => "missing_field",
             Rejection::WrongType { .. } => "wrong_type",
             Rejection::BadTime { .. } => "bad_time",
+            Rejection::TimeOutOfRange { .. } => "time_out_of_range",
             Rejection::TooLong { .. } => "too_long",
             Rejection::BadValue { .. } => "bad_value",
             Rejection::TooManyIdentifiers { .. } => "too_many_identifiers",
@@ -957,6 +974,12 @@ mod tests {
             Rejection::BadTime {
                 field: "occurred_at",
                 detail: String::new(),
+            },
+            Rejection::TimeOutOfRange {
+                field: "occurred_at",
+                at: 0,
+                earliest: 1,
+                latest: 2,
             },
             Rejection::TooLong {
                 field: "x".into(),
