@@ -283,6 +283,11 @@ struct ReplayArgs {
     /// Events per store commit.
     #[arg(long, default_value_t = 10_000)]
     batch: usize,
+    /// RFC 3339 time at which every line counts as read (default: now): a line may
+    /// state a time up to `limits.max_future_skew_ms` after it. The same --now gives
+    /// the same output.
+    #[arg(long)]
+    now: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -482,6 +487,7 @@ fn run(cli: Cli) -> Result<()> {
                 state: args.state,
                 batch: args.batch,
                 progress: true,
+                now: unicus::cli::time_or_wall_clock(args.now.as_deref(), "now")?,
             },
         ),
         Command::Generate(args) => files::generate(args.command()),

@@ -233,6 +233,7 @@ fn split_and_merge_back(engine: &mut Engine, so_far: &[OutputRecord]) -> Vec<Out
                     source_offset: offset,
                     key: None,
                     timestamp: Some(1_800_000_000_000),
+                    received_at: 1_800_000_000_000,
                 },
             )
             .unwrap()
@@ -297,6 +298,7 @@ fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
                         source_offset: i as i64,
                         key: None,
                         timestamp: Some(1_800_000_000_000),
+                        received_at: 1_800_000_000_000,
                     },
                 )
                 .unwrap(),
@@ -452,6 +454,7 @@ fn an_avro_touchpoint_is_the_same_touchpoint_as_its_json_form_and_gives_the_same
             source_offset: i as i64,
             key: None,
             timestamp: None,
+            received_at: 1_800_000_000_000,
         };
         let from_json = parser.parse(line.as_bytes());
         let json_out = json_engine.process(InputKind::Touchpoint, &input).unwrap();
@@ -807,6 +810,7 @@ async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() 
             source_offset: offset,
             key: None,
             timestamp: Some(1_800_000_000_000),
+            received_at: 1_800_000_000_000,
         };
         let from_json = by_json
             .process(InputKind::Command, &input(&json_bytes[..]))

@@ -274,3 +274,71 @@ fn gdpr_export_and_erase_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("iban"));
 }
+
+#[test]
+fn replay_now_bounds_the_times_a_line_may_state_and_fixes_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(
+        p("ev.jsonl"),
+        concat!(
+            r#"{"event_id":"e1","channel":"web","type":"login","occurred_at":"2026-11-20T10:00:00Z","identifiers":{"email":"ana@example.org"}}"#,
+            "\n",
+            r#"{"event_id":"e2","channel":"web","type":"login","occurred_at":"2026-12-08T00:00:00Z","identifiers":{"email":"ana@example.org"}}"#,
+            "\n",
+            r#"{"request_id":"r1","kind":"export","identifier":{"type":"email","value":"ana@example.org"}}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let replay = |now: &str, out: &str| {
+        let o = unicus(&[
+            "replay",
+            "--input",
+            &p("ev.jsonl"),
+            "--output",
+            &p(out),
+            "--now",
+            now,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(p(out)).unwrap()
+    };
+    let early = replay("2026-12-06T00:00:00Z", "o1.jsonl");
+    assert_eq!(early, replay("2026-12-06T00:00:00Z", "o2.jsonl"));
+    let dead: Vec<serde_json::Value> = early
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["topic"] == "touchpoints.dlq")
+        .collect();
+    assert_eq!(dead.len(), 1, "{early}");
+    assert_eq!(
+        dead[0]["headers"]["unicus.error.reason"],
+        "time_out_of_range"
+    );
+    assert!(
+        early.contains(r#""done_at":"2026-11-20T10:00:00Z""#),
+        "{early}"
+    );
+
+    // Read two days later, the same line is in range: the receipt follows it.
+    let later = replay("2026-12-08T00:00:00Z", "o3.jsonl");
+    assert!(!later.contains("touchpoints.dlq"), "{later}");
+    assert!(
+        later.contains(r#""done_at":"2026-12-08T00:00:00Z""#),
+        "{later}"
+    );
+
+    let bad = unicus(&[
+        "replay",
+        "--input",
+        &p("ev.jsonl"),
+        "--output",
+        &p("o4.jsonl"),
+        "--now",
+        "tomorrow",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--now takes an RFC 3339 time"), "{err}");
+}

@@ -365,6 +365,8 @@ tick_interval_ms = 86400000
         &mut single,
         lines.join("\n").as_bytes(),
         "crash",
+        // As the runtime read them: by the wall clock (generated times are all past).
+        chrono::Utc::now().timestamp_millis(),
         &mut sink,
         10_000,
         None,

@@ -77,6 +77,7 @@ fn command(e: &mut Engine, doc: Value) -> Vec<Value> {
                 source_offset: 0,
                 key: None,
                 timestamp: Some(1_795_000_000_000),
+                received_at: 1_795_000_000_000,
             },
         )
         .unwrap();
@@ -512,6 +513,7 @@ fn erasure_forgets_blocking_keys_and_provenance() {
                 source_offset: 0,
                 key: None,
                 timestamp: Some(1_795_000_000_000),
+                received_at: 1_795_000_000_000,
             },
         )
         .unwrap();
@@ -570,6 +572,7 @@ fn erasing_the_side_a_split_made_leaves_its_identifier_nowhere() {
             source_offset: 0,
             key: None,
             timestamp: Some(1_795_000_000_000),
+            received_at: 1_795_000_000_000,
         },
     )
     .unwrap();

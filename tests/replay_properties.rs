@@ -27,7 +27,16 @@ fn stream(seed: u64, customers: usize, events: usize) -> Vec<String> {
 /// position in the part replayed, not in the whole stream.
 fn outputs(engine: &mut Engine, lines: &[String]) -> Vec<String> {
     let mut out = Vec::new();
-    replay::run(engine, lines.join("\n").as_bytes(), "p", &mut out, 7, None).unwrap();
+    replay::run(
+        engine,
+        lines.join("\n").as_bytes(),
+        "p",
+        common::NOW,
+        &mut out,
+        7,
+        None,
+    )
+    .unwrap();
     String::from_utf8(out)
         .unwrap()
         .lines()
@@ -116,6 +125,7 @@ fn restart_with_state_in_the_middle_of_a_file_gives_the_same_final_state() {
                 state,
                 batch: 100,
                 progress: false,
+                now: common::NOW,
             },
         )
         .unwrap()

@@ -19,6 +19,15 @@ pub fn load_engine_config(path: Option<&Path>) -> Result<EngineConfig> {
     Ok(Settings::load(path)?.engine)
 }
 
+/// The RFC 3339 time given to `flag` in ms, or the wall clock when none is given.
+pub fn time_or_wall_clock(given: Option<&str>, flag: &'static str) -> Result<i64> {
+    match given {
+        Some(t) => crate::engine::input::touchpoint::parse_time(t, flag)
+            .with_context(|| format!("--{flag} takes an RFC 3339 time")),
+        None => Ok(chrono::Utc::now().timestamp_millis()),
+    }
+}
+
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -208,14 +208,8 @@ fn rights_request(
 /// `gdpr sweep`: runs the retention sweep as of `now` (RFC 3339; default: now) until
 /// nothing more expires, printing what each pass outputs.
 pub fn gdpr_sweep(store: &StoreOptions, now: Option<&str>) -> Result<()> {
-    let clock = chrono::Utc::now().timestamp_millis();
+    let at = super::time_or_wall_clock(now, "now")?;
     let mut engine = store.open()?;
-    let at = match now {
-        Some(t) => {
-            crate::engine::input::touchpoint::parse_time(t, "now").map_err(anyhow::Error::msg)?
-        }
-        None => clock,
-    };
     let mut stdout = std::io::stdout().lock();
     loop {
         let out = engine.sweep_retention(at)?;
@@ -243,6 +237,7 @@ fn process_once(
             source_offset: 0,
             key: None,
             timestamp: Some(now),
+            received_at: now,
         },
     )?;
     engine.commit()?;

@@ -179,6 +179,11 @@ pub struct Limits {
     /// Consent decisions about one identifier kept per customer (grants forgotten
     /// before denials, the oldest first).
     pub max_identifier_consents: usize,
+    /// The earliest time (RFC 3339) an input may state (`occurred_at`, `requested_at`).
+    pub min_event_time: String,
+    /// How far (ms) an input's time may lie after its record's reference time: the
+    /// earlier of the broker timestamp and the time the caller read the record.
+    pub max_future_skew_ms: u64,
 }
 
 impl Default for Limits {
@@ -202,7 +207,20 @@ impl Default for Limits {
             max_cart_items: 100,
             max_currencies_per_customer: 8,
             max_identifier_consents: 64,
+            min_event_time: "2000-01-01T00:00:00Z".into(),
+            max_future_skew_ms: 86_400_000,
         }
+    }
+}
+
+impl Limits {
+    /// [`Limits::min_event_time`] in ms since the epoch, if it is a valid RFC 3339 time
+    /// ([`EngineConfig::validate`] refuses a configuration where it is not).
+    pub fn min_event_time_ms(&self) -> Option<i64> {
+        chrono::DateTime::parse_from_rfc3339(&self.min_event_time)
+            .ok()
+            .map(|t| t.timestamp_millis())
+            .filter(|t| crate::model::output::RFC3339_MS.contains(t))
     }
 }
 
@@ -877,6 +895,15 @@ impl EngineConfig {
             return Err(ConfigError::Invalid {
                 field: "limits",
                 problem: "max_attribute_key_bytes and max_attribute_value_bytes must not be above max_string_bytes".into(),
+            });
+        }
+        if self.limits.min_event_time_ms().is_none() {
+            return Err(ConfigError::Invalid {
+                field: "limits.min_event_time",
+                problem: format!(
+                    "`{}` is not an RFC 3339 time in years 0000 to 9999",
+                    self.limits.min_event_time
+                ),
             });
         }
         Ok(())

@@ -95,6 +95,7 @@ impl Engine {
         input: Result<Input, Rejection>,
     ) -> Result<Vec<OutputRecord>, EngineError> {
         self.stats.consumed += 1;
+        let input = input.and_then(|i| self.inputs.check_time(record, &i).map(|()| i));
         let input = match input {
             Ok(input) => input,
             Err(rejection) => return Ok(vec![self.dead_letter(record, &rejection)]),
@@ -206,7 +207,7 @@ impl Engine {
         record: &Record,
         request: Request,
     ) -> Result<Vec<OutputRecord>, EngineError> {
-        let at = match request.requested_at.or(record.time()) {
+        let at = match request.requested_at.or(self.record_time(record)) {
             Some(at) => at,
             None => self.input_clock()?,
         };
@@ -241,10 +242,18 @@ impl Engine {
         Ok(out)
     }
 
+    /// The record's timestamp as the time of a request or command that states none, if
+    /// it lies within the times the record may state ([`Record::received_at`] bounds a
+    /// producer-set one).
+    fn record_time(&self, record: &Record) -> Option<i64> {
+        let window = self.inputs.time_window(record);
+        record.timestamp.filter(|t| window.contains(*t))
+    }
+
     /// Carries out an operator command (`identity.commands`): a split or a merge, or
     /// the reason it cannot be.
     fn command(&mut self, record: &Record, cmd: &Command) -> Result<Outcome, EngineError> {
-        let at = match cmd.requested_at.or(record.time()) {
+        let at = match cmd.requested_at.or(self.record_time(record)) {
             Some(at) => at,
             None => self.input_clock()?,
         };

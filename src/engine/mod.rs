@@ -140,6 +140,9 @@ impl Engine {
     /// while events flow, timers fire in event time. What it changes is committed with
     /// the next [`Engine::commit`].
     pub fn tick(&mut self, now: i64) -> Result<Vec<OutputRecord>, EngineError> {
+        // The input clock moves only with accepted times, each at most
+        // `limits.max_future_skew_ms` past its reader's clock (`input::event_time`): no
+        // record can carry the timers further.
         let now = now.max(self.input_clock()?);
         let until = now.saturating_sub(self.config.activation.grace_ms as i64);
         let timers = self.profiler.fire_timers(&mut self.store, until, now)?;
@@ -271,6 +274,9 @@ mod tests {
         assert_eq!(FORMAT.get(fresh.store()).unwrap(), Some(STORE_FORMAT));
     }
 
+    /// When the test lines count as read: 2027-01-15T08:00:00Z.
+    const NOW: i64 = 1_800_000_000_000;
+
     fn line(engine: &mut Engine, offset: i64, json: &str) -> Vec<OutputRecord> {
         let record = Record {
             bytes: json.as_bytes(),
@@ -278,6 +284,7 @@ mod tests {
             source_offset: offset,
             key: None,
             timestamp: None,
+            received_at: NOW,
         };
         let input = engine.parse_line(record.bytes);
         engine.handle(&record, input).unwrap()
@@ -331,6 +338,7 @@ mod tests {
                 source_offset: n,
                 key: None,
                 timestamp: Some(timestamp),
+                received_at: NOW,
             };
             let input = engine.parse(InputKind::Request, record.bytes);
             let out = engine.handle(&record, input).unwrap();

@@ -5,7 +5,8 @@
 //! `"headers"`, and their value is the original line as a string). The store is committed
 //! every `batch` events and at the end, so a replay stopped at any point and started
 //! again with the same `--state` skips what was committed (by `event_id`) and ends in the
-//! same state as one uninterrupted run.
+//! same state as one uninterrupted run (given the same `now`: every line counts as read
+//! then, and a line may state a time up to `limits.max_future_skew_ms` after it).
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -37,6 +38,10 @@ pub struct ReplayOptions {
     /// Events per commit.
     pub batch: usize,
     pub progress: bool,
+    /// When every line counts as read (ms since the epoch): with the skew allowed, the
+    /// latest time a line may state (`--now`; the CLI's default is its wall clock at
+    /// start). The same `now` gives the same output.
+    pub now: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +105,7 @@ pub fn replay(config: EngineConfig, opts: &ReplayOptions) -> Result<ReplaySummar
         &mut engine,
         BufReader::with_capacity(1 << 20, file),
         &source,
+        opts.now,
         &mut out,
         opts.batch,
         progress.as_ref(),
@@ -111,11 +117,13 @@ pub fn replay(config: EngineConfig, opts: &ReplayOptions) -> Result<ReplaySummar
     Ok(summary)
 }
 
-/// Drives `engine` over JSON lines from `reader`, writing output lines to `out`.
+/// Drives `engine` over JSON lines from `reader`, each read at `now` (ms), writing
+/// output lines to `out`.
 pub fn run(
     engine: &mut Engine,
     mut reader: impl BufRead,
     source: &str,
+    now: i64,
     out: &mut impl Write,
     batch: usize,
     progress: Option<&ProgressBar>,
@@ -150,6 +158,7 @@ pub fn run(
             source_offset: line_index,
             key: None,
             timestamp: None,
+            received_at: now,
         };
         let input = engine.parse_line(body);
         let produced = engine.handle(&record, input)?;

@@ -700,7 +700,8 @@ fn run_once(
             File::open(input).with_context(|| format!("failed to open {}", input.display()))?,
         );
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&output)?);
-        let summary = replay::run(&mut engine, reader, "bench", &mut out, 10_000, None)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let summary = replay::run(&mut engine, reader, "bench", now, &mut out, 10_000, None)?;
         out.flush()?;
         summary
     };
@@ -744,6 +745,7 @@ fn warm_up(config: EngineConfig, input: &Path, dir: &Path) -> Result<u64> {
         &mut engine,
         lines.join("\n").as_bytes(),
         "warm-up",
+        chrono::Utc::now().timestamp_millis(),
         &mut io::sink(),
         10_000,
         None,

@@ -69,7 +69,8 @@ pub fn replay(events: usize, customers: usize, seed: u64) -> Result<()> {
     let mut engine = replay::open_engine(EngineConfig::default(), Some(&dir.path().join("store")))?;
     let reader = BufReader::with_capacity(1 << 20, File::open(&input)?);
     let mut sink = BufWriter::with_capacity(1 << 20, io::sink());
-    let summary = replay::run(&mut engine, reader, "bench", &mut sink, 10_000, None)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let summary = replay::run(&mut engine, reader, "bench", now, &mut sink, 10_000, None)?;
     let (peak, _) = memory();
     let disk = engine.store().size_on_disk().unwrap_or(0);
     let mut sizes: Vec<u64> = engine
@@ -490,6 +491,7 @@ fn engine_pass(
     use crate::engine::{InputKind, Record};
     let dir = tempfile::tempdir()?;
     let mut engine = replay::open_engine(EngineConfig::default(), Some(&dir.path().join("store")))?;
+    let received_at = chrono::Utc::now().timestamp_millis();
     let t = Instant::now();
     let mut out_bytes = 0u64;
     for (i, (topic, bytes)) in records.iter().enumerate() {
@@ -499,6 +501,7 @@ fn engine_pass(
             source_offset: i as i64,
             key: None,
             timestamp: None,
+            received_at,
         };
         let input = match formats {
             Some(f) if crate::kafka::avro::is_framed(bytes) => {

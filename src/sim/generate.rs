@@ -35,9 +35,9 @@
 //!
 //! # Time
 //!
-//! Events advance a clock from `start` by exponential gaps whose mean spreads the
-//! stream over `clamp(2 days × events / customers, 1 day, 90 days)` (20 days with the
-//! defaults). 1 % of events occurred 1 minute to 4 hours before the clock (late
+//! Events advance a clock from `start` (2026-07-26 by default: the stream is in the
+//! past) by exponential gaps whose mean spreads the stream over
+//! `clamp(2 days × events / customers, 1 day, 90 days)` (20 days with the defaults). 1 % of events occurred 1 minute to 4 hours before the clock (late
 //! arrivals). Web and app write UTC with milliseconds, e-mail and social UTC seconds,
 //! store, CRM, service and marketplace `+01:00` (Paris winter time; the instant is
 //! always right, daylight saving is not modelled).
@@ -163,7 +163,10 @@ pub struct GenerateOptions {
     /// Exact number of lines yielded, story and invalid lines included.
     pub events: usize,
     /// Where the clock starts; it only moves forward (late events may carry a time
-    /// up to 4 hours behind it).
+    /// up to 4 hours behind it). Default: Sunday 2026-07-26 08:00 UTC, a fixed date so
+    /// that the whole stream (90 days at most: it ends before November 2026) lies in the
+    /// past and unicus, which refuses events dated more than `limits.max_future_skew_ms`
+    /// ahead of when it reads them, takes all of it.
     pub start: DateTime<Utc>,
     /// Whether person 0 is Sophie Dupont and her story is emitted on the first day.
     pub include_story: bool,
@@ -190,7 +193,7 @@ impl Default for GenerateOptions {
             customers: 1_000,
             events: 10_000,
             start: Utc
-                .with_ymd_and_hms(2026, 11, 1, 8, 0, 0)
+                .with_ymd_and_hms(2026, 7, 26, 8, 0, 0)
                 .single()
                 .expect("a constant, valid date"),
             include_story: true,
@@ -3401,20 +3404,25 @@ mod tests {
     }
 
     /// xxh3-64 of the default (non-labelled) output for a few option sets, computed
-    /// before the labelled mode existed: the labelled work must leave it unchanged
-    /// (scenarios, property tests and benchmarks rest on these streams). Bytes depend
-    /// on the platform's `ln`/`cos` (see the module docs): x86_64 Linux here.
+    /// before the labelled mode existed, from the start the default had then
+    /// (2026-11-01): the labelled work and the move of the default start must leave it
+    /// unchanged (scenarios, property tests and benchmarks rest on these streams). Bytes
+    /// depend on the platform's `ln`/`cos` (see the module docs): x86_64 Linux here.
     #[test]
     fn default_output_is_pinned() {
+        let first = GenerateOptions {
+            start: Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap(),
+            ..GenerateOptions::default()
+        };
         let cases = [
-            (GenerateOptions::default(), 0x9796_fb12_7bf0_9933_u64),
+            (first.clone(), 0x9796_fb12_7bf0_9933_u64),
             (
                 GenerateOptions {
                     seed: 7,
                     customers: 300,
                     events: 20_000,
                     invalid_rate: 0.02,
-                    ..GenerateOptions::default()
+                    ..first.clone()
                 },
                 0x43f4_143c_f73d_4e2c,
             ),
@@ -3424,10 +3432,11 @@ mod tests {
                     customers: 5_000,
                     events: 30_000,
                     include_story: false,
-                    ..GenerateOptions::default()
+                    ..first
                 },
                 0x8f1d_bb97_1895_6abf,
             ),
+            (GenerateOptions::default(), 0x79dc_4aae_e6b6_308b),
         ];
         let hashes: Vec<u64> = cases
             .iter()
@@ -3726,6 +3735,25 @@ mod tests {
             span > chrono::Duration::days(10) && span < chrono::Duration::days(30),
             "{span}"
         );
+    }
+
+    #[test]
+    fn a_stream_of_the_longest_span_lies_in_the_past() {
+        // 200 events per person: the 90-day maximum span.
+        let events = generate(GenerateOptions {
+            customers: 100,
+            ..options(20_000)
+        });
+        let latest = events
+            .iter()
+            .filter_map(|e| serde_json::from_str::<Value>(&e.line).ok())
+            .filter_map(|v| DateTime::parse_from_rfc3339(v["occurred_at"].as_str()?).ok())
+            .max()
+            .unwrap();
+        // Before any day these tests run on (the default start moved back to stay so).
+        let bound = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
+        assert!(latest < bound, "{latest}");
+        assert!(latest > bound - chrono::Duration::days(300), "{latest}");
     }
 
     #[test]

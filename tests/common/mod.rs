@@ -11,11 +11,21 @@ pub fn engine() -> Engine {
     Engine::new(EngineConfig::default(), Store::temporary().unwrap()).unwrap()
 }
 
-/// Replays lines through `engine` and returns the output lines as JSON values.
+/// When the tests' lines count as read (2030-01-01T00:00:00Z): after every time they
+/// state, and fixed, so that no test depends on the day it runs.
+pub const NOW: i64 = 1_893_456_000_000;
+
+/// Replays lines through `engine`, read at [`NOW`], and returns the output lines as
+/// JSON values.
 pub fn feed(engine: &mut Engine, lines: &[String]) -> Vec<Value> {
+    feed_at(engine, lines, NOW)
+}
+
+/// [`feed`] with the lines read at `now` (ms).
+pub fn feed_at(engine: &mut Engine, lines: &[String], now: i64) -> Vec<Value> {
     let input = lines.join("\n");
     let mut out = Vec::new();
-    replay::run(engine, input.as_bytes(), "test", &mut out, 3, None).unwrap();
+    replay::run(engine, input.as_bytes(), "test", now, &mut out, 3, None).unwrap();
     String::from_utf8(out)
         .unwrap()
         .lines()

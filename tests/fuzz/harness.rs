@@ -278,6 +278,8 @@ impl<'a> Harness<'a> {
             source_offset: INPUTS.load(Ordering::Relaxed) as i64,
             key,
             timestamp,
+            // Read as a replay in 2030 would: the generators' times lie before it.
+            received_at: 1_893_456_000_000,
         };
         let before = self
             .engine

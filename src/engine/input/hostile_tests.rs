@@ -215,6 +215,8 @@ fn the_engine_sends_each_case_to_the_dead_letter_topic_with_its_reason() {
             source_offset: 0,
             key: None,
             timestamp: None,
+            // Read long after the events' time: only their content is at stake here.
+            received_at: 1_893_456_000_000,
         };
         let input = engine.parse(InputKind::Touchpoint, record.bytes);
         let out = engine.handle(&record, input).unwrap();

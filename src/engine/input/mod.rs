@@ -1,6 +1,7 @@
 //! Inputs of the engine, parsed and validated once: touchpoints (contract §1), rights
 //! requests and identity commands; a record that fails goes to the dead-letter topic.
 pub mod command;
+pub mod event_time;
 #[cfg(test)]
 mod hostile_tests;
 mod json;
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::config::EngineConfig;
 use command::Command;
+use event_time::{TimeBounds, TimeWindow};
 use request::Request;
 use touchpoint::{json_object, Rejection, Touchpoint};
 
@@ -24,18 +26,13 @@ pub struct Record<'a> {
     /// Offset (or line index) of the record, for dead letters.
     pub source_offset: i64,
     pub key: Option<&'a [u8]>,
-    /// When the record was written (ms), if known: the time of a rights request.
+    /// When the record was written (ms), if known: the time of a rights request. The
+    /// broker's, or the producer's: it may be anything.
     pub timestamp: Option<i64>,
-}
-
-impl Record<'_> {
-    /// The record's timestamp as the time of a request or command, if RFC 3339 can state
-    /// it: a producer may set any, and a receipt dated beyond year 9999 could not be
-    /// written in its topic's schema (the batch, and so the stream, would stop on it).
-    pub fn time(&self) -> Option<i64> {
-        self.timestamp
-            .filter(|t| crate::model::output::RFC3339_MS.contains(t))
-    }
+    /// When the caller read the record (ms): its wall clock (the runtime), or a time it
+    /// was given (`replay --now`). The engine reads no clock; this bounds the times an
+    /// input may state ([`event_time`]).
+    pub received_at: i64,
 }
 
 /// What a record is: the runtime knows it from the topic, a replay line from its fields
@@ -86,6 +83,7 @@ pub enum Input {
 /// special categories).
 pub struct InputParser {
     touchpoints: touchpoint::Parser,
+    times: TimeBounds,
     config: EngineConfig,
 }
 
@@ -93,7 +91,22 @@ impl InputParser {
     pub fn new(config: &EngineConfig) -> Self {
         Self {
             touchpoints: touchpoint::Parser::new(config),
+            times: TimeBounds::new(&config.limits),
             config: config.clone(),
+        }
+    }
+
+    /// The times `record` may state.
+    pub fn time_window(&self, record: &Record) -> TimeWindow {
+        self.times.window(record)
+    }
+
+    /// Refuses an input whose time lies outside the window of its record: one record
+    /// must not move the engine's clocks beyond what its reader vouches for.
+    pub fn check_time(&self, record: &Record, input: &Input) -> Result<(), Rejection> {
+        match event_time::stated_time(input) {
+            Some((field, at)) => self.time_window(record).check(field, at),
+            None => Ok(()),
         }
     }
 

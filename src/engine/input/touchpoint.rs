@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use super::json::read_object;
 use super::special::SpecialTerms;
 use crate::engine::config::EngineConfig;
+use crate::model::output::rfc3339;
 use crate::model::{
     Address, Cart, ConsentChannel, EventType, Item, Order, Person, Purpose, UnknownWord,
 };
@@ -42,6 +43,20 @@ pub enum Rejection {
     },
     #[error("field `{field}` is not an rfc 3339 time: {detail}")]
     BadTime { field: &'static str, detail: String },
+    /// A time before `limits.min_event_time`, or after the record's reference time
+    /// plus `limits.max_future_skew_ms` (see [`super::event_time`]).
+    #[error(
+        "field `{field}` is {}, outside the accepted range {} to {}",
+        rfc3339(*.at),
+        rfc3339(*.earliest),
+        rfc3339(*.latest)
+    )]
+    TimeOutOfRange {
+        field: &'static str,
+        at: i64,
+        earliest: i64,
+        latest: i64,
+    },
     #[error("field `{field}` is longer than {max} bytes")]
     TooLong { field: String, max: usize },
     #[error("field `{field}` has an invalid value: {detail}")]
@@ -68,7 +83,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason [`Rejection::reason`] gives, so that metrics show each from the start.
-    pub const REASONS: [&'static str; 18] = [
+    pub const REASONS: [&'static str; 19] = [
         "too_large",
         "empty_value",
         "not_json",
@@ -76,6 +91,7 @@ impl Rejection {
         "missing_field",
         "wrong_type",
         "bad_time",
+        "time_out_of_range",
         "too_long",
         "bad_value",
         "unknown_channel",
@@ -99,6 +115,7 @@ impl Rejection {
             Rejection::Missing(_) => "missing_field",
             Rejection::WrongType { .. } => "wrong_type",
             Rejection::BadTime { .. } => "bad_time",
+            Rejection::TimeOutOfRange { .. } => "time_out_of_range",
             Rejection::TooLong { .. } => "too_long",
             Rejection::BadValue { .. } => "bad_value",
             Rejection::UnknownChannel { .. } => "unknown_channel",
@@ -1046,6 +1063,12 @@ mod tests {
             Rejection::BadTime {
                 field: "occurred_at",
                 detail: String::new(),
+            },
+            Rejection::TimeOutOfRange {
+                field: "occurred_at",
+                at: 0,
+                earliest: 1,
+                latest: 2,
             },
             Rejection::TooLong {
                 field: "x".into(),

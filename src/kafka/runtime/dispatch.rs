@@ -43,9 +43,11 @@ impl Dispatch<'_> {
         due: Due,
     ) -> Result<Processed, RuntimeError> {
         let mut wire = Vec::with_capacity(batch.len() * 3);
+        // The batch was read just before: the wall clock now bounds the times it states.
+        let received_at = chrono::Utc::now().timestamp_millis();
         for m in batch {
             let ts = m.timestamp().to_millis();
-            for out in self.dispatch(engine, m)? {
+            for out in self.dispatch(engine, m, received_at)? {
                 wire.push(self.encode(&out, ts)?);
             }
         }
@@ -76,12 +78,13 @@ impl Dispatch<'_> {
         })
     }
 
-    /// One record to the engine, as the kind its topic carries; an Avro record is decoded
-    /// before the engine parses it.
+    /// One record to the engine, as the kind its topic carries, read at `received_at`
+    /// (wall clock, ms); an Avro record is decoded before the engine parses it.
     fn dispatch(
         &self,
         engine: &mut Engine,
         m: &OwnedMessage,
+        received_at: i64,
     ) -> Result<Vec<OutputRecord>, EngineError> {
         let record = Record {
             bytes: super::decode::payload(m),
@@ -89,6 +92,7 @@ impl Dispatch<'_> {
             source_offset: m.offset(),
             key: m.key(),
             timestamp: m.timestamp().to_millis(),
+            received_at,
         };
         let input = self.inputs.input(engine, m);
         engine.handle(&record, input)
