@@ -560,12 +560,23 @@ fn start_and_join(config: &Path, log: &Path) -> (Running, Join) {
         if text.contains(ASSIGNED) {
             break text;
         }
-        assert!(Instant::now() < until, "no assignment; log: {}", log.display());
+        assert!(
+            Instant::now() < until,
+            "no assignment; log: {}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let at = |what: &str, last: bool| {
-        let mut found = text.lines().filter(|l| l.contains(what)).filter_map(logged_at);
-        let t = if last { found.last() } else { found.next() };
+        let mut found = text
+            .lines()
+            .filter(|l| l.contains(what))
+            .filter_map(logged_at);
+        let t = if last {
+            found.next_back()
+        } else {
+            found.next()
+        };
         t.unwrap_or_else(|| panic!("no `{what}` in {}", log.display()))
     };
     let join_sent = at("Joining group", false);
@@ -624,7 +635,10 @@ store_dir = "{}"
     drop(first); // SIGKILL: the member does not leave the group
     let (last, restarted) = start_and_join(&config, &dir.path().join("restart.log"));
     drop(last);
-    eprintln!("new member: {new_member:?}, assigned after {:?}", new_member.total());
+    eprintln!(
+        "new member: {new_member:?}, assigned after {:?}",
+        new_member.total()
+    );
     eprintln!(
         "restarted after SIGKILL: {restarted:?}, assigned after {:?} (unicus's share {:?})",
         restarted.total(),
