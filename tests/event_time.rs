@@ -6,10 +6,12 @@ mod common;
 
 use common::{engine, event, feed, feed_at, on_topic};
 use serde_json::{json, Value};
+use unicus::engine::config::EngineConfig;
 use unicus::engine::input::touchpoint::parse_time;
 use unicus::engine::{Engine, InputKind, Record};
 use unicus::model::output::{OutputRecord, Payload, Topic};
 use unicus::sim::generate::{GenerateOptions, Generator};
+use unicus::store::Store;
 
 const DAY: i64 = 86_400_000;
 
@@ -74,6 +76,15 @@ fn outputs(outs: &[Value], topic: &str) -> Vec<Value> {
 
 #[test]
 fn an_event_dated_9999_changes_nothing_and_is_a_dead_letter() {
+    // Golden records one per change: a dead letter counts in its batch, so coalesced
+    // golden records would come out where the shifted batches end.
+    let engine = || {
+        let config = EngineConfig {
+            coalesce_profiles: false,
+            ..EngineConfig::default()
+        };
+        Engine::new(config, Store::temporary().unwrap()).unwrap()
+    };
     let (mut clean_engine, mut hostile_engine) = (engine(), engine());
     let clean = feed(&mut clean_engine, &stream(None));
     let hostile = feed(&mut hostile_engine, &stream(Some(HOSTILE)));

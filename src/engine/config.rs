@@ -666,6 +666,9 @@ pub struct EngineConfig {
     /// `engine::input::special`) and as whole words: `health_condition` and `ｈｅａｌｔｈ`
     /// match `health`, `healthy_snacks` and `trace_id` match neither `health` nor `race`.
     pub special_categories: Vec<String>,
+    /// `profiles.merged` gets the latest golden record of each customer a batch changed,
+    /// as a KTable's record cache does (see `engine::coalesce`); off, one per change.
+    pub coalesce_profiles: bool,
     /// The channels an event may name in `channel`: those of `kafka.channels` (one list
     /// for the topics consumed and the channels accepted), copied there when the
     /// settings are read; not a key of `[engine]`. Another channel is `unknown_channel`.
@@ -767,6 +770,7 @@ impl Default for EngineConfig {
             gdpr: Gdpr::default(),
             activation: Activation::default(),
             matching: Matching::default(),
+            coalesce_profiles: true,
             special_categories: DEFAULT_SPECIAL_CATEGORIES
                 .into_iter()
                 .map(String::from)

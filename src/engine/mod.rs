@@ -1,7 +1,8 @@
 //! The engine: one input record in, state changes staged and output records out.
 //!
 //! Data path: [`input`] (parse and validate once) → [`Engine::handle`] → [`normalise`] →
-//! [`resolve`] → [`handoff::ProfileCommand`]s → [`profile`] → output records.
+//! [`resolve`] → [`handoff::ProfileCommand`]s → [`profile`] → output records, the golden
+//! records of a batch [`coalesce`]d per customer.
 //! The engine knows nothing of Kafka: the runtime, `replay` and the tests all drive this
 //! same type. It is deterministic: the same inputs in the same order into the same store
 //! give the same outputs (ids, times and all).
@@ -10,6 +11,7 @@
 //! [`Engine::commit`] (one flush per batch). An event id seen before (committed or
 //! staged) changes nothing and counts nothing: redelivery is harmless.
 
+pub mod coalesce;
 pub mod config;
 pub mod gdpr;
 mod handle;
@@ -21,6 +23,7 @@ mod requests;
 pub mod resolve;
 mod stats;
 
+pub use coalesce::ProfileCache;
 pub use input::{Input, InputKind, Record};
 pub(crate) use stats::{engine_counters, sort_counters};
 pub use stats::{SourceCounts, Stats};

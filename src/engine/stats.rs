@@ -146,8 +146,13 @@ macro_rules! engine_counters {
                 /// (the refusals themselves are in `conflicts`).
                 conflict_records_dropped = "conflict_record",
             };
-            /// Output records, by topic.
+            /// Output records, by topic (golden records coalesced in their batch left out).
             outputs: BTreeMap<&'static str, u64>;
+            /// Golden records replaced by a later one of the same customer in the same
+            /// batch, not published (`coalesce_profiles`).
+            profiles_coalesced: u64 => counter(
+                "unicus_profiles_coalesced_total",
+                "Golden records replaced by a later one of the same customer in the same batch, not published.");
             /// Events not attached to the source profile of their anchor: its value is
             /// generic, or it is clearly somebody else's (the shop's phone, a family e-mail).
             anchors_refused: u64 => counter(

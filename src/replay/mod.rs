@@ -1,7 +1,8 @@
 //! Replay (contract §3): the engine over a file of JSON events, no broker.
 //!
 //! Every non-blank line is one record, processed in file order; every output record is
-//! written in order as one JSON line `{"topic", "key", "value"}` (dead letters also carry
+//! written in order (the golden records of a batch, coalesced per customer, at its end:
+//! `engine::coalesce`) as one JSON line `{"topic", "key", "value"}` (dead letters also carry
 //! `"headers"`, and their value is the original line as a string). The store is committed
 //! every `batch` events and at the end, so a replay stopped at any point and started
 //! again with the same `--state` skips what was committed (by `event_id`) and ends in the
@@ -17,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::config::EngineConfig;
 use crate::engine::{Engine, EngineError, Record, Stats};
+use crate::model::output::OutputRecord;
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +139,18 @@ pub fn run(
         path: PathBuf::from(source),
         source: error,
     };
+    let mut write = |record: &OutputRecord, outputs: &mut u64| {
+        *outputs += 1;
+        record
+            .write_replay_line(&mut *out)
+            .map_err(io::Error::from)
+            .and_then(|_| out.write_all(b"\n"))
+            .map_err(|error| ReplayError::Output {
+                path: PathBuf::from("output"),
+                source: error,
+            })
+    };
+    let mut profiles = engine.profile_cache();
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(input_err)?;
@@ -161,24 +175,23 @@ pub fn run(
             received_at: now,
         };
         let input = engine.parse_line(body);
-        let produced = engine.handle(&record, input)?;
-        for record in produced {
-            record
-                .write_replay_line(&mut *out)
-                .map_err(io::Error::from)
-                .and_then(|_| out.write_all(b"\n"))
-                .map_err(|error| ReplayError::Output {
-                    path: PathBuf::from("output"),
-                    source: error,
-                })?;
-            outputs += 1;
+        let mut produced = engine.handle(&record, input)?;
+        profiles.absorb(&mut produced, ());
+        for record in &produced {
+            write(record, &mut outputs)?;
         }
         if engine.pending() >= batch {
+            for (record, ()) in engine.end_batch(&mut profiles) {
+                write(&record, &mut outputs)?;
+            }
             engine.commit_in_background()?;
             if let Some(bar) = progress {
                 bar.set_message(format!("{records} events"));
             }
         }
+    }
+    for (record, ()) in engine.end_batch(&mut profiles) {
+        write(&record, &mut outputs)?;
     }
     engine.commit()?;
     Ok(ReplaySummary {

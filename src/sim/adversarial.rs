@@ -48,7 +48,8 @@ pub struct Figures {
     pub events: usize,
     pub input_bytes: u64,
     pub output_bytes: u64,
-    /// The most output bytes one event gave.
+    /// The most output bytes one event gave (its golden record, when coalesced, is
+    /// counted at the end of its batch instead: see `max_golden_record`).
     pub max_event_output: u64,
     /// The most output bytes one event gave beyond its own size (what an event costs
     /// besides echoing itself on `touchpoints.resolved` or `touchpoints.dlq`).
@@ -236,6 +237,11 @@ pub fn generated(events: usize) -> Vec<String> {
     .collect()
 }
 
+/// Events per batch, as `replay` commits by default and the runtime's batches hold at
+/// most: the golden records of a batch are coalesced per customer (unless
+/// `coalesce_profiles` is off).
+const BATCH: usize = 1_000;
+
 /// The bytes of one output record as Kafka carries it.
 fn record_bytes(o: &OutputRecord) -> u64 {
     let key = o.key.as_ref().map_or(0, String::len);
@@ -259,6 +265,17 @@ pub fn measure(
     let mut f = Figures::default();
     // Read like a replay run now: the streams' times all lie in the past.
     let received_at = chrono::Utc::now().timestamp_millis();
+    let mut profiles = engine.profile_cache::<bool>();
+    // A batch's golden records, counted when it ends (when coalesced), if its events count.
+    let count_batch = |f: &mut Figures, held: Vec<(OutputRecord, bool)>| {
+        for (o, counted) in held {
+            let n = record_bytes(&o);
+            if counted {
+                f.max_golden_record = f.max_golden_record.max(n);
+                f.output_bytes += n;
+            }
+        }
+    };
     for (i, line) in lines.enumerate() {
         let bytes = line.as_bytes();
         let record = Record {
@@ -269,12 +286,16 @@ pub fn measure(
             timestamp: None,
             received_at,
         };
+        let counted = i >= warm_up;
         let input = engine.parse_line(bytes);
-        let outputs = engine.handle(&record, input)?;
-        if engine.pending() >= 1_000 {
+        let mut outputs = engine.handle(&record, input)?;
+        profiles.absorb(&mut outputs, counted);
+        if engine.pending() >= BATCH {
+            let held = engine.end_batch(&mut profiles);
+            count_batch(&mut f, held);
             engine.commit()?;
         }
-        if i < warm_up {
+        if !counted {
             continue;
         }
         let mut out = 0;
@@ -294,6 +315,8 @@ pub fn measure(
             .max_event_excess
             .max(out.saturating_sub(bytes.len() as u64));
     }
+    let held = engine.end_batch(&mut profiles);
+    count_batch(&mut f, held);
     engine.commit()?;
     Ok(f)
 }
@@ -321,6 +344,15 @@ pub fn bench(
 ) -> Result<()> {
     writeln!(
         out,
+        "golden records coalesced per customer in batches of {BATCH} events: {}",
+        if config.coalesce_profiles {
+            "yes"
+        } else {
+            "no (coalesce_profiles = false)"
+        }
+    )?;
+    writeln!(
+        out,
         "{:<48} {:>7} {:>10} {:>10} {:>7} {:>11} {:>11} {:>10} {:>6}",
         "stream",
         "events",
@@ -337,6 +369,20 @@ pub fn bench(
         rows.push((s.name.to_string(), measure_stream(config, &s)?));
         print_row(out, rows.last().expect("pushed"))?;
     }
+    // The worst case of coalescing: every event of a batch on another full profile
+    // publishes one golden record each, as with coalescing off.
+    let other = EngineConfig {
+        coalesce_profiles: !config.coalesce_profiles,
+        ..config.clone()
+    };
+    let name = if other.coalesce_profiles {
+        "(e) the same, golden records coalesced"
+    } else {
+        "(e) the same, one golden record per event"
+    };
+    let e = tiny_events_on_a_full_profile(scale.many);
+    rows.push((name.into(), measure_stream(&other, &e)?));
+    print_row(out, rows.last().expect("pushed"))?;
     let normal = measure(config, generated(generated_events).into_iter(), 0)?;
     rows.push(("generated stream (unicus generate)".into(), normal));
     print_row(out, rows.last().expect("pushed"))?;

@@ -1,6 +1,7 @@
 //! Dispatch: each record of a batch to the engine entry point of its topic and format,
-//! then the retention sweep and timers that are due; the batch's state and outbox
-//! entry go to the store in one atomic, flushed write.
+//! then the retention sweep and timers that are due, then the batch's golden records
+//! (the latest per customer: `engine::coalesce`); the batch's state and outbox entry go
+//! to the store in one atomic, flushed write.
 
 use std::time::Instant;
 
@@ -45,22 +46,31 @@ impl Dispatch<'_> {
         let mut wire = Vec::with_capacity(batch.len() * 3);
         // The batch was read just before: the wall clock now bounds the times it states.
         let received_at = chrono::Utc::now().timestamp_millis();
+        // The batch's golden records, the latest per customer, go out at its end, each
+        // with the broker timestamp of the input that decided it.
+        let mut profiles = engine.profile_cache::<Option<i64>>();
         for m in batch {
             let ts = m.timestamp().to_millis();
-            for out in self.dispatch(engine, m, received_at)? {
-                wire.push(self.encode(&out, ts)?);
+            let mut outs = self.dispatch(engine, m, received_at)?;
+            profiles.absorb(&mut outs, ts);
+            for out in &outs {
+                wire.push(self.encode(out, ts)?);
             }
         }
         let now = chrono::Utc::now().timestamp_millis();
+        let mut due_outs = Vec::new();
         if due.sweep {
-            for out in engine.sweep_retention(now)? {
-                wire.push(self.encode(&out, None)?);
-            }
+            due_outs.extend(engine.sweep_retention(now)?);
         }
         if due.tick {
-            for out in engine.tick(now)? {
-                wire.push(self.encode(&out, None)?);
-            }
+            due_outs.extend(engine.tick(now)?);
+        }
+        profiles.absorb(&mut due_outs, None);
+        for out in &due_outs {
+            wire.push(self.encode(out, None)?);
+        }
+        for (out, ts) in engine.end_batch(&mut profiles) {
+            wire.push(self.encode(&out, ts)?);
         }
         if batch.is_empty() && wire.is_empty() {
             return Ok(Processed {
