@@ -41,6 +41,31 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// Every type of the contract, in its order ([`EventType::Other`] aside).
+    pub const ALL: [EventType; 18] = {
+        use EventType::*;
+        [
+            PageView,
+            ProductView,
+            Search,
+            CartAdd,
+            CartRemove,
+            CheckoutStarted,
+            Purchase,
+            Return,
+            FormSubmit,
+            AccountCreated,
+            AccountUpdated,
+            Login,
+            StoreVisit,
+            SocialInteraction,
+            SupportTicket,
+            EmailOpen,
+            EmailClick,
+            ConsentUpdate,
+        ]
+    };
+
     pub fn parse(s: &str) -> Self {
         use EventType::*;
         match s {
@@ -145,4 +170,20 @@ pub struct Order {
 pub struct Cart {
     pub cart_id: Option<String>,
     pub items: Vec<Item>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventType;
+
+    #[test]
+    fn every_type_of_the_contract_is_listed_once_and_reads_back() {
+        let names: Vec<&str> = EventType::ALL.iter().map(EventType::as_str).collect();
+        for (kind, name) in EventType::ALL.iter().zip(&names) {
+            assert_eq!(&EventType::parse(name), kind);
+            assert!(!matches!(kind, EventType::Other(_)), "{name}");
+        }
+        let distinct: std::collections::BTreeSet<&&str> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+    }
 }
