@@ -71,14 +71,8 @@ fn command(e: &mut Engine, doc: Value) -> Vec<Value> {
     let out = e
         .process(
             InputKind::Command,
-            &Record {
-                bytes: &bytes,
-                source_topic: "identity.commands",
-                source_offset: 0,
-                key: None,
-                timestamp: Some(1_795_000_000_000),
-                received_at: 1_795_000_000_000,
-            },
+            &Record::new(&bytes, "identity.commands", 0, 1_795_000_000_000)
+                .written_at(1_795_000_000_000),
         )
         .unwrap();
     e.commit().unwrap();
@@ -507,14 +501,8 @@ fn erasure_forgets_blocking_keys_and_provenance() {
     let out = e
         .process(
             InputKind::Request,
-            &Record {
-                bytes: request.as_bytes(),
-                source_topic: "gdpr.requests",
-                source_offset: 0,
-                key: None,
-                timestamp: Some(1_795_000_000_000),
-                received_at: 1_795_000_000_000,
-            },
+            &Record::new(request.as_bytes(), "gdpr.requests", 0, 1_795_000_000_000)
+                .written_at(1_795_000_000_000),
         )
         .unwrap();
     e.commit().unwrap();
@@ -566,14 +554,8 @@ fn erasing_the_side_a_split_made_leaves_its_identifier_nowhere() {
         json!({"request_id": "r1", "kind": "erase", "customer_id": new_customer}).to_string();
     e.process(
         InputKind::Request,
-        &Record {
-            bytes: request.as_bytes(),
-            source_topic: "gdpr.requests",
-            source_offset: 0,
-            key: None,
-            timestamp: Some(1_795_000_000_000),
-            received_at: 1_795_000_000_000,
-        },
+        &Record::new(request.as_bytes(), "gdpr.requests", 0, 1_795_000_000_000)
+            .written_at(1_795_000_000_000),
     )
     .unwrap();
     e.commit().unwrap();

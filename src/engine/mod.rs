@@ -278,14 +278,7 @@ mod tests {
     const NOW: i64 = 1_800_000_000_000;
 
     fn line(engine: &mut Engine, offset: i64, json: &str) -> Vec<OutputRecord> {
-        let record = Record {
-            bytes: json.as_bytes(),
-            source_topic: "test",
-            source_offset: offset,
-            key: None,
-            timestamp: None,
-            received_at: NOW,
-        };
+        let record = Record::new(json.as_bytes(), "test", offset, NOW);
         let input = engine.parse_line(record.bytes);
         engine.handle(&record, input).unwrap()
     }
@@ -332,14 +325,8 @@ mod tests {
             let json = format!(
                 r#"{{"request_id":"r{n}","kind":"export","identifier":{{"type":"email","value":"a@example.fr"}}}}"#
             );
-            let record = Record {
-                bytes: json.as_bytes(),
-                source_topic: "gdpr.requests",
-                source_offset: n,
-                key: None,
-                timestamp: Some(timestamp),
-                received_at: NOW,
-            };
+            let record =
+                Record::new(json.as_bytes(), "gdpr.requests", n, NOW).written_at(timestamp);
             let input = engine.parse(InputKind::Request, record.bytes);
             let out = engine.handle(&record, input).unwrap();
             let receipt = out

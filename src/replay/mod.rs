@@ -152,14 +152,7 @@ pub fn run(
             continue;
         }
         records += 1;
-        let record = Record {
-            bytes: body,
-            source_topic: source,
-            source_offset: line_index,
-            key: None,
-            timestamp: None,
-            received_at: now,
-        };
+        let record = Record::new(body, source, line_index, now);
         let input = engine.parse_line(body);
         let produced = engine.handle(&record, input)?;
         for record in produced {

@@ -261,14 +261,7 @@ pub fn measure(
     let received_at = chrono::Utc::now().timestamp_millis();
     for (i, line) in lines.enumerate() {
         let bytes = line.as_bytes();
-        let record = Record {
-            bytes,
-            source_topic: "adversarial",
-            source_offset: i as i64,
-            key: None,
-            timestamp: None,
-            received_at,
-        };
+        let record = Record::new(bytes, "adversarial", i as i64, received_at);
         let input = engine.parse_line(bytes);
         let outputs = engine.handle(&record, input)?;
         if engine.pending() >= 1_000 {
