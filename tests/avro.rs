@@ -227,14 +227,8 @@ fn split_and_merge_back(engine: &mut Engine, so_far: &[OutputRecord]) -> Vec<Out
         engine
             .process(
                 InputKind::Command,
-                &Record {
-                    bytes: &bytes,
-                    source_topic: "identity.commands",
-                    source_offset: offset,
-                    key: None,
-                    timestamp: Some(1_800_000_000_000),
-                    received_at: 1_800_000_000_000,
-                },
+                &Record::new(&bytes, "identity.commands", offset, 1_800_000_000_000)
+                    .written_at(1_800_000_000_000),
             )
             .unwrap()
     };
@@ -292,14 +286,8 @@ fn all_kinds_of_outputs(config: EngineConfig) -> Vec<OutputRecord> {
             engine
                 .process(
                     InputKind::Request,
-                    &Record {
-                        bytes: &bytes,
-                        source_topic: "gdpr.requests",
-                        source_offset: i as i64,
-                        key: None,
-                        timestamp: Some(1_800_000_000_000),
-                        received_at: 1_800_000_000_000,
-                    },
+                    &Record::new(&bytes, "gdpr.requests", i as i64, 1_800_000_000_000)
+                        .written_at(1_800_000_000_000),
                 )
                 .unwrap(),
         );
@@ -448,14 +436,7 @@ fn an_avro_touchpoint_is_the_same_touchpoint_as_its_json_form_and_gives_the_same
     let mut avro_engine = Engine::new(config.clone(), Store::temporary().unwrap()).unwrap();
     let (mut as_avro, mut not_representable) = (0, 0);
     for (i, line) in lines.iter().enumerate() {
-        let input = Record {
-            bytes: line.as_bytes(),
-            source_topic: "t",
-            source_offset: i as i64,
-            key: None,
-            timestamp: None,
-            received_at: 1_800_000_000_000,
-        };
+        let input = Record::new(line.as_bytes(), "t", i as i64, 1_800_000_000_000);
         let from_json = parser.parse(line.as_bytes());
         let json_out = json_engine.process(InputKind::Touchpoint, &input).unwrap();
         let avro_out = match serde_json::from_str::<Value>(line)
@@ -804,13 +785,9 @@ async fn an_avro_command_on_identity_commands_is_the_command_of_its_json_form() 
             unicus::engine::input::command::parse_command(&json_bytes, &config),
             "{command}"
         );
-        let input = |bytes| Record {
-            bytes,
-            source_topic: "identity.commands",
-            source_offset: offset,
-            key: None,
-            timestamp: Some(1_800_000_000_000),
-            received_at: 1_800_000_000_000,
+        let input = |bytes| {
+            Record::new(bytes, "identity.commands", offset, 1_800_000_000_000)
+                .written_at(1_800_000_000_000)
         };
         let from_json = by_json
             .process(InputKind::Command, &input(&json_bytes[..]))

@@ -1,73 +1,31 @@
 //! Broker faults against rdkafka's mock cluster, with errors injected on Produce: the
 //! outbox after a crash, health while outputs stall, and producers that fail fatally.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use common::mock_cluster::{cluster, json_values, produce, read_topic, start, Cluster};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{json, Value};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use unicus::kafka::runtime::{self, RunSummary, RuntimeError, RuntimeStats, WireRecord};
-use unicus::model::output::Topic;
+use serde_json::json;
+use unicus::kafka::runtime::{self, RuntimeError, RuntimeStats, WireRecord};
 use unicus::settings::Settings;
-use unicus::sim::demo::produce_lines;
 use unicus::store::keys;
 
-const PARTITIONS: i32 = 3;
-
-struct Cluster {
-    mock: MockCluster<'static, DefaultProducerContext>,
-    settings: Settings,
-    _dir: tempfile::TempDir,
-}
-
-fn cluster(group: &str) -> Cluster {
-    let mock = MockCluster::new(1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.kafka.brokers = mock.bootstrap_servers();
-    settings.kafka.group_id = group.into();
-    settings.kafka.create_topics = false;
-    settings.kafka.channels = vec!["web".into()];
-    settings.runtime.store_dir = dir.path().join("store");
-    settings.runtime.batch_max_wait_ms = 50;
-    settings.runtime.batch_max_events = 10;
-    settings.runtime.retry_backoff_ms = 100;
-    settings.metrics.listen = "127.0.0.1:0".into();
-    for (k, v) in [
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1000"),
-        // A record the broker refuses fails in 1 s, and the runtime tries again.
-        ("message.timeout.ms", "1000"),
-    ] {
-        settings.kafka.properties.insert(k.into(), v.into());
-    }
-    for t in settings.kafka.input_topics() {
-        mock.create_topic(&t, PARTITIONS, 1).unwrap();
-    }
-    for t in Topic::ALL {
-        mock.create_topic(&settings.kafka.topic(t), PARTITIONS, 1)
-            .unwrap();
-    }
-    mock.create_topic(&settings.kafka.requests_topic(), 1, 1)
-        .unwrap();
-    mock.create_topic(&settings.kafka.commands_topic(), 1, 1)
-        .unwrap();
-    Cluster {
-        mock,
-        settings,
-        _dir: dir,
-    }
+/// The mock cluster of these tests: web events, batches of 10, a record the broker
+/// refuses failed in 1 s and tried again after 100 ms.
+fn web_cluster(group: &str) -> Cluster {
+    let mut c = cluster(group, &["web"]);
+    c.settings.runtime.batch_max_events = 10;
+    c.settings.runtime.retry_backoff_ms = 100;
+    c.settings
+        .kafka
+        .properties
+        .insert("message.timeout.ms".into(), "1000".into());
+    c
 }
 
 /// `n` web events from `first` on, each of its own person: one resolved record each.
@@ -82,77 +40,10 @@ fn events(first: usize, n: usize) -> Vec<String> {
         .collect()
 }
 
-async fn produce(c: &Cluster, lines: Vec<String>) {
-    let n = lines.len() as u64;
-    let sent = produce_lines(
-        &c.settings.kafka.brokers,
-        "",
-        &c.settings.kafka.channels,
-        lines.into_iter(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(sent, n);
-}
-
 /// Every Produce request fails with `error` until cleared (or `count` are used up).
 fn fail_produce(c: &Cluster, error: RDKafkaRespErr, count: usize) {
     c.mock
         .request_errors(RDKafkaApiKey::Produce, &vec![error; count]);
-}
-
-struct Running {
-    stats: Arc<RuntimeStats>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<RunSummary, RuntimeError>>,
-}
-
-fn start(settings: &Settings) -> Running {
-    let stats = Arc::new(RuntimeStats::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));
-    Running { stats, stop, task }
-}
-
-impl Running {
-    /// Waits until `done` holds, failing after `limit` or if the runtime stops.
-    async fn until(&mut self, limit: Duration, what: &str, done: impl Fn(&RuntimeStats) -> bool) {
-        let started = Instant::now();
-        while !done(&self.stats) {
-            assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-            if self.task.is_finished() {
-                panic!("runtime stopped early: {:?}", (&mut self.task).await);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Events of committed batches, as the metrics show them (a batch shows once its
-    /// outputs are acknowledged, its outbox entry removed and its offsets committed).
-    fn committed_events(&self) -> f64 {
-        self.stats
-            .telemetry
-            .exposition()
-            .lines()
-            .filter(|l| l.starts_with("unicus_events_consumed_total{"))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum()
-    }
-
-    /// A crash: the runtime's task is dropped wherever it is, nothing drained.
-    async fn crash(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-
-    async fn stop(self) -> RunSummary {
-        self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(15), self.task)
-            .await
-            .expect("the runtime drains")
-            .unwrap()
-            .unwrap()
-    }
 }
 
 /// The records the outbox holds, per entry.
@@ -169,33 +60,11 @@ fn outbox(settings: &Settings) -> Vec<Vec<WireRecord>> {
 
 /// How many times each event id has a record on `touchpoints.resolved`.
 fn resolved(brokers: &str) -> HashMap<String, usize> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset("touchpoints.resolved", p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    drop(tpl);
     let mut counts = HashMap::new();
-    let mut idle_since = Instant::now();
-    while idle_since.elapsed() < Duration::from_millis(1500) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let v: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
-                *counts
-                    .entry(v["event_id"].as_str().unwrap().to_string())
-                    .or_default() += 1;
-                idle_since = Instant::now();
-            }
-            Some(Err(e)) => panic!("reading touchpoints.resolved: {e}"),
-            None => {}
-        }
+    for v in json_values(&read_topic(brokers, "touchpoints.resolved")) {
+        *counts
+            .entry(v["event_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     counts
 }
@@ -227,7 +96,7 @@ fn http_get(stats: &RuntimeStats, path: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_keeps_only_what_was_not_acknowledged_across_crashes() {
-    let c = cluster("g-outbox-clear");
+    let c = web_cluster("g-outbox-clear");
     let brokers = c.settings.kafka.brokers.clone();
 
     // Acknowledged, then a crash: the outbox is empty, and nothing is re-sent.
@@ -293,7 +162,7 @@ async fn the_outbox_keeps_only_what_was_not_acknowledged_across_crashes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_stalled_past_the_limit_fail_health_until_acknowledged() {
-    let mut c = cluster("g-stall");
+    let mut c = web_cluster("g-stall");
     c.settings.runtime.stall_timeout_ms = 1_000;
     produce(&c, events(0, 5)).await;
     fail_produce(
@@ -355,7 +224,7 @@ async fn a_producer_that_fails_fatally_is_replaced_and_nothing_is_lost() {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
         ),
     ] {
-        let c = cluster(group);
+        let c = web_cluster(group);
         produce(&c, events(0, 20)).await;
         fail_produce(&c, error, 2);
         let mut run = start(&c.settings);
@@ -387,7 +256,7 @@ async fn a_producer_that_fails_fatally_is_replaced_and_nothing_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_that_keeps_failing_fatally_ends_the_run_and_keeps_the_outbox() {
-    let c = cluster("g-unrecoverable");
+    let c = web_cluster("g-unrecoverable");
     produce(&c, events(0, 5)).await;
     fail_produce(
         &c,

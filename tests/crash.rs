@@ -96,6 +96,32 @@ fn create_topic(brokers: &str, name: &str, partitions: u32) {
     assert!(status.success(), "creating {name}");
 }
 
+/// The seed of a randomised test: `UNICUS_CRASH_SEED`, or else the process id; printed
+/// so that a failing run can be repeated.
+fn run_seed(test: &str) -> u64 {
+    let seed = std::env::var("UNICUS_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::process::id() as u64);
+    eprintln!("{test} seed {seed} (UNICUS_CRASH_SEED to repeat)");
+    seed
+}
+
+/// Produces `lines` to `<prefix>touchpoints.web`, and returns how many were sent.
+fn produce_web(brokers: &str, prefix: &str, lines: &[String]) -> u64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(unicus::sim::demo::produce_lines(
+        brokers,
+        prefix,
+        &["web".to_string()],
+        lines.iter().cloned(),
+    ))
+    .unwrap()
+}
+
 /// Reads a topic from the beginning: the distinct values of one field, and (if asked)
 /// every record.
 struct TopicReader {
@@ -160,11 +186,7 @@ impl TopicReader {
 #[test]
 fn survives_kill_9_at_random_moments_with_exact_final_state() {
     let Some(brokers) = broker() else { return };
-    let seed: u64 = std::env::var("UNICUS_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id() as u64);
-    eprintln!("crash test seed {seed} (UNICUS_CRASH_SEED to repeat)");
+    let seed = run_seed("crash test");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
 
     let dir = tempfile::tempdir().unwrap();
@@ -223,18 +245,7 @@ tick_interval_ms = 86400000
         ),
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let produced = rt
-        .block_on(unicus::sim::demo::produce_lines(
-            &brokers,
-            &prefix,
-            &["web".to_string()],
-            lines.iter().cloned(),
-        ))
-        .unwrap();
+    let produced = produce_web(&brokers, &prefix, &lines);
     assert_eq!(produced as usize, EVENTS);
 
     let log = dir.path().join("unicus.log");
@@ -392,11 +403,7 @@ tick_interval_ms = 86400000
 fn abandoned_carts_fire_once_through_kill_9_around_their_deadlines() {
     const CARTS: usize = 40;
     let Some(brokers) = broker() else { return };
-    let seed: u64 = std::env::var("UNICUS_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::process::id() as u64);
-    eprintln!("trigger crash test seed {seed} (UNICUS_CRASH_SEED to repeat)");
+    let seed = run_seed("trigger crash test");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("carts-{}-{seed}.", std::process::id());
@@ -447,17 +454,7 @@ tick_interval_ms = 100
         ),
     )
     .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(unicus::sim::demo::produce_lines(
-        &brokers,
-        &prefix,
-        &["web".to_string()],
-        lines.iter().cloned(),
-    ))
-    .unwrap();
+    produce_web(&brokers, &prefix, &lines);
 
     let log = dir.path().join("unicus.log");
     let mut reader = TopicReader::new(

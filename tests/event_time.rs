@@ -255,14 +255,7 @@ fn from_broker(
     received_at: i64,
 ) -> Vec<OutputRecord> {
     let bytes = json.to_string().into_bytes();
-    let record = Record {
-        bytes: &bytes,
-        source_topic: "touchpoints.web",
-        source_offset: 0,
-        key: None,
-        timestamp: Some(timestamp),
-        received_at,
-    };
+    let record = Record::new(&bytes, "touchpoints.web", 0, received_at).written_at(timestamp);
     e.process(kind, &record).unwrap()
 }
 

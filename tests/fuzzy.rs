@@ -66,19 +66,14 @@ fn changes<'a>(out: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn command(e: &mut Engine, doc: Value) -> Vec<Value> {
+/// Processes `doc` as an input of `kind` read from `topic`, commits, and returns the
+/// outputs as replay lines.
+fn process(e: &mut Engine, kind: InputKind, topic: &str, doc: Value) -> Vec<Value> {
     let bytes = doc.to_string().into_bytes();
     let out = e
         .process(
-            InputKind::Command,
-            &Record {
-                bytes: &bytes,
-                source_topic: "identity.commands",
-                source_offset: 0,
-                key: None,
-                timestamp: Some(1_795_000_000_000),
-                received_at: 1_795_000_000_000,
-            },
+            kind,
+            &Record::new(&bytes, topic, 0, 1_795_000_000_000).written_at(1_795_000_000_000),
         )
         .unwrap();
     e.commit().unwrap();
@@ -89,6 +84,14 @@ fn command(e: &mut Engine, doc: Value) -> Vec<Value> {
             serde_json::from_slice(&line).unwrap()
         })
         .collect()
+}
+
+fn command(e: &mut Engine, doc: Value) -> Vec<Value> {
+    process(e, InputKind::Command, "identity.commands", doc)
+}
+
+fn request(e: &mut Engine, doc: Value) -> Vec<Value> {
+    process(e, InputKind::Request, "gdpr.requests", doc)
 }
 
 #[test]
@@ -503,28 +506,12 @@ fn erasure_forgets_blocking_keys_and_provenance() {
     let mut e = engine();
     let out = feed(&mut e, &paper_form_and_web_account());
     let customer = resolved(&out)[0]["key"].as_str().unwrap().to_string();
-    let request = json!({"request_id": "r1", "kind": "erase", "customer_id": customer}).to_string();
-    let out = e
-        .process(
-            InputKind::Request,
-            &Record {
-                bytes: request.as_bytes(),
-                source_topic: "gdpr.requests",
-                source_offset: 0,
-                key: None,
-                timestamp: Some(1_795_000_000_000),
-                received_at: 1_795_000_000_000,
-            },
-        )
-        .unwrap();
-    e.commit().unwrap();
-    let receipt = out
-        .iter()
-        .find(|r| r.topic == unicus::model::output::Topic::GdprReceipts)
-        .unwrap();
-    let unicus::model::output::Payload::Json(v) = &receipt.payload else {
-        panic!("a receipt is json")
-    };
+    let out = request(
+        &mut e,
+        json!({"request_id": "r1", "kind": "erase", "customer_id": customer}),
+    );
+    let receipts = on_topic(&out, "gdpr.receipts");
+    let v = &receipts[0]["value"];
     assert!(v["erased"]["blocking_keys"].as_u64().unwrap() >= 4, "{v}");
     // No blocking key of Sophie is left; Jean's are.
     let blocks: Vec<String> = e
@@ -562,21 +549,10 @@ fn erasing_the_side_a_split_made_leaves_its_identifier_nowhere() {
         .as_str()
         .unwrap()
         .to_string();
-    let request =
-        json!({"request_id": "r1", "kind": "erase", "customer_id": new_customer}).to_string();
-    e.process(
-        InputKind::Request,
-        &Record {
-            bytes: request.as_bytes(),
-            source_topic: "gdpr.requests",
-            source_offset: 0,
-            key: None,
-            timestamp: Some(1_795_000_000_000),
-            received_at: 1_795_000_000_000,
-        },
-    )
-    .unwrap();
-    e.commit().unwrap();
+    request(
+        &mut e,
+        json!({"request_id": "r1", "kind": "erase", "customer_id": new_customer}),
+    );
     for (k, v) in e.store().audit_scan().unwrap() {
         for needle in [&b"sophie.dupont@gmail.com"[..], b"CRM-1"] {
             assert!(

@@ -1,160 +1,42 @@
 //! The runtime against rdkafka's in-process mock cluster: consume, produce, commit and
 //! resume, dead letters, and the outbox re-sent on start.
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::mock_cluster::{self, json_values, produce, read_topic, start, Cluster};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use unicus::kafka::runtime::{self, RuntimeStats, WireRecord};
-use unicus::model::output::Topic;
 use unicus::settings::Settings;
 use unicus::sim::demo::produce_lines;
 use unicus::store::keys::kafka_runtime::OUTBOX;
 
-const PARTITIONS: i32 = 3;
-
-struct Cluster {
-    mock: MockCluster<'static, DefaultProducerContext>,
-    settings: Settings,
-    _dir: tempfile::TempDir,
-}
-
+/// The mock cluster of these tests: three channels, batches of 7 (many batches, many
+/// commits).
 fn cluster(group: &str) -> Cluster {
-    let mock = MockCluster::new(1).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings::default();
-    settings.kafka.brokers = mock.bootstrap_servers();
-    settings.kafka.group_id = group.into();
-    settings.kafka.create_topics = false;
-    settings.kafka.channels = vec!["web".into(), "store".into(), "social".into()];
-    settings.runtime.store_dir = dir.path().join("store");
-    settings.runtime.batch_max_wait_ms = 50;
-    settings.runtime.batch_max_events = 7; // many batches, many commits
-    settings.metrics.listen = "127.0.0.1:0".into(); // tests run side by side
-    for (k, v) in [
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "1000"),
-    ] {
-        settings.kafka.properties.insert(k.into(), v.into());
-    }
-    for t in settings.kafka.input_topics() {
-        mock.create_topic(&t, PARTITIONS, 1).unwrap();
-    }
-    for t in Topic::ALL {
-        mock.create_topic(&settings.kafka.topic(t), PARTITIONS, 1)
-            .unwrap();
-    }
-    mock.create_topic(&settings.kafka.requests_topic(), 1, 1)
-        .unwrap();
-    mock.create_topic(&settings.kafka.commands_topic(), 1, 1)
-        .unwrap();
-    Cluster {
-        mock,
-        settings,
-        _dir: dir,
-    }
+    let mut c = mock_cluster::cluster(group, &["web", "store", "social"]);
+    c.settings.runtime.batch_max_events = 7;
+    c
 }
 
+/// A purchase of 2026-11-20 on `channel`, with `extra` fields over those.
 fn event(id: &str, channel: &str, extra: Value) -> String {
-    let mut e = json!({"event_id": id, "channel": channel, "type": "purchase",
-                       "occurred_at": "2026-11-20T10:00:00Z"});
-    if let (Value::Object(b), Value::Object(x)) = (&mut e, extra) {
-        b.extend(x);
-    }
-    e.to_string()
+    common::event(id, channel, "purchase", "2026-11-20T10:00:00Z", extra)
 }
 
 /// Runs the runtime until it has consumed `expected` records, then stops it.
 async fn run_until(settings: &Settings, expected: u64) -> runtime::RunSummary {
-    let stats = Arc::new(RuntimeStats::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));
-    let started = Instant::now();
-    while stats.consumed.load(Ordering::Relaxed) < expected {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "consumed {} of {expected} after 60 s",
-            stats.consumed.load(Ordering::Relaxed)
-        );
-        assert!(
-            !task.is_finished(),
-            "runtime stopped early: {:?}",
-            task.await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(15), task)
-        .await
-        .expect("runtime drains within 15 s")
-        .unwrap()
-        .unwrap()
-}
-
-/// Every record of a topic: (key, value, headers).
-type Record = (Option<String>, Option<Vec<u8>>, BTreeMap<String, String>);
-
-fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    drop(tpl);
-    let mut out = Vec::new();
-    let mut idle_since = Instant::now();
-    while idle_since.elapsed() < Duration::from_millis(1500) {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_string(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((
-                    m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                    m.payload().map(<[u8]>::to_vec),
-                    headers,
-                ));
-                idle_since = Instant::now();
-            }
-            Some(Err(e)) => panic!("reading {topic}: {e}"),
-            None => {}
-        }
-    }
-    out
-}
-
-fn json_values(records: &[Record]) -> Vec<Value> {
-    records
-        .iter()
-        .filter_map(|(_, v, _)| v.as_ref().map(|v| serde_json::from_slice(v).unwrap()))
-        .collect()
+    let mut run = start(settings);
+    let what = format!("{expected} records consumed");
+    run.until(Duration::from_secs(60), &what, |s| {
+        s.consumed.load(Ordering::Relaxed) >= expected
+    })
+    .await;
+    run.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,15 +61,7 @@ async fn consumes_channels_and_publishes_resolved_records_and_profiles() {
             "identifiers": {"social_handle": "twitter:@a", "phone": "+33612345678", "email": "A@B.fr"}}),
         ),
     ];
-    let n = produce_lines(
-        &c.settings.kafka.brokers,
-        "",
-        &c.settings.kafka.channels,
-        lines.into_iter(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(n, 3);
+    produce(&c, lines).await;
     let summary = run_until(&c.settings, 3).await;
     assert!(summary.clean);
     assert_eq!(summary.customers, 1);
@@ -261,26 +135,12 @@ async fn resumes_from_committed_offsets_with_no_loss_and_no_double_count() {
             })
             .collect()
     };
-    produce_lines(
-        &brokers,
-        "",
-        &c.settings.kafka.channels,
-        make(0..60).into_iter(),
-    )
-    .await
-    .unwrap();
+    produce(&c, make(0..60)).await;
     let first = run_until(&c.settings, 60).await;
     assert_eq!(first.engine.accepted, 60);
 
     // A second consumer of the same group and store picks up where the first committed.
-    produce_lines(
-        &brokers,
-        "",
-        &c.settings.kafka.channels,
-        make(60..100).into_iter(),
-    )
-    .await
-    .unwrap();
+    produce(&c, make(60..100)).await;
     let second = run_until(&c.settings, 40).await;
     assert_eq!(
         second.consumed, 40,
@@ -316,14 +176,7 @@ async fn advances_past_poison_records_to_the_dead_letter_topic() {
         event("bad", "web", json!({"attributes": {"religion": "x"}})),
         event("ok2", "web", json!({"identifiers": {"email": "z@z.fr"}})),
     ];
-    produce_lines(
-        &c.settings.kafka.brokers,
-        "",
-        &["web".to_string()],
-        lines.clone().into_iter(),
-    )
-    .await
-    .unwrap();
+    produce(&c, lines.clone()).await;
     let summary = run_until(&c.settings, 4).await;
     assert_eq!(summary.engine.rejected_total(), 2);
     assert_eq!(summary.engine.accepted, 2);
@@ -369,16 +222,12 @@ async fn resends_the_outbox_left_by_a_crash_before_consuming() {
         engine.store_mut().put(entry, &vec![record]).unwrap();
         engine.commit().unwrap();
     }
-    let stats = Arc::new(RuntimeStats::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(runtime::run(c.settings.clone(), stop_rx, stats.clone()));
-    let started = Instant::now();
-    while stats.outbox_resent.load(Ordering::Relaxed) == 0 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    stop.send(true).unwrap();
-    task.await.unwrap().unwrap();
+    let mut run = start(&c.settings);
+    run.until(Duration::from_secs(30), "the outbox re-sent", |s| {
+        s.outbox_resent.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    run.stop().await;
     let changes = read_topic(&c.settings.kafka.brokers, "identity.changes");
     assert_eq!(changes.len(), 1);
     assert_eq!(changes[0].0.as_deref(), Some("cus_X"));
@@ -415,29 +264,11 @@ async fn waits_and_retries_through_a_broker_outage_without_losing_records() {
             })
             .collect()
     };
-    produce_lines(
-        &brokers,
-        "",
-        &c.settings.kafka.channels,
-        batch(0..20).into_iter(),
-    )
-    .await
-    .unwrap();
-    let stats = Arc::new(RuntimeStats::default());
-    let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(runtime::run(c.settings.clone(), stop_rx, stats.clone()));
-    let wait_for = |n: u64, stats: Arc<RuntimeStats>| async move {
-        let started = Instant::now();
-        while stats.consumed.load(Ordering::Relaxed) < n {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "consumed {} of {n}",
-                stats.consumed.load(Ordering::Relaxed)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    wait_for(20, stats.clone()).await;
+    produce(&c, batch(0..20)).await;
+    let mut run = start(&c.settings);
+    let consumed = |n: u64| move |s: &RuntimeStats| s.consumed.load(Ordering::Relaxed) >= n;
+    run.until(Duration::from_secs(60), "20 consumed", consumed(20))
+        .await;
 
     // The broker goes away while more records are on their way, then comes back.
     let more = tokio::spawn({
@@ -448,14 +279,15 @@ async fn waits_and_retries_through_a_broker_outage_without_losing_records() {
     c.mock.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        !task.is_finished(),
+        !run.task.is_finished(),
         "the runtime must not crash during an outage"
     );
     c.mock.broker_up(1).unwrap();
     more.await.unwrap().unwrap();
-    wait_for(40, stats.clone()).await;
-    stop.send(true).unwrap();
-    let summary = task.await.unwrap().unwrap();
+    run.until(Duration::from_secs(60), "40 consumed", consumed(40))
+        .await;
+    let stats = run.stats.clone();
+    let summary = run.stop().await;
     assert!(summary.clean);
     let ids: HashSet<String> = json_values(&read_topic(&brokers, "touchpoints.resolved"))
         .iter()
@@ -484,14 +316,7 @@ async fn rights_requests_and_retention_are_answered_on_gdpr_receipts() {
                    "identifiers": {"email": "gone@b.fr"}}),
         ),
     ];
-    produce_lines(
-        &c.settings.kafka.brokers,
-        "",
-        &c.settings.kafka.channels,
-        lines.into_iter(),
-    )
-    .await
-    .unwrap();
+    produce(&c, lines).await;
     run_until(&c.settings, 2).await;
 
     // A request, and a bad one; the restart also sweeps retention at once.
@@ -552,14 +377,7 @@ async fn splits_a_customer_from_an_identity_commands_record() {
             json!({"type": "login", "identifiers": {"device_id": "dev-9", "email": "famille@b.fr"}}),
         ),
     ];
-    produce_lines(
-        &c.settings.kafka.brokers,
-        "",
-        &c.settings.kafka.channels,
-        lines.into_iter(),
-    )
-    .await
-    .unwrap();
+    produce(&c, lines).await;
     run_until(&c.settings, 2).await;
     let customer = {
         let engine = runtime::open_engine(&c.settings).unwrap();

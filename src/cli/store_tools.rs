@@ -229,17 +229,7 @@ fn process_once(
     now: i64,
 ) -> Result<Vec<OutputRecord>> {
     let bytes = value.to_string().into_bytes();
-    let out = engine.process(
-        kind,
-        &Record {
-            bytes: &bytes,
-            source_topic: "cli",
-            source_offset: 0,
-            key: None,
-            timestamp: Some(now),
-            received_at: now,
-        },
-    )?;
+    let out = engine.process(kind, &Record::new(&bytes, "cli", 0, now).written_at(now))?;
     engine.commit()?;
     Ok(out)
 }

@@ -281,16 +281,24 @@ mod tests {
     const NOW: i64 = 1_800_000_000_000;
 
     fn line(engine: &mut Engine, offset: i64, json: &str) -> Vec<OutputRecord> {
-        let record = Record {
-            bytes: json.as_bytes(),
-            source_topic: "test",
-            source_offset: offset,
-            key: None,
-            timestamp: None,
-            received_at: NOW,
-        };
+        let record = Record::new(json.as_bytes(), "test", offset, NOW);
         let input = engine.parse_line(record.bytes);
         engine.handle(&record, input).unwrap()
+    }
+
+    /// The `done_at` of the receipt among `out`.
+    fn done_at(out: &[OutputRecord]) -> String {
+        let receipt = out
+            .iter()
+            .find(|o| o.topic == crate::model::output::Topic::GdprReceipts)
+            .expect("a receipt");
+        let crate::model::output::Payload::Json(value) = &receipt.payload else {
+            panic!("a JSON receipt");
+        };
+        value["done_at"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no done_at: {value}"))
+            .to_string()
     }
 
     #[test]
@@ -313,14 +321,7 @@ mod tests {
             2,
             r#"{"request_id":"r1","kind":"export","identifier":{"type":"email","value":"a@example.fr"}}"#,
         );
-        let receipt = out
-            .iter()
-            .find(|o| o.topic == crate::model::output::Topic::GdprReceipts)
-            .expect("a receipt");
-        let crate::model::output::Payload::Json(value) = &receipt.payload else {
-            panic!("a JSON receipt");
-        };
-        assert_eq!(value["done_at"], "2026-03-05T08:00:00Z", "{value}");
+        assert_eq!(done_at(&out), "2026-03-05T08:00:00Z");
     }
 
     #[test]
@@ -335,24 +336,11 @@ mod tests {
             let json = format!(
                 r#"{{"request_id":"r{n}","kind":"export","identifier":{{"type":"email","value":"a@example.fr"}}}}"#
             );
-            let record = Record {
-                bytes: json.as_bytes(),
-                source_topic: "gdpr.requests",
-                source_offset: n,
-                key: None,
-                timestamp: Some(timestamp),
-                received_at: NOW,
-            };
+            let record =
+                Record::new(json.as_bytes(), "gdpr.requests", n, NOW).written_at(timestamp);
             let input = engine.parse(InputKind::Request, record.bytes);
             let out = engine.handle(&record, input).unwrap();
-            let receipt = out
-                .iter()
-                .find(|o| o.topic == crate::model::output::Topic::GdprReceipts)
-                .expect("a receipt");
-            let crate::model::output::Payload::Json(value) = &receipt.payload else {
-                panic!("a JSON receipt");
-            };
-            assert_eq!(value["done_at"], "2026-03-01T10:00:00Z", "{value}");
+            assert_eq!(done_at(&out), "2026-03-01T10:00:00Z");
         }
     }
 }

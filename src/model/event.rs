@@ -16,80 +16,57 @@ pub const SOURCE_CHANNELS: [&str; 8] = [
     "email",
 ];
 
-/// Event types of the contract. Anything else is [`EventType::Other`] and kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventType {
-    PageView,
-    ProductView,
-    Search,
-    CartAdd,
-    CartRemove,
-    CheckoutStarted,
-    Purchase,
-    Return,
-    FormSubmit,
-    AccountCreated,
-    AccountUpdated,
-    Login,
-    StoreVisit,
-    SocialInteraction,
-    SupportTicket,
-    EmailOpen,
-    EmailClick,
-    ConsentUpdate,
-    Other(String),
+/// Declares [`EventType`] from one list of `Variant = "wire_name"` pairs: the enum,
+/// [`EventType::ALL`], [`EventType::parse`] and [`EventType::as_str`].
+macro_rules! event_types {
+    ($($variant:ident = $name:literal,)+) => {
+        /// Event types of the contract. Anything else is [`EventType::Other`] and kept.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum EventType {
+            $($variant,)+
+            Other(String),
+        }
+
+        impl EventType {
+            /// Every type of the contract, in its order ([`EventType::Other`] aside).
+            pub const ALL: [EventType; [$($name,)+].len()] = [$(EventType::$variant,)+];
+
+            pub fn parse(s: &str) -> Self {
+                match s {
+                    $($name => EventType::$variant,)+
+                    other => EventType::Other(other.to_string()),
+                }
+            }
+
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(EventType::$variant => $name,)+
+                    EventType::Other(s) => s,
+                }
+            }
+        }
+    };
 }
 
-impl EventType {
-    pub fn parse(s: &str) -> Self {
-        use EventType::*;
-        match s {
-            "page_view" => PageView,
-            "product_view" => ProductView,
-            "search" => Search,
-            "cart_add" => CartAdd,
-            "cart_remove" => CartRemove,
-            "checkout_started" => CheckoutStarted,
-            "purchase" => Purchase,
-            "return" => Return,
-            "form_submit" => FormSubmit,
-            "account_created" => AccountCreated,
-            "account_updated" => AccountUpdated,
-            "login" => Login,
-            "store_visit" => StoreVisit,
-            "social_interaction" => SocialInteraction,
-            "support_ticket" => SupportTicket,
-            "email_open" => EmailOpen,
-            "email_click" => EmailClick,
-            "consent_update" => ConsentUpdate,
-            other => Other(other.to_string()),
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        use EventType::*;
-        match self {
-            PageView => "page_view",
-            ProductView => "product_view",
-            Search => "search",
-            CartAdd => "cart_add",
-            CartRemove => "cart_remove",
-            CheckoutStarted => "checkout_started",
-            Purchase => "purchase",
-            Return => "return",
-            FormSubmit => "form_submit",
-            AccountCreated => "account_created",
-            AccountUpdated => "account_updated",
-            Login => "login",
-            StoreVisit => "store_visit",
-            SocialInteraction => "social_interaction",
-            SupportTicket => "support_ticket",
-            EmailOpen => "email_open",
-            EmailClick => "email_click",
-            ConsentUpdate => "consent_update",
-            Other(s) => s,
-        }
-    }
+event_types! {
+    PageView = "page_view",
+    ProductView = "product_view",
+    Search = "search",
+    CartAdd = "cart_add",
+    CartRemove = "cart_remove",
+    CheckoutStarted = "checkout_started",
+    Purchase = "purchase",
+    Return = "return",
+    FormSubmit = "form_submit",
+    AccountCreated = "account_created",
+    AccountUpdated = "account_updated",
+    Login = "login",
+    StoreVisit = "store_visit",
+    SocialInteraction = "social_interaction",
+    SupportTicket = "support_ticket",
+    EmailOpen = "email_open",
+    EmailClick = "email_click",
+    ConsentUpdate = "consent_update",
 }
 
 /// Postal address as sent (display form; normalised keys are derived when matching).
@@ -145,4 +122,20 @@ pub struct Order {
 pub struct Cart {
     pub cart_id: Option<String>,
     pub items: Vec<Item>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventType;
+
+    #[test]
+    fn every_type_of_the_contract_is_listed_once_and_reads_back() {
+        let names: Vec<&str> = EventType::ALL.iter().map(EventType::as_str).collect();
+        for (kind, name) in EventType::ALL.iter().zip(&names) {
+            assert_eq!(&EventType::parse(name), kind);
+            assert!(!matches!(kind, EventType::Other(_)), "{name}");
+        }
+        let distinct: std::collections::BTreeSet<&&str> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:?}");
+    }
 }

@@ -166,14 +166,7 @@ pub fn run(
             continue;
         }
         records += 1;
-        let record = Record {
-            bytes: body,
-            source_topic: source,
-            source_offset: line_index,
-            key: None,
-            timestamp: None,
-            received_at: now,
-        };
+        let record = Record::new(body, source, line_index, now);
         let input = engine.parse_line(body);
         let mut produced = engine.handle(&record, input)?;
         profiles.absorb(&mut produced, ());

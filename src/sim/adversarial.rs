@@ -278,14 +278,7 @@ pub fn measure(
     };
     for (i, line) in lines.enumerate() {
         let bytes = line.as_bytes();
-        let record = Record {
-            bytes,
-            source_topic: "adversarial",
-            source_offset: i as i64,
-            key: None,
-            timestamp: None,
-            received_at,
-        };
+        let record = Record::new(bytes, "adversarial", i as i64, received_at);
         let counted = i >= warm_up;
         let input = engine.parse_line(bytes);
         let mut outputs = engine.handle(&record, input)?;

@@ -495,14 +495,7 @@ fn engine_pass(
     let t = Instant::now();
     let mut out_bytes = 0u64;
     for (i, (topic, bytes)) in records.iter().enumerate() {
-        let record = Record {
-            bytes,
-            source_topic: topic,
-            source_offset: i as i64,
-            key: None,
-            timestamp: None,
-            received_at,
-        };
+        let record = Record::new(bytes, topic, i as i64, received_at);
         let input = match formats {
             Some(f) if crate::kafka::avro::is_framed(bytes) => {
                 engine.parse_document(InputKind::Touchpoint, f.document(topic, bytes))

@@ -1,5 +1,8 @@
-//! Helpers shared by the engine-level tests: drive the engine over JSON lines in memory.
+//! Helpers shared by the tests: drive the engine over JSON lines in memory, and
+//! ([`mock_cluster`]) the runtime over rdkafka's in-process mock cluster.
 #![allow(dead_code)]
+
+pub mod mock_cluster;
 
 use serde_json::Value;
 use unicus::engine::config::EngineConfig;

@@ -6,6 +6,7 @@ use proptest::sample::Index;
 use serde_json::Value;
 use unicus::kafka::avro::registry::InputFormats;
 use unicus::kafka::avro::schemas::{catalogue, SchemaFile, TopicSchema};
+use unicus::model::SOURCE_CHANNELS;
 use unicus::settings::avro::SchemaRegistrySettings;
 use unicus::sim::registry_double::RegistryDouble;
 
@@ -29,17 +30,6 @@ pub const TOPICS: [&str; 11] = [
     "identity.commands",
 ];
 
-const CHANNELS: [&str; 8] = [
-    "web",
-    "app",
-    "store",
-    "marketplace",
-    "social",
-    "crm",
-    "service",
-    "email",
-];
-
 /// A schema id no registry knows.
 pub const UNKNOWN_ID: u32 = 9_999;
 
@@ -60,7 +50,7 @@ impl AvroWorld {
             .expect("runtime");
         let registry = runtime.block_on(RegistryDouble::start()).expect("registry");
         let c = catalogue();
-        let mut schemas: Vec<(String, &'static TopicSchema)> = CHANNELS
+        let mut schemas: Vec<(String, &'static TopicSchema)> = SOURCE_CHANNELS
             .iter()
             .map(|ch| (format!("touchpoints.{ch}-value"), c.input(ch)))
             .collect();
@@ -80,7 +70,7 @@ impl AvroWorld {
                 ..SchemaRegistrySettings::default()
             },
             "",
-            &CHANNELS.map(String::from),
+            &SOURCE_CHANNELS.map(String::from),
             "gdpr.requests",
             "identity.commands",
         )
@@ -228,7 +218,7 @@ pub fn avro_op(writers: &[(u32, &'static TopicSchema)]) -> BoxedStrategy<Op> {
 fn reader_name(topic: &str) -> &str {
     match topic {
         "gdpr.requests" | "identity.commands" => topic,
-        t if CHANNELS
+        t if SOURCE_CHANNELS
             .iter()
             .any(|c| t.strip_prefix("touchpoints.") == Some(c)) =>
         {

@@ -1,8 +1,11 @@
 //! Structure-aware generators of touchpoints, rights requests and identity commands from
 //! small pools (ids repeat, customers merge), hostile values, and mutations of inputs.
 
+use std::sync::LazyLock;
+
 use proptest::prelude::*;
 use proptest::sample::{select, Index};
+use unicus::model::{EventType, SOURCE_CHANNELS};
 
 use super::doc::J;
 
@@ -106,46 +109,29 @@ pub const TIMES: [&str; 24] = [
     "now",
 ];
 
-const CHANNELS: [&str; 13] = [
-    "web",
-    "app",
-    "store",
-    "marketplace",
-    "social",
-    "crm",
-    "service",
-    "email",
-    "foo",
-    "kiosk",
-    "WEB",
-    "web ",
-    "a-very-long-channel-name-that-goes-on-and-on-past-sixty-four-bytes-x",
-];
+/// Channels: those of the contract, then some that are not.
+static CHANNELS: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let others = [
+        "foo",
+        "kiosk",
+        "WEB",
+        "web ",
+        "a-very-long-channel-name-that-goes-on-and-on-past-sixty-four-bytes-x",
+    ];
+    SOURCE_CHANNELS.into_iter().chain(others).collect()
+});
 
-const TYPES: [&str; 22] = [
-    "page_view",
-    "product_view",
-    "search",
-    "cart_add",
-    "cart_remove",
-    "checkout_started",
-    "purchase",
-    "return",
-    "form_submit",
-    "account_created",
-    "account_updated",
-    "login",
-    "store_visit",
-    "social_interaction",
-    "support_ticket",
-    "email_open",
-    "email_click",
-    "consent_update",
-    "teleport",
-    "PURCHASE",
-    "",
-    "purchase\u{0}",
-];
+/// Event types: those of the contract, one it does not know (kept as another type), then
+/// some that are not types at all.
+static TYPES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    let contract: &'static [EventType] = &EventType::ALL;
+    let others = ["teleport", "PURCHASE", "", "purchase\u{0}"];
+    contract
+        .iter()
+        .map(EventType::as_str)
+        .chain(others)
+        .collect()
+});
 
 /// Identifier types: the configured ones, and some that are not.
 const ID_TYPES: [&str; 15] = [
@@ -548,8 +534,8 @@ fn event_id() -> BoxedStrategy<J> {
 pub fn touchpoint() -> BoxedStrategy<J> {
     let head = (
         maybe(0, event_id()),
-        maybe(0, field(mostly(&CHANNELS, 8))),
-        maybe(0, field(mostly(&TYPES, 19))),
+        maybe(0, field(mostly(&CHANNELS, SOURCE_CHANNELS.len()))),
+        maybe(0, field(mostly(&TYPES, EventType::ALL.len() + 1))),
         maybe(0, field(time())),
         maybe(7, field(text(&["pos-paris-11", "front-1"]))),
     );

@@ -94,12 +94,8 @@ mod tests {
 
     fn record(timestamp: Option<i64>, received_at: i64) -> Record<'static> {
         Record {
-            bytes: b"",
-            source_topic: "t",
-            source_offset: 0,
-            key: None,
             timestamp,
-            received_at,
+            ..Record::new(b"", "t", 0, received_at)
         }
     }
 

@@ -209,15 +209,8 @@ fn the_engine_sends_each_case_to_the_dead_letter_topic_with_its_reason() {
             "special_category",
         ),
     ] {
-        let record = Record {
-            bytes: text.as_bytes(),
-            source_topic: "touchpoints.web",
-            source_offset: 0,
-            key: None,
-            timestamp: None,
-            // Read long after the events' time: only their content is at stake here.
-            received_at: 1_893_456_000_000,
-        };
+        // Read long after the events' time: only their content is at stake here.
+        let record = Record::new(text.as_bytes(), "touchpoints.web", 0, 1_893_456_000_000);
         let input = engine.parse(InputKind::Touchpoint, record.bytes);
         let out = engine.handle(&record, input).unwrap();
         assert_eq!(out.len(), 1, "{text}");

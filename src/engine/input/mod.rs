@@ -35,6 +35,34 @@ pub struct Record<'a> {
     pub received_at: i64,
 }
 
+impl<'a> Record<'a> {
+    /// A record without key or timestamp (a replay line, a test input): `bytes` at
+    /// `source_offset` of `source_topic`, read at `received_at` (ms).
+    pub fn new(
+        bytes: &'a [u8],
+        source_topic: &'a str,
+        source_offset: i64,
+        received_at: i64,
+    ) -> Self {
+        Record {
+            bytes,
+            source_topic,
+            source_offset,
+            key: None,
+            timestamp: None,
+            received_at,
+        }
+    }
+
+    /// The same record, written at `timestamp` (ms).
+    pub fn written_at(self, timestamp: i64) -> Self {
+        Record {
+            timestamp: Some(timestamp),
+            ..self
+        }
+    }
+}
+
 /// What a record is: the runtime knows it from the topic, a replay line from its fields
 /// ([`InputKind::of_document`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
