@@ -284,11 +284,11 @@ async fn a_producer_that_keeps_failing_fatally_ends_the_run_and_keeps_the_outbox
         .telemetry
         .exposition()
         .contains("unicus_producer_rebuilds_total 5"));
-    assert_eq!(
-        outbox(&c.settings).len(),
-        1,
-        "the outputs wait in the outbox"
-    );
+    let waiting = outbox(&c.settings);
+    assert_eq!(waiting.len(), 1, "the outputs wait in the outbox");
+    // The first batch may hold fewer than the 5 events: what it decided waits.
+    let staged = waiting[0].len() as u64;
+    assert!(staged > 0);
 
     // Once the broker accepts the producer again, the next start delivers them.
     c.mock.clear_request_errors(RDKafkaApiKey::Produce);
@@ -297,7 +297,7 @@ async fn a_producer_that_keeps_failing_fatally_ends_the_run_and_keeps_the_outbox
         s.consumed.load(Ordering::Relaxed) == 5
     })
     .await;
-    assert!(next.stats.outbox_resent.load(Ordering::Relaxed) >= 5);
+    assert_eq!(next.stats.outbox_resent.load(Ordering::Relaxed), staged);
     assert!(next.stop().await.clean);
     each_resolved_once(&c.settings.kafka.brokers, 5);
 }
