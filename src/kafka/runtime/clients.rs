@@ -72,9 +72,6 @@ fn belongs_to(name: &str, role: Role) -> bool {
 fn base_config(settings: &Settings, role: Role) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.kafka.brokers);
-    // librdkafka waits up to 10 s between attempts to reconnect to a broker (the Java
-    // clients: 1 s): a broker back from an outage would wait that long for us.
-    c.set("reconnect.backoff.max.ms", "1000");
     for (k, v) in &settings.kafka.properties {
         if belongs_to(k, role) {
             c.set(k, v);
