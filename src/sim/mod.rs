@@ -4,5 +4,6 @@ pub mod accuracy;
 pub mod adversarial;
 pub mod bench;
 pub mod demo;
+pub mod febrl;
 pub mod generate;
 pub mod registry_double;
