@@ -6,4 +6,5 @@ pub mod bench;
 pub mod demo;
 pub mod febrl;
 pub mod generate;
+pub mod partition;
 pub mod registry_double;
