@@ -25,8 +25,7 @@
 //!   interactions carry person data and at most the channel's own id (buyer id,
 //!   handle), which links them to nothing else.
 //! * **Identifier noise**: e-mails with capitals or surrounding spaces, phones in
-//!   seven formats (`+61 412 345 678`, `0061412345678`, `06.12.34.56.78`…), ids in
-//!   lower case or padded, and the odd typo (a letter or digit changed or dropped: 2 %
+//!   seven formats (`+61 412 345 678`, `0061412345678`, `06.12.34.56.78`…), ids padded with a space, and the odd typo (a letter or digit changed or dropped: 2 %
 //!   of hand-typed e-mails, 0.5 % otherwise; 1 % of phones; 0.5 % of ids).
 //! * **Traps**: families of 2–3 different entities sharing one e-mail (about 4 % of
 //!   the entities with an e-mail; a member gives it on 60 % of the records that carry
@@ -578,9 +577,7 @@ fn id_as_written(rng: &mut impl Rng, id: &str, typed: bool) -> String {
     } else {
         id.to_string()
     };
-    if rng.gen_bool(0.1) {
-        out = out.to_lowercase();
-    }
+    // Ids are case-sensitive: a system writes them as issued, a clerk may pad them.
     if rng.gen_bool(if typed { 0.1 } else { 0.03 }) {
         out = format!("{out} ");
     }
@@ -706,7 +703,7 @@ fn identifiers(rng: &mut impl Rng, id: &Identity, kind: Kind) -> Map<String, Val
         Kind::Web => {
             let cookie = id.cookies.choose(rng).cloned();
             put("cookie_id", cookie.filter(|_| rng.gen_bool(0.9)));
-            put("email", email(rng, 0.6));
+            put("email", email(rng, 0.7));
             let account = id.account_id.as_ref().filter(|_| rng.gen_bool(0.5));
             put("account_id", account.map(|a| id_as_written(rng, a, false)));
         }
@@ -725,19 +722,19 @@ fn identifiers(rng: &mut impl Rng, id: &Identity, kind: Kind) -> Map<String, Val
             if rng.gen_bool(0.08) {
                 put("phone", Some(SHOP_PHONES[rng.gen_range(0..2)].to_string()));
             } else {
-                put("phone", phone(rng, 0.5));
+                put("phone", phone(rng, 0.6));
             }
-            put("email", email(rng, 0.25));
+            put("email", email(rng, 0.4));
         }
         Kind::Crm => {
             let account = id.account_id.as_ref().filter(|_| rng.gen_bool(0.9));
             put("account_id", account.map(|a| id_as_written(rng, a, false)));
-            put("email", email(rng, 0.7));
-            put("phone", phone(rng, 0.5));
+            put("email", email(rng, 0.8));
+            put("phone", phone(rng, 0.6));
         }
         Kind::Service => {
             put("phone", phone(rng, 0.8));
-            put("email", email(rng, 0.5));
+            put("email", email(rng, 0.6));
         }
         Kind::PaperForm => {}
         Kind::Marketplace => {

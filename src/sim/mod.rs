@@ -3,6 +3,7 @@
 pub mod accuracy;
 pub mod adversarial;
 pub mod bench;
+pub mod compare;
 pub mod demo;
 pub mod febrl;
 pub mod generate;
