@@ -609,7 +609,7 @@ mod tests {
                 agreeing_pairs: agreeing,
             },
         };
-        let scan = [point(0.99, 50, 50), point(0.9, 80, 79), point(0.5, 100, 95)];
+        let scan = [point(0.99, 50, 50), point(0.9, 100, 99), point(0.5, 120, 96)];
         let (best, reaches) = best_threshold(&scan).unwrap();
         assert!(reaches);
         assert_eq!(best.threshold, 0.9);
