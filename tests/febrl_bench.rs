@@ -124,7 +124,7 @@ fn febrl1_bench_prints_every_figure_for_unicus_and_splink() {
     }
     let cell = |label: &str, column: usize| rows[label][column].as_str();
     let value = |label: &str, column: usize| number(cell(label, column));
-    for c in 0..COLUMNS.len() {
+    for (c, name) in COLUMNS.iter().enumerate() {
         for label in [
             "pairwise precision",
             "pairwise recall",
@@ -134,12 +134,12 @@ fn febrl1_bench_prints_every_figure_for_unicus_and_splink() {
             "B-cubed F1",
         ] {
             let v = value(label, c);
-            assert!((0.0..=1.0).contains(&v), "{label} of {}: {v}", COLUMNS[c]);
+            assert!((0.0..=1.0).contains(&v), "{label} of {name}: {v}");
         }
         // Every column splits the same true pairs the same way.
         let (_, linkable) = fraction(cell("recall, id-linkable pairs", c));
         let (_, person) = fraction(cell("recall, pairs needing person data", c));
-        assert_eq!(linkable + person, 500, "{}", COLUMNS[c]);
+        assert_eq!(linkable + person, 500, "{name}");
         assert!(linkable > 50, "few id-linkable pairs: {linkable}");
         assert!(value("false merges through a trap", c) <= value("false merges", c));
         let clusters = value("clusters", c);

@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--records", required=True)
     parser.add_argument("--edges", required=True)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--min-probability", type=float, default=0.01)
+    parser.add_argument("--min-probability", type=float, default=0.001)
     parser.add_argument("--max-pairs-u", type=float, default=5e6)
     args = parser.parse_args()
 

@@ -451,7 +451,7 @@ pub fn compare(opts: &CompareOptions, out: &mut impl Write) -> Result<Comparison
     print_table(out, &comparison)?;
     writeln!(
         out,
-        "Splink {}: {} records, {} scored pairs (probability >= 0.01), training {:.1} s, prediction {:.1} s; identifier columns: {}",
+        "Splink {}: {} records, {} scored pairs (probability >= 0.001), training {:.1} s, prediction {:.1} s; identifier columns: {}",
         comparison.splink.splink,
         comparison.splink.records,
         comparison.splink.pairs,
@@ -609,7 +609,11 @@ mod tests {
                 agreeing_pairs: agreeing,
             },
         };
-        let scan = [point(0.99, 50, 50), point(0.9, 100, 99), point(0.5, 120, 96)];
+        let scan = [
+            point(0.99, 50, 50),
+            point(0.9, 100, 99),
+            point(0.5, 120, 96),
+        ];
         let (best, reaches) = best_threshold(&scan).unwrap();
         assert!(reaches);
         assert_eq!(best.threshold, 0.9);

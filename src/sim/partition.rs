@@ -296,8 +296,8 @@ pub fn score(labels: &Labels, clusters: &[u64]) -> PartitionScore {
     let mut person_size: HashMap<u32, u64> = HashMap::new();
     let mut cluster_size: HashMap<u64, u64> = HashMap::new();
     let mut group_cell: HashMap<(u32, u64), u64> = HashMap::new();
-    for e in 0..n {
-        let (p, c) = (labels.person[e], clusters[e]);
+    for (e, &c) in clusters.iter().enumerate() {
+        let p = labels.person[e];
         *cell.entry((p, c)).or_default() += 1;
         *person_size.entry(p).or_default() += 1;
         *cluster_size.entry(c).or_default() += 1;
@@ -329,16 +329,16 @@ pub fn score(labels: &Labels, clusters: &[u64]) -> PartitionScore {
 
     // Persons per cluster, and groups of them joined by a trap value in the cluster.
     let mut node: HashMap<(u64, u32), usize> = HashMap::new();
-    for (&(p, c), _) in &cell {
+    for &(p, c) in cell.keys() {
         let next = node.len();
         node.entry((c, p)).or_insert(next);
     }
     let mut uf = UnionFind::new(node.len());
     let mut trap_holder: HashMap<(u64, u32), usize> = HashMap::new();
-    for e in 0..n {
-        let here = node[&(clusters[e], labels.person[e])];
+    for (e, &c) in clusters.iter().enumerate() {
+        let here = node[&(c, labels.person[e])];
         for &v in &labels.traps[e] {
-            let first = *trap_holder.entry((clusters[e], v)).or_insert(here);
+            let first = *trap_holder.entry((c, v)).or_insert(here);
             uf.union(first, here);
         }
     }
