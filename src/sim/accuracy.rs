@@ -369,6 +369,9 @@ pub struct Score {
     pub false_merge_examples: Vec<FalseMerge>,
     pub suggestions: u64,
     pub splits: u64,
+    /// The final cluster of each labelled event (an event without a customer has one
+    /// of its own), for [`crate::sim::partition::score`].
+    pub clusters_of: HashMap<String, u64>,
 }
 
 /// Scores a replay output stream (one `{"topic", "key", "value"}` line per record)
@@ -488,6 +491,7 @@ pub fn score_output(reader: impl BufRead, truth: &Truth, examples: usize) -> Res
             }
         };
         assignments.push((person, cluster));
+        score.clusters_of.insert(id.clone(), cluster);
     }
     score.events = assignments.len() as u64;
     score.persons = assignments
@@ -758,12 +762,41 @@ fn warm_up(config: EngineConfig, input: &Path, dir: &Path) -> Result<u64> {
 /// `unicus bench accuracy`: prints the figures to `out`.
 pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)> {
     let dir = tempfile::tempdir().context("failed to create a temporary directory")?;
-    let (input, truth, demand) = match &opts.stream {
+    let (input, truth, demand) = prepare(&opts.stream, &opts.config, dir.path(), out)?;
+    writeln!(
+        out,
+        "events needing fuzzy candidates: {:.1}% ({} of {} labelled events; estimated from the stream: person data and no identifier or a new source profile)",
+        demand.share() * 100.0,
+        demand.needing,
+        demand.events
+    )?;
+    let (det, fuzzy) = timed_runs(
+        &opts.config,
+        &input,
+        &truth,
+        dir.path(),
+        opts.rounds,
+        opts.examples,
+        out,
+    )?;
+    print_table(out, &det, &fuzzy)?;
+    Ok((det, fuzzy))
+}
+
+/// The labelled stream as a file under `dir` (a generated one is written there), its
+/// truth, and its demand for fuzzy candidates; says where it comes from on `out`.
+pub(crate) fn prepare(
+    stream: &Stream,
+    config: &EngineConfig,
+    dir: &Path,
+    out: &mut impl Write,
+) -> Result<(PathBuf, Truth, FuzzyDemand)> {
+    Ok(match stream {
         Stream::File { input, truth } => {
             let truth = read_truth(BufReader::new(
                 File::open(truth).with_context(|| format!("failed to open {}", truth.display()))?,
             ))?;
-            let mut demand = FuzzyDemand::new(&opts.config);
+            let mut demand = FuzzyDemand::new(config);
             let reader = BufReader::new(
                 File::open(input).with_context(|| format!("failed to open {}", input.display()))?,
             );
@@ -805,15 +838,15 @@ pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)>
             };
             gen.paper_forms = match paper_forms {
                 Some(p) => *p,
-                None => calibrate_paper_forms(&gen, &opts.config, *fuzzy_share),
+                None => calibrate_paper_forms(&gen, config, *fuzzy_share),
             };
-            let input = dir.path().join("events.jsonl");
+            let input = dir.join("events.jsonl");
             let mut truth_csv = Vec::new();
             let mut w = BufWriter::new(File::create(&input)?);
             generate::write_jsonl_with_truth(gen.clone(), &mut w, &mut truth_csv)?;
             w.flush()?;
             let truth = read_truth(truth_csv.as_slice())?;
-            let demand = estimate(&gen, &opts.config);
+            let demand = estimate(&gen, config);
             writeln!(
                 out,
                 "labelled stream: {events} events over {customers} persons, seed {seed}, paper forms without identifier {:.2}% of events{}",
@@ -832,19 +865,26 @@ pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)>
             )?;
             (input, truth, demand)
         }
-    };
-    writeln!(
-        out,
-        "events needing fuzzy candidates: {:.1}% ({} of {} labelled events; estimated from the stream: person data and no identifier or a new source profile)",
-        demand.share() * 100.0,
-        demand.needing,
-        demand.events
-    )?;
+    })
+}
 
+/// The timed replays of `input`, deterministic and deterministic+fuzzy (`rounds` each
+/// in ABBA order after a warm-up), each scored against `truth`: the first of each
+/// mode, with the events/s of all.
+pub(crate) fn timed_runs(
+    config: &EngineConfig,
+    input: &Path,
+    truth: &Truth,
+    dir: &Path,
+    rounds: usize,
+    examples: usize,
+    out: &mut impl Write,
+) -> Result<(Run, Run)> {
+    let input = input.to_path_buf();
     // A throwaway replay of the stream's start first, so that neither timed run pays
     // alone for a cold allocator (freed memory is kept for reuse) and page cache.
-    let warm_up = warm_up(opts.config.clone(), &input, dir.path())?;
-    let rounds = opts.rounds.max(1);
+    let warm_up = warm_up(config.clone(), &input, dir)?;
+    let rounds = rounds.max(1);
     writeln!(
         out,
         "timed runs follow a warm-up replay of {warm_up} events, each into a fresh on-disk store; {rounds} per mode, in ABBA order"
@@ -854,10 +894,10 @@ pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)>
     for round in 0..rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for mode in order {
-            let mut config = opts.config.clone();
+            let mut config = config.clone();
             set_fuzzy(&mut config, mode == 1);
             let name = ["deterministic", "fuzzy"][mode];
-            let run = run_once(config, &input, &truth, dir.path(), name, opts.examples)?;
+            let run = run_once(config, &input, truth, dir, name, examples)?;
             match &mut runs[mode] {
                 Some(first) => first.rates.extend(run.rates),
                 slot => *slot = Some(run),
@@ -870,7 +910,6 @@ pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)>
     for run in [&mut det, &mut fuzzy] {
         run.events_per_second = run.rates.iter().sum::<f64>() / run.rates.len() as f64;
     }
-    print_table(out, &det, &fuzzy)?;
     Ok((det, fuzzy))
 }
 

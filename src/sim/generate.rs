@@ -278,7 +278,7 @@ pub fn write_jsonl_with_truth(
 }
 
 /// A CSV field, quoted (RFC 4180) only if it needs to be.
-fn csv_field(value: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn csv_field(value: &str) -> std::borrow::Cow<'_, str> {
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\"")).into()
     } else {

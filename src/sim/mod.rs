@@ -3,6 +3,9 @@
 pub mod accuracy;
 pub mod adversarial;
 pub mod bench;
+pub mod compare;
 pub mod demo;
+pub mod febrl;
 pub mod generate;
+pub mod partition;
 pub mod registry_double;
