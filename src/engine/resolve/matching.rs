@@ -88,7 +88,7 @@ impl MatchView<'_> {
 
 /// Local part and domain of a normalised e-mail address, if the local part is long
 /// enough to tell people apart.
-fn email_parts(email: &str) -> Option<(&str, &str)> {
+pub(super) fn email_parts(email: &str) -> Option<(&str, &str)> {
     let (local, domain) = email.rsplit_once('@')?;
     (local.chars().filter(|c| c.is_alphabetic()).count() >= 4).then_some((local, domain))
 }
@@ -163,7 +163,7 @@ fn class_of(c: char, next: Option<char>) -> Option<char> {
 
 /// House number (digits of the first all-digit word) and the longest other word of a
 /// street key: `12 rue de la paix` → (`12`, `paix`).
-fn street_parts(street: &str) -> (Option<&str>, Option<&str>) {
+pub(super) fn street_parts(street: &str) -> (Option<&str>, Option<&str>) {
     let number = street
         .split(' ')
         .find(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
@@ -237,6 +237,72 @@ pub fn blocking_keys(v: &MatchView) -> Vec<String> {
     keys
 }
 
+/// The blocking keys of probabilistic scoring: those of [`blocking_keys`] and more, so
+/// that a record with any one field corrupted (a typo, a swapped day and month, another
+/// postal code) still shares a key with the original:
+///
+/// - `pf`: the phonetic forms of both names, in sorted order (names swapped, another
+///   birth date or address);
+/// - `bx`: the birth date with day and month in sorted order, with the initial of
+///   either name (day and month swapped);
+/// - `pl`: the postal code with the first three letters of the last name (a typo the
+///   phonetic form does not absorb);
+/// - `hn`: the postal code with the house number (another name and street spelling);
+/// - `fa`: the area with the phonetic first name (another last name: a marriage, a
+///   typo, on records without a birth date).
+///
+/// Each key uses at most two fields, and every field is left out of some key.
+pub fn probabilistic_blocking_keys(v: &MatchView) -> Vec<String> {
+    let mut keys = blocking_keys(v);
+    let area = v.address.and_then(AddressKey::area);
+    let postal = v.address.and_then(|a| a.postal_code.as_deref());
+    if let (Some(first), Some(last)) = (v.first, v.last) {
+        let mut codes = [phonetic(first), phonetic(last)];
+        codes.sort();
+        keys.push(format!("pf\0{}\0{}", codes[0], codes[1]));
+    }
+    if let Some(birth) = v.birth.and_then(day_month_sorted) {
+        for i in name_initials(v) {
+            keys.push(format!("bx\0{birth}\0{i}"));
+        }
+    }
+    if let (Some(postal), Some(last)) = (postal, v.last) {
+        let prefix: String = last.chars().filter(|c| *c != ' ').take(3).collect();
+        keys.push(format!("pl\0{postal}\0{prefix}"));
+    }
+    if let (Some(postal), Some(street)) = (postal, v.address.and_then(|a| a.street.as_deref())) {
+        if let (Some(number), _) = street_parts(street) {
+            keys.push(format!("hn\0{postal}\0{number}"));
+        }
+    }
+    if let (Some(area), Some(first)) = (area, v.first) {
+        keys.push(format!("fa\0{area}\0{}", phonetic(first)));
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The initials of the first and last names, sorted, without repeats.
+fn name_initials(v: &MatchView) -> Vec<char> {
+    let mut initials: Vec<char> = [v.first, v.last]
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.chars().next())
+        .collect();
+    initials.sort_unstable();
+    initials.dedup();
+    initials
+}
+
+/// `YYYY-MM-DD` with its month and day in increasing order: a date and the same with
+/// day and month swapped give the same text.
+fn day_month_sorted(birth: &str) -> Option<String> {
+    let (year, md) = (birth.get(..4)?, (birth.get(5..7)?, birth.get(8..10)?));
+    let (lo, hi) = if md.0 <= md.1 { md } else { (md.1, md.0) };
+    Some(format!("{year}-{lo}-{hi}"))
+}
+
 /// Similarity of each field present on both sides, indexed by [`Field`]; `None` where
 /// either side lacks it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -269,7 +335,7 @@ pub fn round3(x: f64) -> f64 {
 }
 
 /// Common diminutives whose letters are not a prefix of the full name.
-const DIMINUTIVES: &[(&str, &str)] = &[
+pub(super) const DIMINUTIVES: &[(&str, &str)] = &[
     ("cathy", "catherine"),
     ("kate", "catherine"),
     ("babette", "elisabeth"),
@@ -319,7 +385,7 @@ const DIMINUTIVES: &[(&str, &str)] = &[
 
 /// `b` is `a` with a feminine ending: `jean`/`jeanne`, `louis`/`louise`,
 /// `michel`/`michele`, `daniel`/`danielle`, `francois`/`francoise`. Not the same name.
-fn feminine_of(a: &str, b: &str) -> bool {
+pub(super) fn feminine_of(a: &str, b: &str) -> bool {
     match b.strip_prefix(a) {
         Some(ending) => matches!(
             ending,
@@ -372,12 +438,12 @@ pub fn first_name_similarity(a: &str, b: &str) -> f64 {
         .max(strsim::jaro_winkler(fa, fb) * 0.98)
 }
 
-fn first_word(s: &str) -> &str {
+pub(super) fn first_word(s: &str) -> &str {
     s.split(' ').next().unwrap_or(s)
 }
 
 /// `j` / `jean`, `j p` / `jean pierre`: an initial is weaker evidence than the name.
-fn initials_similarity(initials: &str, name: &str) -> Option<f64> {
+pub(super) fn initials_similarity(initials: &str, name: &str) -> Option<f64> {
     let mut words = name.split(' ');
     let mut n = 0;
     for i in initials.split(' ') {
@@ -395,7 +461,7 @@ fn initials_similarity(initials: &str, name: &str) -> Option<f64> {
 }
 
 /// Doubled letters once, `ph` → `f`, `th` → `t`, `y` → `i`: `sophie`/`sofie`.
-fn spelling(word: &str) -> String {
+pub(super) fn spelling(word: &str) -> String {
     let word = word.replace("ph", "f").replace("th", "t").replace('y', "i");
     let mut out = String::with_capacity(word.len());
     for c in word.chars() {

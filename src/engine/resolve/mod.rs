@@ -23,7 +23,10 @@
 //! source-profile anchors, `r/cu/<customer>` customers, blocks, merge logs, aliases and
 //! counters.
 
+pub mod levels;
 pub mod matching;
+pub mod model;
+pub mod train;
 pub mod records;
 
 use std::collections::hash_map::Entry;
