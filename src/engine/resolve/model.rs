@@ -52,6 +52,8 @@ pub enum ModelError {
     Json(#[from] serde_json::Error),
     #[error("model file: {0}")]
     Invalid(String),
+    #[error("cannot read the model file: {0}")]
+    Read(std::io::Error),
 }
 
 /// One level of a field, as the model file writes it.
@@ -215,6 +217,12 @@ impl MatchModel {
         Self::from_json(DEFAULT_MODEL).expect("the shipped model file is valid (tested)")
     }
 
+    /// Reads and checks a model file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(ModelError::Read)?;
+        Self::from_json(&text)
+    }
+
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
         let file: ModelFile = serde_json::from_str(text)?;
         Self::from_file(file)
@@ -284,7 +292,10 @@ impl MatchModel {
         }
         for (c, levels) in COMPARISONS.iter().zip(&self.params) {
             if levels.len() != c.levels.len() {
-                return Err(invalid(format!("`{}`: wrong number of levels", c.field.as_str())));
+                return Err(invalid(format!(
+                    "`{}`: wrong number of levels",
+                    c.field.as_str()
+                )));
             }
             for (name, (m, u)) in c.levels.iter().zip(levels) {
                 for (what, p) in [("m", m), ("u", u)] {
@@ -428,8 +439,9 @@ mod tests {
         assert_eq!(m, again);
         assert_eq!(again.to_json(), m.to_json());
         assert!(m.prior() > 0.0 && m.prior() < 0.01, "{}", m.prior());
-        // Agreement is evidence for, disagreement against, on every field.
-        for c in COMPARISONS {
+        // Agreement is evidence for, disagreement against, on every field the training
+        // data compared (towns only ever were along with postal codes: no evidence).
+        for c in COMPARISONS.iter().filter(|c| c.field != Field::City) {
             let (m_exact, u_exact) = m.params(c.field, 0);
             let (m_diff, u_diff) = m.params(c.field, c.levels.len() - 1);
             assert!(m_exact > u_exact, "{:?}", c.field);

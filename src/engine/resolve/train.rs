@@ -13,8 +13,10 @@
 //!    than [`TrainOptions::max_block`] records is left out, as the runtime does). Pairs
 //!    found by one key family agree on that family's fields whoever they are, so each
 //!    family is fitted on its own with its fields left out, and a field's `m` is the
-//!    mean over the families that estimate it, weighted by their expected matches.
-//!    `u` stays fixed.
+//!    mean over the families that estimate it, weighted by their expected matches,
+//!    taken from the families keyed on the person ([`PERSON_KEYED`]) when any
+//!    estimates it, and shrunk towards `u` by [`PSEUDO_MATCHES`] (a field compared in
+//!    few candidate pairs weighs little). `u` stays fixed.
 //! 5. **λ**, the prior: the expected matches among all candidate pairs (EM of the
 //!    match share only, with `m` and `u` fixed) over all pairs of records.
 //!
@@ -173,6 +175,16 @@ fn family_fields(family: &str) -> &'static [Field] {
     }
 }
 
+/// Key families whose pairs share something of the person (a birth date, both names,
+/// an e-mail local part), not only a place: pairs that share an address are mostly
+/// households, whom EM would take for one person (same street, town and last name),
+/// teaching it that first names and birth dates often differ between records of one
+/// person. The `m` of a field comes from these families when any estimates it.
+const PERSON_KEYED: [&str; 4] = ["bi", "bx", "el", "pf"];
+
+/// Matches' worth of `u` added to the `m` estimates of every field (see [`train`]).
+const PSEUDO_MATCHES: f64 = 10.0;
+
 /// Fits a model on `records` (see the module).
 pub fn train(records: Vec<TrainRecord>, opts: &TrainOptions) -> Result<Fitted, TrainError> {
     let mut records: Vec<TrainRecord> = records.into_iter().filter(|r| r.has_person()).collect();
@@ -198,6 +210,8 @@ pub fn train(records: Vec<TrainRecord>, opts: &TrainOptions) -> Result<Fitted, T
     // Per field and level: Σ weight · m, and Σ weight.
     let mut m_sum: [Vec<f64>; FIELDS] = COMPARISONS.map(|c| vec![0.0; c.levels.len()]);
     let mut m_weight = [0.0; FIELDS];
+    let mut person_sum = m_sum.clone();
+    let mut person_weight = [0.0; FIELDS];
     let mut union: HashMap<Pattern, u64> = HashMap::new();
     for (family, patterns) in &families {
         for (p, n) in patterns {
@@ -215,23 +229,36 @@ pub fn train(records: Vec<TrainRecord>, opts: &TrainOptions) -> Result<Fitted, T
             converged: fit.converged,
             match_share: fit.lambda,
         });
+        let person_keyed = PERSON_KEYED.contains(&family.as_str());
         for (i, on) in active.iter().enumerate() {
             if !on || fit.expected_matches[i] <= 0.0 {
                 continue;
             }
+            // A field estimated by a person-keyed family takes only those estimates.
             let w = fit.expected_matches[i];
+            if person_keyed {
+                for (k, (m, _)) in fit.params[i].iter().enumerate() {
+                    person_sum[i][k] += w * m;
+                }
+                person_weight[i] += w;
+            }
             for (k, (m, _)) in fit.params[i].iter().enumerate() {
                 m_sum[i][k] += w * m;
             }
             m_weight[i] += w;
         }
     }
-    let mut params = initial_params(&u);
+    let mut params = u.clone();
     for i in 0..FIELDS {
-        if m_weight[i] > 0.0 {
-            for (k, level) in params[i].iter_mut().enumerate() {
-                level.0 = m_sum[i][k] / m_weight[i];
-            }
+        let (sum, weight) = if person_weight[i] > 0.0 {
+            (&person_sum[i], person_weight[i])
+        } else {
+            (&m_sum[i], m_weight[i])
+        };
+        // Shrunk towards u by PSEUDO_MATCHES: a field or level seen in few matches
+        // weighs little rather than whatever the start of EM said.
+        for (k, level) in params[i].iter_mut().enumerate() {
+            level.0 = (sum[k] + PSEUDO_MATCHES * level.1) / (weight + PSEUDO_MATCHES);
         }
         floor_and_normalise(&mut params[i], |l| &mut l.0);
     }
@@ -326,7 +353,11 @@ fn term_frequencies(
 }
 
 /// `u` of every level (see the module); `m` left at zero.
-fn u_probabilities(records: &[Prepared], sum_sq: &[Option<f64>; FIELDS], opts: &TrainOptions) -> Params {
+fn u_probabilities(
+    records: &[Prepared],
+    sum_sq: &[Option<f64>; FIELDS],
+    opts: &TrainOptions,
+) -> Params {
     let mut counts: [Vec<f64>; FIELDS] = COMPARISONS.map(|c| vec![0.0; c.levels.len()]);
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let n = records.len();
@@ -336,7 +367,13 @@ fn u_probabilities(records: &[Prepared], sum_sq: &[Option<f64>; FIELDS], opts: &
         if j >= i {
             j += 1;
         }
-        let g = levels::compare(&records[i].view(), &records[j].view());
+        let (a, b) = (&records[i], &records[j]);
+        let mut g = levels::compare(&a.view(), &b.view());
+        // Scoring compares towns only without postal codes; their u is the same.
+        if let (Some(x), Some(y)) = (&a.record.city, &b.record.city) {
+            g.levels[Field::City.index()] =
+                levels::level_index(Field::City, levels::city_level(x, y));
+        }
         for (f, level) in g.levels.iter().enumerate() {
             if let Some(l) = level {
                 counts[f][*l as usize] += 1.0;
@@ -627,14 +664,23 @@ mod tests {
         let truth = truth();
         let patterns = mixture(200_000, 0.3, &truth, 7);
         // Start from flat u and the default m: nothing of the truth.
-        let mut start: Params = COMPARISONS.map(|c| vec![(0.0, 1.0 / c.levels.len() as f64); c.levels.len()]);
+        let mut start: Params =
+            COMPARISONS.map(|c| vec![(0.0, 1.0 / c.levels.len() as f64); c.levels.len()]);
         start = initial_params(&start);
         for f in 0..3 {
             start[f].last_mut().unwrap().1 += 0.5;
             floor_and_normalise(&mut start[f], |l| &mut l.1);
         }
         let active = [true, true, true, false, false, false, false];
-        let fit = em_with(&patterns, &start, 0.5, &active, false, false, &TrainOptions::default());
+        let fit = em_with(
+            &patterns,
+            &start,
+            0.5,
+            &active,
+            false,
+            false,
+            &TrainOptions::default(),
+        );
         assert!(fit.converged, "{} iterations", fit.iterations);
         assert!((fit.lambda - 0.3).abs() < 0.01, "λ {}", fit.lambda);
         for f in 0..3 {
@@ -650,7 +696,14 @@ mod tests {
                 l.1 = truth[f][k].1;
             }
         }
-        let fit = em(&patterns, &fixed, 0.5, &active, false, &TrainOptions::default());
+        let fit = em(
+            &patterns,
+            &fixed,
+            0.5,
+            &active,
+            false,
+            &TrainOptions::default(),
+        );
         assert!((fit.lambda - 0.3).abs() < 0.01, "λ {}", fit.lambda);
         for f in 0..3 {
             for ((m, _), (tm, _)) in fit.params[f].iter().zip(&truth[f]) {
@@ -673,7 +726,9 @@ mod tests {
 
     #[test]
     fn training_is_deterministic_and_fits_agreement_as_evidence() {
-        let firsts = ["marie", "jean", "sophie", "thomas", "lucas", "emma", "paul", "julie"];
+        let firsts = [
+            "marie", "jean", "sophie", "thomas", "lucas", "emma", "paul", "julie",
+        ];
         let lasts = [
             "martin", "bernard", "dubois", "durand", "leroy", "moreau", "simon", "laurent",
             "lefebvre", "michel", "garcia", "david",
@@ -682,7 +737,12 @@ mod tests {
         for i in 0..400usize {
             let first = firsts[i % firsts.len()];
             let last = lasts[(i * 7 / 3) % lasts.len()];
-            let birth = format!("19{:02}-{:02}-{:02}", 50 + i % 40, 1 + i % 12, 1 + (i * 3) % 28);
+            let birth = format!(
+                "19{:02}-{:02}-{:02}",
+                50 + i % 40,
+                1 + i % 12,
+                1 + (i * 3) % 28
+            );
             let postal = format!("750{:02}", 1 + i % 20);
             records.push(person(first, last, &birth, &postal));
             // A second record of one person in two: a typo in one field.
@@ -690,7 +750,14 @@ mod tests {
                 let mut r = person(first, last, &birth, &postal);
                 match i % 6 {
                     0 => r.last = Some(format!("{last}e")),
-                    2 => r.birth = Some(format!("19{:02}-{:02}-{:02}", 50 + i % 40, 1 + (i * 3) % 28, 1 + i % 12)),
+                    2 => {
+                        r.birth = Some(format!(
+                            "19{:02}-{:02}-{:02}",
+                            50 + i % 40,
+                            1 + (i * 3) % 28,
+                            1 + i % 12
+                        ))
+                    }
                     _ => r.postal_code = Some(format!("750{:02}", 21 + i % 20)),
                 }
                 records.push(r);
@@ -704,9 +771,14 @@ mod tests {
         let b = train(records, &opts).unwrap();
         assert_eq!(a.model.to_json(), b.model.to_json());
         let m = &a.model;
-        for f in [Field::FirstName, Field::LastName, Field::BirthDate, Field::PostalCode] {
+        for f in [
+            Field::FirstName,
+            Field::LastName,
+            Field::BirthDate,
+            Field::PostalCode,
+        ] {
             let (m0, u0) = m.params(f, 0);
-            assert!(m0 > 0.5 && m0 > 3.0 * u0, "{f:?}: m {m0} u {u0}");
+            assert!(m0 > 0.4 && m0 > 3.0 * u0, "{f:?}: m {m0} u {u0}");
         }
         assert!(a.runs.iter().all(|r| r.iterations >= 1));
     }
