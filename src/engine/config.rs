@@ -515,6 +515,11 @@ pub struct Matching {
     /// Probabilistic scoring: at least this likely (and below `link_probability`): a
     /// `suggestion` record, no merge.
     pub suggest_probability: f64,
+    /// Probabilistic scoring: birth dates more than one typo apart (one digit, day and
+    /// month swapped, a year) or incompatible first names never link nor suggest, as
+    /// under the rules, whatever the weights (households). `false`: the weights alone
+    /// decide (better recall where dates are often typed wrong, worse on households).
+    pub contradiction_veto: bool,
 }
 
 /// How fuzzy matching scores a candidate.
@@ -596,6 +601,7 @@ impl Default for Matching {
             model: None,
             link_probability: 0.99,
             suggest_probability: 0.9,
+            contradiction_veto: true,
         }
     }
 }

@@ -618,6 +618,19 @@ fn contradicts_beyond_typos(a: &MatchView, b: &MatchView, g: &super::levels::Gam
     }
 }
 
+/// Something only the person shares weighed for the match: the first name, the birth
+/// date or an e-mail local part. A last name and an address alone are a household's as
+/// much as a person's: at most a suggestion.
+fn personal_evidence(score: &Score) -> bool {
+    score.fields.iter().any(|f| {
+        f.weight > 0.0
+            && matches!(
+                f.field,
+                Field::FirstName | Field::BirthDate | Field::EmailLocal
+            )
+    })
+}
+
 /// What the rules make of a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -752,15 +765,16 @@ impl Matcher {
             let gamma = super::levels::compare(a, b);
             let score = model.score_gamma(&gamma);
             let p = score.probability;
-            let decision = if contradicts_beyond_typos(a, b, &gamma) {
-                Decision::Vetoed
-            } else if p >= self.config.link_probability {
-                Decision::Link
-            } else if p >= self.config.suggest_probability {
-                Decision::Suggest
-            } else {
-                Decision::None
-            };
+            let decision =
+                if self.config.contradiction_veto && contradicts_beyond_typos(a, b, &gamma) {
+                    Decision::Vetoed
+                } else if p >= self.config.link_probability && personal_evidence(&score) {
+                    Decision::Link
+                } else if p >= self.config.suggest_probability {
+                    Decision::Suggest
+                } else {
+                    Decision::None
+                };
             return Verdict {
                 decision,
                 rule: None,
@@ -986,7 +1000,9 @@ mod tests {
     }
 
     /// One field of a full record corrupted in each way a form or a till corrupts it.
-    fn corruptions() -> Vec<(&'static str, Box<dyn Fn(&mut Owned)>)> {
+    type Corruption = (&'static str, Box<dyn Fn(&mut Owned)>);
+
+    fn corruptions() -> Vec<Corruption> {
         vec![
             (
                 "first name typo",

@@ -1244,7 +1244,7 @@ impl Resolver {
         } else if c.people.iter().any(|p| {
             r.people.iter().any(|q| {
                 if self.matcher.probabilistic() {
-                    p.contradicts_beyond_typos(q)
+                    self.config.matching.contradiction_veto && p.contradicts_beyond_typos(q)
                 } else {
                     p.contradicts(q)
                 }

@@ -660,6 +660,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // fields 0 to 2 of several parallel tables
     fn em_recovers_a_known_mixture() {
         let truth = truth();
         let patterns = mixture(200_000, 0.3, &truth, 7);
