@@ -223,7 +223,7 @@ fn a_model_file_that_does_not_load_is_refused_at_start() {
 }
 
 /// The shipped model is what `train-matching` fits on the data its documentation names
-/// (`generate --labelled --customers 5000 --events 50000 --seed 42`): byte for byte.
+/// (`generate --labelled --customers 5000 --events 50000 --seed 42`), exactly.
 /// Takes a minute in a debug build: run with UNICUS_REFIT_MODEL=1.
 #[test]
 fn the_shipped_model_is_refitted_from_generated_data() {
@@ -256,6 +256,14 @@ fn the_shipped_model_is_refitted_from_generated_data() {
         config: None,
     })
     .unwrap();
-    let shipped = unicus::engine::resolve::model::MatchModel::default_model().to_json();
-    assert_eq!(std::fs::read_to_string(out).unwrap(), shipped);
+    use unicus::engine::resolve::model::{MatchModel, ModelFile};
+    let mut refitted: ModelFile =
+        serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    let shipped = MatchModel::default_model().to_file();
+    // Only the name of the events file may differ.
+    refitted.training.source = shipped.training.source.clone();
+    assert!(
+        refitted == shipped,
+        "the shipped model is not what training gives now"
+    );
 }
