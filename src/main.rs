@@ -12,6 +12,7 @@ use unicus::cli::sim::{self, AccuracyCommand, CompareDataset};
 use unicus::cli::store_tools::{
     self, Explain, GdprRequest, MergeOptions, ProfileKey, SplitOptions, StoreOptions, Subject,
 };
+use unicus::cli::train::TrainCommand;
 use unicus::replay::ReplayOptions;
 use unicus::settings::Settings;
 use unicus::sim::demo::DemoOptions;
@@ -48,6 +49,7 @@ impl Command {
             Command::Explain(a) => a.engine.config.as_deref(),
             Command::Split(a) => a.engine.config.as_deref(),
             Command::Merge(a) => a.engine.config.as_deref(),
+            Command::TrainMatching(a) => a.engine.config.as_deref(),
             Command::Schemas(SchemasCommand::Register(a)) => a.config.as_deref(),
             Command::Schemas(SchemasCommand::Check { .. })
             | Command::Demo(_)
@@ -104,6 +106,34 @@ enum Command {
     /// The Avro schemas of `schemas/` and the Schema Registry.
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Fits the model of probabilistic matching (`[engine.matching] scoring =
+    /// "probabilistic"`) on an event file or a store: u from random pairs and value
+    /// frequencies, m and the prior by expectation-maximisation over the pairs the
+    /// blocking keys give. Prints the fitted m and u of every level and writes the model
+    /// file that `[engine.matching] model` names.
+    TrainMatching(TrainMatchingArgs),
+}
+
+#[derive(Args)]
+#[group(id = "from", required = true, multiple = true, args = ["input", "store"])]
+struct TrainMatchingArgs {
+    /// File of JSON events, one per line.
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// A store no `run` holds: the person data of its source profiles.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// The model file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the random pairs: the same seed and data give the same file.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Random pairs drawn to estimate u.
+    #[arg(long, default_value_t = 1_000_000)]
+    random_pairs: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 #[derive(Args)]
@@ -551,6 +581,14 @@ fn run(cli: Cli) -> Result<()> {
             service::register_schemas(&args.overrides())
         }
         Command::Bench(cmd) => bench(cmd),
+        Command::TrainMatching(args) => unicus::cli::train::train_matching(&TrainCommand {
+            input: args.input,
+            store: args.store,
+            out: args.out,
+            seed: args.seed,
+            random_pairs: args.random_pairs,
+            config: args.engine.config,
+        }),
     }
 }
 

@@ -4,6 +4,7 @@ pub mod files;
 pub mod service;
 pub mod sim;
 pub mod store_tools;
+pub mod train;
 
 use std::path::Path;
 

@@ -502,6 +502,33 @@ pub struct Matching {
     pub suggest_threshold: f64,
     /// Evaluated all; the best score wins, ties to the rule listed first.
     pub rules: Vec<MatchRule>,
+    /// `rules` (the rules above and their thresholds) or `probabilistic` (a
+    /// Fellegi–Sunter model: per-field weights summed into a match probability, more
+    /// blocking keys; see [`crate::engine::resolve::model`]).
+    pub scoring: Scoring,
+    /// Probabilistic scoring: the model file `unicus train-matching` wrote; the model
+    /// shipped with unicus without it.
+    pub model: Option<std::path::PathBuf>,
+    /// Probabilistic scoring: a candidate at least this likely to be the same person is
+    /// linked.
+    pub link_probability: f64,
+    /// Probabilistic scoring: at least this likely (and below `link_probability`): a
+    /// `suggestion` record, no merge.
+    pub suggest_probability: f64,
+    /// Probabilistic scoring: birth dates more than one typo apart (one digit, day and
+    /// month swapped, a year) or incompatible first names never link nor suggest, as
+    /// under the rules, whatever the weights (households). `false`: the weights alone
+    /// decide (better recall where dates are often typed wrong, worse on households).
+    pub contradiction_veto: bool,
+}
+
+/// How fuzzy matching scores a candidate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scoring {
+    #[default]
+    Rules,
+    Probabilistic,
 }
 
 impl Default for Matching {
@@ -570,6 +597,11 @@ impl Default for Matching {
                     ],
                 ),
             ],
+            scoring: Scoring::Rules,
+            model: None,
+            link_probability: 0.99,
+            suggest_probability: 0.9,
+            contradiction_veto: true,
         }
     }
 }
@@ -592,6 +624,25 @@ impl Matching {
                 "suggest_threshold ({}) must not be above link_threshold ({})",
                 self.suggest_threshold, self.link_threshold
             )));
+        }
+        let open_unit = |x: f64| x > 0.0 && x < 1.0;
+        if !open_unit(self.link_probability) || !open_unit(self.suggest_probability) {
+            return Err(invalid(
+                "link_probability and suggest_probability must be between 0 and 1 (exclusive)"
+                    .into(),
+            ));
+        }
+        if self.suggest_probability > self.link_probability {
+            return Err(invalid(format!(
+                "suggest_probability ({}) must not be above link_probability ({})",
+                self.suggest_probability, self.link_probability
+            )));
+        }
+        if self.scoring == Scoring::Probabilistic {
+            if let Some(path) = &self.model {
+                crate::engine::resolve::model::MatchModel::load(path)
+                    .map_err(|e| invalid(format!("model {}: {e}", path.display())))?;
+            }
         }
         if self.max_candidates == 0 || self.max_candidates > 1000 {
             return Err(invalid("max_candidates must be between 1 and 1000".into()));

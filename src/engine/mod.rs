@@ -235,6 +235,11 @@ impl Engine {
     }
 
     /// Normalises an identifier the way resolution does.
+    /// Resolve, for tools that read its part of the store (matching training).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
     pub fn normalise_identifier(&self, kind: &str, raw: &str) -> Option<Ident> {
         self.resolver.normalise_identifier(kind, raw)
     }

@@ -25,8 +25,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::config::{MatchRule, Matching};
+use crate::engine::config::{MatchRule, Matching, Scoring};
 use crate::engine::normalise;
+use crate::engine::resolve::model::{MatchModel, Score};
 use crate::model::Field;
 
 /// A postal address in match-key form.
@@ -88,7 +89,7 @@ impl MatchView<'_> {
 
 /// Local part and domain of a normalised e-mail address, if the local part is long
 /// enough to tell people apart.
-fn email_parts(email: &str) -> Option<(&str, &str)> {
+pub(super) fn email_parts(email: &str) -> Option<(&str, &str)> {
     let (local, domain) = email.rsplit_once('@')?;
     (local.chars().filter(|c| c.is_alphabetic()).count() >= 4).then_some((local, domain))
 }
@@ -163,7 +164,7 @@ fn class_of(c: char, next: Option<char>) -> Option<char> {
 
 /// House number (digits of the first all-digit word) and the longest other word of a
 /// street key: `12 rue de la paix` → (`12`, `paix`).
-fn street_parts(street: &str) -> (Option<&str>, Option<&str>) {
+pub(super) fn street_parts(street: &str) -> (Option<&str>, Option<&str>) {
     let number = street
         .split(' ')
         .find(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
@@ -237,6 +238,72 @@ pub fn blocking_keys(v: &MatchView) -> Vec<String> {
     keys
 }
 
+/// The blocking keys of probabilistic scoring: those of [`blocking_keys`] and more, so
+/// that a record with any one field corrupted (a typo, a swapped day and month, another
+/// postal code) still shares a key with the original:
+///
+/// - `pf`: the phonetic forms of both names, in sorted order (names swapped, another
+///   birth date or address);
+/// - `bx`: the birth date with day and month in sorted order, with the initial of
+///   either name (day and month swapped);
+/// - `pl`: the postal code with the first three letters of the last name (a typo the
+///   phonetic form does not absorb);
+/// - `hn`: the postal code with the house number (another name and street spelling);
+/// - `fa`: the area with the phonetic first name (another last name: a marriage, a
+///   typo, on records without a birth date).
+///
+/// Each key uses at most two fields, and every field is left out of some key.
+pub fn probabilistic_blocking_keys(v: &MatchView) -> Vec<String> {
+    let mut keys = blocking_keys(v);
+    let area = v.address.and_then(AddressKey::area);
+    let postal = v.address.and_then(|a| a.postal_code.as_deref());
+    if let (Some(first), Some(last)) = (v.first, v.last) {
+        let mut codes = [phonetic(first), phonetic(last)];
+        codes.sort();
+        keys.push(format!("pf\0{}\0{}", codes[0], codes[1]));
+    }
+    if let Some(birth) = v.birth.and_then(day_month_sorted) {
+        for i in name_initials(v) {
+            keys.push(format!("bx\0{birth}\0{i}"));
+        }
+    }
+    if let (Some(postal), Some(last)) = (postal, v.last) {
+        let prefix: String = last.chars().filter(|c| *c != ' ').take(3).collect();
+        keys.push(format!("pl\0{postal}\0{prefix}"));
+    }
+    if let (Some(postal), Some(street)) = (postal, v.address.and_then(|a| a.street.as_deref())) {
+        if let (Some(number), _) = street_parts(street) {
+            keys.push(format!("hn\0{postal}\0{number}"));
+        }
+    }
+    if let (Some(area), Some(first)) = (area, v.first) {
+        keys.push(format!("fa\0{area}\0{}", phonetic(first)));
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The initials of the first and last names, sorted, without repeats.
+fn name_initials(v: &MatchView) -> Vec<char> {
+    let mut initials: Vec<char> = [v.first, v.last]
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.chars().next())
+        .collect();
+    initials.sort_unstable();
+    initials.dedup();
+    initials
+}
+
+/// `YYYY-MM-DD` with its month and day in increasing order: a date and the same with
+/// day and month swapped give the same text.
+fn day_month_sorted(birth: &str) -> Option<String> {
+    let (year, md) = (birth.get(..4)?, (birth.get(5..7)?, birth.get(8..10)?));
+    let (lo, hi) = if md.0 <= md.1 { md } else { (md.1, md.0) };
+    Some(format!("{year}-{lo}-{hi}"))
+}
+
 /// Similarity of each field present on both sides, indexed by [`Field`]; `None` where
 /// either side lacks it.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -269,7 +336,7 @@ pub fn round3(x: f64) -> f64 {
 }
 
 /// Common diminutives whose letters are not a prefix of the full name.
-const DIMINUTIVES: &[(&str, &str)] = &[
+pub(super) const DIMINUTIVES: &[(&str, &str)] = &[
     ("cathy", "catherine"),
     ("kate", "catherine"),
     ("babette", "elisabeth"),
@@ -319,7 +386,7 @@ const DIMINUTIVES: &[(&str, &str)] = &[
 
 /// `b` is `a` with a feminine ending: `jean`/`jeanne`, `louis`/`louise`,
 /// `michel`/`michele`, `daniel`/`danielle`, `francois`/`francoise`. Not the same name.
-fn feminine_of(a: &str, b: &str) -> bool {
+pub(super) fn feminine_of(a: &str, b: &str) -> bool {
     match b.strip_prefix(a) {
         Some(ending) => matches!(
             ending,
@@ -372,12 +439,12 @@ pub fn first_name_similarity(a: &str, b: &str) -> f64 {
         .max(strsim::jaro_winkler(fa, fb) * 0.98)
 }
 
-fn first_word(s: &str) -> &str {
+pub(super) fn first_word(s: &str) -> &str {
     s.split(' ').next().unwrap_or(s)
 }
 
 /// `j` / `jean`, `j p` / `jean pierre`: an initial is weaker evidence than the name.
-fn initials_similarity(initials: &str, name: &str) -> Option<f64> {
+pub(super) fn initials_similarity(initials: &str, name: &str) -> Option<f64> {
     let mut words = name.split(' ');
     let mut n = 0;
     for i in initials.split(' ') {
@@ -395,7 +462,7 @@ fn initials_similarity(initials: &str, name: &str) -> Option<f64> {
 }
 
 /// Doubled letters once, `ph` → `f`, `th` → `t`, `y` → `i`: `sophie`/`sofie`.
-fn spelling(word: &str) -> String {
+pub(super) fn spelling(word: &str) -> String {
     let word = word.replace("ph", "f").replace("th", "t").replace('y', "i");
     let mut out = String::with_capacity(word.len());
     for c in word.chars() {
@@ -530,6 +597,40 @@ pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
     s
 }
 
+/// Probabilistic scoring's veto, as the guardrail of resolve
+/// ([`super::PersonSig::contradicts_beyond_typos`]): birth dates more than one typo apart,
+/// or first names (as arranged) that cannot be the same person's. A household (one
+/// address, one last name) would otherwise add up to a suggestion.
+fn contradicts_beyond_typos(a: &MatchView, b: &MatchView, g: &super::levels::Gamma) -> bool {
+    let different = |f: Field| {
+        g.levels[f.index()].map(usize::from)
+            == Some(super::levels::COMPARISONS[f.index()].levels.len() - 1)
+    };
+    if different(Field::BirthDate) {
+        return true;
+    }
+    let b_first = if g.swapped { b.last } else { b.first };
+    match (a.first, b_first) {
+        (Some(x), Some(y)) => {
+            different(Field::FirstName) && !normalise::first_name_compatible(x, y)
+        }
+        _ => false,
+    }
+}
+
+/// Something only the person shares weighed for the match: the first name, the birth
+/// date or an e-mail local part. A last name and an address alone are a household's as
+/// much as a person's: at most a suggestion.
+fn personal_evidence(score: &Score) -> bool {
+    score.fields.iter().any(|f| {
+        f.weight > 0.0
+            && matches!(
+                f.field,
+                Field::FirstName | Field::BirthDate | Field::EmailLocal
+            )
+    })
+}
+
 /// What the rules make of a candidate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -558,21 +659,44 @@ pub struct Verdict {
     pub decision: Decision,
     /// The best rule satisfied (its index in the configuration), if any.
     pub rule: Option<usize>,
+    /// Rules: the rule's score. Probabilistic: the match probability (six decimals).
     pub score: f64,
     pub similarities: Similarities,
+    /// Probabilistic scoring: the weights behind the probability.
+    pub model: Option<Box<Score>>,
 }
 
-/// The configured rules, ready to score candidates.
+/// The name records give to probabilistic scoring where they name a rule.
+pub const PROBABILISTIC: &str = "probabilistic";
+
+/// The configured rules or model, ready to score candidates.
 #[derive(Debug, Clone)]
 pub struct Matcher {
     config: Matching,
     /// Per rule, the fields it requires and their minimum similarity.
     rules: Vec<Vec<(Field, f64)>>,
+    /// Probabilistic scoring: the model.
+    model: Option<MatchModel>,
 }
 
 impl Matcher {
     /// Rules were checked by [`Matching::validate`]; unknown field names are skipped.
+    /// The model file was checked too; should it have become unreadable since, the
+    /// shipped model is used (logged).
     pub fn new(config: &Matching) -> Self {
+        let model = (config.scoring == Scoring::Probabilistic).then(|| match &config.model {
+            None => MatchModel::default_model(),
+            Some(path) => MatchModel::load(path).unwrap_or_else(|e| {
+                tracing::error!(path = %path.display(), error = %e, "model file unusable, using the shipped model");
+                MatchModel::default_model()
+            }),
+        });
+        Self::with_model(config, model)
+    }
+
+    /// With this model for probabilistic scoring (`None`: rules), whatever the
+    /// configuration says.
+    pub fn with_model(config: &Matching, model: Option<MatchModel>) -> Self {
         let rules = config
             .rules
             .iter()
@@ -586,6 +710,39 @@ impl Matcher {
         Self {
             config: config.clone(),
             rules,
+            model,
+        }
+    }
+
+    pub fn probabilistic(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// The blocking keys of a view under this scoring.
+    pub fn blocking_keys(&self, v: &MatchView) -> Vec<String> {
+        if self.probabilistic() {
+            probabilistic_blocking_keys(v)
+        } else {
+            blocking_keys(v)
+        }
+    }
+
+    /// What records name as the verdict's rule: the rule's name, or `probabilistic`.
+    pub fn rule_name(&self, v: &Verdict) -> Option<String> {
+        match (&v.model, v.rule) {
+            (Some(_), _) => Some(PROBABILISTIC.to_string()),
+            (None, Some(r)) => Some(self.config.rules[r].name.clone()),
+            (None, None) => None,
+        }
+    }
+
+    /// The fields a linking verdict matched on: its rule's, or those that weighed for
+    /// the match.
+    pub fn matched_fields(&self, v: &Verdict) -> Vec<String> {
+        match (&v.model, v.rule) {
+            (Some(score), _) => score.agreeing_fields(),
+            (None, Some(r)) => self.config.rules[r].require.keys().cloned().collect(),
+            (None, None) => Vec::new(),
         }
     }
 
@@ -604,6 +761,28 @@ impl Matcher {
     /// Scores a candidate against the event's view.
     pub fn judge(&self, a: &MatchView, b: &MatchView) -> Verdict {
         let sims = similarities(a, b);
+        if let Some(model) = &self.model {
+            let gamma = super::levels::compare(a, b);
+            let score = model.score_gamma(&gamma);
+            let p = score.probability;
+            let decision =
+                if self.config.contradiction_veto && contradicts_beyond_typos(a, b, &gamma) {
+                    Decision::Vetoed
+                } else if p >= self.config.link_probability && personal_evidence(&score) {
+                    Decision::Link
+                } else if p >= self.config.suggest_probability {
+                    Decision::Suggest
+                } else {
+                    Decision::None
+                };
+            return Verdict {
+                decision,
+                rule: None,
+                score: (p * 1e6).round() / 1e6,
+                similarities: sims,
+                model: Some(Box::new(score)),
+            };
+        }
         let vetoed = sims.get(Field::BirthDate) == Some(0.0)
             || sims.get(Field::FirstName).is_some_and(|s| s < 0.5);
         let Some((rule, score)) = self.best_rule(&sims) else {
@@ -616,6 +795,7 @@ impl Matcher {
                 rule: None,
                 score: 0.0,
                 similarities: sims,
+                model: None,
             };
         };
         let decision = if vetoed {
@@ -632,6 +812,7 @@ impl Matcher {
             rule: Some(rule),
             score: round3(score),
             similarities: sims,
+            model: None,
         }
     }
 
@@ -816,6 +997,173 @@ mod tests {
         // Swapped names still share the birth-date keys.
         let k3 = blocking_keys(&view("dupont", "sophie", Some("1985-04-12"), None));
         assert!(k1.iter().any(|k| k3.contains(k)));
+    }
+
+    /// One field of a full record corrupted in each way a form or a till corrupts it.
+    type Corruption = (&'static str, Box<dyn Fn(&mut Owned)>);
+
+    fn corruptions() -> Vec<Corruption> {
+        vec![
+            (
+                "first name typo",
+                Box::new(|o: &mut Owned| o.first = "sopihe".into()),
+            ),
+            (
+                "first name other",
+                Box::new(|o: &mut Owned| o.first = "zoe".into()),
+            ),
+            (
+                "first initial typo",
+                Box::new(|o: &mut Owned| o.first = "tophie".into()),
+            ),
+            (
+                "last name typo",
+                Box::new(|o: &mut Owned| o.last = "dupnot".into()),
+            ),
+            (
+                "last name other",
+                Box::new(|o: &mut Owned| o.last = "martin".into()),
+            ),
+            (
+                "last initial typo",
+                Box::new(|o: &mut Owned| o.last = "rupont".into()),
+            ),
+            (
+                "names swapped",
+                Box::new(|o: &mut Owned| std::mem::swap(&mut o.first, &mut o.last)),
+            ),
+            (
+                "birth digit",
+                Box::new(|o: &mut Owned| o.birth = "1985-04-13".into()),
+            ),
+            (
+                "birth year",
+                Box::new(|o: &mut Owned| o.birth = "1958-04-12".into()),
+            ),
+            (
+                "day month swapped",
+                Box::new(|o: &mut Owned| o.birth = "1985-12-04".into()),
+            ),
+            (
+                "postal digit",
+                Box::new(|o: &mut Owned| o.address.postal_code = Some("75020".into())),
+            ),
+            (
+                "postal moved",
+                Box::new(|o: &mut Owned| o.address.postal_code = Some("69003".into())),
+            ),
+            (
+                "street typo",
+                Box::new(|o: &mut Owned| o.address.street = Some("12 rue de la paiz".into())),
+            ),
+            (
+                "house number",
+                Box::new(|o: &mut Owned| o.address.street = Some("21 rue de la paix".into())),
+            ),
+            (
+                "city",
+                Box::new(|o: &mut Owned| o.address.city = Some("pari".into())),
+            ),
+            (
+                "email",
+                Box::new(|o: &mut Owned| o.emails = vec!["s.dupont@example.org".into()]),
+            ),
+        ]
+    }
+
+    #[derive(Clone)]
+    struct Owned {
+        first: String,
+        last: String,
+        birth: String,
+        address: AddressKey,
+        emails: Vec<String>,
+    }
+
+    impl Owned {
+        fn view(&self) -> MatchView<'_> {
+            MatchView {
+                first: Some(&self.first),
+                last: Some(&self.last),
+                birth: Some(&self.birth),
+                address: Some(&self.address),
+                emails: &self.emails,
+            }
+        }
+    }
+
+    #[test]
+    fn probabilistic_blocking_survives_any_one_corrupted_field() {
+        let original = Owned {
+            first: "sophie".into(),
+            last: "dupont".into(),
+            birth: "1985-04-12".into(),
+            address: paris(),
+            emails: vec!["sophie.dupont@example.org".into()],
+        };
+        let keys = probabilistic_blocking_keys(&original.view());
+        for (what, corrupt) in corruptions() {
+            let mut c = original.clone();
+            corrupt(&mut c);
+            let theirs = probabilistic_blocking_keys(&c.view());
+            assert!(
+                theirs.iter().any(|k| keys.contains(k)),
+                "{what}: no shared key between {keys:?} and {theirs:?}"
+            );
+        }
+        // The same on partial records: name and postal code, name and birth date.
+        for (original, kept) in [
+            (
+                Owned {
+                    birth: String::new(),
+                    address: AddressKey {
+                        street: None,
+                        ..paris()
+                    },
+                    emails: Vec::new(),
+                    ..original.clone()
+                },
+                "name and postal code",
+            ),
+            (
+                Owned {
+                    address: AddressKey::default(),
+                    emails: Vec::new(),
+                    ..original.clone()
+                },
+                "name and birth date",
+            ),
+        ] {
+            fn view(o: &Owned) -> MatchView<'_> {
+                let mut v = o.view();
+                if o.birth.is_empty() {
+                    v.birth = None;
+                }
+                if o.address.is_empty() {
+                    v.address = None;
+                }
+                v
+            }
+            let keys = probabilistic_blocking_keys(&view(&original));
+            for (what, corrupt) in corruptions() {
+                let mut c = original.clone();
+                corrupt(&mut c);
+                if c.birth.is_empty() != original.birth.is_empty()
+                    || c.address.is_empty() != original.address.is_empty()
+                {
+                    continue;
+                }
+                let theirs = probabilistic_blocking_keys(&view(&c));
+                assert!(
+                    theirs.iter().any(|k| keys.contains(k)),
+                    "{kept}, {what}: no shared key between {keys:?} and {theirs:?}"
+                );
+            }
+        }
+        // The rules' keys are a subset: the default scoring's blocks are unchanged.
+        let rules = blocking_keys(&original.view());
+        assert!(rules.iter().all(|k| keys.contains(k)));
+        assert!(keys.len() > rules.len());
     }
 
     #[test]

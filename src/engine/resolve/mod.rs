@@ -23,8 +23,11 @@
 //! source-profile anchors, `r/cu/<customer>` customers, blocks, merge logs, aliases and
 //! counters.
 
+pub mod levels;
 pub mod matching;
+pub mod model;
 pub mod records;
+pub mod train;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -48,7 +51,7 @@ use matching::{AddressKey, Decision as MatchDecision, MatchView, Matcher};
 use records::{
     Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue, IdentityChange,
     IdentityExport, KeptApart, LinkRecord, MatchKeys, Merge, MergeRecord, PairExplanation,
-    SourceProfileRecord, Suggestion,
+    SourceProfileRecord, Suggestion, Weights,
 };
 
 /// Who a source profile says the person is, in match-key form.
@@ -89,6 +92,24 @@ impl PersonSig {
     pub fn contradicts(&self, other: &PersonSig) -> bool {
         if let (Some(a), Some(b)) = (&self.birth, &other.birth) {
             if a != b {
+                return true;
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.first, &other.first) {
+            if !normalise::first_name_compatible(a, b) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// [`PersonSig::contradicts`] short of what one typing error makes: birth dates
+    /// that are not one typed digit, day and month swapped or a year apart, or first
+    /// names that cannot be the same person's. Probabilistic scoring weighs typos; a
+    /// household (one address, one last name) stays apart.
+    pub fn contradicts_beyond_typos(&self, other: &PersonSig) -> bool {
+        if let (Some(a), Some(b)) = (&self.birth, &other.birth) {
+            if levels::birth_date_level(a, b) == "different" {
                 return true;
             }
         }
@@ -457,8 +478,10 @@ struct Resolving<'e> {
     new_person: bool,
     /// Candidates a rule suggests, with the source profile compared (step 7b).
     suggestions: Vec<(String, u64, matching::Verdict)>,
-    /// The best fuzzy link's score and rule.
-    best_fuzzy: Option<(f64, usize)>,
+    /// The best fuzzy link's score and the fields it matched on.
+    best_fuzzy: Option<(f64, Vec<String>)>,
+    /// Probabilistic scoring: the weights of each fuzzy link, by candidate.
+    link_weights: HashMap<String, Weights>,
 }
 
 impl<'e> Resolving<'e> {
@@ -496,6 +519,7 @@ impl<'e> Resolving<'e> {
             new_person: false,
             suggestions: Vec::new(),
             best_fuzzy: None,
+            link_weights: HashMap::new(),
         }
     }
 
@@ -536,6 +560,7 @@ impl<'e> Resolving<'e> {
             match_rule: None,
             score: None,
             fields: None,
+            weights: None,
             event_id: self.tp.event_id.clone(),
             at: self.at.clone(),
         }
@@ -587,7 +612,15 @@ impl<'e> Resolving<'e> {
             record.links = Some(
                 fuzzy_links
                     .iter()
-                    .map(|(id, l)| FuzzyLink::new(id, l))
+                    .map(|(id, l)| FuzzyLink {
+                        // The link is the merged customer's, else the survivor's.
+                        weights: self
+                            .link_weights
+                            .get(id)
+                            .or_else(|| self.link_weights.get(survivor))
+                            .cloned(),
+                        ..FuzzyLink::new(id, l)
+                    })
                     .collect(),
             );
         }
@@ -695,6 +728,64 @@ impl Resolver {
     /// older one: a store without a format that holds something is of an older format.
     pub fn holds_anything(&self, store: &Store) -> Result<bool, StoreError> {
         keys::resolve::NAMESPACE.holds_anything(store)
+    }
+
+    /// What an event says of the person, as matching training reads it (the same match
+    /// keys as resolve keeps, within the minimisation allow-lists); `None` without
+    /// person data.
+    pub fn training_record(&self, tp: &Touchpoint) -> Option<train::TrainRecord> {
+        let sig = self.minimised(PersonSig::from_touchpoint(tp));
+        if sig.is_empty() {
+            return None;
+        }
+        let address = tp
+            .person
+            .as_ref()
+            .and_then(|p| p.address.as_ref())
+            .filter(|_| self.config.gdpr.person_field_allowed("address"))
+            .map(AddressKey::from_address)
+            .unwrap_or_default();
+        let mut emails: Vec<String> = tp
+            .identifiers
+            .iter()
+            .filter(|(kind, _)| kind == "email")
+            .filter_map(|(kind, raw)| self.normalise_identifier(kind, raw))
+            .map(|id| id.value)
+            .collect();
+        emails.sort();
+        emails.dedup();
+        Some(train::TrainRecord {
+            first: sig.first,
+            last: sig.last,
+            birth: sig.birth,
+            street: address.street,
+            postal_code: address.postal_code,
+            city: address.city,
+            emails,
+        })
+    }
+
+    /// The person data of every source profile of a store, for matching training. A
+    /// full scan: for `unicus train-matching` on a store no `run` holds, never at run
+    /// time.
+    pub fn training_records(&self, store: &Store) -> Result<Vec<train::TrainRecord>, StoreError> {
+        Ok(SOURCE_PROFILES
+            .scan(store)?
+            .into_iter()
+            .filter(|(_, sp)| !sp.person.is_empty())
+            .map(|(_, sp)| {
+                let emails = sp.emails();
+                train::TrainRecord {
+                    first: sp.person.first,
+                    last: sp.person.last,
+                    birth: sp.person.birth,
+                    street: sp.address.street,
+                    postal_code: sp.address.postal_code,
+                    city: sp.address.city,
+                    emails,
+                }
+            })
+            .collect())
     }
 
     /// Live customers (kept as a counter: counting keys would be a full scan).
@@ -1091,7 +1182,7 @@ impl Resolver {
             if r.group.iter().any(|(g, _)| *g == cid) {
                 continue;
             }
-            let Some(rule_index) = verdict.rule else {
+            let Some(rule) = self.matcher.rule_name(&verdict) else {
                 continue;
             };
             if verdict.decision == MatchDecision::Suggest {
@@ -1101,13 +1192,13 @@ impl Resolver {
             let Some(c) = CUSTOMERS.get(store, &cid)? else {
                 continue;
             };
-            let rule = self.matcher.rule(rule_index).name.clone();
             if let Some((guardrail, kind)) = self.fuzzy_refusal(r, &c) {
                 let kind = (!kind.is_empty()).then_some(kind);
                 let conflict = Conflict {
                     match_rule: Some(rule),
                     score: Some(verdict.score),
                     fields: Some(FieldScores(verdict.similarities.compared())),
+                    weights: Weights::of(&verdict),
                     ..r.conflict(Some(cid), guardrail, kind, Vec::new())
                 };
                 r.refused(conflict, self.config.limits.max_conflicts_per_event);
@@ -1115,8 +1206,14 @@ impl Resolver {
             }
             self.absorb(r, &c);
             *r.counts.fuzzy_links.entry(rule.clone()).or_default() += 1;
-            if r.best_fuzzy.is_none_or(|(s, _)| verdict.score > s) {
-                r.best_fuzzy = Some((verdict.score, rule_index));
+            if r.best_fuzzy
+                .as_ref()
+                .is_none_or(|(s, _)| verdict.score > *s)
+            {
+                r.best_fuzzy = Some((verdict.score, self.matcher.matched_fields(&verdict)));
+            }
+            if let Some(w) = Weights::of(&verdict) {
+                r.link_weights.insert(cid.clone(), w);
             }
             let link = Link {
                 method: "fuzzy".into(),
@@ -1131,9 +1228,8 @@ impl Resolver {
             r.links.insert(cid.clone(), (link, Vec::new()));
             r.group.push((cid, c));
         }
-        if let Some((_, rule_index)) = r.best_fuzzy {
-            r.matched_on
-                .extend(self.matcher.rule(rule_index).require.keys().cloned());
+        if let Some((_, fields)) = &r.best_fuzzy {
+            r.matched_on.extend(fields.iter().cloned());
         }
         Ok(())
     }
@@ -1145,11 +1241,15 @@ impl Resolver {
             Some(("unique_identifier", clash))
         } else if c.kept_apart_from(&r.apart) {
             Some(("never_link", String::new()))
-        } else if c
-            .people
-            .iter()
-            .any(|p| r.people.iter().any(|q| p.contradicts(q)))
-        {
+        } else if c.people.iter().any(|p| {
+            r.people.iter().any(|q| {
+                if self.matcher.probabilistic() {
+                    self.config.matching.contradiction_veto && p.contradicts_beyond_typos(q)
+                } else {
+                    p.contradicts(q)
+                }
+            })
+        }) {
             Some(("person_contradiction", String::new()))
         } else {
             self.size_refusal(r, c)
@@ -1230,7 +1330,7 @@ impl Resolver {
         let attached = self.attach_identifiers(store, r, s, &mut sp)?;
         restate_person(r, s, &mut sp, self.config.limits.max_people_per_customer);
         if let Some(before) = keys_before {
-            let after = source_profile_keys(&sp.profile);
+            let after = source_profile_keys(&self.matcher, &sp.profile);
             self.update_blocks(store, sp.id, &before, &after, &mut r.counts)?;
         }
         if sp.dirty {
@@ -1314,7 +1414,7 @@ impl Resolver {
         let anchored = sp.anchored;
         track.then(|| {
             if anchored {
-                source_profile_keys(&sp.profile)
+                source_profile_keys(&self.matcher, &sp.profile)
             } else {
                 Vec::new()
             }
@@ -1371,10 +1471,9 @@ impl Resolver {
     /// Step 11: a `suggestion` record for each candidate a rule only suggested.
     fn suggest(&self, r: &mut Resolving, s: &Survivor, sp_id: u64) {
         for (other, cand_sp, verdict) in std::mem::take(&mut r.suggestions) {
-            let Some(rule_index) = verdict.rule else {
+            let Some(rule) = self.matcher.rule_name(&verdict) else {
                 continue;
             };
-            let rule = self.matcher.rule(rule_index).name.clone();
             *r.counts.suggestions.entry(rule.clone()).or_default() += 1;
             let record = Suggestion {
                 customer_id: s.id.clone(),
@@ -1382,6 +1481,7 @@ impl Resolver {
                 rule,
                 score: verdict.score,
                 fields: FieldScores(verdict.similarities.compared()),
+                weights: Weights::of(&verdict),
                 compared_source_profiles: [sp_id, cand_sp],
                 event_id: r.tp.event_id.clone(),
                 at: r.at.clone(),
@@ -1413,7 +1513,7 @@ impl Resolver {
         });
         let score = match s.method {
             Method::Deterministic => Some(1.0),
-            Method::Fuzzy => r.best_fuzzy.map(|(score, _)| score),
+            Method::Fuzzy => r.best_fuzzy.as_ref().map(|(score, _)| *score),
             _ => None,
         };
         Resolution {
@@ -1619,7 +1719,7 @@ impl Resolver {
         let cap = self.matcher.max_candidates();
         let mut seen: HashSet<u64> = HashSet::new();
         let mut order: Vec<u64> = Vec::new();
-        for k in matching::blocking_keys(view) {
+        for k in self.matcher.blocking_keys(view) {
             let Some(block) = BLOCKING_KEYS.get(store, &k)? else {
                 continue;
             };
@@ -1669,10 +1769,10 @@ impl Resolver {
     }
 }
 
-/// The blocking keys of a source profile as stored.
-fn source_profile_keys(sp: &SourceProfile) -> Vec<String> {
+/// The blocking keys of a source profile as stored under `matcher`'s scoring.
+fn source_profile_keys(matcher: &Matcher, sp: &SourceProfile) -> Vec<String> {
     let emails = sp.emails();
-    matching::blocking_keys(&MatchView {
+    matcher.blocking_keys(&MatchView {
         emails: &emails,
         ..sp.view()
     })
@@ -2021,7 +2121,14 @@ impl Resolver {
                     f.index_entries_updated += 1;
                 }
             }
-            for k in source_profile_keys(&sp) {
+            // Every key either scoring gives (the probabilistic keys include the rules'
+            // ones): a store may have been run under both.
+            let emails = sp.emails();
+            let all_keys = matching::probabilistic_blocking_keys(&MatchView {
+                emails: &emails,
+                ..sp.view()
+            });
+            for k in all_keys {
                 if BLOCKING_KEYS.contains(store, &k)? {
                     remove_from_block(store, &k, *sp_id)?;
                     f.blocking_keys += 1;
@@ -2497,7 +2604,7 @@ impl Resolver {
             if !xv.has_person() {
                 continue;
             }
-            let xk = matching::blocking_keys(&xv);
+            let xk = self.matcher.blocking_keys(&xv);
             for (yi, ysp) in ys.iter().take(200) {
                 let ye = ysp.emails();
                 let yv = MatchView {
@@ -2508,7 +2615,11 @@ impl Resolver {
                     continue;
                 }
                 let verdict = self.matcher.judge(&xv, &yv);
-                let blocked = matching::blocking_keys(&yv).iter().any(|k| xk.contains(k));
+                let blocked = self
+                    .matcher
+                    .blocking_keys(&yv)
+                    .iter()
+                    .any(|k| xk.contains(k));
                 if best
                     .as_ref()
                     .is_none_or(|b| verdict.score > b.verdict.score)
@@ -2528,6 +2639,23 @@ impl Resolver {
     fn fuzzy_reason(&self, pair: &FuzzyPair, kept_apart: bool) -> String {
         let v = &pair.verdict;
         let m = &self.config.matching;
+        if v.model.is_some() {
+            match v.decision {
+                MatchDecision::None => {
+                    return format!(
+                        "match probability {} is below suggest_probability {}",
+                        v.score, m.suggest_probability
+                    )
+                }
+                MatchDecision::Suggest => {
+                    return format!(
+                        "match probability {} is a suggestion only (link_probability {})",
+                        v.score, m.link_probability
+                    )
+                }
+                _ => {}
+            }
+        }
         match v.decision {
             MatchDecision::Vetoed => {
                 "a veto: different birth dates or clearly different first names".into()
@@ -2566,14 +2694,15 @@ impl Resolver {
             score: v.score,
             decision: v.decision.as_str(),
             fields: FieldScores(v.similarities.compared()),
+            weights: Weights::of(v),
             swapped_names: v.similarities.swapped,
             share_a_blocking_key: pair.blocked,
         }
     }
 
-    /// The name of the best rule a verdict satisfies, if any.
+    /// The name of the best rule a verdict satisfies (or `probabilistic`), if any.
     fn rule_name(&self, v: &matching::Verdict) -> Option<String> {
-        v.rule.map(|r| self.matcher.rule(r).name.clone())
+        self.matcher.rule_name(v)
     }
 }
 

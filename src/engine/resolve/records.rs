@@ -4,6 +4,8 @@
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 
+use crate::engine::resolve::matching::Verdict;
+use crate::engine::resolve::model::FieldWeight;
 use crate::engine::resolve::{Link, MergeLog};
 use crate::model::output::rfc3339;
 use crate::model::Field;
@@ -25,6 +27,65 @@ impl Serialize for FieldScores {
         for (field, similarity) in &self.0 {
             map.serialize_entry(field.as_str(), similarity)?;
         }
+        map.end()
+    }
+}
+
+/// Probabilistic scoring: the weight of every field compared, and their sum with the
+/// prior: `{"match_weight": 12.3, "prior": -9.08, "fields": {"first_name": {"level":
+/// "exact", "weight": 6.52}, …}}` (log2 of odds; a term-frequency adjustment, when
+/// there is one, is part of the weight and also shown as `tf_adjustment`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Weights {
+    pub match_weight: f64,
+    pub prior: f64,
+    pub fields: Vec<FieldWeight>,
+}
+
+impl Weights {
+    /// The weights of a probabilistic verdict; `None` under rules.
+    pub fn of(v: &Verdict) -> Option<Self> {
+        let score = v.model.as_deref()?;
+        let r = |x: f64| (x * 1000.0).round() / 1000.0;
+        let fields_sum: f64 = score.fields.iter().map(|f| f.weight).sum();
+        Some(Self {
+            match_weight: r(score.match_weight),
+            prior: r(score.match_weight - fields_sum),
+            fields: score
+                .fields
+                .iter()
+                .map(|f| FieldWeight {
+                    weight: r(f.weight),
+                    tf_adjustment: r(f.tf_adjustment),
+                    ..f.clone()
+                })
+                .collect(),
+        })
+    }
+}
+
+impl Serialize for Weights {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Fields<'a>(&'a [FieldWeight]);
+        impl Serialize for Fields<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for f in self.0 {
+                    let mut entry = serde_json::Map::new();
+                    entry.insert("level".into(), f.level.into());
+                    entry.insert("weight".into(), f.weight.into());
+                    if f.tf_adjustment != 0.0 {
+                        entry.insert("tf_adjustment".into(), f.tf_adjustment.into());
+                    }
+                    map.serialize_entry(f.field.as_str(), &entry)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(Some(3))?;
+        map.serialize_entry("match_weight", &self.match_weight)?;
+        map.serialize_entry("prior", &self.prior)?;
+        map.serialize_entry("fields", &Fields(&self.fields))?;
         map.end()
     }
 }
@@ -63,6 +124,9 @@ pub struct Conflict {
     /// A fuzzy candidate only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<FieldScores>,
+    /// A fuzzy candidate under probabilistic scoring only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
     pub event_id: String,
     pub at: String,
 }
@@ -110,6 +174,9 @@ pub struct FuzzyLink {
     pub rule: Option<String>,
     pub score: Option<f64>,
     pub fields: FieldScores,
+    /// Probabilistic scoring only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
     /// Its source profile the event was matched with.
     pub source_profile: Option<u64>,
 }
@@ -121,6 +188,7 @@ impl FuzzyLink {
             rule: link.rule.clone(),
             score: link.score,
             fields: FieldScores(link.fields.clone()),
+            weights: None,
             source_profile: link.with_source_profile,
         }
     }
@@ -135,6 +203,9 @@ pub struct Suggestion {
     pub rule: String,
     pub score: f64,
     pub fields: FieldScores,
+    /// Probabilistic scoring only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
     /// The event's source profile, and the other customer's it was compared with.
     pub compared_source_profiles: [u64; 2],
     pub event_id: String,
@@ -291,6 +362,9 @@ pub struct FuzzyComparison {
     /// `link`, `suggest`, `none` or `vetoed`.
     pub decision: &'static str,
     pub fields: FieldScores,
+    /// Probabilistic scoring only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<Weights>,
     pub swapped_names: bool,
     pub share_a_blocking_key: bool,
 }
