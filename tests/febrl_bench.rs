@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-const COLUMNS: [&str; 6] = [
+const COLUMNS: [&str; 7] = [
     "unicus det",
     "unicus full",
+    "unicus trained",
     "exact ids",
     "Splink@best",
     "Splink@0.9",
@@ -145,8 +146,8 @@ fn febrl1_bench_prints_every_figure_for_unicus_and_splink() {
         let clusters = value("clusters", c);
         assert!((500.0..=1000.0).contains(&clusters) || value("false merges", c) > 0.0);
     }
-    let (det, full, exact, best, at_09, with_ids) = (0, 1, 2, 3, 4, 5);
-    for c in [det, full, best] {
+    let (det, full, trained, exact, best, at_09, with_ids) = (0, 1, 2, 3, 4, 5, 6);
+    for c in [det, full, trained, best] {
         assert!(value("events/s", c) > 0.0);
     }
     // Exact identifiers find every id-linkable pair by definition, and each of their
@@ -177,6 +178,7 @@ fn febrl1_bench_prints_every_figure_for_unicus_and_splink() {
     assert!(value("pairwise F1", best) > 0.8, "{stdout}");
     // Files kept for later study.
     for file in [
+        "model.json",
         "events.jsonl",
         "truth.csv",
         "splink-records.csv",

@@ -687,7 +687,7 @@ pub struct Run {
 }
 
 /// Replays `input` into a fresh on-disk store under `dir` and scores the output.
-fn run_once(
+pub(crate) fn run_once(
     config: EngineConfig,
     input: &Path,
     truth: &Truth,

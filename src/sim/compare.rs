@@ -8,6 +8,8 @@
 //! * **unicus det** and **unicus full**: the replay output of deterministic matching
 //!   only and of deterministic and fuzzy matching (the timed runs of
 //!   [`crate::sim::accuracy`], events/s their mean);
+//! * **unicus trained**: probabilistic scoring with a model `train-matching` fits on the
+//!   stream's own events in this run (no labels: as Splink is trained here), one replay;
 //! * **exact ids**: events joined wherever they share a usable normalised identifier
 //!   value, traps included (no guardrail);
 //! * **Splink**: `scripts/bench/splink_bench.py` (embedded in the binary and run with
@@ -31,7 +33,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::engine::config::EngineConfig;
+use crate::engine::config::{EngineConfig, Scoring};
+use crate::engine::resolve::train::{self, TrainOptions};
 use crate::engine::resolve::Resolver;
 use crate::sim::accuracy::{self, read_truth, Run, Stream, Truth};
 use crate::sim::febrl::{self, Dataset};
@@ -333,6 +336,43 @@ fn unicus_column(name: &str, run: &Run, labels: &Labels) -> Column {
     }
 }
 
+/// unicus with probabilistic scoring and a model fitted on the stream's own events in
+/// this run (unsupervised, as Splink is trained here), fuzzy matching on: its run, and a
+/// line that says how the model was fitted.
+fn trained_run(
+    opts: &CompareOptions,
+    input: &Path,
+    truth: &Truth,
+    dir: &Path,
+) -> Result<(Run, String)> {
+    let started = Instant::now();
+    let (records, _, _) = crate::cli::train::records_of_events(&opts.config, input)?;
+    let train_opts = TrainOptions {
+        seed: opts.seed,
+        max_block: opts.config.matching.max_candidates,
+        source: "bench accuracy".into(),
+        ..TrainOptions::default()
+    };
+    let fitted = train::train(records, &train_opts).context("failed to fit the model")?;
+    let model = dir.join("model.json");
+    std::fs::write(&model, fitted.model.to_json())
+        .with_context(|| format!("failed to write {}", model.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut config = opts.config.clone();
+    accuracy::set_fuzzy(&mut config, true);
+    config.matching.scoring = Scoring::Probabilistic;
+    config.matching.model = Some(model);
+    let run = accuracy::run_once(config, input, truth, dir, "trained", 0)?;
+    let t = fitted.model.training();
+    let line = format!(
+        "unicus trained: probabilistic scoring with a model fitted on this stream ({} records, {} blocked pairs, EM in {} runs) in {seconds:.1} s; its events/s leave the fitting out",
+        t.records,
+        t.blocked_pairs,
+        fitted.runs.len()
+    );
+    Ok((run, line))
+}
+
 /// Runs the comparison and prints its table to `out`.
 pub fn compare(opts: &CompareOptions, out: &mut impl Write) -> Result<Comparison> {
     let started = Instant::now();
@@ -398,9 +438,11 @@ pub fn compare(opts: &CompareOptions, out: &mut impl Write) -> Result<Comparison
     // unicus.
     let (det, full) =
         accuracy::timed_runs(&opts.config, &input, &truth, &dir, opts.rounds, 0, out)?;
+    let (trained, fit) = trained_run(opts, &input, &truth, &dir)?;
     let mut columns = vec![
         unicus_column("unicus det", &det, &labels),
         unicus_column("unicus full", &full, &labels),
+        unicus_column("unicus trained", &trained, &labels),
     ];
     let exact = labels.exact_id_union();
     columns.push(Column {
@@ -459,6 +501,7 @@ pub fn compare(opts: &CompareOptions, out: &mut impl Write) -> Result<Comparison
         comparison.splink.predict_seconds,
         comparison.splink.identifier_columns.join(" ")
     )?;
+    writeln!(out, "{fit}")?;
     if !comparison.best_reaches_precision {
         writeln!(
             out,
@@ -473,7 +516,7 @@ pub fn compare(opts: &CompareOptions, out: &mut impl Write) -> Result<Comparison
     if let Some(keep) = &opts.keep {
         writeln!(
             out,
-            "files kept in {}: events.jsonl truth.csv splink-records.csv splink-pairs.csv",
+            "files kept in {}: events.jsonl truth.csv model.json splink-records.csv splink-pairs.csv",
             keep.display()
         )?;
     }
