@@ -250,9 +250,18 @@ pub fn blocking_keys(v: &MatchView) -> Vec<String> {
 ///   phonetic form does not absorb);
 /// - `hn`: the postal code with the house number (another name and street spelling);
 /// - `fa`: the area with the phonetic first name (another last name: a marriage, a
-///   typo, on records without a birth date).
+///   typo, on records without a birth date);
+/// - `nc`: the town with the phonetic form of either name, whichever is first or last
+///   (one record gives a postal code, the other only the town; names swapped);
+/// - `nn`: either name in full with the first three or the last three letters of the
+///   other (one name typed wrong on records with nothing else in common: a single
+///   edit leaves one end of a name of six letters or more untouched);
+/// - `nh`: either name's phonetic form with the house number (another postal code and
+///   town, a typo in the street).
 ///
-/// Each key uses at most two fields, and every field is left out of some key.
+/// `pl` and `hn` take the postal code's characters in sorted order, so that two
+/// swapped digits still agree. Each key uses at most two fields, and every field is
+/// left out of some key.
 pub fn probabilistic_blocking_keys(v: &MatchView) -> Vec<String> {
     let mut keys = blocking_keys(v);
     let area = v.address.and_then(AddressKey::area);
@@ -267,21 +276,52 @@ pub fn probabilistic_blocking_keys(v: &MatchView) -> Vec<String> {
             keys.push(format!("bx\0{birth}\0{i}"));
         }
     }
-    if let (Some(postal), Some(last)) = (postal, v.last) {
+    let postal = postal.map(sorted_chars);
+    if let (Some(postal), Some(last)) = (&postal, v.last) {
         let prefix: String = last.chars().filter(|c| *c != ' ').take(3).collect();
         keys.push(format!("pl\0{postal}\0{prefix}"));
     }
-    if let (Some(postal), Some(street)) = (postal, v.address.and_then(|a| a.street.as_deref())) {
-        if let (Some(number), _) = street_parts(street) {
-            keys.push(format!("hn\0{postal}\0{number}"));
-        }
+    let number = v
+        .address
+        .and_then(|a| a.street.as_deref())
+        .and_then(|s| street_parts(s).0);
+    if let (Some(postal), Some(number)) = (&postal, number) {
+        keys.push(format!("hn\0{postal}\0{number}"));
     }
     if let (Some(area), Some(first)) = (area, v.first) {
         keys.push(format!("fa\0{area}\0{}", phonetic(first)));
     }
+    let names: Vec<&str> = [v.first, v.last].into_iter().flatten().collect();
+    if let Some(city) = v.address.and_then(|a| a.city.as_deref()) {
+        for name in &names {
+            keys.push(format!("nc\0{city}\0{}", phonetic(name)));
+        }
+    }
+    if let Some(number) = number {
+        for name in &names {
+            keys.push(format!("nh\0{number}\0{}", phonetic(name)));
+        }
+    }
+    if let (Some(first), Some(last)) = (v.first, v.last) {
+        for (whole, other) in [(first, last), (last, first)] {
+            let letters: Vec<char> = other.chars().filter(|c| *c != ' ').collect();
+            let n = letters.len().min(3);
+            let head: String = letters[..n].iter().collect();
+            let tail: String = letters[letters.len() - n..].iter().collect();
+            keys.push(format!("nn\0{whole}\0<{head}"));
+            keys.push(format!("nn\0{whole}\0>{tail}"));
+        }
+    }
     keys.sort();
     keys.dedup();
     keys
+}
+
+/// A postal code's characters in sorted order: two swapped digits give the same text.
+fn sorted_chars(s: &str) -> String {
+    let mut c: Vec<char> = s.chars().collect();
+    c.sort_unstable();
+    c.into_iter().collect()
 }
 
 /// The initials of the first and last names, sorted, without repeats.
