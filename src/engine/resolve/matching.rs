@@ -661,14 +661,24 @@ fn contradicts_beyond_typos(a: &MatchView, b: &MatchView, g: &super::levels::Gam
 /// Something only the person shares weighed for the match: the first name, the birth
 /// date or an e-mail local part. A last name and an address alone are a household's as
 /// much as a person's: at most a suggestion.
+///
+/// Names alone (nothing else weighing for the match) link only when the model knows how
+/// common they are: a name the data it was fitted on never showed may be the most common
+/// of the stream (a shipped model on another population), so two such records are at
+/// most a suggestion.
 fn personal_evidence(score: &Score) -> bool {
-    score.fields.iter().any(|f| {
+    let personal = score.fields.iter().any(|f| {
         f.weight > 0.0
             && matches!(
                 f.field,
                 Field::FirstName | Field::BirthDate | Field::EmailLocal
             )
-    })
+    });
+    let mut agreeing = score.fields.iter().filter(|f| f.weight > 0.0);
+    let names_alone = agreeing
+        .clone()
+        .all(|f| matches!(f.field, Field::FirstName | Field::LastName));
+    personal && !(names_alone && agreeing.any(|f| f.unseen))
 }
 
 /// What the rules make of a candidate.

@@ -89,7 +89,19 @@ pub struct TermFrequencies {
 
 impl TermFrequencies {
     /// Share of records carrying `value`; a value not listed counts as the mean share of
-    /// the values not listed.
+    /// the values not listed. A value the data fitted on never showed, when the list
+    /// holds every value it did, counts as the mean share of a value (one over the
+    /// distinct values): nothing says it is rare, and counting it as seen once would make
+    /// every name of another population look unique (a model shipped, fitted on other
+    /// data, applied to a stream).
+    /// Whether the data fitted on never showed `value` (the list holds every value it
+    /// did, and not this one).
+    pub fn unseen(&self, value: &str) -> bool {
+        self.records > 0
+            && self.counts.len() as u64 >= self.distinct
+            && !self.counts.contains_key(value)
+    }
+
     pub fn frequency(&self, value: &str) -> Option<f64> {
         if self.records == 0 {
             return None;
@@ -101,11 +113,10 @@ impl TermFrequencies {
         let listed: u64 = self.counts.values().sum();
         let others = self.distinct.saturating_sub(self.counts.len() as u64);
         let left = self.records.saturating_sub(listed);
-        Some(if others == 0 || left == 0 {
-            1.0 / n
-        } else {
-            left as f64 / others as f64 / n
-        })
+        if others == 0 || left == 0 {
+            return (self.distinct > 0).then(|| 1.0 / self.distinct as f64);
+        }
+        Some(left as f64 / others as f64 / n)
     }
 }
 
@@ -149,6 +160,9 @@ pub struct FieldWeight {
     pub weight: f64,
     /// The part of `weight` due to the value's frequency (0 when none).
     pub tf_adjustment: f64,
+    /// The value agreed on was never seen in the data the model was fitted on: its
+    /// frequency is a guess ([`TermFrequencies::frequency`]).
+    pub unseen: bool,
 }
 
 /// A pair's score.
@@ -405,7 +419,9 @@ impl MatchModel {
             let (m, u) = self.params[i][level as usize];
             let mut weight = (m / u).log2();
             let mut tf_adjustment = 0.0;
+            let mut unseen = false;
             if let (Some(value), Some(tf)) = (g.exact_values[i], &self.term_frequencies[i]) {
+                unseen = tf.unseen(value);
                 if let Some(f) = tf.frequency(value) {
                     tf_adjustment = (u / f.max(MIN_PROBABILITY)).log2();
                     weight += tf_adjustment;
@@ -417,6 +433,7 @@ impl MatchModel {
                 level: c.levels[level as usize],
                 weight,
                 tf_adjustment,
+                unseen,
             });
         }
         Score {
