@@ -1099,6 +1099,10 @@ mod tests {
                 Box::new(|o: &mut Owned| o.address.postal_code = Some("75020".into())),
             ),
             (
+                "postal digits swapped",
+                Box::new(|o: &mut Owned| o.address.postal_code = Some("57002".into())),
+            ),
+            (
                 "postal moved",
                 Box::new(|o: &mut Owned| o.address.postal_code = Some("69003".into())),
             ),
@@ -1210,10 +1214,61 @@ mod tests {
                 );
             }
         }
+        // Names alone against a full record, one name typed wrong; a town alone against a
+        // postal code, the other name typed wrong; names swapped and one typed wrong.
+        let full = probabilistic_blocking_keys(&original.view());
+        let town = AddressKey {
+            city: Some("paris".into()),
+            ..AddressKey::default()
+        };
+        for (first, last, address) in [
+            ("sophie", "dupnot", None),
+            ("sopihe", "dupont", None),
+            ("sophie", "dupnot", Some(&town)),
+            ("dupont", "sopihe", Some(&town)),
+        ] {
+            let v = MatchView {
+                first: Some(first),
+                last: Some(last),
+                address,
+                ..MatchView::default()
+            };
+            let theirs = probabilistic_blocking_keys(&v);
+            assert!(
+                theirs.iter().any(|k| full.contains(k)),
+                "{first} {last} {address:?}: no shared key between {full:?} and {theirs:?}"
+            );
+        }
         // The rules' keys are a subset: the default scoring's blocks are unchanged.
         let rules = blocking_keys(&original.view());
         assert!(rules.iter().all(|k| keys.contains(k)));
         assert!(keys.len() > rules.len());
+    }
+
+    #[test]
+    fn names_alone_the_model_never_saw_suggest_and_do_not_link() {
+        let config = Matching {
+            scoring: Scoring::Probabilistic,
+            contradiction_veto: false,
+            ..Matching::default()
+        };
+        let m = Matcher::new(&config);
+        let a = paris();
+        let names = |first, last| view(first, last, None, None);
+        // The shipped model's data holds every name it saw: these it did not.
+        let v = m.judge(
+            &view("zbigniew", "wojciechowski", Some("1985-04-12"), Some(&a)),
+            &names("zbigniew", "wojciechowski"),
+        );
+        let score = v.model.as_ref().unwrap();
+        assert!(score.fields.iter().all(|f| f.unseen), "{score:?}");
+        assert_ne!(v.decision, Decision::Link, "{v:?}");
+        // With a birth date agreeing as well, they link.
+        let v = m.judge(
+            &view("zbigniew", "wojciechowski", Some("1985-04-12"), Some(&a)),
+            &view("zbigniew", "wojciechowski", Some("1985-04-12"), None),
+        );
+        assert_eq!(v.decision, Decision::Link, "{v:?}");
     }
 
     #[test]

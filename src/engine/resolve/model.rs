@@ -88,12 +88,6 @@ pub struct TermFrequencies {
 }
 
 impl TermFrequencies {
-    /// Share of records carrying `value`; a value not listed counts as the mean share of
-    /// the values not listed. A value the data fitted on never showed, when the list
-    /// holds every value it did, counts as the mean share of a value (one over the
-    /// distinct values): nothing says it is rare, and counting it as seen once would make
-    /// every name of another population look unique (a model shipped, fitted on other
-    /// data, applied to a stream).
     /// Whether the data fitted on never showed `value` (the list holds every value it
     /// did, and not this one).
     pub fn unseen(&self, value: &str) -> bool {
@@ -102,6 +96,12 @@ impl TermFrequencies {
             && !self.counts.contains_key(value)
     }
 
+    /// Share of records carrying `value`; a value not listed counts as the mean share of
+    /// the values not listed. A value the data fitted on never showed, when the list
+    /// holds every value it did, counts as the mean share of a value (one over the
+    /// distinct values): nothing says it is rare, and counting it as seen once would make
+    /// every name of another population look unique (a model shipped, fitted on other
+    /// data, applied to a stream).
     pub fn frequency(&self, value: &str) -> Option<f64> {
         if self.records == 0 {
             return None;
@@ -516,6 +516,32 @@ mod tests {
             },
         );
         MatchModel::from_file(f).unwrap()
+    }
+
+    #[test]
+    fn a_value_never_seen_counts_as_a_value_of_mean_share_not_as_unique() {
+        let complete = TermFrequencies {
+            records: 100,
+            distinct: 4,
+            counts: [("smith", 70), ("jones", 20), ("brown", 5), ("quesnoy", 5)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        assert_eq!(complete.frequency("smith"), Some(0.7));
+        assert!(!complete.unseen("smith"));
+        assert_eq!(complete.frequency("nguyen"), Some(0.25));
+        assert!(complete.unseen("nguyen"));
+        // A bounded list: a value not listed is one of those left out.
+        let bounded = TermFrequencies {
+            records: 120,
+            distinct: 10,
+            ..complete.clone()
+        };
+        assert!(!bounded.unseen("nguyen"));
+        // 20 records left over 6 values.
+        let f = bounded.frequency("nguyen").unwrap();
+        assert!((f - 20.0 / 6.0 / 120.0).abs() < 1e-12, "{f}");
     }
 
     #[test]
