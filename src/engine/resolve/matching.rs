@@ -250,9 +250,18 @@ pub fn blocking_keys(v: &MatchView) -> Vec<String> {
 ///   phonetic form does not absorb);
 /// - `hn`: the postal code with the house number (another name and street spelling);
 /// - `fa`: the area with the phonetic first name (another last name: a marriage, a
-///   typo, on records without a birth date).
+///   typo, on records without a birth date);
+/// - `nc`: the town with the phonetic form of either name, whichever is first or last
+///   (one record gives a postal code, the other only the town; names swapped);
+/// - `nn`: either name in full with the first three or the last three letters of the
+///   other (one name typed wrong on records with nothing else in common: a single
+///   edit leaves one end of a name of six letters or more untouched);
+/// - `nh`: either name's phonetic form with the house number (another postal code and
+///   town, a typo in the street).
 ///
-/// Each key uses at most two fields, and every field is left out of some key.
+/// `pl` and `hn` take the postal code's characters in sorted order, so that two
+/// swapped digits still agree. Each key uses at most two fields, and every field is
+/// left out of some key.
 pub fn probabilistic_blocking_keys(v: &MatchView) -> Vec<String> {
     let mut keys = blocking_keys(v);
     let area = v.address.and_then(AddressKey::area);
@@ -267,21 +276,52 @@ pub fn probabilistic_blocking_keys(v: &MatchView) -> Vec<String> {
             keys.push(format!("bx\0{birth}\0{i}"));
         }
     }
-    if let (Some(postal), Some(last)) = (postal, v.last) {
+    let postal = postal.map(sorted_chars);
+    if let (Some(postal), Some(last)) = (&postal, v.last) {
         let prefix: String = last.chars().filter(|c| *c != ' ').take(3).collect();
         keys.push(format!("pl\0{postal}\0{prefix}"));
     }
-    if let (Some(postal), Some(street)) = (postal, v.address.and_then(|a| a.street.as_deref())) {
-        if let (Some(number), _) = street_parts(street) {
-            keys.push(format!("hn\0{postal}\0{number}"));
-        }
+    let number = v
+        .address
+        .and_then(|a| a.street.as_deref())
+        .and_then(|s| street_parts(s).0);
+    if let (Some(postal), Some(number)) = (&postal, number) {
+        keys.push(format!("hn\0{postal}\0{number}"));
     }
     if let (Some(area), Some(first)) = (area, v.first) {
         keys.push(format!("fa\0{area}\0{}", phonetic(first)));
     }
+    let names: Vec<&str> = [v.first, v.last].into_iter().flatten().collect();
+    if let Some(city) = v.address.and_then(|a| a.city.as_deref()) {
+        for name in &names {
+            keys.push(format!("nc\0{city}\0{}", phonetic(name)));
+        }
+    }
+    if let Some(number) = number {
+        for name in &names {
+            keys.push(format!("nh\0{number}\0{}", phonetic(name)));
+        }
+    }
+    if let (Some(first), Some(last)) = (v.first, v.last) {
+        for (whole, other) in [(first, last), (last, first)] {
+            let letters: Vec<char> = other.chars().filter(|c| *c != ' ').collect();
+            let n = letters.len().min(3);
+            let head: String = letters[..n].iter().collect();
+            let tail: String = letters[letters.len() - n..].iter().collect();
+            keys.push(format!("nn\0{whole}\0<{head}"));
+            keys.push(format!("nn\0{whole}\0>{tail}"));
+        }
+    }
     keys.sort();
     keys.dedup();
     keys
+}
+
+/// A postal code's characters in sorted order: two swapped digits give the same text.
+fn sorted_chars(s: &str) -> String {
+    let mut c: Vec<char> = s.chars().collect();
+    c.sort_unstable();
+    c.into_iter().collect()
 }
 
 /// The initials of the first and last names, sorted, without repeats.
@@ -621,14 +661,24 @@ fn contradicts_beyond_typos(a: &MatchView, b: &MatchView, g: &super::levels::Gam
 /// Something only the person shares weighed for the match: the first name, the birth
 /// date or an e-mail local part. A last name and an address alone are a household's as
 /// much as a person's: at most a suggestion.
+///
+/// Names alone (nothing else weighing for the match) link only when the model knows how
+/// common they are: a name the data it was fitted on never showed may be the most common
+/// of the stream (a shipped model on another population), so two such records are at
+/// most a suggestion.
 fn personal_evidence(score: &Score) -> bool {
-    score.fields.iter().any(|f| {
+    let personal = score.fields.iter().any(|f| {
         f.weight > 0.0
             && matches!(
                 f.field,
                 Field::FirstName | Field::BirthDate | Field::EmailLocal
             )
-    })
+    });
+    let mut agreeing = score.fields.iter().filter(|f| f.weight > 0.0);
+    let names_alone = agreeing
+        .clone()
+        .all(|f| matches!(f.field, Field::FirstName | Field::LastName));
+    personal && !(names_alone && agreeing.any(|f| f.unseen))
 }
 
 /// What the rules make of a candidate.
@@ -1049,6 +1099,10 @@ mod tests {
                 Box::new(|o: &mut Owned| o.address.postal_code = Some("75020".into())),
             ),
             (
+                "postal digits swapped",
+                Box::new(|o: &mut Owned| o.address.postal_code = Some("57002".into())),
+            ),
+            (
                 "postal moved",
                 Box::new(|o: &mut Owned| o.address.postal_code = Some("69003".into())),
             ),
@@ -1160,10 +1214,61 @@ mod tests {
                 );
             }
         }
+        // Names alone against a full record, one name typed wrong; a town alone against a
+        // postal code, the other name typed wrong; names swapped and one typed wrong.
+        let full = probabilistic_blocking_keys(&original.view());
+        let town = AddressKey {
+            city: Some("paris".into()),
+            ..AddressKey::default()
+        };
+        for (first, last, address) in [
+            ("sophie", "dupnot", None),
+            ("sopihe", "dupont", None),
+            ("sophie", "dupnot", Some(&town)),
+            ("dupont", "sopihe", Some(&town)),
+        ] {
+            let v = MatchView {
+                first: Some(first),
+                last: Some(last),
+                address,
+                ..MatchView::default()
+            };
+            let theirs = probabilistic_blocking_keys(&v);
+            assert!(
+                theirs.iter().any(|k| full.contains(k)),
+                "{first} {last} {address:?}: no shared key between {full:?} and {theirs:?}"
+            );
+        }
         // The rules' keys are a subset: the default scoring's blocks are unchanged.
         let rules = blocking_keys(&original.view());
         assert!(rules.iter().all(|k| keys.contains(k)));
         assert!(keys.len() > rules.len());
+    }
+
+    #[test]
+    fn names_alone_the_model_never_saw_suggest_and_do_not_link() {
+        let config = Matching {
+            scoring: Scoring::Probabilistic,
+            contradiction_veto: false,
+            ..Matching::default()
+        };
+        let m = Matcher::new(&config);
+        let a = paris();
+        let names = |first, last| view(first, last, None, None);
+        // The shipped model's data holds every name it saw: these it did not.
+        let v = m.judge(
+            &view("zbigniew", "wojciechowski", Some("1985-04-12"), Some(&a)),
+            &names("zbigniew", "wojciechowski"),
+        );
+        let score = v.model.as_ref().unwrap();
+        assert!(score.fields.iter().all(|f| f.unseen), "{score:?}");
+        assert_ne!(v.decision, Decision::Link, "{v:?}");
+        // With a birth date agreeing as well, they link.
+        let v = m.judge(
+            &view("zbigniew", "wojciechowski", Some("1985-04-12"), Some(&a)),
+            &view("zbigniew", "wojciechowski", Some("1985-04-12"), None),
+        );
+        assert_eq!(v.decision, Decision::Link, "{v:?}");
     }
 
     #[test]

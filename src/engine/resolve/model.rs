@@ -88,8 +88,20 @@ pub struct TermFrequencies {
 }
 
 impl TermFrequencies {
+    /// Whether the data fitted on never showed `value` (the list holds every value it
+    /// did, and not this one).
+    pub fn unseen(&self, value: &str) -> bool {
+        self.records > 0
+            && self.counts.len() as u64 >= self.distinct
+            && !self.counts.contains_key(value)
+    }
+
     /// Share of records carrying `value`; a value not listed counts as the mean share of
-    /// the values not listed.
+    /// the values not listed. A value the data fitted on never showed, when the list
+    /// holds every value it did, counts as the mean share of a value (one over the
+    /// distinct values): nothing says it is rare, and counting it as seen once would make
+    /// every name of another population look unique (a model shipped, fitted on other
+    /// data, applied to a stream).
     pub fn frequency(&self, value: &str) -> Option<f64> {
         if self.records == 0 {
             return None;
@@ -101,11 +113,10 @@ impl TermFrequencies {
         let listed: u64 = self.counts.values().sum();
         let others = self.distinct.saturating_sub(self.counts.len() as u64);
         let left = self.records.saturating_sub(listed);
-        Some(if others == 0 || left == 0 {
-            1.0 / n
-        } else {
-            left as f64 / others as f64 / n
-        })
+        if others == 0 || left == 0 {
+            return (self.distinct > 0).then(|| 1.0 / self.distinct as f64);
+        }
+        Some(left as f64 / others as f64 / n)
     }
 }
 
@@ -149,6 +160,9 @@ pub struct FieldWeight {
     pub weight: f64,
     /// The part of `weight` due to the value's frequency (0 when none).
     pub tf_adjustment: f64,
+    /// The value agreed on was never seen in the data the model was fitted on: its
+    /// frequency is a guess ([`TermFrequencies::frequency`]).
+    pub unseen: bool,
 }
 
 /// A pair's score.
@@ -405,7 +419,9 @@ impl MatchModel {
             let (m, u) = self.params[i][level as usize];
             let mut weight = (m / u).log2();
             let mut tf_adjustment = 0.0;
+            let mut unseen = false;
             if let (Some(value), Some(tf)) = (g.exact_values[i], &self.term_frequencies[i]) {
+                unseen = tf.unseen(value);
                 if let Some(f) = tf.frequency(value) {
                     tf_adjustment = (u / f.max(MIN_PROBABILITY)).log2();
                     weight += tf_adjustment;
@@ -417,6 +433,7 @@ impl MatchModel {
                 level: c.levels[level as usize],
                 weight,
                 tf_adjustment,
+                unseen,
             });
         }
         Score {
@@ -499,6 +516,32 @@ mod tests {
             },
         );
         MatchModel::from_file(f).unwrap()
+    }
+
+    #[test]
+    fn a_value_never_seen_counts_as_a_value_of_mean_share_not_as_unique() {
+        let complete = TermFrequencies {
+            records: 100,
+            distinct: 4,
+            counts: [("smith", 70), ("jones", 20), ("brown", 5), ("quesnoy", 5)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        assert_eq!(complete.frequency("smith"), Some(0.7));
+        assert!(!complete.unseen("smith"));
+        assert_eq!(complete.frequency("nguyen"), Some(0.25));
+        assert!(complete.unseen("nguyen"));
+        // A bounded list: a value not listed is one of those left out.
+        let bounded = TermFrequencies {
+            records: 120,
+            distinct: 10,
+            ..complete.clone()
+        };
+        assert!(!bounded.unseen("nguyen"));
+        // 20 records left over 6 values.
+        let f = bounded.frequency("nguyen").unwrap();
+        assert!((f - 20.0 / 6.0 / 120.0).abs() < 1e-12, "{f}");
     }
 
     #[test]
