@@ -1212,7 +1212,8 @@ impl Resolver {
             .iter()
             .map(|sp| sp.view())
             .chain(c.people.iter().map(PersonSig::view));
-        let person = self.best_person_weights(std::iter::once(event), theirs);
+        let weak = ev.strong.is_empty();
+        let person = self.best_person_weights(std::iter::once(event), theirs, weak);
         let against_event = IdentifierEvidence { identifier, person };
         if !against_event.links() {
             return Some(against_event);
@@ -1224,6 +1225,7 @@ impl Resolver {
             let person = self.best_person_weights(
                 g.people.iter().map(PersonSig::view).chain(event_person),
                 c.people.iter().map(PersonSig::view),
+                weak,
             )?;
             let e = IdentifierEvidence {
                 identifier,
@@ -1247,8 +1249,10 @@ impl Resolver {
     /// What the person data of two views weigh (`None` when no field is on both
     /// sides), under the scoring model (the shipped one under rules). First names and
     /// birth dates both different are two people whatever else they share: a last name
-    /// and an address are a household's, so they weigh nothing for them then.
-    fn person_weights(&self, a: &MatchView, b: &MatchView) -> Option<PersonWeights> {
+    /// and an address are a household's, so they weigh nothing for them then; nor does
+    /// the last name for different first names alone when the value shared is `weak`
+    /// (a household's phone, its computer's cookie; the address still weighs).
+    fn person_weights(&self, a: &MatchView, b: &MatchView, weak: bool) -> Option<PersonWeights> {
         if !a.has_person() || !b.has_person() {
             return None;
         }
@@ -1261,8 +1265,8 @@ impl Resolver {
                 .find(|w| w.field == f)
                 .map(|w| w.level)
         };
-        let household = level(Field::FirstName) == Some("different")
-            && level(Field::BirthDate) == Some("different");
+        let other_first = level(Field::FirstName) == Some("different");
+        let household = other_first && level(Field::BirthDate) == Some("different");
         let fields: Vec<FieldWeight> = score
             .fields
             .into_iter()
@@ -1272,7 +1276,8 @@ impl Resolver {
                     w.field,
                     Field::LastName | Field::Street | Field::PostalCode | Field::City
                 );
-                if household && shared_by_households && w.weight > 0.0 {
+                let surname = weak && other_first && w.field == Field::LastName;
+                if (household && shared_by_households || surname) && w.weight > 0.0 {
                     w.weight = 0.0;
                     w.tf_adjustment = 0.0;
                 }
@@ -1293,11 +1298,12 @@ impl Resolver {
         &self,
         a: impl Iterator<Item = MatchView<'v>>,
         b: impl Iterator<Item = MatchView<'v>> + Clone,
+        weak: bool,
     ) -> Option<PersonWeights> {
         let mut best: Option<PersonWeights> = None;
         for x in a {
             for y in b.clone() {
-                if let Some(w) = self.person_weights(&x, &y) {
+                if let Some(w) = self.person_weights(&x, &y, weak) {
                     if best.as_ref().is_none_or(|b| w.total > b.total) {
                         best = Some(w);
                     }
@@ -1816,7 +1822,7 @@ impl Resolver {
             return Ok(true);
         }
         let event = event_view(&r.sig, None, r.address.as_ref(), &[]);
-        let Some(person) = self.person_weights(&event, &sp.view()) else {
+        let Some(person) = self.person_weights(&event, &sp.view(), self.is_weak(&id.kind)) else {
             return Ok(false);
         };
         // The people the value is seen with, the event's included (as step 5 counts).
