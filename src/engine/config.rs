@@ -906,7 +906,10 @@ impl EngineConfig {
         let g = &self.guardrails;
         for (field, w) in [
             ("guardrails.identifier_weight", g.identifier_weight),
-            ("guardrails.weak_identifier_weight", g.weak_identifier_weight),
+            (
+                "guardrails.weak_identifier_weight",
+                g.weak_identifier_weight,
+            ),
             ("guardrails.spread_penalty", g.spread_penalty),
         ] {
             if !w.is_finite() || w < 0.0 {

@@ -1170,10 +1170,11 @@ impl Resolver {
             }
         }
         // A bound on source profiles names no type: the evidence's stands for it.
-        self.size_refusal(r, c).map(|(rule, kind)| match kind.is_empty() {
-            true => (rule, ev.kinds().next().cloned().unwrap_or_default(), None),
-            false => (rule, kind, None),
-        })
+        self.size_refusal(r, c)
+            .map(|(rule, kind)| match kind.is_empty() {
+                true => (rule, ev.kinds().next().cloned().unwrap_or_default(), None),
+                false => (rule, kind, None),
+            })
     }
 
     /// The evidence that does not link a candidate found through shared values, if any:
@@ -1208,10 +1209,14 @@ impl Resolver {
             .filter_map(|sp| r.sp_cache.get(sp))
             .filter(|sp| sp.customer == cid && !sp.person.is_empty())
             .collect();
-        let theirs = carrying
-            .iter()
-            .map(|sp| sp.view())
-            .chain(c.people.iter().map(PersonSig::view));
+        // Its people that no carrying source profile states are compared without an
+        // address (customers keep none).
+        let theirs = carrying.iter().map(|sp| sp.view()).chain(
+            c.people
+                .iter()
+                .filter(|p| carrying.iter().all(|sp| sp.person != **p))
+                .map(PersonSig::view),
+        );
         let weak = ev.strong.is_empty();
         let person = self.best_person_weights(std::iter::once(event), theirs, weak);
         let against_event = IdentifierEvidence { identifier, person };
@@ -1258,13 +1263,7 @@ impl Resolver {
         }
         let model = self.matcher.model().unwrap_or_else(|| shipped_model());
         let score = model.score(a, b);
-        let level = |f: Field| {
-            score
-                .fields
-                .iter()
-                .find(|w| w.field == f)
-                .map(|w| w.level)
-        };
+        let level = |f: Field| score.fields.iter().find(|w| w.field == f).map(|w| w.level);
         let other_first = level(Field::FirstName) == Some("different");
         let household = other_first && level(Field::BirthDate) == Some("different");
         let fields: Vec<FieldWeight> = score
