@@ -691,7 +691,7 @@ fn a_family_email_does_not_link_different_first_names_and_birth_dates() {
     assert_eq!(c["rule"], "identifier_contradiction");
     assert_eq!(c["identifier_type"], "email");
     assert_eq!(c["other_customer_id"], resolved[0]["key"]);
-    let (identifier, total) = refusal_weights(&changes[0]);
+    let (identifier, total) = refusal_weights(changes[0]);
     assert!(identifier > 0.0 && total <= 0.0, "{c}");
     // The first names and birth dates weigh against; the household's surname and
     // address weigh nothing.
@@ -761,6 +761,6 @@ fn walk_ins_on_the_shop_phone_stay_apart() {
         let (_, total) = refusal_weights(c);
         assert!(total <= 0.0, "{c}");
     }
-    assert!(refusal_weights(&changes[2]).0 < refusal_weights(&changes[0]).0);
+    assert!(refusal_weights(changes[2]).0 < refusal_weights(changes[0]).0);
     assert_eq!(e.stats().merges, 0);
 }

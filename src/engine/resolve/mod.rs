@@ -12,8 +12,11 @@
 //!   birth dates disagree) becomes *generic* and stops linking;
 //! - unique types (`account_id`, `loyalty_id`): a customer never holds two values, so a
 //!   merge that would bring a second one is refused as a conflict;
-//! - weak types (`phone`, `device_id`, `cookie_id`) do not link people whose person data
-//!   contradict (different birth dates, clearly different first names).
+//! - any other shared value links when its weight (less its *spread*: the further
+//!   people it was seen with) plus what the person data weigh under the scoring model
+//!   is positive; first names and birth dates both different make a last name and an
+//!   address weigh nothing (a household), and so does a weak type (`phone`,
+//!   `device_id`, `cookie_id`) for the last name between different first names.
 //!
 //! When an event links several customers they merge: the oldest customer survives, the
 //! others are handed to the profile stage as [`ProfileCommand::Merge`].
