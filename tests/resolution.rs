@@ -611,3 +611,156 @@ fn values_beyond_a_type_limit_are_not_linked() {
         "new"
     );
 }
+
+/// The weights a refusal through shared values records: the identifier's in place of
+/// the prior, then each field's.
+fn refusal_weights(conflict: &Value) -> (f64, f64) {
+    let w = &conflict["value"]["weights"];
+    (
+        w["prior"].as_f64().expect("identifier weight"),
+        w["match_weight"].as_f64().expect("total weight"),
+    )
+}
+
+#[test]
+fn a_shared_email_links_through_a_misspelt_first_name_with_the_same_surname_and_town() {
+    let mut e = engine();
+    let lines = vec![
+        event(
+            "m1",
+            "web",
+            "login",
+            "2026-11-01T10:00:00Z",
+            json!({"identifiers": {"email": "s.dupont@free.fr"},
+                   "person": {"first_name": "Sophie", "last_name": "Dupont",
+                              "address": {"line1": "12 rue Garibaldi", "city": "Lyon", "postal_code": "69003", "country": "FR"}}}),
+        ),
+        // Too far from Sophie for a nickname or a typo the names allow: the e-mail,
+        // the surname and the town outweigh it.
+        event(
+            "m2",
+            "crm",
+            "account_updated",
+            "2026-11-02T10:00:00Z",
+            json!({"identifiers": {"email": " S.Dupont@free.fr"},
+                   "person": {"first_name": "Zophei", "last_name": "Dupont",
+                              "address": {"city": "Lyon", "country": "FR"}}}),
+        ),
+    ];
+    let out = feed(&mut e, &lines);
+    let resolved = on_topic(&out, "touchpoints.resolved");
+    assert_eq!(resolved[1]["key"], resolved[0]["key"]);
+    assert_eq!(
+        resolved[1]["value"]["resolution"]["method"],
+        "deterministic"
+    );
+    assert!(on_topic(&out, "identity.changes").is_empty());
+    assert_eq!(e.customer_count().unwrap(), 1);
+}
+
+#[test]
+fn a_family_email_does_not_link_different_first_names_and_birth_dates() {
+    let mut e = engine();
+    let address = json!({"line1": "3 place Bellecour", "city": "Lyon", "postal_code": "69002", "country": "FR"});
+    let lines = vec![
+        event(
+            "f1",
+            "web",
+            "login",
+            "2026-11-01T10:00:00Z",
+            json!({"identifiers": {"email": "famille.martin@free.fr"},
+                   "person": {"first_name": "Marc", "last_name": "Martin", "birth_date": "1980-01-02", "address": address}}),
+        ),
+        // One surname, one address: a household's, not one person's.
+        event(
+            "f2",
+            "store",
+            "purchase",
+            "2026-11-03T10:00:00Z",
+            json!({"identifiers": {"email": "famille.martin@free.fr"},
+                   "person": {"first_name": "Julie", "last_name": "Martin", "birth_date": "1984-07-09", "address": address}}),
+        ),
+    ];
+    let out = feed(&mut e, &lines);
+    let resolved = on_topic(&out, "touchpoints.resolved");
+    assert_ne!(resolved[0]["key"], resolved[1]["key"]);
+    let changes = on_topic(&out, "identity.changes");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let c = &changes[0]["value"];
+    assert_eq!(c["type"], "conflict");
+    assert_eq!(c["rule"], "identifier_contradiction");
+    assert_eq!(c["identifier_type"], "email");
+    assert_eq!(c["other_customer_id"], resolved[0]["key"]);
+    let (identifier, total) = refusal_weights(changes[0]);
+    assert!(identifier > 0.0 && total <= 0.0, "{c}");
+    // The first names and birth dates weigh against; the household's surname and
+    // address weigh nothing.
+    let fields = &c["weights"]["fields"];
+    assert!(
+        fields["first_name"]["weight"].as_f64().unwrap() < 0.0,
+        "{c}"
+    );
+    assert!(
+        fields["birth_date"]["weight"].as_f64().unwrap() < 0.0,
+        "{c}"
+    );
+    assert!(
+        fields["postal_code"]["weight"].as_f64().unwrap() <= 0.0,
+        "{c}"
+    );
+    assert_eq!(e.customer_count().unwrap(), 2);
+}
+
+#[test]
+fn walk_ins_on_the_shop_phone_stay_apart() {
+    let mut e = engine();
+    // The shop's phone typed for walk-ins, in three spellings; the second gives a last
+    // name only, so nothing in it contradicts a first name or a birth date.
+    let lines = vec![
+        event(
+            "w1",
+            "store",
+            "purchase",
+            "2026-11-04T10:00:00Z",
+            json!({"identifiers": {"phone": "04 72 00 11 22"},
+                   "person": {"first_name": "Daniel", "last_name": "Hare",
+                              "address": {"city": "Villeurbanne", "postal_code": "69100", "country": "FR"}}}),
+        ),
+        event(
+            "w2",
+            "store",
+            "purchase",
+            "2026-11-04T11:00:00Z",
+            json!({"identifiers": {"phone": "+33472001122"},
+                   "person": {"last_name": "Speight",
+                              "address": {"city": "Bron", "postal_code": "69500", "country": "FR"}}}),
+        ),
+        event(
+            "w3",
+            "store",
+            "purchase",
+            "2026-11-04T12:00:00Z",
+            json!({"identifiers": {"phone": "0472001122"},
+                   "person": {"first_name": "Chloé", "last_name": "Noble",
+                              "address": {"city": "Lyon", "postal_code": "69007", "country": "FR"}}}),
+        ),
+    ];
+    let out = feed(&mut e, &lines);
+    let resolved = on_topic(&out, "touchpoints.resolved");
+    assert_ne!(resolved[0]["key"], resolved[1]["key"]);
+    assert_ne!(resolved[1]["key"], resolved[2]["key"]);
+    assert_ne!(resolved[0]["key"], resolved[2]["key"]);
+    assert_eq!(e.customer_count().unwrap(), 3);
+    // Each refusal names the rule, the phone and the weights: 1 for the second, 2
+    // for the third (the phone's spread has taken its weight below zero).
+    let changes = on_topic(&out, "identity.changes");
+    assert_eq!(changes.len(), 3, "{changes:?}");
+    for c in &changes {
+        assert_eq!(c["value"]["rule"], "weak_identifier_contradiction");
+        assert_eq!(c["value"]["identifier_type"], "phone");
+        let (_, total) = refusal_weights(c);
+        assert!(total <= 0.0, "{c}");
+    }
+    assert!(refusal_weights(changes[2]).0 < refusal_weights(changes[0]).0);
+    assert_eq!(e.stats().merges, 0);
+}

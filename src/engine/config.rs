@@ -78,6 +78,15 @@ pub struct Guardrails {
     /// compared without punctuation (`pas.de.mail@gmail.com` is `pasdemail`). A local
     /// part equal to the domain's name (`a@a.fr`) is junk too.
     pub junk_email_locals: Vec<String>,
+    /// The weight (log2 of a likelihood ratio) of a shared identifier seen with one
+    /// person: a link through it is decided by this weight plus what the person data
+    /// weigh (a first name or a birth date against can outweigh it).
+    pub identifier_weight: f64,
+    /// The same for weak types (`phone`, `device_id`, `cookie_id`).
+    pub weak_identifier_weight: f64,
+    /// Taken off an identifier's weight per further person (names or birth dates
+    /// disagree) it has been seen with: a family e-mail or a shop phone weighs less.
+    pub spread_penalty: f64,
 }
 
 impl Default for Guardrails {
@@ -111,6 +120,9 @@ impl Default for Guardrails {
             .collect(),
             generic_after_people: 5,
             max_profiles_per_value: 64,
+            identifier_weight: 10.0,
+            weak_identifier_weight: 6.0,
+            spread_penalty: 7.0,
             junk_email_locals: [
                 "pasdemail",
                 "pasdemails",
@@ -891,6 +903,22 @@ impl EngineConfig {
 
     /// Guardrails, lifecycle stages and input limits.
     fn validate_guardrails_and_limits(&self) -> Result<(), ConfigError> {
+        let g = &self.guardrails;
+        for (field, w) in [
+            ("guardrails.identifier_weight", g.identifier_weight),
+            (
+                "guardrails.weak_identifier_weight",
+                g.weak_identifier_weight,
+            ),
+            ("guardrails.spread_penalty", g.spread_penalty),
+        ] {
+            if !w.is_finite() || w < 0.0 {
+                return Err(ConfigError::Invalid {
+                    field,
+                    problem: "must be a finite number, at least 0".into(),
+                });
+            }
+        }
         if self.guardrails.generic_after_people == 0 {
             return Err(ConfigError::Invalid {
                 field: "guardrails.generic_after_people",

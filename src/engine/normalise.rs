@@ -720,7 +720,8 @@ pub fn is_placeholder_email(email: &str, junk_locals: &[String]) -> bool {
 }
 
 /// Whether an E.164 number is a placeholder: its last nine digits are one digit
-/// repeated, or a run (`123456789`, `987654321`).
+/// repeated, or a run (`123456789`, `987654321`), or its last eight one digit after a
+/// mobile or area prefix (`04 0000 0000`, `06 00 00 00 00`).
 pub fn is_placeholder_phone(e164: &str) -> bool {
     let digits: Vec<u8> = e164.bytes().filter(u8::is_ascii_digit).collect();
     let Some(tail) = digits.get(digits.len().saturating_sub(9)..) else {
@@ -733,7 +734,10 @@ pub fn is_placeholder_phone(e164: &str) -> bool {
         .windows(2)
         .map(|w| i16::from(w[1]) - i16::from(w[0]))
         .collect();
-    steps.iter().all(|d| *d == 0) || steps.iter().all(|d| *d == 1) || steps.iter().all(|d| *d == -1)
+    steps.iter().all(|d| *d == 0)
+        || steps[1..].iter().all(|d| *d == 0)
+        || steps.iter().all(|d| *d == 1)
+        || steps.iter().all(|d| *d == -1)
 }
 
 /// Whether two first-name keys (from [`name_key`]) may be the same person's
@@ -1131,6 +1135,9 @@ mod tests {
         assert!(is_placeholder_phone("+33123456789"));
         assert!(is_placeholder_phone("+33987654321"));
         assert!(!is_placeholder_phone("+33612345678"));
+        assert!(is_placeholder_phone("+33400000000"));
+        assert!(is_placeholder_phone("+61400000000"));
+        assert!(!is_placeholder_phone("+61400000001"));
         assert!(!is_placeholder_phone("+331234"));
     }
 

@@ -768,6 +768,11 @@ impl Matcher {
         self.model.is_some()
     }
 
+    /// The model of probabilistic scoring (`None` under rules).
+    pub fn model(&self) -> Option<&MatchModel> {
+        self.model.as_ref()
+    }
+
     /// The blocking keys of a view under this scoring.
     pub fn blocking_keys(&self, v: &MatchView) -> Vec<String> {
         if self.probabilistic() {

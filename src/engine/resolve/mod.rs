@@ -12,8 +12,11 @@
 //!   birth dates disagree) becomes *generic* and stops linking;
 //! - unique types (`account_id`, `loyalty_id`): a customer never holds two values, so a
 //!   merge that would bring a second one is refused as a conflict;
-//! - weak types (`phone`, `device_id`, `cookie_id`) do not link people whose person data
-//!   contradict (different birth dates, clearly different first names).
+//! - any other shared value links when its weight (less its *spread*: the further
+//!   people it was seen with) plus what the person data weigh under the scoring model
+//!   is positive; first names and birth dates both different make a last name and an
+//!   address weigh nothing (a household), and so does a weak type (`phone`,
+//!   `device_id`, `cookie_id`) for the last name between different first names.
 //!
 //! When an event links several customers they merge: the oldest customer survives, the
 //! others are handed to the profile stage as [`ProfileCommand::Merge`].
@@ -48,6 +51,7 @@ use crate::model::Field;
 use crate::model::Ident;
 use crate::store::{keys, Cell, Store, StoreError, Table};
 use matching::{AddressKey, Decision as MatchDecision, MatchView, Matcher};
+use model::{FieldWeight, MatchModel};
 use records::{
     Conflict, Explanation, FieldScores, FuzzyComparison, FuzzyLink, GenericValue, IdentityChange,
     IdentityExport, KeptApart, LinkRecord, MatchKeys, Merge, MergeRecord, PairExplanation,
@@ -85,6 +89,17 @@ impl PersonSig {
 
     pub fn is_empty(&self) -> bool {
         self.first.is_none() && self.last.is_none() && self.birth.is_none()
+    }
+
+    /// The person alone, as matching compares it.
+    fn view(&self) -> MatchView<'_> {
+        MatchView {
+            first: self.first.as_deref(),
+            last: self.last.as_deref(),
+            birth: self.birth.as_deref(),
+            address: None,
+            emails: &[],
+        }
     }
 
     /// Clearly not the same person: different birth dates or clearly different first
@@ -381,6 +396,63 @@ impl Customer {
     }
 }
 
+/// What the person data of two people weigh for them being one (log2 of the
+/// likelihood ratio, without the prior), field by field.
+#[derive(Debug, Clone)]
+struct PersonWeights {
+    total: f64,
+    fields: Vec<FieldWeight>,
+}
+
+/// A shared identifier's weight and the person data's, for one link through it: it
+/// links when their sum is positive.
+#[derive(Debug, Clone)]
+struct IdentifierEvidence {
+    /// The identifier's weight, its spread taken off.
+    identifier: f64,
+    /// The person data compared (`None`: nothing on one side or the other).
+    person: Option<PersonWeights>,
+}
+
+impl IdentifierEvidence {
+    fn total(&self) -> f64 {
+        self.identifier + self.person.as_ref().map_or(0.0, |p| p.total)
+    }
+
+    fn links(&self) -> bool {
+        self.total() > 0.0
+    }
+
+    /// As a refusal records it: the identifier's weight in place of the prior.
+    fn weights(&self) -> Weights {
+        let r = |x: f64| (x * 1000.0).round() / 1000.0;
+        Weights {
+            match_weight: r(self.total()),
+            prior: r(self.identifier),
+            fields: self
+                .person
+                .iter()
+                .flat_map(|p| &p.fields)
+                .map(|f| FieldWeight {
+                    weight: r(f.weight),
+                    tf_adjustment: r(f.tf_adjustment),
+                    ..f.clone()
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A guardrail's refusal: its rule, the identifier type it names, and the weights
+/// when it weighed evidence.
+type Refusal = (&'static str, String, Option<IdentifierEvidence>);
+
+/// The shipped model, for the person data of identifier links under rules.
+fn shipped_model() -> &'static MatchModel {
+    static SHIPPED: std::sync::OnceLock<MatchModel> = std::sync::OnceLock::new();
+    SHIPPED.get_or_init(MatchModel::default_model)
+}
+
 /// Source profiles by number.
 const SOURCE_PROFILES: Table<u64, SourceProfile> = Table::new(keys::resolve::SOURCE_PROFILES);
 /// Customers by id.
@@ -445,7 +517,7 @@ struct Resolving<'e> {
     strongest: Option<Ident>,
     /// The person the event states, in match-key form (minimised).
     sig: PersonSig,
-    /// The address the event states, when fuzzy matching uses it.
+    /// The address the event states (fuzzy matching and identifier evidence weigh it).
     address: Option<AddressKey>,
     /// The identifier the event's anchor is kept under in its channel, unless the
     /// anchor was refused (step 2).
@@ -888,7 +960,7 @@ impl Resolver {
             None => None,
         };
         if let Some((_, sp)) = &anchor {
-            if self.anchor_refused(store, strongest, sp, &r.sig)? {
+            if self.anchor_refused(store, strongest, sp, r)? {
                 r.counts.anchors_refused += 1;
                 return Ok(());
             }
@@ -1037,9 +1109,13 @@ impl Resolver {
         }
         candidates.sort_by_key(|(_, c, _)| c.seq);
         for (cid, c, ev) in candidates {
-            if let Some((rule, kind)) = self.identifier_refusal(r, &c, &ev) {
+            if let Some((rule, kind, weighed)) = self.identifier_refusal(r, &cid, &c, &ev) {
                 let identifiers = ev.identifiers.into_iter().collect();
-                let conflict = r.conflict(Some(cid), rule, Some(kind), identifiers);
+                let mut conflict = r.conflict(Some(cid), rule, Some(kind), identifiers);
+                if let Some(e) = weighed {
+                    conflict.score = Some(matching::round3(model::probability(e.total())));
+                    conflict.weights = Some(e.weights());
+                }
                 r.refused(conflict, self.config.limits.max_conflicts_per_event);
                 continue;
             }
@@ -1064,44 +1140,179 @@ impl Resolver {
         Ok(())
     }
 
-    /// The guardrail that refuses a candidate found through shared identifiers, and the
-    /// identifier type it names.
+    /// The guardrail that refuses a candidate found through shared identifiers, the
+    /// identifier type it names, and the evidence it weighed. Hard refusals: a unique
+    /// type's second value, an operator's split, a bound. Otherwise the shared values'
+    /// weight (less their spread) plus what the person data weigh decides, between the
+    /// event and the candidate's source profiles carrying the values, and between the
+    /// candidate and each customer already in the group (a value of a unique type
+    /// shared links whatever the person data).
     fn identifier_refusal(
         &self,
         r: &Resolving,
+        cid: &str,
         c: &Customer,
         ev: &Evidence,
-    ) -> Option<(&'static str, String)> {
+    ) -> Option<Refusal> {
         if let Some(clash) = self.unique_clash(c, &r.held) {
-            Some(("unique_identifier", clash))
-        } else if c.kept_apart_from(&r.apart) {
-            Some(("never_link", ev.kinds().next().cloned().unwrap_or_default()))
-        } else if ev.strong.is_empty()
-            && c.people
-                .iter()
-                .any(|p| r.people.iter().any(|q| p.contradicts(q)))
-        {
-            Some((
-                "weak_identifier_contradiction",
-                ev.weak.iter().next().cloned().unwrap_or_default(),
-            ))
-        } else if !ev.strong.iter().any(|k| self.is_unique(k))
-            && c.people
-                .iter()
-                .any(|p| r.people.iter().any(|q| p.clearly_other(q)))
-        {
-            Some((
-                "identifier_contradiction",
-                ev.kinds().next().cloned().unwrap_or_default(),
-            ))
-        } else {
-            // A bound on source profiles names no type: the evidence's stands for it.
-            self.size_refusal(r, c)
-                .map(|(rule, kind)| match kind.is_empty() {
-                    true => (rule, ev.kinds().next().cloned().unwrap_or_default()),
-                    false => (rule, kind),
-                })
+            return Some(("unique_identifier", clash, None));
         }
+        if c.kept_apart_from(&r.apart) {
+            let kind = ev.kinds().next().cloned().unwrap_or_default();
+            return Some(("never_link", kind, None));
+        }
+        if !ev.strong.iter().any(|k| self.is_unique(k)) {
+            if let Some(weighed) = self.identifier_evidence_against(r, cid, c, ev) {
+                return Some(if ev.strong.is_empty() {
+                    let kind = ev.weak.iter().next().cloned().unwrap_or_default();
+                    ("weak_identifier_contradiction", kind, Some(weighed))
+                } else {
+                    let kind = ev.kinds().next().cloned().unwrap_or_default();
+                    ("identifier_contradiction", kind, Some(weighed))
+                });
+            }
+        }
+        // A bound on source profiles names no type: the evidence's stands for it.
+        self.size_refusal(r, c)
+            .map(|(rule, kind)| match kind.is_empty() {
+                true => (rule, ev.kinds().next().cloned().unwrap_or_default(), None),
+                false => (rule, kind, None),
+            })
+    }
+
+    /// The evidence that does not link a candidate found through shared values, if any:
+    /// against the event (its person data, else its source profile's), compared with
+    /// the candidate's source profiles that carry the values (else its people), then
+    /// against each customer of the group, people with people.
+    fn identifier_evidence_against(
+        &self,
+        r: &Resolving,
+        cid: &str,
+        c: &Customer,
+        ev: &Evidence,
+    ) -> Option<IdentifierEvidence> {
+        let identifier = r
+            .entries
+            .iter()
+            .filter(|(id, _, _)| ev.identifiers.contains(id))
+            .map(|(id, entry, _)| self.identifier_weight(&id.kind, entry.people.len()))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let identifier = if identifier.is_finite() {
+            identifier
+        } else {
+            0.0
+        };
+        let anchor_sp = r.anchor.as_ref().map(|(_, sp)| sp);
+        let event = event_view(&r.sig, anchor_sp, r.address.as_ref(), &[]);
+        let carrying: Vec<&SourceProfile> = r
+            .entries
+            .iter()
+            .filter(|(id, _, _)| ev.identifiers.contains(id))
+            .flat_map(|(_, entry, _)| &entry.source_profiles)
+            .filter_map(|sp| r.sp_cache.get(sp))
+            .filter(|sp| sp.customer == cid && !sp.person.is_empty())
+            .collect();
+        // Its people that no carrying source profile states are compared without an
+        // address (customers keep none).
+        let theirs = carrying.iter().map(|sp| sp.view()).chain(
+            c.people
+                .iter()
+                .filter(|p| carrying.iter().all(|sp| sp.person != **p))
+                .map(PersonSig::view),
+        );
+        let weak = ev.strong.is_empty();
+        let person = self.best_person_weights(std::iter::once(event), theirs, weak);
+        let against_event = IdentifierEvidence { identifier, person };
+        if !against_event.links() {
+            return Some(against_event);
+        }
+        // The event's own customer counts the event's person among its people.
+        let own = r.anchor.as_ref().map(|(_, sp)| sp.customer.as_str());
+        r.group.iter().find_map(|(gid, g)| {
+            let event_person = (Some(gid.as_str()) == own).then_some(event);
+            let person = self.best_person_weights(
+                g.people.iter().map(PersonSig::view).chain(event_person),
+                c.people.iter().map(PersonSig::view),
+                weak,
+            )?;
+            let e = IdentifierEvidence {
+                identifier,
+                person: Some(person),
+            };
+            (!e.links()).then_some(e)
+        })
+    }
+
+    /// The weight of a shared value of type `kind` seen with `spread` different people.
+    fn identifier_weight(&self, kind: &str, spread: usize) -> f64 {
+        let g = &self.config.guardrails;
+        let base = if self.is_weak(kind) {
+            g.weak_identifier_weight
+        } else {
+            g.identifier_weight
+        };
+        base - g.spread_penalty * spread.saturating_sub(1) as f64
+    }
+
+    /// What the person data of two views weigh (`None` when no field is on both
+    /// sides), under the scoring model (the shipped one under rules). First names and
+    /// birth dates both different are two people whatever else they share: a last name
+    /// and an address are a household's, so they weigh nothing for them then; nor does
+    /// the last name for different first names alone when the value shared is `weak`
+    /// (a household's phone, its computer's cookie; the address still weighs).
+    fn person_weights(&self, a: &MatchView, b: &MatchView, weak: bool) -> Option<PersonWeights> {
+        if !a.has_person() || !b.has_person() {
+            return None;
+        }
+        let model = self.matcher.model().unwrap_or_else(|| shipped_model());
+        let score = model.score(a, b);
+        let level = |f: Field| score.fields.iter().find(|w| w.field == f).map(|w| w.level);
+        let other_first = level(Field::FirstName) == Some("different");
+        let household = other_first && level(Field::BirthDate) == Some("different");
+        let fields: Vec<FieldWeight> = score
+            .fields
+            .into_iter()
+            .filter(|w| w.field != Field::EmailLocal)
+            .map(|mut w| {
+                let shared_by_households = matches!(
+                    w.field,
+                    Field::LastName | Field::Street | Field::PostalCode | Field::City
+                );
+                let surname = weak && other_first && w.field == Field::LastName;
+                if (household && shared_by_households || surname) && w.weight > 0.0 {
+                    w.weight = 0.0;
+                    w.tf_adjustment = 0.0;
+                }
+                w
+            })
+            .collect();
+        if fields.is_empty() {
+            return None;
+        }
+        Some(PersonWeights {
+            total: fields.iter().map(|w| w.weight).sum(),
+            fields,
+        })
+    }
+
+    /// The best-weighing pair of views from `a` and `b`, if any compares.
+    fn best_person_weights<'v>(
+        &self,
+        a: impl Iterator<Item = MatchView<'v>>,
+        b: impl Iterator<Item = MatchView<'v>> + Clone,
+        weak: bool,
+    ) -> Option<PersonWeights> {
+        let mut best: Option<PersonWeights> = None;
+        for x in a {
+            for y in b.clone() {
+                if let Some(w) = self.person_weights(&x, &y, weak) {
+                    if best.as_ref().is_none_or(|b| w.total > b.total) {
+                        best = Some(w);
+                    }
+                }
+            }
+        }
+        best
     }
 
     /// The bound a candidate joining the group would break: more source profiles than
@@ -1593,31 +1804,37 @@ impl Resolver {
         Ok((commands, fuzzy_links))
     }
 
-    /// Whether an event must not attach to the source profile its anchor points to.
+    /// Whether an event must not attach to the source profile its anchor points to: a
+    /// generic value, or (for a type that is not unique) person data that outweigh the
+    /// value, as for a link through it (the shop's phone typed for a walk-in).
     fn anchor_refused(
         &self,
         store: &Store,
         id: &Ident,
         sp: &SourceProfile,
-        sig: &PersonSig,
+        r: &Resolving,
     ) -> Result<bool, StoreError> {
         if self.is_unique(&id.kind) {
             return Ok(false);
         }
-        if IDENTIFIER_INDEX
+        let entry = IDENTIFIER_INDEX
             .get(store, value_key(id))?
-            .is_some_and(|e| e.generic)
-        {
+            .unwrap_or_default();
+        if entry.generic {
             return Ok(true);
         }
-        if sig.is_empty() || sp.person.is_empty() {
+        let event = event_view(&r.sig, None, r.address.as_ref(), &[]);
+        let Some(person) = self.person_weights(&event, &sp.view(), self.is_weak(&id.kind)) else {
             return Ok(false);
-        }
-        Ok(if self.is_weak(&id.kind) {
-            sig.contradicts(&sp.person)
-        } else {
-            sig.clearly_other(&sp.person)
-        })
+        };
+        // The people the value is seen with, the event's included (as step 5 counts).
+        let new_person = entry.people.iter().all(|p| p.disagrees(&r.sig));
+        let spread = entry.people.len() + usize::from(new_person);
+        let e = IdentifierEvidence {
+            identifier: self.identifier_weight(&id.kind, spread),
+            person: Some(person),
+        };
+        Ok(!e.links())
     }
 
     /// The unique identifier type on which a candidate clashes with what the group holds.
@@ -1656,9 +1873,9 @@ impl Resolver {
         sig
     }
 
-    /// The event's address in match-key form, when fuzzy matching uses it.
+    /// The event's address in match-key form, unless minimisation leaves it out.
     fn event_address(&self, tp: &Touchpoint) -> Option<AddressKey> {
-        if !self.matcher.enabled() || !self.config.gdpr.person_field_allowed("address") {
+        if !self.config.gdpr.person_field_allowed("address") {
             return None;
         }
         let a = tp.person.as_ref()?.address.as_ref()?;
