@@ -69,6 +69,16 @@ pub struct Store {
     )>,
 }
 
+/// How long [`Store::open`] waits for the lock of a store closed a moment ago.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The error sled gives when another handle holds the store's directory lock.
+fn is_lock_contention(e: &sled::Error) -> bool {
+    // sled wraps the OS's EWOULDBLOCK in an error of its own kind with this message.
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
+}
+
 impl Drop for Store {
     /// Lets the flush thread finish and release the database (its lock) before the
     /// store is gone, so that it can be reopened at once.
@@ -134,11 +144,23 @@ pub const DEFAULT_CACHE_BYTES: usize = 256 * 1024 * 1024;
 impl Store {
     /// Opens (or creates) a store in a directory.
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(256 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+            .mode(sled::Mode::HighThroughput);
+        // sled 0.34 releases its directory lock when its own flush thread ends, which a
+        // dropped `Db` does not wait for: a store closed a moment ago may still be
+        // locked. Retry for a short while; a store another live process holds stays
+        // locked far longer and is refused.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match config.open() {
+                Err(e) if is_lock_contention(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         Self::from_db(db)
     }
 
@@ -442,6 +464,25 @@ fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_waits_for_a_store_released_a_moment_later_and_refuses_one_kept_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = Store::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let refused = Store::open(dir.path()).err().expect("the lock is held");
+        assert!(
+            matches!(&refused, StoreError::Sled(e) if is_lock_contention(e)),
+            "{refused}"
+        );
+        assert!(started.elapsed() >= LOCK_WAIT);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        Store::open(dir.path()).expect("opened once the other handle is gone");
+        release.join().unwrap();
+    }
 
     #[test]
     fn overlay_is_read_before_commit_and_dropped_on_abandon() {
