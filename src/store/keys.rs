@@ -83,8 +83,9 @@ owners! {
         table IDENTIFIER_INDEX<(String, String)> = b"r/ix/";
         /// Anchors: a channel's identifier (channel, type, value) → its source profile.
         table ANCHORS<(String, String, String)> = b"r/sk/";
-        /// Blocking keys of fuzzy matching → source profiles.
-        table BLOCKING_KEYS<String> = b"r/bk/";
+        /// Blocking keys of fuzzy matching (by the first 8 bytes of their SHA-256) →
+        /// source profiles.
+        table BLOCKING_KEYS<u64> = b"r/bk/";
         /// Merge logs by customer.
         table MERGE_LOGS<String> = b"r/mg/";
         /// Aliases: the id of a merged-away customer → the survivor.
