@@ -1,13 +1,26 @@
-//! Fuzzy identity resolution, explanations and reversible merges, each test named after
-//! what it protects.
+//! Fuzzy identity resolution under the match rules (`scoring = "rules"`), explanations
+//! and reversible merges, each test named after what it protects. The default scoring,
+//! probabilistic, has its own tests in `probabilistic.rs`, which also go through the
+//! scenarios here that do not depend on the rules' scores.
 
 mod common;
 
-use common::{engine, event, feed, on_topic};
+use common::{event, feed, on_topic};
 use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
 use unicus::engine::{Engine, InputKind, Record};
 use unicus::store::Store;
+
+/// An engine scoring fuzzy candidates with the rules and their thresholds.
+fn rules_config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.matching.scoring = unicus::engine::config::Scoring::Rules;
+    config
+}
+
+fn engine() -> Engine {
+    Engine::new(rules_config(), Store::temporary().unwrap()).unwrap()
+}
 
 fn paris(line1: &str) -> Value {
     json!({"line1": line1, "postal_code": "75002", "city": "Paris", "country": "FR"})
@@ -269,7 +282,7 @@ fn guardrails_still_apply_to_fuzzy_links() {
 
 #[test]
 fn a_blocking_key_shared_by_more_than_the_cap_turns_generic_and_is_counted() {
-    let mut config = EngineConfig::default();
+    let mut config = rules_config();
     config.matching.max_candidates = 3;
     let mut e = Engine::new(config, Store::temporary().unwrap()).unwrap();
     // Five different Martins born the same day at the same address: the birth-date and

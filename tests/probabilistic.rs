@@ -1,18 +1,25 @@
-//! Probabilistic (Fellegi–Sunter) scoring behind `[engine.matching] scoring`: the
-//! default stays the rules; switched on, candidates get the model's probability and the
-//! records carry the weight of every field compared.
+//! Probabilistic (Fellegi–Sunter) scoring, the default of `[engine.matching] scoring`:
+//! candidates get the model's probability and the records carry the weight of every
+//! field compared. The scenarios of `fuzzy.rs` that do not depend on the rules' scores
+//! are gone through here again.
 
 mod common;
 
 use common::{event, feed, on_topic};
 use serde_json::{json, Value};
-use unicus::engine::config::{EngineConfig, Scoring};
+use unicus::engine::config::{ContradictionVeto, EngineConfig, Scoring};
 use unicus::engine::Engine;
 use unicus::store::Store;
 
 fn probabilistic() -> Engine {
+    let config = EngineConfig::default();
+    assert_eq!(config.matching.scoring, Scoring::Probabilistic);
+    with_veto(ContradictionVeto::Both)
+}
+
+fn with_veto(veto: ContradictionVeto) -> Engine {
     let mut config = EngineConfig::default();
-    config.matching.scoring = Scoring::Probabilistic;
+    config.matching.contradiction_veto = veto;
     config.validate().unwrap();
     Engine::new(config, Store::temporary().unwrap()).unwrap()
 }
@@ -266,4 +273,129 @@ fn the_shipped_model_is_refitted_from_generated_data() {
         refitted == shipped,
         "the shipped model is not what training gives now"
     );
+}
+
+#[test]
+fn a_paper_form_without_identifiers_joins_the_web_account_and_not_the_husband() {
+    let mut e = probabilistic();
+    let lines = vec![
+        person_event(
+            "pos-1",
+            "2026-11-20T14:03:00+01:00",
+            json!({"person": {"first_name": "Sophie", "last_name": "Dupont", "birth_date": "12/04/1985",
+                              "address": paris("12, R. de la Paix")}}),
+        ),
+        event(
+            "web-1",
+            "web",
+            "account_created",
+            "2026-11-21T10:00:00Z",
+            json!({"identifiers": {"account_id": "CRM-1", "email": "sophie.dupont@gmail.com"},
+                   "person": {"first_name": "Sofie", "last_name": "Dupond", "birth_date": "1985-04-12",
+                              "address": paris("12 rue de la Paix")}}),
+        ),
+        event(
+            "web-2",
+            "web",
+            "account_created",
+            "2026-11-22T10:00:00Z",
+            json!({"identifiers": {"account_id": "CRM-2", "email": "jean.dupont@gmail.com"},
+                   "person": {"first_name": "Jean", "last_name": "Dupont", "birth_date": "1983-02-03",
+                              "address": paris("12 rue de la Paix")}}),
+        ),
+    ];
+    let out = feed(&mut e, &lines);
+    let r = on_topic(&out, "touchpoints.resolved");
+    let web = &r[1]["value"]["resolution"];
+    assert_eq!(web["method"], "fuzzy", "{out:#?}");
+    assert!(web["score"].as_f64().unwrap() >= 0.99, "{web}");
+    assert_eq!(r[1]["key"], r[0]["key"], "one customer: the paper form's");
+    assert_ne!(r[2]["key"], r[0]["key"], "her husband is somebody else");
+    assert_eq!(r[2]["value"]["resolution"]["method"], "new");
+    assert!(changes(&out, "suggestion").is_empty(), "{out:#?}");
+    assert_eq!(e.customer_count().unwrap(), 2);
+}
+
+#[test]
+fn a_fuzzy_link_to_another_unique_identifier_is_refused_and_recorded() {
+    // Same name, birth date and address, but two loyalty cards: a unique type.
+    let person = json!({"first_name": "Marie", "last_name": "Martin", "birth_date": "1990-01-02",
+                        "address": paris("1 rue Montorgueil")});
+    let mut e = probabilistic();
+    let out = feed(
+        &mut e,
+        &[
+            person_event(
+                "a",
+                "2026-11-20T10:00:00Z",
+                json!({"identifiers": {"loyalty_id": "FID-1"}, "person": person}),
+            ),
+            person_event(
+                "b",
+                "2026-11-21T10:00:00Z",
+                json!({"identifiers": {"loyalty_id": "FID-2"}, "person": person}),
+            ),
+        ],
+    );
+    let c = changes(&out, "conflict");
+    assert_eq!(c.len(), 1, "{out:#?}");
+    assert_eq!(c[0]["value"]["rule"], "unique_identifier");
+    assert_eq!(c[0]["value"]["match_rule"], "probabilistic");
+    assert!(c[0]["value"]["weights"]["match_weight"].as_f64().unwrap() > 0.0);
+    assert_eq!(e.customer_count().unwrap(), 2);
+}
+
+/// Sophie, then a record of her with one field badly wrong (another birth date: not a
+/// typo), then her sister-in-law at her address (another first name and birth date).
+fn one_contradiction_then_two() -> Vec<String> {
+    vec![
+        person_event(
+            "a",
+            "2026-11-20T10:00:00Z",
+            json!({"person": {"first_name": "Sophie", "last_name": "Dupont", "birth_date": "1985-04-12",
+                              "address": paris("12 rue de la Paix")}}),
+        ),
+        person_event(
+            "b",
+            "2026-11-20T11:00:00Z",
+            json!({"person": {"first_name": "Sophie", "last_name": "Dupont", "birth_date": "1958-10-21",
+                              "address": paris("12 rue de la Paix")}}),
+        ),
+        person_event(
+            "c",
+            "2026-11-20T12:00:00Z",
+            json!({"person": {"first_name": "Claire", "last_name": "Dupont", "birth_date": "1990-07-30",
+                              "address": paris("12 rue de la Paix")}}),
+        ),
+    ]
+}
+
+#[test]
+fn the_veto_takes_either_contradiction_both_at_once_or_none() {
+    let decisions = |veto| {
+        let mut e = with_veto(veto);
+        let out = feed(&mut e, &one_contradiction_then_two());
+        let r = on_topic(&out, "touchpoints.resolved");
+        let key = |i: usize| r[i]["key"].as_str().unwrap().to_string();
+        let (a, b, c) = (key(0), key(1), key(2));
+        let pair = |x: &str, y: &str| {
+            e.explain_pair(x, y).unwrap()["best_fuzzy_match"]["decision"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        (a == b, pair(&a, &b), pair(&a, &c))
+    };
+    // Either: the other birth date alone refuses her record.
+    let (joined, ab, ac) = decisions(ContradictionVeto::Either);
+    assert!(!joined);
+    assert_eq!((ab.as_str(), ac.as_str()), ("vetoed", "vetoed"));
+    // Both (the default): one contradiction is weighed, two at once refuse.
+    let (_, ab, ac) = decisions(ContradictionVeto::Both);
+    assert_ne!(ab, "vetoed");
+    assert_eq!(ac, "vetoed");
+    // Off: the weights alone decide, even the sister-in-law is only weighed.
+    let (_, ab, ac) = decisions(ContradictionVeto::Off);
+    assert_ne!(ab, "vetoed");
+    assert_ne!(ac, "vetoed");
 }

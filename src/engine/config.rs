@@ -514,9 +514,10 @@ pub struct Matching {
     pub suggest_threshold: f64,
     /// Evaluated all; the best score wins, ties to the rule listed first.
     pub rules: Vec<MatchRule>,
-    /// `rules` (the rules above and their thresholds) or `probabilistic` (a
-    /// Fellegi–Sunter model: per-field weights summed into a match probability, more
-    /// blocking keys; see [`crate::engine::resolve::model`]).
+    /// `probabilistic` (the default: a Fellegi–Sunter model, per-field weights summed
+    /// into a match probability, more blocking keys; see
+    /// [`crate::engine::resolve::model`]) or `rules` (the rules above and their
+    /// thresholds).
     pub scoring: Scoring,
     /// Probabilistic scoring: the model file `unicus train-matching` wrote; the model
     /// shipped with unicus without it.
@@ -527,19 +528,46 @@ pub struct Matching {
     /// Probabilistic scoring: at least this likely (and below `link_probability`): a
     /// `suggestion` record, no merge.
     pub suggest_probability: f64,
-    /// Probabilistic scoring: birth dates more than one typo apart (one digit, day and
-    /// month swapped, a year) or incompatible first names never link nor suggest, as
-    /// under the rules, whatever the weights (households). `false`: the weights alone
-    /// decide (better recall where dates are often typed wrong, worse on households).
-    pub contradiction_veto: bool,
+    /// Probabilistic scoring: when person data that contradicts beyond a typo (birth
+    /// dates more than one typo apart: one digit, day and month swapped, a year;
+    /// first names that cannot be the same person's) refuses a candidate whatever the
+    /// weights. See [`ContradictionVeto`].
+    pub contradiction_veto: ContradictionVeto,
+}
+
+/// Which contradictions refuse a probabilistic candidate outright (never linked nor
+/// suggested, and a link refused as `person_contradiction`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContradictionVeto {
+    /// Either one: the birth dates or the first names (as under the rules). Safest on
+    /// households, loses the records where one of them was typed badly wrong.
+    Either,
+    /// Both at once: another first name and another birth date are another person
+    /// (one household's members); one of them alone is left to the weights.
+    #[default]
+    Both,
+    /// Never: the weights alone decide.
+    Off,
+}
+
+impl ContradictionVeto {
+    /// Whether contradicting birth dates and first names (each beyond a typo) veto.
+    pub fn vetoes(self, birth_dates_contradict: bool, first_names_contradict: bool) -> bool {
+        match self {
+            ContradictionVeto::Either => birth_dates_contradict || first_names_contradict,
+            ContradictionVeto::Both => birth_dates_contradict && first_names_contradict,
+            ContradictionVeto::Off => false,
+        }
+    }
 }
 
 /// How fuzzy matching scores a candidate.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scoring {
-    #[default]
     Rules,
+    #[default]
     Probabilistic,
 }
 
@@ -609,11 +637,11 @@ impl Default for Matching {
                     ],
                 ),
             ],
-            scoring: Scoring::Rules,
+            scoring: Scoring::Probabilistic,
             model: None,
             link_probability: 0.99,
             suggest_probability: 0.9,
-            contradiction_veto: true,
+            contradiction_veto: ContradictionVeto::Both,
         }
     }
 }

@@ -25,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::config::{MatchRule, Matching, Scoring};
+use crate::engine::config::{ContradictionVeto, MatchRule, Matching, Scoring};
 use crate::engine::normalise;
 use crate::engine::resolve::model::{MatchModel, Score};
 use crate::model::Field;
@@ -638,24 +638,28 @@ pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
 }
 
 /// Probabilistic scoring's veto, as the guardrail of resolve
-/// ([`super::PersonSig::contradicts_beyond_typos`]): birth dates more than one typo apart,
-/// or first names (as arranged) that cannot be the same person's. A household (one
-/// address, one last name) would otherwise add up to a suggestion.
-fn contradicts_beyond_typos(a: &MatchView, b: &MatchView, g: &super::levels::Gamma) -> bool {
+/// ([`super::PersonSig::contradicts_beyond_typos`]): birth dates more than one typo apart
+/// and first names (as arranged) that cannot be the same person's, each or both as
+/// `veto` says. A household (one address, one last name) would otherwise add up to a
+/// suggestion.
+fn contradicts_beyond_typos(
+    veto: ContradictionVeto,
+    a: &MatchView,
+    b: &MatchView,
+    g: &super::levels::Gamma,
+) -> bool {
     let different = |f: Field| {
         g.levels[f.index()].map(usize::from)
             == Some(super::levels::COMPARISONS[f.index()].levels.len() - 1)
     };
-    if different(Field::BirthDate) {
-        return true;
-    }
     let b_first = if g.swapped { b.last } else { b.first };
-    match (a.first, b_first) {
+    let first_names = match (a.first, b_first) {
         (Some(x), Some(y)) => {
             different(Field::FirstName) && !normalise::first_name_compatible(x, y)
         }
         _ => false,
-    }
+    };
+    veto.vetoes(different(Field::BirthDate), first_names)
 }
 
 /// Something only the person shares weighed for the match: the first name, the birth
@@ -820,16 +824,16 @@ impl Matcher {
             let gamma = super::levels::compare(a, b);
             let score = model.score_gamma(&gamma);
             let p = score.probability;
-            let decision =
-                if self.config.contradiction_veto && contradicts_beyond_typos(a, b, &gamma) {
-                    Decision::Vetoed
-                } else if p >= self.config.link_probability && personal_evidence(&score) {
-                    Decision::Link
-                } else if p >= self.config.suggest_probability {
-                    Decision::Suggest
-                } else {
-                    Decision::None
-                };
+            let decision = if contradicts_beyond_typos(self.config.contradiction_veto, a, b, &gamma)
+            {
+                Decision::Vetoed
+            } else if p >= self.config.link_probability && personal_evidence(&score) {
+                Decision::Link
+            } else if p >= self.config.suggest_probability {
+                Decision::Suggest
+            } else {
+                Decision::None
+            };
             return Verdict {
                 decision,
                 rule: None,
@@ -1254,7 +1258,7 @@ mod tests {
     fn names_alone_the_model_never_saw_suggest_and_do_not_link() {
         let config = Matching {
             scoring: Scoring::Probabilistic,
-            contradiction_veto: false,
+            contradiction_veto: ContradictionVeto::Off,
             ..Matching::default()
         };
         let m = Matcher::new(&config);
@@ -1278,7 +1282,10 @@ mod tests {
 
     #[test]
     fn default_rules_link_variants_and_refuse_the_household() {
-        let m = Matcher::new(&Matching::default());
+        let m = Matcher::new(&Matching {
+            scoring: Scoring::Rules,
+            ..Matching::default()
+        });
         let a = paris();
         let store_form = view("sophie", "dupont", Some("1985-04-12"), Some(&a));
         let web = view("sofie", "dupond", Some("1985-04-12"), Some(&a));

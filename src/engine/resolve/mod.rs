@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::engine::config::EngineConfig;
+use crate::engine::config::{ContradictionVeto, EngineConfig};
 use crate::engine::gdpr;
 use crate::engine::handoff::{
     ConsentStatement, EventFacts, ProfileCommand, RequestFacts, RequestKind,
@@ -118,22 +118,20 @@ impl PersonSig {
         false
     }
 
-    /// [`PersonSig::contradicts`] short of what one typing error makes: birth dates
-    /// that are not one typed digit, day and month swapped or a year apart, or first
-    /// names that cannot be the same person's. Probabilistic scoring weighs typos; a
-    /// household (one address, one last name) stays apart.
-    pub fn contradicts_beyond_typos(&self, other: &PersonSig) -> bool {
-        if let (Some(a), Some(b)) = (&self.birth, &other.birth) {
-            if levels::birth_date_level(a, b) == "different" {
-                return true;
-            }
-        }
-        if let (Some(a), Some(b)) = (&self.first, &other.first) {
-            if !normalise::first_name_compatible(a, b) {
-                return true;
-            }
-        }
-        false
+    /// [`PersonSig::contradicts`] short of what one typing error makes, as `veto`
+    /// counts: birth dates that are not one typed digit, day and month swapped or a year
+    /// apart, and first names that cannot be the same person's. Probabilistic scoring
+    /// weighs typos; a household (one address, one last name) stays apart.
+    pub fn contradicts_beyond_typos(&self, other: &PersonSig, veto: ContradictionVeto) -> bool {
+        let births = match (&self.birth, &other.birth) {
+            (Some(a), Some(b)) => levels::birth_date_level(a, b) == "different",
+            _ => false,
+        };
+        let firsts = match (&self.first, &other.first) {
+            (Some(a), Some(b)) => !normalise::first_name_compatible(a, b),
+            _ => false,
+        };
+        veto.vetoes(births, firsts)
     }
 
     /// Clearly somebody else even for a strong identifier (an e-mail, a social handle):
@@ -1466,7 +1464,7 @@ impl Resolver {
         } else if c.people.iter().any(|p| {
             r.people.iter().any(|q| {
                 if self.matcher.probabilistic() {
-                    self.config.matching.contradiction_veto && p.contradicts_beyond_typos(q)
+                    p.contradicts_beyond_typos(q, self.config.matching.contradiction_veto)
                 } else {
                     p.contradicts(q)
                 }
