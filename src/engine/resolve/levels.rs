@@ -462,6 +462,16 @@ mod tests {
         };
         let g = compare(&a, &b);
         assert!(g.swapped);
+        // One name the same, the other quite different (a marriage): not swapped, even
+        // where each name is half like the other one.
+        let married = |last| MatchView {
+            first: Some("georgia"),
+            last: Some(last),
+            ..MatchView::default()
+        };
+        let m = compare(&married("kyriacou"), &married("pegg"));
+        assert!(!m.swapped);
+        assert_eq!(m.levels[Field::FirstName.index()], Some(0));
         assert_eq!(g.levels[Field::FirstName.index()], Some(0));
         assert_eq!(g.levels[Field::LastName.index()], Some(0));
         assert_eq!(g.exact_values[Field::LastName.index()], Some("dupont"));

@@ -580,8 +580,14 @@ pub fn street_similarity(a: &str, b: &str) -> f64 {
     strsim::jaro_winkler(&words(a), &words(b))
 }
 
+/// The least similarity of each name for first and last names to count as swapped.
+pub const CROSSED_NAME_MIN: f64 = 0.8;
+
 /// Field similarities of two views. Names are also compared crosswise (first against
-/// last) and the better arrangement is kept, at a small discount.
+/// last) and the better arrangement is kept, at a small discount. Crosswise counts only
+/// when both names agree that way (at least [`CROSSED_NAME_MIN`] each): `Georgia
+/// Kyriacou` and `Georgia Pegg` (a new last name) are not `Pegg Georgia` because
+/// `kyriacou`/`georgia` and `georgia`/`pegg` are each half alike.
 pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
     let mut s = Similarities::default();
     let pair = |x: Option<&str>, y: Option<&str>, f: fn(&str, &str) -> f64| match (x, y) {
@@ -597,7 +603,10 @@ pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
         pair(a.last, b.first, last_name_similarity).map(|x| x * 0.97),
     );
     let sum = |p: (Option<f64>, Option<f64>)| p.0.unwrap_or(0.0) + p.1.unwrap_or(0.0);
-    let names = if crossed.0.is_some() && crossed.1.is_some() && sum(crossed) > sum(straight) {
+    let both_alike = |p: (Option<f64>, Option<f64>)| {
+        p.0.is_some_and(|x| x >= CROSSED_NAME_MIN) && p.1.is_some_and(|x| x >= CROSSED_NAME_MIN)
+    };
+    let names = if both_alike(crossed) && sum(crossed) > sum(straight) {
         s.swapped = true;
         crossed
     } else {
@@ -683,6 +692,16 @@ fn personal_evidence(score: &Score) -> bool {
         .clone()
         .all(|f| matches!(f.field, Field::FirstName | Field::LastName));
     personal && !(names_alone && agreeing.any(|f| f.unseen))
+}
+
+/// Something besides the two names was compared (a birth date, an address, an e-mail
+/// local part): two records that only share a name, however rare the model thinks it,
+/// are not even a suggestion, or every `Marie Martin` would be put before an operator.
+fn compared_beyond_names(score: &Score) -> bool {
+    score
+        .fields
+        .iter()
+        .any(|f| !matches!(f.field, Field::FirstName | Field::LastName))
 }
 
 /// What the rules make of a candidate.
@@ -829,7 +848,7 @@ impl Matcher {
                 Decision::Vetoed
             } else if p >= self.config.link_probability && personal_evidence(&score) {
                 Decision::Link
-            } else if p >= self.config.suggest_probability {
+            } else if p >= self.config.suggest_probability && compared_beyond_names(&score) {
                 Decision::Suggest
             } else {
                 Decision::None
