@@ -510,8 +510,9 @@ pub fn compare(opts: &CompareOptions, out: &mut impl Write) -> Result<Comparison
     }
     writeln!(
         out,
-        "throughput full/deterministic: {:.3}",
-        full.events_per_second / det.events_per_second.max(1e-9)
+        "throughput full/deterministic: {:.3}; trained/deterministic: {:.3} (one replay)",
+        full.events_per_second / det.events_per_second.max(1e-9),
+        trained.events_per_second / det.events_per_second.max(1e-9)
     )?;
     if let Some(keep) = &opts.keep {
         writeln!(

@@ -113,8 +113,13 @@ pub fn level_index(field: Field, name: &str) -> Option<u8> {
 
 /// The levels of two views.
 pub fn compare<'a>(a: &MatchView<'a>, b: &MatchView<'a>) -> Gamma<'a> {
+    compare_arranged(a, b, matching::names_swapped(a, b))
+}
+
+/// [`compare`] with the arrangement of the names already known (`swapped`: `b`'s first
+/// name against `a`'s last, as [`matching::similarities`] found).
+pub fn compare_arranged<'a>(a: &MatchView<'a>, b: &MatchView<'a>, swapped: bool) -> Gamma<'a> {
     let mut g = Gamma::default();
-    let swapped = matching::similarities(a, b).swapped;
     g.swapped = swapped;
     let (bf, bl) = if swapped {
         (b.last, b.first)

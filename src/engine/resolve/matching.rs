@@ -580,16 +580,14 @@ pub fn street_similarity(a: &str, b: &str) -> f64 {
     strsim::jaro_winkler(&words(a), &words(b))
 }
 
-/// The least similarity of each name for first and last names to count as swapped.
-pub const CROSSED_NAME_MIN: f64 = 0.8;
+/// Whether `b`'s names are best compared crosswise with `a`'s (see [`similarities`]).
+pub fn names_swapped(a: &MatchView, b: &MatchView) -> bool {
+    name_similarities(a, b).2
+}
 
-/// Field similarities of two views. Names are also compared crosswise (first against
-/// last) and the better arrangement is kept, at a small discount. Crosswise counts only
-/// when both names agree that way (at least [`CROSSED_NAME_MIN`] each): `Georgia
-/// Kyriacou` and `Georgia Pegg` (a new last name) are not `Pegg Georgia` because
-/// `kyriacou`/`georgia` and `georgia`/`pegg` are each half alike.
-pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
-    let mut s = Similarities::default();
+/// The first and last names' similarities in their better arrangement, and whether it
+/// is crosswise.
+fn name_similarities(a: &MatchView, b: &MatchView) -> (Option<f64>, Option<f64>, bool) {
     let pair = |x: Option<&str>, y: Option<&str>, f: fn(&str, &str) -> f64| match (x, y) {
         (Some(x), Some(y)) => Some(f(x, y)),
         _ => None,
@@ -606,14 +604,31 @@ pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
     let both_alike = |p: (Option<f64>, Option<f64>)| {
         p.0.is_some_and(|x| x >= CROSSED_NAME_MIN) && p.1.is_some_and(|x| x >= CROSSED_NAME_MIN)
     };
-    let names = if both_alike(crossed) && sum(crossed) > sum(straight) {
-        s.swapped = true;
-        crossed
+    if both_alike(crossed) && sum(crossed) > sum(straight) {
+        (crossed.0, crossed.1, true)
     } else {
-        straight
+        (straight.0, straight.1, false)
+    }
+}
+
+/// The least similarity of each name for first and last names to count as swapped.
+pub const CROSSED_NAME_MIN: f64 = 0.8;
+
+/// Field similarities of two views. Names are also compared crosswise (first against
+/// last) and the better arrangement is kept, at a small discount. Crosswise counts only
+/// when both names agree that way (at least [`CROSSED_NAME_MIN`] each): `Georgia
+/// Kyriacou` and `Georgia Pegg` (a new last name) are not `Pegg Georgia` because
+/// `kyriacou`/`georgia` and `georgia`/`pegg` are each half alike.
+pub fn similarities(a: &MatchView, b: &MatchView) -> Similarities {
+    let mut s = Similarities::default();
+    let (first, last, swapped) = name_similarities(a, b);
+    s.swapped = swapped;
+    s.set(Field::FirstName, first);
+    s.set(Field::LastName, last);
+    let pair = |x: Option<&str>, y: Option<&str>, f: fn(&str, &str) -> f64| match (x, y) {
+        (Some(x), Some(y)) => Some(f(x, y)),
+        _ => None,
     };
-    s.set(Field::FirstName, names.0);
-    s.set(Field::LastName, names.1);
     s.set(
         Field::BirthDate,
         pair(a.birth, b.birth, birth_date_similarity),
@@ -840,7 +855,7 @@ impl Matcher {
     pub fn judge(&self, a: &MatchView, b: &MatchView) -> Verdict {
         let sims = similarities(a, b);
         if let Some(model) = &self.model {
-            let gamma = super::levels::compare(a, b);
+            let gamma = super::levels::compare_arranged(a, b, sims.swapped);
             let score = model.score_gamma(&gamma);
             let p = score.probability;
             let decision = if contradicts_beyond_typos(self.config.contradiction_veto, a, b, &gamma)
