@@ -52,11 +52,16 @@ fn start(config: &Path, log: &Path) -> Running {
         .append(true)
         .open(log)
         .unwrap();
+    spawn(config, log, "info")
+}
+
+/// `unicus run --config config`, its log (filtered by `filter`) written to `log`.
+fn spawn(config: &Path, log: std::fs::File, filter: &str) -> Running {
     Running(
         Command::new(env!("CARGO_BIN_EXE_unicus"))
             .args(["run", "--config"])
             .arg(config)
-            .env("UNICUS_LOG", "info")
+            .env("UNICUS_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -72,6 +77,51 @@ fn log_count(log: &Path, what: &str) -> usize {
         .lines()
         .filter(|l| l.contains(what))
         .count()
+}
+
+/// Writes `unicus.toml` in `dir` for a run on `brokers` under `prefix` (group
+/// `<prefix>group`, the web channel, `partitions` partitions, the store in `dir/store`),
+/// with `member` as its static group membership if any, `properties` added to
+/// `[kafka.properties]` and `rest` (tables and their keys) after `[runtime]`'s
+/// `store_dir`; returns its path.
+fn write_config(
+    dir: &Path,
+    brokers: &str,
+    prefix: &str,
+    member: bool,
+    partitions: u32,
+    properties: &str,
+    rest: &str,
+) -> std::path::PathBuf {
+    let member = if member {
+        format!("group_instance_id = \"{prefix}member\"\n")
+    } else {
+        String::new()
+    };
+    let path = dir.join("unicus.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+group_id = "{prefix}group"
+{member}topic_prefix = "{prefix}"
+channels = ["web"]
+partitions = {partitions}
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "1000"
+{properties}
+[metrics]
+listen = "127.0.0.1:0"
+[runtime]
+store_dir = "{}"
+{rest}"#,
+            dir.join("store").display()
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// What unicus logs once its consumer has an assignment from the group.
@@ -215,36 +265,24 @@ fn survives_kill_9_at_random_moments_with_exact_final_state() {
     // crashes must equal the replay's exactly, customer ids included.
     let input = format!("{prefix}touchpoints.web");
     create_topic(&brokers, &input, 1);
-    let config_path = dir.path().join("unicus.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-group_id = "{prefix}group"
-group_instance_id = "{prefix}member"
-topic_prefix = "{prefix}"
-channels = ["web"]
-partitions = 2
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "1000"
-[metrics]
-listen = "127.0.0.1:0"
-[runtime]
-store_dir = "{}"
-batch_max_events = {BATCH}
+    let config_path = write_config(
+        dir.path(),
+        &brokers,
+        &prefix,
+        true,
+        2,
+        "",
+        &format!(
+            r#"batch_max_events = {BATCH}
 batch_max_wait_ms = 50
 retry_backoff_ms = 200
 # Timers fire by event time only, like the replay this run is compared with: no
 # wall-clock tick on idle moments (the generated events are days old).
 [engine.activation]
 tick_interval_ms = 86400000
-"#,
-            dir.path().join("store").display()
+"#
         ),
-    )
-    .unwrap();
+    );
     let produced = produce_web(&brokers, &prefix, &lines);
     assert_eq!(produced as usize, EVENTS);
 
@@ -426,34 +464,23 @@ fn abandoned_carts_fire_once_through_kill_9_around_their_deadlines() {
             .to_string()
         })
         .collect();
-    let config_path = dir.path().join("unicus.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-group_id = "{prefix}group"
-topic_prefix = "{prefix}"
-channels = ["web"]
-partitions = 1
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "1000"
-[metrics]
-listen = "127.0.0.1:0"
-[runtime]
-store_dir = "{}"
-batch_max_wait_ms = 50
+    let config_path = write_config(
+        dir.path(),
+        &brokers,
+        &prefix,
+        false,
+        1,
+        "",
+        &format!(
+            r#"batch_max_wait_ms = 50
 retry_backoff_ms = 200
 [engine.activation]
 cart_abandoned_delay_ms = {delay_ms}
 grace_ms = 0
 tick_interval_ms = 100
-"#,
-            dir.path().join("store").display()
+"#
         ),
-    )
-    .unwrap();
+    );
     produce_web(&brokers, &prefix, &lines);
 
     let log = dir.path().join("unicus.log");
@@ -540,16 +567,10 @@ impl Join {
 /// from its log; the process is left running.
 fn start_and_join(config: &Path, log: &Path) -> (Running, Join) {
     let spawned = chrono::Utc::now();
-    let child = Running(
-        Command::new(env!("CARGO_BIN_EXE_unicus"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("UNICUS_LOG", "info,librdkafka=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("unicus starts"),
+    let child = spawn(
+        config,
+        std::fs::File::create(log).unwrap(),
+        "info,librdkafka=debug",
     );
     let until = Instant::now() + Duration::from_secs(60);
     let text = loop {
@@ -604,30 +625,15 @@ fn a_member_restarted_after_kill_9_is_assigned_as_soon_as_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("static-{}.", std::process::id());
     create_topic(&brokers, &format!("{prefix}touchpoints.web"), 1);
-    let config = dir.path().join("unicus.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[kafka]
-brokers = "{brokers}"
-group_id = "{prefix}group"
-group_instance_id = "{prefix}member"
-topic_prefix = "{prefix}"
-channels = ["web"]
-partitions = 1
-[kafka.properties]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "1000"
-"debug" = "cgrp"
-[metrics]
-listen = "127.0.0.1:0"
-[runtime]
-store_dir = "{}"
-"#,
-            dir.path().join("store").display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &brokers,
+        &prefix,
+        true,
+        1,
+        "\"debug\" = \"cgrp\"",
+        "",
+    );
     let (first, new_member) = start_and_join(&config, &dir.path().join("first.log"));
     drop(first); // SIGKILL: the member does not leave the group
     let (last, restarted) = start_and_join(&config, &dir.path().join("restart.log"));

@@ -25,16 +25,6 @@ import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 
 PERSON = ["first_name", "last_name", "birth_date", "street", "postal_code", "city"]
-IDENTIFIERS = [
-    "email",
-    "phone",
-    "account_id",
-    "loyalty_id",
-    "marketplace_buyer_id",
-    "social_handle",
-    "device_id",
-    "cookie_id",
-]
 
 
 def main() -> int:
@@ -53,9 +43,11 @@ def main() -> int:
     if missing:
         print(f"splink_bench: columns missing from {args.records}: {missing}", file=sys.stderr)
         return 2
-    # An identifier column nobody filled in carries no evidence (and EM cannot
-    # estimate it): leave it out.
-    ids = [c for c in IDENTIFIERS if c in df.columns and df[c].notna().any()]
+    # Every other column is an identifier type (unicus writes the list: see
+    # IDENTIFIER_COLUMNS in src/sim/compare.rs). One nobody filled in carries no
+    # evidence (and EM cannot estimate it): leave it out.
+    identifiers = [c for c in df.columns if c not in ["unique_id", *PERSON]]
+    ids = [c for c in identifiers if df[c].notna().any()]
 
     comparisons = [
         cl.NameComparison("first_name").configure(term_frequency_adjustments=True),

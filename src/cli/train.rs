@@ -1,17 +1,13 @@
 //! `train-matching`: fits the model of probabilistic matching on an event file or a
 //! store and writes the model file that `[engine.matching] model` names.
-use std::io::BufRead as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
 use super::load_engine_config;
-use crate::engine::config::EngineConfig;
-use crate::engine::input::touchpoint::Parser;
 use crate::engine::resolve::levels::COMPARISONS;
 use crate::engine::resolve::model::logit2;
 use crate::engine::resolve::train::{self, TrainOptions, TrainRecord};
-use crate::engine::resolve::Resolver;
 use crate::replay;
 
 /// `train-matching`: where the records come from and where the model goes.
@@ -28,40 +24,13 @@ pub struct TrainCommand {
     pub config: Option<PathBuf>,
 }
 
-/// The training records of an event file: each touchpoint's person data, normalised as
-/// resolve normalises it; also how many lines there were and how many were not
-/// touchpoints.
-pub fn records_of_events(
-    config: &EngineConfig,
-    path: &Path,
-) -> Result<(Vec<TrainRecord>, u64, u64)> {
-    let resolver = Resolver::new(config);
-    let parser = Parser::new(config);
-    let file =
-        std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
-    let mut records = Vec::new();
-    let (mut lines, mut rejected) = (0u64, 0u64);
-    for line in std::io::BufReader::new(file).lines() {
-        let line = line.with_context(|| format!("failed to read {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        lines += 1;
-        match parser.parse(line.as_bytes()) {
-            Ok(tp) => records.extend(resolver.training_record(&tp)),
-            Err(_) => rejected += 1,
-        }
-    }
-    Ok((records, lines, rejected))
-}
-
 /// `train-matching`: reads the records, fits, prints the fit and writes the model file.
 pub fn train_matching(cmd: &TrainCommand) -> Result<()> {
     let config = load_engine_config(cmd.config.as_deref())?;
     let mut records: Vec<TrainRecord> = Vec::new();
     let mut sources = Vec::new();
     if let Some(path) = &cmd.input {
-        let (from_events, lines, rejected) = records_of_events(&config, path)?;
+        let (from_events, lines, rejected) = replay::training_records(&config, path)?;
         records.extend(from_events);
         eprintln!(
             "{}: {lines} lines, {rejected} not touchpoints or invalid",

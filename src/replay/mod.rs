@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::config::EngineConfig;
+use crate::engine::input::touchpoint::Parser;
+use crate::engine::resolve::train::TrainRecord;
+use crate::engine::resolve::Resolver;
 use crate::engine::{Engine, EngineError, Record, Stats};
 use crate::model::output::OutputRecord;
 use crate::store::Store;
@@ -194,6 +197,36 @@ pub fn run(
         customers: engine.customer_count()?,
         elapsed: started.elapsed(),
     })
+}
+
+/// The training records of an event file (for `train-matching` and the FEBRL bench):
+/// each touchpoint's person data, normalised as resolve normalises it; also how many
+/// lines there were and how many were not touchpoints.
+pub fn training_records(
+    config: &EngineConfig,
+    path: &Path,
+) -> Result<(Vec<TrainRecord>, u64, u64), ReplayError> {
+    let resolver = Resolver::new(config);
+    let parser = Parser::new(config);
+    let input = |source| ReplayError::Input {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(input)?;
+    let mut records = Vec::new();
+    let (mut lines, mut rejected) = (0u64, 0u64);
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(input)?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        lines += 1;
+        match parser.parse(line.as_bytes()) {
+            Ok(tp) => records.extend(resolver.training_record(&tp)),
+            Err(_) => rejected += 1,
+        }
+    }
+    Ok((records, lines, rejected))
 }
 
 /// A human summary, for the end of `unicus replay`.

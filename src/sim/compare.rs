@@ -346,7 +346,7 @@ fn trained_run(
     dir: &Path,
 ) -> Result<(Run, String)> {
     let started = Instant::now();
-    let (records, _, _) = crate::cli::train::records_of_events(&opts.config, input)?;
+    let (records, _, _) = crate::replay::training_records(&opts.config, input)?;
     let train_opts = TrainOptions {
         seed: opts.seed,
         max_block: opts.config.matching.max_candidates,

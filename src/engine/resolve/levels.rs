@@ -119,8 +119,10 @@ pub fn compare<'a>(a: &MatchView<'a>, b: &MatchView<'a>) -> Gamma<'a> {
 /// [`compare`] with the arrangement of the names already known (`swapped`: `b`'s first
 /// name against `a`'s last, as [`matching::similarities`] found).
 pub fn compare_arranged<'a>(a: &MatchView<'a>, b: &MatchView<'a>, swapped: bool) -> Gamma<'a> {
-    let mut g = Gamma::default();
-    g.swapped = swapped;
+    let mut g = Gamma {
+        swapped,
+        ..Gamma::default()
+    };
     let (bf, bl) = if swapped {
         (b.last, b.first)
     } else {
