@@ -851,11 +851,22 @@ impl Matcher {
         &self.config.rules[index]
     }
 
-    /// Scores a candidate against the event's view.
+    /// Scores a candidate against the event's view, with every field's similarity.
     pub fn judge(&self, a: &MatchView, b: &MatchView) -> Verdict {
-        let sims = similarities(a, b);
+        self.judge_with(a, b, true)
+    }
+
+    /// [`Matcher::judge`] as the stream needs it: under probabilistic scoring, a
+    /// candidate that is neither linked, suggested nor vetoed (most of them: nothing is
+    /// written about it) gets only its names' similarities.
+    pub fn judge_in_stream(&self, a: &MatchView, b: &MatchView) -> Verdict {
+        self.judge_with(a, b, false)
+    }
+
+    fn judge_with(&self, a: &MatchView, b: &MatchView, always_similarities: bool) -> Verdict {
         if let Some(model) = &self.model {
-            let gamma = super::levels::compare_arranged(a, b, sims.swapped);
+            let (first, last, swapped) = name_similarities(a, b);
+            let gamma = super::levels::compare_arranged(a, b, swapped);
             let score = model.score_gamma(&gamma);
             let p = score.probability;
             let decision = if contradicts_beyond_typos(self.config.contradiction_veto, a, b, &gamma)
@@ -868,6 +879,17 @@ impl Matcher {
             } else {
                 Decision::None
             };
+            let sims = if always_similarities || decision != Decision::None {
+                similarities(a, b)
+            } else {
+                let mut names = Similarities {
+                    swapped,
+                    ..Similarities::default()
+                };
+                names.set(Field::FirstName, first);
+                names.set(Field::LastName, last);
+                names
+            };
             return Verdict {
                 decision,
                 rule: None,
@@ -876,6 +898,7 @@ impl Matcher {
                 model: Some(Box::new(score)),
             };
         }
+        let sims = similarities(a, b);
         let vetoed = sims.get(Field::BirthDate) == Some(0.0)
             || sims.get(Field::FirstName).is_some_and(|s| s < 0.5);
         let Some((rule, score)) = self.best_rule(&sims) else {

@@ -1916,7 +1916,7 @@ impl Resolver {
                 emails: &emails,
                 ..cand.view()
             };
-            let verdict = self.matcher.judge(view, &cview);
+            let verdict = self.matcher.judge_in_stream(view, &cview);
             if !matches!(
                 verdict.decision,
                 MatchDecision::Link | MatchDecision::Suggest
