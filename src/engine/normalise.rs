@@ -1188,7 +1188,12 @@ mod tests {
         assert_eq!(made, 5);
         assert!(memo.new.len() <= 2 && memo.old.len() <= 2);
         // Through the memo or not, the same answers, errors included.
-        for raw in ["06 12 34 56 78", "+33 6 12 34 56 78", "0612", "06 12 34 56 78"] {
+        for raw in [
+            "06 12 34 56 78",
+            "+33 6 12 34 56 78",
+            "0612",
+            "06 12 34 56 78",
+        ] {
             assert_eq!(super::phone(raw, "FR"), super::phone(raw, "FR"));
             let cleaned: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
             assert_eq!(

@@ -596,18 +596,26 @@ fn name_similarities(a: &MatchView, b: &MatchView) -> (Option<f64>, Option<f64>,
         pair(a.first, b.first, first_name_similarity),
         pair(a.last, b.last, last_name_similarity),
     );
+    let sum = |p: (Option<f64>, Option<f64>)| p.0.unwrap_or(0.0) + p.1.unwrap_or(0.0);
+    // Crosswise, each name counts 0.97 at most: it cannot beat a straight sum as high,
+    // and it is not looked at once one crossed name is below the minimum (most
+    // candidates: the same last name, another first name).
+    let as_is = (straight.0, straight.1, false);
+    if sum(straight) >= 2.0 * 0.97 {
+        return as_is;
+    }
+    let crossed_first = pair(a.first, b.last, first_name_similarity).map(|x| x * 0.97);
+    if !crossed_first.is_some_and(|x| x >= CROSSED_NAME_MIN) {
+        return as_is;
+    }
     let crossed = (
-        pair(a.first, b.last, first_name_similarity).map(|x| x * 0.97),
+        crossed_first,
         pair(a.last, b.first, last_name_similarity).map(|x| x * 0.97),
     );
-    let sum = |p: (Option<f64>, Option<f64>)| p.0.unwrap_or(0.0) + p.1.unwrap_or(0.0);
-    let both_alike = |p: (Option<f64>, Option<f64>)| {
-        p.0.is_some_and(|x| x >= CROSSED_NAME_MIN) && p.1.is_some_and(|x| x >= CROSSED_NAME_MIN)
-    };
-    if both_alike(crossed) && sum(crossed) > sum(straight) {
+    if crossed.1.is_some_and(|x| x >= CROSSED_NAME_MIN) && sum(crossed) > sum(straight) {
         (crossed.0, crossed.1, true)
     } else {
-        (straight.0, straight.1, false)
+        as_is
     }
 }
 
