@@ -34,7 +34,14 @@ pub(super) fn commit(
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
             .map_err(kafka("building the offsets to commit"))?;
     }
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+    // The commit waits for the broker as deliveries do (a frozen broker holds it up to
+    // `socket.timeout.ms`): health counts it as outputs awaiting their acknowledgement,
+    // so that it reports the broker, not a stalled loop. Every output of the batch is
+    // acknowledged by now: nothing else is awaited meanwhile.
+    telemetry.health.outputs_sent();
+    let committed = consumer.commit(&tpl, CommitMode::Sync);
+    telemetry.health.outputs_settled();
+    if let Err(e) = committed {
         warn!(error = %e, "offset commit failed; the batch will be consumed again");
         telemetry.commit_failed();
     }
