@@ -32,6 +32,16 @@ fn person_event(id: &str, at: &str, extra: Value) -> String {
     event(id, "store", "store_visit", at, extra)
 }
 
+/// A store visit stating a full person living at 12 rue de la Paix, Paris.
+fn resident(id: &str, at: &str, first: &str, last: &str, birth: &str) -> String {
+    person_event(
+        id,
+        at,
+        json!({"person": {"first_name": first, "last_name": last, "birth_date": birth,
+                          "address": paris("12 rue de la Paix")}}),
+    )
+}
+
 fn changes<'a>(out: &'a [Value], kind: &str) -> Vec<&'a Value> {
     on_topic(out, "identity.changes")
         .into_iter()
@@ -43,11 +53,12 @@ fn changes<'a>(out: &'a [Value], kind: &str) -> Vec<&'a Value> {
 fn a_typed_variant_links_with_the_weight_of_every_field() {
     let mut e = probabilistic();
     let lines = vec![
-        person_event(
+        resident(
             "a",
             "2026-11-20T10:00:00Z",
-            json!({"person": {"first_name": "Sophie", "last_name": "Dupont", "birth_date": "1985-04-12",
-                              "address": paris("12 rue de la Paix")}}),
+            "Sophie",
+            "Dupont",
+            "1985-04-12",
         ),
         event(
             "web-0",
@@ -95,19 +106,15 @@ fn a_typed_variant_links_with_the_weight_of_every_field() {
 fn a_household_is_kept_apart_and_a_common_name_alone_is_not_enough() {
     let mut e = probabilistic();
     let lines = vec![
-        person_event(
+        resident(
             "a",
             "2026-11-20T10:00:00Z",
-            json!({"person": {"first_name": "Sophie", "last_name": "Dupont", "birth_date": "1985-04-12",
-                              "address": paris("12 rue de la Paix")}}),
+            "Sophie",
+            "Dupont",
+            "1985-04-12",
         ),
         // Her husband: same address and last name, another first name and birth date.
-        person_event(
-            "b",
-            "2026-11-20T11:00:00Z",
-            json!({"person": {"first_name": "Jean", "last_name": "Dupont", "birth_date": "1983-02-03",
-                              "address": paris("12 rue de la Paix")}}),
-        ),
+        resident("b", "2026-11-20T11:00:00Z", "Jean", "Dupont", "1983-02-03"),
         // Her name, nothing else: many people share it.
         event(
             "c",
@@ -349,23 +356,26 @@ fn a_fuzzy_link_to_another_unique_identifier_is_refused_and_recorded() {
 /// typo), then her sister-in-law at her address (another first name and birth date).
 fn one_contradiction_then_two() -> Vec<String> {
     vec![
-        person_event(
+        resident(
             "a",
             "2026-11-20T10:00:00Z",
-            json!({"person": {"first_name": "Sophie", "last_name": "Dupont", "birth_date": "1985-04-12",
-                              "address": paris("12 rue de la Paix")}}),
+            "Sophie",
+            "Dupont",
+            "1985-04-12",
         ),
-        person_event(
+        resident(
             "b",
             "2026-11-20T11:00:00Z",
-            json!({"person": {"first_name": "Sophie", "last_name": "Dupont", "birth_date": "1958-10-21",
-                              "address": paris("12 rue de la Paix")}}),
+            "Sophie",
+            "Dupont",
+            "1958-10-21",
         ),
-        person_event(
+        resident(
             "c",
             "2026-11-20T12:00:00Z",
-            json!({"person": {"first_name": "Claire", "last_name": "Dupont", "birth_date": "1990-07-30",
-                              "address": paris("12 rue de la Paix")}}),
+            "Claire",
+            "Dupont",
+            "1990-07-30",
         ),
     ]
 }
