@@ -3,6 +3,7 @@
 //! records produced and read back.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,15 @@ impl Running {
     ) {
         let started = Instant::now();
         while !done(&self.stats) {
-            assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+            assert!(
+                started.elapsed() < limit,
+                "{what}: not within {limit:?} (consumed {}, delivery retries {}, rebalances {}, \
+                 dropped batches {})",
+                self.stats.consumed.load(Ordering::Relaxed),
+                self.stats.delivery_retries.load(Ordering::Relaxed),
+                self.stats.rebalances.load(Ordering::Relaxed),
+                self.stats.dropped_batches.load(Ordering::Relaxed),
+            );
             if self.task.is_finished() {
                 panic!("runtime stopped early: {:?}", (&mut self.task).await);
             }
