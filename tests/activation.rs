@@ -159,6 +159,11 @@ fn an_idle_stream_fires_by_the_wall_clock() {
     let fired = values(&out, "triggers.cart_abandoned");
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0]["at"], "2026-11-20T11:05:00Z");
+    // The cart is no longer open: the golden record says so at once, not at the
+    // customer's next event.
+    let golden = values(&out, "profiles.merged");
+    assert_eq!(golden.len(), 1, "{out:#?}");
+    assert_eq!(golden[0]["open_carts"], 0);
 }
 
 #[test]

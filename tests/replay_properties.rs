@@ -6,7 +6,8 @@ mod common;
 use proptest::prelude::*;
 use serde_json::Value;
 use unicus::engine::config::EngineConfig;
-use unicus::engine::Engine;
+use unicus::engine::{Engine, Record};
+use unicus::model::output::OutputRecord;
 use unicus::replay;
 use unicus::sim::generate::{GenerateOptions, Generator};
 use unicus::store::Store;
@@ -110,6 +111,59 @@ proptest! {
         prop_assert_eq!(parts_latest, all_latest);
         prop_assert_eq!(split.golden_records().unwrap(), whole.golden_records().unwrap());
         prop_assert_eq!(split.customer_count().unwrap(), whole.customer_count().unwrap());
+    }
+
+    /// Golden records left to the end of the batch (`handle_batched`) are those built
+    /// at each change and coalesced after (`handle`, then `absorb`): line for line. And
+    /// coalesced or not, a consumer of the compacted topic ends with the same records.
+    #[test]
+    fn golden_records_built_at_the_end_of_a_batch_are_those_built_at_each_change(
+        seed in any::<u64>(),
+        customers in 3usize..40,
+        events in 10usize..400,
+        batch in 1usize..60,
+    ) {
+        let lines = stream(seed, customers, events);
+        let coalesced = |deferred: bool| {
+            let mut engine = common::engine();
+            let mut cache = engine.profile_cache();
+            let mut out = Vec::new();
+            let mut write = |records: &[OutputRecord]| {
+                for r in records {
+                    r.write_replay_line(&mut out).unwrap();
+                    out.push(b'\n');
+                }
+            };
+            for (i, line) in lines.iter().enumerate() {
+                let record = Record::new(line.as_bytes(), "p", i as i64, common::NOW);
+                let input = engine.parse_line(line.as_bytes());
+                let outputs = if deferred {
+                    engine.handle_batched(&record, input, &mut cache, ()).unwrap()
+                } else {
+                    let mut outputs = engine.handle(&record, input).unwrap();
+                    cache.absorb(&mut outputs, ());
+                    outputs
+                };
+                write(&outputs);
+                if engine.pending() >= batch {
+                    let held: Vec<_> = engine.end_batch(&mut cache).unwrap().into_iter().map(|(r, ())| r).collect();
+                    write(&held);
+                    engine.commit().unwrap();
+                }
+            }
+            let held: Vec<_> = engine.end_batch(&mut cache).unwrap().into_iter().map(|(r, ())| r).collect();
+            write(&held);
+            String::from_utf8(out).unwrap()
+        };
+        let deferred = coalesced(true);
+        let immediate = coalesced(false);
+        prop_assert_eq!(&deferred, &immediate);
+
+        let config = EngineConfig { coalesce_profiles: false, ..EngineConfig::default() };
+        let mut each = Engine::new(config, Store::temporary().unwrap()).unwrap();
+        let each = outputs(&mut each, &lines);
+        let deferred: Vec<String> = deferred.lines().map(String::from).collect();
+        prop_assert_eq!(compacted(&deferred).1, compacted(&each).1);
     }
 
     #[test]

@@ -4,10 +4,18 @@
 //! per change. Every other topic keeps one record per decision, in order.
 //!
 //! A driver (the Kafka runtime, `replay`, the benchmarks) makes one [`ProfileCache`] per
-//! batch with [`Engine::profile_cache`], passes each input's outputs through
-//! [`ProfileCache::absorb`], and writes what [`Engine::end_batch`] returns before the
-//! batch is committed. With `[engine] coalesce_profiles = false` nothing is held: every
-//! change publishes its golden record at once.
+//! batch with [`Engine::profile_cache`], hands each input to [`Engine::handle_batched`]
+//! (or passes outputs made otherwise through [`ProfileCache::absorb`]), and writes what
+//! [`Engine::end_batch`] returns before the batch is committed. With
+//! `[engine] coalesce_profiles = false` nothing is held: every change publishes its
+//! golden record at once.
+//!
+//! Inside `handle_batched` a golden record is not built when a customer changes, only
+//! noted ([`Payload::Deferred`], with the clock it would have been built at); `end_batch`
+//! builds each one once, from the customer's state at the end of the batch. Every
+//! change of a profile publishes it again, so that state is the one the latest change
+//! left, and the record is the one an immediate build would have given (the replay
+//! outputs are byte for byte those of building every record at once).
 //!
 //! Per key the order is kept (a tombstone after a golden record leaves the tombstone
 //! alone: what an erasure deletes is never published), and what a consumer of the
@@ -15,8 +23,9 @@
 
 use std::collections::HashMap;
 
-use super::Engine;
-use crate::model::output::{OutputRecord, Topic};
+use super::{Engine, EngineError, Input, Record};
+use crate::engine::input::touchpoint::Rejection;
+use crate::model::output::{OutputRecord, Payload, Topic};
 
 /// The `profiles.merged` records of one batch, the latest per customer, each with a tag
 /// `T` of the input that decided it (the runtime keeps its broker timestamp).
@@ -91,10 +100,32 @@ impl Engine {
         ProfileCache::new(self.config.coalesce_profiles)
     }
 
-    /// Ends a batch: its golden records, the latest per customer, and counts those that
-    /// were replaced (they are not published: `profiles_coalesced`, and no longer in
-    /// `outputs`). The cache is empty afterwards, ready for the next batch.
-    pub fn end_batch<T>(&mut self, cache: &mut ProfileCache<T>) -> Vec<(OutputRecord, T)> {
+    /// [`Engine::handle`] inside a batch whose golden records `cache` coalesces: they
+    /// are built at [`Engine::end_batch`], once per customer, not at each change. The
+    /// outputs returned are those the cache does not hold.
+    pub fn handle_batched<T: Clone>(
+        &mut self,
+        record: &Record,
+        input: Result<Input, Rejection>,
+        cache: &mut ProfileCache<T>,
+        tag: T,
+    ) -> Result<Vec<OutputRecord>, EngineError> {
+        self.profiler.defer_golden_records(cache.enabled);
+        let handled = self.handle(record, input);
+        self.profiler.defer_golden_records(false);
+        let mut out = handled?;
+        cache.absorb(&mut out, tag);
+        Ok(out)
+    }
+
+    /// Ends a batch: its golden records, the latest per customer (built now for those
+    /// left to the end), and counts those that were replaced (they are not published:
+    /// `profiles_coalesced`, and no longer in `outputs`). The cache is empty afterwards,
+    /// ready for the next batch.
+    pub fn end_batch<T>(
+        &mut self,
+        cache: &mut ProfileCache<T>,
+    ) -> Result<Vec<(OutputRecord, T)>, EngineError> {
         let replaced = std::mem::take(&mut cache.replaced);
         if replaced > 0 {
             self.stats.profiles_coalesced += replaced;
@@ -103,7 +134,34 @@ impl Engine {
             }
         }
         cache.at.clear();
-        std::mem::take(&mut cache.held)
+        let mut held = std::mem::take(&mut cache.held);
+        let mut gone = 0;
+        for (record, _) in &mut held {
+            let Payload::Deferred(clock) = record.payload else {
+                continue;
+            };
+            let customer_id = record.key.as_deref().unwrap_or_default();
+            match self
+                .profiler
+                .deferred_golden_record(&self.store, customer_id, clock)?
+            {
+                Some(value) => {
+                    record.payload = Payload::Json(value);
+                    self.pseudonymise(record)?;
+                }
+                None => gone += 1,
+            }
+        }
+        if gone > 0 {
+            // A profile goes with a tombstone, which replaces its record in the cache:
+            // a deferred record without a profile is a bug, never published as one.
+            debug_assert_eq!(gone, 0, "golden records deferred for vanished profiles");
+            held.retain(|(r, _)| !matches!(r.payload, Payload::Deferred(_)));
+            if let Some(n) = self.stats.outputs.get_mut(Topic::ProfilesMerged.name()) {
+                *n = n.saturating_sub(gone);
+            }
+        }
+        Ok(held)
     }
 }
 

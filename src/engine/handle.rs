@@ -364,22 +364,7 @@ impl Engine {
     pub(crate) fn finish(&mut self, out: &mut [OutputRecord]) -> Result<(), EngineError> {
         if !self.config.gdpr.pseudonymised_topics.is_empty() {
             for r in out.iter_mut() {
-                if !self
-                    .config
-                    .gdpr
-                    .pseudonymised_topics
-                    .iter()
-                    .any(|t| t == r.topic.name())
-                {
-                    continue;
-                }
-                if let Payload::Json(v) = &mut r.payload {
-                    if self.pseudonym_key.is_none() {
-                        self.pseudonym_key =
-                            Some(gdpr::hash_key_or_generate(&mut self.store, &self.config)?);
-                    }
-                    gdpr::pseudonymise(v, self.pseudonym_key.as_deref().unwrap_or_default());
-                }
+                self.pseudonymise(r)?;
             }
         }
         let s = &mut self.stats;
@@ -395,6 +380,22 @@ impl Engine {
                     *s.consent_changes.entry(label).or_default() += 1;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Pseudonymises a record of a topic `gdpr.pseudonymised_topics` names.
+    pub(crate) fn pseudonymise(&mut self, r: &mut OutputRecord) -> Result<(), EngineError> {
+        let topics = &self.config.gdpr.pseudonymised_topics;
+        if !topics.iter().any(|t| t == r.topic.name()) {
+            return Ok(());
+        }
+        if let Payload::Json(v) = &mut r.payload {
+            if self.pseudonym_key.is_none() {
+                self.pseudonym_key =
+                    Some(gdpr::hash_key_or_generate(&mut self.store, &self.config)?);
+            }
+            gdpr::pseudonymise(v, self.pseudonym_key.as_deref().unwrap_or_default());
         }
         Ok(())
     }

@@ -55,6 +55,11 @@ pub enum Payload {
     Tombstone,
     /// Bytes passed through untouched (dead letters keep the original record).
     Raw(Vec<u8>),
+    /// The golden record of the record's key as of this clock (ms), not built yet: with
+    /// coalescing on, [`crate::engine::Engine::handle_batched`] leaves it to
+    /// [`crate::engine::Engine::end_batch`], which builds it once per customer from the
+    /// batch's final state. Never written: a writer that meets one refuses it.
+    Deferred(i64),
 }
 
 /// One record to publish.
@@ -114,6 +119,11 @@ impl OutputRecord {
             Payload::Json(v) => ReplayValue::Json(v),
             Payload::Tombstone => ReplayValue::Null,
             Payload::Raw(bytes) => ReplayValue::Text(String::from_utf8_lossy(bytes)),
+            Payload::Deferred(_) => {
+                return Err(serde::ser::Error::custom(
+                    "a golden record written before its batch ended",
+                ))
+            }
         };
         let headers = (!self.headers.is_empty()).then(|| {
             self.headers

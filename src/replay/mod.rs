@@ -171,13 +171,12 @@ pub fn run(
         records += 1;
         let record = Record::new(body, source, line_index, now);
         let input = engine.parse_line(body);
-        let mut produced = engine.handle(&record, input)?;
-        profiles.absorb(&mut produced, ());
+        let produced = engine.handle_batched(&record, input, &mut profiles, ())?;
         for record in &produced {
             write(record, &mut outputs)?;
         }
         if engine.pending() >= batch {
-            for (record, ()) in engine.end_batch(&mut profiles) {
+            for (record, ()) in engine.end_batch(&mut profiles)? {
                 write(&record, &mut outputs)?;
             }
             engine.commit_in_background()?;
@@ -186,7 +185,7 @@ pub fn run(
             }
         }
     }
-    for (record, ()) in engine.end_batch(&mut profiles) {
+    for (record, ()) in engine.end_batch(&mut profiles)? {
         write(&record, &mut outputs)?;
     }
     engine.commit()?;

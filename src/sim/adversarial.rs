@@ -248,7 +248,7 @@ fn record_bytes(o: &OutputRecord) -> u64 {
     let value = match &o.payload {
         Payload::Json(v) => serde_json::to_vec(v).map_or(0, |b| b.len()),
         Payload::Raw(b) => b.len(),
-        Payload::Tombstone => 0,
+        Payload::Tombstone | Payload::Deferred(_) => 0,
     };
     let headers: usize = o.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
     (key + value + headers) as u64
@@ -281,10 +281,9 @@ pub fn measure(
         let record = Record::new(bytes, "adversarial", i as i64, received_at);
         let counted = i >= warm_up;
         let input = engine.parse_line(bytes);
-        let mut outputs = engine.handle(&record, input)?;
-        profiles.absorb(&mut outputs, counted);
+        let outputs = engine.handle_batched(&record, input, &mut profiles, counted)?;
         if engine.pending() >= BATCH {
-            let held = engine.end_batch(&mut profiles);
+            let held = engine.end_batch(&mut profiles)?;
             count_batch(&mut f, held);
             engine.commit()?;
         }
@@ -308,7 +307,7 @@ pub fn measure(
             .max_event_excess
             .max(out.saturating_sub(bytes.len() as u64));
     }
-    let held = engine.end_batch(&mut profiles);
+    let held = engine.end_batch(&mut profiles)?;
     count_batch(&mut f, held);
     engine.commit()?;
     Ok(f)

@@ -47,7 +47,7 @@ use crate::engine::profile::records::{
     PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision, StatedField,
 };
 use crate::engine::Stats;
-use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
+use crate::model::output::{to_json, OutputRecord, Payload, Time, Topic, DAY_MS};
 use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 use crate::store::{keys, Cell, Store, StoreError, Table};
 use activation::{Activity, Timer, TimerKind, Trimmed};
@@ -276,13 +276,35 @@ fn forget(store: &mut Store, customer_id: &str, profile: &CustomerProfile) {
 /// The profile stage. Holds configuration only; all state is in the [`Store`].
 pub struct Profiler {
     config: EngineConfig,
+    /// Golden records are left to the end of the batch ([`Payload::Deferred`]) while
+    /// set: see [`crate::engine::Engine::handle_batched`].
+    defer: std::cell::Cell<bool>,
 }
 
 impl Profiler {
     pub fn new(config: &EngineConfig) -> Self {
         Self {
             config: config.clone(),
+            defer: std::cell::Cell::new(false),
         }
+    }
+
+    /// Leaves golden records to the end of the batch (`true`) or builds them at once.
+    pub(crate) fn defer_golden_records(&self, on: bool) {
+        self.defer.set(on);
+    }
+
+    /// The golden record a [`Payload::Deferred`] stands for: the customer as the store
+    /// holds it now, as of `clock`. `None` if it has no profile any more.
+    pub(crate) fn deferred_golden_record(
+        &self,
+        store: &Store,
+        customer_id: &str,
+        clock: i64,
+    ) -> Result<Option<Value>, StoreError> {
+        Ok(self
+            .load(store, customer_id)?
+            .map(|profile| self.golden_record(customer_id, &profile, clock)))
     }
 
     /// Loads a customer's profile.
@@ -635,6 +657,14 @@ impl Profiler {
         profile: &CustomerProfile,
         clock: i64,
     ) -> OutputRecord {
+        if self.defer.get() {
+            return OutputRecord {
+                topic: Topic::ProfilesMerged,
+                key: Some(customer_id),
+                payload: Payload::Deferred(clock),
+                headers: Vec::new(),
+            };
+        }
         let record = self.golden_record(&customer_id, profile, clock);
         OutputRecord::json(Topic::ProfilesMerged, customer_id, record)
     }
@@ -860,10 +890,13 @@ impl Profiler {
     ) -> bool {
         match TimerKind::decode(kind) {
             Some(TimerKind::Cart(cart_id)) => {
+                // A cart that fires is no longer open: the golden record's `open_carts`
+                // changes with it.
+                let open = open_carts(profile);
                 let record =
                     self.fire_cart(customer_id, profile, &cart_id, at, now, &mut done.counts);
                 done.out.extend(record);
-                false
+                open_carts(profile) != open
             }
             Some(TimerKind::Lifecycle) => true,
             Some(TimerKind::ConsentExpiry(key)) => {

@@ -429,6 +429,15 @@ impl OutputEncoder {
         Ok(match (&record.payload, self.topics.get(&record.topic)) {
             (Payload::Tombstone, _) => None,
             (Payload::Raw(b), _) => Some(b.clone()),
+            (Payload::Deferred(_), _) => {
+                return Err(EncodeError {
+                    topic: record.topic.name(),
+                    source: CodecError::Shape {
+                        path: String::new(),
+                        problem: "a golden record encoded before its batch ended".into(),
+                    },
+                })
+            }
             (Payload::Json(v), None) => Some(serde_json::to_vec(v).map_err(|e| EncodeError {
                 topic: record.topic.name(),
                 source: CodecError::Avro(e.to_string()),

@@ -12,7 +12,7 @@ use super::outbox::Outbox;
 use super::sink::WireRecord;
 use super::source::Due;
 use super::RuntimeError;
-use crate::engine::{Engine, EngineError, Record};
+use crate::engine::{Engine, EngineError, ProfileCache, Record};
 use crate::kafka::avro::registry::OutputEncoder;
 use crate::model::output::OutputRecord;
 use crate::settings::Settings;
@@ -51,8 +51,7 @@ impl Dispatch<'_> {
         let mut profiles = engine.profile_cache::<Option<i64>>();
         for m in batch {
             let ts = m.timestamp().to_millis();
-            let mut outs = self.dispatch(engine, m, received_at)?;
-            profiles.absorb(&mut outs, ts);
+            let outs = self.dispatch(engine, m, received_at, &mut profiles)?;
             for out in &outs {
                 wire.push(self.encode(out, ts)?);
             }
@@ -69,7 +68,7 @@ impl Dispatch<'_> {
         for out in &due_outs {
             wire.push(self.encode(out, None)?);
         }
-        for (out, ts) in engine.end_batch(&mut profiles) {
+        for (out, ts) in engine.end_batch(&mut profiles)? {
             wire.push(self.encode(&out, ts)?);
         }
         if batch.is_empty() && wire.is_empty() {
@@ -95,6 +94,7 @@ impl Dispatch<'_> {
         engine: &mut Engine,
         m: &OwnedMessage,
         received_at: i64,
+        profiles: &mut ProfileCache<Option<i64>>,
     ) -> Result<Vec<OutputRecord>, EngineError> {
         let record = Record {
             bytes: super::decode::payload(m),
@@ -105,7 +105,7 @@ impl Dispatch<'_> {
             received_at,
         };
         let input = self.inputs.input(engine, m);
-        engine.handle(&record, input)
+        engine.handle_batched(&record, input, profiles, record.timestamp)
     }
 
     fn encode(
