@@ -30,7 +30,7 @@ pub mod consent;
 pub mod event;
 pub mod records;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::cmp::Reverse;
 
@@ -208,6 +208,20 @@ struct Applied {
     changed: BTreeSet<String>,
     /// The event-time clock, advanced by each event.
     clock: i64,
+    /// Profiles an event touched, not yet written back: the golden record is built from
+    /// them without decoding them again. Written back before any other command reads
+    /// the store ([`Applied::write_back`]) and at the end.
+    touched: HashMap<String, CustomerProfile>,
+}
+
+impl Applied {
+    /// Writes the touched profiles back to the store.
+    fn write_back(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        for (customer_id, profile) in self.touched.drain() {
+            PROFILES.put(store, &customer_id, &profile)?;
+        }
+        Ok(())
+    }
 }
 
 /// The consent decisions an event states: remembered on its source profile and applied
@@ -376,6 +390,9 @@ impl Profiler {
             ..Applied::default()
         };
         for cmd in commands {
+            if !matches!(cmd, ProfileCommand::Touch { .. }) {
+                done.write_back(store)?;
+            }
             self.apply_command(store, cmd, &mut done)?;
         }
         let Applied {
@@ -383,12 +400,13 @@ impl Profiler {
             counts,
             changed,
             clock,
+            touched,
         } = done;
         if clock != clock_before {
             CLOCK.put(store, &clock)?;
         }
         let mut profiled = Profiled { out, counts };
-        self.publish_changed(store, changed, clock, &mut profiled)?;
+        self.publish_changed(store, changed, touched, clock, &mut profiled)?;
         if clock != clock_before {
             let until = clock.saturating_sub(self.config.activation.grace_ms as i64);
             self.fire_due(store, until, clock, &mut profiled)?;
@@ -490,7 +508,10 @@ impl Profiler {
         done: &mut Applied,
     ) -> Result<(), StoreError> {
         let event = &ProfileEvent::from_facts(facts, &self.config.gdpr, &mut done.counts.minimised);
-        let mut profile = self.load(store, customer_id)?.unwrap_or_default();
+        let mut profile = match done.touched.remove(customer_id) {
+            Some(profile) => profile,
+            None => self.load(store, customer_id)?.unwrap_or_default(),
+        };
         let limits = &self.config.limits;
         let amounts_fit = event.order().is_none_or(|o| {
             bounds::currency_fits(&profile, &o.currency, limits.max_currencies_per_customer)
@@ -524,7 +545,7 @@ impl Profiler {
                 .push(self.purchase_record(customer_id, &profile, event, fx));
             done.counts.purchases += 1;
         }
-        PROFILES.put(store, customer_id, &profile)?;
+        done.touched.insert(customer_id.to_string(), profile);
         done.clock = done.clock.max(event.occurred_at);
         done.changed.insert(customer_id.to_string());
         Ok(())
@@ -620,32 +641,43 @@ impl Profiler {
         Ok(())
     }
 
-    /// Settles every changed customer still there and publishes its golden record.
+    /// Settles every changed customer still there and publishes its golden record;
+    /// writes back the `touched` profiles (changed customers all).
     fn publish_changed(
         &self,
         store: &mut Store,
         changed: BTreeSet<String>,
+        mut touched: HashMap<String, CustomerProfile>,
         clock: i64,
         done: &mut Profiled,
     ) -> Result<(), StoreError> {
         for customer_id in changed {
-            let Some(mut profile) = self.load(store, &customer_id)? else {
-                continue;
+            let (mut profile, unwritten) = match touched.remove(&customer_id) {
+                Some(profile) => (profile, true),
+                None => match self.load(store, &customer_id)? {
+                    Some(profile) => (profile, false),
+                    None => continue,
+                },
             };
-            let dirty = self.settle(
-                store,
-                &customer_id,
-                &mut profile,
-                clock,
-                "event",
-                None,
-                done,
-            )?;
+            let dirty = unwritten
+                | self.settle(
+                    store,
+                    &customer_id,
+                    &mut profile,
+                    clock,
+                    "event",
+                    None,
+                    done,
+                )?;
             if dirty {
                 PROFILES.put(store, &customer_id, &profile)?;
             }
             done.out
                 .push(self.profile_record(customer_id, &profile, clock));
+        }
+        // Every touched customer changed: nothing is left, but nothing may be lost.
+        for (customer_id, profile) in touched {
+            PROFILES.put(store, &customer_id, &profile)?;
         }
         Ok(())
     }
