@@ -60,6 +60,10 @@ pub struct Store {
     in_flight: Option<InFlight>,
     /// Behind a `RefCell` so that reads stay `&self`; the store is used by one thread.
     cache: RefCell<ReadCache>,
+    /// Values decoded lately, shared ([`Store::get_shared`]): records that many events
+    /// read (the source profiles of a common name's block) are decoded once. Always
+    /// the value the overlay or sled holds: a key staged or abandoned is forgotten.
+    decoded: RefCell<DecodedCache>,
     /// The one long-lived thread that applies and flushes batches (started at the first
     /// background commit). One thread, not one per batch: a new thread starts with an
     /// empty allocator heap and pays page faults for every allocation sled makes.
@@ -132,6 +136,48 @@ impl ReadCache {
     }
 }
 
+/// Decoded values in two generations: when the young one is full it becomes the old one
+/// (the previous old one is dropped), and a value found in the old one moves back. The
+/// cache never empties whole, and what is read often stays.
+#[derive(Default)]
+struct DecodedCache {
+    young: HashMap<Vec<u8>, Decoded>,
+    old: HashMap<Vec<u8>, Decoded>,
+}
+
+type Decoded = Arc<dyn std::any::Any + Send + Sync>;
+
+/// Values per generation of the decoded cache.
+const DECODED_GENERATION: usize = 65_536;
+
+impl DecodedCache {
+    fn get(&mut self, key: &[u8]) -> Option<Decoded> {
+        if let Some(v) = self.young.get(key) {
+            return Some(v.clone());
+        }
+        let (key, v) = self.old.remove_entry(key)?;
+        self.insert(key, v.clone());
+        Some(v)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Decoded) {
+        if self.young.len() >= DECODED_GENERATION {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, value);
+    }
+
+    fn forget(&mut self, key: &[u8]) {
+        self.young.remove(key);
+        self.old.remove(key);
+    }
+
+    fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+    }
+}
+
 fn is_ordered(key: &[u8]) -> bool {
     keys::ORDERED.iter().any(|p| key.starts_with(p))
 }
@@ -183,6 +229,7 @@ impl Store {
                 budget: DEFAULT_CACHE_BYTES,
                 ..ReadCache::default()
             }),
+            decoded: RefCell::default(),
         })
     }
 
@@ -228,7 +275,29 @@ impl Store {
             .transpose()
     }
 
+    /// The value under `key`, decoded once and shared by later reads until the key is
+    /// written: for records read far more often than written.
+    pub fn get_shared<T>(&self, key: &[u8]) -> Result<Option<Arc<T>>>
+    where
+        T: DeserializeOwned + Send + Sync + 'static,
+    {
+        if let Some(v) = self.decoded.borrow_mut().get(key) {
+            if let Ok(v) = v.downcast::<T>() {
+                return Ok(Some(v));
+            }
+        }
+        let Some(value) = self.get::<T>(key)? else {
+            return Ok(None);
+        };
+        let value = Arc::new(value);
+        self.decoded
+            .borrow_mut()
+            .insert(key.to_vec(), value.clone());
+        Ok(Some(value))
+    }
+
     fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.decoded.get_mut().forget(&key);
         if is_ordered(&key) {
             self.overlay_ordered.insert(key.clone());
         }
@@ -347,6 +416,10 @@ impl Store {
 
     /// Drops the staged writes: the batch never happened.
     pub fn abandon(&mut self) {
+        let decoded = self.decoded.get_mut();
+        for key in self.overlay.keys() {
+            decoded.forget(key);
+        }
         self.overlay.clear();
         self.overlay_ordered.clear();
     }
@@ -440,8 +513,9 @@ impl Store {
                 Ok(())
             }
             Err(e) => {
-                // What sled holds is unknown now: the cache must not claim otherwise.
+                // What sled holds is unknown now: the caches must not claim otherwise.
                 cache.clear();
+                self.decoded.get_mut().clear();
                 Err(e)
             }
         }
@@ -544,6 +618,45 @@ mod tests {
             Some("v".into())
         );
         assert_eq!(s.scan_prefix(b"r/").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn shared_values_always_agree_with_what_is_staged_or_committed() {
+        let mut s = Store::temporary().unwrap();
+        assert_eq!(s.get_shared::<u32>(b"k").unwrap(), None);
+        s.put(b"k".to_vec(), &1u32).unwrap();
+        assert_eq!(s.get_shared::<u32>(b"k").unwrap().as_deref(), Some(&1));
+        s.commit().unwrap();
+        let first = s.get_shared::<u32>(b"k").unwrap().unwrap();
+        // Decoded once: later reads share it.
+        assert!(Arc::ptr_eq(
+            &first,
+            &s.get_shared::<u32>(b"k").unwrap().unwrap()
+        ));
+        s.put(b"k".to_vec(), &2u32).unwrap();
+        assert_eq!(s.get_shared::<u32>(b"k").unwrap().as_deref(), Some(&2));
+        s.abandon();
+        assert_eq!(s.get_shared::<u32>(b"k").unwrap().as_deref(), Some(&1));
+        s.remove(b"k".to_vec());
+        assert_eq!(s.get_shared::<u32>(b"k").unwrap(), None);
+        s.commit_in_background().unwrap();
+        assert_eq!(s.get_shared::<u32>(b"k").unwrap(), None);
+        s.wait_durable().unwrap();
+        // Past a generation's size, what is read stays and the rest goes.
+        for i in 0..(DECODED_GENERATION as u32 * 2 + 10) {
+            s.put(i.to_be_bytes().to_vec(), &i).unwrap();
+            assert_eq!(
+                s.get_shared::<u32>(&i.to_be_bytes()).unwrap().as_deref(),
+                Some(&i)
+            );
+            assert_eq!(
+                s.get_shared::<u32>(&0u32.to_be_bytes()).unwrap().as_deref(),
+                Some(&0)
+            );
+        }
+        let decoded = s.decoded.borrow();
+        assert!(decoded.young.len() + decoded.old.len() <= 2 * DECODED_GENERATION);
+        assert!(decoded.young.contains_key(&0u32.to_be_bytes()[..]));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -225,6 +226,15 @@ impl<K: TableKey, V: Serialize + DeserializeOwned> Table<K, V> {
 
     pub fn get(&self, store: &Store, key: K::Ref<'_>) -> Result<Option<V>> {
         store.get(&self.key(key))
+    }
+
+    /// [`Table::get`], decoded once and shared until the key is written
+    /// ([`Store::get_shared`]).
+    pub fn get_shared(&self, store: &Store, key: K::Ref<'_>) -> Result<Option<Arc<V>>>
+    where
+        V: Send + Sync + 'static,
+    {
+        store.get_shared(&self.key(key))
     }
 
     pub fn contains(&self, store: &Store, key: K::Ref<'_>) -> Result<bool> {

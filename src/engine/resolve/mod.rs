@@ -34,6 +34,7 @@ pub mod train;
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -547,7 +548,7 @@ struct Resolving<'e> {
     /// Values that may link, with their index entry and whether it changed (step 5).
     entries: Vec<(Ident, ValueEntry, bool)>,
     /// Source profiles read so far.
-    sp_cache: HashMap<u64, SourceProfile>,
+    sp_cache: HashMap<u64, Arc<SourceProfile>>,
     /// How each candidate that joined is linked to the event, and by which values.
     links: HashMap<String, (Link, Vec<Ident>)>,
     /// Identifier types and values that linked candidates (step 7).
@@ -1218,7 +1219,7 @@ impl Resolver {
             .iter()
             .filter(|(id, _, _)| ev.identifiers.contains(id))
             .flat_map(|(_, entry, _)| &entry.source_profiles)
-            .filter_map(|sp| r.sp_cache.get(sp))
+            .filter_map(|sp| r.sp_cache.get(sp).map(|sp| &**sp))
             .filter(|sp| sp.customer == cid && !sp.person.is_empty())
             .collect();
         // Its people that no carrying source profile states are compared without an
@@ -1760,7 +1761,7 @@ impl Resolver {
         survivor: &mut Customer,
         others: Vec<(String, Customer)>,
         links: &HashMap<String, (Link, Vec<Ident>)>,
-        sp_cache: &mut HashMap<u64, SourceProfile>,
+        sp_cache: &mut HashMap<u64, Arc<SourceProfile>>,
         at: i64,
         counts: &mut Stats,
     ) -> Result<MergeOutcome, StoreError> {
@@ -1899,7 +1900,7 @@ impl Resolver {
         view: &MatchView,
         own_sp: Option<u64>,
         group: &[(String, Customer)],
-        sp_cache: &mut HashMap<u64, SourceProfile>,
+        sp_cache: &mut HashMap<u64, Arc<SourceProfile>>,
         counts: &mut Stats,
     ) -> Result<Vec<(String, u64, matching::Verdict)>, StoreError> {
         let mut best: BTreeMap<String, (u64, matching::Verdict)> = BTreeMap::new();
@@ -2074,12 +2075,12 @@ fn event_view<'a>(
 /// A source profile, read from `cache` or else from the store (and kept in `cache`).
 fn cached_source_profile<'c>(
     store: &Store,
-    cache: &'c mut HashMap<u64, SourceProfile>,
+    cache: &'c mut HashMap<u64, Arc<SourceProfile>>,
     id: u64,
 ) -> Result<Option<&'c SourceProfile>, StoreError> {
     Ok(match cache.entry(id) {
         Entry::Occupied(e) => Some(e.into_mut()),
-        Entry::Vacant(e) => match SOURCE_PROFILES.get(store, id)? {
+        Entry::Vacant(e) => match SOURCE_PROFILES.get_shared(store, id)? {
             Some(sp) => Some(e.insert(sp)),
             None => None,
         },
@@ -2091,11 +2092,11 @@ fn move_source_profiles(
     store: &mut Store,
     source_profiles: &[u64],
     to: &str,
-    cache: &mut HashMap<u64, SourceProfile>,
+    cache: &mut HashMap<u64, Arc<SourceProfile>>,
 ) -> Result<(), StoreError> {
     for sp_id in source_profiles {
         let mut sp = match cache.remove(sp_id) {
-            Some(sp) => sp,
+            Some(sp) => Arc::unwrap_or_clone(sp),
             None => match SOURCE_PROFILES.get(store, *sp_id)? {
                 Some(sp) => sp,
                 None => continue,
