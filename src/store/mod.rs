@@ -52,13 +52,13 @@ pub struct Store {
     /// of those tables (timers, time indexes) run per event and must not walk the
     /// whole overlay.
     overlay_ordered: BTreeSet<Vec<u8>>,
-    /// Committed values read or written lately (`None`: known absent), so that hot keys
-    /// skip sled's tree walk. Always equal to what sled holds; cleared when it grows
-    /// past `cache_budget` bytes.
     /// The previous batch while a background thread applies and flushes it: reads see
     /// it until it is durable, so the next batch can be processed meanwhile.
     in_flight: Option<InFlight>,
-    /// Behind a `RefCell` so that reads stay `&self`; the store is used by one thread.
+    /// Committed values read or written lately (`None`: known absent), so that hot keys
+    /// skip sled's tree walk. Always equal to what sled holds; at most its budget of
+    /// bytes ([`ReadCache`]). Behind a `RefCell` so that reads stay `&self`; the store
+    /// is used by one thread.
     cache: RefCell<ReadCache>,
     /// Values decoded lately, shared ([`Store::get_shared`]): records that many events
     /// read (the source profiles of a common name's block) are decoded once. Always
@@ -108,9 +108,14 @@ struct InFlight {
     done: std::sync::mpsc::Receiver<Result<()>>,
 }
 
+/// Committed values in two generations of half the budget each: when the young one is
+/// full it becomes the old one (the previous old one is dropped), and a value found in
+/// the old one moves back. Never emptied whole: what is read often stays.
 #[derive(Default)]
 struct ReadCache {
     entries: HashMap<Vec<u8>, Option<sled::IVec>>,
+    old: HashMap<Vec<u8>, Option<sled::IVec>>,
+    /// Bytes of `entries` (the young generation).
     bytes: usize,
     budget: usize,
 }
@@ -118,20 +123,33 @@ struct ReadCache {
 impl ReadCache {
     fn clear(&mut self) {
         self.entries.clear();
+        self.old.clear();
         self.bytes = 0;
     }
 
-    fn remember(&mut self, key: &[u8], value: Option<sled::IVec>) {
+    fn get(&mut self, key: &[u8]) -> Option<Option<sled::IVec>> {
+        if let Some(v) = self.entries.get(key) {
+            return Some(v.clone());
+        }
+        let (key, v) = self.old.remove_entry(key)?;
+        self.remember(key, v.clone());
+        Some(v)
+    }
+
+    fn remember(&mut self, key: impl AsRef<[u8]> + Into<Vec<u8>>, value: Option<sled::IVec>) {
         if self.budget == 0 {
             return;
         }
-        let size = key.len() + value.as_ref().map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
-        if self.bytes + size > self.budget {
-            self.clear();
+        let key_len = key.as_ref().len();
+        self.old.remove(key.as_ref());
+        let size = key_len + value.as_ref().map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
+        if self.bytes + size > self.budget / 2 {
+            self.old = std::mem::take(&mut self.entries);
+            self.bytes = 0;
         }
         self.bytes += size;
-        if let Some(old) = self.entries.insert(key.to_vec(), value) {
-            self.bytes -= key.len() + old.map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
+        if let Some(old) = self.entries.insert(key.into(), value) {
+            self.bytes -= key_len + old.map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
         }
     }
 }
@@ -242,8 +260,8 @@ impl Store {
 
     /// Reads a committed value through the cache.
     fn committed(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
-        if let Some(v) = self.cache.borrow().entries.get(key) {
-            return Ok(v.clone());
+        if let Some(v) = self.cache.borrow_mut().get(key) {
+            return Ok(v);
         }
         let v = self.tree.get(key)?;
         self.cache.borrow_mut().remember(key, v.clone());
@@ -508,7 +526,7 @@ impl Store {
             Ok(()) => {
                 let staged = Arc::try_unwrap(f.staged).unwrap_or_else(|shared| (*shared).clone());
                 for (k, v) in staged {
-                    cache.remember(&k, v);
+                    cache.remember(k, v);
                 }
                 Ok(())
             }
@@ -657,6 +675,30 @@ mod tests {
         let decoded = s.decoded.borrow();
         assert!(decoded.young.len() + decoded.old.len() <= 2 * DECODED_GENERATION);
         assert!(decoded.young.contains_key(&0u32.to_be_bytes()[..]));
+    }
+
+    #[test]
+    fn the_read_cache_keeps_what_is_read_often_within_its_budget() {
+        let mut s = Store::temporary().unwrap();
+        s.set_cache_budget(4_000);
+        s.put(b"hot".to_vec(), &0u32).unwrap();
+        for i in 0..500u32 {
+            s.put(format!("k{i}").into_bytes(), &i).unwrap();
+        }
+        s.commit().unwrap();
+        for i in 0..500u32 {
+            assert_eq!(s.get::<u32>(format!("k{i}").as_bytes()).unwrap(), Some(i));
+            assert_eq!(s.get::<u32>(b"hot").unwrap(), Some(0));
+            let cache = s.cache.borrow();
+            assert!(cache.entries.contains_key(&b"hot"[..]), "read {i}");
+            let held: usize = cache
+                .entries
+                .iter()
+                .chain(&cache.old)
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD)
+                .sum();
+            assert!(held <= 4_000, "{held} bytes held");
+        }
     }
 
     #[test]
