@@ -8,7 +8,7 @@ use crate::engine::handoff::ProfileCommand;
 use crate::engine::input::command::{self, Command, CommandKind};
 use crate::engine::input::request::{Request, Subject};
 use crate::engine::input::touchpoint::{Rejection, Touchpoint};
-use crate::engine::input::{Input, InputKind, Record};
+use crate::engine::input::{Input, InputKind, InputParser, Record};
 use crate::engine::resolve::{Method, Resolution};
 use crate::engine::{Engine, EngineError, Stats};
 use crate::model::output::{rfc3339, to_json, OutputRecord, Payload, Topic};
@@ -69,6 +69,11 @@ impl Engine {
         doc: Result<serde_json::Map<String, Value>, Rejection>,
     ) -> Result<Input, Rejection> {
         doc.and_then(|d| self.inputs.parse_document(kind, d))
+    }
+
+    /// A parser of the engine's inputs, for a thread that parses beside it.
+    pub fn input_parser(&self) -> InputParser {
+        InputParser::new(&self.config)
     }
 
     /// Parses a line of a replay file, whose kind its fields tell (contract §3).

@@ -18,9 +18,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::engine::config::EngineConfig;
 use crate::engine::input::touchpoint::Parser;
+use crate::engine::input::touchpoint::Rejection;
+use crate::engine::input::InputParser;
 use crate::engine::resolve::train::TrainRecord;
 use crate::engine::resolve::Resolver;
-use crate::engine::{Engine, EngineError, Record, Stats};
+use crate::engine::{Engine, EngineError, Input, Record, Stats};
 use crate::model::output::OutputRecord;
 use crate::store::Store;
 
@@ -99,8 +101,8 @@ pub fn replay(config: EngineConfig, opts: &ReplayOptions) -> Result<ReplaySummar
         path: opts.output.clone(),
         source,
     };
-    let out: Box<dyn Write> = if opts.output.as_os_str() == "-" {
-        Box::new(io::stdout().lock())
+    let out: Box<dyn Write + Send> = if opts.output.as_os_str() == "-" {
+        Box::new(io::stdout())
     } else {
         Box::new(File::create(&opts.output).map_err(output_err)?)
     };
@@ -122,41 +124,100 @@ pub fn replay(config: EngineConfig, opts: &ReplayOptions) -> Result<ReplaySummar
     Ok(summary)
 }
 
+/// Lines parsed together and handed to the engine at once.
+const CHUNK: usize = 256;
+/// Chunks in flight between the threads: bounds memory when one side is slower.
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// A line of the input, parsed beside the engine.
+struct Parsed {
+    line_index: i64,
+    bytes: Vec<u8>,
+    input: Result<Input, Rejection>,
+}
+
 /// Drives `engine` over JSON lines from `reader`, each read at `now` (ms), writing
 /// output lines to `out`.
+///
+/// Three threads: one reads and parses lines, one (the caller's) runs the engine, one
+/// writes the outputs. The engine sees the records in file order and the outputs are
+/// written in the order it gives them; chunks between the threads are bounded.
 pub fn run(
     engine: &mut Engine,
-    mut reader: impl BufRead,
+    reader: impl BufRead + Send,
     source: &str,
     now: i64,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
     batch: usize,
     progress: Option<&ProgressBar>,
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
     let batch = batch.max(1);
+    let parser = engine.input_parser();
+    let (parsed_tx, parsed_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(CHUNKS_IN_FLIGHT);
+    let (out_tx, out_rx) = std::sync::mpsc::sync_channel::<Vec<OutputRecord>>(CHUNKS_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let reading = std::thread::Builder::new()
+            .name("unicus-replay-read".into())
+            .spawn_scoped(scope, move || {
+                read_lines(reader, source, &parser, &parsed_tx, progress)
+            })
+            .map_err(|error| ReplayError::Input {
+                path: PathBuf::from(source),
+                source: error,
+            })?;
+        let writing = std::thread::Builder::new()
+            .name("unicus-replay-write".into())
+            .spawn_scoped(scope, move || write_lines(out, &out_rx))
+            .map_err(|source| ReplayError::Output {
+                path: PathBuf::from("output"),
+                source,
+            })?;
+        let driven = drive(engine, parsed_rx, &out_tx, source, now, batch, progress);
+        drop(out_tx);
+        let written = writing.join().expect("the replay writer does not panic");
+        let read = reading.join().expect("the replay reader does not panic");
+        // The engine stops at its own error or when the writer is gone (the writer's
+        // error says why); a reader that fails ends the input early (its error says so).
+        let records = match driven {
+            Err(gone @ ReplayError::Output { .. }) => {
+                written?;
+                return Err(gone);
+            }
+            other => other?,
+        };
+        read?;
+        let outputs = written?;
+        Ok(ReplaySummary {
+            records,
+            outputs,
+            stats: engine.stats().clone(),
+            customers: engine.customer_count()?,
+            elapsed: started.elapsed(),
+        })
+    })
+}
+
+/// The reader: lines parsed in chunks, in order, until the end of the input, an error,
+/// or the engine gone.
+fn read_lines(
+    mut reader: impl BufRead,
+    source: &str,
+    parser: &InputParser,
+    parsed: &std::sync::mpsc::SyncSender<Vec<Parsed>>,
+    progress: Option<&ProgressBar>,
+) -> Result<(), ReplayError> {
     let mut line = Vec::with_capacity(4096);
     let mut line_index: i64 = -1;
-    let (mut records, mut outputs) = (0u64, 0u64);
-    let input_err = |error| ReplayError::Input {
-        path: PathBuf::from(source),
-        source: error,
-    };
-    let mut write = |record: &OutputRecord, outputs: &mut u64| {
-        *outputs += 1;
-        record
-            .write_replay_line(&mut *out)
-            .map_err(io::Error::from)
-            .and_then(|_| out.write_all(b"\n"))
-            .map_err(|error| ReplayError::Output {
-                path: PathBuf::from("output"),
-                source: error,
-            })
-    };
-    let mut profiles = engine.profile_cache();
+    let mut chunk = Vec::with_capacity(CHUNK);
     loop {
         line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(input_err)?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|error| ReplayError::Input {
+                path: PathBuf::from(source),
+                source: error,
+            })?;
         if n == 0 {
             break;
         }
@@ -168,34 +229,99 @@ pub fn run(
         if body.is_empty() {
             continue;
         }
-        records += 1;
-        let record = Record::new(body, source, line_index, now);
-        let input = engine.parse_line(body);
-        let produced = engine.handle_batched(&record, input, &mut profiles, ())?;
-        for record in &produced {
-            write(record, &mut outputs)?;
-        }
-        if engine.pending() >= batch {
-            for (record, ()) in engine.end_batch(&mut profiles)? {
-                write(&record, &mut outputs)?;
-            }
-            engine.commit_in_background()?;
-            if let Some(bar) = progress {
-                bar.set_message(format!("{records} events"));
-            }
+        chunk.push(Parsed {
+            line_index,
+            bytes: body.to_vec(),
+            input: parser.parse_line(body),
+        });
+        if chunk.len() == CHUNK
+            && parsed
+                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .is_err()
+        {
+            return Ok(()); // the engine stopped: its error says why
         }
     }
-    for (record, ()) in engine.end_batch(&mut profiles)? {
-        write(&record, &mut outputs)?;
+    if !chunk.is_empty() {
+        let _ = parsed.send(chunk);
     }
+    Ok(())
+}
+
+/// The engine's side: every parsed line handled in order, the store committed every
+/// `batch` events and at the end. Returns the records handled.
+fn drive(
+    engine: &mut Engine,
+    parsed: std::sync::mpsc::Receiver<Vec<Parsed>>,
+    outputs: &std::sync::mpsc::SyncSender<Vec<OutputRecord>>,
+    source: &str,
+    now: i64,
+    batch: usize,
+    progress: Option<&ProgressBar>,
+) -> Result<u64, ReplayError> {
+    let writer_gone = || ReplayError::Output {
+        path: PathBuf::from("output"),
+        source: io::Error::new(io::ErrorKind::BrokenPipe, "the output writer stopped"),
+    };
+    let mut records = 0u64;
+    let mut profiles = engine.profile_cache();
+    for chunk in parsed {
+        let mut produced = Vec::with_capacity(chunk.len() * 3);
+        for Parsed {
+            line_index,
+            bytes,
+            input,
+        } in chunk
+        {
+            records += 1;
+            let record = Record::new(&bytes, source, line_index, now);
+            produced.extend(engine.handle_batched(&record, input, &mut profiles, ())?);
+            if engine.pending() >= batch {
+                produced.extend(
+                    engine
+                        .end_batch(&mut profiles)?
+                        .into_iter()
+                        .map(|(r, ())| r),
+                );
+                engine.commit_in_background()?;
+                if let Some(bar) = progress {
+                    bar.set_message(format!("{records} events"));
+                }
+            }
+        }
+        outputs.send(produced).map_err(|_| writer_gone())?;
+    }
+    let held: Vec<OutputRecord> = engine
+        .end_batch(&mut profiles)?
+        .into_iter()
+        .map(|(r, ())| r)
+        .collect();
+    outputs.send(held).map_err(|_| writer_gone())?;
     engine.commit()?;
-    Ok(ReplaySummary {
-        records,
-        outputs,
-        stats: engine.stats().clone(),
-        customers: engine.customer_count()?,
-        elapsed: started.elapsed(),
-    })
+    Ok(records)
+}
+
+/// The writer: every output record as one line, in the order received. Returns how
+/// many were written.
+fn write_lines(
+    out: &mut impl Write,
+    outputs: &std::sync::mpsc::Receiver<Vec<OutputRecord>>,
+) -> Result<u64, ReplayError> {
+    let mut written = 0u64;
+    for chunk in outputs {
+        for record in &chunk {
+            written += 1;
+            record
+                .write_replay_line(&mut *out)
+                .map_err(io::Error::from)
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(|source| ReplayError::Output {
+                    path: PathBuf::from("output"),
+                    source,
+                })?;
+        }
+    }
+    Ok(written)
 }
 
 /// The training records of an event file (for `train-matching` and the FEBRL bench):
@@ -258,4 +384,137 @@ pub fn describe(summary: &ReplaySummary) -> String {
     let outs: Vec<String> = s.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
     text += &format!("{} output records: {}\n", summary.outputs, outs.join(", "));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(n: usize) -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"event_id":"e{i}","channel":"web","type":"login","occurred_at":"2026-11-20T10:00:00Z","identifiers":{{"email":"p{i}@example.fr"}}}}"#
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn engine() -> Engine {
+        open_engine(EngineConfig::default(), None).unwrap()
+    }
+
+    const NOW: i64 = 1_800_000_000_000;
+
+    /// Fails every write after `left` bytes.
+    struct Full {
+        left: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.left < buf.len() {
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"));
+            }
+            self.left -= buf.len();
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Fails every read after `left` bytes of `inner`.
+    struct Broken<'a> {
+        inner: &'a [u8],
+        left: usize,
+    }
+
+    impl io::Read for Broken<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::other("device gone"));
+            }
+            let n = buf.len().min(self.left).min(self.inner.len());
+            buf[..n].copy_from_slice(&self.inner[..n]);
+            self.inner = &self.inner[n..];
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn outputs_come_in_input_order_across_chunks_and_batches() {
+        let input = lines(3 * CHUNK + 7);
+        let mut out = Vec::new();
+        let summary = run(
+            &mut engine(),
+            input.as_bytes(),
+            "t",
+            NOW,
+            &mut out,
+            100,
+            None,
+        )
+        .unwrap();
+        assert_eq!(summary.records, 3 * CHUNK as u64 + 7);
+        let resolved: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["topic"] == "touchpoints.resolved")
+            .map(|v| v["value"]["event_id"].as_str().unwrap().to_string())
+            .collect();
+        let expected: Vec<String> = (0..3 * CHUNK + 7).map(|i| format!("e{i}")).collect();
+        assert_eq!(resolved, expected);
+    }
+
+    #[test]
+    fn a_failing_output_is_the_error_and_nothing_hangs() {
+        let input = lines(4 * CHUNK);
+        let mut full = Full { left: 10_000 };
+        let err = run(
+            &mut engine(),
+            input.as_bytes(),
+            "t",
+            NOW,
+            &mut full,
+            100,
+            None,
+        )
+        .err()
+        .expect("the output fails");
+        match err {
+            ReplayError::Output { source, .. } => {
+                assert_eq!(source.kind(), io::ErrorKind::StorageFull, "{source}")
+            }
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn a_failing_input_is_the_error() {
+        let input = lines(4 * CHUNK);
+        let reader = io::BufReader::new(Broken {
+            inner: input.as_bytes(),
+            left: input.len() / 2,
+        });
+        let err = run(
+            &mut engine(),
+            reader,
+            "in.jsonl",
+            NOW,
+            &mut io::sink(),
+            100,
+            None,
+        )
+        .err()
+        .expect("the input fails");
+        assert!(
+            matches!(&err, ReplayError::Input { path, .. } if path == Path::new("in.jsonl")),
+            "{err}"
+        );
+    }
 }
