@@ -484,8 +484,7 @@ mod tests {
             100,
             None,
         )
-        .err()
-        .expect("the output fails");
+        .expect_err("the output fails");
         match err {
             ReplayError::Output { source, .. } => {
                 assert_eq!(source.kind(), io::ErrorKind::StorageFull, "{source}")
@@ -510,8 +509,7 @@ mod tests {
             100,
             None,
         )
-        .err()
-        .expect("the input fails");
+        .expect_err("the input fails");
         assert!(
             matches!(&err, ReplayError::Input { path, .. } if path == Path::new("in.jsonl")),
             "{err}"
