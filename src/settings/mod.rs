@@ -136,7 +136,7 @@ impl Default for RuntimeSettings {
         Self {
             store_dir: PathBuf::from("unicus-store"),
             batch_max_events: 5_000,
-            batch_max_wait_ms: 100,
+            batch_max_wait_ms: 20,
             retry_backoff_ms: 1_000,
             shutdown_timeout_ms: 10_000,
             stall_timeout_ms: 30_000,

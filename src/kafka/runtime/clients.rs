@@ -98,6 +98,11 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
     if !settings.kafka.properties.contains_key("auto.offset.reset") {
         c.set("auto.offset.reset", "earliest");
     }
+    // A fetch answers within 10 ms when there is nothing to read: librdkafka's 500 held
+    // a quiet stream's records that long on the in-process cluster (README, "Benchmarks").
+    if !settings.kafka.properties.contains_key("fetch.wait.max.ms") {
+        c.set("fetch.wait.max.ms", "10");
+    }
     // Re-asserted: offsets are committed by unicus only, after the effects are durable;
     // eager assignment so that a rebalance resets every partition to its commit.
     c.set("group.id", &settings.kafka.group_id)
