@@ -1947,9 +1947,7 @@ impl Resolver {
         let mut seen: HashSet<u64> = HashSet::new();
         let mut order: Vec<u64> = Vec::new();
         for k in self.matcher.blocking_keys(view) {
-            // A common name's block is read by every event that names it, and written
-            // only when a source profile joins it: decoded once, shared.
-            let Some(block) = BLOCKING_KEYS.get_shared(store, block_id(&k))? else {
+            let Some(block) = BLOCKING_KEYS.get(store, block_id(&k))? else {
                 continue;
             };
             if block.generic {
