@@ -18,6 +18,7 @@
 //! [`engine::Engine`]. [`sim`] is used by the binary and the tests, never by the engine.
 pub mod cli;
 pub mod engine;
+pub mod generations;
 pub mod kafka;
 pub mod model;
 pub mod replay;

@@ -47,7 +47,7 @@
 //!   Britain (`SW1A 1AA`). Netherlands is compact too: `1234AB`. A leading
 //!   country prefix (`F-75002`, `L-1234`) is removed.
 
-use std::collections::HashMap;
+use crate::generations::Generations;
 use std::fmt::Write as _;
 
 use unicode_normalization::char::{decompose_compatible, is_combining_mark};
@@ -342,45 +342,12 @@ thread_local! {
     /// Phone numbers already parsed on this thread, by default region and cleaned text:
     /// parsing against the metadata is most of the cost of a phone, and the same numbers
     /// come back event after event.
-    static PHONES: std::cell::RefCell<Memo<Result<String, Unusable>>> =
-        std::cell::RefCell::new(Memo::new(PHONE_MEMO_ENTRIES));
+    static PHONES: std::cell::RefCell<Generations<String, Result<String, Unusable>>> =
+        std::cell::RefCell::new(Generations::with_entries(PHONE_MEMO_ENTRIES));
 }
 
 /// Entries of each of the two generations of [`PHONES`].
 const PHONE_MEMO_ENTRIES: usize = 16_384;
-
-/// A bounded memo in two generations: a lookup that hits the older one moves the entry
-/// to the newer; when the newer is full it becomes the older and the oldest is dropped.
-/// What is used keeps being found; at most twice `entries` are held, and it is never
-/// emptied whole.
-struct Memo<V> {
-    entries: usize,
-    new: HashMap<String, V>,
-    old: HashMap<String, V>,
-}
-
-impl<V: Clone> Memo<V> {
-    fn new(entries: usize) -> Self {
-        Self {
-            entries,
-            new: HashMap::new(),
-            old: HashMap::new(),
-        }
-    }
-
-    /// The value of `key`, made by `make` when neither generation has it.
-    fn get_or_insert_with(&mut self, key: String, make: impl FnOnce() -> V) -> V {
-        if let Some(v) = self.new.get(&key) {
-            return v.clone();
-        }
-        let v = self.old.remove(&key).unwrap_or_else(make);
-        if self.new.len() >= self.entries {
-            self.old = std::mem::take(&mut self.new);
-        }
-        self.new.insert(key, v.clone());
-        v
-    }
-}
 
 /// [`phone`] past the cleaning: `cleaned` is digits with perhaps a leading `+`.
 fn parse_phone(cleaned: &str, default_region: &str) -> Result<String, Unusable> {
@@ -1173,9 +1140,9 @@ pub fn postal_code(raw: &str, country: Option<&str>) -> Result<String, Unusable>
 mod tests {
     #[test]
     fn the_phone_memo_is_bounded_keeps_what_is_used_and_answers_as_parsing_does() {
-        let mut memo = super::Memo::new(2);
+        let mut memo = super::Generations::with_entries(2);
         let mut made = 0;
-        let mut get = |memo: &mut super::Memo<u32>, k: &str| {
+        let mut get = |memo: &mut super::Generations<String, u32>, k: &str| {
             memo.get_or_insert_with(k.to_string(), || {
                 made += 1;
                 k.len() as u32
@@ -1186,7 +1153,7 @@ mod tests {
         }
         // "a" was asked for all along: made once; each other key once.
         assert_eq!(made, 5);
-        assert!(memo.new.len() <= 2 && memo.old.len() <= 2);
+        assert!(memo.held() <= 4);
         // Through the memo or not, the same answers, errors included.
         for raw in [
             "06 12 34 56 78",

@@ -25,6 +25,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::generations::Generations;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store i/o failed: {0}")]
@@ -108,93 +110,23 @@ struct InFlight {
     done: std::sync::mpsc::Receiver<Result<()>>,
 }
 
-/// Committed values in two generations of half the budget each: when the young one is
-/// full it becomes the old one (the previous old one is dropped), and a value found in
-/// the old one moves back. Never emptied whole: what is read often stays.
-#[derive(Default)]
-struct ReadCache {
-    entries: HashMap<Vec<u8>, Option<sled::IVec>>,
-    old: HashMap<Vec<u8>, Option<sled::IVec>>,
-    /// Bytes of `entries` (the young generation).
-    bytes: usize,
-    budget: usize,
+/// Committed values (or their absence), up to half the budget in bytes per generation.
+type ReadCache = Generations<Vec<u8>, Option<sled::IVec>>;
+
+fn read_cache(budget: usize) -> ReadCache {
+    Generations::weighed(budget / 2, |k, v| {
+        k.len() + v.as_ref().map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD
+    })
 }
 
-impl ReadCache {
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.old.clear();
-        self.bytes = 0;
-    }
-
-    fn get(&mut self, key: &[u8]) -> Option<Option<sled::IVec>> {
-        if let Some(v) = self.entries.get(key) {
-            return Some(v.clone());
-        }
-        let (key, v) = self.old.remove_entry(key)?;
-        self.remember(key, v.clone());
-        Some(v)
-    }
-
-    fn remember(&mut self, key: impl AsRef<[u8]> + Into<Vec<u8>>, value: Option<sled::IVec>) {
-        if self.budget == 0 {
-            return;
-        }
-        let key_len = key.as_ref().len();
-        self.old.remove(key.as_ref());
-        let size = key_len + value.as_ref().map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
-        if self.bytes + size > self.budget / 2 {
-            self.old = std::mem::take(&mut self.entries);
-            self.bytes = 0;
-        }
-        self.bytes += size;
-        if let Some(old) = self.entries.insert(key.into(), value) {
-            self.bytes -= key_len + old.map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD;
-        }
-    }
-}
-
-/// Decoded values in two generations: when the young one is full it becomes the old one
-/// (the previous old one is dropped), and a value found in the old one moves back. The
-/// cache never empties whole, and what is read often stays.
-#[derive(Default)]
-struct DecodedCache {
-    young: HashMap<Vec<u8>, Decoded>,
-    old: HashMap<Vec<u8>, Decoded>,
-}
+/// Decoded values, [`DECODED_GENERATION`] per generation: shared by later reads until
+/// their key is written.
+type DecodedCache = Generations<Vec<u8>, Decoded>;
 
 type Decoded = Arc<dyn std::any::Any + Send + Sync>;
 
 /// Values per generation of the decoded cache.
 const DECODED_GENERATION: usize = 65_536;
-
-impl DecodedCache {
-    fn get(&mut self, key: &[u8]) -> Option<Decoded> {
-        if let Some(v) = self.young.get(key) {
-            return Some(v.clone());
-        }
-        let (key, v) = self.old.remove_entry(key)?;
-        self.insert(key, v.clone());
-        Some(v)
-    }
-
-    fn insert(&mut self, key: Vec<u8>, value: Decoded) {
-        if self.young.len() >= DECODED_GENERATION {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert(key, value);
-    }
-
-    fn forget(&mut self, key: &[u8]) {
-        self.young.remove(key);
-        self.old.remove(key);
-    }
-
-    fn clear(&mut self) {
-        self.young.clear();
-        self.old.clear();
-    }
-}
 
 fn is_ordered(key: &[u8]) -> bool {
     keys::ORDERED.iter().any(|p| key.starts_with(p))
@@ -243,19 +175,14 @@ impl Store {
             overlay_ordered: BTreeSet::new(),
             in_flight: None,
             flusher: None,
-            cache: RefCell::new(ReadCache {
-                budget: DEFAULT_CACHE_BYTES,
-                ..ReadCache::default()
-            }),
-            decoded: RefCell::default(),
+            cache: RefCell::new(read_cache(DEFAULT_CACHE_BYTES)),
+            decoded: RefCell::new(Generations::with_entries(DECODED_GENERATION)),
         })
     }
 
     /// Sets the read cache's budget in bytes (0 disables it).
     pub fn set_cache_budget(&mut self, bytes: usize) {
-        let cache = self.cache.get_mut();
-        cache.budget = bytes;
-        cache.clear();
+        *self.cache.get_mut() = read_cache(bytes);
     }
 
     /// Reads a committed value through the cache.
@@ -264,7 +191,7 @@ impl Store {
             return Ok(v);
         }
         let v = self.tree.get(key)?;
-        self.cache.borrow_mut().remember(key, v.clone());
+        self.cache.borrow_mut().insert(key.to_vec(), v.clone());
         Ok(v)
     }
 
@@ -315,7 +242,7 @@ impl Store {
     }
 
     fn stage(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
-        self.decoded.get_mut().forget(&key);
+        self.decoded.get_mut().remove(&key);
         if is_ordered(&key) {
             self.overlay_ordered.insert(key.clone());
         }
@@ -436,7 +363,7 @@ impl Store {
     pub fn abandon(&mut self) {
         let decoded = self.decoded.get_mut();
         for key in self.overlay.keys() {
-            decoded.forget(key);
+            decoded.remove(key);
         }
         self.overlay.clear();
         self.overlay_ordered.clear();
@@ -526,7 +453,7 @@ impl Store {
             Ok(()) => {
                 let staged = Arc::try_unwrap(f.staged).unwrap_or_else(|shared| (*shared).clone());
                 for (k, v) in staged {
-                    cache.remember(k, v);
+                    cache.insert(k, v);
                 }
                 Ok(())
             }
@@ -673,8 +600,8 @@ mod tests {
             );
         }
         let decoded = s.decoded.borrow();
-        assert!(decoded.young.len() + decoded.old.len() <= 2 * DECODED_GENERATION);
-        assert!(decoded.young.contains_key(&0u32.to_be_bytes()[..]));
+        assert!(decoded.held() <= 2 * DECODED_GENERATION);
+        assert!(decoded.is_young(&0u32.to_be_bytes()[..]));
     }
 
     #[test]
@@ -690,13 +617,8 @@ mod tests {
             assert_eq!(s.get::<u32>(format!("k{i}").as_bytes()).unwrap(), Some(i));
             assert_eq!(s.get::<u32>(b"hot").unwrap(), Some(0));
             let cache = s.cache.borrow();
-            assert!(cache.entries.contains_key(&b"hot"[..]), "read {i}");
-            let held: usize = cache
-                .entries
-                .iter()
-                .chain(&cache.old)
-                .map(|(k, v)| k.len() + v.as_ref().map_or(0, |v| v.len()) + CACHE_ENTRY_OVERHEAD)
-                .sum();
+            assert!(cache.is_young(&b"hot"[..]), "read {i}");
+            let held = cache.held();
             assert!(held <= 4_000, "{held} bytes held");
         }
     }
