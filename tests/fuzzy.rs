@@ -541,7 +541,7 @@ fn erasure_forgets_blocking_keys_and_provenance() {
     let receipts = on_topic(&out, "gdpr.receipts");
     let v = &receipts[0]["value"];
     let erased = v["erased"]["blocking_keys"].as_u64().unwrap();
-    assert!(erased >= 4, "{v}");
+    assert!(erased >= 4, "{erased} {v}");
     // Sophie's blocks are gone (or no longer name her source profiles); Jean's are left.
     let after = blocks(&e);
     assert!(!after.is_empty(), "{after:?}");

@@ -801,10 +801,16 @@ pub fn first_name_compatible(a_key: &str, b_key: &str) -> bool {
 /// `y` → `i`, doubled letters once (`sophie` / `sofie`, `matthieu` /
 /// `mathieu`, `sylvie` / `silvie`).
 fn spelling_key(word: &str) -> String {
-    let mut out = String::with_capacity(word.len());
+    spelled(word).collect()
+}
+
+/// The letters of `word` as [`spelling_key`] folds them, one at a time: `ph` → `f`,
+/// `th` → `t`, `y` → `i`, then each run of one letter once.
+pub(crate) fn spelled(word: &str) -> impl Iterator<Item = char> + '_ {
     let mut chars = word.chars().peekable();
     let mut last = None;
-    while let Some(c) = chars.next() {
+    std::iter::from_fn(move || loop {
+        let c = chars.next()?;
         let c = match (c, chars.peek()) {
             ('p', Some('h')) => {
                 chars.next();
@@ -818,11 +824,10 @@ fn spelling_key(word: &str) -> String {
             (c, _) => c,
         };
         if last != Some(c) {
-            out.push(c);
+            last = Some(c);
+            return Some(c);
         }
-        last = Some(c);
-    }
-    out
+    })
 }
 
 /// `initials` is made of single letters, each the initial of the matching word of `name`.

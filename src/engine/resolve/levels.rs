@@ -193,7 +193,6 @@ pub fn first_name_level(a: &str, b: &str) -> &'static str {
     if matching::feminine_of(a, b) || matching::feminine_of(b, a) {
         return "different";
     }
-    let squeeze = |s: &str| s.replace(' ', "");
     let diminutive = matching::DIMINUTIVES
         .iter()
         .any(|&(d, full)| (a == d && b == full) || (a == full && b == d));
@@ -211,11 +210,11 @@ pub fn first_name_level(a: &str, b: &str) -> &'static str {
             |x: &str, y: &str| x.len() >= 3 && y.starts_with(x) && y[x.len()..].starts_with(' ');
         part(a, b) || part(b, a)
     };
-    if squeeze(a) == squeeze(b)
+    if matching::same_without_spaces(a, b)
         || diminutive
         || prefix
         || compound_part
-        || matching::spelling(a) == matching::spelling(b)
+        || matching::same_spelling(a, b)
     {
         return "variant";
     }

@@ -549,6 +549,9 @@ struct Resolving<'e> {
     entries: Vec<(Ident, ValueEntry, bool)>,
     /// Source profiles read so far.
     sp_cache: HashMap<u64, Arc<SourceProfile>>,
+    /// The blocking keys of the event's person data and where their blocks are
+    /// (step 7): the blocks its source profile joins are mostly these.
+    block_ids: Vec<(String, u64)>,
     /// How each candidate that joined is linked to the event, and by which values.
     links: HashMap<String, (Link, Vec<Ident>)>,
     /// Identifier types and values that linked candidates (step 7).
@@ -594,6 +597,7 @@ impl<'e> Resolving<'e> {
             matched_on: BTreeSet::new(),
             entries: Vec::new(),
             sp_cache: HashMap::new(),
+            block_ids: Vec::new(),
             links: HashMap::new(),
             link_kinds: BTreeSet::new(),
             linked_by: BTreeSet::new(),
@@ -1381,10 +1385,11 @@ impl Resolver {
         }
         r.counts.fuzzy_searches = 1;
         let own_sp = r.anchor.as_ref().map(|(id, _)| *id);
+        let candidates = self.blocked_with(store, &view, own_sp, &mut r.block_ids)?;
         self.fuzzy_verdicts(
             store,
             &view,
-            own_sp,
+            candidates,
             &r.group,
             &mut r.sp_cache,
             &mut r.counts,
@@ -1552,7 +1557,7 @@ impl Resolver {
         restate_person(r, s, &mut sp, self.config.limits.max_people_per_customer);
         if let Some(before) = keys_before {
             let after = source_profile_keys(&self.matcher, &sp.profile);
-            self.update_blocks(store, sp.id, &before, &after, &mut r.counts)?;
+            self.update_blocks(store, sp.id, (&before, &after), &r.block_ids, &mut r.counts)?;
         }
         if sp.dirty {
             SOURCE_PROFILES.put(store, sp.id, &sp.profile)?;
@@ -1892,19 +1897,20 @@ impl Resolver {
         Some(AddressKey::from_address(a)).filter(|k| !k.is_empty())
     }
 
-    /// The verdict on each candidate customer found through the blocking keys of
-    /// `view` (the best of its source profiles), for linking or suggesting.
+    /// The verdict on each candidate customer, given the source profiles found through
+    /// the blocking keys of `view` (the best of its source profiles), for linking or
+    /// suggesting.
     fn fuzzy_verdicts(
         &self,
         store: &Store,
         view: &MatchView,
-        own_sp: Option<u64>,
+        candidates: Vec<u64>,
         group: &[(String, Customer)],
         sp_cache: &mut HashMap<u64, Arc<SourceProfile>>,
         counts: &mut Stats,
     ) -> Result<Vec<(String, u64, matching::Verdict)>, StoreError> {
         let mut best: BTreeMap<String, (u64, matching::Verdict)> = BTreeMap::new();
-        for sp_id in self.blocked_with(store, view, own_sp)? {
+        for sp_id in candidates {
             let Some(cand) = cached_source_profile(store, sp_cache, sp_id)? else {
                 continue;
             };
@@ -1942,12 +1948,16 @@ impl Resolver {
         store: &Store,
         view: &MatchView,
         own_sp: Option<u64>,
+        block_ids: &mut Vec<(String, u64)>,
     ) -> Result<Vec<u64>, StoreError> {
         let cap = self.matcher.max_candidates();
         let mut seen: HashSet<u64> = HashSet::new();
         let mut order: Vec<u64> = Vec::new();
+        block_ids.clear();
         for k in self.matcher.blocking_keys(view) {
-            let Some(block) = BLOCKING_KEYS.get(store, block_id(&k))? else {
+            let id = block_id(&k);
+            block_ids.push((k, id));
+            let Some(block) = BLOCKING_KEYS.get(store, id)? else {
                 continue;
             };
             if block.generic {
@@ -1967,19 +1977,24 @@ impl Resolver {
 
     /// Moves a source profile from the blocks of its old keys to those of its new ones.
     /// A block that would hold more than `max_candidates` turns generic (counted).
+    /// `known` are keys whose block ids are already computed.
     fn update_blocks(
         &self,
         store: &mut Store,
         sp_id: u64,
-        before: &[String],
-        after: &[String],
+        (before, after): (&[String], &[String]),
+        known: &[(String, u64)],
         counts: &mut Stats,
     ) -> Result<(), StoreError> {
         for k in before.iter().filter(|k| !after.contains(k)) {
             remove_from_block(store, k, sp_id)?;
         }
         for k in after.iter().filter(|k| !before.contains(k)) {
-            let mut block = BLOCKING_KEYS.get(store, block_id(k))?.unwrap_or_default();
+            let id = known
+                .iter()
+                .find(|(known, _)| known == k)
+                .map_or_else(|| block_id(k), |(_, id)| *id);
+            let mut block = BLOCKING_KEYS.get(store, id)?.unwrap_or_default();
             if block.generic || block.source_profiles.contains(&sp_id) {
                 continue;
             }
@@ -1990,7 +2005,7 @@ impl Resolver {
             } else {
                 block.source_profiles.push(sp_id);
             }
-            BLOCKING_KEYS.put(store, block_id(k), &block)?;
+            BLOCKING_KEYS.put(store, id, &block)?;
         }
         Ok(())
     }
@@ -2348,10 +2363,10 @@ impl Resolver {
                     f.index_entries_updated += 1;
                 }
             }
-            // Every key either scoring gives (the probabilistic keys include the rules'
-            // ones): a store may have been run under both.
+            // Every key either scoring gives, and earlier versions gave: a store may
+            // have been run under both.
             let emails = sp.emails();
-            let all_keys = matching::probabilistic_blocking_keys(&MatchView {
+            let all_keys = matching::every_blocking_key(&MatchView {
                 emails: &emails,
                 ..sp.view()
             });

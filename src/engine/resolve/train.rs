@@ -9,7 +9,7 @@
 //!    shares), the other levels from [`TrainOptions::random_pairs`] random pairs of
 //!    records, scaled to sum to one with it.
 //! 4. **m** by expectation-maximisation over the candidate pairs the blocking keys of
-//!    probabilistic scoring give ([`probabilistic_blocking_keys`]; a key shared by more
+//!    either scoring give ([`every_blocking_key`]; a key shared by more
 //!    than [`TrainOptions::max_block`] records is left out, as the runtime does). Pairs
 //!    found by one key family agree on that family's fields whoever they are, so each
 //!    family is fitted on its own with its fields left out, and a field's `m` is the
@@ -29,7 +29,7 @@ use rand::{Rng as _, SeedableRng as _};
 use rand_chacha::ChaCha8Rng;
 
 use crate::engine::resolve::levels::{self, COMPARISONS, FIELDS};
-use crate::engine::resolve::matching::{probabilistic_blocking_keys, AddressKey, MatchView};
+use crate::engine::resolve::matching::{every_blocking_key, AddressKey, MatchView};
 use crate::engine::resolve::model::{
     MatchModel, ModelError, TermFrequencies, Training, MIN_PROBABILITY,
 };
@@ -428,13 +428,18 @@ fn floor_and_normalise(levels: &mut [(f64, f64)], get: impl Fn(&mut (f64, f64)) 
 }
 
 /// The candidate pairs of each blocking-key family, as comparison patterns with counts.
+/// Every family of either scoring takes part ([`every_blocking_key`]), also those the
+/// stream leaves out because others hold their pairs: each family is an EM run with its
+/// own fields left out, and the family keyed on both names (`pf`) is the one keyed on
+/// the person that estimates the `m` of the birth date when records carry no e-mail
+/// address. The same families as before the stream left some out: the same model.
 fn blocked_patterns(
     records: &[Prepared],
     opts: &TrainOptions,
 ) -> BTreeMap<String, Vec<(Pattern, u64)>> {
     let mut blocks: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
-        for k in probabilistic_blocking_keys(&r.view()) {
+        for k in every_blocking_key(&r.view()) {
             blocks.entry(k).or_default().push(i as u32);
         }
     }
