@@ -9,22 +9,25 @@
 //!    ([`source`]), and fetch the writer schemas of its Avro records ([`decode`]);
 //! 2. run the engine over them (a redelivered `event_id` changes nothing) ([`dispatch`]);
 //! 3. write the engine's state **and the batch's output records (the outbox)** to the
-//!    store in one atomic, flushed write ([`dispatch`], [`outbox`]);
+//!    store in one atomic write, flushed in the background while step 4 runs
+//!    ([`dispatch`], [`outbox`]);
 //! 4. produce the outputs and wait for every acknowledgement, retrying (with back-off,
 //!    logged and counted) for as long as the broker does not acknowledge, with a new
-//!    producer after a fatal producer error ([`sink`]);
+//!    producer after a fatal producer error ([`sink`]); then wait until the write of
+//!    step 3 is durable;
 //! 5. remove the batch's outbox entry, in a write flushed while the next step runs and
 //!    durable before the batch is done ([`outbox`]);
 //! 6. commit the offsets after the last record of the batch (a committed offset is the
 //!    next one to read) ([`offsets`]).
 //!
-//! A crash before 3 leaves no trace: the records are consumed again. A crash between 3
-//! and 5 leaves the outbox entry: on start, its records are produced again before
-//! anything is consumed (those acknowledged before the crash are duplicated), and the
-//! records of the batch, consumed again since their offsets were not committed, are
-//! recognised by `event_id` and change nothing. A crash after 5 re-sends nothing.
-//! Outputs may therefore be duplicated (at most the batch in delivery at the crash),
-//! never lost; state is never counted twice.
+//! A crash before the write of 3 is durable leaves no trace in the store: the records
+//! are consumed again, and outputs acknowledged before the crash are produced again. A
+//! crash between that write and 5 leaves the outbox entry: on start, its records are
+//! produced again before anything is consumed (those acknowledged before the crash are
+//! duplicated), and the records of the batch, consumed again since their offsets were
+//! not committed, are recognised by `event_id` and change nothing. A crash after 5
+//! re-sends nothing. Outputs may therefore be duplicated (at most the batch in delivery
+//! at the crash), never lost; state is never counted twice.
 //!
 //! A producer that keeps failing fatally, even new ones, makes the run end with
 //! [`RuntimeError::ProducerUnrecoverable`] (the process exits non-zero): the outbox
@@ -269,12 +272,13 @@ enum Turn {
     },
 }
 
-/// When each phase of a batch ended.
+/// When each phase of a batch ended. The store's write and the delivery both start
+/// when the engine is done (`processed`) and run at once.
 struct Phases {
     gathered: Instant,
     processed: Instant,
-    flushed: Instant,
     delivered: Instant,
+    durable: Instant,
 }
 
 /// The steps of the runtime's data path, from input topics to committed offsets.
@@ -321,7 +325,10 @@ impl Pipeline<'_> {
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
 
-        let flushed = Instant::now();
+        // The outputs go out while the store writes the batch: a crash before the write
+        // is durable leaves the offsets uncommitted, and the batch is consumed again and
+        // its outputs sent again (duplicates of the batch in delivery, as after a crash
+        // before its acknowledgements); after, its outbox entry sends them again.
         self.stats.telemetry.set_outbox_pending(wire.len());
         if !self.sink.deliver(&wire, shutdown).await? {
             return Ok(Turn::Stop { clean: false });
@@ -330,15 +337,19 @@ impl Pipeline<'_> {
         let delivered = Instant::now();
         let acknowledged_at = chrono::Utc::now().timestamp_millis();
         self.stats.telemetry.set_outbox_pending(0);
+        tokio::task::block_in_place(|| self.engine.wait_durable())?;
+        self.outbox.written();
+        let durable = Instant::now();
         // The entry's removal is flushed while the offsets are committed.
         self.outbox.acknowledged(self.engine)?;
         offsets::commit(&self.source.consumer, &batch, &self.stats.telemetry)?;
         tokio::task::block_in_place(|| self.engine.wait_durable())?;
+        let processed = processed_at.unwrap_or(gathered);
         let phases = Phases {
             gathered,
-            processed: processed_at.unwrap_or(gathered),
-            flushed,
-            delivered,
+            processed,
+            delivered: delivered.max(processed),
+            durable: durable.max(processed),
         };
         self.report(&batch, &wire, &phases, acknowledged_at)
     }
@@ -357,9 +368,9 @@ impl Pipeline<'_> {
             records = batch.len(),
             outputs = wire.len(),
             process_ms = (phases.processed - phases.gathered).as_millis() as u64,
-            flush_ms = (phases.flushed - phases.processed).as_millis() as u64,
-            deliver_ms = (phases.delivered - phases.flushed).as_millis() as u64,
-            commit_ms = phases.delivered.elapsed().as_millis() as u64,
+            deliver_ms = (phases.delivered - phases.processed).as_millis() as u64,
+            durable_ms = (phases.durable - phases.processed).as_millis() as u64,
+            commit_ms = phases.durable.elapsed().as_millis() as u64,
             "batch committed"
         );
         let customers = self.engine.customer_count()?;
@@ -375,9 +386,9 @@ impl Pipeline<'_> {
                 customers,
                 store_bytes: self.engine.store().size_on_disk().ok(),
                 processing: phases.processed - phases.gathered,
-                flush: phases.flushed - phases.processed,
-                delivery: phases.delivered - phases.flushed,
-                commit: phases.delivered.elapsed(),
+                flush: phases.durable - phases.processed,
+                delivery: phases.delivered - phases.processed,
+                commit: phases.durable.elapsed(),
             },
             batch.iter().filter_map(|m| m.timestamp().to_millis()),
             acknowledged_at,
@@ -394,6 +405,8 @@ impl Pipeline<'_> {
         if clean {
             self.outbox.clear(self.engine)?;
         } else {
+            // The batch in delivery was being written meanwhile: its outbox entry.
+            tokio::task::block_in_place(|| self.engine.wait_durable())?;
             warn!("stopped during a broker outage: unacknowledged outputs stay in the outbox and are sent on next start");
         }
         self.source.close();

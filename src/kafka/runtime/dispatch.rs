@@ -1,7 +1,8 @@
 //! Dispatch: each record of a batch to the engine entry point of its topic and format,
 //! then the retention sweep and timers that are due, then the batch's golden records
 //! (the latest per customer: `engine::coalesce`); the batch's state and outbox entry go
-//! to the store in one atomic, flushed write.
+//! to the store in one atomic write, flushed in the background while the outputs are
+//! delivered.
 
 use std::time::Instant;
 
@@ -33,9 +34,10 @@ pub(super) struct Processed {
 }
 
 impl Dispatch<'_> {
-    /// Runs the engine over `batch` and what is `due`, then writes the state and the
-    /// outputs' outbox entry in one durable write (none for an idle turn that found
-    /// nothing: what it may have staged goes with the next batch).
+    /// Runs the engine over `batch` and what is `due`, then starts writing the state
+    /// and the outputs' outbox entry in one atomic write, durable once
+    /// [`Engine::wait_durable`] returns (none for an idle turn that found nothing: what
+    /// it may have staged goes with the next batch).
     pub(super) fn process(
         &self,
         engine: &mut Engine,
@@ -79,8 +81,7 @@ impl Dispatch<'_> {
         }
         outbox.stage(engine.store_mut(), &wire)?;
         let processed_at = Instant::now();
-        engine.commit()?;
-        outbox.written();
+        engine.commit_in_background()?;
         Ok(Processed {
             wire,
             processed_at: Some(processed_at),

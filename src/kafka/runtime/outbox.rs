@@ -32,7 +32,7 @@ pub(super) struct Outbox {
 
 impl Outbox {
     /// Stages, in the store's next write, a new entry holding `records` (none if there
-    /// are none). [`Outbox::written`] says when that write is flushed.
+    /// are none). [`Outbox::written`] says when that write is durable.
     pub(super) fn stage(
         &mut self,
         store: &mut Store,
@@ -48,7 +48,7 @@ impl Outbox {
         Ok(())
     }
 
-    /// The staged entry is in the store.
+    /// The staged entry is durable in the store.
     pub(super) fn written(&mut self) {
         self.unacknowledged = self.staged.take();
     }

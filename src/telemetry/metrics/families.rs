@@ -265,15 +265,15 @@ engine_counters!(families [
         PHASE_BUCKETS) => phase(processing);
     flush: histogram(
         "unicus_store_flush_duration_seconds",
-        "Atomic write and flush of a batch's state and outbox to the store.",
+        "Atomic write and flush of a batch's state and outbox to the store, from the end of its processing (its outputs are delivered meanwhile).",
         PHASE_BUCKETS) => phase(flush);
     delivery: histogram(
         "unicus_output_delivery_duration_seconds",
-        "From producing a batch's outputs to the last acknowledgement.",
+        "From producing a batch's outputs (at the end of its processing) to the last acknowledgement.",
         PHASE_BUCKETS) => phase(delivery);
     commit: histogram(
         "unicus_offset_commit_duration_seconds",
-        "Synchronous offset commit of a batch.",
+        "Outbox entry removal and synchronous offset commit of a batch, once its outputs are acknowledged and its state durable.",
         PHASE_BUCKETS) => phase(commit);
     lag: gauges(
         "unicus_consumer_lag_records",
