@@ -770,8 +770,9 @@ pub fn bench(opts: &AccuracyOptions, out: &mut impl Write) -> Result<(Run, Run)>
         demand.needing,
         demand.events
     )?;
-    let (det, fuzzy) = timed_runs(
+    let (det, fuzzy, _) = timed_runs(
         &opts.config,
+        None,
         &input,
         &truth,
         dir.path(),
@@ -870,16 +871,20 @@ pub(crate) fn prepare(
 
 /// The timed replays of `input`, deterministic and deterministic+fuzzy (`rounds` each
 /// in ABBA order after a warm-up), each scored against `truth`: the first of each
-/// mode, with the events/s of all.
+/// mode, with the events/s of all. With `third` (a configuration of its own, fuzzy
+/// matching on), a third mode is timed alongside in the same rounds: each round runs
+/// the modes in order, the next in reverse order.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn timed_runs(
     config: &EngineConfig,
+    third: Option<&EngineConfig>,
     input: &Path,
     truth: &Truth,
     dir: &Path,
     rounds: usize,
     examples: usize,
     out: &mut impl Write,
-) -> Result<(Run, Run)> {
+) -> Result<(Run, Run, Option<Run>)> {
     let input = input.to_path_buf();
     // A throwaway replay of the stream's start first, so that neither timed run pays
     // alone for a cold allocator (freed memory is kept for reuse) and page cache.
@@ -889,14 +894,21 @@ pub(crate) fn timed_runs(
         out,
         "timed runs follow a warm-up replay of {warm_up} events, each into a fresh on-disk store; {rounds} per mode, in ABBA order"
     )?;
-    // [deterministic, fuzzy]: the first run of each mode, with the rates of all.
-    let mut runs: [Option<Run>; 2] = [None, None];
+    let modes = if third.is_some() { 3 } else { 2 };
+    // [deterministic, fuzzy, third]: the first run of each mode, with the rates of all.
+    let mut runs: [Option<Run>; 3] = [None, None, None];
     for round in 0..rounds {
-        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        let mut order: Vec<usize> = (0..modes).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
         for mode in order {
-            let mut config = config.clone();
-            set_fuzzy(&mut config, mode == 1);
-            let name = ["deterministic", "fuzzy"][mode];
+            let mut config = match (mode, third) {
+                (2, Some(third)) => third.clone(),
+                _ => config.clone(),
+            };
+            set_fuzzy(&mut config, mode != 0);
+            let name = ["deterministic", "fuzzy", "third"][mode];
             let run = run_once(config, &input, truth, dir, name, examples)?;
             match &mut runs[mode] {
                 Some(first) => first.rates.extend(run.rates),
@@ -904,13 +916,13 @@ pub(crate) fn timed_runs(
             }
         }
     }
-    let [Some(mut det), Some(mut fuzzy)] = runs else {
-        unreachable!("at least one round");
-    };
-    for run in [&mut det, &mut fuzzy] {
+    for run in runs.iter_mut().flatten() {
         run.events_per_second = run.rates.iter().sum::<f64>() / run.rates.len() as f64;
     }
-    Ok((det, fuzzy))
+    let [Some(det), Some(fuzzy), third] = runs else {
+        unreachable!("at least one round");
+    };
+    Ok((det, fuzzy, third))
 }
 
 /// One run's figures, labelled, in print order.
