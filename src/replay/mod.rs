@@ -22,7 +22,7 @@ use crate::engine::input::touchpoint::Rejection;
 use crate::engine::input::InputParser;
 use crate::engine::resolve::train::TrainRecord;
 use crate::engine::resolve::Resolver;
-use crate::engine::{Engine, EngineError, Input, Record, Stats};
+use crate::engine::{Engine, EngineError, Input, ProfileCache, Record, Stats};
 use crate::model::output::OutputRecord;
 use crate::store::Store;
 
@@ -277,12 +277,7 @@ fn drive(
             let record = Record::new(&bytes, source, line_index, now);
             produced.extend(engine.handle_batched(&record, input, &mut profiles, ())?);
             if engine.pending() >= batch {
-                produced.extend(
-                    engine
-                        .end_batch(&mut profiles)?
-                        .into_iter()
-                        .map(|(r, ())| r),
-                );
+                produced.extend(end_batch(engine, &mut profiles)?);
                 engine.commit_in_background()?;
                 if let Some(bar) = progress {
                     bar.set_message(format!("{records} events"));
@@ -291,14 +286,22 @@ fn drive(
         }
         outputs.send(produced).map_err(|_| writer_gone())?;
     }
-    let held: Vec<OutputRecord> = engine
-        .end_batch(&mut profiles)?
-        .into_iter()
-        .map(|(r, ())| r)
-        .collect();
+    let held = end_batch(engine, &mut profiles)?;
     outputs.send(held).map_err(|_| writer_gone())?;
     engine.commit()?;
     Ok(records)
+}
+
+/// The batch's deferred golden records (see [`Engine::end_batch`]).
+fn end_batch(
+    engine: &mut Engine,
+    profiles: &mut ProfileCache<()>,
+) -> Result<Vec<OutputRecord>, ReplayError> {
+    Ok(engine
+        .end_batch(profiles)?
+        .into_iter()
+        .map(|(r, ())| r)
+        .collect())
 }
 
 /// The writer: every output record as one line, in the order received. Returns how
