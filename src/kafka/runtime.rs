@@ -7,27 +7,35 @@
 //!
 //! 1. consume up to `batch_max_events` records (or for `batch_max_wait_ms`)
 //!    ([`source`]), and fetch the writer schemas of its Avro records ([`decode`]);
-//! 2. run the engine over them (a redelivered `event_id` changes nothing) ([`dispatch`]);
-//! 3. write the engine's state **and the batch's output records (the outbox)** to the
-//!    store in one atomic write, flushed in the background while step 4 runs
-//!    ([`dispatch`], [`outbox`]);
-//! 4. produce the outputs and wait for every acknowledgement, retrying (with back-off,
-//!    logged and counted) for as long as the broker does not acknowledge, with a new
-//!    producer after a fatal producer error ([`sink`]); then wait until the write of
-//!    step 3 is durable;
-//! 5. remove the batch's outbox entry, in a write flushed while the next step runs and
-//!    durable before the batch is done ([`outbox`]);
-//! 6. commit the offsets after the last record of the batch (a committed offset is the
+//! 2. run the engine over them (a redelivered `event_id` changes nothing); its state
+//!    changes are staged in the store ([`dispatch`]);
+//! 3. finish the previous batch (steps 6 to 8 below);
+//! 4. write the engine's state **and the batch's output records (the outbox)** to the
+//!    store in one atomic write, flushed in the background ([`outbox`]);
+//! 5. produce the outputs; their acknowledgements are awaited in the background
+//!    ([`sink`]), while the next batch goes through steps 1 and 2;
+//! 6. wait for every acknowledgement, retrying (with back-off, logged and counted) for
+//!    as long as the broker does not acknowledge, with a new producer after a fatal
+//!    producer error ([`sink`]); then wait until the write of step 4 is durable;
+//! 7. stage the removal of the batch's outbox entry in the store's next write (the
+//!    next batch's, or the one made on a clean stop) ([`outbox`]);
+//! 8. commit the offsets after the last record of the batch (a committed offset is the
 //!    next one to read) ([`offsets`]).
 //!
-//! A crash before the write of 3 is durable leaves no trace in the store: the records
+//! One batch is in delivery while the next is processed: the engine works on batch
+//! N + 1 while the outputs of batch N are acknowledged and its state flushed, and
+//! offsets are committed in order. A batch in delivery with no next one to finish it
+//! with is finished after `batch_max_wait_ms` without input.
+//!
+//! A crash before the write of 4 is durable leaves no trace in the store: the records
 //! are consumed again, and outputs acknowledged before the crash are produced again. A
-//! crash between that write and 5 leaves the outbox entry: on start, its records are
-//! produced again before anything is consumed (those acknowledged before the crash are
-//! duplicated), and the records of the batch, consumed again since their offsets were
-//! not committed, are recognised by `event_id` and change nothing. A crash after 5
-//! re-sends nothing. Outputs may therefore be duplicated (at most the batch in delivery
-//! at the crash), never lost; state is never counted twice.
+//! crash between that write and the next batch's leaves the outbox entry: on start,
+//! its records are produced again before anything is consumed (those acknowledged
+//! before the crash are duplicated), and the records of the batch, if their offsets
+//! were not committed, are consumed again, recognised by `event_id`, and change
+//! nothing. Outputs may therefore be duplicated (at most the batch in delivery and the
+//! one before it, whose outbox entry's removal was not yet durable), never lost; state
+//! is never counted twice.
 //!
 //! A producer that keeps failing fatally, even new ones, makes the run end with
 //! [`RuntimeError::ProducerUnrecoverable`] (the process exits non-zero): the outbox
@@ -38,6 +46,9 @@
 //! A rebalance can only happen while records are being consumed (step 1), inside the
 //! client's poll: the records gathered before it are dropped, since the eager
 //! assignment the runtime asserts puts every partition back at its committed offset.
+//! The batch in delivery then is finished as usual: its state is in the store, so its
+//! records consumed again change nothing, and a commit refused for a partition no
+//! longer assigned is harmless.
 
 mod clients;
 mod decode;
@@ -64,6 +75,7 @@ use crate::store::{Store, StoreError};
 use crate::telemetry::metrics::{self, Telemetry};
 
 pub use clients::{consumer_config, ensure_topics, producer_config};
+use sink::Sending;
 pub use sink::WireRecord;
 
 use decode::Inputs;
@@ -229,6 +241,8 @@ pub async fn run(
         outbox: Outbox::default(),
         timers: Timers::new(&settings),
         stats: &stats,
+        in_flight: None,
+        max_wait: Duration::from_millis(settings.runtime.batch_max_wait_ms),
     };
     while clean && !*shutdown.borrow() {
         telemetry.health.beat();
@@ -237,7 +251,7 @@ pub async fn run(
             break;
         }
     }
-    pipeline.stop(clean)?;
+    pipeline.stop(clean, &mut shutdown).await?;
     run_summary(&engine, &stats, started, clean)
 }
 
@@ -273,12 +287,32 @@ enum Turn {
 }
 
 /// When each phase of a batch ended. The store's write and the delivery both start
-/// when the engine is done (`processed`) and run at once.
+/// when the engine is done (`processed`) and run while the next batch is gathered and
+/// processed.
 struct Phases {
     gathered: Instant,
     processed: Instant,
     delivered: Instant,
     durable: Instant,
+}
+
+/// A batch processed, its state being written and its outputs delivered, its offsets
+/// not committed yet.
+struct InFlight {
+    sending: Sending,
+    batch: Processing,
+}
+
+/// A batch in delivery, as it is reported once finished.
+struct Processing {
+    records: Vec<OwnedMessage>,
+    wire: Vec<WireRecord>,
+    gathered: Instant,
+    processed: Instant,
+    /// The engine's counters and customers once it was processed (the engine has moved
+    /// on when it is reported).
+    engine: Stats,
+    customers: i64,
 }
 
 /// The steps of the runtime's data path, from input topics to committed offsets.
@@ -290,16 +324,27 @@ struct Pipeline<'a> {
     outbox: Outbox,
     timers: Timers,
     stats: &'a RuntimeStats,
+    /// The batch in delivery, finished when the next one is processed (or when no
+    /// record comes within `batch_max_wait_ms`).
+    in_flight: Option<InFlight>,
+    /// How long the batch in delivery may wait for a next batch to finish with.
+    max_wait: Duration,
 }
 
 impl Pipeline<'_> {
-    /// One batch: gathered, decoded, through the engine into the store and the outbox,
-    /// delivered, its outbox entry removed, its offsets committed, then reported.
+    /// One batch: gathered and decoded (while the previous one is delivered and
+    /// written), through the engine; then the previous batch is finished (its outputs
+    /// acknowledged, its state durable, its offsets committed) and this one's state,
+    /// outbox entry and outputs start going out.
     async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Turn, RuntimeError> {
-        let batch = self.source.gather(self.timers.idle_until(), shutdown).await;
+        let mut idle_until = self.timers.idle_until();
+        if self.in_flight.is_some() {
+            idle_until = idle_until.min(tokio::time::Instant::now() + self.max_wait);
+        }
+        let batch = self.source.gather(idle_until, shutdown).await;
         let due = self.timers.due(&batch);
         if batch.is_empty() && !due.sweep && !due.tick {
-            return Ok(Turn::Next);
+            return self.finish_in_flight(shutdown, false).await;
         }
         debug!(
             records = batch.len(),
@@ -312,56 +357,93 @@ impl Pipeline<'_> {
             .prepare(&batch, self.stats, self.sink.backoff, shutdown)
             .await?
         {
+            // Shutdown during a registry outage: the batch is consumed again.
             return Ok(Turn::Stop { clean: true });
         }
 
         let gathered = Instant::now();
-        let Processed { wire, processed_at } = tokio::task::block_in_place(|| {
-            self.dispatch
-                .process(self.engine, &mut self.outbox, &batch, due)
-        })?;
+        let Processed { wire, processed_at } =
+            tokio::task::block_in_place(|| self.dispatch.process(self.engine, &batch, due))?;
         self.timers.rearm(due);
         self.stats
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-
+        // The previous batch is finished first: its outbox entry's removal joins this
+        // batch's write, and offsets are committed in order.
+        if let stop @ Turn::Stop { .. } = self.finish_in_flight(shutdown, true).await? {
+            // What this batch staged is never written: it is consumed again.
+            return Ok(stop);
+        }
+        let Some(processed) = processed_at else {
+            return Ok(Turn::Next);
+        };
+        let (engine_stats, customers) =
+            (self.engine.stats().clone(), self.engine.customer_count()?);
         // The outputs go out while the store writes the batch: a crash before the write
         // is durable leaves the offsets uncommitted, and the batch is consumed again and
         // its outputs sent again (duplicates of the batch in delivery, as after a crash
         // before its acknowledgements); after, its outbox entry sends them again.
+        self.outbox.stage(self.engine.store_mut(), &wire)?;
+        self.engine.commit_in_background()?;
         self.stats.telemetry.set_outbox_pending(wire.len());
-        if !self.sink.deliver(&wire, shutdown).await? {
-            return Ok(Turn::Stop { clean: false });
-        }
+        let sending = self.sink.send(&wire).await;
+        self.in_flight = Some(InFlight {
+            sending,
+            batch: Processing {
+                records: batch,
+                wire,
+                gathered,
+                processed,
+                engine: engine_stats,
+                customers,
+            },
+        });
+        Ok(Turn::Next)
+    }
 
+    /// Finishes the batch in delivery, if any: waits for every acknowledgement and for
+    /// its write to be durable, stages the removal of its outbox entry in the next
+    /// write (`next_write`: a next batch's, about to start) or writes it now (durable
+    /// before the offsets are committed: a restart after an idle finish re-sends
+    /// nothing), commits its offsets, then reports it.
+    async fn finish_in_flight(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        next_write: bool,
+    ) -> Result<Turn, RuntimeError> {
+        let Some(InFlight { sending, batch: f }) = self.in_flight.take() else {
+            return Ok(Turn::Next);
+        };
+        let Some(acknowledged_at) = self.sink.settle(&f.wire, sending, shutdown).await? else {
+            return Ok(Turn::Stop { clean: false });
+        };
         let delivered = Instant::now();
-        let acknowledged_at = chrono::Utc::now().timestamp_millis();
         self.stats.telemetry.set_outbox_pending(0);
         tokio::task::block_in_place(|| self.engine.wait_durable())?;
         self.outbox.written();
         let durable = Instant::now();
-        // The entry's removal is flushed while the offsets are committed.
-        self.outbox.acknowledged(self.engine)?;
-        offsets::commit(&self.source.consumer, &batch, &self.stats.telemetry)?;
-        tokio::task::block_in_place(|| self.engine.wait_durable())?;
-        let processed = processed_at.unwrap_or(gathered);
+        self.outbox.acknowledged(self.engine.store_mut());
+        if !next_write {
+            tokio::task::block_in_place(|| self.engine.commit())?;
+        }
+        offsets::commit(&self.source.consumer, &f.records, &self.stats.telemetry)?;
         let phases = Phases {
-            gathered,
-            processed,
-            delivered: delivered.max(processed),
-            durable: durable.max(processed),
+            gathered: f.gathered,
+            processed: f.processed,
+            delivered,
+            durable,
         };
-        self.report(&batch, &wire, &phases, acknowledged_at)
+        self.report(&f, &phases, acknowledged_at)
     }
 
     /// Counts a committed batch, and hands it to the telemetry.
     fn report(
         &self,
-        batch: &[OwnedMessage],
-        wire: &[WireRecord],
+        f: &Processing,
         phases: &Phases,
         acknowledged_at: i64,
     ) -> Result<Turn, RuntimeError> {
+        let (batch, wire, customers) = (&f.records, &f.wire, f.customers);
         let stats = self.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         debug!(
@@ -373,16 +455,15 @@ impl Pipeline<'_> {
             commit_ms = phases.durable.elapsed().as_millis() as u64,
             "batch committed"
         );
-        let customers = self.engine.customer_count()?;
         stats
             .customers
             .store(customers.max(0) as u64, Ordering::Relaxed);
-        *stats.engine.lock().unwrap_or_else(|e| e.into_inner()) = self.engine.stats().clone();
+        *stats.engine.lock().unwrap_or_else(|e| e.into_inner()) = f.engine.clone();
         stats.telemetry.record_batch(
             &metrics::Batch {
                 consumed: &count_by_topic(batch.iter().map(|m| m.topic())),
                 acknowledged: &count_by_topic(wire.iter().map(|r| r.topic.as_str())),
-                engine: self.engine.stats(),
+                engine: &f.engine,
                 customers,
                 store_bytes: self.engine.store().size_on_disk().ok(),
                 processing: phases.processed - phases.gathered,
@@ -396,11 +477,20 @@ impl Pipeline<'_> {
         Ok(Turn::Next)
     }
 
-    /// Drains: everything acknowledged is already committed; flushes the producer and,
-    /// on a clean stop, empties the outbox.
-    fn stop(self, clean: bool) -> Result<(), RuntimeError> {
+    /// Drains: finishes the batch in delivery (on a clean stop), flushes the producer
+    /// and, on a clean stop, writes the outbox entry's removal.
+    async fn stop(
+        mut self,
+        mut clean: bool,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
         self.stats.telemetry.health.set_stopping();
         info!("stopping");
+        if clean {
+            if let Turn::Stop { clean: finished } = self.finish_in_flight(shutdown, false).await? {
+                clean = finished;
+            }
+        }
         self.sink.flush();
         if clean {
             self.outbox.clear(self.engine)?;

@@ -1,15 +1,13 @@
 //! Dispatch: each record of a batch to the engine entry point of its topic and format,
 //! then the retention sweep and timers that are due, then the batch's golden records
-//! (the latest per customer: `engine::coalesce`); the batch's state and outbox entry go
-//! to the store in one atomic write, flushed in the background while the outputs are
-//! delivered.
+//! (the latest per customer: `engine::coalesce`). The batch's state is staged in the
+//! store; the runtime adds its outbox entry and starts the write.
 
 use std::time::Instant;
 
 use rdkafka::message::{Message, OwnedMessage};
 
 use super::decode::Inputs;
-use super::outbox::Outbox;
 use super::sink::WireRecord;
 use super::source::Due;
 use super::RuntimeError;
@@ -29,19 +27,17 @@ pub(super) struct Dispatch<'a> {
 pub(super) struct Processed {
     /// Its output records, encoded.
     pub(super) wire: Vec<WireRecord>,
-    /// When the engine was done, before the store's write; `None`: nothing was written.
+    /// When the engine was done; `None`: an idle turn that found nothing (what it may
+    /// have staged goes with the next batch's write).
     pub(super) processed_at: Option<Instant>,
 }
 
 impl Dispatch<'_> {
-    /// Runs the engine over `batch` and what is `due`, then starts writing the state
-    /// and the outputs' outbox entry in one atomic write, durable once
-    /// [`Engine::wait_durable`] returns (none for an idle turn that found nothing: what
-    /// it may have staged goes with the next batch).
+    /// Runs the engine over `batch` and what is `due`; its state changes are staged in
+    /// the store, not written.
     pub(super) fn process(
         &self,
         engine: &mut Engine,
-        outbox: &mut Outbox,
         batch: &[OwnedMessage],
         due: Due,
     ) -> Result<Processed, RuntimeError> {
@@ -79,12 +75,9 @@ impl Dispatch<'_> {
                 processed_at: None,
             });
         }
-        outbox.stage(engine.store_mut(), &wire)?;
-        let processed_at = Instant::now();
-        engine.commit_in_background()?;
         Ok(Processed {
             wire,
-            processed_at: Some(processed_at),
+            processed_at: Some(Instant::now()),
         })
     }
 

@@ -1,10 +1,10 @@
 //! The outbox: a batch's output records, written to the store in the same atomic write
 //! as the state they come from, kept until acknowledged, and re-sent on start.
 //!
-//! An entry is removed as soon as every one of its records is acknowledged, in a write
-//! of its own made durable before the batch is done (a restart then re-sends nothing of
-//! it). An entry found on start belongs to a run that stopped between the write and the
-//! last acknowledgement: its records are produced again, before anything is consumed.
+//! An entry is removed once every one of its records is acknowledged and its batch's
+//! offsets are committed, in the store's next write (the next batch's). An entry found
+//! on start belongs to a run that stopped between its write and that next write: its
+//! records are produced again, before anything is consumed.
 
 use std::sync::atomic::Ordering;
 
@@ -53,14 +53,12 @@ impl Outbox {
         self.unacknowledged = self.staged.take();
     }
 
-    /// Every record of the entry written is acknowledged: starts writing its removal.
-    /// Durable once [`Engine::wait_durable`] returns.
-    pub(super) fn acknowledged(&mut self, engine: &mut Engine) -> Result<(), RuntimeError> {
+    /// Every record of the entry written is acknowledged: stages its removal in the
+    /// store's next write.
+    pub(super) fn acknowledged(&mut self, store: &mut Store) {
         if let Some(seq) = self.unacknowledged.take() {
-            OUTBOX.remove(engine.store_mut(), seq);
-            engine.commit_in_background()?;
+            OUTBOX.remove(store, seq);
         }
-        Ok(())
     }
 
     /// On a clean stop every entry is acknowledged, hence removed: writes what an idle

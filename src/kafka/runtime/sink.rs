@@ -134,10 +134,14 @@ struct Attempt {
     last_error: Option<String>,
     /// A fatal error of the producer, if one was seen.
     fatal: Option<String>,
+    /// Records not acknowledged.
+    failed: Vec<usize>,
+    /// When the last acknowledgement came (wall clock, ms).
+    last_acknowledged: Option<i64>,
 }
 
 impl Attempt {
-    fn failed(&mut self, e: &KafkaError) {
+    fn saw_error(&mut self, e: &KafkaError) {
         let text = e.to_string();
         if self.fatal.is_none() && e.rdkafka_error_code().is_some_and(is_fatal) {
             self.fatal = Some(text.clone());
@@ -182,23 +186,82 @@ impl Sink {
         records: &[WireRecord],
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<bool, RuntimeError> {
+        let sending = self.send(records).await;
+        Ok(self.settle(records, sending, shutdown).await?.is_some())
+    }
+
+    /// Hands every record to the producer and returns at once: their acknowledgements
+    /// are awaited in the background (each timed when it arrives) until
+    /// [`Sink::settle`].
+    pub(super) async fn send(&self, records: &[WireRecord]) -> Sending {
+        let all: Vec<usize> = (0..records.len()).collect();
+        self.send_some(records, &all).await
+    }
+
+    async fn send_some(&self, records: &[WireRecord], pending: &[usize]) -> Sending {
+        self.stats.telemetry.health.outputs_sent();
+        let mut attempt = Attempt::default();
+        let (sent, failed) = self.enqueue(records, pending, &mut attempt).await;
+        let stamps: Vec<(usize, Option<i64>)> = sent
+            .iter()
+            .map(|(i, _)| (*i, records[*i].source_timestamp))
+            .collect();
+        let futures: Vec<DeliveryFuture> = sent.into_iter().map(|(_, f)| f).collect();
+        let acknowledgements = tokio::spawn(acknowledgements(self.stats.clone(), stamps, futures));
+        Sending {
+            acknowledgements,
+            failed,
+            attempt,
+        }
+    }
+
+    /// Waits until every record of `sending` (made of `records`) is acknowledged,
+    /// sending again what was not, as [`Sink::deliver`] does. Returns when the last
+    /// acknowledgement came (wall clock, ms; now if there was none to wait for), or
+    /// `None` if shutdown was requested during an outage.
+    pub(super) async fn settle(
+        &mut self,
+        records: &[WireRecord],
+        mut sending: Sending,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<i64>, RuntimeError> {
+        let mut last_acknowledged: Option<i64> = None;
         let stats = self.stats.clone();
         let health = &stats.telemetry.health;
-        let mut pending: Vec<usize> = (0..records.len()).collect();
         let mut shutdown_since: Option<Instant> = None;
         loop {
-            health.outputs_sent();
-            let mut attempt = Attempt::default();
-            let (sent, mut failed) = self.enqueue(records, &pending, &mut attempt).await;
-            self.acknowledgements(records, sent, &mut failed, &mut attempt)
-                .await;
+            let mut attempt = sending.attempt;
+            let mut failed = sending.failed;
+            match sending.acknowledgements.await {
+                Ok(acks) => {
+                    attempt.acknowledged += acks.acknowledged;
+                    if let Some(e) = acks.last_error {
+                        attempt.last_error = Some(e);
+                    }
+                    if attempt.fatal.is_none() {
+                        attempt.fatal = acks.fatal;
+                    }
+                    failed.extend(acks.failed);
+                    last_acknowledged = last_acknowledged.max(acks.last_acknowledged);
+                }
+                Err(e) => {
+                    // The task cannot fail but by a panic: none of its records counts
+                    // as acknowledged.
+                    attempt.last_error = Some(format!("acknowledgements lost: {e}"));
+                    failed = (0..records.len()).collect();
+                }
+            }
             if attempt.acknowledged > 0 {
                 self.rebuilds_in_a_row = 0;
             }
             if failed.is_empty() {
                 health.outputs_settled();
-                return Ok(true);
+                return Ok(Some(
+                    last_acknowledged.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
+                ));
             }
+            failed.sort_unstable();
+            failed.dedup();
             stats.delivery_retries.fetch_add(1, Ordering::Relaxed);
             stats.telemetry.delivery_retry();
             health.beat();
@@ -218,14 +281,14 @@ impl Sink {
             if *shutdown.borrow() {
                 let since = *shutdown_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > self.drain_deadline {
-                    return Ok(false);
+                    return Ok(None);
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.backoff) => {}
                 _ = shutdown.changed() => {}
             }
-            pending = failed;
+            sending = self.send_some(records, &failed).await;
         }
     }
 
@@ -288,7 +351,7 @@ impl Sink {
                         if failed.is_empty() {
                             warn!(error = %e, topic = %records[i].topic, "cannot enqueue output record");
                         }
-                        attempt.failed(&e);
+                        attempt.saw_error(&e);
                         failed.push(i);
                         break;
                     }
@@ -298,39 +361,6 @@ impl Sink {
         (sent, failed)
     }
 
-    /// Waits for the acknowledgement of every record sent; adds those not acknowledged
-    /// to `failed`.
-    async fn acknowledgements(
-        &self,
-        records: &[WireRecord],
-        sent: Vec<(usize, DeliveryFuture)>,
-        failed: &mut Vec<usize>,
-        attempt: &mut Attempt,
-    ) {
-        let health = &self.stats.telemetry.health;
-        for (i, f) in sent {
-            match f.await {
-                Ok(Ok(_)) => {
-                    attempt.acknowledged += 1;
-                    health.output_acknowledged();
-                    self.stats.produced.fetch_add(1, Ordering::Relaxed);
-                    if let Some(ts) = records[i].source_timestamp {
-                        self.stats
-                            .record_latency(chrono::Utc::now().timestamp_millis() - ts);
-                    }
-                }
-                Ok(Err((e, _))) => {
-                    attempt.failed(&e);
-                    failed.push(i);
-                }
-                Err(_) => {
-                    attempt.last_error = Some("delivery cancelled".into());
-                    failed.push(i);
-                }
-            }
-        }
-    }
-
     /// Waits (up to the drain deadline) for what the producer still holds.
     pub(super) fn flush(&self) {
         let flushed = tokio::task::block_in_place(|| self.producer.flush(self.drain_deadline));
@@ -338,4 +368,48 @@ impl Sink {
             warn!(error = %e, "producer flush incomplete");
         }
     }
+}
+
+/// Records handed to the producer, whose acknowledgements are awaited in the
+/// background.
+pub(super) struct Sending {
+    acknowledgements: tokio::task::JoinHandle<Attempt>,
+    /// Records the producer refused.
+    failed: Vec<usize>,
+    attempt: Attempt,
+}
+
+/// Waits for the acknowledgement of each record sent (`stamps`: its index and the
+/// timestamp of its input, in the order of `futures`), timing each as it arrives; the
+/// records not acknowledged are in `failed`.
+async fn acknowledgements(
+    stats: Arc<RuntimeStats>,
+    stamps: Vec<(usize, Option<i64>)>,
+    futures: Vec<DeliveryFuture>,
+) -> Attempt {
+    let health = &stats.telemetry.health;
+    let mut attempt = Attempt::default();
+    for ((i, source_timestamp), f) in stamps.into_iter().zip(futures) {
+        match f.await {
+            Ok(Ok(_)) => {
+                attempt.acknowledged += 1;
+                health.output_acknowledged();
+                stats.produced.fetch_add(1, Ordering::Relaxed);
+                let now = chrono::Utc::now().timestamp_millis();
+                attempt.last_acknowledged = Some(now);
+                if let Some(ts) = source_timestamp {
+                    stats.record_latency(now - ts);
+                }
+            }
+            Ok(Err((e, _))) => {
+                attempt.saw_error(&e);
+                attempt.failed.push(i);
+            }
+            Err(_) => {
+                attempt.last_error = Some("delivery cancelled".into());
+                attempt.failed.push(i);
+            }
+        }
+    }
+    attempt
 }

@@ -273,7 +273,7 @@ engine_counters!(families [
         PHASE_BUCKETS) => phase(delivery);
     commit: histogram(
         "unicus_offset_commit_duration_seconds",
-        "Outbox entry removal and synchronous offset commit of a batch, once its outputs are acknowledged and its state durable.",
+        "Synchronous offset commit of a batch (its outbox entry's removal staged in the next write), once its outputs are acknowledged and its state durable.",
         PHASE_BUCKETS) => phase(commit);
     lag: gauges(
         "unicus_consumer_lag_records",
