@@ -429,3 +429,46 @@ async fn send_all(brokers: &str, topic: &str, bodies: &[&str]) {
             .unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_is_answered_when_its_records_stop_not_at_the_batch_deadline() {
+    let mut c = cluster("g-quiet");
+    c.settings.runtime.batch_max_events = 5_000;
+    c.settings.runtime.batch_max_wait_ms = 5_000;
+    c.settings.runtime.batch_idle_ms = 2;
+    let mut run = start(&c.settings);
+    // The group is joined once a first record is consumed.
+    produce(&c, vec![event("q0", "web", json!({}))]).await;
+    run.until(Duration::from_secs(60), "the first record", |s| {
+        s.consumed.load(Ordering::Relaxed) >= 1 && s.produced.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    let before = run.stats.produced.load(Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    produce(
+        &c,
+        (1..=3)
+            .map(|i| event(&format!("q{i}"), "web", json!({})))
+            .collect(),
+    )
+    .await;
+    // One touchpoints.resolved record per event at least.
+    run.until(Duration::from_secs(60), "outputs of three records", |s| {
+        s.produced.load(Ordering::Relaxed) >= before + 3
+    })
+    .await;
+    let answered = started.elapsed();
+    // Their batch ended 2 ms after the last record, not 5 s after the first.
+    assert!(
+        answered < Duration::from_millis(2_500),
+        "answered after {answered:?}"
+    );
+    // The batch in delivery is finished (offsets committed) with no record after it.
+    run.until(Duration::from_secs(60), "both batches committed", |s| {
+        s.batches.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    let summary = run.stop().await;
+    assert!(summary.clean);
+    assert_eq!(summary.consumed, 4);
+}

@@ -118,8 +118,11 @@ pub struct RuntimeSettings {
     pub store_dir: PathBuf,
     /// A batch ends at this many records...
     pub batch_max_events: usize,
-    /// ...or this long after its first record.
+    /// ...or this long after its first record...
     pub batch_max_wait_ms: u64,
+    /// ...or when no record came this long after the last one (0: only the two bounds
+    /// above): a quiet stream's batch ends with its last record, a busy one's fills.
+    pub batch_idle_ms: u64,
     /// Pause between attempts when the broker does not acknowledge outputs.
     pub retry_backoff_ms: u64,
     /// Deadline to drain the batch in progress on SIGINT/SIGTERM.
@@ -137,6 +140,7 @@ impl Default for RuntimeSettings {
             store_dir: PathBuf::from("unicus-store"),
             batch_max_events: 5_000,
             batch_max_wait_ms: 20,
+            batch_idle_ms: 2,
             retry_backoff_ms: 1_000,
             shutdown_timeout_ms: 10_000,
             stall_timeout_ms: 30_000,
@@ -346,6 +350,12 @@ impl Settings {
         if r.batch_max_events == 0 || r.batch_max_wait_ms == 0 {
             return invalid("runtime.batch_max_events", "batch bounds must be positive");
         }
+        if r.batch_idle_ms > r.batch_max_wait_ms {
+            return invalid(
+                "runtime.batch_idle_ms",
+                "must be at most runtime.batch_max_wait_ms (0 turns it off)",
+            );
+        }
         if r.stall_timeout_ms < 1_000 {
             return invalid("runtime.stall_timeout_ms", "must be at least 1000");
         }
@@ -487,6 +497,18 @@ mod tests {
             Settings::from_toml_and_env("[kafka.properties]\n\"group.instance.id\" = \"x\"\n", [])
                 .unwrap_err();
         assert!(e.to_string().contains("kafka.group_instance_id"), "{e}");
+    }
+
+    #[test]
+    fn a_batch_idle_gap_longer_than_the_batch_wait_is_refused() {
+        let e = Settings::from_toml_and_env(
+            "[runtime]\nbatch_max_wait_ms = 20\nbatch_idle_ms = 21\n",
+            [],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("runtime.batch_idle_ms"), "{e}");
+        let s = Settings::from_toml_and_env("[runtime]\nbatch_idle_ms = 0\n", []).unwrap();
+        assert_eq!(s.runtime.batch_idle_ms, 0);
     }
 
     #[test]

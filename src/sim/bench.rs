@@ -176,8 +176,14 @@ async fn passthrough(settings: &Settings, total: u64) -> Result<f64> {
         batch.push(first);
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(settings.runtime.batch_max_wait_ms);
+        let idle = Duration::from_millis(settings.runtime.batch_idle_ms);
         while batch.len() < settings.runtime.batch_max_events {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            let until = if idle.is_zero() {
+                deadline
+            } else {
+                deadline.min(tokio::time::Instant::now() + idle)
+            };
+            match tokio::time::timeout_at(until, consumer.recv()).await {
                 Ok(m) => batch.push(m?.detach()),
                 Err(_) => break,
             }
@@ -326,8 +332,8 @@ pub async fn kafka(
         unicus_rate / pass
     );
 
-    // Latency: a paced stream at a fifth of unicus's throughput, timed from each input
-    // record's timestamp to the acknowledgement of its outputs.
+    // Latency: a stream paced at half of unicus's throughput (sent every 10 ms), timed
+    // from each input record's timestamp to the acknowledgement of its outputs.
     // Let the last bulk outputs be acknowledged before timing the paced stream.
     let mut last = u64::MAX;
     while last != stats.produced.load(Ordering::Relaxed) {
@@ -335,15 +341,22 @@ pub async fn kafka(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stats.reset_latencies();
-    let per_second = (unicus_rate / 5.0).max(100.0);
-    let feeder = crate::sim::demo::Feeder::new(
+    let per_second = (unicus_rate / 2.0).max(100.0);
+    let feeder = crate::sim::demo::Feeder::with_linger(
         &settings.kafka.brokers,
         &settings.kafka.topic_prefix,
         &channels,
+        0,
     )?;
     let sent = feeder.send_paced(paced.iter().cloned(), per_second).await?;
     while stats.consumed.load(Ordering::Relaxed) < n + sent {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The last batch's acknowledgements, timed as they come.
+    let mut last = u64::MAX;
+    while last != stats.produced.load(Ordering::Relaxed) {
+        last = stats.produced.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
         "latency input->output at {per_second:.0} events/s: p50 {} ms, p99 {} ms ({} outputs)",

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
 use crate::kafka::runtime::{self, RuntimeStats};
@@ -43,13 +43,25 @@ pub struct Feeder {
 
 impl Feeder {
     pub fn new(brokers: &str, topic_prefix: &str, channels: &[String]) -> Result<Self> {
+        Self::with_linger(brokers, topic_prefix, channels, 10)
+    }
+
+    /// A feeder whose producer waits `linger_ms` to fill a request: 10 for bulk, 0 for a
+    /// paced stream timed from each record's timestamp (as a front-end sends an event
+    /// when it happens).
+    pub fn with_linger(
+        brokers: &str,
+        topic_prefix: &str,
+        channels: &[String],
+        linger_ms: u32,
+    ) -> Result<Self> {
         if channels.is_empty() {
             bail!("at least one channel is needed");
         }
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
-            .set("linger.ms", "10")
+            .set("linger.ms", linger_ms.to_string())
             .set("queue.buffering.max.messages", "200000")
             .create()
             .context("failed to create the producer")?;
@@ -60,29 +72,63 @@ impl Feeder {
         })
     }
 
-    /// Sends lines and waits for their acknowledgements; returns how many were acknowledged.
-    pub async fn send(&self, lines: impl Iterator<Item = String>) -> Result<u64> {
-        let mut in_flight = Vec::with_capacity(10_000);
-        let mut acked = 0u64;
-        for line in lines {
-            let topic = format!(
-                "{}touchpoints.{}",
-                self.topic_prefix,
-                route(&line, &self.channels)
-            );
-            let mut record = FutureRecord::<(), str>::to(&topic).payload(&line);
-            loop {
-                match self.producer.send_result(record) {
-                    Ok(f) => {
-                        in_flight.push(f);
-                        break;
-                    }
-                    Err((_, back)) => {
-                        record = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
+    /// Hands one line to the producer, to its channel's topic (waiting while its queue
+    /// is full).
+    async fn enqueue(&self, line: &str) -> DeliveryFuture {
+        let topic = format!(
+            "{}touchpoints.{}",
+            self.topic_prefix,
+            route(line, &self.channels)
+        );
+        let mut record = FutureRecord::<(), str>::to(&topic).payload(line);
+        loop {
+            match self.producer.send_result(record) {
+                Ok(f) => return f,
+                Err((_, back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             }
+        }
+    }
+
+    /// Sends lines and waits for their acknowledgements; returns how many were acknowledged.
+    pub async fn send(&self, lines: impl Iterator<Item = String>) -> Result<u64> {
+        self.send_at(lines, None).await
+    }
+
+    /// Sends lines at `per_second`, a hundredth of a second's worth at a time (a steady
+    /// stream, not bursts), without waiting for acknowledgements in between; returns how
+    /// many were acknowledged.
+    pub async fn send_paced(
+        &self,
+        lines: impl Iterator<Item = String>,
+        per_second: f64,
+    ) -> Result<u64> {
+        if !per_second.is_finite() || per_second <= 0.0 {
+            bail!("the rate must be a positive number of events per second");
+        }
+        self.send_at(lines, Some(per_second)).await
+    }
+
+    async fn send_at(
+        &self,
+        lines: impl Iterator<Item = String>,
+        per_second: Option<f64>,
+    ) -> Result<u64> {
+        let started = tokio::time::Instant::now();
+        let chunk = per_second.map_or(usize::MAX, |r| (r / 100.0).max(1.0) as usize);
+        let mut in_flight: Vec<DeliveryFuture> = Vec::with_capacity(10_000);
+        let (mut sent, mut acked) = (0u64, 0u64);
+        for line in lines {
+            if let Some(rate) = per_second {
+                if sent % chunk as u64 == 0 {
+                    tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / rate))
+                        .await;
+                }
+            }
+            in_flight.push(self.enqueue(&line).await);
+            sent += 1;
             if in_flight.len() >= 10_000 {
                 for f in in_flight.drain(..) {
                     acked += u64::from(matches!(f.await, Ok(Ok(_))));
@@ -93,31 +139,6 @@ impl Feeder {
             acked += u64::from(matches!(f.await, Ok(Ok(_))));
         }
         Ok(acked)
-    }
-
-    /// Sends lines at `per_second`, a tenth of a second's worth at a time, each part
-    /// acknowledged before the next; returns how many were acknowledged.
-    pub async fn send_paced(
-        &self,
-        mut lines: impl Iterator<Item = String>,
-        per_second: f64,
-    ) -> Result<u64> {
-        if !per_second.is_finite() || per_second <= 0.0 {
-            bail!("the rate must be a positive number of events per second");
-        }
-        let chunk = (per_second / 10.0).max(1.0) as usize;
-        let started = tokio::time::Instant::now();
-        let (mut sent, mut acked) = (0u64, 0u64);
-        loop {
-            let part: Vec<String> = lines.by_ref().take(chunk).collect();
-            if part.is_empty() {
-                return Ok(acked);
-            }
-            tokio::time::sleep_until(started + Duration::from_secs_f64(sent as f64 / per_second))
-                .await;
-            sent += part.len() as u64;
-            acked += self.send(part.into_iter()).await?;
-        }
     }
 }
 

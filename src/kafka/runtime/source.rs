@@ -65,6 +65,8 @@ pub(super) struct Source {
     consumer_errors: u64,
     max_events: usize,
     max_wait: Duration,
+    /// A batch ends this long after its last record (`batch_idle_ms`; `None`: off).
+    idle: Option<Duration>,
     stats: Arc<RuntimeStats>,
 }
 
@@ -83,6 +85,8 @@ impl Source {
             consumer_errors: 0,
             max_events: settings.runtime.batch_max_events,
             max_wait: Duration::from_millis(settings.runtime.batch_max_wait_ms),
+            idle: (settings.runtime.batch_idle_ms > 0)
+                .then(|| Duration::from_millis(settings.runtime.batch_idle_ms)),
             stats,
         })
     }
@@ -97,7 +101,8 @@ impl Source {
     }
 
     /// Gathers up to `batch_max_events` records, for up to `batch_max_wait_ms` after the
-    /// first; with none, waits until `idle_until` (or shutdown). Rebalance callbacks run
+    /// first and `batch_idle_ms` after the last; with none, waits until `idle_until` (or
+    /// shutdown). Rebalance callbacks run
     /// inside `recv`, before it returns a record of the new assignment: records gathered
     /// before a rebalance belong to the old one and are dropped (each partition restarts
     /// from its commit).
@@ -110,7 +115,11 @@ impl Source {
         let mut batch: Vec<OwnedMessage> = Vec::new();
         let mut deadline: Option<Instant> = None;
         while batch.len() < self.max_events {
-            let until = deadline.unwrap_or(idle_until);
+            let until = match (deadline, self.idle) {
+                (Some(deadline), Some(idle)) => deadline.min(Instant::now() + idle),
+                (Some(deadline), None) => deadline,
+                (None, _) => idle_until,
+            };
             let next = async {
                 tokio::time::timeout_at(until, self.consumer.recv())
                     .await
