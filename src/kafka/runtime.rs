@@ -31,11 +31,12 @@
 //! are consumed again, and outputs acknowledged before the crash are produced again. A
 //! crash between that write and the next batch's leaves the outbox entry: on start,
 //! its records are produced again before anything is consumed (those acknowledged
-//! before the crash are duplicated), and the records of the batch, if their offsets
-//! were not committed, are consumed again, recognised by `event_id`, and change
-//! nothing. Outputs may therefore be duplicated (at most the batch in delivery and the
-//! one before it, whose outbox entry's removal was not yet durable), never lost; state
-//! is never counted twice.
+//! before the crash are duplicated), unless the group's committed offsets show its
+//! batch committed (step 8 came before the crash: every output was acknowledged); the
+//! records of a batch whose offsets were not committed are consumed again, recognised
+//! by `event_id`, and change nothing. Outputs may therefore be duplicated (the batch
+//! in delivery; also the one before it if its offset commit failed or the broker does
+//! not tell the committed offsets on start), never lost; state is never counted twice.
 //!
 //! A producer that keeps failing fatally, even new ones, makes the run end with
 //! [`RuntimeError::ProducerUnrecoverable`] (the process exits non-zero): the outbox
@@ -212,9 +213,11 @@ pub async fn run(
         .health
         .set_ack_stall_timeout(Duration::from_millis(settings.runtime.stall_timeout_ms));
     let mut sink = Sink::new(&settings, stats.clone())?;
+    // Not in the group until it subscribes: it reads the group's committed offsets first.
+    let source = Source::new(&settings, stats.clone())?;
 
     // Outputs decided before a crash but maybe never acknowledged go out first.
-    let mut clean = outbox::resend(&mut engine, &mut sink, &stats, &mut shutdown).await?;
+    let mut clean = outbox::resend(&mut engine, &mut sink, &source, &stats, &mut shutdown).await?;
     stats
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
@@ -225,7 +228,6 @@ pub async fn run(
     };
     ensure_topics(&settings).await;
 
-    let source = Source::new(&settings, stats.clone())?;
     let inputs = Inputs::new(&settings)?;
     telemetry.start_run(&settings, &inputs.topics);
     source.subscribe(&inputs.topics, &settings.kafka.group_id)?;
@@ -383,7 +385,8 @@ impl Pipeline<'_> {
         // is durable leaves the offsets uncommitted, and the batch is consumed again and
         // its outputs sent again (duplicates of the batch in delivery, as after a crash
         // before its acknowledgements); after, its outbox entry sends them again.
-        self.outbox.stage(self.engine.store_mut(), &wire)?;
+        self.outbox
+            .stage(self.engine.store_mut(), &wire, &offsets::input_ends(&batch))?;
         self.engine.commit_in_background()?;
         self.stats.telemetry.set_outbox_pending(wire.len());
         let sending = self.sink.send(&wire).await;

@@ -140,6 +140,9 @@ owners! {
         table OUTBOX<u64> = b"k/outbox/";
         /// The last outbox sequence number given.
         cell OUTBOX_SEQ = b"k/outbox_seq";
+        /// Where the input of an outbox entry's batch ends, per partition (the offsets
+        /// its commit gives), by the entry's sequence number.
+        table OUTBOX_INPUT<u64> = b"k/outbox_input/";
     }
 
     /// Keys of stores of format 2 and before, read (never written) by the engine only to

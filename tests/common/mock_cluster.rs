@@ -170,9 +170,23 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     }
     consumer.assign(&tpl).unwrap();
     drop(tpl);
+    // Everything the topic holds now: read to each partition's high watermark (a
+    // reader that stops after a quiet spell misses records on a loaded machine).
+    let mut expected = 0;
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        expected += (high - low).max(0) as usize;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut out = Vec::new();
-    let mut idle_since = Instant::now();
-    while idle_since.elapsed() < Duration::from_millis(1500) {
+    while out.len() < expected {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic}: {} of {expected} records within 60 s",
+            out.len()
+        );
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 let headers = m
@@ -194,7 +208,6 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
                     m.payload().map(<[u8]>::to_vec),
                     headers,
                 ));
-                idle_since = Instant::now();
             }
             Some(Err(e)) => panic!("reading {topic}: {e}"),
             None => {}

@@ -4,14 +4,20 @@
 //! An entry is removed once every one of its records is acknowledged and its batch's
 //! offsets are committed, in the store's next write (the next batch's). An entry found
 //! on start belongs to a run that stopped between its write and that next write: its
-//! records are produced again, before anything is consumed.
+//! records are produced again, before anything is consumed, unless the group's
+//! committed offsets show that its batch was committed (a batch is committed only once
+//! all its outputs are acknowledged): each entry keeps where its batch's input ends.
 
 use std::sync::atomic::Ordering;
 
-use tokio::sync::watch;
-use tracing::info;
+use std::time::Duration;
 
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::offsets::{self, InputEnd};
 use super::sink::{Sink, WireRecord};
+use super::source::Source;
 use super::{RuntimeError, RuntimeStats};
 use crate::engine::Engine;
 use crate::store::{keys, Cell, Store, StoreError, Table};
@@ -20,6 +26,12 @@ use crate::store::{keys, Cell, Store, StoreError, Table};
 const OUTBOX: Table<u64, Vec<WireRecord>> = Table::new(keys::kafka_runtime::OUTBOX);
 /// The last sequence number given.
 const OUTBOX_SEQ: Cell<u64> = Cell::new(keys::kafka_runtime::OUTBOX_SEQ);
+/// Where each entry's batch ends on its input partitions.
+const OUTBOX_INPUT: Table<u64, Vec<InputEnd>> = Table::new(keys::kafka_runtime::OUTBOX_INPUT);
+
+/// How long the group's committed offsets are waited for on start; without an answer
+/// every entry is re-sent.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The outbox entry of the batch in progress.
 #[derive(Default)]
@@ -32,17 +44,22 @@ pub(super) struct Outbox {
 
 impl Outbox {
     /// Stages, in the store's next write, a new entry holding `records` (none if there
-    /// are none). [`Outbox::written`] says when that write is durable.
+    /// are none) of a batch whose input ends at `input`. [`Outbox::written`] says when
+    /// that write is durable.
     pub(super) fn stage(
         &mut self,
         store: &mut Store,
         records: &[WireRecord],
+        input: &[InputEnd],
     ) -> Result<(), StoreError> {
         let seq = OUTBOX_SEQ.get(store)?.unwrap_or(0) + 1;
         OUTBOX_SEQ.put(store, &seq)?;
         self.staged = None;
         if !records.is_empty() {
             OUTBOX.put(store, seq, records)?;
+            if !input.is_empty() {
+                OUTBOX_INPUT.put(store, seq, input)?;
+            }
             self.staged = Some(seq);
         }
         Ok(())
@@ -57,7 +74,7 @@ impl Outbox {
     /// store's next write.
     pub(super) fn acknowledged(&mut self, store: &mut Store) {
         if let Some(seq) = self.unacknowledged.take() {
-            OUTBOX.remove(store, seq);
+            remove(store, seq);
         }
     }
 
@@ -69,11 +86,19 @@ impl Outbox {
     }
 }
 
-/// Sends what the outbox holds, then empties it. False: shutdown was requested during
-/// an outage, and what is left stays for the next start.
+/// Removes an entry.
+fn remove(store: &mut Store, seq: u64) {
+    OUTBOX.remove(store, seq);
+    OUTBOX_INPUT.remove(store, seq);
+}
+
+/// Sends what the outbox holds, but the entries of batches the group has committed,
+/// then empties it. False: shutdown was requested during an outage, and what is left
+/// stays for the next start.
 pub(super) async fn resend(
     engine: &mut Engine,
     sink: &mut Sink,
+    source: &Source,
     stats: &RuntimeStats,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<bool, RuntimeError> {
@@ -81,14 +106,41 @@ pub(super) async fn resend(
     if entries.is_empty() {
         return Ok(true);
     }
-    let mut total = 0;
-    for (seq, records) in entries {
+    let mut inputs = Vec::with_capacity(entries.len());
+    for (seq, _) in &entries {
+        inputs.push(OUTBOX_INPUT.get(engine.store(), *seq)?.unwrap_or_default());
+    }
+    let all: Vec<InputEnd> = inputs.iter().flatten().cloned().collect();
+    let committed = if all.is_empty() {
+        Default::default()
+    } else {
+        let asked = tokio::task::block_in_place(|| {
+            offsets::committed(&source.consumer, &all, COMMITTED_TIMEOUT)
+        });
+        asked.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the group's committed offsets; re-sending every outbox entry");
+            Default::default()
+        })
+    };
+    let (mut total, mut skipped) = (0, 0);
+    for ((seq, records), input) in entries.into_iter().zip(inputs) {
+        let done = !input.is_empty()
+            && input.iter().all(|(topic, partition, end)| {
+                committed
+                    .get(&(topic.clone(), *partition))
+                    .is_some_and(|c| c >= end)
+            });
+        if done {
+            skipped += records.len();
+            remove(engine.store_mut(), seq);
+            continue;
+        }
         stats.telemetry.set_outbox_pending(records.len());
         if !sink.deliver(&records, shutdown).await? {
             return Ok(false);
         }
         total += records.len();
-        OUTBOX.remove(engine.store_mut(), seq);
+        remove(engine.store_mut(), seq);
     }
     tokio::task::block_in_place(|| engine.commit())?;
     stats
@@ -96,9 +148,17 @@ pub(super) async fn resend(
         .fetch_add(total as u64, Ordering::Relaxed);
     stats.telemetry.outbox_resent(total);
     stats.telemetry.set_outbox_pending(0);
-    info!(
-        records = total,
-        "re-sent outputs left in the outbox by the previous run"
-    );
+    if total > 0 {
+        info!(
+            records = total,
+            "re-sent outputs left in the outbox by the previous run"
+        );
+    }
+    if skipped > 0 {
+        info!(
+            records = skipped,
+            "outputs left in the outbox by batches the group had committed (hence acknowledged) not re-sent"
+        );
+    }
     Ok(true)
 }
