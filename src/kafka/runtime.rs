@@ -308,6 +308,9 @@ struct InFlight {
 /// A batch in delivery, as it is reported once finished.
 struct Processing {
     records: Vec<OwnedMessage>,
+    /// Where its input ends on each partition: what its outbox entry keeps and its
+    /// commit gives.
+    ends: Vec<offsets::InputEnd>,
     wire: Vec<WireRecord>,
     gathered: Instant,
     processed: Instant,
@@ -385,8 +388,8 @@ impl Pipeline<'_> {
         // is durable leaves the offsets uncommitted, and the batch is consumed again and
         // its outputs sent again (duplicates of the batch in delivery, as after a crash
         // before its acknowledgements); after, its outbox entry sends them again.
-        self.outbox
-            .stage(self.engine.store_mut(), &wire, &offsets::input_ends(&batch))?;
+        let ends = offsets::input_ends(&batch);
+        self.outbox.stage(self.engine.store_mut(), &wire, &ends)?;
         self.engine.commit_in_background()?;
         self.stats.telemetry.set_outbox_pending(wire.len());
         let sending = self.sink.send(&wire).await;
@@ -394,6 +397,7 @@ impl Pipeline<'_> {
             sending,
             batch: Processing {
                 records: batch,
+                ends,
                 wire,
                 gathered,
                 processed,
@@ -429,7 +433,7 @@ impl Pipeline<'_> {
         if !next_write {
             tokio::task::block_in_place(|| self.engine.commit())?;
         }
-        offsets::commit(&self.source.consumer, &f.records, &self.stats.telemetry)?;
+        offsets::commit(&self.source.consumer, &f.ends, &self.stats.telemetry)?;
         let phases = Phases {
             gathered: f.gathered,
             processed: f.processed,

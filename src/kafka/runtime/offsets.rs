@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
-
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::warn;
@@ -54,20 +53,19 @@ pub(super) fn committed(
         .collect())
 }
 
-/// Commits, on each partition of `batch`, the next record to read (a committed offset
-/// is the next one to read). A failed commit is harmless: the records come again and
-/// are recognised by `event_id`.
+/// Commits a batch that ends at `next` ([`input_ends`]): on each partition, the next
+/// record to read. A failed commit is harmless: the records come again and are
+/// recognised by `event_id`.
 pub(super) fn commit(
     consumer: &StreamConsumer<RuntimeContext>,
-    batch: &[OwnedMessage],
+    next: &[InputEnd],
     telemetry: &Telemetry,
 ) -> Result<(), RuntimeError> {
-    let next = input_ends(batch);
     if next.is_empty() {
         return Ok(());
     }
     let mut tpl = TopicPartitionList::with_capacity(next.len());
-    for (topic, partition, offset) in &next {
+    for (topic, partition, offset) in next {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
             .map_err(kafka("building the offsets to commit"))?;
     }

@@ -9,7 +9,6 @@
 //! all its outputs are acknowledged): each entry keeps where its batch's input ends.
 
 use std::sync::atomic::Ordering;
-
 use std::time::Duration;
 
 use tokio::sync::watch;
