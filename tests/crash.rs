@@ -1,7 +1,7 @@
 //! Crash test against a real broker process (Tansu, started by `scripts/test.sh`):
 //! unicus runs as a child process over 200k events and is killed with SIGKILL at random
-//! moments, then restarted. The final state must equal one uninterrupted replay of the
-//! same events, every input event must have its resolved record on the output topic, and
+//! moments, then restarted; once, its store is deleted too (restored from the changelog
+//! on start). The final state must equal one uninterrupted replay of the same events, every input event must have its resolved record on the output topic, and
 //! duplicates stay within the batch each kill caught in delivery.
 
 use std::collections::HashSet;
@@ -22,6 +22,8 @@ const KILLS: usize = 6;
 /// `runtime.batch_max_events` of the crash test: a batch has at most this many resolved
 /// records.
 const BATCH: u64 = 2_000;
+/// The kill (from 0) after which the store is deleted.
+const LOST_DISK_AFTER_KILL: usize = 2;
 
 fn broker() -> Option<String> {
     match std::env::var("UNICUS_TEST_BROKERS") {
@@ -326,6 +328,12 @@ tick_interval_ms = 86400000
             reader.distinct.len(),
             valid.len()
         );
+        // A lost disk: the next start restores the store from its changelog (and the
+        // kill after it may land during that restore).
+        if kill == LOST_DISK_AFTER_KILL {
+            std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+            eprintln!("store deleted after kill {}", kill + 1);
+        }
     }
     let last = start(&config_path, &log);
     let started = Instant::now();

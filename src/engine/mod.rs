@@ -122,6 +122,11 @@ impl Engine {
         &mut self.store
     }
 
+    /// Whether the store holds customers (an identity graph), committed or staged.
+    pub fn holds_customers(&self) -> Result<bool, EngineError> {
+        Ok(self.resolver.holds_anything(&self.store)?)
+    }
+
     /// Events processed since the last commit.
     pub fn pending(&self) -> usize {
         self.pending

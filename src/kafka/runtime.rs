@@ -16,7 +16,9 @@
 //!    ([`sink`]), while the next batch goes through steps 1 and 2;
 //! 6. wait for every acknowledgement, retrying (with back-off, logged and counted) for
 //!    as long as the broker does not acknowledge, with a new producer after a fatal
-//!    producer error ([`sink`]); then wait until the write of step 4 is durable;
+//!    producer error ([`sink`]); then wait until the write of step 4 is durable; then
+//!    send the batch's state changes to the store's changelog and wait for their
+//!    acknowledgements ([`changelog`], with `kafka.changelog`);
 //! 7. stage the removal of the batch's outbox entry in the store's next write (the
 //!    next batch's, or the one made on a clean stop) ([`outbox`]);
 //! 8. commit the offsets after the last record of the batch (a committed offset is the
@@ -38,6 +40,10 @@
 //! in delivery; also the one before it if its offset commit failed or the broker does
 //! not tell the committed offsets on start), never lost; state is never counted twice.
 //!
+//! An empty store is restored from the changelog before anything is consumed
+//! ([`changelog`]); its outbox entries keep the store keys their batch wrote, whose
+//! current values go to the changelog again on start if the batch was not committed.
+//!
 //! A producer that keeps failing fatally, even new ones, makes the run end with
 //! [`RuntimeError::ProducerUnrecoverable`] (the process exits non-zero): the outbox
 //! keeps what was not acknowledged. Outputs that wait longer than
@@ -51,6 +57,7 @@
 //! records consumed again change nothing, and a commit refused for a partition no
 //! longer assigned is harmless.
 
+mod changelog;
 mod clients;
 mod decode;
 mod dispatch;
@@ -79,6 +86,7 @@ pub use clients::{consumer_config, ensure_topics, producer_config};
 use sink::Sending;
 pub use sink::WireRecord;
 
+use changelog::Changelog;
 use decode::Inputs;
 use dispatch::{Dispatch, Processed};
 use outbox::Outbox;
@@ -129,6 +137,10 @@ pub struct RuntimeStats {
     pub rebalances: AtomicU64,
     pub dropped_batches: AtomicU64,
     pub outbox_resent: AtomicU64,
+    /// Records of the store's changelog acknowledged.
+    pub changelog_records: AtomicU64,
+    /// Changelog records applied to the store while restoring it on start.
+    pub restored_records: AtomicU64,
     /// Schema Registry calls that failed and were retried (an outage).
     pub registry_retries: AtomicU64,
     pub customers: AtomicU64,
@@ -216,8 +228,30 @@ pub async fn run(
     // Not in the group until it subscribes: it reads the group's committed offsets first.
     let source = Source::new(&settings, stats.clone())?;
 
-    // Outputs decided before a crash but maybe never acknowledged go out first.
-    let mut clean = outbox::resend(&mut engine, &mut sink, &source, &stats, &mut shutdown).await?;
+    // An empty store is restored from the changelog first; outputs decided before a
+    // crash but maybe never acknowledged go out next.
+    let changelog = Changelog::new(&settings);
+    ensure_topics(&settings).await;
+    let mut clean = changelog::sync(
+        changelog.as_ref(),
+        &settings,
+        &mut engine,
+        &mut sink,
+        &stats,
+        &mut shutdown,
+    )
+    .await?;
+    if clean {
+        clean = outbox::resend(
+            &mut engine,
+            changelog.as_ref(),
+            &mut sink,
+            &source,
+            &stats,
+            &mut shutdown,
+        )
+        .await?;
+    }
     stats
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
@@ -226,7 +260,6 @@ pub async fn run(
     let Some(encoder) = encoder else {
         return run_summary(&engine, &stats, started, clean);
     };
-    ensure_topics(&settings).await;
 
     let inputs = Inputs::new(&settings)?;
     telemetry.start_run(&settings, &inputs.topics);
@@ -241,6 +274,7 @@ pub async fn run(
         source,
         sink: &mut sink,
         outbox: Outbox::default(),
+        changelog,
         timers: Timers::new(&settings),
         stats: &stats,
         in_flight: None,
@@ -303,6 +337,8 @@ struct Phases {
 struct InFlight {
     sending: Sending,
     batch: Processing,
+    /// Its state changes, for the changelog once its outputs are acknowledged.
+    changelog: Vec<WireRecord>,
 }
 
 /// A batch in delivery, as it is reported once finished.
@@ -327,6 +363,7 @@ struct Pipeline<'a> {
     source: Source,
     sink: &'a mut Sink,
     outbox: Outbox,
+    changelog: Option<Changelog>,
     timers: Timers,
     stats: &'a RuntimeStats,
     /// The batch in delivery, finished when the next one is processed (or when no
@@ -379,8 +416,18 @@ impl Pipeline<'_> {
             // What this batch staged is never written: it is consumed again.
             return Ok(stop);
         }
-        let Some(processed) = processed_at else {
-            return Ok(Turn::Next);
+        // A turn without outputs but with state changes (timers) is a batch too when
+        // the changelog is kept: every state change goes to it after a batch.
+        let processed = match processed_at {
+            Some(at) => at,
+            None if self
+                .changelog
+                .as_ref()
+                .is_some_and(|_| Changelog::stages_state(self.engine.store())) =>
+            {
+                Instant::now()
+            }
+            None => return Ok(Turn::Next),
         };
         let (engine_stats, customers) =
             (self.engine.stats().clone(), self.engine.customer_count()?);
@@ -389,12 +436,18 @@ impl Pipeline<'_> {
         // its outputs sent again (duplicates of the batch in delivery, as after a crash
         // before its acknowledgements); after, its outbox entry sends them again.
         let ends = offsets::input_ends(&batch);
-        self.outbox.stage(self.engine.store_mut(), &wire, &ends)?;
+        let (changelog, changed) = match &self.changelog {
+            Some(c) => c.records(self.engine.store()),
+            None => Default::default(),
+        };
+        self.outbox
+            .stage(self.engine.store_mut(), &wire, &changed, &ends)?;
         self.engine.commit_in_background()?;
         self.stats.telemetry.set_outbox_pending(wire.len());
         let sending = self.sink.send(&wire).await;
         self.in_flight = Some(InFlight {
             sending,
+            changelog,
             batch: Processing {
                 records: batch,
                 ends,
@@ -418,7 +471,12 @@ impl Pipeline<'_> {
         shutdown: &mut watch::Receiver<bool>,
         next_write: bool,
     ) -> Result<Turn, RuntimeError> {
-        let Some(InFlight { sending, batch: f }) = self.in_flight.take() else {
+        let Some(InFlight {
+            sending,
+            batch: f,
+            changelog,
+        }) = self.in_flight.take()
+        else {
             return Ok(Turn::Next);
         };
         let Some(acknowledged_at) = self.sink.settle(&f.wire, sending, shutdown).await? else {
@@ -429,6 +487,14 @@ impl Pipeline<'_> {
         tokio::task::block_in_place(|| self.engine.wait_durable())?;
         self.outbox.written();
         let durable = Instant::now();
+        // The state changes once the outputs are acknowledged: a batch on the changelog
+        // has had all its outputs (a restore does not make it again).
+        if !changelog.is_empty() {
+            if !self.sink.deliver(&changelog, shutdown).await? {
+                return Ok(Turn::Stop { clean: false });
+            }
+            self.stats.telemetry.changelog_sent(changelog.len());
+        }
         self.outbox.acknowledged(self.engine.store_mut());
         if !next_write {
             tokio::task::block_in_place(|| self.engine.commit())?;

@@ -57,8 +57,14 @@ pub struct KafkaSettings {
     /// event's `channel` may take (another is a dead letter, `unknown_channel`), on every
     /// topic and in `replay` alike.
     pub channels: Vec<String>,
-    /// Create missing output topics at start (where the broker allows it).
+    /// Create missing output topics (and the changelog) at start (where the broker
+    /// allows it).
     pub create_topics: bool,
+    /// Write every change of the store to the compacted topic
+    /// `<topic_prefix><group_id>-store-changelog` (one partition), from which an
+    /// instance that starts on an empty store (a lost disk, a new machine) restores it
+    /// before consuming. Off: the store on disk is the only copy of the state.
+    pub changelog: bool,
     /// Partitions and replication of topics unicus creates.
     pub partitions: i32,
     pub replication_factor: i32,
@@ -79,6 +85,7 @@ impl Default for KafkaSettings {
                 .map(String::from)
                 .collect(),
             create_topics: true,
+            changelog: true,
             partitions: 6,
             replication_factor: 1,
             properties: BTreeMap::new(),
@@ -107,6 +114,11 @@ impl KafkaSettings {
 
     pub fn topic(&self, topic: Topic) -> String {
         format!("{}{}", self.topic_prefix, topic.name())
+    }
+
+    /// The store's changelog, internal to the group (`kafka.changelog`).
+    pub fn changelog_topic(&self) -> String {
+        format!("{}{}-store-changelog", self.topic_prefix, self.group_id)
     }
 }
 

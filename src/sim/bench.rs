@@ -310,6 +310,9 @@ pub async fn kafka(
     println!("passthrough consume->produce->ack->commit: {pass:.0} events/s");
 
     settings.kafka.group_id = "bench-unicus".into();
+    if let Some(m) = &mock {
+        m.create_topic(&settings.kafka.changelog_topic(), 1, 1)?;
+    }
     let stats = Arc::new(RuntimeStats::default());
     let (stop, stop_rx) = watch::channel(false);
     let task = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));

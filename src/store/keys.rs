@@ -143,6 +143,15 @@ owners! {
         /// Where the input of an outbox entry's batch ends, per partition (the offsets
         /// its commit gives), by the entry's sequence number.
         table OUTBOX_INPUT<u64> = b"k/outbox_input/";
+        /// The store keys each entry's batch wrote, sent again to the changelog on
+        /// start if its batch was not committed.
+        table OUTBOX_KEYS<u64> = b"k/outbox_keys/";
+        /// Set once the store is in step with the changelog (restored from it, or
+        /// copied to it); removed when a run keeps no changelog.
+        cell CHANGELOG_SYNCED = b"k/changelog_synced";
+        /// Set while the store is being restored from the changelog: a restore cut by
+        /// a crash is done again, not taken for a newer copy.
+        cell CHANGELOG_RESTORING = b"k/changelog_restoring";
     }
 
     /// Keys of stores of format 2 and before, read (never written) by the engine only to

@@ -263,6 +263,44 @@ impl Store {
         self.stage(key, None);
     }
 
+    /// The writes staged for the next commit, in no order (`None`: a removal).
+    pub fn staged_writes(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.overlay
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// A value's bytes as the store holds them, staged or committed.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(match self.staged_value(key) {
+            Some(v) => v.map(<[u8]>::to_vec),
+            None => self.committed(key)?.map(|v| v.to_vec()),
+        })
+    }
+
+    /// At most `limit` committed keys and values after `after` (from the first key
+    /// without it), in key order: the store read whole in pieces. Staged writes are not
+    /// read.
+    pub fn committed_after(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Unbounded,
+        };
+        self.tree
+            .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|kv| {
+                kv.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
     /// Keys and values under a prefix, overlay included, in key order.
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let mut merged: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>> = self

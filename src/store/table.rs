@@ -324,6 +324,10 @@ impl<V> Cell<V> {
             value: PhantomData,
         }
     }
+
+    pub fn remove(&self, store: &mut Store) {
+        store.remove(self.key.to_vec());
+    }
 }
 
 impl<V: Serialize + DeserializeOwned> Cell<V> {

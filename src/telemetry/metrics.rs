@@ -38,8 +38,8 @@
 //! outputs handed to the producer have not waited longer than `runtime.stall_timeout_ms`
 //! without an acknowledgement.
 //! Readiness (`/readyz`): the consumer has received an assignment from its group, the
-//! store is open and its last write succeeded, outputs are not stalled (as above), and
-//! the process is not stopping.
+//! store is open (and not being restored from its changelog) and its last write
+//! succeeded, outputs are not stalled (as above), and the process is not stopping.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -95,6 +95,8 @@ pub struct Health {
     joined: AtomicBool,
     /// The store is open and its last write succeeded.
     store_ok: AtomicBool,
+    /// The store is being restored from its changelog.
+    restoring: AtomicBool,
     stopping: AtomicBool,
     /// Milliseconds since `origin` of the last acknowledgement of an output, or of the
     /// hand-off of outputs to the producer when none came since; [`NOTHING_AWAITED`]
@@ -115,6 +117,7 @@ impl Default for Health {
             heartbeat_ms: AtomicU64::new(0),
             joined: AtomicBool::new(false),
             store_ok: AtomicBool::new(false),
+            restoring: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             awaited_since_ms: AtomicU64::new(NOTHING_AWAITED),
             ack_stall_ms: AtomicU64::new(0),
@@ -136,6 +139,10 @@ impl Health {
 
     pub fn set_store_ok(&self, ok: bool) {
         self.store_ok.store(ok, Ordering::Relaxed);
+    }
+
+    pub fn set_restoring(&self, restoring: bool) {
+        self.restoring.store(restoring, Ordering::Relaxed);
     }
 
     pub fn set_stopping(&self) {
@@ -195,6 +202,8 @@ impl Health {
             Some("store not open or last write failed")
         } else if self.ack_stalled().is_some() {
             Some("outputs not acknowledged within runtime.stall_timeout_ms")
+        } else if self.restoring.load(Ordering::Relaxed) {
+            Some("restoring the store from its changelog")
         } else if !self.joined.load(Ordering::Relaxed) {
             Some("no assignment from the consumer group yet")
         } else {
@@ -340,6 +349,16 @@ impl Telemetry {
 
     pub fn outbox_resent(&self, records: usize) {
         self.families.outbox_resent.inc_by(records as u64);
+    }
+
+    /// Changelog records applied to the store while restoring it.
+    pub fn restored(&self, records: usize) {
+        self.families.changelog_restored.inc_by(records as u64);
+    }
+
+    /// Changelog records acknowledged.
+    pub fn changelog_sent(&self, records: usize) {
+        self.families.changelog_records.inc_by(records as u64);
     }
 
     pub fn delivery_retry(&self) {

@@ -62,6 +62,8 @@ pub fn cluster(group: &str, channels: &[&str]) -> Cluster {
         .unwrap();
     mock.create_topic(&settings.kafka.commands_topic(), 1, 1)
         .unwrap();
+    mock.create_topic(&settings.kafka.changelog_topic(), 1, 1)
+        .unwrap();
     Cluster {
         mock,
         settings,
@@ -155,8 +157,13 @@ impl Running {
 /// A record read back: key, value, headers.
 pub type Record = (Option<String>, Option<Vec<u8>>, BTreeMap<String, String>);
 
-/// Every record of a topic of [`PARTITIONS`] partitions, read until none came for 1.5 s.
+/// Every record of a topic of [`PARTITIONS`] partitions, as it holds them now.
 pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    read_partitions(brokers, topic, PARTITIONS)
+}
+
+/// Every record of a topic of `partitions` partitions, as it holds them now.
+pub fn read_partitions(brokers: &str, topic: &str, partitions: i32) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "reader")
@@ -164,7 +171,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
             .unwrap();
     }
@@ -173,7 +180,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     // Everything the topic holds now: read to each partition's high watermark (a
     // reader that stops after a quiet spell misses records on a loaded machine).
     let mut expected = 0;
-    for p in 0..PARTITIONS {
+    for p in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .unwrap();

@@ -122,30 +122,60 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
     c
 }
 
-/// Creates the output topics where the broker allows it; says what is missing.
+/// Creates the output topics and the changelog where the broker allows it; says which
+/// topics are missing, inputs and outputs apart. Returns the missing ones.
 pub async fn ensure_topics(settings: &Settings) -> Vec<String> {
-    let names: Vec<String> = Topic::ALL
+    let mut created: Vec<NewTopicSpec> = Topic::ALL
         .iter()
-        .map(|t| settings.kafka.topic(*t))
-        .chain(std::iter::once(settings.kafka.requests_topic()))
-        .chain(std::iter::once(settings.kafka.commands_topic()))
+        .map(|t| NewTopicSpec {
+            name: settings.kafka.topic(*t),
+            partitions: settings.kafka.partitions,
+            compact: *t == Topic::ProfilesMerged,
+        })
         .collect();
-    if settings.kafka.create_topics {
-        create_topics(settings, &names).await;
+    if settings.kafka.changelog {
+        // One partition: a batch's records stay in order with its end.
+        created.push(NewTopicSpec {
+            name: settings.kafka.changelog_topic(),
+            partitions: 1,
+            compact: true,
+        });
     }
-    let missing = missing_topics(settings, &names);
-    if !missing.is_empty() {
+    if settings.kafka.create_topics {
+        create_topics(settings, &created).await;
+    }
+    let outputs: Vec<String> = created.into_iter().map(|t| t.name).collect();
+    let mut inputs = settings.kafka.input_topics();
+    inputs.push(settings.kafka.requests_topic());
+    inputs.push(settings.kafka.commands_topic());
+    let all: Vec<String> = outputs.iter().chain(&inputs).cloned().collect();
+    let missing = missing_topics(settings, &all);
+    let missing_outputs: Vec<&String> = missing.iter().filter(|t| outputs.contains(t)).collect();
+    let missing_inputs: Vec<&String> = missing.iter().filter(|t| inputs.contains(t)).collect();
+    if !missing_outputs.is_empty() {
         warn!(
-            missing = ?missing,
-            "output topics missing: create them (profiles.merged with cleanup.policy=compact) or allow auto-creation; outputs to them are retried until they exist"
+            missing = ?missing_outputs,
+            "output topics missing: create them (profiles.merged and the changelog with cleanup.policy=compact, the changelog with one partition) or allow auto-creation; outputs to them are retried until they exist"
+        );
+    }
+    if !missing_inputs.is_empty() {
+        warn!(
+            missing = ?missing_inputs,
+            "input topics missing: nothing is read from them until they exist"
         );
     }
     missing
 }
 
-/// Asks the broker to create the output topics (`names` in the order of [`Topic::ALL`]);
-/// a refusal is logged, never an error.
-async fn create_topics(settings: &Settings, names: &[String]) {
+/// A topic unicus creates.
+struct NewTopicSpec {
+    name: String,
+    partitions: i32,
+    compact: bool,
+}
+
+/// Asks the broker to create topics; a refusal is logged, never an error.
+async fn create_topics(settings: &Settings, specs: &[NewTopicSpec]) {
     let admin =
         match base_config(settings, Role::Admin).create::<AdminClient<DefaultClientContext>>() {
             Ok(admin) => admin,
@@ -154,16 +184,15 @@ async fn create_topics(settings: &Settings, names: &[String]) {
                 return;
             }
         };
-    let topics: Vec<NewTopic> = Topic::ALL
+    let topics: Vec<NewTopic> = specs
         .iter()
-        .zip(names)
-        .map(|(t, name)| {
+        .map(|t| {
             let nt = NewTopic::new(
-                name,
-                settings.kafka.partitions,
+                &t.name,
+                t.partitions,
                 TopicReplication::Fixed(settings.kafka.replication_factor),
             );
-            if *t == Topic::ProfilesMerged {
+            if t.compact {
                 nt.set("cleanup.policy", "compact")
             } else {
                 nt
@@ -175,10 +204,10 @@ async fn create_topics(settings: &Settings, names: &[String]) {
         Ok(Ok(results)) => {
             for r in results {
                 match r {
-                    Ok(t) => info!(topic = %t, "created output topic"),
+                    Ok(t) => info!(topic = %t, "created topic"),
                     Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                     Err((t, code)) => {
-                        warn!(topic = %t, error = %code, "cannot create output topic")
+                        warn!(topic = %t, error = %code, "cannot create topic")
                     }
                 }
             }

@@ -7,6 +7,8 @@
 //! records are produced again, before anything is consumed, unless the group's
 //! committed offsets show that its batch was committed (a batch is committed only once
 //! all its outputs are acknowledged): each entry keeps where its batch's input ends.
+//! With the changelog on, an entry also keeps the store keys its batch wrote: for a
+//! batch not committed, their current values go to the changelog again.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::changelog::Changelog;
 use super::offsets::{self, InputEnd};
 use super::sink::{Sink, WireRecord};
 use super::source::Source;
@@ -27,6 +30,8 @@ const OUTBOX: Table<u64, Vec<WireRecord>> = Table::new(keys::kafka_runtime::OUTB
 const OUTBOX_SEQ: Cell<u64> = Cell::new(keys::kafka_runtime::OUTBOX_SEQ);
 /// Where each entry's batch ends on its input partitions.
 const OUTBOX_INPUT: Table<u64, Vec<InputEnd>> = Table::new(keys::kafka_runtime::OUTBOX_INPUT);
+/// The store keys each entry's batch wrote (with the changelog on).
+const OUTBOX_KEYS: Table<u64, Vec<Vec<u8>>> = Table::new(keys::kafka_runtime::OUTBOX_KEYS);
 
 /// How long the group's committed offsets are waited for on start; without an answer
 /// every entry is re-sent.
@@ -42,20 +47,24 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    /// Stages, in the store's next write, a new entry holding `records` (none if there
-    /// are none) of a batch whose input ends at `input`. [`Outbox::written`] says when
-    /// that write is durable.
+    /// Stages, in the store's next write, a new entry holding `records` and the store
+    /// keys `changed` (none if there are neither) of a batch whose input ends at
+    /// `input`. [`Outbox::written`] says when that write is durable.
     pub(super) fn stage(
         &mut self,
         store: &mut Store,
         records: &[WireRecord],
+        changed: &[Vec<u8>],
         input: &[InputEnd],
     ) -> Result<(), StoreError> {
         let seq = OUTBOX_SEQ.get(store)?.unwrap_or(0) + 1;
         OUTBOX_SEQ.put(store, &seq)?;
         self.staged = None;
-        if !records.is_empty() {
+        if !records.is_empty() || !changed.is_empty() {
             OUTBOX.put(store, seq, records)?;
+            if !changed.is_empty() {
+                OUTBOX_KEYS.put(store, seq, changed)?;
+            }
             if !input.is_empty() {
                 OUTBOX_INPUT.put(store, seq, input)?;
             }
@@ -89,13 +98,16 @@ impl Outbox {
 fn remove(store: &mut Store, seq: u64) {
     OUTBOX.remove(store, seq);
     OUTBOX_INPUT.remove(store, seq);
+    OUTBOX_KEYS.remove(store, seq);
 }
 
 /// Sends what the outbox holds, but the entries of batches the group has committed,
-/// then empties it. False: shutdown was requested during an outage, and what is left
+/// then empties it; with the changelog on, an entry's keys go to it again with their
+/// current values. False: shutdown was requested during an outage, and what is left
 /// stays for the next start.
 pub(super) async fn resend(
     engine: &mut Engine,
+    changelog: Option<&Changelog>,
     sink: &mut Sink,
     source: &Source,
     stats: &RuntimeStats,
@@ -139,6 +151,13 @@ pub(super) async fn resend(
             return Ok(false);
         }
         total += records.len();
+        if let Some(changelog) = changelog {
+            let changed = OUTBOX_KEYS.get(engine.store(), seq)?.unwrap_or_default();
+            let again = changelog.current(engine.store(), &changed)?;
+            if !sink.deliver(&again, shutdown).await? {
+                return Ok(false);
+            }
+        }
         remove(engine.store_mut(), seq);
     }
     tokio::task::block_in_place(|| engine.commit())?;

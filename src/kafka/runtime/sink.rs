@@ -37,6 +37,10 @@ pub struct WireRecord {
     pub headers: Vec<(String, String)>,
     /// Timestamp (ms) of the input record that caused it, for the latency histogram.
     pub source_timestamp: Option<i64>,
+    /// A record of the store's changelog (never in the outbox): it goes to the
+    /// changelog's one partition and is not counted as an output.
+    #[serde(skip)]
+    pub changelog: bool,
 }
 
 impl WireRecord {
@@ -54,6 +58,7 @@ impl WireRecord {
             payload: encoder.value(record)?,
             headers: record.headers.clone(),
             source_timestamp,
+            changelog: false,
         })
     }
 
@@ -73,6 +78,9 @@ impl WireRecord {
         }
         if let Some(p) = &self.payload {
             record = record.payload(p.as_slice());
+        }
+        if self.changelog {
+            record = record.partition(0);
         }
         record
     }
@@ -202,9 +210,13 @@ impl Sink {
         self.stats.telemetry.health.outputs_sent();
         let mut attempt = Attempt::default();
         let (sent, failed) = self.enqueue(records, pending, &mut attempt).await;
-        let stamps: Vec<(usize, Option<i64>)> = sent
+        let stamps: Vec<Stamp> = sent
             .iter()
-            .map(|(i, _)| (*i, records[*i].source_timestamp))
+            .map(|(i, _)| Stamp {
+                index: *i,
+                source_timestamp: records[*i].source_timestamp,
+                changelog: records[*i].changelog,
+            })
             .collect();
         let futures: Vec<DeliveryFuture> = sent.into_iter().map(|(_, f)| f).collect();
         let acknowledgements = tokio::spawn(acknowledgements(self.stats.clone(), stamps, futures));
@@ -379,25 +391,37 @@ pub(super) struct Sending {
     attempt: Attempt,
 }
 
-/// Waits for the acknowledgement of each record sent (`stamps`: its index and the
-/// timestamp of its input, in the order of `futures`), timing each as it arrives; the
-/// records not acknowledged are in `failed`.
+/// A record sent, as its acknowledgement is counted.
+struct Stamp {
+    index: usize,
+    /// The timestamp of its input.
+    source_timestamp: Option<i64>,
+    changelog: bool,
+}
+
+/// Waits for the acknowledgement of each record sent (`stamps`, in the order of
+/// `futures`), timing each as it arrives; the records not acknowledged are in `failed`.
 async fn acknowledgements(
     stats: Arc<RuntimeStats>,
-    stamps: Vec<(usize, Option<i64>)>,
+    stamps: Vec<Stamp>,
     futures: Vec<DeliveryFuture>,
 ) -> Attempt {
     let health = &stats.telemetry.health;
     let mut attempt = Attempt::default();
-    for ((i, source_timestamp), f) in stamps.into_iter().zip(futures) {
+    for (stamp, f) in stamps.into_iter().zip(futures) {
+        let i = stamp.index;
         match f.await {
             Ok(Ok(_)) => {
                 attempt.acknowledged += 1;
                 health.output_acknowledged();
-                stats.produced.fetch_add(1, Ordering::Relaxed);
+                if stamp.changelog {
+                    stats.changelog_records.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.produced.fetch_add(1, Ordering::Relaxed);
+                }
                 let now = chrono::Utc::now().timestamp_millis();
                 attempt.last_acknowledged = Some(now);
-                if let Some(ts) = source_timestamp {
+                if let Some(ts) = stamp.source_timestamp {
                     stats.record_latency(now - ts);
                 }
             }

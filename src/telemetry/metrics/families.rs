@@ -234,6 +234,14 @@ engine_counters!(families [
     outbox_resent: counter(
         "unicus_outbox_resent_records_total",
         "Output records of a previous run re-sent from the outbox on start.") => runtime;
+    changelog_records: counter(
+        "unicus_changelog_records_total",
+        "Records of the store's changelog acknowledged (state changes and batch ends).")
+        => runtime;
+    changelog_restored: counter(
+        "unicus_changelog_restored_records_total",
+        "Changelog records applied to an empty store while restoring it on start.")
+        => runtime;
     delivery_retries: counter(
         "unicus_output_delivery_retries_total",
         "Delivery attempts of a batch's outputs that the broker did not fully acknowledge.")
