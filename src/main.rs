@@ -417,6 +417,10 @@ enum BenchCommand {
         /// A real cluster; the in-process mock cluster if absent.
         #[arg(long)]
         brokers: Option<String>,
+        /// Run unicus without the store's changelog (`kafka.changelog = false`), to
+        /// measure what it costs.
+        #[arg(long)]
+        no_changelog: bool,
     },
     /// Output bytes per input byte over streams built to make one customer grow (new
     /// attribute keys, huge keys, new identifiers, SKUs, carts, merges), and over a
@@ -640,9 +644,17 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             python: args.python,
             keep_files: args.keep_files,
         }),
-        BenchCommand::Kafka { size, brokers } => {
-            sim::bench_kafka(size.events, size.customers, size.seed, brokers)
-        }
+        BenchCommand::Kafka {
+            size,
+            brokers,
+            no_changelog,
+        } => sim::bench_kafka(
+            size.events,
+            size.customers,
+            size.seed,
+            brokers,
+            !no_changelog,
+        ),
         BenchCommand::Adversarial {
             events,
             many,

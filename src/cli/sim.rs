@@ -19,8 +19,11 @@ pub fn bench_kafka(
     customers: usize,
     seed: u64,
     brokers: Option<String>,
+    changelog: bool,
 ) -> Result<()> {
-    tokio_runtime()?.block_on(crate::sim::bench::kafka(events, customers, seed, brokers))
+    tokio_runtime()?.block_on(crate::sim::bench::kafka(
+        events, customers, seed, brokers, changelog,
+    ))
 }
 
 /// `bench accuracy`: the labelled stream (generated, or a file and its truth) and how

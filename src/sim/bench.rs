@@ -242,6 +242,7 @@ pub async fn kafka(
     customers: usize,
     seed: u64,
     brokers: Option<String>,
+    changelog: bool,
 ) -> Result<()> {
     use rdkafka::mocking::MockCluster;
     use std::sync::atomic::Ordering;
@@ -310,6 +311,11 @@ pub async fn kafka(
     println!("passthrough consume->produce->ack->commit: {pass:.0} events/s");
 
     settings.kafka.group_id = "bench-unicus".into();
+    settings.kafka.changelog = changelog;
+    println!(
+        "store changelog:                        {}",
+        if changelog { "on" } else { "off" }
+    );
     if let Some(m) = &mock {
         m.create_topic(&settings.kafka.changelog_topic(), 1, 1)?;
     }
