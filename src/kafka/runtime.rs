@@ -17,8 +17,9 @@
 //! 6. wait for every acknowledgement, retrying (with back-off, logged and counted) for
 //!    as long as the broker does not acknowledge, with a new producer after a fatal
 //!    producer error ([`sink`]); then wait until the write of step 4 is durable; then
-//!    send the batch's state changes to the store's changelog and wait for their
-//!    acknowledgements ([`changelog`], with `kafka.changelog`);
+//!    send the batch's state changes to the store's changelog ([`changelog`], with
+//!    `kafka.changelog`), whose acknowledgements are awaited on the next turn, while
+//!    the next batch's outputs are on their way (steps 7 and 8 then come a turn later);
 //! 7. stage the removal of the batch's outbox entry in the store's next write (the
 //!    next batch's, or the one made on a clean stop) ([`outbox`]);
 //! 8. commit the offsets after the last record of the batch (a committed offset is the
@@ -278,6 +279,7 @@ pub async fn run(
         timers: Timers::new(&settings),
         stats: &stats,
         in_flight: None,
+        committing: None,
         max_wait: Duration::from_millis(settings.runtime.batch_max_wait_ms),
     };
     while clean && !*shutdown.borrow() {
@@ -332,6 +334,26 @@ struct Phases {
     durable: Instant,
 }
 
+/// What settling the batch in delivery gave.
+enum Settling {
+    /// No batch was in delivery.
+    Nothing,
+    /// Shutdown during an outage: its outputs are not all acknowledged.
+    Stopped,
+    Settled(Box<Settled>),
+}
+
+/// A batch whose outputs are acknowledged and whose write is durable, its state changes
+/// on their way to the changelog, its offsets not committed yet.
+struct Settled {
+    batch: Processing,
+    changelog: Vec<WireRecord>,
+    changelog_sending: Option<Sending>,
+    acknowledged_at: i64,
+    delivered: Instant,
+    durable: Instant,
+}
+
 /// A batch processed, its state being written and its outputs delivered, its offsets
 /// not committed yet.
 struct InFlight {
@@ -369,6 +391,9 @@ struct Pipeline<'a> {
     /// The batch in delivery, finished when the next one is processed (or when no
     /// record comes within `batch_max_wait_ms`).
     in_flight: Option<InFlight>,
+    /// With a changelog: the batch before it, its outputs acknowledged and its
+    /// changelog on its way, committed on the next turn.
+    committing: Option<Settled>,
     /// How long the batch in delivery may wait for a next batch to finish with.
     max_wait: Duration,
 }
@@ -380,7 +405,7 @@ impl Pipeline<'_> {
     /// outbox entry and outputs start going out.
     async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Turn, RuntimeError> {
         let mut idle_until = self.timers.idle_until();
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || self.committing.is_some() {
             idle_until = idle_until.min(tokio::time::Instant::now() + self.max_wait);
         }
         let batch = self.source.gather(idle_until, shutdown).await;
@@ -410,11 +435,27 @@ impl Pipeline<'_> {
         self.stats
             .consumed
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        // The previous batch is finished first: its outbox entry's removal joins this
-        // batch's write, and offsets are committed in order.
-        if let stop @ Turn::Stop { .. } = self.finish_in_flight(shutdown, true).await? {
-            // What this batch staged is never written: it is consumed again.
+        // The batch before the previous one is committed: its changelog, sent a turn
+        // ago, acknowledged (its outbox entry's removal joins this batch's write). Then
+        // the previous batch's outputs are acknowledged and its write durable before
+        // this one's go out, and offsets are committed in order. What this batch staged
+        // is never written if that stops: it is consumed again.
+        if let stop @ Turn::Stop { .. } = self.complete_committing(shutdown, false).await? {
             return Ok(stop);
+        }
+        let mut settled = match self.settle_in_flight(shutdown).await? {
+            Settling::Nothing => None,
+            Settling::Stopped => return Ok(Turn::Stop { clean: false }),
+            Settling::Settled(settled) => Some(*settled),
+        };
+        // Without a changelog it is finished now: its outbox entry's removal joins this
+        // batch's write.
+        if self.changelog.is_none() {
+            if let Some(s) = settled.take() {
+                if let stop @ Turn::Stop { .. } = self.complete(s, shutdown, false).await? {
+                    return Ok(stop);
+                }
+            }
         }
         // A turn without outputs but with state changes (timers) is a batch too when
         // the changelog is kept: every state change goes to it after a batch.
@@ -427,7 +468,12 @@ impl Pipeline<'_> {
             {
                 Instant::now()
             }
-            None => return Ok(Turn::Next),
+            None => {
+                return match settled {
+                    Some(s) => self.complete(s, shutdown, false).await,
+                    None => Ok(Turn::Next),
+                }
+            }
         };
         let (engine_stats, customers) =
             (self.engine.stats().clone(), self.engine.customer_count()?);
@@ -458,45 +504,118 @@ impl Pipeline<'_> {
                 customers,
             },
         });
+        // With a changelog, the previous batch's state changes were sent once its
+        // outputs were acknowledged; they are awaited next turn, while this batch's
+        // outputs are on their way and the next batch is gathered (a batch's changelog
+        // goes out only after the previous one's is acknowledged).
+        self.committing = settled;
         Ok(Turn::Next)
     }
 
-    /// Finishes the batch in delivery, if any: waits for every acknowledgement and for
-    /// its write to be durable, stages the removal of its outbox entry in the next
-    /// write (`next_write`: a next batch's, about to start) or writes it now (durable
+    /// Commits the batch whose changelog is on its way, if any ([`Pipeline::complete`]).
+    async fn complete_committing(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        write_now: bool,
+    ) -> Result<Turn, RuntimeError> {
+        match self.committing.take() {
+            Some(s) => self.complete(s, shutdown, write_now).await,
+            None => Ok(Turn::Next),
+        }
+    }
+
+    /// Commits the batch whose changelog is on its way, then finishes the batch in
+    /// delivery, if any, at once ([`Pipeline::settle_in_flight`], then
+    /// [`Pipeline::complete`]), its outbox entry's removal staged in the next
+    /// write (`next_write`: a next batch's, about to start) or written now (durable
     /// before the offsets are committed: a restart after an idle finish re-sends
-    /// nothing), commits its offsets, then reports it.
+    /// nothing).
     async fn finish_in_flight(
         &mut self,
         shutdown: &mut watch::Receiver<bool>,
         next_write: bool,
     ) -> Result<Turn, RuntimeError> {
+        // Written now if nothing else is in flight to write it with.
+        let alone = !next_write && self.in_flight.is_none();
+        if let stop @ Turn::Stop { .. } = self.complete_committing(shutdown, alone).await? {
+            return Ok(stop);
+        }
+        match self.settle_in_flight(shutdown).await? {
+            Settling::Nothing => Ok(Turn::Next),
+            Settling::Stopped => Ok(Turn::Stop { clean: false }),
+            Settling::Settled(settled) => self.complete(*settled, shutdown, !next_write).await,
+        }
+    }
+
+    /// The first half of finishing the batch in delivery: waits for every
+    /// acknowledgement of its outputs and for its write to be durable, then sends its
+    /// state changes to the changelog (a batch on the changelog has had all its
+    /// outputs, so a restore does not make them again).
+    async fn settle_in_flight(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Settling, RuntimeError> {
         let Some(InFlight {
             sending,
-            batch: f,
+            batch,
             changelog,
         }) = self.in_flight.take()
         else {
-            return Ok(Turn::Next);
+            return Ok(Settling::Nothing);
         };
-        let Some(acknowledged_at) = self.sink.settle(&f.wire, sending, shutdown).await? else {
-            return Ok(Turn::Stop { clean: false });
+        let Some(acknowledged_at) = self.sink.settle(&batch.wire, sending, shutdown).await? else {
+            return Ok(Settling::Stopped);
         };
         let delivered = Instant::now();
         self.stats.telemetry.set_outbox_pending(0);
         tokio::task::block_in_place(|| self.engine.wait_durable())?;
         self.outbox.written();
         let durable = Instant::now();
-        // The state changes once the outputs are acknowledged: a batch on the changelog
-        // has had all its outputs (a restore does not make it again).
-        if !changelog.is_empty() {
-            if !self.sink.deliver(&changelog, shutdown).await? {
+        let changelog_sending = if changelog.is_empty() {
+            None
+        } else {
+            Some(self.sink.send(&changelog).await)
+        };
+        Ok(Settling::Settled(Box::new(Settled {
+            batch,
+            changelog,
+            changelog_sending,
+            acknowledged_at,
+            delivered,
+            durable,
+        })))
+    }
+
+    /// The second half: waits for the changelog's acknowledgements, stages the removal
+    /// of the batch's outbox entry in the store's next write (or writes it now:
+    /// `write_now`), commits its offsets, then reports it.
+    async fn complete(
+        &mut self,
+        settled: Settled,
+        shutdown: &mut watch::Receiver<bool>,
+        write_now: bool,
+    ) -> Result<Turn, RuntimeError> {
+        let Settled {
+            batch: f,
+            changelog,
+            changelog_sending,
+            acknowledged_at,
+            delivered,
+            durable,
+        } = settled;
+        if let Some(sending) = changelog_sending {
+            if self
+                .sink
+                .settle(&changelog, sending, shutdown)
+                .await?
+                .is_none()
+            {
                 return Ok(Turn::Stop { clean: false });
             }
             self.stats.telemetry.changelog_sent(changelog.len());
         }
         self.outbox.acknowledged(self.engine.store_mut());
-        if !next_write {
+        if write_now {
             tokio::task::block_in_place(|| self.engine.commit())?;
         }
         offsets::commit(&self.source.consumer, &f.ends, &self.stats.telemetry)?;
