@@ -461,11 +461,7 @@ impl Pipeline<'_> {
         // the changelog is kept: every state change goes to it after a batch.
         let processed = match processed_at {
             Some(at) => at,
-            None if self
-                .changelog
-                .as_ref()
-                .is_some_and(|_| Changelog::stages_state(self.engine.store())) =>
-            {
+            None if self.changelog.is_some() && Changelog::stages_state(self.engine.store()) => {
                 Instant::now()
             }
             None => {

@@ -14,7 +14,7 @@
 //!
 //! A crash between a batch's write and its changelog leaves its outbox entry, which
 //! keeps the keys it wrote: on start, their current values go out again with the first
-//! batch ([`Changelog::restage`]).
+//! batch ([`Changelog::current`]).
 //!
 //! # Restoring
 //!
