@@ -54,6 +54,7 @@ impl Command {
             Command::Schemas(SchemasCommand::Check { .. })
             | Command::Demo(_)
             | Command::Generate(_)
+            | Command::ApiToken(_)
             | Command::Bench(_) => None,
         }
     }
@@ -112,6 +113,20 @@ enum Command {
     /// blocking keys give. Prints the fitted m and u of every level and writes the model
     /// file that `[engine.matching] model` names.
     TrainMatching(TrainMatchingArgs),
+    /// Makes a bearer token for the lookup API: prints the token (shown once, give it to
+    /// its holder) and the `[[api.tokens]]` entry to add to the configuration, which
+    /// keeps only the token's SHA-256.
+    ApiToken(ApiTokenArgs),
+}
+
+#[derive(Args)]
+struct ApiTokenArgs {
+    /// Who holds the token (named in the audit log).
+    #[arg(long)]
+    name: String,
+    /// What it may do: `profiles:read`, `pii:read`, `commands:write` (repeat the flag).
+    #[arg(long = "scope", required = true)]
+    scopes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -585,6 +600,11 @@ fn run(cli: Cli) -> Result<()> {
             service::register_schemas(&args.overrides())
         }
         Command::Bench(cmd) => bench(cmd),
+        Command::ApiToken(args) => {
+            let (token, entry) = unicus::cli::service::api_token(&args.name, &args.scopes)?;
+            println!("token (shown once): {token}\n\n{entry}");
+            Ok(())
+        }
         Command::TrainMatching(args) => unicus::cli::train::train_matching(&TrainCommand {
             input: args.input,
             store: args.store,

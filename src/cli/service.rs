@@ -126,3 +126,35 @@ async fn termination() {
         let _ = ctrl_c.await;
     }
 }
+
+/// `api-token`: a new random token and the configuration entry that admits it (its
+/// SHA-256 and scopes, never the token).
+pub fn api_token(name: &str, scopes: &[String]) -> Result<(String, String)> {
+    use crate::settings::api::Scope;
+    use rand::RngCore;
+    let mut parsed = Vec::new();
+    for s in scopes {
+        let Some(scope) = Scope::parse(s) else {
+            bail!("unknown scope `{s}` (profiles:read, pii:read, commands:write)");
+        };
+        parsed.push(scope.name());
+    }
+    if name.trim().is_empty() || name.len() > 64 || name.contains('"') {
+        bail!("--name is 1 to 64 bytes, without quotes");
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token: String = std::iter::once("uni_".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let entry = format!(
+        "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [{}]",
+        crate::api::auth::token_hash(&token),
+        parsed
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok((token, entry))
+}

@@ -58,6 +58,7 @@
 //! records consumed again change nothing, and a commit refused for a partition no
 //! longer assigned is harmless.
 
+mod api;
 mod changelog;
 mod clients;
 mod decode;
@@ -68,7 +69,7 @@ mod sink;
 mod source;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,6 +115,8 @@ pub enum RuntimeError {
          outputs not acknowledged stay in the outbox and are sent on next start"
     )]
     ProducerUnrecoverable { rebuilds: u32, cause: String },
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiStartError),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: String,
@@ -150,6 +153,8 @@ pub struct RuntimeStats {
     latencies_ms: Mutex<Vec<u32>>,
     /// Prometheus metrics and health, updated per batch.
     pub telemetry: Arc<Telemetry>,
+    /// Where the lookup API listens, once it does (`[api] listen`).
+    pub api_endpoint: Mutex<Option<std::net::SocketAddr>>,
 }
 
 /// Latency samples kept (the most recent ones).
@@ -222,6 +227,12 @@ pub async fn run(
     telemetry.health.beat();
     let mut engine = open_engine(&settings)?;
     telemetry.health.set_store_ok(true);
+    let api_ready = Arc::new(AtomicBool::new(false));
+    let reader = engine.store().reader()?;
+    let _api = api::serve(&settings, reader, api_ready.clone()).await?;
+    if let Some(server) = &_api {
+        *stats.api_endpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.address);
+    }
     telemetry
         .health
         .set_ack_stall_timeout(Duration::from_millis(settings.runtime.stall_timeout_ms));
@@ -257,6 +268,7 @@ pub async fn run(
         .customers
         .store(engine.customer_count()?.max(0) as u64, Ordering::Relaxed);
     telemetry.set_customers(engine.customer_count()?);
+    api_ready.store(clean, Ordering::Release);
     let encoder = sink::connect_encoder(&settings, &stats, sink.backoff, &mut shutdown).await?;
     let Some(encoder) = encoder else {
         return run_summary(&engine, &stats, started, clean);

@@ -6,6 +6,7 @@
 //! as a string otherwise), then command-line flags. `deploy/unicus.toml` documents every
 //! key.
 
+pub mod api;
 pub mod avro;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::config::{ConfigError, EngineConfig};
 use crate::model::output::Topic;
+use api::ApiSettings;
 use avro::{OutputSettings, SchemaRegistrySettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +227,7 @@ pub struct Settings {
     pub engine: EngineConfig,
     pub schema_registry: SchemaRegistrySettings,
     pub output: OutputSettings,
+    pub api: ApiSettings,
 }
 
 /// Property names whose values are secrets (masked by `check-config`).
@@ -305,6 +308,7 @@ impl Settings {
 
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.engine.validate()?;
+        self.api.validate()?;
         let k = &self.kafka;
         let invalid = |field, problem: &str| {
             Err(SettingsError::Invalid {

@@ -20,6 +20,7 @@ pub use table::{Cell, Table};
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
@@ -73,6 +74,11 @@ pub struct Store {
         std::sync::mpsc::Sender<FlushJob>,
         std::thread::JoinHandle<()>,
     )>,
+    /// Batches applied, twice: odd while one is being applied. Shared with the
+    /// [`Store::reader`]s, which read between two batches ([`Store::consistent`]).
+    applied: Arc<AtomicU64>,
+    /// A reader's view: it never writes.
+    read_only: bool,
 }
 
 /// How long [`Store::open`] waits for the lock of a store closed a moment ago.
@@ -177,7 +183,53 @@ impl Store {
             flusher: None,
             cache: RefCell::new(read_cache(DEFAULT_CACHE_BYTES)),
             decoded: RefCell::new(Generations::with_entries(DECODED_GENERATION)),
+            applied: Arc::new(AtomicU64::new(0)),
+            read_only: false,
         })
+    }
+
+    /// A read-only view of what the store has committed, for another thread (the lookup
+    /// API): it sees whole batches only when read through [`Store::consistent`], and
+    /// keeps no cache (a cache would miss the writer's later batches).
+    pub fn reader(&self) -> Result<Self> {
+        Ok(Self {
+            db: self.db.clone(),
+            tree: self.tree.clone(),
+            overlay: HashMap::new(),
+            overlay_ordered: BTreeSet::new(),
+            in_flight: None,
+            flusher: None,
+            cache: RefCell::new(read_cache(0)),
+            decoded: RefCell::new(Generations::with_entries(0)),
+            applied: self.applied.clone(),
+            read_only: true,
+        })
+    }
+
+    /// Runs `read` between two batches: again if a batch was applied meanwhile, so that
+    /// what it reads across several keys is of one committed state, never of a batch
+    /// half applied. For readers on other threads; the writer's own reads need none.
+    pub fn consistent<T, E>(
+        &self,
+        mut read: impl FnMut(&Self) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        let mut waits = 0u32;
+        loop {
+            let before = self.applied.load(AtomicOrdering::SeqCst);
+            if before % 2 == 0 {
+                let value = read(self)?;
+                if self.applied.load(AtomicOrdering::SeqCst) == before {
+                    return Ok(value);
+                }
+            }
+            // A batch is being applied (a few ms at most): wait for its end.
+            waits += 1;
+            if waits < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
     }
 
     /// Sets the read cache's budget in bytes (0 disables it).
@@ -422,6 +474,11 @@ impl Store {
         if self.overlay.is_empty() {
             return Ok(());
         }
+        if self.read_only {
+            return Err(StoreError::Sled(sled::Error::Unsupported(
+                "a reader of the store cannot commit".into(),
+            )));
+        }
         let staged: Arc<Staged> = Arc::new(
             self.overlay
                 .drain()
@@ -451,6 +508,7 @@ impl Store {
         if self.flusher.is_none() {
             let (jobs, queue) = std::sync::mpsc::channel::<FlushJob>();
             let (db, tree) = (self.db.clone(), self.tree.clone());
+            let applied = self.applied.clone();
             let thread = std::thread::Builder::new()
                 .name("unicus-store-flush".into())
                 .spawn(move || {
@@ -463,8 +521,11 @@ impl Store {
                                 None => batch.remove(k.as_slice()),
                             }
                         }
-                        let result = tree
-                            .apply_batch(batch)
+                        // Odd while the batch is applied: readers wait for its end.
+                        applied.fetch_add(1, AtomicOrdering::SeqCst);
+                        let result = tree.apply_batch(batch);
+                        applied.fetch_add(1, AtomicOrdering::SeqCst);
+                        let result = result
                             .and_then(|()| db.flush().map(|_| ()))
                             .map_err(StoreError::from);
                         let _ = job.answer.send(result);
@@ -681,6 +742,60 @@ mod tests {
             assert_eq!(s.get::<u32>(b"k").unwrap(), None, "budget {budget}");
             assert_eq!(s.get::<u32>(b"x7").unwrap(), Some(7));
         }
+    }
+
+    #[test]
+    fn a_reader_on_another_thread_sees_whole_batches_only() {
+        // Each batch writes its number under every key: a read that mixed two batches
+        // would find two numbers.
+        const KEYS: u32 = 300;
+        let mut s = Store::temporary().unwrap();
+        let reader = s.reader().unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let (mut reads, mut last) = (0u32, 0u32);
+                while !done.load(AtomicOrdering::SeqCst) {
+                    let seen: Vec<u32> = reader
+                        .consistent(|r| {
+                            (0..KEYS)
+                                .map(|k| {
+                                    r.get::<u32>(&k.to_be_bytes())
+                                        .map(Option::unwrap_or_default)
+                                })
+                                .collect::<Result<Vec<u32>>>()
+                        })
+                        .unwrap();
+                    assert!(
+                        seen.iter().all(|v| *v == seen[0]),
+                        "a batch half seen: {seen:?}"
+                    );
+                    assert!(seen[0] >= last, "went back from {last} to {}", seen[0]);
+                    last = seen[0];
+                    reads += 1;
+                }
+                (reads, last)
+            })
+        };
+        for batch in 1..=200u32 {
+            for k in 0..KEYS {
+                s.put(k.to_be_bytes().to_vec(), &batch).unwrap();
+            }
+            s.commit_in_background().unwrap();
+        }
+        s.wait_durable().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        done.store(true, AtomicOrdering::SeqCst);
+        let (reads, last) = watcher.join().unwrap();
+        assert!(reads > 0);
+        assert_eq!(
+            last, 200,
+            "the reader sees the last batch once it is applied"
+        );
+        let mut reader = s.reader().unwrap();
+        reader.put(b"x".to_vec(), &1u32).unwrap();
+        assert!(reader.commit().is_err(), "a reader never writes");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! ([`mock_cluster`]) the runtime over rdkafka's in-process mock cluster.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod mock_cluster;
 
 use serde_json::Value;

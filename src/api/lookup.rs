@@ -1,0 +1,136 @@
+//! The reads the API makes, over what the store has committed: the same resolve and
+//! profile code the engine runs, on a reader of the store, each lookup between two batches
+//! ([`Store::consistent`]).
+
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use crate::engine::config::EngineConfig;
+use crate::engine::profile::Profiler;
+use crate::engine::resolve::Resolver;
+use crate::store::{Store, StoreError};
+
+/// What a customer id names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    Record(Value),
+    /// A customer merged into another: the one it is part of now.
+    Moved(String),
+    /// No such customer (never seen, erased, or expired).
+    Absent,
+}
+
+/// Why an identifier cannot be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error("`{0}` is not a configured identifier type")]
+    UnknownType(String),
+    #[error("the value is not a valid `{0}` once normalised")]
+    Unusable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What each lookup needs, kept for the next one: the parts are cheap to keep and not
+/// to share between threads.
+struct Reader {
+    store: Store,
+    resolver: Resolver,
+    profiler: Profiler,
+}
+
+pub struct Lookups {
+    config: EngineConfig,
+    /// A reader to make more from, one per concurrent lookup.
+    template: Mutex<Store>,
+    idle: Mutex<Vec<Reader>>,
+}
+
+impl Lookups {
+    /// Lookups over `reader` (a [`Store::reader`]) and the readers made from it.
+    pub fn new(reader: Store, config: &EngineConfig) -> Self {
+        Self {
+            config: config.clone(),
+            template: Mutex::new(reader),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn with<T>(
+        &self,
+        read: impl FnMut(&Reader) -> Result<T, LookupError>,
+    ) -> Result<T, LookupError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let reader = match idle {
+            Some(r) => r,
+            None => Reader {
+                store: self
+                    .template
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .reader()?,
+                resolver: Resolver::new(&self.config),
+                profiler: Profiler::new(&self.config),
+            },
+        };
+        let mut read = read;
+        let result = reader.store.consistent(|_| read(&reader));
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reader);
+        result
+    }
+
+    /// The golden record of a customer id, or where it went.
+    pub fn customer(&self, id: &str) -> Result<Found, LookupError> {
+        self.with(|r| {
+            Ok(match r.resolver.current_id(&r.store, id)? {
+                None => Found::Absent,
+                Some(current) if current != id => Found::Moved(current),
+                Some(_) => match r.profiler.golden_record_now(&r.store, id)? {
+                    Some(record) => Found::Record(record),
+                    None => Found::Absent,
+                },
+            })
+        })
+    }
+
+    /// The customer holding an identifier, normalised as resolution does, and its golden
+    /// record.
+    pub fn find(&self, kind: &str, raw: &str) -> Result<Option<(String, Value)>, LookupError> {
+        if !self.config.identifiers.contains_key(kind) {
+            return Err(LookupError::UnknownType(kind.to_string()));
+        }
+        self.with(|r| {
+            let Some(id) = r.resolver.normalise_identifier(kind, raw) else {
+                return Err(LookupError::Unusable(kind.to_string()));
+            };
+            let Some(customer) = r.resolver.customer_of(&r.store, &id)? else {
+                return Ok(None);
+            };
+            Ok(r.profiler
+                .golden_record_now(&r.store, &customer)?
+                .map(|record| (customer, record)))
+        })
+    }
+
+    /// Why a customer is made of its source profiles: links, rules, merge history.
+    pub fn explain(&self, id: &str) -> Result<Found, LookupError> {
+        self.with(|r| {
+            Ok(match r.resolver.current_id(&r.store, id)? {
+                None => Found::Absent,
+                Some(current) if current != id => Found::Moved(current),
+                Some(_) => match r.resolver.explain(&r.store, id)? {
+                    Some(doc) => Found::Record(doc),
+                    None => Found::Absent,
+                },
+            })
+        })
+    }
+}
