@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test-stack.sh — install and run the test stack (Tansu broker, kcat, Python client,
-# Prometheus and promtool, the compose-file validator).
+# Prometheus and promtool, the compose-file validator, Chromium and ChromeDriver).
 #
 # CLI (from anywhere):
 #   scripts/test-stack.sh install                      # idempotent, fast when already done
@@ -14,7 +14,8 @@
 # Library (bash):
 #   source scripts/test-stack.sh                       # exports UNICUS_TANSU_BIN, UNICUS_KCAT,
 #                                                      # UNICUS_PYTHON, UNICUS_PROMETHEUS,
-#                                                      # UNICUS_PROMTOOL, UNICUS_DOCKER_COMPOSE
+#                                                      # UNICUS_PROMTOOL, UNICUS_DOCKER_COMPOSE,
+#                                                      # UNICUS_CHROMIUM, UNICUS_CHROMEDRIVER
 #                                                      # (+ UNICUS_TEST_BROKERS if a broker from
 #                                                      # this repo is running)
 #   ts_install; ts_start_broker; ts_create_topic t 3; ts_stop_broker
@@ -58,6 +59,10 @@ TS_SYSTEM_KCAT="${TS_SYSTEM_KCAT:-/usr/bin/kcat}"
 TS_SYSTEM_PROMETHEUS="${TS_SYSTEM_PROMETHEUS:-/usr/bin/prometheus}"
 TS_SYSTEM_PROMTOOL="${TS_SYSTEM_PROMTOOL:-/usr/bin/promtool}"
 TS_COMPOSE_PACKAGE="docker-compose==1.29.2"
+# Debian's Chromium and its WebDriver, for the 360 page's browser test; a font so that a
+# screenshot shows text.
+TS_SYSTEM_CHROMIUM="${TS_SYSTEM_CHROMIUM:-/usr/bin/chromium}"
+TS_SYSTEM_CHROMEDRIVER="${TS_SYSTEM_CHROMEDRIVER:-/usr/bin/chromedriver}"
 TS_START_TIMEOUT="${TS_START_TIMEOUT:-10}"   # seconds until the broker port must accept
 TS_STOP_TIMEOUT="${TS_STOP_TIMEOUT:-5}"      # seconds after SIGINT before SIGKILL
 
@@ -98,7 +103,9 @@ ts_export_env() {
     UNICUS_PROMETHEUS="$TS_SYSTEM_PROMETHEUS"
     UNICUS_PROMTOOL="$TS_SYSTEM_PROMTOOL"
     UNICUS_DOCKER_COMPOSE="$TS_VENV/bin/docker-compose"
-    export UNICUS_TANSU_BIN UNICUS_KCAT UNICUS_PYTHON UNICUS_PROMETHEUS UNICUS_PROMTOOL UNICUS_DOCKER_COMPOSE
+    UNICUS_CHROMIUM="$TS_SYSTEM_CHROMIUM"
+    UNICUS_CHROMEDRIVER="$TS_SYSTEM_CHROMEDRIVER"
+    export UNICUS_TANSU_BIN UNICUS_KCAT UNICUS_PYTHON UNICUS_PROMETHEUS UNICUS_PROMTOOL UNICUS_DOCKER_COMPOSE UNICUS_CHROMIUM UNICUS_CHROMEDRIVER
     local port
     if port="$(ts_running_port 2>/dev/null)"; then
         export UNICUS_TEST_BROKERS="127.0.0.1:$port"
@@ -206,6 +213,16 @@ ts_install_prometheus() {
         || ts_err "prometheus installed but $TS_SYSTEM_PROMETHEUS or $TS_SYSTEM_PROMTOOL missing"
 }
 
+# Debian's chromium, chromium-driver and a font (the browser test of /ui/).
+ts_install_chromium() {
+    if [[ -x "$TS_SYSTEM_CHROMIUM" && -x "$TS_SYSTEM_CHROMEDRIVER" ]]; then
+        return 0
+    fi
+    ts_apt_install chromium chromium-driver fonts-dejavu-core || return 1
+    [[ -x "$TS_SYSTEM_CHROMIUM" && -x "$TS_SYSTEM_CHROMEDRIVER" ]] \
+        || ts_err "chromium installed but $TS_SYSTEM_CHROMIUM or $TS_SYSTEM_CHROMEDRIVER missing"
+}
+
 # Compose v1 in the venv, only to validate compose files (no Docker engine here).
 ts_install_compose() {
     local constraint
@@ -263,9 +280,10 @@ ts_install() {
     ts_install_kcat_wrapper || return 1
     ts_install_prometheus || return 1
     ts_install_compose || return 1
+    ts_install_chromium || return 1
     ts_export_env
     ms="$(awk -v a="$t0" -v b="${EPOCHREALTIME:-0}" 'BEGIN { printf "%d", (b - a) * 1000 }')"
-    ts_log "install ok (${ms} ms): tansu=$UNICUS_TANSU_BIN kcat=$UNICUS_KCAT python=$UNICUS_PYTHON prometheus=$UNICUS_PROMETHEUS promtool=$UNICUS_PROMTOOL docker-compose=$UNICUS_DOCKER_COMPOSE"
+    ts_log "install ok (${ms} ms): tansu=$UNICUS_TANSU_BIN kcat=$UNICUS_KCAT python=$UNICUS_PYTHON prometheus=$UNICUS_PROMETHEUS promtool=$UNICUS_PROMTOOL docker-compose=$UNICUS_DOCKER_COMPOSE chromium=$UNICUS_CHROMIUM chromedriver=$UNICUS_CHROMEDRIVER"
 }
 
 # ----------------------------------------------------------------------------- broker
@@ -406,6 +424,8 @@ ts_print_env() {
     printf 'export UNICUS_PROMETHEUS=%q\n' "$UNICUS_PROMETHEUS"
     printf 'export UNICUS_PROMTOOL=%q\n' "$UNICUS_PROMTOOL"
     printf 'export UNICUS_DOCKER_COMPOSE=%q\n' "$UNICUS_DOCKER_COMPOSE"
+    printf 'export UNICUS_CHROMIUM=%q\n' "$UNICUS_CHROMIUM"
+    printf 'export UNICUS_CHROMEDRIVER=%q\n' "$UNICUS_CHROMEDRIVER"
     if [[ -n "${UNICUS_TEST_BROKERS:-}" ]]; then
         printf 'export UNICUS_TEST_BROKERS=%q\n' "$UNICUS_TEST_BROKERS"
     fi
@@ -418,6 +438,7 @@ ts_status() {
     if [[ -x "$UNICUS_KCAT" && -x "$TS_SYSTEM_KCAT" ]]; then ts_log "kcat wrapper: ok"; else ts_log "kcat wrapper: missing"; fi
     if [[ -x "$UNICUS_PROMETHEUS" && -x "$UNICUS_PROMTOOL" ]]; then ts_log "prometheus: ok"; else ts_log "prometheus: missing"; fi
     if [[ -x "$UNICUS_DOCKER_COMPOSE" ]]; then ts_log "docker-compose: ok"; else ts_log "docker-compose: missing"; fi
+    if [[ -x "$UNICUS_CHROMIUM" && -x "$UNICUS_CHROMEDRIVER" ]]; then ts_log "chromium: ok"; else ts_log "chromium: missing"; fi
     if port="$(ts_running_port 2>/dev/null)"; then
         ts_log "broker: running, pid $(<"$TS_PID_FILE"), 127.0.0.1:$port"
     else

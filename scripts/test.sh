@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one test command: installs what the tests need (Tansu broker, kcat, Python
-# packages, Prometheus, the compose validator), starts a broker on loopback, runs every
+# packages, Prometheus, the compose validator, Chromium and its WebDriver), starts a broker on loopback, runs every
 # test tier, and cleans up.
 #
 #   scripts/test.sh            # everything
@@ -20,7 +20,7 @@ trap 'scripts/test-stack.sh stop-broker || true' EXIT
 # shellcheck disable=SC1091
 source scripts/test-stack.sh >/dev/null
 export UNICUS_TEST_BROKERS UNICUS_KCAT UNICUS_TANSU_BIN UNICUS_PYTHON
-export UNICUS_PROMETHEUS UNICUS_PROMTOOL UNICUS_DOCKER_COMPOSE
+export UNICUS_PROMETHEUS UNICUS_PROMTOOL UNICUS_DOCKER_COMPOSE UNICUS_CHROMIUM UNICUS_CHROMEDRIVER
 # Tests that need the broker or the tools fail instead of skipping.
 export UNICUS_REQUIRE_BROKER=1 UNICUS_REQUIRE_TOOLS=1
 echo "broker: $UNICUS_TEST_BROKERS" >&2

@@ -46,6 +46,10 @@ function status(text, isError) {
 
 function show(value) {
   if (value === null || value === undefined) return "";
+  if (typeof value === "object" && "line1" in value) {
+    return [value.line1, value.line2, [value.postal_code, value.city].filter(Boolean).join(" "), value.state, value.country]
+      .filter(Boolean).join(", ");
+  }
   if (typeof value === "object") {
     return Object.entries(value).filter(([, v]) => v !== null).map(([k, v]) => k + ": " + v).join(", ");
   }
@@ -66,10 +70,16 @@ function renderRecord(r) {
   $("customer-id").textContent = r.customer_id;
   $("stage").textContent = r.lifecycle_stage || "profiling denied";
   const kpis = $("kpis"); clear(kpis);
+  // RFM, lifetime value and segments are null when the customer denies profiling.
+  const seg = r.segments || null;
+  const currency = r.rfm ? r.rfm.currency : "";
   const totals = Object.entries((r.orders || {}).totals || {}).map(([c, v]) => v + " " + c).join(", ") || "0";
-  const rfm = r.rfm ? r.rfm.recency_score + "-" + r.rfm.frequency_score + "-" + r.rfm.monetary_score : "—";
-  for (const [k, v] of [["lifetime value", totals], ["orders", (r.orders || {}).count || 0],
-    ["RFM", rfm], ["source profiles", r.source_profiles], ["open carts", r.open_carts]]) {
+  const ltv = seg ? seg.clv + " " + currency + " (" + seg.clv_horizon_days + " d)" : "not profiled";
+  const rfm = seg && seg.rfm ? seg.rfm.score + " (R " + seg.rfm.recency + " F " + seg.rfm.frequency + " M " + seg.rfm.monetary + ")"
+    : (seg ? "no order" : "not profiled");
+  for (const [k, v] of [["lifetime value", ltv], ["purchases", totals], ["orders", (r.orders || {}).count || 0],
+    ["RFM", rfm], ["VIP", seg ? (seg.vip ? "yes" : "no") : "—"], ["source profiles", r.source_profiles],
+    ["open carts", r.open_carts]]) {
     kpis.appendChild(el("dt", k)); kpis.appendChild(el("dd", v));
   }
   const person = $("person"); clear(person);
@@ -126,7 +136,8 @@ function renderGraph(x) {
     const j = sp.joined || {};
     const how = j.method === "new" ? "first seen" : j.method + (j.rule ? " · " + j.rule : "") + (j.score != null ? " · " + Number(j.score).toFixed(2) : "");
     const label = document.createElementNS(ns, "text");
-    label.setAttribute("x", (cx + x0) / 2); label.setAttribute("y", (cy + y0) / 2 - 4); label.setAttribute("text-anchor", "middle");
+    label.setAttribute("x", cx + (x0 - cx) * 0.55); label.setAttribute("y", cy + (y0 - cy) * 0.55 - 4); label.setAttribute("text-anchor", "middle");
+    label.setAttribute("class", "edge");
     label.textContent = how + (j.matched_on && j.matched_on.length ? " (" + j.matched_on.join(", ") + ")" : "");
     svg.appendChild(label);
     node(x0, y0, "#" + sp.source_profile + " " + sp.channel, sp.anchor ? sp.anchor.type + ": " + sp.anchor.value : "no identifier", "#c7d7fe");
