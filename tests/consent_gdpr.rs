@@ -418,6 +418,10 @@ fn erasure_leaves_no_trace_and_replay_does_not_bring_the_person_back() {
     assert_eq!(r["erased"]["customer_ids"], json!(all_sophie_ids.len()));
     assert_eq!(r["erased"]["consents"], 1);
     assert!(
+        r["erased"]["touchpoints"].as_u64().unwrap() >= 3,
+        "the timeline is erased too: {r}"
+    );
+    assert!(
         r["erased"]["suppressed_identifiers"].as_u64().unwrap() >= 6,
         "{r}"
     );
@@ -535,6 +539,23 @@ fn an_export_contains_everything_of_the_customer_and_nothing_of_another() {
         3
     );
     assert_eq!(export["consents"][0]["source_channel"], "store");
+    // The timeline kept for the lookup API: Sophie's touchpoints on each channel, in
+    // time order, without identifiers.
+    let touchpoints = export["touchpoints"].as_array().unwrap();
+    let channels: std::collections::BTreeSet<&str> = touchpoints
+        .iter()
+        .map(|t| t["channel"].as_str().unwrap())
+        .collect();
+    assert!(
+        touchpoints.len() >= 3 && channels.len() >= 3,
+        "{touchpoints:?}"
+    );
+    let times: Vec<&str> = touchpoints
+        .iter()
+        .map(|t| t["occurred_at"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(!export["touchpoints"].to_string().contains("@"));
     assert_eq!(
         export["golden_record"]["person"]["birth_date"]["value"],
         "1985-04-12"

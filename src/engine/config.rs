@@ -182,6 +182,9 @@ pub struct Limits {
     pub max_conflicts_per_event: usize,
     /// Purchased items remembered for `recently_purchased` (the oldest forgotten first).
     pub max_recent_purchases: usize,
+    /// Touchpoints kept per customer for its timeline (the lookup API's
+    /// `/events`, the 360 page, exports): the oldest by event time forgotten first.
+    pub max_timeline_events: usize,
     /// Orders and returns remembered for the lifetime value (the oldest forgotten first).
     pub max_orders_kept: usize,
     /// Items kept of one cart snapshot (the first ones).
@@ -215,6 +218,7 @@ impl Default for Limits {
             max_merge_log: 1000,
             max_conflicts_per_event: 16,
             max_recent_purchases: 200,
+            max_timeline_events: 50,
             max_orders_kept: 1000,
             max_cart_items: 100,
             max_currencies_per_customer: 8,
@@ -989,6 +993,7 @@ impl EngineConfig {
             ("max_merge_log", l.max_merge_log),
             ("max_conflicts_per_event", l.max_conflicts_per_event),
             ("max_recent_purchases", l.max_recent_purchases),
+            ("max_timeline_events", l.max_timeline_events),
             ("max_orders_kept", l.max_orders_kept),
             ("max_cart_items", l.max_cart_items),
             ("max_currencies_per_customer", l.max_currencies_per_customer),

@@ -114,6 +114,10 @@ owners! {
         table TIMERS<(i64, String, String)> = b"p/tm/";
         /// Timers fired so far: all those due at or before it.
         cell TIMERS_DONE = b"p/timers_done";
+        /// Recent touchpoints by (customer, event time, event id).
+        table TIMELINE<(String, i64, String)> = b"p/tl/";
+        /// Touchpoints kept per customer in the timeline.
+        table TIMELINE_LEN<String> = b"p/tn/";
     }
 
     /// GDPR: rights requests and the suppression list.
@@ -163,8 +167,9 @@ owners! {
 }
 
 /// Tables read by range on the event path: their staged keys are also kept in order.
-pub(crate) const ORDERED: [&[u8]; 3] = [
+pub(crate) const ORDERED: [&[u8]; 4] = [
     profile::TIMERS.bytes(),
+    profile::TIMELINE.bytes(),
     profile::INACTIVE_INDEX.bytes(),
     profile::BEHAVIOURAL_INDEX.bytes(),
 ];

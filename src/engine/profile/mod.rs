@@ -29,6 +29,7 @@ pub mod bounds;
 pub mod consent;
 pub mod event;
 pub mod records;
+pub mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -479,6 +480,13 @@ impl Profiler {
         }
         kept.source_profiles.extend(gone.source_profiles);
         let limits = &self.config.limits;
+        timeline::move_moments(
+            store,
+            merged,
+            survivor,
+            |_| true,
+            limits.max_timeline_events,
+        )?;
         done.counts.attributes_dropped +=
             bounds::keep_latest_attributes(&mut kept, limits.max_attributes_per_customer);
         let mut changes = kept.consents.merge(gone.consents);
@@ -513,6 +521,13 @@ impl Profiler {
             None => self.load(store, customer_id)?.unwrap_or_default(),
         };
         let limits = &self.config.limits;
+        timeline::record(
+            store,
+            customer_id,
+            source_profile,
+            facts,
+            limits.max_timeline_events,
+        )?;
         let amounts_fit = event.order().is_none_or(|o| {
             bounds::currency_fits(&profile, &o.currency, limits.max_currencies_per_customer)
         });
@@ -573,6 +588,13 @@ impl Profiler {
             }
         }
         split.activity = kept.activity.split_off(source_profiles);
+        timeline::move_moments(
+            store,
+            customer_id,
+            new_customer_id,
+            |m| source_profiles.contains(&m.source_profile),
+            self.config.limits.max_timeline_events,
+        )?;
         let before = std::mem::take(&mut kept.consents);
         let max = self.config.limits.max_identifier_consents;
         kept.consents = stated_consents(&kept, at, max);
@@ -613,6 +635,7 @@ impl Profiler {
                 }
             }
         }
+        timeline::forget_source_profiles(store, customer_id, source_profiles)?;
         PROFILES.put(store, customer_id, &profile)?;
         done.changed.insert(customer_id.to_string());
         Ok(())
@@ -629,12 +652,14 @@ impl Profiler {
         let profile = self.load(store, customer_id)?.unwrap_or_default();
         match facts.kind {
             RequestKind::Export => {
+                let moments = timeline::of(store, customer_id)?;
                 done.out
-                    .push(self.export(customer_id, &profile, done.clock, facts));
+                    .push(self.export(customer_id, &profile, &moments, done.clock, facts));
             }
             RequestKind::Erase | RequestKind::Retention => {
+                let moments = timeline::forget(store, customer_id)?;
                 done.out
-                    .extend(self.erase(store, customer_id, &profile, facts));
+                    .extend(self.erase(store, customer_id, &profile, moments, facts));
                 done.changed.remove(customer_id);
             }
         }
@@ -1159,6 +1184,7 @@ impl Profiler {
         store: &mut Store,
         customer_id: &str,
         profile: &CustomerProfile,
+        touchpoints: u64,
         facts: &RequestFacts,
     ) -> Vec<OutputRecord> {
         forget(store, customer_id, profile);
@@ -1178,6 +1204,7 @@ impl Profiler {
         erased.insert("fields", fields as u64);
         erased.insert("orders", orders);
         erased.insert("consents", profile.consents.decisions.len() as u64);
+        erased.insert("touchpoints", touchpoints);
         let mut out: Vec<OutputRecord> = std::iter::once(customer_id)
             .chain(facts.merged_ids.iter().map(String::as_str))
             .map(|id| OutputRecord::tombstone(Topic::ProfilesMerged, id.to_string()))
@@ -1195,6 +1222,7 @@ impl Profiler {
         &self,
         customer_id: &str,
         profile: &CustomerProfile,
+        moments: &[timeline::Moment],
         clock: i64,
         facts: &RequestFacts,
     ) -> OutputRecord {
@@ -1217,6 +1245,7 @@ impl Profiler {
                 .iter()
                 .map(|(k, d)| ExportedDecision::new(k, d))
                 .collect(),
+            touchpoints: moments.iter().map(timeline::Touchpoint::from).collect(),
         };
         OutputRecord::json(
             Topic::GdprReceipts,

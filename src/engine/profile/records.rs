@@ -257,6 +257,8 @@ pub struct Export<'a> {
     pub identity_graph: Value,
     pub source_profiles: Vec<ExportedSourceProfile<'a>>,
     pub consents: Vec<ExportedDecision<'a>>,
+    /// The recent touchpoints kept for the timeline, oldest first.
+    pub touchpoints: Vec<super::timeline::Touchpoint<'a>>,
 }
 
 /// What one source profile contributed, in an export.
