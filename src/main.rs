@@ -437,6 +437,16 @@ enum BenchCommand {
         #[arg(long)]
         no_changelog: bool,
     },
+    /// Lookups per second and their latency on the lookup API while the stream runs at
+    /// half its maximum rate (in-process mock cluster), against lookups with the stream
+    /// idle, in one run.
+    Api {
+        #[command(flatten)]
+        size: StreamSize,
+        /// Lookups per second asked for (open loop, over 8 connections).
+        #[arg(long, default_value_t = 1_000.0)]
+        lookups_per_second: f64,
+    },
     /// Output bytes per input byte over streams built to make one customer grow (new
     /// attribute keys, huge keys, new identifiers, SKUs, carts, merges), and over a
     /// generated stream for comparison.
@@ -675,6 +685,10 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             brokers,
             !no_changelog,
         ),
+        BenchCommand::Api {
+            size,
+            lookups_per_second,
+        } => sim::bench_api(size.events, size.customers, size.seed, lookups_per_second),
         BenchCommand::Adversarial {
             events,
             many,

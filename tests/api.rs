@@ -179,6 +179,43 @@ async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
         "masked in explanations too"
     );
 
+    // The recent touchpoints, newest first, within the limit asked for.
+    let target = format!("/v1/customers/{id}/events?limit=4");
+    let events = call(move || get(api, &target, READER)).await;
+    assert_eq!(events.status, 200, "{}", events.body);
+    let list = events.json()["events"].as_array().unwrap().clone();
+    assert_eq!(list.len(), 4, "{list:?}");
+    let times: Vec<&str> = list
+        .iter()
+        .map(|e| e["occurred_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    assert!(!events.body.contains('@'), "no identifier in the timeline");
+    let target = format!("/v1/customers/{id}/events?limit=1000");
+    let all = call(move || get(api, &target, READER)).await.json();
+    let channels: std::collections::BTreeSet<&str> = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["channel"].as_str().unwrap())
+        .collect();
+    for channel in ["store", "web", "social"] {
+        assert!(channels.contains(channel), "{channels:?}");
+    }
+    let story = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == "story-0001")
+        .cloned()
+        .expect("the first store purchase is kept");
+    assert_eq!(story["order_id"], "T-881");
+    assert_eq!(story["total"], 129.9);
+    assert_eq!(story["skus"][0], "CLIMB-42");
+
     // A merged-away id: 301 to the customer it is part of, for both routes.
     let merged: Vec<String> = x["merged_ids"]
         .as_array()
@@ -252,6 +289,16 @@ async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
             ),
             (get(api, &long, READER), 414, "request_too_large"),
             (get(api, "/v2/anything", READER), 404, "no_route"),
+            (
+                get(api, "/v1/customers/cus_x/events?limit=0", READER),
+                400,
+                "bad_request",
+            ),
+            (
+                get(api, "/v1/customers/cus_x/events?from=1", READER),
+                400,
+                "bad_request",
+            ),
             (
                 request(
                     api,
@@ -350,6 +397,7 @@ async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
         [
             format!("/v1/customers/{id}"),
             format!("/v1/customers/{id}/explain"),
+            format!("/v1/customers/{id}/events"),
             "/v1/customers?email=sophie.dupont@gmail.com".into(),
             "/v1/customers?phone=%2B33612345678".into(),
             "/v1/customers?identifier=loyalty_id:FID-99812".into(),

@@ -340,6 +340,19 @@ async fn a_service_agent_finds_sophie_dupont_on_the_360_page() {
         for joined in ["store", "web", "social", "identifier"] {
             assert!(graph.contains(joined), "{joined} not in the graph: {graph}");
         }
+        let timeline = page.text("#timeline");
+        for shown in [
+            "purchase",
+            "order T-881",
+            "129.9 EUR",
+            "CLIMB-42",
+            "account_created",
+        ] {
+            assert!(
+                timeline.contains(shown),
+                "{shown} not in the timeline: {timeline}"
+            );
+        }
         let screenshot = page.screenshot();
 
         // The split request goes to identity.commands.

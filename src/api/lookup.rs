@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use serde_json::Value;
 
 use crate::engine::config::EngineConfig;
+use crate::engine::profile::timeline::{self, Touchpoint};
 use crate::engine::profile::Profiler;
 use crate::engine::resolve::Resolver;
 use crate::store::{Store, StoreError};
@@ -130,6 +131,31 @@ impl Lookups {
                     Some(doc) => Found::Record(doc),
                     None => Found::Absent,
                 },
+            })
+        })
+    }
+}
+
+impl Lookups {
+    /// A customer's most recent touchpoints, newest first, at most `limit`.
+    pub fn events(&self, id: &str, limit: usize) -> Result<Found, LookupError> {
+        self.with(|r| {
+            Ok(match r.resolver.current_id(&r.store, id)? {
+                None => Found::Absent,
+                Some(current) if current != id => Found::Moved(current),
+                Some(_) => {
+                    let moments = timeline::of(&r.store, id)?;
+                    let events: Vec<Touchpoint> = moments
+                        .iter()
+                        .rev()
+                        .take(limit)
+                        .map(Touchpoint::from)
+                        .collect();
+                    Found::Record(serde_json::json!({
+                        "customer_id": id,
+                        "events": serde_json::to_value(&events).unwrap_or_default(),
+                    }))
+                }
             })
         })
     }

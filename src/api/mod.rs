@@ -11,6 +11,7 @@
 //! | `GET /v1/customers/{id}` | `profiles:read` | the golden record; a merged-away id: 301 to the survivor |
 //! | `GET /v1/customers?email=…` / `phone=…` / `identifier=type:value` | `profiles:read` | the golden record of the customer holding it, normalised as the engine does |
 //! | `GET /v1/customers/{id}/explain` | `profiles:read` | source profiles, links with rule and weights, merge and split history |
+//! | `GET /v1/customers/{id}/events?limit=` | `profiles:read` | the recent touchpoints, newest first (default 20, at most `limits.max_timeline_events` are kept) |
 //! | `POST /v1/customers/{id}/split` | `commands:write` | a `split` record sent to `identity.commands` (202) |
 //! | `GET /ui/` | none (the page asks for a token) | the customer 360 page |
 //!
@@ -137,6 +138,7 @@ fn router(api: Arc<Api>, max_request_bytes: usize) -> Router {
         .route("/v1/customers", get(by_identifier))
         .route("/v1/customers/{id}", get(customer))
         .route("/v1/customers/{id}/explain", get(explain))
+        .route("/v1/customers/{id}/events", get(events))
         .route("/v1/customers/{id}/split", post(split))
         .merge(ui::routes())
         .fallback(not_found_route)
@@ -337,6 +339,34 @@ async fn explain(
     let asked = id.clone();
     let found = blocking(&api, move |api| api.lookups.explain(&asked)).await;
     record_answer(&api, &caller, "explain", &id, found, "/explain")
+}
+
+/// Touchpoints `/events` returns when the request names no limit.
+const DEFAULT_EVENTS: usize = 20;
+
+async fn events(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Answer {
+    let caller = api.admit(&headers, &uri, Scope::ProfilesRead)?;
+    let mut limit = DEFAULT_EVENTS;
+    for (name, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+        match (name.as_ref(), value.parse::<usize>()) {
+            ("limit", Ok(n)) if n >= 1 => limit = n,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "the only parameter is limit, a number from 1",
+                ))
+            }
+        }
+    }
+    let asked = id.clone();
+    let found = blocking(&api, move |api| api.lookups.events(&asked, limit)).await;
+    record_answer(&api, &caller, "events", &id, found, "/events")
 }
 
 /// The answer to a lookup by customer id, audited.

@@ -26,6 +26,21 @@ pub fn bench_kafka(
     ))
 }
 
+/// `bench api`: lookups while the stream runs.
+pub fn bench_api(
+    events: usize,
+    customers: usize,
+    seed: u64,
+    lookups_per_second: f64,
+) -> Result<()> {
+    tokio_runtime()?.block_on(crate::sim::bench_api::api(
+        events,
+        customers,
+        seed,
+        lookups_per_second,
+    ))
+}
+
 /// `bench accuracy`: the labelled stream (generated, or a file and its truth) and how
 /// the benchmark runs over it.
 #[derive(Debug, Clone)]

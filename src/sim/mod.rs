@@ -3,6 +3,7 @@
 pub mod accuracy;
 pub mod adversarial;
 pub mod bench;
+pub mod bench_api;
 pub mod compare;
 pub mod demo;
 pub mod febrl;

@@ -152,17 +152,33 @@ function renderGraph(x) {
   }
 }
 
+function renderTimeline(t) {
+  const table = $("timeline"); clear(table);
+  row(table, ["when", "channel", "type", "details", "source profile"]);
+  for (const e of t.events || []) {
+    const details = [e.order_id && ("order " + e.order_id), e.total != null && (e.total + " " + (e.currency || "")),
+      e.cart_id && ("cart " + e.cart_id), e.skus && e.skus.length && e.skus.join(", ")].filter(Boolean).join(" · ");
+    row(table, [e.occurred_at, e.channel, e.type, details, "#" + e.source_profile]);
+  }
+  if (!(t.events || []).length) row(table, ["no touchpoint kept", "", "", "", ""]);
+}
+
 async function search(event) {
   if (event) event.preventDefault();
   const kind = $("kind").value, q = $("q").value.trim();
   if (!q) return;
+  // Nothing of the previous customer (or of the previous token's view) stays shown.
+  $("result").hidden = true;
+  for (const id of ["timeline", "graph", "history", "identifiers", "person"]) clear($(id));
   status("searching…");
   try {
     const path = kind === "customer_id" ? "/v1/customers/" + encodeURIComponent(q)
       : "/v1/customers?" + new URLSearchParams([[kind, q]]).toString();
     const record = await api(path);
     renderRecord(record);
-    renderGraph(await api("/v1/customers/" + encodeURIComponent(record.customer_id) + "/explain"));
+    const base = "/v1/customers/" + encodeURIComponent(record.customer_id);
+    renderTimeline(await api(base + "/events?limit=50"));
+    renderGraph(await api(base + "/explain"));
     status("as of " + record.as_of);
   } catch (e) {
     $("result").hidden = true;
