@@ -41,6 +41,13 @@ struct Reader {
     profiler: Profiler,
 }
 
+/// A reader's parts as one lookup reads them, on one committed state.
+struct Parts<'a> {
+    store: &'a Store,
+    resolver: &'a Resolver,
+    profiler: &'a Profiler,
+}
+
 pub struct Lookups {
     config: EngineConfig,
     /// A reader to make more from, one per concurrent lookup.
@@ -64,10 +71,10 @@ impl Lookups {
 
     fn with<T>(
         &self,
-        read: impl FnMut(&Reader) -> Result<T, LookupError>,
+        mut read: impl FnMut(&Parts) -> Result<T, LookupError>,
     ) -> Result<T, LookupError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let reader = match idle {
+        let mut reader = match idle {
             Some(r) => r,
             None => Reader {
                 store: self
@@ -79,8 +86,18 @@ impl Lookups {
                 profiler: Profiler::new(&self.config),
             },
         };
-        let mut read = read;
-        let result = reader.store.consistent(|_| read(&reader));
+        let Reader {
+            store,
+            resolver,
+            profiler,
+        } = &mut reader;
+        let result = store.consistent(|store| {
+            read(&Parts {
+                store,
+                resolver,
+                profiler,
+            })
+        });
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -91,10 +108,10 @@ impl Lookups {
     /// The golden record of a customer id, or where it went.
     pub fn customer(&self, id: &str) -> Result<Found, LookupError> {
         self.with(|r| {
-            Ok(match r.resolver.current_id(&r.store, id)? {
+            Ok(match r.resolver.current_id(r.store, id)? {
                 None => Found::Absent,
                 Some(current) if current != id => Found::Moved(current),
-                Some(_) => match r.profiler.golden_record_now(&r.store, id)? {
+                Some(_) => match r.profiler.golden_record_now(r.store, id)? {
                     Some(record) => Found::Record(record),
                     None => Found::Absent,
                 },
@@ -112,11 +129,11 @@ impl Lookups {
             let Some(id) = r.resolver.normalise_identifier(kind, raw) else {
                 return Err(LookupError::Unusable(kind.to_string()));
             };
-            let Some(customer) = r.resolver.customer_of(&r.store, &id)? else {
+            let Some(customer) = r.resolver.customer_of(r.store, &id)? else {
                 return Ok(None);
             };
             Ok(r.profiler
-                .golden_record_now(&r.store, &customer)?
+                .golden_record_now(r.store, &customer)?
                 .map(|record| (customer, record)))
         })
     }
@@ -124,10 +141,10 @@ impl Lookups {
     /// Why a customer is made of its source profiles: links, rules, merge history.
     pub fn explain(&self, id: &str) -> Result<Found, LookupError> {
         self.with(|r| {
-            Ok(match r.resolver.current_id(&r.store, id)? {
+            Ok(match r.resolver.current_id(r.store, id)? {
                 None => Found::Absent,
                 Some(current) if current != id => Found::Moved(current),
-                Some(_) => match r.resolver.explain(&r.store, id)? {
+                Some(_) => match r.resolver.explain(r.store, id)? {
                     Some(doc) => Found::Record(doc),
                     None => Found::Absent,
                 },
@@ -140,11 +157,11 @@ impl Lookups {
     /// A customer's most recent touchpoints, newest first, at most `limit`.
     pub fn events(&self, id: &str, limit: usize) -> Result<Found, LookupError> {
         self.with(|r| {
-            Ok(match r.resolver.current_id(&r.store, id)? {
+            Ok(match r.resolver.current_id(r.store, id)? {
                 None => Found::Absent,
                 Some(current) if current != id => Found::Moved(current),
                 Some(_) => {
-                    let moments = timeline::of(&r.store, id)?;
+                    let moments = timeline::of(r.store, id)?;
                     let events: Vec<Touchpoint> = moments
                         .iter()
                         .rev()

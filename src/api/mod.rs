@@ -1,8 +1,9 @@
 //! The profile lookup API and the customer 360 page, served by `unicus run` on
 //! `[api] listen` (off by default).
 //!
-//! Read-only over what the store has committed: each lookup reads between two batches, so
-//! it never sees a batch half applied. A batch is visible once sled has applied it, a few
+//! Read-only over what the store has committed: each lookup reads one committed state
+//! ([`Store::consistent`]: over a batch being applied, it reads that batch's writes), so
+//! it never sees a batch half applied. A batch is visible once sled applies it, a few
 //! milliseconds before its flush returns; a crash in between redoes the same batch from
 //! the same inputs (the engine is deterministic), so what was shown comes back.
 //!
@@ -82,15 +83,22 @@ struct Api {
 
 /// The running API; stops when dropped.
 pub struct Server {
-    task: tokio::task::JoinHandle<()>,
+    /// The API's own threads: lookups never queue behind the engine's work, which runs
+    /// on the caller's runtime.
+    runtime: Option<tokio::runtime::Runtime>,
     pub address: SocketAddr,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
+
+/// Threads of the API's runtime.
+const API_THREADS: usize = 2;
 
 /// Serves the API and the page on `settings.listen` (which must be set), over a
 /// [`Store::reader`], until the returned [`Server`] is dropped.
@@ -111,26 +119,36 @@ pub async fn serve(
         commands,
         max_request_bytes: settings.max_request_bytes,
     });
-    let listener = tokio::net::TcpListener::bind(&listen)
+    let listen_error = |source| ApiStartError::Listen {
+        address: listen.clone(),
+        source,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(API_THREADS)
+        .thread_name("unicus-api")
+        .enable_all()
+        .build()
+        .map_err(listen_error)?;
+    let bound = runtime
+        .spawn({
+            let listen = listen.clone();
+            async move { tokio::net::TcpListener::bind(&listen).await }
+        })
         .await
-        .map_err(|source| ApiStartError::Listen {
-            address: listen.clone(),
-            source,
-        })?;
-    let address = listener
-        .local_addr()
-        .map_err(|source| ApiStartError::Listen {
-            address: listen.clone(),
-            source,
-        })?;
+        .map_err(|e| listen_error(std::io::Error::other(e)))?;
+    let listener = bound.map_err(listen_error)?;
+    let address = listener.local_addr().map_err(listen_error)?;
     let app = router(api, settings.max_request_bytes);
-    let task = tokio::spawn(async move {
+    runtime.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "the API stopped");
         }
     });
     info!(%address, tokens = tokens.len(), "serving the lookup API on /v1 and the 360 page on /ui/");
-    Ok(Server { task, address })
+    Ok(Server {
+        runtime: Some(runtime),
+        address,
+    })
 }
 
 fn router(api: Arc<Api>, max_request_bytes: usize) -> Router {
@@ -299,22 +317,16 @@ fn audit(caller: &Caller, route: &'static str, customer_id: Option<&str>, status
     );
 }
 
-/// Runs a store read off the async workers (it may wait for a batch being applied).
-async fn blocking<T: Send + 'static>(
+/// Runs a lookup on the API's worker itself: it reads a few keys that sled mostly holds
+/// in memory and never waits for a batch (the reader reads over one being applied), a
+/// fraction of a millisecond; handing it to a blocking thread cost more than that
+/// (`bench api`: thread switches and a fresh allocator heap per thread). The API has
+/// its own runtime, so no lookup waits behind the engine.
+async fn lookup<T>(
     api: &Arc<Api>,
-    read: impl FnOnce(&Api) -> Result<T, LookupError> + Send + 'static,
+    read: impl FnOnce(&Api) -> Result<T, LookupError>,
 ) -> Result<T, ApiError> {
-    let api = api.clone();
-    tokio::task::spawn_blocking(move || read(&api))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the lookup failed",
-            )
-        })?
-        .map_err(ApiError::from)
+    read(api).map_err(ApiError::from)
 }
 
 async fn customer(
@@ -325,7 +337,7 @@ async fn customer(
 ) -> Answer {
     let caller = api.admit(&headers, &uri, Scope::ProfilesRead)?;
     let asked = id.clone();
-    let found = blocking(&api, move |api| api.lookups.customer(&asked)).await;
+    let found = lookup(&api, move |api| api.lookups.customer(&asked)).await;
     record_answer(&api, &caller, "customer", &id, found, "")
 }
 
@@ -337,7 +349,7 @@ async fn explain(
 ) -> Answer {
     let caller = api.admit(&headers, &uri, Scope::ProfilesRead)?;
     let asked = id.clone();
-    let found = blocking(&api, move |api| api.lookups.explain(&asked)).await;
+    let found = lookup(&api, move |api| api.lookups.explain(&asked)).await;
     record_answer(&api, &caller, "explain", &id, found, "/explain")
 }
 
@@ -365,7 +377,7 @@ async fn events(
         }
     }
     let asked = id.clone();
-    let found = blocking(&api, move |api| api.lookups.events(&asked, limit)).await;
+    let found = lookup(&api, move |api| api.lookups.events(&asked, limit)).await;
     record_answer(&api, &caller, "events", &id, found, "/events")
 }
 
@@ -417,7 +429,7 @@ async fn by_identifier(State(api): State<Arc<Api>>, headers: HeaderMap, uri: Uri
             ))
         }
     };
-    let found = blocking(&api, move |api| api.lookups.find(&kind, &value)).await;
+    let found = lookup(&api, move |api| api.lookups.find(&kind, &value)).await;
     let (customer_id, answer) = match found {
         Ok(Some((id, doc))) => (Some(id), Ok(api.shown(&caller, doc))),
         Ok(None) => (None, Err(ApiError::not_found())),

@@ -75,8 +75,10 @@ pub struct Store {
         std::thread::JoinHandle<()>,
     )>,
     /// Batches applied, twice: odd while one is being applied. Shared with the
-    /// [`Store::reader`]s, which read between two batches ([`Store::consistent`]).
+    /// [`Store::reader`]s, which read whole batches ([`Store::consistent`]).
     applied: Arc<AtomicU64>,
+    /// The batch being applied, while `applied` is odd.
+    applying: Applying,
     /// A reader's view: it never writes.
     read_only: bool,
 }
@@ -104,6 +106,7 @@ impl Drop for Store {
 
 struct FlushJob {
     staged: Arc<Staged>,
+    ordered: Arc<BTreeSet<Vec<u8>>>,
     answer: std::sync::mpsc::Sender<Result<()>>,
 }
 
@@ -111,10 +114,15 @@ type Staged = HashMap<Vec<u8>, Option<sled::IVec>>;
 
 struct InFlight {
     staged: Arc<Staged>,
-    ordered: BTreeSet<Vec<u8>>,
-    /// Answers once the batch is applied and flushed.
-    done: std::sync::mpsc::Receiver<Result<()>>,
+    ordered: Arc<BTreeSet<Vec<u8>>>,
+    /// Answers once the batch is applied and flushed (none for a reader's view of the
+    /// batch being applied).
+    done: Option<std::sync::mpsc::Receiver<Result<()>>>,
 }
+
+/// The batch the flush thread is applying, under its (odd) number: readers take its
+/// writes over what sled holds, so they read past it instead of waiting for it.
+type Applying = Arc<std::sync::Mutex<Option<(u64, Arc<Staged>, Arc<BTreeSet<Vec<u8>>>)>>>;
 
 /// Committed values (or their absence), up to half the budget in bytes per generation.
 type ReadCache = Generations<Vec<u8>, Option<sled::IVec>>;
@@ -184,6 +192,7 @@ impl Store {
             cache: RefCell::new(read_cache(DEFAULT_CACHE_BYTES)),
             decoded: RefCell::new(Generations::with_entries(DECODED_GENERATION)),
             applied: Arc::new(AtomicU64::new(0)),
+            applying: Applying::default(),
             read_only: false,
         })
     }
@@ -202,32 +211,50 @@ impl Store {
             cache: RefCell::new(read_cache(0)),
             decoded: RefCell::new(Generations::with_entries(0)),
             applied: self.applied.clone(),
+            applying: self.applying.clone(),
             read_only: true,
         })
     }
 
-    /// Runs `read` between two batches: again if a batch was applied meanwhile, so that
-    /// what it reads across several keys is of one committed state, never of a batch
-    /// half applied. For readers on other threads; the writer's own reads need none.
+    /// Runs `read` on one committed state, so that what it reads across several keys is
+    /// never of a batch half applied. While the flush thread applies a batch, `read` sees
+    /// that batch's writes over what sled holds (the state once it is applied) instead of
+    /// waiting; `read` runs again only if another batch started meanwhile. For readers
+    /// on other threads; the writer's own reads need none.
     pub fn consistent<T, E>(
-        &self,
+        &mut self,
         mut read: impl FnMut(&Self) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        let mut waits = 0u32;
         loop {
             let before = self.applied.load(AtomicOrdering::SeqCst);
-            if before % 2 == 0 {
-                let value = read(self)?;
-                if self.applied.load(AtomicOrdering::SeqCst) == before {
-                    return Ok(value);
+            self.in_flight = None;
+            if before % 2 == 1 {
+                let applying = self
+                    .applying
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                match applying {
+                    Some((seq, staged, ordered)) if seq == before => {
+                        self.in_flight = Some(InFlight {
+                            staged,
+                            ordered,
+                            done: None,
+                        });
+                    }
+                    // Between the number and the batch: a moment.
+                    _ => {
+                        std::thread::yield_now();
+                        continue;
+                    }
                 }
             }
-            // A batch is being applied (a few ms at most): wait for its end.
-            waits += 1;
-            if waits < 64 {
-                std::thread::yield_now();
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(200));
+            let value = read(self);
+            self.in_flight = None;
+            let after = self.applied.load(AtomicOrdering::SeqCst);
+            // The same state, or the batch read over came to its end meanwhile.
+            if after == before || (before % 2 == 1 && after == before + 1) {
+                return value;
             }
         }
     }
@@ -485,10 +512,12 @@ impl Store {
                 .map(|(k, v)| (k, v.map(sled::IVec::from)))
                 .collect(),
         );
+        let ordered = Arc::new(std::mem::take(&mut self.overlay_ordered));
         let (answer, done) = std::sync::mpsc::channel();
         self.flusher()?
             .send(FlushJob {
                 staged: staged.clone(),
+                ordered: ordered.clone(),
                 answer,
             })
             .map_err(|_| {
@@ -498,8 +527,8 @@ impl Store {
             })?;
         self.in_flight = Some(InFlight {
             staged,
-            ordered: std::mem::take(&mut self.overlay_ordered),
-            done,
+            ordered,
+            done: Some(done),
         });
         Ok(())
     }
@@ -508,7 +537,7 @@ impl Store {
         if self.flusher.is_none() {
             let (jobs, queue) = std::sync::mpsc::channel::<FlushJob>();
             let (db, tree) = (self.db.clone(), self.tree.clone());
-            let applied = self.applied.clone();
+            let (applied, applying) = (self.applied.clone(), self.applying.clone());
             let thread = std::thread::Builder::new()
                 .name("unicus-store-flush".into())
                 .spawn(move || {
@@ -521,10 +550,14 @@ impl Store {
                                 None => batch.remove(k.as_slice()),
                             }
                         }
-                        // Odd while the batch is applied: readers wait for its end.
+                        // Odd while the batch is applied, which readers then read over.
+                        let seq = applied.load(AtomicOrdering::SeqCst) + 1;
+                        *applying.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((seq, job.staged.clone(), job.ordered.clone()));
                         applied.fetch_add(1, AtomicOrdering::SeqCst);
                         let result = tree.apply_batch(batch);
                         applied.fetch_add(1, AtomicOrdering::SeqCst);
+                        *applying.lock().unwrap_or_else(|e| e.into_inner()) = None;
                         let result = result
                             .and_then(|()| db.flush().map(|_| ()))
                             .map_err(StoreError::from);
@@ -542,11 +575,14 @@ impl Store {
         let Some(f) = self.in_flight.take() else {
             return Ok(());
         };
-        let result = f.done.recv().unwrap_or_else(|_| {
-            Err(StoreError::Sled(sled::Error::ReportableBug(
-                "the store flush thread panicked".into(),
-            )))
-        });
+        let result = match &f.done {
+            Some(done) => done.recv().unwrap_or_else(|_| {
+                Err(StoreError::Sled(sled::Error::ReportableBug(
+                    "the store flush thread panicked".into(),
+                )))
+            }),
+            None => Ok(()),
+        };
         let cache = self.cache.get_mut();
         match result {
             Ok(()) => {
@@ -750,7 +786,7 @@ mod tests {
         // would find two numbers.
         const KEYS: u32 = 300;
         let mut s = Store::temporary().unwrap();
-        let reader = s.reader().unwrap();
+        let mut reader = s.reader().unwrap();
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = {
             let done = done.clone();
@@ -796,6 +832,43 @@ mod tests {
         let mut reader = s.reader().unwrap();
         reader.put(b"x".to_vec(), &1u32).unwrap();
         assert!(reader.commit().is_err(), "a reader never writes");
+    }
+
+    #[test]
+    fn a_reader_reads_over_a_batch_being_applied_as_if_it_were_done() {
+        // The flush thread's state while it applies a batch, set by hand: the batch
+        // writes 2 under both keys; sled gets it in the middle of the reader's read.
+        let mut s = Store::temporary().unwrap();
+        s.put(b"a".to_vec(), &1u32).unwrap();
+        s.put(b"b".to_vec(), &1u32).unwrap();
+        s.commit().unwrap();
+        let mut reader = s.reader().unwrap();
+        let staged: Staged = [b"a", b"b"]
+            .iter()
+            .map(|k| (k.to_vec(), Some(postcard::to_stdvec(&2u32).unwrap().into())))
+            .collect();
+        let seq = s.applied.fetch_add(1, AtomicOrdering::SeqCst) + 1;
+        *s.applying.lock().unwrap() = Some((seq, Arc::new(staged), Arc::default()));
+        let tree = s.tree.clone();
+        let applied = s.applied.clone();
+        let mut calls = 0;
+        let seen = reader
+            .consistent(|r| {
+                calls += 1;
+                let a = r.get::<u32>(b"a")?;
+                if calls == 1 {
+                    // The batch lands in sled and ends between the two reads.
+                    let mut batch = sled::Batch::default();
+                    batch.insert(b"a", postcard::to_stdvec(&2u32).unwrap());
+                    batch.insert(b"b", postcard::to_stdvec(&2u32).unwrap());
+                    tree.apply_batch(batch).unwrap();
+                    applied.fetch_add(1, AtomicOrdering::SeqCst);
+                }
+                Ok::<_, StoreError>((a, r.get::<u32>(b"b")?))
+            })
+            .unwrap();
+        assert_eq!(seen, (Some(2), Some(2)));
+        assert_eq!(calls, 1, "no second read for a batch read over");
     }
 
     #[test]
