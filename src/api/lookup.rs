@@ -105,18 +105,24 @@ impl Lookups {
         result
     }
 
-    /// The golden record of a customer id, or where it went.
-    pub fn customer(&self, id: &str) -> Result<Found, LookupError> {
+    /// What `read` makes of a live customer id; where a merged-away id went.
+    fn by_id(
+        &self,
+        id: &str,
+        mut read: impl FnMut(&Parts) -> Result<Option<Value>, StoreError>,
+    ) -> Result<Found, LookupError> {
         self.with(|r| {
             Ok(match r.resolver.current_id(r.store, id)? {
                 None => Found::Absent,
                 Some(current) if current != id => Found::Moved(current),
-                Some(_) => match r.profiler.golden_record_now(r.store, id)? {
-                    Some(record) => Found::Record(record),
-                    None => Found::Absent,
-                },
+                Some(_) => read(r)?.map_or(Found::Absent, Found::Record),
             })
         })
+    }
+
+    /// The golden record of a customer id, or where it went.
+    pub fn customer(&self, id: &str) -> Result<Found, LookupError> {
+        self.by_id(id, |r| r.profiler.golden_record_now(r.store, id))
     }
 
     /// The customer holding an identifier, normalised as resolution does, and its golden
@@ -140,40 +146,23 @@ impl Lookups {
 
     /// Why a customer is made of its source profiles: links, rules, merge history.
     pub fn explain(&self, id: &str) -> Result<Found, LookupError> {
-        self.with(|r| {
-            Ok(match r.resolver.current_id(r.store, id)? {
-                None => Found::Absent,
-                Some(current) if current != id => Found::Moved(current),
-                Some(_) => match r.resolver.explain(r.store, id)? {
-                    Some(doc) => Found::Record(doc),
-                    None => Found::Absent,
-                },
-            })
-        })
+        self.by_id(id, |r| r.resolver.explain(r.store, id))
     }
-}
 
-impl Lookups {
     /// A customer's most recent touchpoints, newest first, at most `limit`.
     pub fn events(&self, id: &str, limit: usize) -> Result<Found, LookupError> {
-        self.with(|r| {
-            Ok(match r.resolver.current_id(r.store, id)? {
-                None => Found::Absent,
-                Some(current) if current != id => Found::Moved(current),
-                Some(_) => {
-                    let moments = timeline::of(r.store, id)?;
-                    let events: Vec<Touchpoint> = moments
-                        .iter()
-                        .rev()
-                        .take(limit)
-                        .map(Touchpoint::from)
-                        .collect();
-                    Found::Record(serde_json::json!({
-                        "customer_id": id,
-                        "events": serde_json::to_value(&events).unwrap_or_default(),
-                    }))
-                }
-            })
+        self.by_id(id, |r| {
+            let moments = timeline::of(r.store, id)?;
+            let events: Vec<Touchpoint> = moments
+                .iter()
+                .rev()
+                .take(limit)
+                .map(Touchpoint::from)
+                .collect();
+            Ok(Some(serde_json::json!({
+                "customer_id": id,
+                "events": serde_json::to_value(&events).unwrap_or_default(),
+            })))
         })
     }
 }

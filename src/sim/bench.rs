@@ -153,6 +153,26 @@ impl Rate {
     }
 }
 
+/// The topics of `settings` on the in-process cluster, for a run of `events` inputs:
+/// inputs spread over enough partitions (the mock keeps ~5 MiB per partition), every
+/// output topic in 8, requests and commands in 1.
+pub(crate) fn create_mock_topics(
+    m: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    settings: &Settings,
+    events: usize,
+) -> Result<()> {
+    let partitions = (events / 15_000 + 1).clamp(2, 64) as i32;
+    for t in settings.kafka.input_topics() {
+        m.create_topic(&t, partitions, 1)?;
+    }
+    for t in Topic::ALL {
+        m.create_topic(&settings.kafka.topic(t), 8, 1)?;
+    }
+    m.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
+    m.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
+    Ok(())
+}
+
 /// The passthrough baseline: consume -> produce the same bytes -> await acks -> commit,
 /// with the runtime's client settings and batch size.
 async fn passthrough(settings: &Settings, total: u64) -> Result<f64> {
@@ -270,16 +290,7 @@ pub async fn kafka(
     let latency_events = (events / 10).clamp(1_000, 20_000);
     if let Some(m) = &mock {
         settings.kafka.create_topics = false;
-        // The mock keeps ~5 MiB per partition: spread the inputs.
-        let partitions = ((events + latency_events) / 15_000 + 1).clamp(2, 64) as i32;
-        for t in settings.kafka.input_topics() {
-            m.create_topic(&t, partitions, 1)?;
-        }
-        for t in Topic::ALL {
-            m.create_topic(&settings.kafka.topic(t), 8, 1)?;
-        }
-        m.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
-        m.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
+        create_mock_topics(m, &settings, events + latency_events)?;
         m.create_topic(
             &format!("{}bench.passthrough", settings.kafka.topic_prefix),
             8,

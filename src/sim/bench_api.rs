@@ -22,7 +22,6 @@ use tokio::sync::watch;
 
 use crate::api::auth::token_hash;
 use crate::kafka::runtime::{self, RuntimeStats};
-use crate::model::output::Topic;
 use crate::settings::api::{ApiToken, Scope};
 use crate::settings::Settings;
 use crate::sim::demo::{produce_lines, Feeder};
@@ -190,15 +189,7 @@ pub async fn api(events: usize, customers: usize, seed: u64, per_second: f64) ->
         scopes: vec![Scope::ProfilesRead],
     }];
     let paced_events = (events / 2).max(1_000);
-    let partitions = ((events + paced_events) / 15_000 + 1).clamp(2, 64) as i32;
-    for t in settings.kafka.input_topics() {
-        mock.create_topic(&t, partitions, 1)?;
-    }
-    for t in Topic::ALL {
-        mock.create_topic(&settings.kafka.topic(t), 8, 1)?;
-    }
-    mock.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
-    mock.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
+    crate::sim::bench::create_mock_topics(&mock, &settings, events + paced_events)?;
     mock.create_topic(&settings.kafka.changelog_topic(), 1, 1)?;
 
     let lines: Vec<String> = generate::Generator::new(GenerateOptions {

@@ -39,7 +39,7 @@ pub struct Moment {
     pub total_cents: Option<i64>,
     pub currency: Option<String>,
     pub cart_id: Option<String>,
-    /// SKUs of the order or cart (the first [`MAX_SKUS`]).
+    /// SKUs of the order or cart (the first twenty).
     pub skus: Vec<String>,
 }
 
