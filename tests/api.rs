@@ -415,6 +415,20 @@ async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
         assert!(!a.body.to_lowercase().contains("sophie"), "{}", a.body);
     }
 
+    // Every request counted by its route's pattern and status, and timed.
+    let exposition = running.stats.telemetry.exposition();
+    for series in [
+        r#"unicus_api_requests_total{route="/v1/customers/{id}",status="200"}"#,
+        r#"unicus_api_requests_total{route="/v1/customers/{id}",status="301"}"#,
+        r#"unicus_api_requests_total{route="/v1/customers/{id}",status="401"}"#,
+        r#"unicus_api_requests_total{route="/v1/customers",status="200"}"#,
+        r#"unicus_api_requests_total{route="/v1/customers/{id}/split",status="202"}"#,
+        r#"unicus_api_requests_total{route="other",status="404"}"#,
+    ] {
+        assert!(exposition.contains(series), "{series} missing");
+    }
+    assert!(exposition.contains("unicus_api_request_duration_seconds_count"));
+
     running.stop().await;
 }
 

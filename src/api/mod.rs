@@ -46,6 +46,7 @@ use crate::engine::config::EngineConfig;
 use crate::engine::input::command::parse_command;
 use crate::settings::api::{ApiSettings, Scope};
 use crate::store::Store;
+use crate::telemetry::metrics::Telemetry;
 use auth::{Caller, Refusal, Tokens};
 use lookup::{Found, LookupError, Lookups};
 use mask::Masker;
@@ -79,6 +80,8 @@ struct Api {
     ready: Arc<AtomicBool>,
     commands: Option<CommandSink>,
     max_request_bytes: usize,
+    /// Where requests are counted and timed (`unicus_api_*`).
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// The running API; stops when dropped.
@@ -108,6 +111,7 @@ pub async fn serve(
     reader: Store,
     ready: Arc<AtomicBool>,
     commands: Option<CommandSink>,
+    telemetry: Option<Arc<Telemetry>>,
 ) -> Result<Server, ApiStartError> {
     let listen = settings.listen.clone().unwrap_or_default();
     let tokens = settings.all_tokens()?;
@@ -118,6 +122,7 @@ pub async fn serve(
         ready,
         commands,
         max_request_bytes: settings.max_request_bytes,
+        telemetry,
     });
     let listen_error = |source| ApiStartError::Listen {
         address: listen.clone(),
@@ -160,8 +165,33 @@ fn router(api: Arc<Api>, max_request_bytes: usize) -> Router {
         .route("/v1/customers/{id}/split", post(split))
         .merge(ui::routes())
         .fallback(not_found_route)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), measure))
         .layer(DefaultBodyLimit::max(max_request_bytes))
         .with_state(api)
+}
+
+/// Counts and times every request by its route (the path's pattern, so a bounded set of
+/// labels) and status.
+async fn measure(
+    State(api): State<Arc<Api>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("other", |p| p.as_str())
+        .to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if let Some(t) = &api.telemetry {
+        t.api_request(
+            &route,
+            response.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    response
 }
 
 /// An error as the API answers it: a status, a stable code and a message.
@@ -472,7 +502,8 @@ async fn split(
     };
     let reason = asked.get("reason").and_then(Value::as_str);
     let now = chrono::Utc::now().timestamp_millis();
-    let command_id = format!("api-split-{}-{now}", caller.name);
+    // Unique per request: the engine does a command id once.
+    let command_id = format!("api-split-{}-{}", caller.name, ulid::Ulid::new());
     let command = json!({
         "command_id": command_id, "kind": "split", "customer_id": id,
         "identifier": identifier, "reason": reason, "requested_at": now,

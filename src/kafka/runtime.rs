@@ -229,7 +229,7 @@ pub async fn run(
     telemetry.health.set_store_ok(true);
     let api_ready = Arc::new(AtomicBool::new(false));
     let reader = engine.store().reader()?;
-    let _api = api::serve(&settings, reader, api_ready.clone()).await?;
+    let _api = api::serve(&settings, reader, api_ready.clone(), telemetry.clone()).await?;
     if let Some(server) = &_api {
         *stats.api_endpoint.lock().unwrap_or_else(|e| e.into_inner()) = Some(server.address);
     }

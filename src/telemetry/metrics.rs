@@ -356,6 +356,15 @@ impl Telemetry {
         self.families.changelog_restored.inc_by(records as u64);
     }
 
+    /// A lookup API request answered: its route, status and time.
+    pub fn api_request(&self, route: &str, status: u16, seconds: f64) {
+        self.families
+            .api_requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        self.families.api_duration.observe(seconds);
+    }
+
     /// Changelog records acknowledged.
     pub fn changelog_sent(&self, records: usize) {
         self.families.changelog_records.inc_by(records as u64);

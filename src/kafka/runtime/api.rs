@@ -11,6 +11,7 @@ use super::{kafka, producer_config, RuntimeError};
 use crate::api::{self, CommandSink};
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::telemetry::metrics::Telemetry;
 
 /// How long a split request waits for the broker's acknowledgement.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +23,7 @@ pub async fn serve(
     settings: &Settings,
     reader: Store,
     ready: Arc<AtomicBool>,
+    telemetry: Arc<Telemetry>,
 ) -> Result<Option<api::Server>, RuntimeError> {
     if settings.api.listen.is_none() {
         return Ok(None);
@@ -49,6 +51,7 @@ pub async fn serve(
         reader,
         ready,
         Some(commands),
+        Some(telemetry),
     )
     .await?;
     Ok(Some(server))

@@ -242,6 +242,14 @@ engine_counters!(families [
         "unicus_changelog_restored_records_total",
         "Changelog records applied to an empty store while restoring it on start.")
         => runtime;
+    api_requests: counters(
+        "unicus_api_requests_total",
+        "Lookup API requests answered, by route and status (`[api]`).",
+        ["route", "status"]) => runtime;
+    api_duration: histogram(
+        "unicus_api_request_duration_seconds",
+        "Time to answer a lookup API request, from its admission to its answer.",
+        PHASE_BUCKETS) => runtime;
     delivery_retries: counter(
         "unicus_output_delivery_retries_total",
         "Delivery attempts of a batch's outputs that the broker did not fully acknowledge.")
