@@ -6,6 +6,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use common::http::{get, request, Answer};
@@ -17,6 +18,33 @@ use unicus::api::auth::token_hash;
 use unicus::model::SOURCE_CHANNELS;
 use unicus::settings::api::{ApiToken, Scope};
 use unicus::sim::generate::{GenerateOptions, Generator};
+
+/// What the process logs, for the audit lines (one subscriber for the whole binary).
+fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_ansi(false)
+            .with_writer(move || Capture(logs))
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+struct Capture(&'static Mutex<Vec<u8>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 const READER: &str = "reader-token";
 const AGENT: &str = "agent-token";
@@ -110,7 +138,9 @@ async fn send(c: &Cluster, topic: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
+    let logs = captured_logs();
     let c = cluster("g-api");
+    let mut sophie_id = String::new();
     let lines = stream();
     let n = lines.len();
     produce(&c, lines).await;
@@ -128,6 +158,7 @@ async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
     .await;
     let sophie = by_email.json();
     let id = sophie["customer_id"].as_str().unwrap().to_string();
+    sophie_id.clone_from(&id);
     assert_eq!(sophie["identifiers"]["email"][0], "sophie.dupont@gmail.com");
     assert_eq!(sophie["identifiers"]["phone"][0], "+33612345678");
     assert_eq!(
@@ -413,6 +444,31 @@ async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
             a.body
         );
         assert!(!a.body.to_lowercase().contains("sophie"), "{}", a.body);
+    }
+
+    // One audit line per lookup, with the token's name, never what was asked for.
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let audit: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("unicus::api::audit"))
+        .collect();
+    assert!(audit.len() >= 20, "{} audit lines", audit.len());
+    assert!(audit
+        .iter()
+        .any(|l| l.contains("token=agent") && l.contains(&sophie_id)));
+    for secret in [
+        "sophie",
+        "612345678",
+        "12 34 56",
+        "FID-99812",
+        "claire.petit",
+        "shoe_size",
+        "cus_nobody",
+    ] {
+        assert!(
+            !text.to_lowercase().contains(&secret.to_lowercase()),
+            "`{secret}` in the logs"
+        );
     }
 
     // Every request counted by its route's pattern and status, and timed.

@@ -422,14 +422,16 @@ fn record_answer(
     found: Result<Found, ApiError>,
     suffix: &str,
 ) -> Answer {
-    let answer = match found {
-        Ok(Found::Record(doc)) => Ok(api.shown(caller, doc)),
-        Ok(Found::Moved(to)) => Err(ApiError::moved(&to, suffix)),
-        Ok(Found::Absent) => Err(ApiError::not_found()),
-        Err(e) => Err(e),
+    // The id asked for is logged only when it names a customer (live or merged): what a
+    // caller typed in its place could be anything, an email among others.
+    let (answer, known) = match found {
+        Ok(Found::Record(doc)) => (Ok(api.shown(caller, doc)), true),
+        Ok(Found::Moved(to)) => (Err(ApiError::moved(&to, suffix)), true),
+        Ok(Found::Absent) => (Err(ApiError::not_found()), false),
+        Err(e) => (Err(e), false),
     };
     let status = answer.as_ref().map_or_else(|e| e.status, |r| r.status());
-    audit(caller, route, Some(id), status);
+    audit(caller, route, known.then_some(id), status);
     answer
 }
 
