@@ -273,6 +273,11 @@ struct DemoArgs {
     /// Store directory, kept after the demo (cleared at the start of the next one).
     #[arg(long, default_value = "unicus-demo-store")]
     store: PathBuf,
+    /// Also serve the lookup API and the customer 360 page on this address (e.g.
+    /// 127.0.0.1:8080) with a token made for the demo, and keep serving them after the
+    /// stream until Ctrl-C.
+    #[arg(long)]
+    api: Option<String>,
 }
 
 #[derive(Args)]
@@ -555,6 +560,7 @@ fn run(cli: Cli) -> Result<()> {
             customers: args.customers,
             seed: args.seed,
             store_dir: args.store,
+            api: args.api,
         }),
         Command::Run(args) => service::run(&args.overrides()),
         Command::CheckConfig(args) => service::check_config(&args.overrides()),

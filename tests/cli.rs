@@ -342,3 +342,58 @@ fn replay_now_bounds_the_times_a_line_may_state_and_fixes_the_output() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("--now takes an RFC 3339 time"), "{err}");
 }
+
+#[test]
+fn the_demo_serves_the_api_and_the_page_until_interrupted() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("demo-store");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unicus"))
+        .args([
+            "demo",
+            "--events",
+            "2000",
+            "--customers",
+            "200",
+            "--api",
+            "127.0.0.1:0",
+            "--store",
+            store.to_str().unwrap(),
+        ])
+        .env("UNICUS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("customer 360 page: "))
+        .expect("the page's address is printed");
+    // customer 360 page: http://ADDRESS/ui/ (token TOKEN)
+    let address = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let token = first.split("(token ").nth(1).unwrap().trim_end_matches(')');
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        s,
+        "GET /v1/customers?email=sophie.dupont@gmail.com HTTP/1.1\r\nHost: x\r\n\
+         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"first_name\"") && answer.contains("Sophie"));
+    // Ctrl-C: the demo stops and prints its summary.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(child.wait().unwrap().success());
+    assert!(rest.iter().any(|l| l.contains("customers")), "{rest:?}");
+}

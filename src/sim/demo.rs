@@ -166,6 +166,8 @@ pub struct DemoOptions {
     pub customers: usize,
     pub seed: u64,
     pub store_dir: PathBuf,
+    /// Serve the lookup API and the 360 page here, until Ctrl-C after the stream.
+    pub api: Option<String>,
 }
 
 const DEMO_MARKER: &str = ".unicus-demo";
@@ -218,6 +220,31 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     }
     mock.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
     mock.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
+    let api_token = match &opts.api {
+        Some(listen) => {
+            let (token, _) = crate::cli::service::api_token(
+                "demo",
+                &[
+                    "profiles:read".into(),
+                    "pii:read".into(),
+                    "commands:write".into(),
+                ],
+            )?;
+            settings.api.listen = Some(listen.clone());
+            settings.api.tokens = vec![crate::settings::api::ApiToken {
+                name: "demo".into(),
+                sha256: crate::api::auth::token_hash(&token),
+                scopes: vec![
+                    crate::settings::api::Scope::ProfilesRead,
+                    crate::settings::api::Scope::PiiRead,
+                    crate::settings::api::Scope::CommandsWrite,
+                ],
+            }];
+            settings.validate()?;
+            Some(token)
+        }
+        None => None,
+    };
 
     let stats = Arc::new(RuntimeStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -278,6 +305,23 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         }
     }
     let elapsed = started.elapsed();
+    if let Some(token) = &api_token {
+        let address = *stats.api_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(address) = address {
+            // On standard output, not the bar's line: it must show without a terminal too.
+            bar.suspend(|| {
+                println!(
+                    "customer 360 page: http://{address}/ui/ (token {token})\n\
+                     lookup API: http://{address}/v1/customers?email=sophie.dupont@gmail.com\n\
+                     serving until Ctrl-C"
+                );
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            });
+            tokio::signal::ctrl_c()
+                .await
+                .context("failed to wait for Ctrl-C")?;
+        }
+    }
     stop_tx.send(true).ok();
     let summary = runtime.await.context("the runtime task failed")??;
     bar.finish_and_clear();
