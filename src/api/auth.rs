@@ -50,6 +50,16 @@ pub struct Tokens {
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
+/// A new random token: 32 bytes from the system's generator, in hexadecimal.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    std::iter::once("uni_".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect()
+}
+
 /// The SHA-256 of a token, in hexadecimal: what the configuration keeps.
 pub fn token_hash(token: &str) -> String {
     Sha256::digest(token.as_bytes())

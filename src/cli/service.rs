@@ -131,7 +131,6 @@ async fn termination() {
 /// SHA-256 and scopes, never the token).
 pub fn api_token(name: &str, scopes: &[String]) -> Result<(String, String)> {
     use crate::settings::api::Scope;
-    use rand::RngCore;
     let mut parsed = Vec::new();
     for s in scopes {
         let Some(scope) = Scope::parse(s) else {
@@ -142,11 +141,7 @@ pub fn api_token(name: &str, scopes: &[String]) -> Result<(String, String)> {
     if name.trim().is_empty() || name.len() > 64 || name.contains('"') {
         bail!("--name is 1 to 64 bytes, without quotes");
     }
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token: String = std::iter::once("uni_".to_string())
-        .chain(bytes.iter().map(|b| format!("{b:02x}")))
-        .collect();
+    let token = crate::api::auth::new_token();
     let entry = format!(
         "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nscopes = [{}]",
         crate::api::auth::token_hash(&token),

@@ -26,6 +26,8 @@ pub enum Scope {
 }
 
 impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::ProfilesRead, Scope::PiiRead, Scope::CommandsWrite];
+
     pub fn name(self) -> &'static str {
         match self {
             Scope::ProfilesRead => "profiles:read",
@@ -35,9 +37,7 @@ impl Scope {
     }
 
     pub fn parse(name: &str) -> Option<Self> {
-        [Scope::ProfilesRead, Scope::PiiRead, Scope::CommandsWrite]
-            .into_iter()
-            .find(|s| s.name() == name)
+        Self::ALL.into_iter().find(|s| s.name() == name)
     }
 }
 

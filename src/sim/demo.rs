@@ -222,23 +222,12 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     mock.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
     let api_token = match &opts.api {
         Some(listen) => {
-            let (token, _) = crate::cli::service::api_token(
-                "demo",
-                &[
-                    "profiles:read".into(),
-                    "pii:read".into(),
-                    "commands:write".into(),
-                ],
-            )?;
+            let token = crate::api::auth::new_token();
             settings.api.listen = Some(listen.clone());
             settings.api.tokens = vec![crate::settings::api::ApiToken {
                 name: "demo".into(),
                 sha256: crate::api::auth::token_hash(&token),
-                scopes: vec![
-                    crate::settings::api::Scope::ProfilesRead,
-                    crate::settings::api::Scope::PiiRead,
-                    crate::settings::api::Scope::CommandsWrite,
-                ],
+                scopes: crate::settings::api::Scope::ALL.to_vec(),
             }];
             settings.validate()?;
             Some(token)
