@@ -11,6 +11,7 @@
 //! [`Engine::commit`] (one flush per batch). An event id seen before (committed or
 //! staged) changes nothing and counts nothing: redelivery is harmless.
 
+pub mod audience;
 pub mod coalesce;
 pub mod config;
 pub mod gdpr;
