@@ -174,6 +174,18 @@ pub(crate) const ORDERED: [&[u8]; 4] = [
     profile::BEHAVIOURAL_INDEX.bytes(),
 ];
 
+/// Tables written on the event path whose entries are then read by range or hardly ever
+/// read one by one (a seen mark only when an event comes again): the read cache keeps
+/// none of their keys, so that it keeps what is read. One new seen mark and about four
+/// index, timer and timeline keys per event would otherwise take most of its budget.
+pub(crate) const UNCACHED: [&[u8]; 5] = [
+    engine::SEEN_EVENTS.bytes(),
+    ORDERED[0],
+    ORDERED[1],
+    ORDERED[2],
+    ORDERED[3],
+];
+
 #[cfg(test)]
 mod tests {
     use std::path::{Path, PathBuf};

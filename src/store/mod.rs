@@ -60,8 +60,8 @@ pub struct Store {
     in_flight: Option<InFlight>,
     /// Committed values read or written lately (`None`: known absent), so that hot keys
     /// skip sled's tree walk. Always equal to what sled holds; at most its budget of
-    /// bytes ([`ReadCache`]). Behind a `RefCell` so that reads stay `&self`; the store
-    /// is used by one thread.
+    /// bytes ([`ReadCache`]); never the keys of [`keys::UNCACHED`]. Behind a `RefCell`
+    /// so that reads stay `&self`; the store is used by one thread.
     cache: RefCell<ReadCache>,
     /// Values decoded lately, shared ([`Store::get_shared`]): records that many events
     /// read (the source profiles of a common name's block) are decoded once. Always
@@ -144,6 +144,11 @@ const DECODED_GENERATION: usize = 65_536;
 
 fn is_ordered(key: &[u8]) -> bool {
     keys::ORDERED.iter().any(|p| key.starts_with(p))
+}
+
+/// Whether the read cache may keep `key` ([`keys::UNCACHED`]).
+fn is_cached(key: &[u8]) -> bool {
+    !keys::UNCACHED.iter().any(|p| key.starts_with(p))
 }
 
 /// Bytes a cache entry is counted for, beyond its key and value.
@@ -266,6 +271,9 @@ impl Store {
 
     /// Reads a committed value through the cache.
     fn committed(&self, key: &[u8]) -> Result<Option<sled::IVec>> {
+        if !is_cached(key) {
+            return Ok(self.tree.get(key)?);
+        }
         if let Some(v) = self.cache.borrow_mut().get(key) {
             return Ok(v);
         }
@@ -587,7 +595,7 @@ impl Store {
         match result {
             Ok(()) => {
                 let staged = Arc::try_unwrap(f.staged).unwrap_or_else(|shared| (*shared).clone());
-                for (k, v) in staged {
+                for (k, v) in staged.into_iter().filter(|(k, _)| is_cached(k)) {
                     cache.insert(k, v);
                 }
                 Ok(())
@@ -756,6 +764,42 @@ mod tests {
             let held = cache.held();
             assert!(held <= 4_000, "{held} bytes held");
         }
+    }
+
+    #[test]
+    fn the_read_cache_keeps_no_seen_marks_nor_keys_of_tables_read_by_range() {
+        let mut s = Store::temporary().unwrap();
+        let seen = [keys::engine::SEEN_EVENTS.bytes(), b"ev-1"].concat();
+        let timer = [keys::profile::TIMERS.bytes(), &[0u8; 8][..]].concat();
+        let customer = [keys::resolve::CUSTOMERS.bytes(), b"c-1"].concat();
+        let never = [keys::engine::SEEN_EVENTS.bytes(), b"ev-2"].concat();
+        for k in [&seen, &timer, &customer] {
+            s.put(k.clone(), &1u32).unwrap();
+        }
+        s.commit().unwrap();
+        for k in [&seen, &timer, &customer, &never] {
+            let expected = (k != &never).then_some(1u32);
+            assert_eq!(s.get::<u32>(k).unwrap(), expected);
+        }
+        let cache = s.cache.borrow();
+        assert!(
+            cache.is_young(&customer[..]),
+            "a record read one by one is kept"
+        );
+        for k in [&seen, &timer, &never] {
+            assert!(
+                !cache.is_young(&k[..]),
+                "{:?} kept",
+                String::from_utf8_lossy(k)
+            );
+        }
+        drop(cache);
+        // Read from sled each time, so always what was committed.
+        s.remove(seen.clone());
+        s.put(timer.clone(), &2u32).unwrap();
+        s.commit().unwrap();
+        assert_eq!(s.get::<u32>(&seen).unwrap(), None);
+        assert_eq!(s.get::<u32>(&timer).unwrap(), Some(2));
     }
 
     #[test]
