@@ -191,12 +191,25 @@ pub(crate) fn create_mock_topics(
     settings: &Settings,
     events: usize,
 ) -> Result<()> {
-    let partitions = (events / 15_000 + 1).clamp(2, 64) as i32;
+    create_topics_on_mock(m, settings, events, 15_000, 8)
+}
+
+/// The topics of `settings` on the in-process cluster: inputs with one partition per
+/// `events_per_partition` of the `events` to come (2 to 64: the mock keeps ~5 MiB per
+/// partition), every output topic in `output_partitions`, requests and commands in 1.
+pub(crate) fn create_topics_on_mock(
+    m: &rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    settings: &Settings,
+    events: usize,
+    events_per_partition: usize,
+    output_partitions: i32,
+) -> Result<()> {
+    let partitions = (events / events_per_partition + 1).clamp(2, 64) as i32;
     for t in settings.kafka.input_topics() {
         m.create_topic(&t, partitions, 1)?;
     }
     for t in Topic::ALL {
-        m.create_topic(&settings.kafka.topic(t), 8, 1)?;
+        m.create_topic(&settings.kafka.topic(t), output_partitions, 1)?;
     }
     m.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
     m.create_topic(&settings.kafka.commands_topic(), 1, 1)?;

@@ -19,7 +19,6 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio::sync::watch;
 
 use crate::kafka::runtime::{self, RuntimeStats};
-use crate::model::output::Topic;
 use crate::settings::Settings;
 use crate::sim::generate::{GenerateOptions, Generator};
 
@@ -210,16 +209,7 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         .kafka
         .properties
         .insert("heartbeat.interval.ms".into(), "1000".into());
-    // The mock keeps ~5 MiB per partition: spread inputs so none is dropped.
-    let input_partitions = (opts.events / 20_000 + 1).clamp(2, 64) as i32;
-    for topic in settings.kafka.input_topics() {
-        mock.create_topic(&topic, input_partitions, 1)?;
-    }
-    for topic in Topic::ALL {
-        mock.create_topic(&settings.kafka.topic(topic), 4, 1)?;
-    }
-    mock.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
-    mock.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
+    crate::sim::bench::create_topics_on_mock(&mock, &settings, opts.events, 20_000, 4)?;
     let api_token = match &opts.api {
         Some(listen) => {
             let token = crate::api::auth::new_token();
