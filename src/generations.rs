@@ -7,15 +7,19 @@
 //! a cache cleared when full would be.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
+
+/// A hash map for the keys of the store and its caches: foldhash, seeded at random per
+/// map (keys come from hostile input, so a fixed-seed hash would let crafted identifiers
+/// collide), and several times cheaper than the standard SipHash on short keys.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Weight of one entry: 1 for a count of entries, bytes for a budget in bytes.
 pub type Weigh<K, V> = fn(&K, &V) -> usize;
 
 pub struct Generations<K, V> {
-    young: HashMap<K, V>,
-    old: HashMap<K, V>,
+    young: FastMap<K, V>,
+    old: FastMap<K, V>,
     /// Weight of `young`.
     weight: usize,
     /// Weight each generation may hold; 0 keeps nothing.
@@ -32,8 +36,8 @@ impl<K: Hash + Eq, V: Clone> Generations<K, V> {
     /// Each generation holds entries up to a total `capacity` as `weigh` counts them.
     pub fn weighed(capacity: usize, weigh: Weigh<K, V>) -> Self {
         Self {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: FastMap::default(),
+            old: FastMap::default(),
             weight: 0,
             capacity,
             weigh,

@@ -18,7 +18,7 @@ pub mod table;
 pub use table::{Cell, Table};
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::generations::Generations;
+use crate::generations::{FastMap, Generations};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -50,7 +50,7 @@ pub struct Store {
     db: sled::Db,
     tree: sled::Tree,
     /// Writes of the current batch, not yet in sled; `None` is a removal.
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    overlay: FastMap<Vec<u8>, Option<Vec<u8>>>,
     /// The keys of `overlay` under an [`keys::ORDERED`] prefix, in order: range scans
     /// of those tables (timers, time indexes) run per event and must not walk the
     /// whole overlay.
@@ -110,7 +110,7 @@ struct FlushJob {
     answer: std::sync::mpsc::Sender<Result<()>>,
 }
 
-type Staged = HashMap<Vec<u8>, Option<sled::IVec>>;
+type Staged = FastMap<Vec<u8>, Option<sled::IVec>>;
 
 struct InFlight {
     staged: Arc<Staged>,
@@ -190,7 +190,7 @@ impl Store {
         Ok(Self {
             db,
             tree,
-            overlay: HashMap::new(),
+            overlay: FastMap::default(),
             overlay_ordered: BTreeSet::new(),
             in_flight: None,
             flusher: None,
@@ -209,7 +209,7 @@ impl Store {
         Ok(Self {
             db: self.db.clone(),
             tree: self.tree.clone(),
-            overlay: HashMap::new(),
+            overlay: FastMap::default(),
             overlay_ordered: BTreeSet::new(),
             in_flight: None,
             flusher: None,
