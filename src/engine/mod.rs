@@ -50,7 +50,7 @@ pub enum EngineError {
 }
 
 /// Layout of the records in the store; a change of layout changes it.
-pub const STORE_FORMAT: u32 = 3;
+pub const STORE_FORMAT: u32 = 4;
 /// The format of the store, written with the first batch.
 const FORMAT: Cell<u32> = Cell::new(keys::engine::FORMAT);
 /// Where stores of format 2 kept their format: read only to name it in the refusal.
@@ -75,6 +75,16 @@ pub struct Engine {
 fn check_format(store: &mut Store, resolver: &Resolver) -> Result<(), EngineError> {
     match FORMAT.get(store)? {
         Some(STORE_FORMAT) => Ok(()),
+        // Format 3 kept a key per touchpoint of the timelines: moved with the first
+        // batch (so that a changelog gets the move too).
+        Some(3) => {
+            let customers = profile::timeline::migrate_from_format_3(store)?;
+            tracing::info!(
+                customers,
+                "timelines of a store of format 3 moved to format 4"
+            );
+            Ok(FORMAT.put(store, &STORE_FORMAT)?)
+        }
         Some(found) => Err(EngineError::StoreFormat { found }),
         None => {
             if let Some(found) = FORMAT_2_AND_BEFORE.get(store)? {
@@ -282,6 +292,14 @@ mod tests {
             .to_string();
         let reads = format!("reads format {STORE_FORMAT}");
         assert!(err.contains("format 2") && err.contains(&reads), "{err}");
+
+        // Format 3 is moved to this one (its timelines: `timeline` tests the move).
+        let mut store = Store::temporary().unwrap();
+        FORMAT.put(&mut store, &3u32).unwrap();
+        store.commit().unwrap();
+        let mut moved = Engine::new(EngineConfig::default(), store).unwrap();
+        moved.commit().unwrap();
+        assert_eq!(FORMAT.get(moved.store()).unwrap(), Some(STORE_FORMAT));
 
         let mut fresh = Engine::new(EngineConfig::default(), Store::temporary().unwrap()).unwrap();
         fresh.commit().unwrap();

@@ -114,10 +114,13 @@ owners! {
         table TIMERS<(i64, String, String)> = b"p/tm/";
         /// Timers fired so far: all those due at or before it.
         cell TIMERS_DONE = b"p/timers_done";
-        /// Recent touchpoints by (customer, event time, event id).
-        table TIMELINE<(String, i64, String)> = b"p/tl/";
-        /// Touchpoints kept per customer in the timeline.
-        table TIMELINE_LEN<String> = b"p/tn/";
+        /// Recent touchpoints of each customer, in one record.
+        table TIMELINE<String> = b"p/tr/";
+        /// Format 3: recent touchpoints by (customer, event time, event id); read only
+        /// to move them to `TIMELINE`.
+        table MOMENTS_OF_FORMAT_3<(String, i64, String)> = b"p/tl/";
+        /// Format 3: touchpoints kept per customer; read only to remove them.
+        table TIMELINE_LEN_OF_FORMAT_3<String> = b"p/tn/";
     }
 
     /// GDPR: rights requests and the suppression list.
@@ -167,23 +170,21 @@ owners! {
 }
 
 /// Tables read by range on the event path: their staged keys are also kept in order.
-pub(crate) const ORDERED: [&[u8]; 4] = [
+pub(crate) const ORDERED: [&[u8]; 3] = [
     profile::TIMERS.bytes(),
-    profile::TIMELINE.bytes(),
     profile::INACTIVE_INDEX.bytes(),
     profile::BEHAVIOURAL_INDEX.bytes(),
 ];
 
 /// Tables written on the event path whose entries are then read by range or hardly ever
 /// read one by one (a seen mark only when an event comes again): the read cache keeps
-/// none of their keys, so that it keeps what is read. One new seen mark and about four
-/// index, timer and timeline keys per event would otherwise take most of its budget.
-pub(crate) const UNCACHED: [&[u8]; 5] = [
+/// none of their keys, so that it keeps what is read. One new seen mark and about three
+/// index and timer keys per event would otherwise take most of its budget.
+pub(crate) const UNCACHED: [&[u8]; 4] = [
     engine::SEEN_EVENTS.bytes(),
     ORDERED[0],
     ORDERED[1],
     ORDERED[2],
-    ORDERED[3],
 ];
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 //! person data. At most `limits.max_timeline_events` per customer, the oldest by event
 //! time forgotten first, so which ones are kept does not depend on arrival order.
 //! Merges, splits, expiries and erasures move or forget them with the customer.
+//!
+//! A customer's moments are one record, in order: an event reads and writes one key,
+//! where a key per moment cost a range read to find the oldest and two more writes.
 
 use std::collections::BTreeSet;
 
@@ -14,16 +17,17 @@ use crate::engine::handoff::EventFacts;
 use crate::model::output::Time;
 use crate::store::{keys, Store, StoreError, Table};
 
-/// Keys by (customer, event time, event id): a customer's range in time order.
-const TIMELINE: Table<(String, i64, String), Moment> = Table::new(keys::profile::TIMELINE);
-/// Entries of each customer's range (so that the bound needs no count by scan).
-const TIMELINE_LEN: Table<String, u32> = Table::new(keys::profile::TIMELINE_LEN);
+/// Each customer's moments, oldest first by (event time, event id).
+const TIMELINE: Table<String, Vec<Moment>> = Table::new(keys::profile::TIMELINE);
+/// Stores of format 3 kept a key per moment by (customer, event time, event id)...
+const MOMENTS_OF_FORMAT_3: Table<(String, i64, String), Moment> =
+    Table::new(keys::profile::MOMENTS_OF_FORMAT_3);
+/// ...and how many each customer had: both read once, to move them to [`TIMELINE`].
+const TIMELINE_LEN_OF_FORMAT_3: Table<String, u32> =
+    Table::new(keys::profile::TIMELINE_LEN_OF_FORMAT_3);
 
 /// SKUs kept of one order or cart.
 const MAX_SKUS: usize = 20;
-/// The last event id (the largest text a key holds): the end of a customer's range.
-const LAST_ID: &str = "\u{10FFFF}";
-
 /// One touchpoint as the timeline keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Moment {
@@ -100,18 +104,43 @@ impl<'a> From<&'a Moment> for Touchpoint<'a> {
     }
 }
 
+impl Moment {
+    /// Where it stands in a customer's timeline.
+    fn order(&self) -> (i64, &str) {
+        (self.occurred_at, &self.event_id)
+    }
+}
+
 /// Every moment of a customer, oldest first.
 pub fn of(store: &Store, customer_id: &str) -> Result<Vec<Moment>, StoreError> {
-    Ok(TIMELINE
-        .range(
-            store,
-            (customer_id, i64::MIN, ""),
-            (customer_id, i64::MAX, LAST_ID),
-            usize::MAX,
-        )?
-        .into_iter()
-        .map(|(_, m)| m)
-        .collect())
+    Ok(TIMELINE.get(store, customer_id)?.unwrap_or_default())
+}
+
+/// Writes a customer's moments (none: the record goes).
+fn put(store: &mut Store, customer_id: &str, moments: &[Moment]) -> Result<(), StoreError> {
+    if moments.is_empty() {
+        TIMELINE.remove(store, customer_id);
+        Ok(())
+    } else {
+        TIMELINE.put(store, customer_id, moments)
+    }
+}
+
+/// Puts `moment` in its place among `moments` (in place of one with the same time and
+/// id), then forgets the oldest beyond `max`.
+fn insert(moments: &mut Vec<Moment>, moment: Moment, max: usize) {
+    match moments.binary_search_by(|m| m.order().cmp(&moment.order())) {
+        Ok(at) => moments[at] = moment,
+        Err(at) => moments.insert(at, moment),
+    }
+    bound(moments, max);
+}
+
+/// Forgets the oldest moments beyond `max`.
+fn bound(moments: &mut Vec<Moment>, max: usize) {
+    if moments.len() > max {
+        moments.drain(..moments.len() - max);
+    }
 }
 
 /// Adds an event to its customer's timeline, within `max` moments.
@@ -122,55 +151,16 @@ pub fn record(
     facts: &EventFacts,
     max: usize,
 ) -> Result<(), StoreError> {
-    let moment = Moment::of(facts, source_profile);
-    let len = TIMELINE_LEN.get(store, customer_id)?.unwrap_or(0);
-    TIMELINE.put(
-        store,
-        (customer_id, moment.occurred_at, &moment.event_id),
-        &moment,
-    )?;
-    bound(store, customer_id, len as usize + 1, max)
-}
-
-/// Forgets the oldest moments of a customer beyond `max`, `len` being how many it has.
-fn bound(
-    store: &mut Store,
-    customer_id: &str,
-    mut len: usize,
-    max: usize,
-) -> Result<(), StoreError> {
-    if len > max {
-        let oldest = TIMELINE.range(
-            store,
-            (customer_id, i64::MIN, ""),
-            (customer_id, i64::MAX, LAST_ID),
-            len - max,
-        )?;
-        for ((_, at, id), _) in oldest {
-            TIMELINE.remove(store, (customer_id, at, &id));
-            len -= 1;
-        }
-    }
-    put_len(store, customer_id, len)
-}
-
-fn put_len(store: &mut Store, customer_id: &str, len: usize) -> Result<(), StoreError> {
-    if len == 0 {
-        TIMELINE_LEN.remove(store, customer_id);
-        Ok(())
-    } else {
-        TIMELINE_LEN.put(store, customer_id, &(len as u32))
-    }
+    let mut moments = of(store, customer_id)?;
+    insert(&mut moments, Moment::of(facts, source_profile), max);
+    put(store, customer_id, &moments)
 }
 
 /// Forgets a customer's timeline; how many moments it held.
 pub fn forget(store: &mut Store, customer_id: &str) -> Result<u64, StoreError> {
-    let all = of(store, customer_id)?;
-    for m in &all {
-        TIMELINE.remove(store, (customer_id, m.occurred_at, &m.event_id));
-    }
-    TIMELINE_LEN.remove(store, customer_id);
-    Ok(all.len() as u64)
+    let held = of(store, customer_id)?.len();
+    TIMELINE.remove(store, customer_id);
+    Ok(held as u64)
 }
 
 /// Moves the moments of `from` that `moving` selects to `to` (all of them on a merge,
@@ -182,18 +172,18 @@ pub fn move_moments(
     moving: impl Fn(&Moment) -> bool,
     max: usize,
 ) -> Result<(), StoreError> {
-    let all = of(store, from)?;
-    let (moved, kept): (Vec<Moment>, Vec<Moment>) = all.into_iter().partition(|m| moving(m));
+    let (moved, kept): (Vec<Moment>, Vec<Moment>) =
+        of(store, from)?.into_iter().partition(|m| moving(m));
     if moved.is_empty() {
         return Ok(());
     }
-    for m in &moved {
-        TIMELINE.remove(store, (from, m.occurred_at, &m.event_id));
-        TIMELINE.put(store, (to, m.occurred_at, &m.event_id), m)?;
-    }
-    put_len(store, from, kept.len())?;
-    let len = TIMELINE_LEN.get(store, to)?.unwrap_or(0) as usize + moved.len();
-    bound(store, to, len, max)
+    put(store, from, &kept)?;
+    let mut moments = of(store, to)?;
+    moments.extend(moved);
+    moments.sort_by(|a, b| a.order().cmp(&b.order()));
+    moments.dedup_by(|a, b| a.order() == b.order());
+    bound(&mut moments, max);
+    put(store, to, &moments)
 }
 
 /// Forgets the moments of source profiles that are forgotten (behavioural data expired).
@@ -203,17 +193,42 @@ pub fn forget_source_profiles(
     source_profiles: &[u64],
 ) -> Result<(), StoreError> {
     let gone: BTreeSet<u64> = source_profiles.iter().copied().collect();
-    let all = of(store, customer_id)?;
-    let before = all.len();
-    let mut len = before;
-    for m in all.iter().filter(|m| gone.contains(&m.source_profile)) {
-        TIMELINE.remove(store, (customer_id, m.occurred_at, &m.event_id));
-        len -= 1;
-    }
-    if len != before {
-        put_len(store, customer_id, len)?;
+    let mut moments = of(store, customer_id)?;
+    let before = moments.len();
+    moments.retain(|m| !gone.contains(&m.source_profile));
+    if moments.len() != before {
+        put(store, customer_id, &moments)?;
     }
     Ok(())
+}
+
+/// Moves the timelines of a store of format 3 (a key per moment) to one record per
+/// customer, staged with the batch; how many customers' timelines moved.
+pub fn migrate_from_format_3(store: &mut Store) -> Result<u64, StoreError> {
+    let mut customers = 0;
+    let mut current: Option<(String, Vec<Moment>)> = None;
+    let entries = MOMENTS_OF_FORMAT_3.scan(store)?;
+    for ((customer_id, at, event_id), moment) in entries {
+        MOMENTS_OF_FORMAT_3.remove(store, (&customer_id, at, &event_id));
+        match &mut current {
+            Some((c, moments)) if *c == customer_id => moments.push(moment),
+            _ => {
+                if let Some((c, moments)) = current.take() {
+                    put(store, &c, &moments)?;
+                    customers += 1;
+                }
+                current = Some((customer_id, vec![moment]));
+            }
+        }
+    }
+    if let Some((c, moments)) = current {
+        put(store, &c, &moments)?;
+        customers += 1;
+    }
+    for (customer_id, _) in TIMELINE_LEN_OF_FORMAT_3.scan(store)? {
+        TIMELINE_LEN_OF_FORMAT_3.remove(store, &customer_id);
+    }
+    Ok(customers)
 }
 
 #[cfg(test)]
@@ -267,7 +282,7 @@ mod tests {
         }
         assert_eq!(ids(&a, "c"), ["e4", "e5", "e6"]);
         assert_eq!(ids(&a, "c"), ids(&b, "c"));
-        assert_eq!(TIMELINE_LEN.get(&a, "c").unwrap(), Some(3));
+        assert_eq!(of(&a, "c").unwrap(), of(&b, "c").unwrap());
         let m = &of(&a, "c").unwrap()[0];
         assert_eq!(
             (m.total_cents, m.skus.clone()),
@@ -284,7 +299,7 @@ mod tests {
         // b merged into a: the newest three of the four kept.
         move_moments(&mut s, "b", "a", |_| true, 3).unwrap();
         assert_eq!(ids(&s, "a"), ["e2", "e3", "e4"]);
-        assert!(ids(&s, "b").is_empty() && TIMELINE_LEN.get(&s, "b").unwrap().is_none());
+        assert!(ids(&s, "b").is_empty() && TIMELINE.get(&s, "b").unwrap().is_none());
         // Source profile 3 split off to c.
         move_moments(&mut s, "a", "c", |m| m.source_profile == 3, 3).unwrap();
         assert_eq!(
@@ -299,9 +314,36 @@ mod tests {
             .scan_prefix(keys::profile::TIMELINE.bytes())
             .unwrap()
             .is_empty());
-        assert!(s
-            .scan_prefix(keys::profile::TIMELINE_LEN.bytes())
-            .unwrap()
-            .is_empty());
+    }
+
+    #[test]
+    fn timelines_of_format_3_move_to_one_record_per_customer() {
+        let mut s = Store::temporary().unwrap();
+        let mut expected = Vec::new();
+        for (customer, t) in [("a", 2), ("a", 1), ("ab", 3), ("b", 4)] {
+            let m = Moment::of(&facts(&format!("e{t}"), t), 1);
+            MOMENTS_OF_FORMAT_3
+                .put(&mut s, (customer, t, &m.event_id), &m)
+                .unwrap();
+            expected.push((customer, m));
+        }
+        TIMELINE_LEN_OF_FORMAT_3.put(&mut s, "a", &2u32).unwrap();
+        TIMELINE_LEN_OF_FORMAT_3.put(&mut s, "ab", &1u32).unwrap();
+        TIMELINE_LEN_OF_FORMAT_3.put(&mut s, "b", &1u32).unwrap();
+        s.commit().unwrap();
+        assert_eq!(migrate_from_format_3(&mut s).unwrap(), 3);
+        s.commit().unwrap();
+        assert_eq!(ids(&s, "a"), ["e1", "e2"]);
+        assert_eq!(ids(&s, "ab"), ["e3"]);
+        assert_eq!(of(&s, "b").unwrap(), [expected[3].1.clone()]);
+        for old in [
+            keys::profile::MOMENTS_OF_FORMAT_3.bytes(),
+            keys::profile::TIMELINE_LEN_OF_FORMAT_3.bytes(),
+        ] {
+            assert!(s.scan_prefix(old).unwrap().is_empty());
+        }
+        // A new event lands among the moved moments.
+        record(&mut s, "a", 1, &facts("e0", 0), 2).unwrap();
+        assert_eq!(ids(&s, "a"), ["e1", "e2"]);
     }
 }
