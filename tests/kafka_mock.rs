@@ -217,6 +217,7 @@ async fn resends_the_outbox_left_by_a_crash_before_consuming() {
             payload: Some(br#"{"type":"merge"}"#.to_vec()),
             headers: vec![("h".into(), "v".into())],
             source_timestamp: None,
+            received_at: None,
             changelog: false,
         };
         let entry = [OUTBOX.bytes(), &1u64.to_be_bytes()].concat();
@@ -501,6 +502,7 @@ async fn an_outbox_entry_of_a_batch_the_group_committed_is_not_re_sent() {
                 payload: Some(br#"{"type":"merge"}"#.to_vec()),
                 headers: vec![],
                 source_timestamp: None,
+                received_at: None,
                 changelog: false,
             };
             let at = [OUTBOX.bytes(), &seq.to_be_bytes()].concat();

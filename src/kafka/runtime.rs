@@ -150,7 +150,12 @@ pub struct RuntimeStats {
     pub customers: AtomicU64,
     /// The engine's counters after the last batch.
     pub engine: Mutex<Stats>,
-    latencies_ms: Mutex<Vec<u32>>,
+    /// Input record's timestamp to the acknowledgement of its outputs.
+    latencies: LatencySamples,
+    /// The first record of the input's batch received by unicus to the acknowledgement
+    /// of the outputs: the part of the latency that is unicus's own, without the
+    /// producer's and broker's.
+    inside: LatencySamples,
     /// Prometheus metrics and health, updated per batch.
     pub telemetry: Arc<Telemetry>,
     /// Where the lookup API listens, once it does (`[api] listen`).
@@ -160,36 +165,59 @@ pub struct RuntimeStats {
 /// Latency samples kept (the most recent ones).
 const LATENCY_SAMPLES: usize = 200_000;
 
-impl RuntimeStats {
-    fn record_latency(&self, ms: i64) {
-        let mut l = self.latencies_ms.lock().unwrap_or_else(|e| e.into_inner());
+/// The most recent latencies, in ms.
+#[derive(Debug, Default)]
+struct LatencySamples(Mutex<Vec<u32>>);
+
+impl LatencySamples {
+    fn record(&self, ms: i64) {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if l.len() >= LATENCY_SAMPLES {
             l.drain(..LATENCY_SAMPLES / 2);
         }
         l.push(ms.clamp(0, i64::from(u32::MAX)) as u32);
     }
 
-    /// Forgets the latency samples (to measure one phase).
-    pub fn reset_latencies(&self) {
-        self.latencies_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Input-to-acknowledged-output latency percentile, in ms.
-    pub fn latency_percentile(&self, p: f64) -> Option<u32> {
-        let mut l = self
-            .latencies_ms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+    fn percentile(&self, p: f64) -> Option<u32> {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if l.is_empty() {
             return None;
         }
         l.sort_unstable();
         let i = ((l.len() - 1) as f64 * p.clamp(0.0, 1.0)).round() as usize;
         Some(l[i])
+    }
+}
+
+impl RuntimeStats {
+    /// An output acknowledged at `now` (wall clock, ms), caused by an input stamped
+    /// `source_timestamp` whose batch began to be received at `received_at`.
+    fn record_latency(&self, now: i64, source_timestamp: i64, received_at: Option<i64>) {
+        self.latencies.record(now - source_timestamp);
+        if let Some(at) = received_at {
+            self.inside.record(now - at);
+        }
+    }
+
+    /// Forgets the latency samples (to measure one phase).
+    pub fn reset_latencies(&self) {
+        self.latencies.clear();
+        self.inside.clear();
+    }
+
+    /// Input-to-acknowledged-output latency percentile, in ms.
+    pub fn latency_percentile(&self, p: f64) -> Option<u32> {
+        self.latencies.percentile(p)
+    }
+
+    /// Percentile of the latency inside unicus, in ms: from the first record of the
+    /// input's batch received to the acknowledgement of the outputs.
+    pub fn inside_latency_percentile(&self, p: f64) -> Option<u32> {
+        self.inside.percentile(p)
     }
 }
 
@@ -441,8 +469,14 @@ impl Pipeline<'_> {
         }
 
         let gathered = Instant::now();
-        let Processed { wire, processed_at } =
-            tokio::task::block_in_place(|| self.dispatch.process(self.engine, &batch, due))?;
+        let Processed {
+            mut wire,
+            processed_at,
+        } = tokio::task::block_in_place(|| self.dispatch.process(self.engine, &batch, due))?;
+        let received_at = self.source.first_received_at();
+        for w in wire.iter_mut().filter(|w| w.source_timestamp.is_some()) {
+            w.received_at = received_at;
+        }
         self.timers.rearm(due);
         self.stats
             .consumed
@@ -748,4 +782,26 @@ fn run_summary(
         customers: engine.customer_count()?,
         clean,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_inside_unicus_is_counted_from_its_batch_received_apart_from_the_whole() {
+        let stats = RuntimeStats::default();
+        // Stamped at 100 by its producer, its batch received at 130, acknowledged at 150.
+        stats.record_latency(150, 100, Some(130));
+        stats.record_latency(160, 100, Some(150));
+        // Re-sent from the outbox after a restart: when it was received is not kept.
+        stats.record_latency(400, 100, None);
+        assert_eq!(stats.latency_percentile(0.0), Some(50));
+        assert_eq!(stats.latency_percentile(1.0), Some(300));
+        assert_eq!(stats.inside_latency_percentile(0.0), Some(10));
+        assert_eq!(stats.inside_latency_percentile(1.0), Some(20));
+        stats.reset_latencies();
+        assert_eq!(stats.inside_latency_percentile(0.5), None);
+        assert_eq!(stats.latency_percentile(0.5), None);
+    }
 }

@@ -297,9 +297,11 @@ pub async fn api(events: usize, customers: usize, seed: u64, per_second: f64) ->
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!(
-        "stream latency input->output meanwhile: p50 {} ms, p99 {} ms",
+        "stream latency input->output meanwhile: p50 {} ms, p99 {} ms (inside unicus: p50 {} ms, p99 {} ms)",
         stats.latency_percentile(0.5).unwrap_or(0),
-        stats.latency_percentile(0.99).unwrap_or(0)
+        stats.latency_percentile(0.99).unwrap_or(0),
+        stats.inside_latency_percentile(0.5).unwrap_or(0),
+        stats.inside_latency_percentile(0.99).unwrap_or(0)
     );
     stop.send(true).ok();
     task.await??;

@@ -90,6 +90,7 @@ impl Changelog {
             payload: value.map(<[u8]>::to_vec),
             headers: Vec::new(),
             source_timestamp: None,
+            received_at: None,
             changelog: true,
         }
     }

@@ -37,6 +37,10 @@ pub struct WireRecord {
     pub headers: Vec<(String, String)>,
     /// Timestamp (ms) of the input record that caused it, for the latency histogram.
     pub source_timestamp: Option<i64>,
+    /// When unicus began to receive the batch of that input (wall clock, ms): the
+    /// latency inside unicus is counted from it. Not kept in the outbox.
+    #[serde(skip)]
+    pub received_at: Option<i64>,
     /// A record of the store's changelog (never in the outbox): it goes to the
     /// changelog's one partition and is not counted as an output.
     #[serde(skip)]
@@ -58,6 +62,7 @@ impl WireRecord {
             payload: encoder.value(record)?,
             headers: record.headers.clone(),
             source_timestamp,
+            received_at: None,
             changelog: false,
         })
     }
@@ -215,6 +220,7 @@ impl Sink {
             .map(|(i, _)| Stamp {
                 index: *i,
                 source_timestamp: records[*i].source_timestamp,
+                received_at: records[*i].received_at,
                 changelog: records[*i].changelog,
             })
             .collect();
@@ -396,6 +402,8 @@ struct Stamp {
     index: usize,
     /// The timestamp of its input.
     source_timestamp: Option<i64>,
+    /// When unicus began to receive its input's batch.
+    received_at: Option<i64>,
     changelog: bool,
 }
 
@@ -422,7 +430,7 @@ async fn acknowledgements(
                 let now = chrono::Utc::now().timestamp_millis();
                 attempt.last_acknowledged = Some(now);
                 if let Some(ts) = stamp.source_timestamp {
-                    stats.record_latency(now - ts);
+                    stats.record_latency(now, ts, stamp.received_at);
                 }
             }
             Ok(Err((e, _))) => {

@@ -67,6 +67,8 @@ pub(super) struct Source {
     max_wait: Duration,
     /// A batch ends this long after its last record (`batch_idle_ms`; `None`: off).
     idle: Option<Duration>,
+    /// When the first record of the batch gathered last came (wall clock, ms).
+    first_received_at: Option<i64>,
     stats: Arc<RuntimeStats>,
 }
 
@@ -87,6 +89,7 @@ impl Source {
             max_wait: Duration::from_millis(settings.runtime.batch_max_wait_ms),
             idle: (settings.runtime.batch_idle_ms > 0)
                 .then(|| Duration::from_millis(settings.runtime.batch_idle_ms)),
+            first_received_at: None,
             stats,
         })
     }
@@ -114,6 +117,7 @@ impl Source {
         let mut seen_generation = self.generation.load(Ordering::SeqCst);
         let mut batch: Vec<OwnedMessage> = Vec::new();
         let mut deadline: Option<Instant> = None;
+        self.first_received_at = None;
         while batch.len() < self.max_events {
             let until = match (deadline, self.idle) {
                 (Some(deadline), Some(idle)) => deadline.min(Instant::now() + idle),
@@ -135,18 +139,27 @@ impl Source {
                 if !batch.is_empty() {
                     self.drop_gathered(&mut batch);
                     deadline = None;
+                    self.first_received_at = None;
                 }
             }
             match received {
                 None => break, // batch wait over
                 Some(Ok(m)) => {
-                    deadline.get_or_insert_with(|| Instant::now() + self.max_wait);
+                    if deadline.is_none() {
+                        deadline = Some(Instant::now() + self.max_wait);
+                        self.first_received_at = Some(chrono::Utc::now().timestamp_millis());
+                    }
                     batch.push(m.detach());
                 }
                 Some(Err(e)) => self.consumer_error(e).await,
             }
         }
         batch
+    }
+
+    /// When the first record of the batch gathered last came (wall clock, ms).
+    pub(super) fn first_received_at(&self) -> Option<i64> {
+        self.first_received_at
     }
 
     /// Drops the records gathered before a rebalance.
