@@ -28,6 +28,7 @@ const TIMELINE_LEN_OF_FORMAT_3: Table<String, u32> =
 
 /// SKUs kept of one order or cart.
 const MAX_SKUS: usize = 20;
+
 /// One touchpoint as the timeline keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Moment {
@@ -69,6 +70,11 @@ impl Moment {
             skus: items,
         }
     }
+
+    /// Where it stands in a customer's timeline.
+    fn order(&self) -> (i64, &str) {
+        (self.occurred_at, &self.event_id)
+    }
 }
 
 /// A moment as the API and exports show it: times in RFC 3339, amounts in units.
@@ -101,13 +107,6 @@ impl<'a> From<&'a Moment> for Touchpoint<'a> {
             cart_id: m.cart_id.as_deref(),
             skus: &m.skus,
         }
-    }
-}
-
-impl Moment {
-    /// Where it stands in a customer's timeline.
-    fn order(&self) -> (i64, &str) {
-        (self.occurred_at, &self.event_id)
     }
 }
 
@@ -203,7 +202,8 @@ pub fn forget_source_profiles(
 }
 
 /// Moves the timelines of a store of format 3 (a key per moment) to one record per
-/// customer, staged with the batch; how many customers' timelines moved.
+/// customer, staged with the batch; how many customers' timelines moved. A one-off at
+/// the first start after an upgrade, which holds the old moments in memory at once.
 pub fn migrate_from_format_3(store: &mut Store) -> Result<u64, StoreError> {
     let mut customers = 0;
     let mut current: Option<(String, Vec<Moment>)> = None;
