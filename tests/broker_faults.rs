@@ -139,9 +139,12 @@ async fn the_outbox_keeps_only_what_was_not_acknowledged_across_crashes() {
         100_000,
     );
     // The 5 events lie on 3 partitions: the batch waits long enough to hold them all, as
-    // a batch closed after the first fetch would stall delivering only part of them.
+    // a batch closed after the first fetch would stall delivering only part of them (on
+    // a loaded machine the partitions' fetches come more than the default idle gap of
+    // 2 ms apart).
     let mut patient = c.settings.clone();
     patient.runtime.batch_max_wait_ms = 3_000;
+    patient.runtime.batch_idle_ms = 3_000;
     let mut second = start(&patient);
     // Alone this takes seconds; beside the other fault tests on a loaded machine the
     // group join and the producer's retries took over a minute once.
