@@ -1,10 +1,12 @@
 //! The embedded store: one sled tree, key prefixes per table, one atomic write per batch.
 //!
-//! All state lives in a single sled tree so that a batch (state of resolve and profile,
-//! dedupe marks, outbox) is written by one `apply_batch`, which sled applies atomically:
-//! after a crash either the whole batch is there or none of it. Writes of a batch are
-//! staged in an in-memory overlay that reads see first; [`Store::commit`] applies and
-//! flushes the overlay. Flushing happens per batch, never per event, and can run on a
+//! All state lives in a single sled tree, and a batch (state of resolve and profile,
+//! dedupe marks, outbox) is written atomically: after a crash either the whole batch is
+//! there or none of it. Its writes go first to a redo file, synced, then into the tree
+//! one by one, so that no reader waits for a batch to be applied ([`redo`]; sled's own
+//! atomic batches hold a lock that every read of the database waits for). Writes of a
+//! batch are staged in an in-memory overlay that reads see first; [`Store::commit`]
+//! applies and flushes the overlay. Flushing happens per batch, never per event, and can run on a
 //! background thread while the next batch is staged ([`Store::commit_in_background`]).
 //!
 //! Values are encoded with postcard. Every key prefix (one table each) is declared in
@@ -13,6 +15,7 @@
 //! audits and tests.
 
 pub mod keys;
+mod redo;
 pub mod table;
 
 pub use table::{Cell, Table};
@@ -81,6 +84,8 @@ pub struct Store {
     applying: Applying,
     /// A reader's view: it never writes.
     read_only: bool,
+    /// The redo file, until the flush thread takes it (none in a reader's view).
+    redo: Option<redo::Redo>,
 }
 
 /// How long [`Store::open`] waits for the lock of a store closed a moment ago.
@@ -176,17 +181,19 @@ impl Store {
                 other => break other?,
             }
         };
-        Self::from_db(db)
+        let tree = db.open_tree("unicus")?;
+        let redo = redo::Redo::recover(dir, &db, &tree)?;
+        Self::from_db(db, tree, redo)
     }
 
     /// A store that lives in memory and disappears on drop (tests, replay without `--state`).
     pub fn temporary() -> Result<Self> {
         let db = sled::Config::new().temporary(true).open()?;
-        Self::from_db(db)
+        let tree = db.open_tree("unicus")?;
+        Self::from_db(db, tree, redo::Redo::none())
     }
 
-    fn from_db(db: sled::Db) -> Result<Self> {
-        let tree = db.open_tree("unicus")?;
+    fn from_db(db: sled::Db, tree: sled::Tree, redo: redo::Redo) -> Result<Self> {
         Ok(Self {
             db,
             tree,
@@ -199,6 +206,7 @@ impl Store {
             applied: Arc::new(AtomicU64::new(0)),
             applying: Applying::default(),
             read_only: false,
+            redo: Some(redo),
         })
     }
 
@@ -218,6 +226,7 @@ impl Store {
             applied: self.applied.clone(),
             applying: self.applying.clone(),
             read_only: true,
+            redo: None,
         })
     }
 
@@ -546,30 +555,41 @@ impl Store {
             let (jobs, queue) = std::sync::mpsc::channel::<FlushJob>();
             let (db, tree) = (self.db.clone(), self.tree.clone());
             let (applied, applying) = (self.applied.clone(), self.applying.clone());
+            let mut redo = self.redo.take().ok_or_else(|| {
+                StoreError::Sled(sled::Error::ReportableBug(
+                    "the store's redo file is gone".into(),
+                ))
+            })?;
             let thread = std::thread::Builder::new()
                 .name("unicus-store-flush".into())
                 .spawn(move || {
                     // Ends when the store (the sender) is dropped.
+                    let mut flushed = true;
                     for job in queue {
-                        let mut batch = sled::Batch::default();
-                        for (k, v) in job.staged.iter() {
-                            match v {
-                                Some(v) => batch.insert(k.as_slice(), v.clone()),
-                                None => batch.remove(k.as_slice()),
-                            }
+                        // Durable once applied and flushed; a crash in between is
+                        // redone from the redo file at the next open.
+                        if let Err(e) = redo.write(&job.staged) {
+                            flushed = false;
+                            let _ = job.answer.send(Err(e));
+                            continue;
                         }
                         // Odd while the batch is applied, which readers then read over.
                         let seq = applied.load(AtomicOrdering::SeqCst) + 1;
                         *applying.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some((seq, job.staged.clone(), job.ordered.clone()));
                         applied.fetch_add(1, AtomicOrdering::SeqCst);
-                        let result = tree.apply_batch(batch);
+                        let result = redo::apply(&tree, &job.staged);
                         applied.fetch_add(1, AtomicOrdering::SeqCst);
                         *applying.lock().unwrap_or_else(|e| e.into_inner()) = None;
                         let result = result
                             .and_then(|()| db.flush().map(|_| ()))
                             .map_err(StoreError::from);
+                        flushed = result.is_ok();
                         let _ = job.answer.send(result);
+                    }
+                    // Closed: the last batch flushed, nothing is left to redo.
+                    if flushed {
+                        let _ = redo.close();
                     }
                 })
                 .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?;
