@@ -3,8 +3,9 @@
 //! All state lives in a single sled tree, and a batch (state of resolve and profile,
 //! dedupe marks, outbox) is written atomically: after a crash either the whole batch is
 //! there or none of it. Its writes go first to a redo file, synced, then into the tree
-//! one by one, so that no reader waits for a batch to be applied ([`redo`]; sled's own
-//! atomic batches hold a lock that every read of the database waits for). Writes of a
+//! in small sled batches, so that no reader waits for a whole batch to be applied
+//! ([`redo`]; sled's atomic batches hold a lock that every read of the database waits
+//! for). Writes of a
 //! batch are staged in an in-memory overlay that reads see first; [`Store::commit`]
 //! applies and flushes the overlay. Flushing happens per batch, never per event, and can run on a
 //! background thread while the next batch is staged ([`Store::commit_in_background`]).
