@@ -5,10 +5,10 @@
 //! there or none of it. Its writes go first to a redo file, synced, then into the tree
 //! in small sled batches, so that no reader waits for a whole batch to be applied
 //! ([`redo`]; sled's atomic batches hold a lock that every read of the database waits
-//! for). Writes of a
-//! batch are staged in an in-memory overlay that reads see first; [`Store::commit`]
-//! applies and flushes the overlay. Flushing happens per batch, never per event, and can run on a
-//! background thread while the next batch is staged ([`Store::commit_in_background`]).
+//! for). Writes of a batch are staged in an in-memory overlay that reads see first;
+//! [`Store::commit`] applies and flushes the overlay. Flushing happens per batch, never
+//! per event, and can run on a background thread while the next batch is staged
+//! ([`Store::commit_in_background`]).
 //!
 //! Values are encoded with postcard. Every key prefix (one table each) is declared in
 //! [`keys`], with the part of unicus that owns it; the owners read and write through

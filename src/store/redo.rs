@@ -35,6 +35,8 @@ const HEADER: usize = 16;
 /// whole).
 pub(super) struct Redo {
     path: Option<PathBuf>,
+    /// Whether the file's entry in the directory is durable (synced once created).
+    listed: bool,
     /// The encoding of the batch being written, kept for the next one.
     buf: Vec<u8>,
 }
@@ -44,6 +46,7 @@ impl Redo {
     pub(super) fn none() -> Self {
         Self {
             path: None,
+            listed: false,
             buf: Vec::new(),
         }
     }
@@ -83,6 +86,7 @@ impl Redo {
         }
         Ok(Self {
             path: Some(path),
+            listed: false,
             buf: Vec::new(),
         })
     }
@@ -114,13 +118,25 @@ impl Redo {
             .and_then(|mut f| {
                 f.write_all(&buf)?;
                 f.sync_data()
+            })
+            .and_then(|()| {
+                // A file just created is found after a crash only once the directory
+                // that lists it is synced too.
+                if !self.listed {
+                    if let Some(dir) = path.parent() {
+                        File::open(dir)?.sync_all()?;
+                    }
+                    self.listed = true;
+                }
+                Ok(())
             });
         self.buf = buf;
         written.map_err(io)
     }
 
     /// Removes the file: call once sled has flushed the last batch written.
-    pub(super) fn close(&self) -> Result<()> {
+    pub(super) fn close(&mut self) -> Result<()> {
+        self.listed = false;
         match &self.path {
             Some(path) => match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
