@@ -90,16 +90,9 @@ async fn started(c: &Cluster, events: usize) -> (Running, SocketAddr) {
         })
         .await;
     // Their batches committed too: the API answers from committed state only.
-    for _ in 0..500 {
-        if running.committed_events() >= events as f64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        running.committed_events() >= events as f64,
-        "all events committed"
-    );
+    running
+        .until_committed(Duration::from_secs(10), events as f64)
+        .await;
     running
         .until(Duration::from_secs(30), "the API listening", |s| {
             s.api_endpoint.lock().unwrap().is_some()
@@ -109,7 +102,7 @@ async fn started(c: &Cluster, events: usize) -> (Running, SocketAddr) {
     // The API answers 503 `restoring` until the store is in step with its changelog,
     // which is before the instance is ready.
     let metrics = running.stats.telemetry.endpoint().unwrap();
-    eventually("the instance ready", || {
+    eventually("the instance ready", move || {
         let a = request(metrics, "GET", "/readyz", None, None);
         (a.status == 200).then_some(a)
     })
@@ -123,14 +116,11 @@ async fn call<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
 }
 
 /// Asks until `check` holds (the instance commits its batch a moment after it consumed).
-async fn eventually(what: &str, mut check: impl FnMut() -> Option<Answer>) -> Answer {
-    for _ in 0..200 {
-        if let Some(answer) = check() {
-            return answer;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within 10 s");
+async fn eventually(
+    what: &str,
+    check: impl Fn() -> Option<Answer> + Clone + Send + 'static,
+) -> Answer {
+    poll(what, check).await
 }
 
 /// Asks until `check` gives a value (off the runtime's workers; 10 s at most).
@@ -172,7 +162,7 @@ async fn lookups_follow_the_engine_and_tokens_decide_what_is_shown() {
     let (running, api) = started(&c, n).await;
 
     // By email as the person typed it: normalised the way the engine does.
-    let by_email = eventually("Sophie found by email", || {
+    let by_email = eventually("Sophie found by email", move || {
         let a = get(
             api,
             "/v1/customers?email=%20Sophie.Dupont%40Gmail.com",

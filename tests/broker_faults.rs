@@ -117,14 +117,7 @@ async fn the_outbox_keeps_only_what_was_not_acknowledged_across_crashes() {
     // Acknowledged, then a crash: the outbox is empty, and nothing is re-sent.
     produce(&c, events(0, 30)).await;
     let first = start(&c.settings);
-    let started = Instant::now();
-    while first.committed_events() < 30.0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "30 events committed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    first.until_committed(Duration::from_secs(60), 30.0).await;
     first.crash().await;
     assert!(
         outbox(&c.settings).is_empty(),

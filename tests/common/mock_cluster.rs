@@ -137,6 +137,19 @@ impl Running {
             .sum()
     }
 
+    /// Waits until `events` are in committed batches ([`Running::committed_events`]),
+    /// failing after `limit`.
+    pub async fn until_committed(&self, limit: Duration, events: f64) {
+        let started = Instant::now();
+        while self.committed_events() < events {
+            assert!(
+                started.elapsed() < limit,
+                "{events} events committed: not within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// A crash: the runtime's task is dropped wherever it is, nothing drained.
     pub async fn crash(self) {
         self.task.abort();
