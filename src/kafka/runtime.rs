@@ -133,6 +133,9 @@ fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> RuntimeError {
 #[derive(Debug, Default)]
 pub struct RuntimeStats {
     pub consumed: AtomicU64,
+    /// Records of committed batches: their outputs acknowledged, their state durable and
+    /// their offsets committed (what the lookup API answers from).
+    pub committed: AtomicU64,
     pub produced: AtomicU64,
     pub batches: AtomicU64,
     pub delivery_retries: AtomicU64,
@@ -680,6 +683,9 @@ impl Pipeline<'_> {
         let (batch, wire, customers) = (&f.records, &f.wire, f.customers);
         let stats = self.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .committed
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         debug!(
             records = batch.len(),
             outputs = wire.len(),

@@ -274,8 +274,10 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
                     .context("the demo producer failed")??,
             );
         }
+        // Done once every event is in a committed batch: the lookup API, shown next,
+        // answers from committed state only.
         if let Some(n) = produced {
-            if consumed >= n {
+            if stats.committed.load(Ordering::Relaxed) >= n {
                 break;
             }
         }
