@@ -397,6 +397,146 @@ fn json_and_avro_forms_of_every_output_record_carry_the_same_information() {
     }
 }
 
+/// `audiences.changes` records and golden records carrying `audiences` and `traits`
+/// (deployments that configure them), every kind of trait value, through Avro and back;
+/// a golden record without them stays without them.
+#[test]
+fn audience_changes_and_golden_records_with_audiences_and_traits_carry_the_same_information() {
+    let mut engine = common::engine();
+    let mut lines = fuzzy_stories();
+    lines.push(common::event(
+        "aud-1",
+        "web",
+        "purchase",
+        "2026-12-04T10:00:00Z",
+        json!({"identifiers": {"email": "sophie.marchant@example.org"},
+               "order": {"order_id": "W-1", "total": 64.95, "currency": "EUR",
+                         "items": [{"sku": "B", "quantity": 1, "unit_price": 64.95}]}}),
+    ));
+    let outputs: Vec<OutputRecord> = common::feed(&mut engine, &lines)
+        .iter()
+        .map(record_of)
+        .collect();
+    let golden: Vec<&Value> = outputs
+        .iter()
+        .filter(|r| r.topic == Topic::ProfilesMerged)
+        .filter_map(|r| match &r.payload {
+            Payload::Json(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert!(!golden.is_empty());
+    let traits = json!({"avg_basket": 64.95, "is_vip": true, "home_city": "Lyon",
+        "last_order": "2026-11-20T13:03:00Z", "unknown": null, "churned": false,
+        "orders": 3.0, "note": ""});
+    let mut records = Vec::new();
+    for (i, g) in golden.iter().enumerate() {
+        let customer = g["customer_id"].as_str().unwrap().to_string();
+        let with = |audiences: Value, traits: Value| {
+            let mut v = (*g).clone();
+            v["audiences"] = audiences;
+            v["traits"] = traits;
+            OutputRecord::json(Topic::ProfilesMerged, customer.clone(), v)
+        };
+        records.push(with(
+            json!(["big_spenders", "escalade_fans"]),
+            traits.clone(),
+        ));
+        records.push(with(json!([]), json!({})));
+        records.push(with(Value::Null, Value::Null));
+        records.push(OutputRecord::json(
+            Topic::ProfilesMerged,
+            customer.clone(),
+            (*g).clone(),
+        ));
+        for (change, cause) in [
+            ("entered", "event"),
+            ("exited", "time"),
+            ("entered", "merge"),
+            ("exited", "erasure"),
+            ("exited", "retention"),
+            ("entered", "definition"),
+        ] {
+            let at = 1_767_225_600_000i64 + i as i64;
+            records.push(OutputRecord::json(
+                Topic::AudiencesChanges,
+                customer.clone(),
+                json!({"change_id": format!("audience:{customer}:escalade_fans:{change}:{at}"),
+                       "customer_id": customer, "audience": "escalade_fans", "change": change,
+                       "cause": cause, "at": unicus::model::output::rfc3339(at)}),
+            ));
+        }
+    }
+    let seen = check_every_record(&records);
+    assert_eq!(seen["profiles.merged"], 4 * golden.len());
+    assert_eq!(seen["audiences.changes"], 6 * golden.len());
+
+    let encoder = encoder();
+    for r in &records {
+        let Payload::Json(original) = &r.payload else {
+            unreachable!()
+        };
+        let back = through_avro(&encoder, r);
+        match r.topic {
+            // Every field is always there: the record comes back as it was, exactly.
+            Topic::AudiencesChanges => assert_eq!(&back, original),
+            _ => {
+                // The new fields exactly: names in order, every trait (a null one too)
+                // with its value and kind.
+                for field in ["audiences", "traits"] {
+                    assert_eq!(
+                        back[field],
+                        original.get(field).cloned().unwrap_or(Value::Null),
+                        "{field}"
+                    );
+                }
+                let nulled = {
+                    let mut v = original.clone();
+                    v["audiences"] = Value::Null;
+                    v["traits"] = Value::Null;
+                    v
+                };
+                let without = {
+                    let mut v = original.clone();
+                    let o = v.as_object_mut().unwrap();
+                    o.remove("audiences");
+                    o.remove("traits");
+                    v
+                };
+                let bytes = |v: &Value| {
+                    encoder
+                        .value(&OutputRecord::json(Topic::ProfilesMerged, "k", v.clone()))
+                        .unwrap()
+                        .unwrap()
+                };
+                assert_eq!(
+                    bytes(&nulled),
+                    bytes(&without),
+                    "absent and null are the same"
+                );
+                // Read back as the runtime reads Avro (null fields left out), a record
+                // without them has none.
+                if original.get("traits").is_none_or(Value::is_null) {
+                    let ts = catalogue().output(Topic::ProfilesMerged).unwrap();
+                    let (_, body) = unicus::kafka::avro::unframe(&bytes(original))
+                        .map(|(id, b)| (id, b.to_vec()))
+                        .unwrap();
+                    let doc = ts.decode_direct(&body, Nulls::Drop).unwrap();
+                    assert!(doc.get("audiences").is_none() && doc.get("traits").is_none());
+                    assert_eq!(normal(&doc), normal(original));
+                }
+            }
+        }
+    }
+    // A golden record with them is the golden record, trait values of each kind included.
+    let r = &records[0];
+    let back = through_avro(&encoder, r);
+    assert_eq!(back["traits"], traits);
+    assert_eq!(back["traits"]["unknown"], Value::Null);
+    assert!(back["traits"].as_object().unwrap().contains_key("unknown"));
+    assert_eq!(back["audiences"], json!(["big_spenders", "escalade_fans"]));
+}
+
 #[test]
 fn pseudonymised_records_fit_their_schemas_too() {
     let mut config = EngineConfig::default();

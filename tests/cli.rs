@@ -397,3 +397,36 @@ fn the_demo_serves_the_api_and_the_page_until_interrupted() {
     assert!(child.wait().unwrap().success());
     assert!(rest.iter().any(|l| l.contains("customers")), "{rest:?}");
 }
+
+#[test]
+fn an_audience_that_does_not_compile_stops_the_start_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("unicus.toml");
+    std::fs::write(
+        &config,
+        "[engine.audiences]\nfans = \"\"\"\ncount(product_view, 30d) >= 3\n  and cout(purchase, 7d) > 1\"\"\"\n",
+    )
+    .unwrap();
+    let input = dir.path().join("ev.jsonl");
+    std::fs::write(&input, "").unwrap();
+    for args in [
+        vec![
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            "-",
+        ],
+        vec!["check-config"],
+    ] {
+        let mut args = args;
+        args.extend(["--config", config.to_str().unwrap()]);
+        let out = unicus(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("engine.audiences.fans: line 2, column 7: unknown function `cout`"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -21,6 +21,21 @@ pub enum ConfigError {
         field: &'static str,
         problem: String,
     },
+    /// An audience or a trait that is badly named or does not compile.
+    #[error("{0}")]
+    Definition(String),
+}
+
+/// The most audiences, and the most traits, a configuration may define.
+pub const MAX_DEFINITIONS: usize = 200;
+
+/// An audience's or a trait's name: it keys records and golden-record fields.
+fn definition_name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// How one identifier type is normalised and how far it may be trusted for linking.
@@ -764,6 +779,14 @@ pub struct EngineConfig {
     /// `profiles.merged` gets the latest golden record of each customer a batch changed,
     /// as a KTable's record cache does (see `engine::coalesce`); off, one per change.
     pub coalesce_profiles: bool,
+    /// Audiences by name: conditions in the expression language of
+    /// [`crate::engine::audience`], compiled at start (see `engine::profile::audiences`).
+    /// Membership changes go to `audiences.changes`; the golden record lists the
+    /// audiences its customer is in.
+    pub audiences: BTreeMap<String, String>,
+    /// Computed traits by name: expressions of any type, shown in the golden record
+    /// under `traits` (and readable by audiences as `traits.<name>`).
+    pub traits: BTreeMap<String, String>,
     /// The channels an event may name in `channel`: those of `kafka.channels` (one list
     /// for the topics consumed and the channels accepted), copied there when the
     /// settings are read; not a key of `[engine]`. Another channel is `unknown_channel`.
@@ -866,6 +889,8 @@ impl Default for EngineConfig {
             activation: Activation::default(),
             matching: Matching::default(),
             coalesce_profiles: true,
+            audiences: BTreeMap::new(),
+            traits: BTreeMap::new(),
             special_categories: DEFAULT_SPECIAL_CATEGORIES
                 .into_iter()
                 .map(String::from)
@@ -886,6 +911,7 @@ impl EngineConfig {
         self.validate_consent()?;
         self.validate_gdpr()?;
         self.validate_activation()?;
+        self.validate_definitions()?;
         self.matching.validate()?;
         if self
             .default_region
@@ -1099,6 +1125,32 @@ impl EngineConfig {
     }
 
     /// Cart triggers and RFM bands.
+    /// Audiences and traits: well named, not too many, and each compiles (the error gives
+    /// its name, line and column).
+    fn validate_definitions(&self) -> Result<(), ConfigError> {
+        for (section, defs) in [("audiences", &self.audiences), ("traits", &self.traits)] {
+            if defs.len() > MAX_DEFINITIONS {
+                return Err(ConfigError::Invalid {
+                    field: if section == "audiences" {
+                        "audiences"
+                    } else {
+                        "traits"
+                    },
+                    problem: format!("at most {MAX_DEFINITIONS}, not {}", defs.len()),
+                });
+            }
+            if let Some(name) = defs.keys().find(|n| !definition_name_ok(n)) {
+                return Err(ConfigError::Definition(format!(
+                    "engine.{section}.{name}: a name is 1 to 64 lower-case ASCII letters, digits \
+                     and `_`, starting with a letter"
+                )));
+            }
+        }
+        crate::engine::profile::audiences::Definitions::compile(&self.audiences, &self.traits)
+            .map_err(|e| ConfigError::Definition(e.to_string()))?;
+        Ok(())
+    }
+
     fn validate_activation(&self) -> Result<(), ConfigError> {
         let a = &self.activation;
         if a.cart_abandoned_delay_ms == 0 || a.max_carts == 0 || a.tick_interval_ms == 0 {

@@ -115,6 +115,10 @@ macro_rules! engine_counters {
                 /// Abandoned carts without any allowed channel: no trigger.
                 carts_suppressed = "cart_abandoned",
             };
+            /// `audiences.changes` records: customers entering or leaving an audience.
+            audience_changes: u64 => counter(
+                "unicus_audience_changes_total",
+                "Customers that entered or left an audience of the configuration.");
             /// Consent decisions that lapsed.
             consents_expired: u64 => counter(
                 "unicus_consent_expired_total",

@@ -14,12 +14,13 @@ pub enum Topic {
     CartAbandoned,
     PurchaseCompleted,
     LifecycleChanged,
+    AudiencesChanges,
     Dlq,
     GdprReceipts,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 9] = [
+    pub const ALL: [Topic; 10] = [
         Topic::Resolved,
         Topic::IdentityChanges,
         Topic::ProfilesMerged,
@@ -27,6 +28,7 @@ impl Topic {
         Topic::CartAbandoned,
         Topic::PurchaseCompleted,
         Topic::LifecycleChanged,
+        Topic::AudiencesChanges,
         Topic::Dlq,
         Topic::GdprReceipts,
     ];
@@ -41,6 +43,7 @@ impl Topic {
             Topic::CartAbandoned => "triggers.cart_abandoned",
             Topic::PurchaseCompleted => "triggers.purchase_completed",
             Topic::LifecycleChanged => "triggers.lifecycle_changed",
+            Topic::AudiencesChanges => "audiences.changes",
             Topic::Dlq => "touchpoints.dlq",
             Topic::GdprReceipts => "gdpr.receipts",
         }

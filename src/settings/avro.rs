@@ -119,3 +119,44 @@ impl OutputSettings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_output_topic_with_a_schema_takes_a_per_topic_format() {
+        let registry = SchemaRegistrySettings {
+            url: "http://registry:8081".into(),
+            ..SchemaRegistrySettings::default()
+        };
+        for topic in Topic::ALL {
+            let output = OutputSettings {
+                format: Format::Json,
+                formats: [(topic.name().to_string(), Format::Avro)].into(),
+            };
+            if topic == Topic::Dlq {
+                assert!(output.validate(&registry).is_err());
+                assert_eq!(
+                    output.format(topic),
+                    Format::Json,
+                    "dead letters keep their bytes"
+                );
+            } else {
+                assert_eq!(output.validate(&registry), Ok(()), "{}", topic.name());
+                assert_eq!(output.format(topic), Format::Avro);
+                assert!(output.any_avro());
+            }
+        }
+        let output = OutputSettings {
+            format: Format::Json,
+            formats: [("audiences.changes".to_string(), Format::Avro)].into(),
+        };
+        assert_eq!(output.format(Topic::AudiencesChanges), Format::Avro);
+        assert_eq!(output.format(Topic::ProfilesMerged), Format::Json);
+        assert!(output
+            .validate(&SchemaRegistrySettings::default())
+            .unwrap_err()
+            .contains("schema_registry.url"));
+    }
+}

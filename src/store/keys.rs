@@ -116,6 +116,9 @@ owners! {
         cell TIMERS_DONE = b"p/timers_done";
         /// Recent touchpoints of each customer, in one record.
         table TIMELINE<String> = b"p/tr/";
+        /// Audiences, traits and windowed aggregates by customer (only when the
+        /// configuration defines audiences or traits).
+        table AUDIENCES<String> = b"p/au/";
         /// Format 3: recent touchpoints by (customer, event time, event id); read only
         /// to move them to `TIMELINE`.
         table MOMENTS_OF_FORMAT_3<(String, i64, String)> = b"p/tl/";

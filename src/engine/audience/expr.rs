@@ -92,6 +92,30 @@ impl Compiled {
     pub fn eval_condition(&self, ctx: &dyn Context) -> bool {
         self.eval(ctx).is_true()
     }
+
+    /// Whether the expression calls `days_since`: its value may change from one day to
+    /// the next with nothing else changing.
+    pub fn reads_days_since(&self) -> bool {
+        calls_days_since(&self.root)
+    }
+}
+
+/// Whether `days_since` is called in `e` (a walk of bounded depth: see [`Expr`]).
+fn calls_days_since(e: &Expr) -> bool {
+    match &e.kind {
+        Kind::DaysSince(_) => true,
+        Kind::Literal(_)
+        | Kind::Field(_)
+        | Kind::EventField(_)
+        | Kind::Aggregate(_)
+        | Kind::Allowed(..)
+        | Kind::Exists(_) => false,
+        Kind::Not(e) | Kind::Neg(e) | Kind::In(e, _) => calls_days_since(e),
+        Kind::And(es) | Kind::Or(es) => es.iter().any(calls_days_since),
+        Kind::Compare(_, a, b) | Kind::Contains(a, b) | Kind::Arith(_, a, b) => {
+            calls_days_since(a) || calls_days_since(b)
+        }
+    }
 }
 
 /// The stable identity of a windowed aggregate: its canonical text, such as

@@ -408,6 +408,8 @@ pub type Timer = (i64, String);
 pub enum TimerKind {
     Cart(String),
     Lifecycle,
+    /// The customer's audiences are evaluated again (a window moved, a day passed).
+    Audiences,
     /// The consent decision of this key expires.
     ConsentExpiry(ConsentKey),
 }
@@ -417,6 +419,7 @@ impl TimerKind {
         match self {
             TimerKind::Cart(id) => format!("cart\u{1}{id}"),
             TimerKind::Lifecycle => "lifecycle".into(),
+            TimerKind::Audiences => "audiences".into(),
             TimerKind::ConsentExpiry(k) => format!("consent\u{1}{}", k.encode()),
         }
     }
@@ -426,6 +429,7 @@ impl TimerKind {
             Some(("cart", id)) => Some(TimerKind::Cart(id.to_string())),
             Some(("consent", k)) => ConsentKey::decode(k).map(TimerKind::ConsentExpiry),
             None if s == "lifecycle" => Some(TimerKind::Lifecycle),
+            None if s == "audiences" => Some(TimerKind::Audiences),
             _ => None,
         }
     }

@@ -25,6 +25,7 @@
 //! `p/tm/` timers.
 
 pub mod activation;
+pub mod audiences;
 pub mod bounds;
 pub mod consent;
 pub mod event;
@@ -38,6 +39,7 @@ use std::cmp::Reverse;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::engine::audience::AllowedChannel;
 use crate::engine::config::EngineConfig;
 use crate::engine::handoff::{
     EventFacts, ProfileCommand, RequestFacts, RequestKind, RetentionRequest,
@@ -52,6 +54,7 @@ use crate::model::output::{to_json, OutputRecord, Payload, Time, Topic, DAY_MS};
 use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 use crate::store::{keys, Cell, Store, StoreError, Table};
 use activation::{Activity, Timer, TimerKind, Trimmed};
+use audiences::{AudienceState, Definitions};
 use consent::{forget_statements_beyond, Change, ConsentKey, Consents, Decision};
 use event::{FieldData, ProfileEvent};
 
@@ -67,6 +70,8 @@ const BEHAVIOURAL_INDEX: Table<(u32, u64), String> = Table::new(keys::profile::B
 const TIMERS: Table<(i64, String, String), ()> = Table::new(keys::profile::TIMERS);
 /// The `until` of the last timer check: every timer due at or before it has fired.
 const TIMERS_DONE: Cell<i64> = Cell::new(keys::profile::TIMERS_DONE);
+/// Audiences, traits and windows by customer ([`audiences`]).
+const AUDIENCES: Table<String, AudienceState> = Table::new(keys::profile::AUDIENCES);
 
 /// One stated value of a field, with its provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -291,6 +296,8 @@ fn forget(store: &mut Store, customer_id: &str, profile: &CustomerProfile) {
 /// The profile stage. Holds configuration only; all state is in the [`Store`].
 pub struct Profiler {
     config: EngineConfig,
+    /// The configuration's audiences and traits, compiled.
+    definitions: Definitions,
     /// Golden records are left to the end of the batch ([`Payload::Deferred`]) while
     /// set: see [`crate::engine::Engine::handle_batched`].
     defer: std::cell::Cell<bool>,
@@ -298,8 +305,13 @@ pub struct Profiler {
 
 impl Profiler {
     pub fn new(config: &EngineConfig) -> Self {
+        // The settings were validated, so every definition compiles; a configuration
+        // built in code without that check keeps none rather than half of them.
+        let definitions = Definitions::compile(&config.audiences, &config.traits);
+        debug_assert!(definitions.is_ok(), "{definitions:?}");
         Self {
             config: config.clone(),
+            definitions: definitions.unwrap_or_default(),
             defer: std::cell::Cell::new(false),
         }
     }
@@ -317,9 +329,9 @@ impl Profiler {
         customer_id: &str,
         clock: i64,
     ) -> Result<Option<Value>, StoreError> {
-        Ok(self
-            .load(store, customer_id)?
-            .map(|profile| self.golden_record(customer_id, &profile, clock)))
+        self.load(store, customer_id)?
+            .map(|profile| self.golden_record(store, customer_id, &profile, clock))
+            .transpose()
     }
 
     /// Loads a customer's profile.
@@ -335,11 +347,11 @@ impl Profiler {
     /// exports and tools, never on the event path.
     pub fn golden_records(&self, store: &Store) -> Result<Vec<Value>, StoreError> {
         let clock = self.clock(store)?;
-        Ok(PROFILES
+        PROFILES
             .scan(store)?
             .into_iter()
-            .map(|(customer_id, profile)| self.golden_record(&customer_id, &profile, clock))
-            .collect())
+            .map(|(customer_id, profile)| self.golden_record(store, &customer_id, &profile, clock))
+            .collect()
     }
 
     /// A customer's golden record as of the stage's clock.
@@ -352,10 +364,11 @@ impl Profiler {
             return Ok(None);
         };
         Ok(Some(self.golden_record(
+            store,
             customer_id,
             &profile,
             self.clock(store)?,
-        )))
+        )?))
     }
 
     /// Channels on which `purpose` is allowed as of the stage's clock and the customer
@@ -496,6 +509,14 @@ impl Profiler {
         }
         PROFILES.remove(store, merged);
         PROFILES.put(store, survivor, &kept)?;
+        if let Some(gone) = self.audience_state(store, merged)? {
+            done.out
+                .extend(audiences::exit_all(merged, &gone, "merge", done.clock));
+            AUDIENCES.remove(store, merged);
+            let mut state = AUDIENCES.get(store, survivor)?.unwrap_or_default();
+            state.absorb(gone);
+            AUDIENCES.put(store, survivor, &state)?;
+        }
         done.changed.remove(merged);
         done.changed.insert(survivor.to_string());
         done.out.push(OutputRecord::tombstone(
@@ -562,6 +583,11 @@ impl Profiler {
         }
         done.touched.insert(customer_id.to_string(), profile);
         done.clock = done.clock.max(event.occurred_at);
+        if let Some(mut state) = self.audience_state(store, customer_id)? {
+            self.definitions
+                .record(&mut state, source_profile, event, done.clock);
+            AUDIENCES.put(store, customer_id, &state)?;
+        }
         done.changed.insert(customer_id.to_string());
         Ok(())
     }
@@ -612,6 +638,11 @@ impl Profiler {
         }
         PROFILES.put(store, customer_id, &kept)?;
         PROFILES.put(store, new_customer_id, &split)?;
+        if let Some(mut state) = self.audience_state(store, customer_id)? {
+            let moved = state.split_off(source_profiles);
+            AUDIENCES.put(store, customer_id, &state)?;
+            AUDIENCES.put(store, new_customer_id, &moved)?;
+        }
         done.changed.insert(customer_id.to_string());
         done.changed.insert(new_customer_id.to_string());
         Ok(())
@@ -637,6 +668,10 @@ impl Profiler {
         }
         timeline::forget_source_profiles(store, customer_id, source_profiles)?;
         PROFILES.put(store, customer_id, &profile)?;
+        if let Some(mut state) = self.audience_state(store, customer_id)? {
+            state.split_off(source_profiles);
+            AUDIENCES.put(store, customer_id, &state)?;
+        }
         done.changed.insert(customer_id.to_string());
         Ok(())
     }
@@ -653,10 +688,26 @@ impl Profiler {
         match facts.kind {
             RequestKind::Export => {
                 let moments = timeline::of(store, customer_id)?;
-                done.out
-                    .push(self.export(customer_id, &profile, &moments, done.clock, facts));
+                let audiences = self.audience_state(store, customer_id)?;
+                done.out.push(self.export(
+                    customer_id,
+                    &profile,
+                    &moments,
+                    done.clock,
+                    facts,
+                    audiences.as_ref(),
+                ));
             }
             RequestKind::Erase | RequestKind::Retention => {
+                if let Some(state) = self.audience_state(store, customer_id)? {
+                    let cause = match facts.kind {
+                        RequestKind::Retention => "retention",
+                        _ => "erasure",
+                    };
+                    done.out
+                        .extend(audiences::exit_all(customer_id, &state, cause, done.clock));
+                    AUDIENCES.remove(store, customer_id);
+                }
                 let moments = timeline::forget(store, customer_id)?;
                 done.out
                     .extend(self.erase(store, customer_id, &profile, moments, facts));
@@ -698,7 +749,7 @@ impl Profiler {
                 PROFILES.put(store, &customer_id, &profile)?;
             }
             done.out
-                .push(self.profile_record(customer_id, &profile, clock));
+                .push(self.profile_record(store, customer_id, &profile, clock)?);
         }
         // Every touched customer changed: nothing is left, but nothing may be lost.
         for (customer_id, profile) in touched {
@@ -710,20 +761,25 @@ impl Profiler {
     /// The `profiles.merged` record of a customer.
     fn profile_record(
         &self,
+        store: &Store,
         customer_id: String,
         profile: &CustomerProfile,
         clock: i64,
-    ) -> OutputRecord {
+    ) -> Result<OutputRecord, StoreError> {
         if self.defer.get() {
-            return OutputRecord {
+            return Ok(OutputRecord {
                 topic: Topic::ProfilesMerged,
                 key: Some(customer_id),
                 payload: Payload::Deferred(clock),
                 headers: Vec::new(),
-            };
+            });
         }
-        let record = self.golden_record(&customer_id, profile, clock);
-        OutputRecord::json(Topic::ProfilesMerged, customer_id, record)
+        let record = self.golden_record(store, &customer_id, profile, clock)?;
+        Ok(OutputRecord::json(
+            Topic::ProfilesMerged,
+            customer_id,
+            record,
+        ))
     }
 
     /// After a change at `now`: publishes a lifecycle stage change, forgets what is out
@@ -736,7 +792,7 @@ impl Profiler {
         customer_id: &str,
         profile: &mut CustomerProfile,
         now: i64,
-        cause: &str,
+        cause: &'static str,
         fired_until: Option<i64>,
         done: &mut Profiled,
     ) -> Result<bool, StoreError> {
@@ -752,8 +808,43 @@ impl Profiler {
                 profile.activity.order_log.len(),
             );
         dirty |= self.reindex(store, customer_id, profile)?;
-        dirty |= self.settle_timers(store, customer_id, profile, now, fired_until)?;
+        let audience_due = self.settle_audiences(store, customer_id, profile, now, cause, done)?;
+        dirty |= self.settle_timers(store, customer_id, profile, now, fired_until, audience_due)?;
         Ok(dirty)
+    }
+
+    /// Evaluates the customer's traits and audiences at `now` and publishes the
+    /// membership changes; gives when to evaluate again with nothing else happening.
+    fn settle_audiences(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        profile: &CustomerProfile,
+        now: i64,
+        cause: &'static str,
+        done: &mut Profiled,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(mut state) = self.audience_state(store, customer_id)? else {
+            return Ok(None);
+        };
+        let allowed = |purpose: Purpose, channel: AllowedChannel| {
+            let channels = self.allowed_channels(profile, purpose, now);
+            match channel {
+                AllowedChannel::One(c) => channels.contains(&c),
+                AllowedChannel::Any => !channels.is_empty(),
+            }
+        };
+        let customer = audiences::Customer {
+            customer_id,
+            record: to_json(&self.golden(customer_id, profile, now, None)),
+            allowed: &allowed,
+            now,
+        };
+        let settled = self.definitions.settle(customer, &mut state, cause);
+        done.counts.audience_changes += settled.out.len() as u64;
+        done.out.extend(settled.out);
+        AUDIENCES.put(store, customer_id, &state)?;
+        Ok(settled.due)
     }
 
     /// Publishes the customer's lifecycle stage if it changed (profiling allowed only).
@@ -763,7 +854,7 @@ impl Profiler {
         customer_id: &str,
         profile: &mut CustomerProfile,
         now: i64,
-        cause: &str,
+        cause: &'static str,
         done: &mut Profiled,
     ) -> bool {
         if !self.profiling_allowed(profile, now) {
@@ -804,8 +895,12 @@ impl Profiler {
         profile: &mut CustomerProfile,
         now: i64,
         fired_until: Option<i64>,
+        audience_due: Option<i64>,
     ) -> Result<bool, StoreError> {
         let mut want = self.timers_of(profile, now);
+        if let Some(due) = audience_due {
+            want.push((due, TimerKind::Audiences.encode()));
+        }
         if let Some(until) = fired_until {
             want.retain(|(due, _)| *due > until);
         }
@@ -930,7 +1025,7 @@ impl Profiler {
         PROFILES.put(store, &customer_id, &profile)?;
         if republish {
             done.out
-                .push(self.profile_record(customer_id, &profile, now));
+                .push(self.profile_record(store, customer_id, &profile, now)?);
         }
         Ok(())
     }
@@ -956,6 +1051,8 @@ impl Profiler {
                 open_carts(profile) != open
             }
             Some(TimerKind::Lifecycle) => true,
+            // Settling the customer evaluates its audiences again.
+            Some(TimerKind::Audiences) => false,
             Some(TimerKind::ConsentExpiry(key)) => {
                 let implied = self.implied(key.purpose);
                 let Some(change) = profile.consents.expire(&key, now, implied) else {
@@ -1225,6 +1322,7 @@ impl Profiler {
         moments: &[timeline::Moment],
         clock: i64,
         facts: &RequestFacts,
+        audiences: Option<&AudienceState>,
     ) -> OutputRecord {
         let identity_graph = facts
             .identity
@@ -1232,7 +1330,7 @@ impl Profiler {
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or(Value::Null);
         let export = Export {
-            golden_record: self.golden(customer_id, profile, clock),
+            golden_record: self.golden(customer_id, profile, clock, audiences),
             identity_graph,
             source_profiles: profile
                 .source_profiles
@@ -1316,8 +1414,33 @@ impl Profiler {
     }
 
     /// The golden record: the value of `profiles.merged`.
-    pub fn golden_record(&self, customer_id: &str, profile: &CustomerProfile, clock: i64) -> Value {
-        to_json(&self.golden(customer_id, profile, clock))
+    pub fn golden_record(
+        &self,
+        store: &Store,
+        customer_id: &str,
+        profile: &CustomerProfile,
+        clock: i64,
+    ) -> Result<Value, StoreError> {
+        let audiences = self.audience_state(store, customer_id)?;
+        Ok(to_json(&self.golden(
+            customer_id,
+            profile,
+            clock,
+            audiences.as_ref(),
+        )))
+    }
+
+    /// The customer's audiences, traits and windows: `None` when the configuration
+    /// defines none, a default when it has none yet.
+    fn audience_state(
+        &self,
+        store: &Store,
+        customer_id: &str,
+    ) -> Result<Option<AudienceState>, StoreError> {
+        if self.definitions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(AUDIENCES.get(store, customer_id)?.unwrap_or_default()))
     }
 
     /// The golden record of a customer as of `clock`. With `profiling` denied it has no
@@ -1327,7 +1450,9 @@ impl Profiler {
         customer_id: &'a str,
         profile: &'a CustomerProfile,
         clock: i64,
+        audiences: Option<&'a AudienceState>,
     ) -> GoldenRecord<'a> {
+        let (audiences, traits) = audiences.map(AudienceState::shown).unzip();
         let totals = Totals::of(profile);
         let (person, attributes) = person_and_attributes(self.survivors(profile));
         let (consents, consents_by_identifier) = consent_view(&profile.consents, clock);
@@ -1356,6 +1481,8 @@ impl Profiler {
             do_not_profile: !profiling,
             do_not_personalize: !self.allows(profile, Purpose::Personalization, clock),
             source_profiles: profile.source_profiles.len(),
+            audiences,
+            traits,
             as_of: Time(clock),
         }
     }

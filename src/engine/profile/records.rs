@@ -169,6 +169,12 @@ pub struct GoldenRecord<'a> {
     pub do_not_personalize: bool,
     /// Number of source profiles.
     pub source_profiles: usize,
+    /// The audiences the customer is in, by name; absent when none are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<&'a str>>,
+    /// The computed traits by name; absent when none are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traits: Option<Value>,
     pub as_of: Time,
 }
 

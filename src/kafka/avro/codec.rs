@@ -897,6 +897,117 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_map_of_union_values_and_an_optional_array_round_trip_exactly() {
+        let text = r#"{"type": "record", "name": "G", "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "audiences", "type": ["null", {"type": "array", "items": "string"}], "default": null},
+            {"name": "traits", "type": ["null", {"type": "map", "values": ["null", "boolean", "double", "string"]}], "default": null}
+        ]}"#;
+        let schema: &'static Schema = Box::leak(Box::new(Schema::parse_str(text).unwrap()));
+        let ts = TopicSchema::parse(crate::kafka::avro::schemas::SchemaFile {
+            dir: "output",
+            name: "g",
+            text,
+        })
+        .unwrap();
+        let doc = json!({"id": "cus_1", "audiences": ["big_spenders", "escalade_fans"],
+            "traits": {"avg_basket": 64.95, "is_vip": true, "home_city": "Lyon",
+                       "last_order": "2026-11-20T13:03:00Z", "unknown": null, "none": false}});
+        let union = |i: u32, v: Avro| Avro::Union(i, Box::new(v));
+        let value = Avro::Record(vec![
+            ("id".into(), Avro::String("cus_1".into())),
+            (
+                "audiences".into(),
+                union(
+                    1,
+                    Avro::Array(vec![
+                        Avro::String("big_spenders".into()),
+                        Avro::String("escalade_fans".into()),
+                    ]),
+                ),
+            ),
+            (
+                "traits".into(),
+                union(
+                    1,
+                    Avro::Map(
+                        [
+                            ("avg_basket".to_string(), union(2, Avro::Double(64.95))),
+                            (
+                                "home_city".to_string(),
+                                union(3, Avro::String("Lyon".into())),
+                            ),
+                            ("is_vip".to_string(), union(1, Avro::Boolean(true))),
+                            (
+                                "last_order".to_string(),
+                                union(3, Avro::String("2026-11-20T13:03:00Z".into())),
+                            ),
+                            ("none".to_string(), union(1, Avro::Boolean(false))),
+                            ("unknown".to_string(), union(0, Avro::Null)),
+                        ]
+                        .into(),
+                    ),
+                ),
+            ),
+        ]);
+        let bytes = encode(&doc, &ts).unwrap();
+        // A map's entries in the order the JSON object keeps them (sorted keys).
+        let reference = reference_bytes(schema, value.clone());
+        assert_eq!(bytes.len(), reference.len());
+        let via_apache = |body: &[u8]| {
+            let reader = apache_avro::reader::datum::GenericDatumReader::builder(ts.schema)
+                .resolved_writer_schemata(ts.resolved.clone())
+                .build()
+                .unwrap();
+            reader.read_value(&mut &body[..]).unwrap()
+        };
+        assert_eq!(via_apache(&bytes), via_apache(&reference));
+        for nulls in [Nulls::Drop, Nulls::Keep] {
+            assert_eq!(
+                decode_direct(&bytes, &ts, nulls),
+                Some(doc.clone()),
+                "a null trait stays"
+            );
+        }
+        assert_eq!(round_trip(&doc, &ts), doc, "apache-avro reads the same");
+        // An integer trait is a double: the same number.
+        let integer = json!({"id": "cus_1", "traits": {"orders": 3}});
+        assert_eq!(
+            decode_direct(&encode(&integer, &ts).unwrap(), &ts, Nulls::Drop),
+            Some(json!({"id": "cus_1", "traits": {"orders": 3.0}}))
+        );
+        // Without the fields: absent and null are the same datum, and come back absent.
+        let bare = json!({"id": "cus_1"});
+        let bytes = encode(&bare, &ts).unwrap();
+        assert_eq!(
+            bytes,
+            encode(
+                &json!({"id": "cus_1", "audiences": null, "traits": null}),
+                &ts
+            )
+            .unwrap()
+        );
+        assert_eq!(decode_direct(&bytes, &ts, Nulls::Drop), Some(bare.clone()));
+        assert_eq!(round_trip(&bare, &ts), bare);
+        assert_eq!(
+            decode_direct(&bytes, &ts, Nulls::Keep),
+            Some(json!({"id": "cus_1", "audiences": null, "traits": null}))
+        );
+        // Empty collections are not null.
+        let empty = json!({"id": "cus_1", "audiences": [], "traits": {}});
+        assert_eq!(round_trip(&empty, &ts), empty);
+        assert_eq!(
+            decode_direct(&encode(&empty, &ts).unwrap(), &ts, Nulls::Drop),
+            Some(empty)
+        );
+        // Nothing else fits a trait.
+        assert!(encode(&json!({"id": "c", "traits": {"x": [1]}}), &ts)
+            .unwrap_err()
+            .to_string()
+            .starts_with("field `traits.x`: an array fits none of"));
+    }
+
     fn round_trip(doc: &Json, ts: &TopicSchema) -> Json {
         let body = encode(doc, ts).unwrap();
         let reader = apache_avro::reader::datum::GenericDatumReader::builder(ts.schema)

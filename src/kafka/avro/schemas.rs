@@ -38,7 +38,7 @@ macro_rules! schema_file {
 }
 
 /// Every schema file, as compiled in.
-pub const FILES: [SchemaFile; 19] = [
+pub const FILES: [SchemaFile; 20] = [
     schema_file!("input", "touchpoints.web"),
     schema_file!("input", "touchpoints.app"),
     schema_file!("input", "touchpoints.store"),
@@ -57,6 +57,7 @@ pub const FILES: [SchemaFile; 19] = [
     schema_file!("output", "triggers.cart_abandoned"),
     schema_file!("output", "triggers.purchase_completed"),
     schema_file!("output", "triggers.lifecycle_changed"),
+    schema_file!("output", "audiences.changes"),
     schema_file!("output", "gdpr.receipts"),
 ];
 

@@ -1,0 +1,644 @@
+//! Audiences and computed traits defined in the configuration (`[engine.audiences]`,
+//! `[engine.traits]`, in the expression language of [`crate::engine::audience`]), kept
+//! per customer and re-evaluated whenever the customer settles: after an event, a merge
+//! or a split, and when one of its timers fires.
+//!
+//! What a customer keeps (`p/au/<customer>`, only when something is configured):
+//! the audiences it is in, the traits' last values, and the windowed aggregates that
+//! the definitions read, per source profile (so that a split takes its events along and
+//! a merge adds them up), each as at most [`STEPS`] + 1 buckets of 1/[`STEPS`] of its
+//! window. An event counts from its event time; it leaves the window between `window`
+//! and `window + window / STEPS` after it (the bucket it falls in leaves whole). An
+//! event older than its window when it arrives counts nothing. Memory per customer is
+//! bounded: source profiles × aggregates × ([`STEPS`] + 1) buckets.
+//!
+//! Evaluation reads the golden record (traits first, then audiences, which may read
+//! `traits.<name>`), the windows, and the channels allowed now. A membership that
+//! changes is an `audiences.changes` record: `entered` or `exited`, with its cause
+//! (`event`: an event, request or identity change of the customer; `time`: a window
+//! moved or a day passed; `merge`: the customer was merged into another, which exits
+//! all its audiences; `erasure`, `retention`; `definition`: the audience is no longer
+//! configured). A customer whose aggregates hold events has a timer set at the moment
+//! the oldest bucket leaves its window, and, if some definition calls `days_since`,
+//! one at the next midnight UTC: membership moves with time even when nothing happens.
+//! An audience added later counts only the events seen since.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::audience::{
+    compile_condition, compile_value, Aggregate, AllowedChannel, CompileError, Compiled, Context,
+    EventFields, Value,
+};
+use crate::engine::profile::event::ProfileEvent;
+use crate::engine::profile::records::amount;
+use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
+use crate::model::Purpose;
+
+/// Buckets per window.
+pub const STEPS: i64 = 32;
+
+/// A definition that does not compile: which one, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("engine.{section}.{name}: {error}")]
+pub struct DefinitionError {
+    /// `audiences` or `traits`.
+    pub section: &'static str,
+    pub name: String,
+    pub error: CompileError,
+}
+
+/// One windowed aggregate kept per source profile.
+#[derive(Debug, Clone)]
+struct Window {
+    aggregate: Aggregate,
+    step_ms: i64,
+}
+
+/// The compiled audiences and traits of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Definitions {
+    audiences: Vec<(String, Compiled)>,
+    traits: Vec<(String, Compiled)>,
+    /// Every aggregate any definition reads, once, by key.
+    windows: Vec<Window>,
+    /// Some definition calls `days_since`.
+    daily: bool,
+}
+
+impl Definitions {
+    /// Compiles every definition; the first that does not compile is the error.
+    pub fn compile(
+        audiences: &BTreeMap<String, String>,
+        traits: &BTreeMap<String, String>,
+    ) -> Result<Self, DefinitionError> {
+        let compile_all =
+            |section: &'static str,
+             sources: &BTreeMap<String, String>,
+             compile: fn(&str) -> Result<Compiled, CompileError>| {
+                sources
+                    .iter()
+                    .map(|(name, source)| {
+                        compile(source).map(|c| (name.clone(), c)).map_err(|error| {
+                            DefinitionError {
+                                section,
+                                name: name.clone(),
+                                error,
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            };
+        let audiences = compile_all("audiences", audiences, compile_condition)?;
+        let traits = compile_all("traits", traits, compile_value)?;
+        let mut windows: Vec<Window> = Vec::new();
+        let all = || audiences.iter().chain(&traits).map(|(_, c)| c);
+        for aggregate in all().flat_map(Compiled::windows) {
+            if !windows.iter().any(|w| w.aggregate.key() == aggregate.key()) {
+                windows.push(Window {
+                    aggregate: aggregate.clone(),
+                    step_ms: (aggregate.window_ms() + STEPS - 1) / STEPS,
+                });
+            }
+        }
+        let daily = all().any(Compiled::reads_days_since);
+        Ok(Self {
+            audiences,
+            traits,
+            windows,
+            daily,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.audiences.is_empty() && self.traits.is_empty()
+    }
+
+    /// Adds an event of `source_profile` to the windows it counts in, as of `now`.
+    pub fn record(
+        &self,
+        state: &mut AudienceState,
+        source_profile: u64,
+        event: &ProfileEvent,
+        now: i64,
+    ) {
+        let fields = Fields(event);
+        for w in &self.windows {
+            let Some(add) = w.aggregate.contribution(&event.kind, &fields) else {
+                continue;
+            };
+            let step = event.occurred_at.div_euclid(w.step_ms);
+            if w.leaves_at(step) <= now {
+                continue;
+            }
+            let buckets = state
+                .windows
+                .entry(source_profile)
+                .or_default()
+                .entry(w.aggregate.key().as_str().to_string())
+                .or_default();
+            match buckets.binary_search_by_key(&step, |b| b.step) {
+                Ok(i) => buckets[i].value += add,
+                Err(i) => buckets.insert(i, Bucket { step, value: add }),
+            }
+            // Only out-of-order events could make more: the oldest go first.
+            let excess = buckets.len().saturating_sub(STEPS as usize + 1);
+            buckets.drain(..excess);
+        }
+    }
+
+    /// Forgets the buckets out of their windows at `now`, and aggregates no definition
+    /// reads any more.
+    fn prune(&self, state: &mut AudienceState, now: i64) {
+        for by_key in state.windows.values_mut() {
+            by_key.retain(|key, buckets| {
+                let Some(w) = self.window(key) else {
+                    return false;
+                };
+                buckets.retain(|b| w.leaves_at(b.step) > now);
+                !buckets.is_empty()
+            });
+        }
+        state.windows.retain(|_, by_key| !by_key.is_empty());
+    }
+
+    fn window(&self, key: &str) -> Option<&Window> {
+        self.windows
+            .iter()
+            .find(|w| w.aggregate.key().as_str() == key)
+    }
+
+    /// When the customer's membership may next change with time alone: the oldest
+    /// bucket leaving its window, or the next midnight UTC if a definition reads
+    /// `days_since`. After [`Definitions::prune`] at `now`, always later than `now`.
+    fn next_due(&self, state: &AudienceState, now: i64) -> Option<i64> {
+        let leaving = state
+            .windows
+            .values()
+            .flat_map(|by_key| by_key.iter())
+            .filter_map(|(key, buckets)| {
+                let w = self.window(key)?;
+                Some(w.leaves_at(buckets.first()?.step))
+            })
+            .min();
+        let midnight = self.daily.then(|| {
+            now.div_euclid(DAY_MS)
+                .saturating_add(1)
+                .saturating_mul(DAY_MS)
+        });
+        leaving.into_iter().chain(midnight).min()
+    }
+
+    /// Evaluates the traits, then the audiences, of a customer whose golden record is
+    /// `record` (traits are added to it as `traits`), as of `now`; updates `state` and
+    /// gives the membership changes, with `cause`, and when to evaluate again.
+    pub fn settle(
+        &self,
+        customer: Customer<'_>,
+        state: &mut AudienceState,
+        cause: &'static str,
+    ) -> Settled {
+        let Customer {
+            customer_id,
+            mut record,
+            allowed,
+            now,
+        } = customer;
+        self.prune(state, now);
+        let traits: Vec<(String, TraitValue)> = {
+            let eval = Evaluation {
+                record: &record,
+                state,
+                definitions: self,
+                allowed,
+                now,
+            };
+            self.traits
+                .iter()
+                .map(|(name, c)| (name.clone(), TraitValue::from(c.eval(&eval))))
+                .collect()
+        };
+        if let serde_json::Value::Object(fields) = &mut record {
+            fields.insert("traits".into(), traits_json(&traits));
+        }
+        let members: BTreeSet<String> = {
+            let eval = Evaluation {
+                record: &record,
+                state,
+                definitions: self,
+                allowed,
+                now,
+            };
+            self.audiences
+                .iter()
+                .filter(|(_, c)| c.eval_condition(&eval))
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        let mut out = Vec::new();
+        for name in state.members.difference(&members) {
+            let cause = if self.audiences.iter().any(|(n, _)| n == name) {
+                cause
+            } else {
+                "definition"
+            };
+            out.push(change_record(customer_id, name, "exited", cause, now));
+        }
+        for name in members.difference(&state.members) {
+            out.push(change_record(customer_id, name, "entered", cause, now));
+        }
+        state.members = members;
+        state.traits = traits;
+        Settled {
+            out,
+            due: self.next_due(state, now),
+        }
+    }
+}
+
+impl Window {
+    /// When the bucket of `step` leaves the window.
+    fn leaves_at(&self, step: i64) -> i64 {
+        step.saturating_add(1)
+            .saturating_mul(self.step_ms)
+            .saturating_add(self.aggregate.window_ms())
+    }
+}
+
+/// What [`Definitions::settle`] gives.
+#[derive(Debug)]
+pub struct Settled {
+    /// `audiences.changes` records.
+    pub out: Vec<OutputRecord>,
+    /// When to evaluate again with nothing else happening.
+    pub due: Option<i64>,
+}
+
+/// A customer as its definitions are evaluated.
+pub struct Customer<'a> {
+    pub customer_id: &'a str,
+    /// The golden record without `audiences` and `traits`.
+    pub record: serde_json::Value,
+    /// Whether the customer may be contacted for a purpose on a channel now.
+    pub allowed: &'a dyn Fn(Purpose, AllowedChannel) -> bool,
+    pub now: i64,
+}
+
+/// The `audiences.changes` records of a customer that is gone (merged away, erased,
+/// expired): it exits every audience it was in.
+pub fn exit_all(
+    customer_id: &str,
+    state: &AudienceState,
+    cause: &'static str,
+    now: i64,
+) -> Vec<OutputRecord> {
+    state
+        .members
+        .iter()
+        .map(|name| change_record(customer_id, name, "exited", cause, now))
+        .collect()
+}
+
+/// What a customer keeps for its audiences and traits.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AudienceState {
+    /// The audiences it is in.
+    pub members: BTreeSet<String>,
+    /// The traits' values when it last settled, in definition order.
+    pub traits: Vec<(String, TraitValue)>,
+    /// Buckets by source profile, then by aggregate key, oldest first.
+    pub windows: BTreeMap<u64, BTreeMap<String, Vec<Bucket>>>,
+}
+
+impl AudienceState {
+    /// Takes the windows of `source_profiles` out (a split).
+    pub fn split_off(&mut self, source_profiles: &[u64]) -> AudienceState {
+        let windows = source_profiles
+            .iter()
+            .filter_map(|sp| Some((*sp, self.windows.remove(sp)?)))
+            .collect();
+        AudienceState {
+            windows,
+            ..AudienceState::default()
+        }
+    }
+
+    /// Adds the windows of a customer merged into this one.
+    pub fn absorb(&mut self, gone: AudienceState) {
+        self.windows.extend(gone.windows);
+    }
+
+    /// The golden record's `audiences` and `traits`.
+    pub fn shown(&self) -> (Vec<&str>, serde_json::Value) {
+        (
+            self.members.iter().map(String::as_str).collect(),
+            traits_json(&self.traits),
+        )
+    }
+}
+
+/// The events of one window of one aggregate: `step` is the event time divided by the
+/// window's step; `value` the count, or the sum.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub step: i64,
+    pub value: f64,
+}
+
+/// A trait's value as kept: what the language computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TraitValue {
+    Null,
+    Bool(bool),
+    Number(f64),
+    Text(String),
+    Time(i64),
+}
+
+impl From<Value> for TraitValue {
+    fn from(v: Value) -> Self {
+        match v {
+            Value::Null => TraitValue::Null,
+            Value::Bool(b) => TraitValue::Bool(b),
+            Value::Number(n) => TraitValue::Number(n),
+            Value::Text(s) => TraitValue::Text(s),
+            Value::Time(t) => TraitValue::Time(t),
+        }
+    }
+}
+
+/// Traits as the golden record shows them: a time as RFC 3339.
+fn traits_json(traits: &[(String, TraitValue)]) -> serde_json::Value {
+    let fields = traits.iter().map(|(name, v)| {
+        let v = match v {
+            TraitValue::Null => serde_json::Value::Null,
+            TraitValue::Bool(b) => serde_json::Value::Bool(*b),
+            TraitValue::Number(n) => serde_json::Number::from_f64(*n)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            TraitValue::Text(s) => serde_json::Value::String(s.clone()),
+            TraitValue::Time(t) => to_json(&Time(*t)),
+        };
+        (name.clone(), v)
+    });
+    serde_json::Value::Object(fields.collect())
+}
+
+/// An `audiences.changes` record.
+#[derive(Debug, Serialize)]
+struct AudienceChange<'a> {
+    change_id: String,
+    customer_id: &'a str,
+    audience: &'a str,
+    change: &'static str,
+    cause: &'static str,
+    at: Time,
+}
+
+fn change_record(
+    customer_id: &str,
+    audience: &str,
+    change: &'static str,
+    cause: &'static str,
+    now: i64,
+) -> OutputRecord {
+    let record = AudienceChange {
+        change_id: format!("audience:{customer_id}:{audience}:{change}:{now}"),
+        customer_id,
+        audience,
+        change,
+        cause,
+        at: Time(now),
+    };
+    OutputRecord::json(
+        Topic::AudiencesChanges,
+        customer_id.to_string(),
+        to_json(&record),
+    )
+}
+
+/// The [`Context`] of one customer's evaluation.
+struct Evaluation<'a> {
+    record: &'a serde_json::Value,
+    state: &'a AudienceState,
+    definitions: &'a Definitions,
+    allowed: &'a dyn Fn(Purpose, AllowedChannel) -> bool,
+    now: i64,
+}
+
+impl Context for Evaluation<'_> {
+    fn field(&self, path: &[&str]) -> Value {
+        field_of(self.record, path)
+    }
+
+    fn aggregate(&self, aggregate: &Aggregate, now_ms: i64) -> f64 {
+        let key = aggregate.key().as_str();
+        let Some(w) = self.definitions.window(key) else {
+            return 0.0;
+        };
+        self.state
+            .windows
+            .values()
+            .filter_map(|by_key| by_key.get(key))
+            .flatten()
+            .filter(|b| w.leaves_at(b.step) > now_ms && b.step.saturating_mul(w.step_ms) <= now_ms)
+            .map(|b| b.value)
+            .sum::<f64>()
+            + 0.0 // an empty sum is -0.0
+    }
+
+    fn allowed(&self, purpose: Purpose, channel: AllowedChannel) -> bool {
+        (self.allowed)(purpose, channel)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.now
+    }
+}
+
+/// The value at `path` in a golden record: a stated field (`{value, source, at}`) reads
+/// as its value, and a path goes on into it (`person.address.city`); a string that is an
+/// RFC 3339 time is a time; arrays and objects are `null`.
+fn field_of(record: &serde_json::Value, path: &[&str]) -> Value {
+    let mut node = record;
+    for name in path {
+        node = match node.get(name) {
+            Some(next) => next,
+            None => match node.get("value").and_then(|v| v.get(name)) {
+                Some(next) => next,
+                None => return Value::Null,
+            },
+        };
+    }
+    if let (Some(value), Some(_)) = (node.get("value"), node.get("source")) {
+        node = value;
+    }
+    match node {
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => n.as_f64().map_or(Value::Null, Value::Number),
+        serde_json::Value::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) if s.len() >= 20 => Value::Time(t.timestamp_millis()),
+            _ => Value::Text(s.clone()),
+        },
+        _ => Value::Null,
+    }
+}
+
+/// The fields of an event as a filter reads them: `channel`, `type`, `amount` and
+/// `currency` (of a purchase or a return), `sku` (of the first item of its order, or
+/// else of its cart), `items` (the quantity of its order or cart); any other name is
+/// the event's attribute of that name, among those minimisation keeps.
+struct Fields<'a>(&'a ProfileEvent);
+
+impl EventFields for Fields<'_> {
+    fn event_field(&self, name: &str) -> Value {
+        let e = self.0;
+        let items = e
+            .order()
+            .map(|o| &o.items)
+            .or(e.cart.as_ref().map(|c| &c.items));
+        match name {
+            "channel" => Value::Text(e.channel.clone()),
+            "type" => Value::Text(e.kind.clone()),
+            "amount" => e
+                .order()
+                .map_or(Value::Null, |o| Value::Number(amount(o.total_cents))),
+            "currency" => e
+                .order()
+                .map_or(Value::Null, |o| Value::Text(o.currency.clone())),
+            "sku" => items
+                .and_then(|items| items.first())
+                .map_or(Value::Null, |i| Value::Text(i.sku.clone())),
+            "items" => items.map_or(Value::Null, |items| {
+                Value::Number(items.iter().map(|i| i.quantity).sum())
+            }),
+            attribute => e
+                .fields
+                .iter()
+                .find(|(n, _)| n.strip_prefix("attributes.") == Some(attribute))
+                .map_or(Value::Null, |(_, data)| match data {
+                    crate::engine::profile::event::FieldData::Text(s) => Value::Text(s.clone()),
+                    crate::engine::profile::event::FieldData::Address(_) => Value::Null,
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definitions(audiences: &[(&str, &str)]) -> Definitions {
+        let audiences = audiences
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
+        Definitions::compile(&audiences, &BTreeMap::new()).unwrap()
+    }
+
+    fn view(at: i64) -> ProfileEvent {
+        ProfileEvent {
+            event_id: format!("v-{at}"),
+            channel: "web".into(),
+            kind: "product_view".into(),
+            occurred_at: at,
+            identifiers: Vec::new(),
+            fields: Vec::new(),
+            purchase: None,
+            refund: None,
+            consents: Vec::new(),
+            cart: None,
+        }
+    }
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn buckets_stay_bounded_whatever_the_events() {
+        let d = definitions(&[("a", "count(product_view, 32h) >= 1")]);
+        let mut state = AudienceState::default();
+        let now = 1_000 * HOUR;
+        // Ten thousand events spread over the window, in a scrambled order.
+        for i in 0..10_000i64 {
+            let at = now - (i * 7_919 % 10_000) * (32 * HOUR / 10_000);
+            d.record(&mut state, 1, &view(at), now);
+        }
+        let buckets = &state.windows[&1]["count(product_view, 32h)"];
+        assert!(buckets.len() <= STEPS as usize + 1, "{}", buckets.len());
+        assert!(buckets.windows(2).all(|w| w[0].step < w[1].step));
+        // Events older than the window count nothing and keep nothing.
+        let mut old = AudienceState::default();
+        d.record(&mut old, 1, &view(now - 40 * HOUR), now);
+        assert_eq!(old, AudienceState::default());
+    }
+
+    #[test]
+    fn an_event_leaves_its_window_at_most_a_step_late_and_the_timer_says_when() {
+        let d = definitions(&[("a", "count(product_view, 32h) >= 1")]);
+        let mut state = AudienceState::default();
+        let at = 100 * HOUR + 1_000;
+        d.record(&mut state, 1, &view(at), at);
+        let settle = |state: &mut AudienceState, now: i64| {
+            let allowed = |_: Purpose, _: AllowedChannel| true;
+            let customer = Customer {
+                customer_id: "cus_1",
+                record: serde_json::json!({}),
+                allowed: &allowed,
+                now,
+            };
+            d.settle(customer, state, "time")
+        };
+        let s = settle(&mut state, at);
+        assert_eq!(s.out.len(), 1, "entered");
+        // The step is an hour: the view's bucket [100 h, 101 h) leaves at 133 h.
+        assert_eq!(s.due, Some(133 * HOUR));
+        assert!(settle(&mut state, 133 * HOUR - 1).out.is_empty());
+        assert_eq!(state.members.len(), 1);
+        let s = settle(&mut state, 133 * HOUR);
+        assert_eq!(s.out.len(), 1, "exited");
+        assert!(state.members.is_empty() && state.windows.is_empty());
+        assert_eq!(s.due, None);
+    }
+
+    #[test]
+    fn days_since_asks_for_a_daily_evaluation() {
+        let d = definitions(&[("lapsed", "days_since(orders.last_order_at) > 60")]);
+        let s = {
+            let allowed = |_: Purpose, _: AllowedChannel| true;
+            let customer = Customer {
+                customer_id: "cus_1",
+                record: serde_json::json!({"orders": {"last_order_at": "2026-01-01T00:00:00Z"}}),
+                allowed: &allowed,
+                now: 10 * DAY_MS + 5,
+            };
+            d.settle(customer, &mut AudienceState::default(), "event")
+        };
+        assert_eq!(s.due, Some(11 * DAY_MS));
+    }
+
+    #[test]
+    fn fields_read_stated_values_and_times() {
+        let record = serde_json::json!({
+            "person": {"address": {"value": {"city": "Lyon"}, "source": "web", "at": "2026-01-01T00:00:00Z"},
+                       "first_name": {"value": "Léa", "source": "web", "at": "2026-01-01T00:00:00Z"}},
+            "orders": {"count": 2, "last_order_at": "2026-01-01T00:00:00Z"},
+            "recently_purchased": ["A"],
+        });
+        assert_eq!(
+            field_of(&record, &["person", "address", "city"]),
+            Value::Text("Lyon".into())
+        );
+        assert_eq!(
+            field_of(&record, &["person", "first_name"]),
+            Value::Text("Léa".into())
+        );
+        assert_eq!(field_of(&record, &["orders", "count"]), Value::Number(2.0));
+        assert_eq!(
+            field_of(&record, &["orders", "last_order_at"]),
+            Value::Time(1_767_225_600_000)
+        );
+        assert_eq!(field_of(&record, &["recently_purchased"]), Value::Null);
+        assert_eq!(field_of(&record, &["person", "nope"]), Value::Null);
+    }
+}
