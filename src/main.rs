@@ -452,6 +452,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000.0)]
         lookups_per_second: f64,
     },
+    /// Replay with audiences and computed traits against replay without, over the same
+    /// generated stream, alternated in one run (20 audiences and 5 traits built in, or
+    /// the `[engine.audiences]` and `[engine.traits]` of a configuration).
+    Audiences {
+        #[arg(long, default_value_t = 50_000)]
+        events: usize,
+        #[arg(long, default_value_t = 5_000)]
+        customers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Runs each way; the medians are compared.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
     /// Output bytes per input byte over streams built to make one customer grow (new
     /// attribute keys, huge keys, new identifiers, SKUs, carts, merges), and over a
     /// generated stream for comparison.
@@ -701,6 +717,20 @@ fn bench(cmd: BenchCommand) -> Result<()> {
             generated,
             engine,
         } => sim::bench_adversarial(events, many, generated, engine.config.as_deref()),
+        BenchCommand::Audiences {
+            events,
+            customers,
+            seed,
+            rounds,
+            engine,
+        } => {
+            let config = engine
+                .config
+                .as_deref()
+                .map(|p| unicus::cli::load_engine_config(Some(p)))
+                .transpose()?;
+            unicus::sim::bench_audiences::audiences(events, customers, seed, rounds, config)
+        }
     }
 }
 

@@ -4,6 +4,7 @@ pub mod accuracy;
 pub mod adversarial;
 pub mod bench;
 pub mod bench_api;
+pub mod bench_audiences;
 pub mod compare;
 pub mod demo;
 pub mod febrl;

@@ -96,24 +96,44 @@ impl Compiled {
     /// Whether the expression calls `days_since`: its value may change from one day to
     /// the next with nothing else changing.
     pub fn reads_days_since(&self) -> bool {
-        calls_days_since(&self.root)
+        let mut found = false;
+        visit(&self.root, &mut |k| {
+            found |= matches!(k, Kind::DaysSince(_))
+        });
+        found
+    }
+
+    /// The first names of the record's paths the expression reads (`orders` for
+    /// `orders.count`), each once: what of the record an evaluation needs.
+    pub fn record_fields(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        visit(&self.root, &mut |k| {
+            if let Kind::Field(path) | Kind::Exists(path) | Kind::DaysSince(path) = k {
+                if let Some(first) = path.first().filter(|f| !names.contains(f)) {
+                    names.push(first.clone());
+                }
+            }
+        });
+        names
     }
 }
 
-/// Whether `days_since` is called in `e` (a walk of bounded depth: see [`Expr`]).
-fn calls_days_since(e: &Expr) -> bool {
+/// Calls `f` on every node of `e` (a walk of bounded depth: see [`Expr`]).
+fn visit(e: &Expr, f: &mut impl FnMut(&Kind)) {
+    f(&e.kind);
     match &e.kind {
-        Kind::DaysSince(_) => true,
         Kind::Literal(_)
         | Kind::Field(_)
         | Kind::EventField(_)
         | Kind::Aggregate(_)
         | Kind::Allowed(..)
-        | Kind::Exists(_) => false,
-        Kind::Not(e) | Kind::Neg(e) | Kind::In(e, _) => calls_days_since(e),
-        Kind::And(es) | Kind::Or(es) => es.iter().any(calls_days_since),
+        | Kind::Exists(_)
+        | Kind::DaysSince(_) => {}
+        Kind::Not(e) | Kind::Neg(e) | Kind::In(e, _) => visit(e, f),
+        Kind::And(es) | Kind::Or(es) => es.iter().for_each(|e| visit(e, f)),
         Kind::Compare(_, a, b) | Kind::Contains(a, b) | Kind::Arith(_, a, b) => {
-            calls_days_since(a) || calls_days_since(b)
+            visit(a, f);
+            visit(b, f);
         }
     }
 }

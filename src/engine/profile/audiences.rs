@@ -53,6 +53,9 @@ pub struct DefinitionError {
 #[derive(Debug, Clone)]
 struct Window {
     aggregate: Aggregate,
+    /// The aggregate's key as the store keeps it: the 64-bit XXH3 of its canonical text,
+    /// the same across restarts and configurations.
+    id: u64,
     step_ms: i64,
 }
 
@@ -65,6 +68,8 @@ pub struct Definitions {
     windows: Vec<Window>,
     /// Some definition calls `days_since`.
     daily: bool,
+    /// The golden record's fields the definitions read (by first name).
+    record_fields: Vec<String>,
 }
 
 impl Definitions {
@@ -98,21 +103,35 @@ impl Definitions {
             if !windows.iter().any(|w| w.aggregate.key() == aggregate.key()) {
                 windows.push(Window {
                     aggregate: aggregate.clone(),
+                    id: xxhash_rust::xxh3::xxh3_64(aggregate.key().as_str().as_bytes()),
                     step_ms: (aggregate.window_ms() + STEPS - 1) / STEPS,
                 });
             }
         }
         let daily = all().any(Compiled::reads_days_since);
+        let mut record_fields: Vec<String> = Vec::new();
+        for name in all().flat_map(Compiled::record_fields) {
+            if name != "traits" && !record_fields.contains(&name) {
+                record_fields.push(name);
+            }
+        }
         Ok(Self {
             audiences,
             traits,
             windows,
             daily,
+            record_fields,
         })
     }
 
     pub fn is_empty(&self) -> bool {
         self.audiences.is_empty() && self.traits.is_empty()
+    }
+
+    /// The golden record's fields (first names of paths) the definitions read: what
+    /// [`Customer::record`] must hold.
+    pub fn record_fields(&self) -> &[String] {
+        &self.record_fields
     }
 
     /// Adds an event of `source_profile` to the windows it counts in, as of `now`.
@@ -136,7 +155,7 @@ impl Definitions {
                 .windows
                 .entry(source_profile)
                 .or_default()
-                .entry(w.aggregate.key().as_str().to_string())
+                .entry(w.id)
                 .or_default();
             match buckets.binary_search_by_key(&step, |b| b.step) {
                 Ok(i) => buckets[i].value += add,
@@ -152,8 +171,8 @@ impl Definitions {
     /// reads any more.
     fn prune(&self, state: &mut AudienceState, now: i64) {
         for by_key in state.windows.values_mut() {
-            by_key.retain(|key, buckets| {
-                let Some(w) = self.window(key) else {
+            by_key.retain(|id, buckets| {
+                let Some(w) = self.window(*id) else {
                     return false;
                 };
                 buckets.retain(|b| w.leaves_at(b.step) > now);
@@ -163,10 +182,8 @@ impl Definitions {
         state.windows.retain(|_, by_key| !by_key.is_empty());
     }
 
-    fn window(&self, key: &str) -> Option<&Window> {
-        self.windows
-            .iter()
-            .find(|w| w.aggregate.key().as_str() == key)
+    fn window(&self, id: u64) -> Option<&Window> {
+        self.windows.iter().find(|w| w.id == id)
     }
 
     /// When the customer's membership may next change with time alone: the oldest
@@ -177,8 +194,8 @@ impl Definitions {
             .windows
             .values()
             .flat_map(|by_key| by_key.iter())
-            .filter_map(|(key, buckets)| {
-                let w = self.window(key)?;
+            .filter_map(|(id, buckets)| {
+                let w = self.window(*id)?;
                 Some(w.leaves_at(buckets.first()?.step))
             })
             .min();
@@ -278,7 +295,8 @@ pub struct Settled {
 /// A customer as its definitions are evaluated.
 pub struct Customer<'a> {
     pub customer_id: &'a str,
-    /// The golden record without `audiences` and `traits`.
+    /// The golden record's fields [`Definitions::record_fields`] names (at least),
+    /// without `audiences` and `traits`.
     pub record: serde_json::Value,
     /// Whether the customer may be contacted for a purpose on a channel now.
     pub allowed: &'a dyn Fn(Purpose, AllowedChannel) -> bool,
@@ -307,8 +325,8 @@ pub struct AudienceState {
     pub members: BTreeSet<String>,
     /// The traits' values when it last settled, in definition order.
     pub traits: Vec<(String, TraitValue)>,
-    /// Buckets by source profile, then by aggregate key, oldest first.
-    pub windows: BTreeMap<u64, BTreeMap<String, Vec<Bucket>>>,
+    /// Buckets by source profile, then by aggregate (its key's hash), oldest first.
+    pub windows: BTreeMap<u64, BTreeMap<u64, Vec<Bucket>>>,
 }
 
 impl AudienceState {
@@ -433,14 +451,18 @@ impl Context for Evaluation<'_> {
     }
 
     fn aggregate(&self, aggregate: &Aggregate, now_ms: i64) -> f64 {
-        let key = aggregate.key().as_str();
-        let Some(w) = self.definitions.window(key) else {
+        let Some(w) = self
+            .definitions
+            .windows
+            .iter()
+            .find(|w| w.aggregate.key() == aggregate.key())
+        else {
             return 0.0;
         };
         self.state
             .windows
             .values()
-            .filter_map(|by_key| by_key.get(key))
+            .filter_map(|by_key| by_key.get(&w.id))
             .flatten()
             .filter(|b| w.leaves_at(b.step) > now_ms && b.step.saturating_mul(w.step_ms) <= now_ms)
             .map(|b| b.value)
@@ -564,7 +586,8 @@ mod tests {
             let at = now - (i * 7_919 % 10_000) * (32 * HOUR / 10_000);
             d.record(&mut state, 1, &view(at), now);
         }
-        let buckets = &state.windows[&1]["count(product_view, 32h)"];
+        let id = xxhash_rust::xxh3::xxh3_64(b"count(product_view, 32h)");
+        let buckets = &state.windows[&1][&id];
         assert!(buckets.len() <= STEPS as usize + 1, "{}", buckets.len());
         assert!(buckets.windows(2).all(|w| w[0].step < w[1].step));
         // Events older than the window count nothing and keep nothing.

@@ -827,16 +827,25 @@ impl Profiler {
         let Some(mut state) = self.audience_state(store, customer_id)? else {
             return Ok(None);
         };
+        let golden = self.golden(customer_id, profile, now, None);
+        // The golden record's channels allowed (and reachable) per purpose.
         let allowed = |purpose: Purpose, channel: AllowedChannel| {
-            let channels = self.allowed_channels(profile, purpose, now);
+            let channels = golden.allowed_channels.get(&purpose);
             match channel {
-                AllowedChannel::One(c) => channels.contains(&c),
-                AllowedChannel::Any => !channels.is_empty(),
+                AllowedChannel::One(c) => channels.is_some_and(|cs| cs.contains(&c)),
+                AllowedChannel::Any => channels.is_some_and(|cs| !cs.is_empty()),
             }
         };
+        // Only the fields the definitions read.
+        let record = self
+            .definitions
+            .record_fields()
+            .iter()
+            .filter_map(|name| Some((name.clone(), golden.field_json(name)?)))
+            .collect();
         let customer = audiences::Customer {
             customer_id,
-            record: to_json(&self.golden(customer_id, profile, now, None)),
+            record: Value::Object(record),
             allowed: &allowed,
             now,
         };

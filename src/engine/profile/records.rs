@@ -15,7 +15,7 @@ use crate::engine::handoff::RequestFacts;
 use crate::engine::profile::consent::{Change, ConsentKey, Decision};
 use crate::engine::profile::event::FieldData;
 use crate::engine::profile::{FieldValue, SourceFacts};
-use crate::model::output::Time;
+use crate::model::output::{to_json, Time};
 use crate::model::{Address, Item};
 use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 
@@ -176,6 +176,38 @@ pub struct GoldenRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traits: Option<Value>,
     pub as_of: Time,
+}
+
+impl GoldenRecord<'_> {
+    /// The record's field `name` as it is in the whole record, `None` for a name the
+    /// record has not: for what needs a few fields, without writing out all of them.
+    pub fn field_json(&self, name: &str) -> Option<Value> {
+        Some(match name {
+            "customer_id" => to_json(&self.customer_id),
+            "identifiers" => to_json(&self.identifiers),
+            "person" => to_json(&self.person),
+            "attributes" => to_json(&self.attributes),
+            "channels" => to_json(&self.channels),
+            "first_seen" => to_json(&self.first_seen),
+            "last_seen" => to_json(&self.last_seen),
+            "orders" => to_json(&self.orders),
+            "rfm" => to_json(&self.rfm),
+            "lifecycle_stage" => to_json(&self.lifecycle_stage),
+            "segments" => to_json(&self.segments),
+            "recently_purchased" => to_json(&self.recently_purchased),
+            "open_carts" => to_json(&self.open_carts),
+            "consents" => to_json(&self.consents),
+            "consents_by_identifier" => to_json(&self.consents_by_identifier),
+            "allowed_channels" => to_json(&self.allowed_channels),
+            "do_not_profile" => to_json(&self.do_not_profile),
+            "do_not_personalize" => to_json(&self.do_not_personalize),
+            "source_profiles" => to_json(&self.source_profiles),
+            "audiences" => to_json(self.audiences.as_ref()?),
+            "traits" => self.traits.clone()?,
+            "as_of" => to_json(&self.as_of),
+            _ => return None,
+        })
+    }
 }
 
 /// A `consent.changes` record: the state of a decision changed.
