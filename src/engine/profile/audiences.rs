@@ -640,6 +640,56 @@ mod tests {
         assert_eq!(s.due, Some(11 * DAY_MS));
     }
 
+    /// `field_json` gives each field as the whole record has it, so evaluations read the
+    /// same record as `profiles.merged` shows.
+    #[test]
+    fn a_field_alone_is_the_field_of_the_whole_record() {
+        use crate::engine::config::EngineConfig;
+        use crate::engine::profile::{CustomerProfile, FieldValue, Profiler, SourceFacts};
+        let profiler = Profiler::new(&EngineConfig::default());
+        let mut profile = CustomerProfile::default();
+        let mut facts = SourceFacts {
+            channel: "web".into(),
+            identifiers: vec![crate::model::Ident::new("email", "lea@example.org")],
+            first_seen: 1_000,
+            last_seen: 2_000,
+            events: 3,
+            orders: 1,
+            last_order_at: Some(2_000),
+            ..SourceFacts::default()
+        };
+        facts.order_cents.insert("EUR".into(), 12_990);
+        facts.fields.insert(
+            "first_name".into(),
+            FieldValue {
+                data: crate::engine::profile::event::FieldData::Text("Léa".into()),
+                channel: "web".into(),
+                at: 1_000,
+                event_id: "e-1".into(),
+            },
+        );
+        profile.source_profiles.insert(1, facts);
+        let state = AudienceState {
+            members: ["a".to_string()].into(),
+            traits: vec![("t".into(), TraitValue::Number(2.5))],
+            ..AudienceState::default()
+        };
+        for audiences in [None, Some(&state)] {
+            let golden = profiler.golden("cus_1", &profile, 3_000, audiences);
+            let whole = to_json(&golden);
+            let fields = whole.as_object().unwrap();
+            assert!(fields.len() >= 20, "{whole}");
+            for (name, value) in fields {
+                assert_eq!(golden.field_json(name).as_ref(), Some(value), "{name}");
+            }
+            for name in ["audiences", "traits", "nope"] {
+                if !fields.contains_key(name) {
+                    assert_eq!(golden.field_json(name), None, "{name}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn fields_read_stated_values_and_times() {
         let record = serde_json::json!({
