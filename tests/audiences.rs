@@ -364,6 +364,37 @@ fn a_definition_that_does_not_compile_is_refused_with_its_name_and_position() {
         err.contains("engine.audiences.n: line 1, column 1"),
         "{err}"
     );
+    // Traits are published to every consumer: no contact data in them.
+    for (source, path) in [
+        ("identifiers.email", "identifiers.email"),
+        (
+            "exists(person.address) and person.address.postal_code",
+            "person.address",
+        ),
+        (
+            "orders.count + 0 * days_since(person.address.line1)",
+            "person.address.line1",
+        ),
+    ] {
+        let err = config(&[], &[("contact", source)])
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("engine.traits.contact: line 1, column "),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("`{path}`: a trait is published")),
+            "{err}"
+        );
+    }
+    config(
+        &[("mailable", "exists(identifiers.email)")],
+        &[("city", "person.address.city")],
+    )
+    .validate()
+    .unwrap();
     let badly_named = config(&[], &[("Avg Basket", "orders.count")]);
     let err = badly_named.validate().unwrap_err().to_string();
     assert!(err.contains("engine.traits.Avg Basket"), "{err}");

@@ -237,6 +237,23 @@ async fn a_service_agent_finds_sophie_dupont_on_the_360_page() {
     // The story is dated July 2026: a wall-clock tick would age Sophie's purchase out
     // of "recently purchased" while the page is looked at.
     c.settings.engine.activation.tick_interval_ms = 86_400_000;
+    // An audience and two traits of the configuration, shown on the page.
+    c.settings.engine.audiences = [
+        (
+            "climbers".to_string(),
+            r#"sum(purchase where sku = "CLIMB-42", items, 365d) >= 1"#.to_string(),
+        ),
+        ("never_shown".to_string(), "orders.count > 1000".to_string()),
+    ]
+    .into();
+    c.settings.engine.traits = [
+        (
+            "spent_year".to_string(),
+            "sum(purchase, amount, 365d)".to_string(),
+        ),
+        ("home_city".to_string(), "person.address.city".to_string()),
+    ]
+    .into();
     c.settings.api.tokens = vec![
         ApiToken {
             name: "agent".into(),
@@ -332,6 +349,11 @@ async fn a_service_agent_finds_sophie_dupont_on_the_360_page() {
         );
         let purchased = page.text("#purchased");
         assert!(purchased.contains("CLIMB-42"), "{purchased:?}");
+        let audiences = page.text("#audiences-card");
+        for shown in ["climbers", "spent_year", "129.9", "home_city", "Paris"] {
+            assert!(audiences.contains(shown), "{shown} not in {audiences}");
+        }
+        assert!(!audiences.contains("never_shown"), "{audiences}");
         let graph = page.wait_text("#graph", "the merge graph drawn", |t| {
             t.contains("source profiles")
         });

@@ -105,6 +105,14 @@ function renderRecord(r) {
   }
   const purchased = $("purchased"); clear(purchased);
   for (const sku of r.recently_purchased || []) purchased.appendChild(el("li", sku));
+  // Present only when the deployment defines audiences or traits.
+  const defined = Array.isArray(r.audiences) || (r.traits && typeof r.traits === "object");
+  $("audiences-card").hidden = !defined;
+  const audiences = $("audiences"); clear(audiences);
+  for (const name of r.audiences || []) audiences.appendChild(el("li", name, "badge"));
+  if (defined && (r.audiences || []).length === 0) audiences.appendChild(el("li", "in no audience"));
+  const traits = $("traits"); clear(traits);
+  for (const [k, v] of Object.entries(r.traits || {})) row(traits, [k, v === null ? "—" : show(v)]);
 }
 
 function renderGraph(x) {

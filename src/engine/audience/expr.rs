@@ -97,8 +97,8 @@ impl Compiled {
     /// the next with nothing else changing.
     pub fn reads_days_since(&self) -> bool {
         let mut found = false;
-        visit(&self.root, &mut |k| {
-            found |= matches!(k, Kind::DaysSince(_))
+        visit(&self.root, &mut |e| {
+            found |= matches!(e.kind, Kind::DaysSince(_))
         });
         found
     }
@@ -107,8 +107,8 @@ impl Compiled {
     /// `orders.count`), each once: what of the record an evaluation needs.
     pub fn record_fields(&self) -> Vec<String> {
         let mut names: Vec<String> = Vec::new();
-        visit(&self.root, &mut |k| {
-            if let Kind::Field(path) | Kind::Exists(path) | Kind::DaysSince(path) = k {
+        visit(&self.root, &mut |e| {
+            if let Kind::Field(path) | Kind::Exists(path) | Kind::DaysSince(path) = &e.kind {
                 if let Some(first) = path.first().filter(|f| !names.contains(f)) {
                     names.push(first.clone());
                 }
@@ -116,11 +116,29 @@ impl Compiled {
         });
         names
     }
+
+    /// The first path of the record that `refuse` refuses, as a compile error at its
+    /// place with `why`; `Ok` when it refuses none.
+    pub fn refuse_paths(
+        &self,
+        refuse: impl Fn(&[String]) -> bool,
+        why: &str,
+    ) -> Result<(), CompileError> {
+        let mut refused = None;
+        visit(&self.root, &mut |e| {
+            if let Kind::Field(path) | Kind::Exists(path) | Kind::DaysSince(path) = &e.kind {
+                if refused.is_none() && refuse(path) {
+                    refused = Some(e.pos.error(format!("`{}`: {why}", path.join("."))));
+                }
+            }
+        });
+        refused.map_or(Ok(()), Err)
+    }
 }
 
 /// Calls `f` on every node of `e` (a walk of bounded depth: see [`Expr`]).
-fn visit(e: &Expr, f: &mut impl FnMut(&Kind)) {
-    f(&e.kind);
+fn visit(e: &Expr, f: &mut impl FnMut(&Expr)) {
+    f(e);
     match &e.kind {
         Kind::Literal(_)
         | Kind::Field(_)

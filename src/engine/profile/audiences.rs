@@ -97,6 +97,19 @@ impl Definitions {
             };
         let audiences = compile_all("audiences", audiences, compile_condition)?;
         let traits = compile_all("traits", traits, compile_value)?;
+        for (name, c) in &traits {
+            c.refuse_paths(
+                reveals_contact,
+                "a trait is published to every consumer of \
+                 profiles.merged and shown to lookups without `pii:read`: it cannot read \
+                 identifiers or a street address (an audience can)",
+            )
+            .map_err(|error| DefinitionError {
+                section: "traits",
+                name: name.clone(),
+                error,
+            })?;
+        }
         let mut windows: Vec<Window> = Vec::new();
         let all = || audiences.iter().chain(&traits).map(|(_, c)| c);
         for aggregate in all().flat_map(Compiled::windows) {
@@ -271,6 +284,21 @@ impl Definitions {
             out,
             due: self.next_due(state, now),
         }
+    }
+}
+
+/// Whether a path of the golden record leads to contact data: identifiers (emails,
+/// phones, ids), decisions about one identifier, or the street part of an address.
+fn reveals_contact(path: &[String]) -> bool {
+    match path.first().map(String::as_str) {
+        Some("identifiers" | "consents_by_identifier") => true,
+        Some("person") => {
+            path.get(1).is_some_and(|f| f == "address")
+                && path.get(2).is_none_or(|p| {
+                    matches!(p.as_str(), "line1" | "line2" | "postal_code" | "street")
+                })
+        }
+        _ => false,
     }
 }
 
