@@ -133,6 +133,43 @@ fn a_customer_enters_on_the_third_view_and_leaves_at_once_when_email_is_refused(
 }
 
 #[test]
+fn a_filter_reads_the_product_a_page_shows() {
+    let climbers = (
+        "climbers",
+        r#"count(product_view where sku = "CLIMB-42", 30d) >= 2"#,
+    );
+    let mut e = engine(config(&[climbers], &[]));
+    let other = event(
+        "v-0",
+        "web",
+        "product_view",
+        "2026-11-20T09:30:00Z",
+        json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": "SKI-MASK"}}),
+    );
+    // A `page` of another shape is no reason to refuse an event, nor a product.
+    let odd = event(
+        "v-00",
+        "web",
+        "product_view",
+        "2026-11-20T09:31:00Z",
+        json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": 42}}),
+    );
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            other,
+            odd,
+            view("v-1", "web", "2026-11-20T10:00:00Z"),
+        ],
+    );
+    assert!(on_topic(&out, "touchpoints.dlq").is_empty());
+    assert_eq!(changes(&out), vec![]);
+    let out = feed(&mut e, &[view("v-2", "app", "2026-11-20T10:01:00Z")]);
+    assert_eq!(changes(&out), vec![change("climbers", "entered", "event")]);
+}
+
+#[test]
 fn views_leave_the_window_as_time_passes_and_the_customer_exits() {
     let mut e = engine(config(
         &[BROWSERS],

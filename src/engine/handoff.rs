@@ -28,6 +28,8 @@ pub struct EventFacts {
     pub attributes: Vec<(String, String)>,
     pub order: Option<Order>,
     pub cart: Option<Cart>,
+    /// The product a page shows (`page.product_sku`).
+    pub product_sku: Option<String>,
     /// Consent decisions the event states.
     pub consents: Vec<ConsentStatement>,
 }

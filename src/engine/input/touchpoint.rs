@@ -154,6 +154,8 @@ pub struct Touchpoint {
     pub person: Option<Person>,
     pub order: Option<Order>,
     pub cart: Option<Cart>,
+    /// The product a page shows (`page.product_sku`): what a product view is about.
+    pub product_sku: Option<String>,
     pub consent: Vec<ConsentEntry>,
     /// Scalar attributes, as text.
     pub attributes: Vec<(String, String)>,
@@ -255,6 +257,17 @@ fn validate(
             items: parse_items(c, "cart.items")?,
         }),
     };
+    // Read where it is a string, ignored otherwise: `page` was never validated, and an
+    // event accepted before must not be refused now for it.
+    let product_sku = match object(&raw, "page") {
+        Ok(Some(p)) => p
+            .get("product_sku")
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from),
+        _ => None,
+    };
     let consent = parse_consent(&raw)?;
     let attributes = match object(&raw, "attributes")? {
         None => Vec::new(),
@@ -270,6 +283,7 @@ fn validate(
         person,
         order,
         cart,
+        product_sku,
         consent,
         attributes,
         unknown_fields,

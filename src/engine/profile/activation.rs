@@ -471,6 +471,7 @@ mod tests {
             }),
             refund: None,
             consents: Vec::new(),
+            product_sku: None,
             cart: cart.map(|(id, items)| CartFacts {
                 cart_id: id.into(),
                 items,

@@ -536,8 +536,8 @@ fn field_of(record: &serde_json::Value, path: &[&str]) -> Value {
 }
 
 /// The fields of an event as a filter reads them: `channel`, `type`, `amount` and
-/// `currency` (of a purchase or a return), `sku` (of the first item of its order, or
-/// else of its cart), `items` (the quantity of its order or cart); any other name is
+/// `currency` (of a purchase or a return), `sku` (the product its page shows, else the
+/// first item of its order, else of its cart), `items` (the quantity of its order or cart); any other name is
 /// the event's attribute of that name, among those minimisation keeps.
 struct Fields<'a>(&'a ProfileEvent);
 
@@ -557,9 +557,12 @@ impl EventFields for Fields<'_> {
             "currency" => e
                 .order()
                 .map_or(Value::Null, |o| Value::Text(o.currency.clone())),
-            "sku" => items
-                .and_then(|items| items.first())
-                .map_or(Value::Null, |i| Value::Text(i.sku.clone())),
+            "sku" => match &e.product_sku {
+                Some(sku) => Value::Text(sku.clone()),
+                None => items
+                    .and_then(|items| items.first())
+                    .map_or(Value::Null, |i| Value::Text(i.sku.clone())),
+            },
             "items" => items.map_or(Value::Null, |items| {
                 Value::Number(items.iter().map(|i| i.quantity).sum())
             }),
@@ -599,6 +602,7 @@ mod tests {
             refund: None,
             consents: Vec::new(),
             cart: None,
+            product_sku: None,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct ProfileEvent {
     pub consents: Vec<ConsentStatement>,
     /// The cart as the event shows it (its whole content).
     pub cart: Option<CartFacts>,
+    /// The product a page shows (`page.product_sku`).
+    pub product_sku: Option<String>,
 }
 
 /// A cart snapshot: its id (`cart` when the event names none) and every item in it.
@@ -81,6 +83,7 @@ impl ProfileEvent {
                 cart_id: c.cart_id.clone().unwrap_or_else(|| "cart".into()),
                 items: c.items.clone(),
             }),
+            product_sku: facts.product_sku.clone(),
         }
     }
 }

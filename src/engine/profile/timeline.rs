@@ -245,6 +245,7 @@ mod tests {
             identifiers: Vec::new(),
             person: None,
             attributes: Vec::new(),
+            product_sku: None,
             order: Some(Order {
                 order_id: Some(format!("o-{id}")),
                 total_cents: Some(1299),

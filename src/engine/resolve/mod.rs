@@ -3117,6 +3117,7 @@ impl Resolver {
             attributes: tp.attributes.clone(),
             order: tp.order.clone(),
             cart: tp.cart.clone(),
+            product_sku: tp.product_sku.clone(),
             consents: self.consent_statements(tp, counts),
         }
     }
