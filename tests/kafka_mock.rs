@@ -543,3 +543,83 @@ async fn an_outbox_entry_of_a_batch_the_group_committed_is_not_re_sent() {
     }
     drop(c.mock);
 }
+
+/// An audience of the configuration through the broker: a customer enters it on its
+/// third web view and leaves it when it refuses marketing e-mails on another channel;
+/// `audiences.changes` is keyed by customer id and the golden record follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audience_changes_go_to_their_topic_keyed_by_customer() {
+    let mut c = cluster("audiences");
+    c.settings.engine.audiences = [(
+        "web_browsers".to_string(),
+        r#"count(product_view where channel = "web", 30d) >= 3 and allowed("marketing", "email")"#
+            .to_string(),
+    )]
+    .into();
+    let brokers = c.settings.kafka.brokers.clone();
+    let lea = common::event(
+        "lea-0",
+        "web",
+        "account_created",
+        "2026-11-20T09:00:00Z",
+        json!({"identifiers": {"account_id": "A-1", "email": "lea@example.org"},
+               "consent": [{"purpose": "marketing", "channel": "email", "granted": true}]}),
+    );
+    let view = |i: u32| {
+        common::event(
+            &format!("v-{i}"),
+            "web",
+            "product_view",
+            &format!("2026-11-20T10:0{i}:00Z"),
+            json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": "CLIMB-42"}}),
+        )
+    };
+    produce(&c, vec![lea, view(1), view(2), view(3)]).await;
+    let run = start(&c.settings);
+    run.until_committed(Duration::from_secs(60), 4.0).await;
+    let no = common::event(
+        "st-1",
+        "store",
+        "consent_update",
+        "2026-11-20T11:00:00Z",
+        json!({"identifiers": {"email": "LEA@example.org"},
+               "consent": [{"purpose": "marketing", "channel": "email", "granted": false}]}),
+    );
+    produce(&c, vec![no]).await;
+    run.until_committed(Duration::from_secs(60), 5.0).await;
+    assert!(run.stop().await.clean);
+
+    let records = read_topic(&brokers, "audiences.changes");
+    let values = json_values(&records);
+    let seen: Vec<(Option<&str>, &str, &str)> = records
+        .iter()
+        .zip(&values)
+        .map(|((key, _, _), v)| {
+            assert_eq!(
+                key.as_deref(),
+                v["customer_id"].as_str(),
+                "keyed by customer"
+            );
+            (
+                key.as_deref(),
+                v["change"].as_str().unwrap(),
+                v["audience"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let lea_id = values[0]["customer_id"].as_str();
+    assert_eq!(
+        seen,
+        vec![
+            (lea_id, "entered", "web_browsers"),
+            (lea_id, "exited", "web_browsers")
+        ]
+    );
+    let profiles = json_values(&read_topic(&brokers, "profiles.merged"));
+    let last = profiles
+        .iter()
+        .rev()
+        .find(|p| p["customer_id"].as_str() == lea_id)
+        .unwrap();
+    assert_eq!(last["audiences"], json!([]));
+}
