@@ -93,14 +93,16 @@ impl Compiled {
         self.eval(ctx).is_true()
     }
 
-    /// Whether the expression calls `days_since`: its value may change from one day to
-    /// the next with nothing else changing.
-    pub fn reads_days_since(&self) -> bool {
-        let mut found = false;
+    /// The paths of the record the expression calls `days_since` on: with a time there,
+    /// its value may change from one day to the next with nothing else changing.
+    pub fn days_since_paths(&self) -> Vec<Vec<String>> {
+        let mut paths = Vec::new();
         visit(&self.root, &mut |e| {
-            found |= matches!(e.kind, Kind::DaysSince(_))
+            if let Kind::DaysSince(path) = &e.kind {
+                paths.push(path.clone());
+            }
         });
-        found
+        paths
     }
 
     /// The first names of the record's paths the expression reads (`orders` for

@@ -66,8 +66,8 @@ pub struct Definitions {
     traits: Vec<(String, Compiled)>,
     /// Every aggregate any definition reads, once, by key.
     windows: Vec<Window>,
-    /// Some definition calls `days_since`.
-    daily: bool,
+    /// The paths some definition calls `days_since` on, each once.
+    days_since: Vec<Vec<String>>,
     /// The golden record's fields the definitions read (by first name).
     record_fields: Vec<String>,
 }
@@ -121,7 +121,12 @@ impl Definitions {
                 });
             }
         }
-        let daily = all().any(Compiled::reads_days_since);
+        let mut days_since: Vec<Vec<String>> = Vec::new();
+        for path in all().flat_map(Compiled::days_since_paths) {
+            if !days_since.contains(&path) {
+                days_since.push(path);
+            }
+        }
         let mut record_fields: Vec<String> = Vec::new();
         for name in all().flat_map(Compiled::record_fields) {
             if name != "traits" && !record_fields.contains(&name) {
@@ -132,7 +137,7 @@ impl Definitions {
             audiences,
             traits,
             windows,
-            daily,
+            days_since,
             record_fields,
         })
     }
@@ -200,9 +205,10 @@ impl Definitions {
     }
 
     /// When the customer's membership may next change with time alone: the oldest
-    /// bucket leaving its window, or the next midnight UTC if a definition reads
-    /// `days_since`. After [`Definitions::prune`] at `now`, always later than `now`.
-    fn next_due(&self, state: &AudienceState, now: i64) -> Option<i64> {
+    /// bucket leaving its window, or the next midnight UTC if a definition calls
+    /// `days_since` on a time the customer's `record` has. After
+    /// [`Definitions::prune`] at `now`, always later than `now`.
+    fn next_due(&self, state: &AudienceState, record: &serde_json::Value, now: i64) -> Option<i64> {
         let leaving = state
             .windows
             .values()
@@ -212,7 +218,11 @@ impl Definitions {
                 Some(w.leaves_at(buckets.first()?.step))
             })
             .min();
-        let midnight = self.daily.then(|| {
+        let daily = self.days_since.iter().any(|path| {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            matches!(field_of(record, &path), Value::Time(_))
+        });
+        let midnight = daily.then(|| {
             now.div_euclid(DAY_MS)
                 .saturating_add(1)
                 .saturating_mul(DAY_MS)
@@ -282,7 +292,7 @@ impl Definitions {
         state.traits = traits;
         Settled {
             out,
-            due: self.next_due(state, now),
+            due: self.next_due(state, &record, now),
         }
     }
 }
@@ -657,19 +667,23 @@ mod tests {
     }
 
     #[test]
-    fn days_since_asks_for_a_daily_evaluation() {
+    fn days_since_asks_for_a_daily_evaluation_of_customers_with_that_time() {
         let d = definitions(&[("lapsed", "days_since(orders.last_order_at) > 60")]);
-        let s = {
+        let due = |record: serde_json::Value| {
             let allowed = |_: Purpose, _: AllowedChannel| true;
             let customer = Customer {
                 customer_id: "cus_1",
-                record: serde_json::json!({"orders": {"last_order_at": "2026-01-01T00:00:00Z"}}),
+                record,
                 allowed: &allowed,
                 now: 10 * DAY_MS + 5,
             };
             d.settle(customer, &mut AudienceState::default(), "event")
+                .due
         };
-        assert_eq!(s.due, Some(11 * DAY_MS));
+        let ordered = serde_json::json!({"orders": {"last_order_at": "2026-01-01T00:00:00Z"}});
+        assert_eq!(due(ordered), Some(11 * DAY_MS));
+        // Without an order, days_since is null whatever the day: no timer.
+        assert_eq!(due(serde_json::json!({"orders": {"count": 0}})), None);
     }
 
     /// `field_json` gives each field as the whole record has it, so evaluations read the
