@@ -265,6 +265,21 @@ fn a_merge_adds_up_the_windows_and_the_merged_away_id_exits_its_audiences() {
             (survivor.to_string(), change("browsers", "entered", "event")),
         ]
     );
+    // The id merged away keeps nothing: no audiences, no timer; the survivor one timer.
+    let keys: Vec<String> = e
+        .store()
+        .audit_scan()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .filter(|k| k.starts_with("p/au/") || (k.starts_with("p/tm/") && k.contains("audiences")))
+        .collect();
+    assert!(!keys.iter().any(|k| k.contains(merged)), "{keys:?}");
+    assert_eq!(
+        keys.iter().filter(|k| k.contains(survivor)).count(),
+        2,
+        "{keys:?}"
+    );
 }
 
 #[test]
@@ -288,7 +303,7 @@ fn erasure_exits_every_audience_and_leaves_nothing() {
         .unwrap()
         .into_iter()
         .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
-        .filter(|k| k.starts_with("p/au/"))
+        .filter(|k| k.starts_with("p/au/") || (k.starts_with("p/tm/") && k.contains("audiences")))
         .collect();
     assert_eq!(leftover, Vec::<String>::new());
 }

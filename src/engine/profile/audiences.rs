@@ -365,6 +365,8 @@ pub struct AudienceState {
     pub traits: Vec<(String, TraitValue)>,
     /// Buckets by source profile, then by aggregate (its key's hash), oldest first.
     pub windows: BTreeMap<u64, BTreeMap<u64, Vec<Bucket>>>,
+    /// When its audience timer is due (its key in `p/tm/`), if it has one.
+    pub due: Option<i64>,
 }
 
 impl AudienceState {

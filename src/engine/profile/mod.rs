@@ -512,7 +512,7 @@ impl Profiler {
         if let Some(gone) = self.audience_state(store, merged)? {
             done.out
                 .extend(audiences::exit_all(merged, &gone, "merge", done.clock));
-            AUDIENCES.remove(store, merged);
+            self.forget_audiences(store, merged, &gone);
             let mut state = AUDIENCES.get(store, survivor)?.unwrap_or_default();
             state.absorb(gone);
             AUDIENCES.put(store, survivor, &state)?;
@@ -706,7 +706,7 @@ impl Profiler {
                     };
                     done.out
                         .extend(audiences::exit_all(customer_id, &state, cause, done.clock));
-                    AUDIENCES.remove(store, customer_id);
+                    self.forget_audiences(store, customer_id, &state);
                 }
                 let moments = timeline::forget(store, customer_id)?;
                 done.out
@@ -808,13 +808,14 @@ impl Profiler {
                 profile.activity.order_log.len(),
             );
         dirty |= self.reindex(store, customer_id, profile)?;
-        let audience_due = self.settle_audiences(store, customer_id, profile, now, cause, done)?;
-        dirty |= self.settle_timers(store, customer_id, profile, now, fired_until, audience_due)?;
+        self.settle_audiences(store, customer_id, profile, now, cause, done)?;
+        dirty |= self.settle_timers(store, customer_id, profile, now, fired_until)?;
         Ok(dirty)
     }
 
-    /// Evaluates the customer's traits and audiences at `now` and publishes the
-    /// membership changes; gives when to evaluate again with nothing else happening.
+    /// Evaluates the customer's traits and audiences at `now`, publishes the membership
+    /// changes, and sets the customer's audience timer (kept with its audiences, not in
+    /// the profile: a timer that only moves a window leaves the profile unwritten).
     fn settle_audiences(
         &self,
         store: &mut Store,
@@ -823,9 +824,9 @@ impl Profiler {
         now: i64,
         cause: &'static str,
         done: &mut Profiled,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<(), StoreError> {
         let Some(mut state) = self.audience_state(store, customer_id)? else {
-            return Ok(None);
+            return Ok(());
         };
         let golden = self.golden(customer_id, profile, now, None);
         // The golden record's channels allowed (and reachable) per purpose.
@@ -852,8 +853,29 @@ impl Profiler {
         let settled = self.definitions.settle(customer, &mut state, cause);
         done.counts.audience_changes += settled.out.len() as u64;
         done.out.extend(settled.out);
+        // A timer due before the window already read fires at the next check.
+        let checked = TIMERS_DONE.get(store)?.unwrap_or(i64::MIN);
+        let due = settled.due.map(|due| due.max(checked.saturating_add(1)));
+        if due != state.due {
+            let kind = TimerKind::Audiences.encode();
+            if let Some(old) = state.due {
+                TIMERS.remove(store, (old, customer_id, &kind));
+            }
+            if let Some(new) = due {
+                TIMERS.put(store, (new, customer_id, &kind), &())?;
+            }
+            state.due = due;
+        }
         AUDIENCES.put(store, customer_id, &state)?;
-        Ok(settled.due)
+        Ok(())
+    }
+
+    /// Forgets a customer's audiences, traits, windows and audience timer.
+    fn forget_audiences(&self, store: &mut Store, customer_id: &str, state: &AudienceState) {
+        if let Some(due) = state.due {
+            TIMERS.remove(store, (due, customer_id, &TimerKind::Audiences.encode()));
+        }
+        AUDIENCES.remove(store, customer_id);
     }
 
     /// Publishes the customer's lifecycle stage if it changed (profiling allowed only).
@@ -904,12 +926,8 @@ impl Profiler {
         profile: &mut CustomerProfile,
         now: i64,
         fired_until: Option<i64>,
-        audience_due: Option<i64>,
     ) -> Result<bool, StoreError> {
         let mut want = self.timers_of(profile, now);
-        if let Some(due) = audience_due {
-            want.push((due, TimerKind::Audiences.encode()));
-        }
         if let Some(until) = fired_until {
             want.retain(|(due, _)| *due > until);
         }
@@ -1020,8 +1038,19 @@ impl Profiler {
         for (at, kind) in timers {
             republish |= self.fire_timer(&customer_id, &mut profile, kind, *at, now, done);
         }
+        // Audience timers are not the profile's: fired alone, they change it only if
+        // settling does.
+        let only_audiences = timers
+            .iter()
+            .all(|(_, kind)| TimerKind::decode(kind) == Some(TimerKind::Audiences));
+        // Settling sets the next one (none if the configuration has no audiences now).
+        for (at, kind) in timers {
+            if TimerKind::decode(kind) == Some(TimerKind::Audiences) {
+                TIMERS.remove(store, (*at, &customer_id, kind));
+            }
+        }
         let before = done.out.len();
-        self.settle(
+        let dirty = self.settle(
             store,
             &customer_id,
             &mut profile,
@@ -1031,7 +1060,9 @@ impl Profiler {
             done,
         )?;
         republish |= done.out.len() != before;
-        PROFILES.put(store, &customer_id, &profile)?;
+        if dirty || !only_audiences {
+            PROFILES.put(store, &customer_id, &profile)?;
+        }
         if republish {
             done.out
                 .push(self.profile_record(store, customer_id, &profile, now)?);
