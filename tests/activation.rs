@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{event, feed, on_topic};
+use common::{elsewhere, event, feed, on_topic};
 use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
 use unicus::engine::Engine;
@@ -55,17 +55,6 @@ fn web_cart(id: &str, at: &str) -> String {
                "cart": {"cart_id": "K-1", "items": [
                    {"sku": "CLIMB-42", "name": "Chaussons", "quantity": 1, "unit_price": 129.90},
                    {"sku": "CHALK-1", "quantity": 2, "unit_price": 5.0}]}}),
-    )
-}
-
-/// Someone else's event: moves the event-time clock.
-fn elsewhere(id: &str, at: &str) -> String {
-    event(
-        id,
-        "app",
-        "page_view",
-        at,
-        json!({"identifiers": {"device_id": format!("dev-{id}")}}),
     )
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{event, feed, on_topic};
+use common::{elsewhere, event, feed, on_topic};
 use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
 use unicus::engine::Engine;
@@ -59,17 +59,6 @@ fn view(id: &str, channel: &str, at: &str) -> String {
         at,
         json!({"identifiers": {"account_id": "A-1"},
                "page": {"url": "https://shop.example/p/CLIMB-42", "product_sku": "CLIMB-42"}}),
-    )
-}
-
-/// Someone else's event: moves the event-time clock.
-fn elsewhere(id: &str, at: &str) -> String {
-    event(
-        id,
-        "app",
-        "page_view",
-        at,
-        json!({"identifiers": {"device_id": format!("dev-{id}")}}),
     )
 }
 

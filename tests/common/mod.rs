@@ -51,3 +51,15 @@ pub fn event(id: &str, channel: &str, kind: &str, at: &str, extra: Value) -> Str
     }
     e.to_string()
 }
+
+/// Someone else's event at `at` (an app page view by a device of its own): moves the
+/// event-time clock, and with it the timers.
+pub fn elsewhere(id: &str, at: &str) -> String {
+    event(
+        id,
+        "app",
+        "page_view",
+        at,
+        serde_json::json!({"identifiers": {"device_id": format!("dev-{id}")}}),
+    )
+}

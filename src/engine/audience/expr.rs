@@ -141,20 +141,8 @@ impl Compiled {
 /// Calls `f` on every node of `e` (a walk of bounded depth: see [`Expr`]).
 fn visit(e: &Expr, f: &mut impl FnMut(&Expr)) {
     f(e);
-    match &e.kind {
-        Kind::Literal(_)
-        | Kind::Field(_)
-        | Kind::EventField(_)
-        | Kind::Aggregate(_)
-        | Kind::Allowed(..)
-        | Kind::Exists(_)
-        | Kind::DaysSince(_) => {}
-        Kind::Not(e) | Kind::Neg(e) | Kind::In(e, _) => visit(e, f),
-        Kind::And(es) | Kind::Or(es) => es.iter().for_each(|e| visit(e, f)),
-        Kind::Compare(_, a, b) | Kind::Contains(a, b) | Kind::Arith(_, a, b) => {
-            visit(a, f);
-            visit(b, f);
-        }
+    for operand in e.kind.operands() {
+        visit(operand, f);
     }
 }
 
@@ -400,7 +388,11 @@ pub(super) enum Kind {
 impl Kind {
     /// The depth of the deepest operand.
     pub fn operand_depth(&self) -> usize {
-        let of = |e: &Expr| e.depth;
+        self.operands().iter().map(|e| e.depth).max().unwrap_or(0)
+    }
+
+    /// The node's operands, in order.
+    fn operands(&self) -> Vec<&Expr> {
         match self {
             Kind::Literal(_)
             | Kind::Field(_)
@@ -408,12 +400,10 @@ impl Kind {
             | Kind::Aggregate(_)
             | Kind::Allowed(..)
             | Kind::Exists(_)
-            | Kind::DaysSince(_) => 0,
-            Kind::Not(e) | Kind::Neg(e) | Kind::In(e, _) => e.depth,
-            Kind::And(es) | Kind::Or(es) => es.iter().map(of).max().unwrap_or(0),
-            Kind::Compare(_, a, b) | Kind::Contains(a, b) | Kind::Arith(_, a, b) => {
-                a.depth.max(b.depth)
-            }
+            | Kind::DaysSince(_) => Vec::new(),
+            Kind::Not(e) | Kind::Neg(e) | Kind::In(e, _) => vec![e],
+            Kind::And(es) | Kind::Or(es) => es.iter().collect(),
+            Kind::Compare(_, a, b) | Kind::Contains(a, b) | Kind::Arith(_, a, b) => vec![a, b],
         }
     }
 

@@ -241,41 +241,32 @@ impl Definitions {
     ) -> Settled {
         let Customer {
             customer_id,
-            mut record,
+            record,
             allowed,
             now,
         } = customer;
         self.prune(state, now);
-        let traits: Vec<(String, TraitValue)> = {
-            let eval = Evaluation {
-                record: &record,
-                state,
-                definitions: self,
-                allowed,
-                now,
-            };
-            self.traits
-                .iter()
-                .map(|(name, c)| (name.clone(), TraitValue::from(c.eval(&eval))))
-                .collect()
+        let mut eval = Evaluation {
+            record: &record,
+            traits: None,
+            state,
+            definitions: self,
+            allowed,
+            now,
         };
-        if let serde_json::Value::Object(fields) = &mut record {
-            fields.insert("traits".into(), traits_json(&traits));
-        }
-        let members: BTreeSet<String> = {
-            let eval = Evaluation {
-                record: &record,
-                state,
-                definitions: self,
-                allowed,
-                now,
-            };
-            self.audiences
-                .iter()
-                .filter(|(_, c)| c.eval_condition(&eval))
-                .map(|(name, _)| name.clone())
-                .collect()
-        };
+        let traits: Vec<(String, TraitValue)> = self
+            .traits
+            .iter()
+            .map(|(name, c)| (name.clone(), TraitValue::from(c.eval(&eval))))
+            .collect();
+        // Audiences read them as `traits.<name>`.
+        eval.traits = Some(serde_json::json!({ "traits": traits_json(&traits) }));
+        let members: BTreeSet<String> = self
+            .audiences
+            .iter()
+            .filter(|(_, c)| c.eval_condition(&eval))
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut out = Vec::new();
         for name in state.members.difference(&members) {
             let cause = if self.audiences.iter().any(|(n, _)| n == name) {
@@ -479,6 +470,8 @@ fn change_record(
 /// The [`Context`] of one customer's evaluation.
 struct Evaluation<'a> {
     record: &'a serde_json::Value,
+    /// `{"traits": {...}}` once the traits are evaluated (audiences read them).
+    traits: Option<serde_json::Value>,
     state: &'a AudienceState,
     definitions: &'a Definitions,
     allowed: &'a dyn Fn(Purpose, AllowedChannel) -> bool,
@@ -487,7 +480,11 @@ struct Evaluation<'a> {
 
 impl Context for Evaluation<'_> {
     fn field(&self, path: &[&str]) -> Value {
-        field_of(self.record, path)
+        match (path.first(), &self.traits) {
+            (Some(&"traits"), Some(traits)) => field_of(traits, path),
+            (Some(&"traits"), None) => Value::Null,
+            _ => field_of(self.record, path),
+        }
     }
 
     fn aggregate(&self, aggregate: &Aggregate, now_ms: i64) -> f64 {
