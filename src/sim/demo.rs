@@ -192,6 +192,25 @@ fn prepare_store(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The demo's audiences: what a marketer would write first.
+const DEMO_AUDIENCES: [(&str, &str); 3] = [
+    (
+        "climbing_fans",
+        r#"count(product_view where sku = "CLIMB-42", 30d) >= 1 or sum(purchase where sku = "CLIMB-42", items, 365d) >= 1"#,
+    ),
+    (
+        "emailable_buyers",
+        r#"count(purchase, 90d) >= 1 and allowed("marketing", "email")"#,
+    ),
+    ("big_spenders", "traits.spent_90d > 300"),
+];
+
+/// The demo's computed traits.
+const DEMO_TRAITS: [(&str, &str); 2] = [
+    ("spent_90d", "sum(purchase, amount, 90d)"),
+    ("views_30d", "count(product_view, 30d)"),
+];
+
 pub async fn demo(opts: DemoOptions) -> Result<()> {
     prepare_store(&opts.store_dir)?;
     let mock = MockCluster::new(1).context("failed to start the in-process Kafka mock cluster")?;
@@ -201,6 +220,16 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     settings.kafka.create_topics = false; // the mock has no admin api
     settings.runtime.store_dir = opts.store_dir.clone();
     settings.metrics.listen = "127.0.0.1:0".into();
+    // Example audiences and traits, to show them on `audiences.changes`, in golden
+    // records and on the 360 page (a deployment has none unless configured).
+    let owned = |defs: &[(&str, &str)]| {
+        defs.iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect()
+    };
+    settings.engine.audiences = owned(&DEMO_AUDIENCES);
+    settings.engine.traits = owned(&DEMO_TRAITS);
+    settings.validate()?;
     settings
         .kafka
         .properties
@@ -342,6 +371,12 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     println!(
         "consent changes: {consent_changes}; triggers: {} abandoned carts ({} without an allowed channel, not sent), {} purchases completed, {} lifecycle changes",
         s.carts_fired, s.carts_suppressed, s.purchases, s.lifecycle_changes
+    );
+    println!(
+        "audiences ({}): {} entered or left; traits: {}",
+        DEMO_AUDIENCES.map(|(n, _)| n).join(", "),
+        s.audience_changes,
+        DEMO_TRAITS.map(|(n, _)| n).join(", ")
     );
     println!(
         "outputs acknowledged: {}; input→output latency p50 {} ms, p99 {} ms (the whole stream is produced at once, so this includes its backlog; `unicus bench kafka` measures a paced stream)",
