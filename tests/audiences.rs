@@ -5,23 +5,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::{elsewhere, event, feed, on_topic};
 use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
+use unicus::engine::profile::audiences::named;
 use unicus::engine::Engine;
 use unicus::store::Store;
 
 fn config(audiences: &[(&str, &str)], traits: &[(&str, &str)]) -> EngineConfig {
-    let map = |defs: &[(&str, &str)]| {
-        defs.iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect::<BTreeMap<_, _>>()
-    };
     EngineConfig {
-        audiences: map(audiences),
-        traits: map(traits),
+        audiences: named(audiences),
+        traits: named(traits),
         ..EngineConfig::default()
     }
 }

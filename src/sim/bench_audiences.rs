@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::engine::config::EngineConfig;
+use crate::engine::profile::audiences::named;
 use crate::replay;
 use crate::sim::generate::{GenerateOptions, Generator};
 
@@ -102,17 +103,10 @@ pub fn audiences(
     .collect();
     std::fs::write(&input, lines.join("\n")).context("failed to write the stream")?;
     drop(lines);
-    let with = config.unwrap_or_else(|| {
-        let owned = |defs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            defs.iter()
-                .map(|(n, s)| (n.to_string(), s.to_string()))
-                .collect()
-        };
-        EngineConfig {
-            audiences: owned(&AUDIENCES),
-            traits: owned(&TRAITS),
-            ..EngineConfig::default()
-        }
+    let with = config.unwrap_or_else(|| EngineConfig {
+        audiences: named(&AUDIENCES),
+        traits: named(&TRAITS),
+        ..EngineConfig::default()
     });
     with.validate().context("the definitions do not compile")?;
     let without = EngineConfig {

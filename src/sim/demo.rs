@@ -212,6 +212,7 @@ const DEMO_TRAITS: [(&str, &str); 2] = [
 ];
 
 pub async fn demo(opts: DemoOptions) -> Result<()> {
+    use crate::engine::profile::audiences::named;
     prepare_store(&opts.store_dir)?;
     let mock = MockCluster::new(1).context("failed to start the in-process Kafka mock cluster")?;
     let mut settings = Settings::default();
@@ -222,13 +223,8 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     settings.metrics.listen = "127.0.0.1:0".into();
     // Example audiences and traits, to show them on `audiences.changes`, in golden
     // records and on the 360 page (a deployment has none unless configured).
-    let owned = |defs: &[(&str, &str)]| {
-        defs.iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect()
-    };
-    settings.engine.audiences = owned(&DEMO_AUDIENCES);
-    settings.engine.traits = owned(&DEMO_TRAITS);
+    settings.engine.audiences = named(&DEMO_AUDIENCES);
+    settings.engine.traits = named(&DEMO_TRAITS);
     settings.validate()?;
     settings
         .kafka

@@ -39,6 +39,14 @@ use crate::model::Purpose;
 /// Buckets per window.
 pub const STEPS: i64 = 32;
 
+/// Definitions written as `(name, source)` pairs, as the configuration holds them.
+pub fn named(definitions: &[(&str, &str)]) -> BTreeMap<String, String> {
+    definitions
+        .iter()
+        .map(|(name, source)| (name.to_string(), source.to_string()))
+        .collect()
+}
+
 /// A definition that does not compile: which one, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("engine.{section}.{name}: {error}")]
@@ -592,11 +600,7 @@ mod tests {
     use super::*;
 
     fn definitions(audiences: &[(&str, &str)]) -> Definitions {
-        let audiences = audiences
-            .iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
-            .collect();
-        Definitions::compile(&audiences, &BTreeMap::new()).unwrap()
+        Definitions::compile(&named(audiences), &BTreeMap::new()).unwrap()
     }
 
     fn view(at: i64) -> ProfileEvent {

@@ -218,13 +218,19 @@ struct Applied {
     /// them without decoding them again. Written back before any other command reads
     /// the store ([`Applied::write_back`]) and at the end.
     touched: HashMap<String, CustomerProfile>,
+    /// The audience states of the touched customers, the same way (only with audiences
+    /// or traits configured).
+    touched_audiences: HashMap<String, AudienceState>,
 }
 
 impl Applied {
-    /// Writes the touched profiles back to the store.
+    /// Writes the touched profiles and audience states back to the store.
     fn write_back(&mut self, store: &mut Store) -> Result<(), StoreError> {
         for (customer_id, profile) in self.touched.drain() {
             PROFILES.put(store, &customer_id, &profile)?;
+        }
+        for (customer_id, state) in self.touched_audiences.drain() {
+            AUDIENCES.put(store, &customer_id, &state)?;
         }
         Ok(())
     }
@@ -415,12 +421,20 @@ impl Profiler {
             changed,
             clock,
             touched,
+            touched_audiences,
         } = done;
         if clock != clock_before {
             CLOCK.put(store, &clock)?;
         }
         let mut profiled = Profiled { out, counts };
-        self.publish_changed(store, changed, touched, clock, &mut profiled)?;
+        self.publish_changed(
+            store,
+            changed,
+            touched,
+            touched_audiences,
+            clock,
+            &mut profiled,
+        )?;
         if clock != clock_before {
             let until = clock.saturating_sub(self.config.activation.grace_ms as i64);
             self.fire_due(store, until, clock, &mut profiled)?;
@@ -583,10 +597,15 @@ impl Profiler {
         }
         done.touched.insert(customer_id.to_string(), profile);
         done.clock = done.clock.max(event.occurred_at);
-        if let Some(mut state) = self.audience_state(store, customer_id)? {
+        let state = match done.touched_audiences.remove(customer_id) {
+            Some(state) => Some(state),
+            None => self.audience_state(store, customer_id)?,
+        };
+        if let Some(mut state) = state {
             self.definitions
                 .record(&mut state, source_profile, event, done.clock);
-            AUDIENCES.put(store, customer_id, &state)?;
+            done.touched_audiences
+                .insert(customer_id.to_string(), state);
         }
         done.changed.insert(customer_id.to_string());
         Ok(())
@@ -724,6 +743,7 @@ impl Profiler {
         store: &mut Store,
         changed: BTreeSet<String>,
         mut touched: HashMap<String, CustomerProfile>,
+        mut touched_audiences: HashMap<String, AudienceState>,
         clock: i64,
         done: &mut Profiled,
     ) -> Result<(), StoreError> {
@@ -743,6 +763,7 @@ impl Profiler {
                     clock,
                     "event",
                     None,
+                    touched_audiences.remove(&customer_id),
                     done,
                 )?;
             if dirty {
@@ -754,6 +775,9 @@ impl Profiler {
         // Every touched customer changed: nothing is left, but nothing may be lost.
         for (customer_id, profile) in touched {
             PROFILES.put(store, &customer_id, &profile)?;
+        }
+        for (customer_id, state) in touched_audiences {
+            AUDIENCES.put(store, &customer_id, &state)?;
         }
         Ok(())
     }
@@ -794,6 +818,7 @@ impl Profiler {
         now: i64,
         cause: &'static str,
         fired_until: Option<i64>,
+        audiences: Option<AudienceState>,
         done: &mut Profiled,
     ) -> Result<bool, StoreError> {
         let mut dirty = self.settle_stage(customer_id, profile, now, cause, done);
@@ -808,7 +833,7 @@ impl Profiler {
                 profile.activity.order_log.len(),
             );
         dirty |= self.reindex(store, customer_id, profile)?;
-        self.settle_audiences(store, customer_id, profile, now, cause, done)?;
+        self.settle_audiences(store, customer_id, profile, now, cause, audiences, done)?;
         dirty |= self.settle_timers(store, customer_id, profile, now, fired_until)?;
         Ok(dirty)
     }
@@ -816,6 +841,8 @@ impl Profiler {
     /// Evaluates the customer's traits and audiences at `now`, publishes the membership
     /// changes, and sets the customer's audience timer (kept with its audiences, not in
     /// the profile: a timer that only moves a window leaves the profile unwritten).
+    /// `pending` is its state when not written back yet.
+    #[allow(clippy::too_many_arguments)]
     fn settle_audiences(
         &self,
         store: &mut Store,
@@ -823,9 +850,14 @@ impl Profiler {
         profile: &CustomerProfile,
         now: i64,
         cause: &'static str,
+        pending: Option<AudienceState>,
         done: &mut Profiled,
     ) -> Result<(), StoreError> {
-        let Some(mut state) = self.audience_state(store, customer_id)? else {
+        let state = match pending {
+            Some(state) => Some(state),
+            None => self.audience_state(store, customer_id)?,
+        };
+        let Some(mut state) = state else {
             return Ok(());
         };
         let golden = self.golden(customer_id, profile, now, None);
@@ -1057,6 +1089,7 @@ impl Profiler {
             now,
             "time",
             Some(until),
+            None,
             done,
         )?;
         republish |= done.out.len() != before;
