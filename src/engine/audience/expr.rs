@@ -51,6 +51,40 @@ pub fn compile_condition(source: &str) -> Result<Compiled, CompileError> {
     Ok(compiled)
 }
 
+/// Compiles events of a type, perhaps filtered, as the first argument of `count`
+/// takes them: `product_view where category = "escalade"`, `purchase`, `*`.
+pub fn compile_events(source: &str) -> Result<EventPattern, CompileError> {
+    let tokens = lexer::lex(source)?;
+    let mut parser = Parser::new(&tokens);
+    let (event_type, filter) = parser.parse_events("as the events to wait for")?;
+    parser.expect_end()?;
+    Ok(EventPattern { event_type, filter })
+}
+
+/// Compiles a duration alone (`24h`, `7d`): the same units and bounds as windows.
+pub fn compile_duration(source: &str) -> Result<i64, CompileError> {
+    let tokens = lexer::lex(source)?;
+    let mut parser = Parser::new(&tokens);
+    let ms = parser.parse_duration("a duration")?;
+    parser.expect_end()?;
+    Ok(ms)
+}
+
+/// Events of one type (or of every type), perhaps filtered: what a journey waits for.
+#[derive(Debug, Clone)]
+pub struct EventPattern {
+    event_type: Option<String>,
+    filter: Option<EventFilter>,
+}
+
+impl EventPattern {
+    /// Whether an event of `event_type` with these fields is one of these events.
+    pub fn matches(&self, event_type: &str, event: &dyn EventFields) -> bool {
+        self.event_type.as_deref().is_none_or(|t| t == event_type)
+            && self.filter.as_ref().is_none_or(|f| f.matches(event))
+    }
+}
+
 /// A compiled expression: evaluate it with [`Compiled::eval`] against a customer.
 #[derive(Debug, Clone)]
 pub struct Compiled {
@@ -178,8 +212,7 @@ pub enum AggregateKind {
 #[derive(Debug, Clone)]
 pub struct Aggregate {
     kind: AggregateKind,
-    event_type: Option<String>,
-    filter: Option<EventFilter>,
+    events: EventPattern,
     window_ms: i64,
     key: AggregateKey,
 }
@@ -218,8 +251,7 @@ impl Aggregate {
         key.push(')');
         Self {
             kind,
-            event_type,
-            filter,
+            events: EventPattern { event_type, filter },
             window_ms,
             key: AggregateKey(key),
         }
@@ -235,11 +267,11 @@ impl Aggregate {
 
     /// The event type counted; `None` for every type (`*`).
     pub fn event_type(&self) -> Option<&str> {
-        self.event_type.as_deref()
+        self.events.event_type.as_deref()
     }
 
     pub fn filter(&self) -> Option<&EventFilter> {
-        self.filter.as_ref()
+        self.events.filter.as_ref()
     }
 
     /// The length of the window, in milliseconds (positive, at most
@@ -250,8 +282,7 @@ impl Aggregate {
 
     /// Whether an event of `event_type` with these fields counts in this aggregate.
     pub fn matches(&self, event_type: &str, event: &dyn EventFields) -> bool {
-        self.event_type.as_deref().is_none_or(|t| t == event_type)
-            && self.filter.as_ref().is_none_or(|f| f.matches(event))
+        self.events.matches(event_type, event)
     }
 
     /// What the event adds to the aggregate: 1 for a count, the field for a sum; `None`

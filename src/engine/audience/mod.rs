@@ -164,8 +164,8 @@ mod value;
 mod tests;
 
 pub use expr::{
-    compile, compile_condition, compile_value, Aggregate, AggregateKey, AggregateKind,
-    CompileError, Compiled, EventFilter,
+    compile, compile_condition, compile_duration, compile_events, compile_value, Aggregate,
+    AggregateKey, AggregateKind, CompileError, Compiled, EventFilter, EventPattern,
 };
 pub use value::{AllowedChannel, Context, EventFields, Type, Value};
 

@@ -563,25 +563,8 @@ impl<'a> Parser<'a> {
         } else {
             ("count", "as in `count(purchase, 30d)`")
         };
-        let event_type = match self.peek() {
-            Tok::Star => None,
-            Tok::Name(t) => Some(t.clone()),
-            _ => {
-                return Err(self.expected(&format!(
-                    "an event type (a name such as `purchase`, or `*` for every type) as the first argument of `{name}`"
-                )))
-            }
-        };
-        self.bump();
-        let filter = if self.eat(&Tok::Kw(Kw::Where)) {
-            self.in_filter = true;
-            let condition = self.parse_expression()?;
-            self.in_filter = false;
-            Self::need_bool("where", &condition)?;
-            Some(EventFilter::new(condition))
-        } else {
-            None
-        };
+        let (event_type, filter) =
+            self.parse_events(&format!("as the first argument of `{name}`"))?;
         let kind = if sum {
             self.expect(
                 &Tok::Comma,
@@ -613,6 +596,48 @@ impl<'a> Parser<'a> {
         self.expect(&Tok::RParen, &format!("`)` after the window, {usage}"))?;
         let index = self.windows.add(kind, event_type, filter, window_ms);
         node(Kind::Aggregate(index), pos, Type::Number)
+    }
+
+    /// Events of a type, perhaps filtered: ( name | "*" ) [ "where" expression ].
+    /// `place` says where they were expected, for the error.
+    pub fn parse_events(
+        &mut self,
+        place: &str,
+    ) -> Result<(Option<String>, Option<EventFilter>), CompileError> {
+        let event_type = match self.peek() {
+            Tok::Star => None,
+            Tok::Name(t) => Some(t.clone()),
+            _ => {
+                return Err(self.expected(&format!(
+                    "an event type (a name such as `purchase`, or `*` for every type) {place}"
+                )))
+            }
+        };
+        self.bump();
+        let filter = if self.eat(&Tok::Kw(Kw::Where)) {
+            self.in_filter = true;
+            let condition = self.parse_expression()?;
+            self.in_filter = false;
+            Self::need_bool("where", &condition)?;
+            Some(EventFilter::new(condition))
+        } else {
+            None
+        };
+        Ok((event_type, filter))
+    }
+
+    /// A duration alone.
+    pub fn parse_duration(&mut self, what: &str) -> Result<i64, CompileError> {
+        match self.peek() {
+            Tok::Duration(ms) => {
+                let ms = *ms;
+                self.bump();
+                Ok(ms)
+            }
+            _ => Err(self.expected(&format!(
+                "{what}, a duration such as `30d`, `24h`, `15m` or `90s`"
+            ))),
+        }
     }
 
     /// The arguments of `allowed` and the closing `)`: string "," string ")".
