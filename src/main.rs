@@ -452,9 +452,10 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000.0)]
         lookups_per_second: f64,
     },
-    /// Replay with audiences and computed traits against replay without, over the same
-    /// generated stream, alternated in one run (20 audiences and 5 traits built in, or
-    /// the `[engine.audiences]` and `[engine.traits]` of a configuration).
+    /// Replay with audiences, computed traits and journeys against replay without, over
+    /// the same generated stream, alternated in one run (20 audiences, 5 traits and 5
+    /// journeys built in, or the `[engine.audiences]`, `[engine.traits]` and
+    /// `[engine.journeys]` of a configuration).
     Audiences {
         #[arg(long, default_value_t = 50_000)]
         events: usize,

@@ -544,6 +544,69 @@ async fn an_outbox_entry_of_a_batch_the_group_committed_is_not_re_sent() {
     drop(c.mock);
 }
 
+/// A journey of the configuration through the broker: a product view with no cart
+/// within the hour gives one trigger on `triggers.<journey>`, keyed by customer id, once
+/// the stream's clock has passed its due time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journey_triggers_on_its_own_topic_keyed_by_customer() {
+    let mut c = cluster("journeys");
+    c.settings.engine.journeys = [(
+        "viewed_no_cart".to_string(),
+        unicus::engine::config::JourneyConfig {
+            entry: "product_view".into(),
+            when: None,
+            unless: Some("cart_add".into()),
+            wait: "1h".into(),
+            purposes: vec![unicus::model::Purpose::Marketing],
+            cap: None,
+            quiet_hours: None,
+            suppress_after_purchase: None,
+        },
+    )]
+    .into();
+    let topic = c
+        .settings
+        .kafka
+        .topic(unicus::model::output::Topic::journey("viewed_no_cart"));
+    assert_eq!(topic, "triggers.viewed_no_cart");
+    c.mock
+        .create_topic(&topic, mock_cluster::PARTITIONS, 1)
+        .unwrap();
+    let brokers = c.settings.kafka.brokers.clone();
+    let lea = common::event(
+        "lea-0",
+        "web",
+        "account_created",
+        "2026-11-20T09:00:00Z",
+        json!({"identifiers": {"account_id": "A-1", "email": "lea@example.org"},
+               "consent": [{"purpose": "marketing", "channel": "email", "granted": true}]}),
+    );
+    let view = common::event(
+        "v-1",
+        "web",
+        "product_view",
+        "2026-11-20T10:00:00Z",
+        json!({"identifiers": {"account_id": "A-1"}}),
+    );
+    produce(
+        &c,
+        vec![lea, view, common::elsewhere("x-1", "2026-11-20T12:00:00Z")],
+    )
+    .await;
+    let run = start(&c.settings);
+    run.until_committed(Duration::from_secs(60), 3.0).await;
+    assert!(run.stop().await.clean);
+
+    let records = read_topic(&brokers, &topic);
+    let values = json_values(&records);
+    assert_eq!(values.len(), 1, "{values:?}");
+    assert_eq!(records[0].0.as_deref(), values[0]["customer_id"].as_str());
+    assert_eq!(values[0]["journey"], "viewed_no_cart");
+    assert_eq!(values[0]["entry_event_id"], "v-1");
+    assert_eq!(values[0]["due_at"], "2026-11-20T11:00:00Z");
+    drop(c.mock);
+}
+
 /// An audience of the configuration through the broker: a customer enters it on its
 /// third web view and leaves it when it refuses marketing e-mails on another channel;
 /// `audiences.changes` is keyed by customer id and the golden record follows.

@@ -87,6 +87,7 @@ pub fn register_schemas(overrides: &SettingsOverrides) -> Result<()> {
         &settings.output,
         &settings.schema_registry,
         &settings.kafka.topic_prefix,
+        &crate::model::output::Topic::outputs(&settings.engine),
     ))?;
     eprintln!("schemas registered");
     Ok(())

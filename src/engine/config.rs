@@ -26,8 +26,12 @@ pub enum ConfigError {
     Definition(String),
 }
 
-/// The most audiences, and the most traits, a configuration may define.
+/// The most audiences, the most traits, and the most journeys a configuration may
+/// define.
 pub const MAX_DEFINITIONS: usize = 200;
+
+/// The triggers of the engine itself: no journey takes their topics.
+const BUILT_IN_TRIGGERS: [&str; 3] = ["cart_abandoned", "purchase_completed", "lifecycle_changed"];
 
 /// An audience's or a trait's name: it keys records and golden-record fields.
 fn definition_name_ok(name: &str) -> bool {
@@ -787,11 +791,54 @@ pub struct EngineConfig {
     /// Computed traits by name: expressions of any type, shown in the golden record
     /// under `traits` (and readable by audiences as `traits.<name>`).
     pub traits: BTreeMap<String, String>,
+    /// Journeys by name: wait after an event for another that does not come, then
+    /// publish a trigger on `triggers.<name>` (see `engine::profile::journeys`).
+    pub journeys: BTreeMap<String, JourneyConfig>,
     /// The channels an event may name in `channel`: those of `kafka.channels` (one list
     /// for the topics consumed and the channels accepted), copied there when the
     /// settings are read; not a key of `[engine]`. Another channel is `unknown_channel`.
     #[serde(skip)]
     pub channels: Vec<String>,
+}
+
+/// A journey of `[engine.journeys.<name>]`: after an `entry` event (for which `when`
+/// holds, if given), wait `wait`; if no `unless` event came meanwhile, publish a trigger
+/// on `triggers.<name>`, within the cap, outside quiet hours, unless the customer
+/// purchased lately or may not be contacted for any of `purposes`. The event patterns,
+/// condition and durations are in the language of `engine::audience`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyConfig {
+    /// The events that start the wait (a later one starts it again):
+    /// `product_view`, `purchase where amount > 100`, `*`.
+    pub entry: String,
+    /// A condition on the customer once the entry event is counted:
+    /// `count(product_view, 24h) >= 3`. None: every entry event starts the wait.
+    #[serde(default)]
+    pub when: Option<String>,
+    /// The events that end the wait without a trigger: `cart`. None: only time.
+    #[serde(default)]
+    pub unless: Option<String>,
+    /// How long after the entry event the trigger is due: `24h`, `60d`.
+    pub wait: String,
+    /// Purposes in order of preference: the trigger names the first for which the
+    /// customer has a channel allowed; with none, no trigger.
+    #[serde(default = "default_journey_purposes")]
+    pub purposes: Vec<Purpose>,
+    /// At most this many triggers per customer in a period: `"1/7d"`. None: no cap.
+    #[serde(default)]
+    pub cap: Option<String>,
+    /// Hours of the day (UTC) in which no trigger is sent, `"21-8"` (21:00 to 08:00):
+    /// one due then waits for the end of them. None: any hour.
+    #[serde(default)]
+    pub quiet_hours: Option<String>,
+    /// No trigger if the customer ordered within this long before it is due: `7d`.
+    #[serde(default)]
+    pub suppress_after_purchase: Option<String>,
+}
+
+fn default_journey_purposes() -> Vec<Purpose> {
+    vec![Purpose::Marketing]
 }
 
 /// The default special-category terms: GDPR art. 9 in English, then in French. Words
@@ -891,6 +938,7 @@ impl Default for EngineConfig {
             coalesce_profiles: true,
             audiences: BTreeMap::new(),
             traits: BTreeMap::new(),
+            journeys: BTreeMap::new(),
             special_categories: DEFAULT_SPECIAL_CATEGORIES
                 .into_iter()
                 .map(String::from)
@@ -1146,7 +1194,29 @@ impl EngineConfig {
                 )));
             }
         }
-        crate::engine::profile::audiences::Definitions::compile(&self.audiences, &self.traits)
+        if self.journeys.len() > MAX_DEFINITIONS {
+            return Err(ConfigError::Invalid {
+                field: "journeys",
+                problem: format!("at most {MAX_DEFINITIONS}, not {}", self.journeys.len()),
+            });
+        }
+        if let Some(name) = self.journeys.keys().find(|n| !definition_name_ok(n)) {
+            return Err(ConfigError::Definition(format!(
+                "engine.journeys.{name}: a name is 1 to 64 lower-case ASCII letters, digits \
+                 and `_`, starting with a letter"
+            )));
+        }
+        if let Some(name) = self
+            .journeys
+            .keys()
+            .find(|n| BUILT_IN_TRIGGERS.contains(&n.as_str()))
+        {
+            return Err(ConfigError::Definition(format!(
+                "engine.journeys.{name}: `triggers.{name}` is a built-in trigger; choose \
+                 another name"
+            )));
+        }
+        crate::engine::profile::audiences::Definitions::compile(self)
             .map_err(|e| ConfigError::Definition(e.to_string()))?;
         Ok(())
     }

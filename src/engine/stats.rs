@@ -119,6 +119,15 @@ macro_rules! engine_counters {
             audience_changes: u64 => counter(
                 "unicus_audience_changes_total",
                 "Customers that entered or left an audience of the configuration.");
+            /// `triggers.<journey>` records of the configuration's journeys.
+            journey_triggers: u64 => counter(
+                "unicus_journey_triggers_total",
+                "Journey triggers published on triggers.<journey>.");
+            /// Journey waits that came to their due time without a trigger: capped,
+            /// after a recent purchase, or no channel allowed.
+            journey_suppressed: u64 => counter(
+                "unicus_journey_suppressed_total",
+                "Journey triggers not sent: capped, after a recent purchase, or no allowed channel.");
             /// Consent decisions that lapsed.
             consents_expired: u64 => counter(
                 "unicus_consent_expired_total",

@@ -17,6 +17,9 @@ pub enum Topic {
     AudiencesChanges,
     Dlq,
     GdprReceipts,
+    /// `triggers.<name>` of a journey of the configuration: the topic's whole name
+    /// ([`Topic::journey`]).
+    Journey(&'static str),
 }
 
 impl Topic {
@@ -46,7 +49,35 @@ impl Topic {
             Topic::AudiencesChanges => "audiences.changes",
             Topic::Dlq => "touchpoints.dlq",
             Topic::GdprReceipts => "gdpr.receipts",
+            Topic::Journey(name) => name,
         }
+    }
+
+    /// The topic of the journey `name`: `triggers.<name>`. Names are kept once for the
+    /// life of the process (a configuration has at most a few hundred journeys).
+    pub fn journey(name: &str) -> Topic {
+        use std::collections::BTreeSet;
+        use std::sync::{Mutex, OnceLock};
+        static NAMES: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+        let topic = format!("triggers.{name}");
+        let mut names = NAMES
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(kept) = names.get(topic.as_str()) {
+            return Topic::Journey(kept);
+        }
+        let kept: &'static str = Box::leak(topic.into_boxed_str());
+        names.insert(kept);
+        Topic::Journey(kept)
+    }
+
+    /// Every output topic of a configuration: those of the contract and one per journey.
+    pub fn outputs(config: &crate::engine::config::EngineConfig) -> Vec<Topic> {
+        Topic::ALL
+            .into_iter()
+            .chain(config.journeys.keys().map(|name| Topic::journey(name)))
+            .collect()
     }
 }
 

@@ -84,23 +84,28 @@ impl OutputSettings {
             .unwrap_or(self.format)
     }
 
-    /// True if some output topic is written in Avro.
-    pub fn any_avro(&self) -> bool {
-        Topic::ALL.iter().any(|t| self.format(*t) == Format::Avro)
+    /// True if some of the output topics `topics` is written in Avro.
+    pub fn any_avro(&self, topics: &[Topic]) -> bool {
+        topics.iter().any(|t| self.format(*t) == Format::Avro)
     }
 
-    /// Checks the per-topic names and that Avro has a registry.
-    pub fn validate(&self, registry: &SchemaRegistrySettings) -> Result<(), String> {
+    /// Checks the per-topic names (those of `topics`, the deployment's output topics,
+    /// journeys' included) and that Avro has a registry.
+    pub fn validate(
+        &self,
+        registry: &SchemaRegistrySettings,
+        topics: &[Topic],
+    ) -> Result<(), String> {
         if let Some(name) = self
             .formats
             .keys()
-            .find(|n| !Topic::ALL.iter().any(|t| t.name() == n.as_str()) || *n == Topic::Dlq.name())
+            .find(|n| !topics.iter().any(|t| t.name() == n.as_str()) || *n == Topic::Dlq.name())
         {
             return Err(format!(
                 "`output.formats`: `{name}` is not an output topic with a schema"
             ));
         }
-        if self.any_avro() && registry.url.trim().is_empty() {
+        if self.any_avro(topics) && registry.url.trim().is_empty() {
             return Err("`output.format`: avro output needs `schema_registry.url`".into());
         }
         if let Some(p) = registry
@@ -136,16 +141,21 @@ mod tests {
                 formats: [(topic.name().to_string(), Format::Avro)].into(),
             };
             if topic == Topic::Dlq {
-                assert!(output.validate(&registry).is_err());
+                assert!(output.validate(&registry, &Topic::ALL).is_err());
                 assert_eq!(
                     output.format(topic),
                     Format::Json,
                     "dead letters keep their bytes"
                 );
             } else {
-                assert_eq!(output.validate(&registry), Ok(()), "{}", topic.name());
+                assert_eq!(
+                    output.validate(&registry, &Topic::ALL),
+                    Ok(()),
+                    "{}",
+                    topic.name()
+                );
                 assert_eq!(output.format(topic), Format::Avro);
-                assert!(output.any_avro());
+                assert!(output.any_avro(&Topic::ALL));
             }
         }
         let output = OutputSettings {
@@ -155,8 +165,17 @@ mod tests {
         assert_eq!(output.format(Topic::AudiencesChanges), Format::Avro);
         assert_eq!(output.format(Topic::ProfilesMerged), Format::Json);
         assert!(output
-            .validate(&SchemaRegistrySettings::default())
+            .validate(&SchemaRegistrySettings::default(), &Topic::ALL)
             .unwrap_err()
             .contains("schema_registry.url"));
+        // A journey's topic takes a format only when the journey is configured.
+        let journey = Topic::journey("browse_no_cart");
+        let output = OutputSettings {
+            format: Format::Json,
+            formats: [("triggers.browse_no_cart".to_string(), Format::Avro)].into(),
+        };
+        assert!(output.validate(&registry, &Topic::ALL).is_err());
+        assert_eq!(output.validate(&registry, &[journey]), Ok(()));
+        assert_eq!(output.format(journey), Format::Avro);
     }
 }

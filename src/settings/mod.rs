@@ -357,7 +357,10 @@ impl Settings {
             );
         }
         self.output
-            .validate(&self.schema_registry)
+            .validate(
+                &self.schema_registry,
+                &crate::model::output::Topic::outputs(&self.engine),
+            )
             .map_err(|problem| SettingsError::Invalid {
                 field: "output",
                 problem,

@@ -208,7 +208,7 @@ pub(crate) fn create_topics_on_mock(
     for t in settings.kafka.input_topics() {
         m.create_topic(&t, partitions, 1)?;
     }
-    for t in Topic::ALL {
+    for t in Topic::outputs(&settings.engine) {
         m.create_topic(&settings.kafka.topic(t), output_partitions, 1)?;
     }
     m.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
@@ -518,6 +518,7 @@ pub fn avro(events: usize, customers: usize, seed: u64) -> Result<()> {
         &settings.output,
         &settings.schema_registry,
         "",
+        &Topic::outputs(&settings.engine),
     ))?;
     let wanted = formats.unknown_ids(records.iter().map(|(t, b)| (t.as_str(), b.as_slice())));
     rt.block_on(formats.prepare(&wanted))?;

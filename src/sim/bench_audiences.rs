@@ -1,7 +1,7 @@
-//! `unicus bench audiences`: what audiences and computed traits cost replay. The same
-//! generated stream is replayed into fresh stores without definitions and with the
-//! definitions below (20 audiences, 5 traits, or a configuration's), the two alternated
-//! over several rounds in one run; the figure is the ratio of the medians.
+//! `unicus bench audiences`: what audiences, computed traits and journeys cost replay.
+//! The same generated stream is replayed into fresh stores without definitions and with
+//! the definitions below (20 audiences, 5 traits, 5 journeys, or a configuration's), the
+//! two alternated over several rounds in one run; the figure is the ratio of the medians.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufWriter};
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::engine::config::EngineConfig;
+use crate::engine::config::{EngineConfig, JourneyConfig};
 use crate::engine::profile::audiences::named;
 use crate::replay;
 use crate::sim::generate::{GenerateOptions, Generator};
@@ -81,9 +81,85 @@ const TRAITS: [(&str, &str); 5] = [
     ("days_since_order", "days_since(orders.last_order_at)"),
 ];
 
+/// `(name, entry, when, unless, wait, cap)` of a journey.
+type JourneyRow = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    &'static str,
+    Option<&'static str>,
+);
+
+/// The journeys measured with them: `(name, entry, when, unless, wait, cap)`: the three
+/// sequences of the domain (views without a cart, a purchase then no visit, a reminder
+/// then no purchase) and two more with caps.
+const JOURNEYS: [JourneyRow; 5] = [
+    (
+        "browse_no_cart",
+        "product_view",
+        Some("count(product_view, 24h) >= 3"),
+        Some("cart_add"),
+        "24h",
+        Some("1/7d"),
+    ),
+    (
+        "lapsed_buyer",
+        "purchase",
+        None,
+        Some("page_view"),
+        "60d",
+        None,
+    ),
+    (
+        "reminder_no_purchase",
+        "email_click",
+        None,
+        Some("purchase"),
+        "48h",
+        None,
+    ),
+    (
+        "search_no_view",
+        "search",
+        None,
+        Some("product_view"),
+        "1h",
+        Some("2/1d"),
+    ),
+    (
+        "web_big_basket",
+        r#"cart_add where channel = "web" and items >= 3"#,
+        None,
+        Some("purchase"),
+        "6h",
+        Some("1/30d"),
+    ),
+];
+
+fn journeys() -> BTreeMap<String, JourneyConfig> {
+    JOURNEYS
+        .iter()
+        .map(|&(name, entry, when, unless, wait, cap)| {
+            let journey = JourneyConfig {
+                entry: entry.into(),
+                when: when.map(String::from),
+                unless: unless.map(String::from),
+                wait: wait.into(),
+                purposes: vec![crate::model::Purpose::Marketing],
+                cap: cap.map(String::from),
+                quiet_hours: Some("21-8".into()),
+                suppress_after_purchase: None,
+            };
+            (name.to_string(), journey)
+        })
+        .collect()
+}
+
 /// Replays `events` generated events (over `customers`) `rounds` times each way, and
 /// prints the events/s of each run and the ratio. `config` replaces the definitions
-/// above with a configuration's `[engine.audiences]` and `[engine.traits]`.
+/// above with a configuration's `[engine.audiences]`, `[engine.traits]` and
+/// `[engine.journeys]`.
 pub fn audiences(
     events: usize,
     customers: usize,
@@ -106,27 +182,30 @@ pub fn audiences(
     let with = config.unwrap_or_else(|| EngineConfig {
         audiences: named(&AUDIENCES),
         traits: named(&TRAITS),
+        journeys: journeys(),
         ..EngineConfig::default()
     });
     with.validate().context("the definitions do not compile")?;
     let without = EngineConfig {
         audiences: BTreeMap::new(),
         traits: BTreeMap::new(),
+        journeys: BTreeMap::new(),
         ..with.clone()
     };
     println!(
-        "{events} events over {customers} customers; {} audiences and {} traits; {rounds} rounds each way, alternated",
+        "{events} events over {customers} customers; {} audiences, {} traits and {} journeys; {rounds} rounds each way, alternated",
         with.audiences.len(),
-        with.traits.len()
+        with.traits.len(),
+        with.journeys.len()
     );
     let (mut base, mut defs) = (Vec::new(), Vec::new());
-    let mut changes = 0;
+    let (mut changes, mut triggers) = (0, 0);
     for round in 0..rounds.max(1) {
-        let (rate, _) = one_run(&input, &without, &dir.path().join(format!("a{round}")))?;
+        let (rate, _, _) = one_run(&input, &without, &dir.path().join(format!("a{round}")))?;
         base.push(rate);
-        let (rate, n) = one_run(&input, &with, &dir.path().join(format!("b{round}")))?;
+        let (rate, n, t) = one_run(&input, &with, &dir.path().join(format!("b{round}")))?;
         defs.push(rate);
-        changes = n;
+        (changes, triggers) = (n, t);
         println!(
             "round {}: without {:.0} events/s, with {:.0} events/s",
             round + 1,
@@ -135,24 +214,26 @@ pub fn audiences(
         );
     }
     let (base, defs) = (median(&mut base), median(&mut defs));
-    println!("audiences.changes records: {changes}");
+    println!("audiences.changes records: {changes}; journey triggers: {triggers}");
     println!("median without definitions: {base:.0} events/s");
     println!("median with definitions:    {defs:.0} events/s");
     println!("ratio with/without:         {:.3}", defs / base);
     Ok(())
 }
 
-/// One replay into a fresh store at `store`: events/s and `audiences.changes` records.
-fn one_run(input: &Path, config: &EngineConfig, store: &Path) -> Result<(f64, u64)> {
+/// One replay into a fresh store at `store`: events/s, `audiences.changes` records and
+/// journey triggers.
+fn one_run(input: &Path, config: &EngineConfig, store: &Path) -> Result<(f64, u64, u64)> {
     let mut engine = replay::open_engine(config.clone(), Some(store))?;
     let reader = io::BufReader::with_capacity(1 << 20, std::fs::File::open(input)?);
     let mut sink = BufWriter::with_capacity(1 << 20, io::sink());
     let now = chrono::Utc::now().timestamp_millis();
     let summary = replay::run(&mut engine, reader, "bench", now, &mut sink, 10_000, None)?;
-    let changes = summary.stats.audience_changes;
+    let stats = &summary.stats;
+    let (changes, triggers) = (stats.audience_changes, stats.journey_triggers);
     drop(engine);
     std::fs::remove_dir_all(store).ok();
-    Ok((summary.events_per_second(), changes))
+    Ok((summary.events_per_second(), changes, triggers))
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -297,7 +297,7 @@ impl Telemetry {
             };
             topics.inputs.insert(topic.clone(), input);
         }
-        for topic in Topic::ALL {
+        for topic in Topic::outputs(&settings.engine) {
             topics.outputs.insert(k.topic(topic), topic.name());
         }
         let requests = inputs

@@ -31,10 +31,12 @@ use crate::engine::audience::{
     compile_condition, compile_value, Aggregate, AllowedChannel, CompileError, Compiled, Context,
     EventFields, Value,
 };
+use crate::engine::config::EngineConfig;
 use crate::engine::profile::event::ProfileEvent;
+use crate::engine::profile::journeys::{self, Journey, JourneyCustomer, JourneyState};
 use crate::engine::profile::records::amount;
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
-use crate::model::Purpose;
+use crate::model::{Channel, Purpose};
 
 /// Buckets per window.
 pub const STEPS: i64 = 32;
@@ -51,7 +53,7 @@ pub fn named(definitions: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("engine.{section}.{name}: {error}")]
 pub struct DefinitionError {
-    /// `audiences` or `traits`.
+    /// `audiences`, `traits` or `journeys`.
     pub section: &'static str,
     pub name: String,
     pub error: CompileError,
@@ -72,6 +74,7 @@ struct Window {
 pub struct Definitions {
     audiences: Vec<(String, Compiled)>,
     traits: Vec<(String, Compiled)>,
+    journeys: Vec<Journey>,
     /// Every aggregate any definition reads, once, by key.
     windows: Vec<Window>,
     /// The paths some definition calls `days_since` on, each once.
@@ -81,11 +84,10 @@ pub struct Definitions {
 }
 
 impl Definitions {
-    /// Compiles every definition; the first that does not compile is the error.
-    pub fn compile(
-        audiences: &BTreeMap<String, String>,
-        traits: &BTreeMap<String, String>,
-    ) -> Result<Self, DefinitionError> {
+    /// Compiles the audiences, traits and journeys of a configuration; the first that
+    /// does not compile is the error.
+    pub fn compile(config: &EngineConfig) -> Result<Self, DefinitionError> {
+        let (audiences, traits) = (&config.audiences, &config.traits);
         let compile_all =
             |section: &'static str,
              sources: &BTreeMap<String, String>,
@@ -118,8 +120,19 @@ impl Definitions {
                 error,
             })?;
         }
+        let journeys = config
+            .journeys
+            .iter()
+            .map(|(name, journey)| Journey::compile(name, journey))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut windows: Vec<Window> = Vec::new();
-        let all = || audiences.iter().chain(&traits).map(|(_, c)| c);
+        let all = || {
+            audiences
+                .iter()
+                .chain(&traits)
+                .map(|(_, c)| c)
+                .chain(journeys.iter().filter_map(Journey::condition))
+        };
         for aggregate in all().flat_map(Compiled::windows) {
             if !windows.iter().any(|w| w.aggregate.key() == aggregate.key()) {
                 windows.push(Window {
@@ -144,6 +157,7 @@ impl Definitions {
         Ok(Self {
             audiences,
             traits,
+            journeys,
             windows,
             days_since,
             record_fields,
@@ -151,7 +165,12 @@ impl Definitions {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.audiences.is_empty() && self.traits.is_empty()
+        self.audiences.is_empty() && self.traits.is_empty() && self.journeys.is_empty()
+    }
+
+    /// Whether golden records show `audiences` and `traits`: when some are configured.
+    pub fn shows_audiences(&self) -> bool {
+        !self.audiences.is_empty() || !self.traits.is_empty()
     }
 
     /// The golden record's fields (first names of paths) the definitions read: what
@@ -191,6 +210,15 @@ impl Definitions {
             let excess = buckets.len().saturating_sub(STEPS as usize + 1);
             buckets.drain(..excess);
         }
+        journeys::record(
+            &self.journeys,
+            &mut state.journeys,
+            &mut state.entries,
+            &event.kind,
+            &fields,
+            event.occurred_at,
+            &event.event_id,
+        );
     }
 
     /// Forgets the buckets out of their windows at `now`, and aggregates no definition
@@ -235,7 +263,11 @@ impl Definitions {
                 .saturating_add(1)
                 .saturating_mul(DAY_MS)
         });
-        leaving.into_iter().chain(midnight).min()
+        leaving
+            .into_iter()
+            .chain(midnight)
+            .chain(journeys::next_due(&state.journeys))
+            .min()
     }
 
     /// Evaluates the traits, then the audiences, of a customer whose golden record is
@@ -251,9 +283,13 @@ impl Definitions {
             customer_id,
             record,
             allowed,
+            channels,
+            last_order_at,
             now,
         } = customer;
         self.prune(state, now);
+        let mut journey_states = std::mem::take(&mut state.journeys);
+        let entries = std::mem::take(&mut state.entries);
         let mut eval = Evaluation {
             record: &record,
             traits: None,
@@ -287,10 +323,25 @@ impl Definitions {
         for name in members.difference(&state.members) {
             out.push(change_record(customer_id, name, "entered", cause, now));
         }
+        let journeyed = journeys::settle(
+            &self.journeys,
+            &mut journey_states,
+            entries,
+            &eval,
+            &JourneyCustomer {
+                customer_id,
+                channels,
+                last_order_at,
+            },
+            now,
+        );
+        state.journeys = journey_states;
         state.members = members;
         state.traits = traits;
         Settled {
             out,
+            triggers: journeyed.triggers,
+            suppressed: journeyed.suppressed,
             due: self.next_due(state, &record, now),
         }
     }
@@ -325,6 +376,10 @@ impl Window {
 pub struct Settled {
     /// `audiences.changes` records.
     pub out: Vec<OutputRecord>,
+    /// `triggers.<journey>` records.
+    pub triggers: Vec<OutputRecord>,
+    /// Journey waits come to their due time without a trigger.
+    pub suppressed: u64,
     /// When to evaluate again with nothing else happening.
     pub due: Option<i64>,
 }
@@ -337,6 +392,10 @@ pub struct Customer<'a> {
     pub record: serde_json::Value,
     /// Whether the customer may be contacted for a purpose on a channel now.
     pub allowed: &'a dyn Fn(Purpose, AllowedChannel) -> bool,
+    /// The channels allowed (and reachable) for a purpose now.
+    pub channels: &'a dyn Fn(Purpose) -> Vec<Channel>,
+    /// When the customer last ordered, if it did (journeys' `suppress_after_purchase`).
+    pub last_order_at: Option<i64>,
     pub now: i64,
 }
 
@@ -366,6 +425,33 @@ pub struct AudienceState {
     pub windows: BTreeMap<u64, BTreeMap<u64, Vec<Bucket>>>,
     /// When its audience timer is due (its key in `p/tm/`), if it has one.
     pub due: Option<i64>,
+    /// Its journeys' waits, by journey.
+    pub journeys: BTreeMap<String, JourneyState>,
+    /// Entry events seen since it last settled (never stored: settling starts their
+    /// waits).
+    #[serde(skip)]
+    pub entries: Vec<journeys::Entry>,
+}
+
+/// [`AudienceState`] as stores written before journeys hold it (read, never written).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AudienceStateBeforeJourneys {
+    pub members: BTreeSet<String>,
+    pub traits: Vec<(String, TraitValue)>,
+    pub windows: BTreeMap<u64, BTreeMap<u64, Vec<Bucket>>>,
+    pub due: Option<i64>,
+}
+
+impl From<AudienceStateBeforeJourneys> for AudienceState {
+    fn from(old: AudienceStateBeforeJourneys) -> Self {
+        AudienceState {
+            members: old.members,
+            traits: old.traits,
+            windows: old.windows,
+            due: old.due,
+            ..AudienceState::default()
+        }
+    }
 }
 
 impl AudienceState {
@@ -381,9 +467,11 @@ impl AudienceState {
         }
     }
 
-    /// Adds the windows of a customer merged into this one.
+    /// Adds the windows and journey waits of a customer merged into this one.
     pub fn absorb(&mut self, gone: AudienceState) {
         self.windows.extend(gone.windows);
+        journeys::absorb(&mut self.journeys, gone.journeys);
+        self.entries.extend(gone.entries);
     }
 
     /// The golden record's `audiences` and `traits`.
@@ -600,7 +688,11 @@ mod tests {
     use super::*;
 
     fn definitions(audiences: &[(&str, &str)]) -> Definitions {
-        Definitions::compile(&named(audiences), &BTreeMap::new()).unwrap()
+        Definitions::compile(&EngineConfig {
+            audiences: named(audiences),
+            ..EngineConfig::default()
+        })
+        .unwrap()
     }
 
     fn view(at: i64) -> ProfileEvent {
@@ -653,6 +745,8 @@ mod tests {
                 customer_id: "cus_1",
                 record: serde_json::json!({}),
                 allowed: &allowed,
+                channels: &|_| Vec::new(),
+                last_order_at: None,
                 now,
             };
             d.settle(customer, state, "time")
@@ -678,6 +772,8 @@ mod tests {
                 customer_id: "cus_1",
                 record,
                 allowed: &allowed,
+                channels: &|_| Vec::new(),
+                last_order_at: None,
                 now: 10 * DAY_MS + 5,
             };
             d.settle(customer, &mut AudienceState::default(), "event")

@@ -29,6 +29,7 @@ pub mod audiences;
 pub mod bounds;
 pub mod consent;
 pub mod event;
+pub mod journeys;
 pub mod records;
 pub mod timeline;
 
@@ -72,6 +73,9 @@ const TIMERS: Table<(i64, String, String), ()> = Table::new(keys::profile::TIMER
 const TIMERS_DONE: Cell<i64> = Cell::new(keys::profile::TIMERS_DONE);
 /// Audiences, traits and windows by customer ([`audiences`]).
 const AUDIENCES: Table<String, AudienceState> = Table::new(keys::profile::AUDIENCES);
+/// The same table as written before journeys were kept in it.
+const AUDIENCES_BEFORE_JOURNEYS: Table<String, audiences::AudienceStateBeforeJourneys> =
+    Table::new(keys::profile::AUDIENCES);
 
 /// One stated value of a field, with its provenance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,7 +317,7 @@ impl Profiler {
     pub fn new(config: &EngineConfig) -> Self {
         // The settings were validated, so every definition compiles; a configuration
         // built in code without that check keeps none rather than half of them.
-        let definitions = Definitions::compile(&config.audiences, &config.traits);
+        let definitions = Definitions::compile(config);
         debug_assert!(definitions.is_ok(), "{definitions:?}");
         Self {
             config: config.clone(),
@@ -876,15 +880,27 @@ impl Profiler {
             .iter()
             .filter_map(|name| Some((name.clone(), golden.field_json(name)?)))
             .collect();
+        let channels = |purpose: Purpose| {
+            golden
+                .allowed_channels
+                .get(&purpose)
+                .cloned()
+                .unwrap_or_default()
+        };
         let customer = audiences::Customer {
             customer_id,
             record: Value::Object(record),
             allowed: &allowed,
+            channels: &channels,
+            last_order_at: profile.last_order_at(),
             now,
         };
         let settled = self.definitions.settle(customer, &mut state, cause);
         done.counts.audience_changes += settled.out.len() as u64;
+        done.counts.journey_triggers += settled.triggers.len() as u64;
+        done.counts.journey_suppressed += settled.suppressed;
         done.out.extend(settled.out);
+        done.out.extend(settled.triggers);
         // A timer due before the window already read fires at the next check.
         let checked = TIMERS_DONE.get(store)?.unwrap_or(i64::MIN);
         let due = settled.due.map(|due| due.max(checked.saturating_add(1)));
@@ -1513,7 +1529,14 @@ impl Profiler {
         if self.definitions.is_empty() {
             return Ok(None);
         }
-        Ok(Some(AUDIENCES.get(store, customer_id)?.unwrap_or_default()))
+        let state = match AUDIENCES.get(store, customer_id) {
+            // Written before journeys were kept with the audiences.
+            Err(StoreError::Decode { .. }) => AUDIENCES_BEFORE_JOURNEYS
+                .get(store, customer_id)?
+                .map(AudienceState::from),
+            read => read?,
+        };
+        Ok(Some(state.unwrap_or_default()))
     }
 
     /// The golden record of a customer as of `clock`. With `profiling` denied it has no
@@ -1525,7 +1548,10 @@ impl Profiler {
         clock: i64,
         audiences: Option<&'a AudienceState>,
     ) -> GoldenRecord<'a> {
-        let (audiences, traits) = audiences.map(AudienceState::shown).unzip();
+        let (audiences, traits) = audiences
+            .filter(|_| self.definitions.shows_audiences())
+            .map(AudienceState::shown)
+            .unzip();
         let totals = Totals::of(profile);
         let (person, attributes) = person_and_attributes(self.survivors(profile));
         let (consents, consents_by_identifier) = consent_view(&profile.consents, clock);

@@ -5,7 +5,9 @@
 //! optional part), one for `gdpr.requests`, one for `identity.commands`, and one per
 //! output topic
 //! (`schemas/output/<topic>.avsc`). `touchpoints.dlq` has none: a dead letter keeps the
-//! original bytes, whatever their format.
+//! original bytes, whatever their format. The topics of the configured journeys
+//! (`triggers.<journey>`) share one, `schemas/output/triggers.journey.avsc`: their records
+//! have the same shape, and the journeys are only known at run time.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -21,8 +23,8 @@ use crate::model::output::Topic;
 pub struct SchemaFile {
     /// `input` or `output`.
     pub dir: &'static str,
-    /// The topic name without prefix (`touchpoints.web`), or `touchpoint` for the generic
-    /// touchpoint.
+    /// The topic name without prefix (`touchpoints.web`), `touchpoint` for the generic
+    /// touchpoint, or `triggers.journey` for every journey's topic.
     pub name: &'static str,
     pub text: &'static str,
 }
@@ -38,7 +40,7 @@ macro_rules! schema_file {
 }
 
 /// Every schema file, as compiled in.
-pub const FILES: [SchemaFile; 20] = [
+pub const FILES: [SchemaFile; 21] = [
     schema_file!("input", "touchpoints.web"),
     schema_file!("input", "touchpoints.app"),
     schema_file!("input", "touchpoints.store"),
@@ -57,12 +59,16 @@ pub const FILES: [SchemaFile; 20] = [
     schema_file!("output", "triggers.cart_abandoned"),
     schema_file!("output", "triggers.purchase_completed"),
     schema_file!("output", "triggers.lifecycle_changed"),
+    schema_file!("output", "triggers.journey"),
     schema_file!("output", "audiences.changes"),
     schema_file!("output", "gdpr.receipts"),
 ];
 
 /// The name of the generic touchpoint schema.
 pub const GENERIC_TOUCHPOINT: &str = "touchpoint";
+
+/// The name of the schema of every journey's topic (`triggers.<journey>`).
+pub const JOURNEY: &str = "triggers.journey";
 
 /// A parsed schema with what encoding and decoding against it need, prepared once.
 pub struct TopicSchema {
@@ -147,9 +153,13 @@ impl Catalogue {
         &self.by_name["identity.commands"]
     }
 
-    /// The value schema of an output topic (none for the dead-letter topic).
+    /// The value schema of an output topic (none for the dead-letter topic); every
+    /// journey's topic has [`JOURNEY`].
     pub fn output(&self, topic: Topic) -> Option<&TopicSchema> {
-        self.by_name.get(topic.name())
+        match topic {
+            Topic::Journey(_) => self.by_name.get(JOURNEY),
+            _ => self.by_name.get(topic.name()),
+        }
     }
 
     /// A schema by file name (`touchpoints.web`, `touchpoint`, `profiles.merged`...).
@@ -193,5 +203,56 @@ mod tests {
         }
         assert_eq!(c.input("web").file.name, "touchpoints.web");
         assert_eq!(c.input("kiosk").file.name, GENERIC_TOUCHPOINT);
+        // Any journey's topic, whatever its name: journeys are configured, not built in.
+        assert!(c.output(Topic::journey("x")).is_some());
+        assert_eq!(
+            c.output(Topic::journey("browse_no_cart"))
+                .map(|s| s.file.name),
+            Some(JOURNEY)
+        );
+    }
+
+    /// A `triggers.<journey>` record as the engine writes it in JSON.
+    fn journey_trigger() -> serde_json::Value {
+        use crate::model::output::{rfc3339, DAY_MS};
+        let entered = 1_772_357_400_000; // 2026-03-01T09:30:00Z
+        serde_json::json!({
+            "trigger_id": format!("browse_no_cart:c-1:{entered}"),
+            "customer_id": "c-1",
+            "journey": "browse_no_cart",
+            "entered_at": rfc3339(entered),
+            "entry_event_id": "e-42",
+            "due_at": rfc3339(entered + DAY_MS),
+            "purpose": "marketing",
+            "channels_allowed": ["email", "sms"],
+            "at": rfc3339(entered + DAY_MS + 250),
+        })
+    }
+
+    #[test]
+    fn a_journey_trigger_goes_to_avro_and_back_unchanged() {
+        let schema = catalogue()
+            .output(Topic::journey("browse_no_cart"))
+            .unwrap();
+        let doc = journey_trigger();
+        let body = schema.encode(&doc).unwrap();
+        for nulls in [codec::Nulls::Keep, codec::Nulls::Drop] {
+            assert_eq!(schema.decode_direct(&body, nulls), Some(doc.clone()));
+        }
+        // What the generic reader (a writer schema resolved to this one) reads, too.
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(schema.schema)
+            .resolved_writer_schemata(schema.resolved.clone())
+            .build()
+            .unwrap()
+            .read_value(&mut &body[..])
+            .unwrap();
+        assert_eq!(
+            codec::to_json(value, schema.schema, &schema.names, codec::Nulls::Keep).unwrap(),
+            doc
+        );
+        // A field missing is refused, not written as a default.
+        let mut partial = doc.clone();
+        partial.as_object_mut().unwrap().remove("due_at");
+        assert!(schema.encode(&partial).is_err());
     }
 }

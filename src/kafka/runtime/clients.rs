@@ -125,7 +125,7 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
 /// Creates the output topics and the changelog where the broker allows it; says which
 /// topics are missing, inputs and outputs apart. Returns the missing ones.
 pub async fn ensure_topics(settings: &Settings) -> Vec<String> {
-    let mut created: Vec<NewTopicSpec> = Topic::ALL
+    let mut created: Vec<NewTopicSpec> = Topic::outputs(&settings.engine)
         .iter()
         .map(|t| NewTopicSpec {
             name: settings.kafka.topic(*t),

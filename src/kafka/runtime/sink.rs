@@ -104,6 +104,7 @@ pub(super) async fn connect_encoder(
             &settings.output,
             &settings.schema_registry,
             &settings.kafka.topic_prefix,
+            &crate::model::output::Topic::outputs(&settings.engine),
         )
         .await;
         match connected {

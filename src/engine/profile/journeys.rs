@@ -1,0 +1,500 @@
+//! Journeys defined in the configuration (`[engine.journeys.<name>]`): after an event,
+//! wait; if the event that would end the wait does not come, publish a trigger on
+//! `triggers.<name>`.
+//!
+//! ```toml
+//! [engine.journeys.browse_no_cart]       # product viewed 3 times in 24 h, no cart
+//! entry = "product_view"
+//! when = "count(product_view, 24h) >= 3"
+//! unless = "cart"
+//! wait = "24h"
+//! cap = "1/7d"
+//! quiet_hours = "21-8"
+//!
+//! [engine.journeys.lapsed_buyer]         # purchase, then no visit for 60 days
+//! entry = "purchase"
+//! unless = "page_view"
+//! wait = "60d"
+//! ```
+//!
+//! The rules, all on event times so that the same events in any order give the same
+//! triggers (the wait of the latest entry decides):
+//! - an `entry` event (for which `when` holds once the event is counted, if given) starts
+//!   a wait due `wait` after its event time; a later entry starts it again, an earlier
+//!   one changes nothing;
+//! - an `unless` event later than the entry and not later than the due time ends the
+//!   wait, whichever of the two arrived first (the latest [`UNLESS_KEPT`] `unless` times
+//!   are kept per journey for entries that arrive late);
+//! - a due time inside `quiet_hours` (UTC) moves to their end;
+//! - once the customer's clock reaches the due time, the trigger is published unless the
+//!   customer ordered within `suppress_after_purchase` before it, the cap (`"N/period"`,
+//!   triggers per customer whose due times fall within the period) is reached, or no
+//!   purpose of `purposes` has a channel allowed; either way the wait is over.
+//!
+//! A journey's state is kept with the customer's audiences (`p/au/`); a merge keeps the
+//! latest wait of the two customers (ended if an `unless` time of either falls in it), a
+//! split leaves the waits with the customer split from; erasure and retention forget
+//! them with the rest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::audience::{
+    compile_condition, compile_duration, compile_events, Aggregate, CompileError, Compiled,
+    Context, EventFields, EventPattern,
+};
+use crate::engine::config::JourneyConfig;
+use crate::engine::profile::audiences::DefinitionError;
+use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
+use crate::model::{Channel, Purpose};
+
+/// `unless` event times kept per journey and customer: the latest.
+pub const UNLESS_KEPT: usize = 16;
+
+/// The most triggers a cap may allow per period.
+const MAX_CAP: usize = 1_000;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A journey of the configuration, compiled.
+#[derive(Debug, Clone)]
+pub struct Journey {
+    pub name: String,
+    topic: Topic,
+    entry: EventPattern,
+    when: Option<Compiled>,
+    unless: Option<EventPattern>,
+    wait_ms: i64,
+    purposes: Vec<Purpose>,
+    /// At most `.0` triggers whose due times fall within `.1` ms.
+    cap: Option<(usize, i64)>,
+    /// Quiet from hour `.0` (inclusive) to hour `.1` (exclusive), UTC.
+    quiet: Option<(i64, i64)>,
+    suppress_after_purchase_ms: Option<i64>,
+}
+
+impl Journey {
+    /// Compiles a journey; the error names the field, with its line and column.
+    pub fn compile(name: &str, config: &JourneyConfig) -> Result<Self, DefinitionError> {
+        let at = |field: &str| {
+            let name = format!("{name}.{field}");
+            move |error: CompileError| DefinitionError {
+                section: "journeys",
+                name,
+                error,
+            }
+        };
+        let entry = compile_events(&config.entry).map_err(at("entry"))?;
+        let when = config
+            .when
+            .as_deref()
+            .map(compile_condition)
+            .transpose()
+            .map_err(at("when"))?;
+        let unless = config
+            .unless
+            .as_deref()
+            .map(compile_events)
+            .transpose()
+            .map_err(at("unless"))?;
+        let wait_ms = compile_duration(&config.wait).map_err(at("wait"))?;
+        let cap = config
+            .cap
+            .as_deref()
+            .map(parse_cap)
+            .transpose()
+            .map_err(at("cap"))?;
+        let quiet = config
+            .quiet_hours
+            .as_deref()
+            .map(parse_quiet_hours)
+            .transpose()
+            .map_err(at("quiet_hours"))?;
+        let suppress_after_purchase_ms = config
+            .suppress_after_purchase
+            .as_deref()
+            .map(compile_duration)
+            .transpose()
+            .map_err(at("suppress_after_purchase"))?;
+        if config.purposes.is_empty() {
+            return Err(at("purposes")(CompileError {
+                line: 1,
+                column: 1,
+                message: "at least one purpose: the trigger is sent for the first one \
+                          the customer allows on some channel"
+                    .into(),
+            }));
+        }
+        Ok(Self {
+            name: name.to_string(),
+            topic: Topic::journey(name),
+            entry,
+            when,
+            unless,
+            wait_ms,
+            purposes: config.purposes.clone(),
+            cap,
+            quiet,
+            suppress_after_purchase_ms,
+        })
+    }
+
+    /// The windowed aggregates `when` reads.
+    pub fn windows(&self) -> &[Aggregate] {
+        self.when.as_ref().map_or(&[], Compiled::windows)
+    }
+
+    /// The condition `when`, if any.
+    pub fn condition(&self) -> Option<&Compiled> {
+        self.when.as_ref()
+    }
+
+    /// `at`, or the end of the quiet hours it falls in.
+    fn outside_quiet_hours(&self, at: i64) -> i64 {
+        let Some((from, to)) = self.quiet else {
+            return at;
+        };
+        let day = at.div_euclid(DAY_MS) * DAY_MS;
+        let hour = (at - day) / HOUR_MS;
+        let quiet = if from < to {
+            (from..to).contains(&hour)
+        } else {
+            hour >= from || hour < to
+        };
+        if !quiet {
+            return at;
+        }
+        // The end of these quiet hours: today at `to`, or tomorrow if they began today.
+        let end = day + to * HOUR_MS;
+        if end > at {
+            end
+        } else {
+            end + DAY_MS
+        }
+    }
+}
+
+/// `"N/period"`: at most N triggers in the period.
+fn parse_cap(source: &str) -> Result<(usize, i64), CompileError> {
+    let usage = "a cap is a count and a period, as in `1/7d`";
+    let error = |column: usize, message: String| CompileError {
+        line: 1,
+        column: column as u32 + 1,
+        message,
+    };
+    let Some((count, period)) = source.split_once('/') else {
+        return Err(error(0, format!("expected `/`: {usage}")));
+    };
+    let trimmed = count.trim();
+    let n: usize = trimmed
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_CAP).contains(n))
+        .ok_or_else(|| {
+            error(
+                count.len() - count.trim_start().len(),
+                format!("expected a count from 1 to {MAX_CAP}: {usage}"),
+            )
+        })?;
+    let offset = count.chars().count() + 1;
+    let period_ms = compile_duration(period).map_err(|mut e| {
+        if e.line == 1 {
+            e.column += offset as u32;
+        }
+        e
+    })?;
+    Ok((n, period_ms))
+}
+
+/// `"21-8"`: from 21:00 to 08:00 (UTC).
+fn parse_quiet_hours(source: &str) -> Result<(i64, i64), CompileError> {
+    let usage = "quiet hours are two hours of the day (UTC), as in `21-8` for 21:00 to 08:00";
+    let error = |message: String| CompileError {
+        line: 1,
+        column: 1,
+        message,
+    };
+    let (from, to) = source
+        .split_once('-')
+        .ok_or_else(|| error(format!("expected `-`: {usage}")))?;
+    let hour = |s: &str| {
+        s.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|h| (0..24).contains(h))
+            .ok_or_else(|| {
+                error(format!(
+                    "`{}` is not an hour from 0 to 23: {usage}",
+                    s.trim()
+                ))
+            })
+    };
+    let (from, to) = (hour(from)?, hour(to)?);
+    if from == to {
+        return Err(error(format!("the two hours are the same: {usage}")));
+    }
+    Ok((from, to))
+}
+
+/// What a customer keeps for one journey.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JourneyState {
+    /// The wait under way: the latest entry, not ended.
+    pub run: Option<Run>,
+    /// Event times of the latest `unless` events, oldest first, at most [`UNLESS_KEPT`].
+    pub unless_seen: Vec<i64>,
+    /// Due times of the triggers published within the cap's period (with a cap only),
+    /// oldest first.
+    pub fired: Vec<i64>,
+}
+
+impl JourneyState {
+    fn is_empty(&self) -> bool {
+        self.run.is_none() && self.unless_seen.is_empty() && self.fired.is_empty()
+    }
+
+    /// Whether an `unless` event ends a wait that began at `entered_at` and is due at
+    /// `due`.
+    fn ended(&self, entered_at: i64, due: i64) -> bool {
+        self.unless_seen
+            .iter()
+            .any(|u| entered_at < *u && *u <= due)
+    }
+
+    fn note_unless(&mut self, at: i64) {
+        let i = self.unless_seen.partition_point(|u| *u <= at);
+        self.unless_seen.insert(i, at);
+        let excess = self.unless_seen.len().saturating_sub(UNLESS_KEPT);
+        self.unless_seen.drain(..excess);
+    }
+
+    /// Adds the state of a customer merged into this one.
+    fn absorb(&mut self, gone: JourneyState) {
+        for u in gone.unless_seen {
+            self.note_unless(u);
+        }
+        let later = match (&self.run, &gone.run) {
+            (Some(mine), Some(theirs)) => theirs.entered_at > mine.entered_at,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        if later {
+            self.run = gone.run;
+        }
+        if let Some(run) = &self.run {
+            if self.ended(run.entered_at, run.due) {
+                self.run = None;
+            }
+        }
+        self.fired.extend(gone.fired);
+        self.fired.sort_unstable();
+        self.fired.dedup();
+    }
+}
+
+/// A wait under way.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// Event time of the entry event.
+    pub entered_at: i64,
+    pub event_id: String,
+    /// When the trigger is due (quiet hours applied).
+    pub due: i64,
+}
+
+/// An entry event seen, whose wait starts when its customer settles (`when` is read
+/// then, with the event counted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    journey: usize,
+    at: i64,
+    event_id: String,
+}
+
+/// An event of a customer: ends the waits its `unless` matches and notes it as an entry.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    journeys: &[Journey],
+    states: &mut BTreeMap<String, JourneyState>,
+    entries: &mut Vec<Entry>,
+    kind: &str,
+    fields: &dyn EventFields,
+    at: i64,
+    event_id: &str,
+) {
+    for (i, journey) in journeys.iter().enumerate() {
+        if journey
+            .unless
+            .as_ref()
+            .is_some_and(|u| u.matches(kind, fields))
+        {
+            let state = states.entry(journey.name.clone()).or_default();
+            state.note_unless(at);
+            if let Some(run) = &state.run {
+                if state.ended(run.entered_at, run.due) {
+                    state.run = None;
+                }
+            }
+        }
+        if journey.entry.matches(kind, fields) {
+            entries.push(Entry {
+                journey: i,
+                at,
+                event_id: event_id.to_string(),
+            });
+        }
+    }
+}
+
+/// A customer as its journeys are settled.
+pub struct JourneyCustomer<'a> {
+    pub customer_id: &'a str,
+    /// The channels allowed (and reachable) for a purpose now.
+    pub channels: &'a dyn Fn(Purpose) -> Vec<Channel>,
+    /// When the customer last ordered, if it did.
+    pub last_order_at: Option<i64>,
+}
+
+/// What settling journeys gave.
+#[derive(Debug, Default)]
+pub struct JourneyOutcome {
+    /// `triggers.<journey>` records.
+    pub triggers: Vec<OutputRecord>,
+    /// Waits that came to their due time without a trigger (capped, a recent purchase,
+    /// no channel allowed).
+    pub suppressed: u64,
+}
+
+/// Starts the waits of `entries` (where `when` holds in `ctx`), then publishes the
+/// triggers due by `now`, and forgets the journeys no longer configured.
+pub fn settle(
+    journeys: &[Journey],
+    states: &mut BTreeMap<String, JourneyState>,
+    entries: Vec<Entry>,
+    ctx: &dyn Context,
+    customer: &JourneyCustomer<'_>,
+    now: i64,
+) -> JourneyOutcome {
+    for entry in entries {
+        let Some(journey) = journeys.get(entry.journey) else {
+            continue;
+        };
+        if journey
+            .when
+            .as_ref()
+            .is_some_and(|w| !w.eval_condition(ctx))
+        {
+            continue;
+        }
+        let state = states.entry(journey.name.clone()).or_default();
+        if state.run.as_ref().is_some_and(|r| r.entered_at >= entry.at) {
+            continue;
+        }
+        let due = journey.outside_quiet_hours(entry.at.saturating_add(journey.wait_ms));
+        if state.ended(entry.at, due) {
+            continue;
+        }
+        state.run = Some(Run {
+            entered_at: entry.at,
+            event_id: entry.event_id,
+            due,
+        });
+    }
+    let mut outcome = JourneyOutcome::default();
+    for journey in journeys {
+        let Some(state) = states.get_mut(&journey.name) else {
+            continue;
+        };
+        let Some(run) = state.run.take_if(|r| r.due <= now) else {
+            continue;
+        };
+        match fire(journey, state, &run, customer, now) {
+            Some(record) => outcome.triggers.push(record),
+            None => outcome.suppressed += 1,
+        }
+    }
+    states.retain(|name, state| !state.is_empty() && journeys.iter().any(|j| j.name == *name));
+    outcome
+}
+
+/// The trigger of a wait come to its due time, if nothing suppresses it.
+fn fire(
+    journey: &Journey,
+    state: &mut JourneyState,
+    run: &Run,
+    customer: &JourneyCustomer<'_>,
+    now: i64,
+) -> Option<OutputRecord> {
+    if let (Some(within), Some(ordered)) =
+        (journey.suppress_after_purchase_ms, customer.last_order_at)
+    {
+        if ordered <= run.due && run.due - ordered <= within {
+            return None;
+        }
+    }
+    if let Some((count, period)) = journey.cap {
+        state.fired.retain(|t| *t > run.due - period);
+        if state.fired.len() >= count {
+            return None;
+        }
+    }
+    let (purpose, channels) = journey.purposes.iter().find_map(|&p| {
+        let channels = (customer.channels)(p);
+        (!channels.is_empty()).then_some((p, channels))
+    })?;
+    if journey.cap.is_some() {
+        state.fired.push(run.due);
+    }
+    let trigger = JourneyTrigger {
+        trigger_id: format!(
+            "{}:{}:{}",
+            journey.name, customer.customer_id, run.entered_at
+        ),
+        customer_id: customer.customer_id,
+        journey: &journey.name,
+        entered_at: Time(run.entered_at),
+        entry_event_id: &run.event_id,
+        due_at: Time(run.due),
+        purpose,
+        channels_allowed: channels,
+        at: Time(now),
+    };
+    Some(OutputRecord::json(
+        journey.topic,
+        customer.customer_id.to_string(),
+        to_json(&trigger),
+    ))
+}
+
+/// When the next wait of these states is due.
+pub fn next_due(states: &BTreeMap<String, JourneyState>) -> Option<i64> {
+    states
+        .values()
+        .filter_map(|s| s.run.as_ref().map(|r| r.due))
+        .min()
+}
+
+/// Adds the journey states of a customer merged into this one.
+pub fn absorb(states: &mut BTreeMap<String, JourneyState>, gone: BTreeMap<String, JourneyState>) {
+    for (name, state) in gone {
+        states.entry(name).or_default().absorb(state);
+    }
+}
+
+/// A `triggers.<journey>` record.
+#[derive(Serialize)]
+struct JourneyTrigger<'a> {
+    /// `<journey>:<customer_id>:<entry event time in ms>`: the same wait gives the same id.
+    trigger_id: String,
+    customer_id: &'a str,
+    journey: &'a str,
+    /// Event time of the entry event that started the wait.
+    entered_at: Time,
+    entry_event_id: &'a str,
+    due_at: Time,
+    /// The first of the journey's purposes with a channel allowed.
+    purpose: Purpose,
+    channels_allowed: Vec<Channel>,
+    at: Time,
+}

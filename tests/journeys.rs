@@ -1,0 +1,505 @@
+//! Journeys of the configuration, end to end through replay: the three sequences of the
+//! issue (viewed three times in 24 h and no cart; a purchase, then no visit for 60 days;
+//! a reminder sent, then no purchase within 48 h), the same events in another order,
+//! caps, quiet hours, suppression by consent and by a recent purchase, merges, erasure,
+//! and definitions that do not compile.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{elsewhere, event, feed, on_topic};
+use serde_json::{json, Value};
+use unicus::engine::config::{EngineConfig, JourneyConfig};
+use unicus::engine::Engine;
+use unicus::store::Store;
+
+fn journey(entry: &str, unless: Option<&str>, wait: &str) -> JourneyConfig {
+    JourneyConfig {
+        entry: entry.into(),
+        when: None,
+        unless: unless.map(String::from),
+        wait: wait.into(),
+        purposes: vec![unicus::model::Purpose::Marketing],
+        cap: None,
+        quiet_hours: None,
+        suppress_after_purchase: None,
+    }
+}
+
+/// Product viewed three times in 24 h, no cart: reminded two hours after the third view.
+fn browse_no_cart() -> JourneyConfig {
+    JourneyConfig {
+        when: Some("count(product_view, 24h) >= 3".into()),
+        ..journey("product_view", Some("cart_add"), "2h")
+    }
+}
+
+fn config(journeys: &[(&str, JourneyConfig)]) -> EngineConfig {
+    EngineConfig {
+        journeys: journeys
+            .iter()
+            .map(|(name, j)| (name.to_string(), j.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        ..EngineConfig::default()
+    }
+}
+
+fn engine(config: EngineConfig) -> Engine {
+    config.validate().unwrap();
+    Engine::new(config, Store::temporary().unwrap()).unwrap()
+}
+
+/// Léa's web account, marketing by e-mail allowed.
+fn lea(at: &str) -> String {
+    event(
+        "lea-0",
+        "web",
+        "account_created",
+        at,
+        json!({"identifiers": {"account_id": "A-1", "email": "lea@example.org"},
+               "consent": [{"purpose": "marketing", "channel": "email", "granted": true}]}),
+    )
+}
+
+fn by_lea(id: &str, kind: &str, at: &str) -> String {
+    event(
+        id,
+        "web",
+        kind,
+        at,
+        json!({"identifiers": {"account_id": "A-1"}}),
+    )
+}
+
+fn purchase(id: &str, at: &str) -> String {
+    event(
+        id,
+        "store",
+        "purchase",
+        at,
+        json!({"identifiers": {"email": "lea@example.org"},
+               "order": {"order_id": format!("O-{id}"), "total": 40.0, "currency": "EUR"}}),
+    )
+}
+
+/// The trigger records of a journey, checked to be keyed by their customer.
+fn triggers<'a>(out: &'a [Value], journey: &str) -> Vec<&'a Value> {
+    on_topic(out, &format!("triggers.{journey}"))
+        .into_iter()
+        .map(|o| {
+            assert_eq!(
+                o["key"], o["value"]["customer_id"],
+                "keyed by customer: {o}"
+            );
+            assert_eq!(o["value"]["journey"], journey);
+            &o["value"]
+        })
+        .collect()
+}
+
+#[test]
+fn three_views_in_a_day_without_a_cart_trigger_two_hours_after_the_third() {
+    let mut e = engine(config(&[("browse_no_cart", browse_no_cart())]));
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            by_lea("v-1", "product_view", "2026-11-20T10:00:00Z"),
+            by_lea("v-2", "product_view", "2026-11-20T10:05:00Z"),
+            // Two views: `when` does not hold, nothing waits.
+            elsewhere("x-1", "2026-11-20T13:00:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "browse_no_cart").is_empty());
+
+    let out = feed(
+        &mut e,
+        &[
+            by_lea("v-3", "product_view", "2026-11-20T14:00:00Z"),
+            elsewhere("x-2", "2026-11-20T16:04:00Z"),
+        ],
+    );
+    // Not due yet: timers fire `activation.grace_ms` (5 minutes) after their time,
+    // so that late events still count.
+    assert!(triggers(&out, "browse_no_cart").is_empty(), "not due yet");
+
+    let out = feed(&mut e, &[elsewhere("x-3", "2026-11-20T16:06:00Z")]);
+    let fired = triggers(&out, "browse_no_cart");
+    assert_eq!(fired.len(), 1, "{out:#?}");
+    let t = fired[0];
+    assert_eq!(t["entered_at"], "2026-11-20T14:00:00Z");
+    assert_eq!(t["entry_event_id"], "v-3");
+    assert_eq!(t["due_at"], "2026-11-20T16:00:00Z");
+    assert_eq!(t["purpose"], "marketing");
+    assert_eq!(t["channels_allowed"], json!(["email"]));
+    assert_eq!(
+        t["trigger_id"],
+        format!(
+            "browse_no_cart:{}:{}",
+            t["customer_id"].as_str().unwrap(),
+            1_795_183_200_000i64
+        )
+    );
+    assert_eq!(e.stats().journey_triggers, 1);
+
+    // Fired once: nothing more as time goes on.
+    let out = feed(&mut e, &[elsewhere("x-4", "2026-11-25T00:00:00Z")]);
+    assert!(triggers(&out, "browse_no_cart").is_empty());
+}
+
+#[test]
+fn a_cart_within_the_wait_ends_it_whatever_the_order_the_events_arrive_in() {
+    let lines = [
+        lea("2026-11-20T09:00:00Z"),
+        by_lea("v-1", "product_view", "2026-11-20T10:00:00Z"),
+        by_lea("v-2", "product_view", "2026-11-20T10:05:00Z"),
+        by_lea("v-3", "product_view", "2026-11-20T10:10:00Z"),
+        by_lea("c-1", "cart_add", "2026-11-20T11:00:00Z"),
+    ];
+    let clock = elsewhere("x-1", "2026-11-21T00:00:00Z");
+    // In order; then the cart first (sent late by another channel's buffer: its event
+    // time is after the views, it arrives before them).
+    let orders: [Vec<String>; 2] = [
+        lines.to_vec(),
+        vec![
+            lines[0].clone(),
+            lines[4].clone(),
+            lines[1].clone(),
+            lines[3].clone(),
+            lines[2].clone(),
+        ],
+    ];
+    for lines in orders {
+        let mut e = engine(config(&[("browse_no_cart", browse_no_cart())]));
+        let mut out = feed(&mut e, &lines);
+        out.extend(feed(&mut e, std::slice::from_ref(&clock)));
+        assert!(triggers(&out, "browse_no_cart").is_empty(), "{lines:?}");
+        assert_eq!(e.stats().journey_triggers + e.stats().journey_suppressed, 0);
+    }
+
+    // A cart *before* the views (in event time) ends nothing, in either order.
+    let early_cart = by_lea("c-0", "cart_add", "2026-11-20T09:30:00Z");
+    for first in [true, false] {
+        let mut e = engine(config(&[("browse_no_cart", browse_no_cart())]));
+        let mut lines = lines[..4].to_vec();
+        if first {
+            lines.insert(1, early_cart.clone());
+        } else {
+            lines.push(early_cart.clone());
+        }
+        lines.push(clock.clone());
+        let out = feed(&mut e, &lines);
+        let fired = triggers(&out, "browse_no_cart");
+        assert_eq!(fired.len(), 1, "cart first: {first}");
+        assert_eq!(fired[0]["due_at"], "2026-11-20T12:10:00Z");
+    }
+}
+
+#[test]
+fn a_purchase_then_no_visit_for_sixty_days() {
+    let lapsed = (
+        "lapsed_buyer",
+        journey("purchase", Some("page_view"), "60d"),
+    );
+    let mut e = engine(config(std::slice::from_ref(&lapsed)));
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-01-01T09:00:00Z"),
+            purchase("p-1", "2026-01-10T10:00:00Z"),
+            // A visit after 30 days: the wait is over, no trigger.
+            by_lea("w-1", "page_view", "2026-02-09T10:00:00Z"),
+            elsewhere("x-1", "2026-04-01T00:00:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "lapsed_buyer").is_empty());
+
+    // Another purchase, and no visit since: due 60 days later.
+    let out = feed(
+        &mut e,
+        &[
+            purchase("p-2", "2026-04-02T10:00:00Z"),
+            elsewhere("x-2", "2026-06-01T10:04:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "lapsed_buyer").is_empty());
+    let out = feed(&mut e, &[elsewhere("x-3", "2026-06-01T10:06:00Z")]);
+    let fired = triggers(&out, "lapsed_buyer");
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0]["entry_event_id"], "p-2");
+    assert_eq!(fired[0]["due_at"], "2026-06-01T10:00:00Z");
+}
+
+#[test]
+fn a_reminder_then_no_purchase_within_48_hours_and_a_filter_on_the_entry() {
+    let reminded = (
+        "no_purchase_after_reminder",
+        journey(
+            r#"email_sent where campaign = "cart-reminder""#,
+            Some("purchase"),
+            "48h",
+        ),
+    );
+    let mut e = engine(config(std::slice::from_ref(&reminded)));
+    let sent = |id: &str, campaign: &str, at: &str| {
+        event(
+            id,
+            "crm",
+            "email_sent",
+            at,
+            json!({"identifiers": {"email": "lea@example.org"},
+                   "attributes": {"campaign": campaign}}),
+        )
+    };
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-01T09:00:00Z"),
+            // Another campaign: not an entry.
+            sent("m-0", "newsletter", "2026-11-01T10:00:00Z"),
+            sent("m-1", "cart-reminder", "2026-11-02T10:00:00Z"),
+            purchase("p-1", "2026-11-03T09:00:00Z"),
+            sent("m-2", "cart-reminder", "2026-11-10T10:00:00Z"),
+            elsewhere("x-1", "2026-11-13T00:00:00Z"),
+        ],
+    );
+    let fired = triggers(&out, "no_purchase_after_reminder");
+    assert_eq!(fired.len(), 1, "{fired:#?}");
+    assert_eq!(fired[0]["entry_event_id"], "m-2");
+    assert_eq!(fired[0]["due_at"], "2026-11-12T10:00:00Z");
+}
+
+#[test]
+fn caps_quiet_hours_consent_and_a_recent_purchase_hold_triggers_back() {
+    // Every product view waits an hour; at most one trigger in 7 days; none at night.
+    let nudge = JourneyConfig {
+        cap: Some("1/7d".into()),
+        quiet_hours: Some("21-8".into()),
+        suppress_after_purchase: Some("3d".into()),
+        ..journey("product_view", None, "1h")
+    };
+    let mut e = engine(config(&[("nudge", nudge)]));
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            // Due at 21:30: quiet, so at 08:00 the next morning.
+            by_lea("v-1", "product_view", "2026-11-20T20:30:00Z"),
+            elsewhere("x-1", "2026-11-21T08:04:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "nudge").is_empty());
+    let out = feed(&mut e, &[elsewhere("x-2", "2026-11-21T08:06:00Z")]);
+    let fired = triggers(&out, "nudge");
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0]["due_at"], "2026-11-21T08:00:00Z");
+
+    // Two days later: within the cap's 7 days, held back.
+    let out = feed(
+        &mut e,
+        &[
+            by_lea("v-2", "product_view", "2026-11-23T10:00:00Z"),
+            elsewhere("x-3", "2026-11-23T12:00:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "nudge").is_empty());
+    assert_eq!(e.stats().journey_suppressed, 1);
+
+    // Past the cap, but she bought two days ago: held back.
+    let out = feed(
+        &mut e,
+        &[
+            purchase("p-1", "2026-11-28T10:00:00Z"),
+            by_lea("v-3", "product_view", "2026-11-30T10:00:00Z"),
+            elsewhere("x-4", "2026-11-30T12:00:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "nudge").is_empty());
+    assert_eq!(e.stats().journey_suppressed, 2);
+
+    // Past both; then she refuses marketing e-mails: no channel left, held back.
+    let out = feed(
+        &mut e,
+        &[
+            by_lea("v-4", "product_view", "2026-12-05T10:00:00Z"),
+            event(
+                "no-1",
+                "crm",
+                "consent_update",
+                "2026-12-05T10:30:00Z",
+                json!({"identifiers": {"email": "lea@example.org"},
+                       "consent": [{"purpose": "marketing", "channel": "email", "granted": false}]}),
+            ),
+            elsewhere("x-5", "2026-12-05T12:00:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "nudge").is_empty());
+    assert_eq!(e.stats().journey_suppressed, 3);
+    assert_eq!(e.stats().journey_triggers, 1);
+}
+
+#[test]
+fn a_merge_keeps_the_latest_wait_and_erasure_leaves_nothing() {
+    let mut e = engine(config(&[(
+        "viewed",
+        journey("product_view", Some("cart_add"), "1h"),
+    )]));
+    let cookie = |id: &str, kind: &str, at: &str| {
+        event(
+            id,
+            "web",
+            kind,
+            at,
+            json!({"identifiers": {"cookie_id": "c-77"}}),
+        )
+    };
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            by_lea("v-1", "product_view", "2026-11-20T10:00:00Z"),
+            // The visitor (a cookie, not known yet to be her) adds to a cart later.
+            cookie("c-1", "cart_add", "2026-11-20T10:20:00Z"),
+            cookie("v-2", "product_view", "2026-11-20T10:10:00Z"),
+            // She logs in on that browser: one customer, whose cart ends both waits.
+            event(
+                "l-1",
+                "web",
+                "login",
+                "2026-11-20T10:30:00Z",
+                json!({"identifiers": {"account_id": "A-1", "cookie_id": "c-77"}}),
+            ),
+            elsewhere("x-1", "2026-11-20T13:00:00Z"),
+        ],
+    );
+    assert!(triggers(&out, "viewed").is_empty(), "{out:#?}");
+
+    let out = feed(
+        &mut e,
+        &[by_lea("v-3", "product_view", "2026-11-20T14:00:00Z")],
+    );
+    let customer = on_topic(&out, "profiles.merged")[0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let erase = json!({"request_id": "dpo-1", "kind": "erase",
+                       "identifier": {"type": "email", "value": "lea@example.org"}})
+    .to_string();
+    let out = feed(&mut e, &[erase, elsewhere("x-2", "2026-11-20T16:00:00Z")]);
+    assert!(triggers(&out, "viewed").is_empty());
+    let left: Vec<String> = e
+        .store()
+        .audit_scan()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+        .filter(|k| k.contains(&customer))
+        .filter(|k| k.starts_with("p/au/") || k.starts_with("p/tm/"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn journeys_alone_add_nothing_to_golden_records() {
+    let mut e = engine(config(&[("browse_no_cart", browse_no_cart())]));
+    let out = feed(&mut e, &[lea("2026-11-20T09:00:00Z")]);
+    let record = &on_topic(&out, "profiles.merged")[0]["value"];
+    assert!(record.get("audiences").is_none(), "{record}");
+    assert!(record.get("traits").is_none(), "{record}");
+}
+
+#[test]
+fn a_journey_that_does_not_compile_is_refused_with_its_field_and_position() {
+    let refused = |j: JourneyConfig| config(&[("j", j)]).validate().unwrap_err().to_string();
+    let mut bad = browse_no_cart();
+    bad.when = Some("count(product_view, 24h) >= 3 and\n  cout(cart_add, 1d) = 0".into());
+    assert_eq!(
+        refused(bad),
+        "engine.journeys.j.when: line 2, column 3: unknown function `cout`: did you mean \
+         `count`? the functions are count, sum, allowed, exists, days_since"
+    );
+    let bad = journey("product_view where", None, "2h");
+    assert!(refused(bad).starts_with("engine.journeys.j.entry: line 1, column 19: "));
+    let bad = journey("product_view", None, "2 hours");
+    assert!(refused(bad).starts_with("engine.journeys.j.wait: line 1, column "));
+    let bad = JourneyConfig {
+        cap: Some("1/7x".into()),
+        ..journey("product_view", None, "2h")
+    };
+    assert!(refused(bad).starts_with("engine.journeys.j.cap: line 1, column 3"));
+    let bad = JourneyConfig {
+        quiet_hours: Some("21-25".into()),
+        ..journey("product_view", None, "2h")
+    };
+    assert!(refused(bad).contains("`25` is not an hour"));
+    let bad = JourneyConfig {
+        purposes: vec![],
+        ..journey("product_view", None, "2h")
+    };
+    assert!(refused(bad).starts_with("engine.journeys.j.purposes: "));
+
+    // Built-in triggers keep their topics; names are those of audiences.
+    let err = config(&[("cart_abandoned", browse_no_cart())])
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("built-in trigger"), "{err}");
+    let err = config(&[("Bad-Name", browse_no_cart())])
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("engine.journeys.Bad-Name: a name is"),
+        "{err}"
+    );
+
+    // An unknown key in the configuration file is refused.
+    let toml = "[engine.journeys.j]\nentry = \"product_view\"\nwait = \"2h\"\nwiat = \"3h\"\n";
+    let err = unicus::settings::Settings::from_toml_and_env(toml, [])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wiat"), "{err}");
+}
+
+#[test]
+fn audience_states_written_before_journeys_are_still_read() {
+    use unicus::engine::profile::audiences::AudienceStateBeforeJourneys;
+    let mut config = config(&[("viewed", journey("product_view", None, "1h"))]);
+    config.audiences = [(
+        "viewers".to_string(),
+        "count(product_view, 30d) >= 1".to_string(),
+    )]
+    .into();
+    let mut e = engine(config);
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            by_lea("v-1", "product_view", "2026-11-20T10:00:00Z"),
+        ],
+    );
+    assert_eq!(on_topic(&out, "audiences.changes").len(), 1);
+    let customer = on_topic(&out, "audiences.changes")[0]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The state as the release before journeys wrote it: in `viewers`, no windows.
+    let old = AudienceStateBeforeJourneys {
+        members: ["viewers".to_string()].into(),
+        ..AudienceStateBeforeJourneys::default()
+    };
+    let key = [b"p/au/".as_slice(), customer.as_bytes()].concat();
+    e.store_mut().put(key, &old).unwrap();
+    e.commit().unwrap();
+    // Read back: still in `viewers` (no second `entered`), and her next view waits.
+    let out = feed(
+        &mut e,
+        &[
+            by_lea("v-2", "product_view", "2026-11-21T10:00:00Z"),
+            elsewhere("x-1", "2026-11-21T12:00:00Z"),
+        ],
+    );
+    assert!(on_topic(&out, "audiences.changes").is_empty(), "{out:#?}");
+    assert_eq!(triggers(&out, "viewed").len(), 1);
+}
