@@ -211,6 +211,20 @@ const DEMO_TRAITS: [(&str, &str); 2] = [
     ("views_30d", "count(product_view, 30d)"),
 ];
 
+/// The demo's journey: product viewed three times in a day, no cart within the day.
+fn demo_journey() -> crate::engine::config::JourneyConfig {
+    crate::engine::config::JourneyConfig {
+        entry: "product_view".into(),
+        when: Some("count(product_view, 24h) >= 3".into()),
+        unless: Some("cart_add".into()),
+        wait: "24h".into(),
+        purposes: vec![crate::model::Purpose::Marketing],
+        cap: Some("1/7d".into()),
+        quiet_hours: None,
+        suppress_after_purchase: None,
+    }
+}
+
 pub async fn demo(opts: DemoOptions) -> Result<()> {
     use crate::engine::profile::audiences::named;
     prepare_store(&opts.store_dir)?;
@@ -221,10 +235,12 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     settings.kafka.create_topics = false; // the mock has no admin api
     settings.runtime.store_dir = opts.store_dir.clone();
     settings.metrics.listen = "127.0.0.1:0".into();
-    // Example audiences and traits, to show them on `audiences.changes`, in golden
-    // records and on the 360 page (a deployment has none unless configured).
+    // Example audiences, traits and a journey, to show them on `audiences.changes`,
+    // `triggers.browse_no_cart`, in golden records and on the 360 page (a deployment has
+    // none unless configured).
     settings.engine.audiences = named(&DEMO_AUDIENCES);
     settings.engine.traits = named(&DEMO_TRAITS);
+    settings.engine.journeys = [("browse_no_cart".to_string(), demo_journey())].into();
     settings.validate()?;
     settings
         .kafka
@@ -373,6 +389,10 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         DEMO_AUDIENCES.map(|(n, _)| n).join(", "),
         s.audience_changes,
         DEMO_TRAITS.map(|(n, _)| n).join(", ")
+    );
+    println!(
+        "journey browse_no_cart (3 views in 24 h, no cart within a day): {} triggers, {} held back",
+        s.journey_triggers, s.journey_suppressed
     );
     println!(
         "outputs acknowledged: {}; input→output latency p50 {} ms, p99 {} ms (the whole stream is produced at once, so this includes its backlog; `unicus bench kafka` measures a paced stream)",
