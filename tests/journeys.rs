@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{elsewhere, event, feed, on_topic};
+use common::{elsewhere, event, feed, lea_emailable as lea, on_topic};
 use serde_json::{json, Value};
 use unicus::engine::config::{EngineConfig, JourneyConfig};
 use unicus::engine::Engine;
@@ -48,18 +48,6 @@ fn config(journeys: &[(&str, JourneyConfig)]) -> EngineConfig {
 fn engine(config: EngineConfig) -> Engine {
     config.validate().unwrap();
     Engine::new(config, Store::temporary().unwrap()).unwrap()
-}
-
-/// Léa's web account, marketing by e-mail allowed.
-fn lea(at: &str) -> String {
-    event(
-        "lea-0",
-        "web",
-        "account_created",
-        at,
-        json!({"identifiers": {"account_id": "A-1", "email": "lea@example.org"},
-               "consent": [{"purpose": "marketing", "channel": "email", "granted": true}]}),
-    )
 }
 
 fn by_lea(id: &str, kind: &str, at: &str) -> String {

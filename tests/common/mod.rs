@@ -63,3 +63,16 @@ pub fn elsewhere(id: &str, at: &str) -> String {
         serde_json::json!({"identifiers": {"device_id": format!("dev-{id}")}}),
     )
 }
+
+/// Léa's web account (`account_id` A-1, `lea@example.org`) created at `at`, marketing by
+/// e-mail allowed: the customer of the audience and journey tests.
+pub fn lea_emailable(at: &str) -> String {
+    event(
+        "lea-0",
+        "web",
+        "account_created",
+        at,
+        serde_json::json!({"identifiers": {"account_id": "A-1", "email": "lea@example.org"},
+               "consent": [{"purpose": "marketing", "channel": "email", "granted": true}]}),
+    )
+}
