@@ -544,6 +544,110 @@ async fn an_outbox_entry_of_a_batch_the_group_committed_is_not_re_sent() {
     drop(c.mock);
 }
 
+/// Produces `(key, value)` records to `topic` (a `None` value is a tombstone).
+async fn send_keyed(brokers: &str, topic: &str, records: &[(&str, Option<&str>)]) {
+    let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let mut record = rdkafka::producer::FutureRecord::<str, str>::to(topic).key(*key);
+        if let Some(value) = value {
+            record = record.payload(*value);
+        }
+        producer.send(record, Duration::from_secs(5)).await.unwrap();
+    }
+}
+
+/// Reference data through the broker, the GlobalKTable way: the catalogue on
+/// `reference.products` is read whole before the first event (an audience's filter
+/// reads a product's category from the start), then followed: an update counts for the
+/// events after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reference_data_is_restored_before_the_first_event_then_followed() {
+    let mut c = cluster("reference");
+    c.settings.engine.audiences = [
+        (
+            "climbers".to_string(),
+            r#"count(product_view where category = "escalade", 30d) >= 2"#.to_string(),
+        ),
+        (
+            "skiers".to_string(),
+            r#"count(product_view where category = "ski", 30d) >= 1"#.to_string(),
+        ),
+    ]
+    .into();
+    c.mock.create_topic("reference.products", 2, 1).unwrap();
+    let brokers = c.settings.kafka.brokers.clone();
+    send_keyed(
+        &brokers,
+        "reference.products",
+        &[
+            ("CLIMB-42", Some(r#"{"category_path": ["Sport", "ski"]}"#)),
+            (
+                "CLIMB-42",
+                Some(r#"{"category_path": ["Sport", "escalade"]}"#),
+            ),
+            (
+                "ROPE-9",
+                Some(r#"{"category_path": ["Sport", "escalade"]}"#),
+            ),
+            ("ROPE-9", None),
+        ],
+    )
+    .await;
+    let view = |id: &str, at: &str| {
+        common::event(
+            id,
+            "web",
+            "product_view",
+            at,
+            json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": "CLIMB-42"}}),
+        )
+    };
+    produce(
+        &c,
+        vec![
+            common::lea_emailable("2026-11-20T09:00:00Z"),
+            view("v-1", "2026-11-20T10:00:00Z"),
+            view("v-2", "2026-11-20T10:01:00Z"),
+        ],
+    )
+    .await;
+    let run = start(&c.settings);
+    run.until_committed(Duration::from_secs(60), 3.0).await;
+    // The catalogue changes while the stream runs; a view after it reads the change.
+    send_keyed(
+        &brokers,
+        "reference.products",
+        &[("CLIMB-42", Some(r#"{"category_path": ["Sport", "ski"]}"#))],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    produce(&c, vec![view("v-3", "2026-11-20T10:02:00Z")]).await;
+    run.until_committed(Duration::from_secs(60), 4.0).await;
+    let summary = run.stop().await;
+    assert!(summary.clean);
+    assert_eq!(summary.engine.reference_products, 5);
+    assert_eq!(summary.engine.product_misses, 0);
+
+    let entered: Vec<String> = json_values(&read_topic(&brokers, "audiences.changes"))
+        .iter()
+        .filter(|v| v["change"] == "entered")
+        .map(|v| v["audience"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(entered, vec!["climbers", "skiers"]);
+    // Kept in the store: the removed product is gone, the other has its last value.
+    let engine = runtime::open_engine(&c.settings).unwrap();
+    let product = unicus::engine::reference::product(engine.store(), "CLIMB-42").unwrap();
+    assert_eq!(product.unwrap().category_path, vec!["Sport", "ski"]);
+    assert_eq!(
+        unicus::engine::reference::product(engine.store(), "ROPE-9").unwrap(),
+        None
+    );
+    drop(c.mock);
+}
+
 /// A journey of the configuration through the broker: a product view with no cart
 /// within the hour gives one trigger on `triggers.<journey>`, keyed by customer id, once
 /// its due time has passed: here, on a live stream (events of two hours ago), the

@@ -9,6 +9,7 @@ use crate::engine::input::command::{self, Command, CommandKind};
 use crate::engine::input::request::{Request, Subject};
 use crate::engine::input::touchpoint::{Rejection, Touchpoint};
 use crate::engine::input::{Input, InputKind, InputParser, Record};
+use crate::engine::reference::{self, RefTable, ReferenceUpdate};
 use crate::engine::resolve::{Method, Resolution};
 use crate::engine::{Engine, EngineError, Stats};
 use crate::model::output::{rfc3339, to_json, OutputRecord, Payload, Topic};
@@ -32,6 +33,7 @@ impl DoneMark {
             Input::Touchpoint(tp) => Self::Event(tp.event_id.clone()),
             Input::Request(r) => Self::Request(r.request_id.clone()),
             Input::Command(c) => Self::Command(c.command_id.clone()),
+            Input::Reference(_) => unreachable!("reference data has no done mark"),
         }
     }
 
@@ -105,6 +107,15 @@ impl Engine {
             Ok(input) => input,
             Err(rejection) => return Ok(vec![self.dead_letter(record, &rejection)]),
         };
+        // Reference data: applied again, it changes nothing; no output.
+        let input = match input {
+            Input::Reference(update) => {
+                self.apply_reference(&update)?;
+                self.stats.source(record.source_topic).accepted += 1;
+                return Ok(Vec::new());
+            }
+            input => input,
+        };
         let done = DoneMark::of(&input);
         if done.is_done(&self.store)? {
             self.stats.duplicates += 1;
@@ -115,6 +126,7 @@ impl Engine {
             Input::Touchpoint(tp) => self.touchpoint(record, *tp)?,
             Input::Request(r) => Ok(self.request(record, r)?),
             Input::Command(c) => self.command(record, &c)?,
+            Input::Reference(_) => Ok(Vec::new()),
         };
         let mut out = match outcome {
             Ok(out) => out,
@@ -124,6 +136,34 @@ impl Engine {
         self.pending += 1;
         self.finish(&mut out)?;
         Ok(out)
+    }
+
+    /// Applies a record of a reference topic (`key` the SKU or store id, `value` none
+    /// for a tombstone) to the local copy; a record that cannot be read is counted and
+    /// given back, and changes nothing.
+    pub fn reference(
+        &mut self,
+        table: RefTable,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<Result<(), Rejection>, EngineError> {
+        match reference::parse_record(table, key, value, &self.config) {
+            Ok(update) => self.apply_reference(&update).map(Ok),
+            Err(rejection) => {
+                self.stats.reference_rejected += 1;
+                Ok(Err(rejection))
+            }
+        }
+    }
+
+    fn apply_reference(&mut self, update: &ReferenceUpdate) -> Result<(), EngineError> {
+        reference::apply(&mut self.store, update)?;
+        match update.table {
+            RefTable::Products => self.stats.reference_products += 1,
+            RefTable::Stores => self.stats.reference_stores += 1,
+        }
+        self.pending += 1;
+        Ok(())
     }
 
     /// Resolves a touchpoint, applies what resolve hands to profile, and writes the

@@ -30,6 +30,8 @@ pub struct EventFacts {
     pub cart: Option<Cart>,
     /// The product a page shows (`page.product_sku`).
     pub product_sku: Option<String>,
+    /// The event's `source` (a store's id for a shop's events).
+    pub source: Option<String>,
     /// Consent decisions the event states.
     pub consents: Vec<ConsentStatement>,
 }

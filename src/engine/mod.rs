@@ -20,6 +20,7 @@ pub mod handoff;
 pub mod input;
 pub mod normalise;
 pub mod profile;
+pub mod reference;
 mod requests;
 pub mod resolve;
 mod stats;

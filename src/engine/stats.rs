@@ -115,6 +115,28 @@ macro_rules! engine_counters {
                 /// Abandoned carts without any allowed channel: no trigger.
                 carts_suppressed = "cart_abandoned",
             };
+            reference_applied => counters(
+                "unicus_reference_updates_total",
+                "Reference records applied to the local copy, by table.",
+                ["table"]) each {
+                /// `reference.products` records applied.
+                reference_products = "products",
+                /// `reference.stores` records applied.
+                reference_stores = "stores",
+            };
+            /// Reference records that could not be read (their key keeps what it had).
+            reference_rejected: u64 => counter(
+                "unicus_reference_rejected_total",
+                "Reference records that could not be read; their key keeps what it had.");
+            reference_missed => counters(
+                "unicus_reference_misses_total",
+                "Events whose SKU or source the reference data does not know (read as absent), by table.",
+                ["table"]) each {
+                /// Events whose SKU is not in the catalogue.
+                product_misses = "products",
+                /// Events whose source is not a known store.
+                store_misses = "stores",
+            };
             /// `audiences.changes` records: customers entering or leaving an audience.
             audience_changes: u64 => counter(
                 "unicus_audience_changes_total",

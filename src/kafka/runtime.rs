@@ -65,6 +65,7 @@ mod decode;
 mod dispatch;
 mod offsets;
 mod outbox;
+mod reference;
 mod sink;
 mod source;
 
@@ -305,6 +306,11 @@ pub async fn run(
         return run_summary(&engine, &stats, started, clean);
     };
 
+    // Reference data whole before the first event, then followed batch by batch.
+    let mut reference = reference::ReferenceReader::open(&settings)?;
+    if let Some(r) = reference.as_mut() {
+        tokio::task::block_in_place(|| r.restore(&mut engine))?;
+    }
     let inputs = Inputs::new(&settings)?;
     telemetry.start_run(&settings, &inputs.topics);
     source.subscribe(&inputs.topics, &settings.kafka.group_id)?;
@@ -324,6 +330,7 @@ pub async fn run(
         in_flight: None,
         committing: None,
         max_wait: Duration::from_millis(settings.runtime.batch_max_wait_ms),
+        reference,
     };
     while clean && !*shutdown.borrow() {
         telemetry.health.beat();
@@ -439,6 +446,8 @@ struct Pipeline<'a> {
     committing: Option<Settled>,
     /// How long the batch in delivery may wait for a next batch to finish with.
     max_wait: Duration,
+    /// The reference topics, followed (none when there is none).
+    reference: Option<reference::ReferenceReader>,
 }
 
 impl Pipeline<'_> {
@@ -475,7 +484,13 @@ impl Pipeline<'_> {
         let Processed {
             mut wire,
             processed_at,
-        } = tokio::task::block_in_place(|| self.dispatch.process(self.engine, &batch, due))?;
+        } = tokio::task::block_in_place(|| {
+            // What the reference topics brought since joins this batch's write.
+            if let Some(r) = self.reference.as_mut() {
+                r.follow(self.engine)?;
+            }
+            self.dispatch.process(self.engine, &batch, due)
+        })?;
         let received_at = self.source.first_received_at();
         for w in wire.iter_mut().filter(|w| w.source_timestamp.is_some()) {
             w.received_at = received_at;

@@ -138,6 +138,14 @@ owners! {
         table SUPPRESSED<String> = b"g/sup/";
     }
 
+    /// Reference data: every instance's full copy of the reference topics.
+    reference under b"d/", used in ["src/engine/reference.rs"] {
+        /// The product catalogue by SKU (`reference.products`).
+        table PRODUCTS<String> = b"d/pr/";
+        /// Stores by source id (`reference.stores`).
+        table STORES<String> = b"d/st/";
+    }
+
     /// Identity commands.
     commands under b"x/", used in ["src/engine/input/command.rs"] {
         /// Operator commands done (by `command_id`).

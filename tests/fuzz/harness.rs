@@ -156,6 +156,8 @@ pub enum Outcome {
     Suppressed,
     RequestDone,
     CommandDone,
+    /// A reference record applied to the local copy.
+    ReferenceApplied,
 }
 
 /// Why a case failed: a hang, or a property that does not hold. (A panic is caught by
@@ -180,6 +182,7 @@ pub struct Harness<'a> {
     merged: Vec<String>,
     requests_done: u64,
     commands_done: u64,
+    references_applied: u64,
     canaries: u64,
 }
 
@@ -188,6 +191,7 @@ enum Parsed {
     Touchpoint(String),
     Request(String),
     Command(String),
+    Reference,
     Refused,
 }
 
@@ -210,6 +214,7 @@ impl<'a> Harness<'a> {
             merged: Vec::new(),
             requests_done: 0,
             commands_done: 0,
+            references_applied: 0,
             canaries: 0,
         }
     }
@@ -297,6 +302,7 @@ impl<'a> Harness<'a> {
                     Ok(Input::Touchpoint(tp)) => Parsed::Touchpoint(tp.event_id.clone()),
                     Ok(Input::Request(r)) => Parsed::Request(r.request_id.clone()),
                     Ok(Input::Command(c)) => Parsed::Command(c.command_id.clone()),
+                    Ok(Input::Reference(_)) => Parsed::Reference,
                     Err(_) => Parsed::Refused,
                 };
                 (parsed, engine.handle(&record, input))
@@ -390,6 +396,7 @@ impl<'a> Harness<'a> {
             ([_, _, _, 1], Parsed::Touchpoint(_)) => Outcome::Accepted,
             ([_, _, _, 1], Parsed::Request(_)) => Outcome::RequestDone,
             ([_, _, _, 1], Parsed::Command(_)) => Outcome::CommandDone,
+            ([_, _, _, 1], Parsed::Reference) => Outcome::ReferenceApplied,
             _ => {
                 return Err(format!(
                     "[violation] outcome {moved:?} for a {}",
@@ -400,6 +407,7 @@ impl<'a> Harness<'a> {
         match outcome {
             Outcome::RequestDone => self.requests_done += 1,
             Outcome::CommandDone => self.commands_done += 1,
+            Outcome::ReferenceApplied => self.references_applied += 1,
             Outcome::Accepted => ensure!(
                 now.accepted == before.accepted + 1,
                 "an accepted touchpoint not counted in `accepted`"
@@ -418,10 +426,11 @@ impl<'a> Harness<'a> {
             + now.duplicates
             + now.suppressed
             + self.requests_done
-            + self.commands_done;
+            + self.commands_done
+            + self.references_applied;
         ensure!(
             now.consumed == counted,
-            "consumed {} != accepted + rejected + duplicates + suppressed + requests + commands = {counted}",
+            "consumed {} != accepted + rejected + duplicates + suppressed + requests + commands + references = {counted}",
             now.consumed
         );
         let receipts: u64 = ["export", "erase", "not_found"]
@@ -693,6 +702,7 @@ impl Parsed {
             Parsed::Touchpoint(_) => "touchpoint",
             Parsed::Request(_) => "request",
             Parsed::Command(_) => "command",
+            Parsed::Reference => "reference record",
             Parsed::Refused => "refused input",
         }
     }
@@ -706,6 +716,7 @@ fn outcome_name(o: Outcome) -> &'static str {
         Outcome::Suppressed => "suppressed",
         Outcome::RequestDone => "request done",
         Outcome::CommandDone => "command done",
+        Outcome::ReferenceApplied => "reference applied",
     }
 }
 
@@ -715,6 +726,7 @@ pub fn topic_of(kind: InputKind) -> &'static str {
         InputKind::Touchpoint => "touchpoints.web",
         InputKind::Request => "gdpr.requests",
         InputKind::Command => "identity.commands",
+        InputKind::Reference => "reference.products",
     }
 }
 

@@ -62,6 +62,7 @@ pub fn json_passes(line: &[u8]) -> [Entry; 4] {
         InputKind::Touchpoint => InputKind::Request,
         InputKind::Request => InputKind::Command,
         InputKind::Command => InputKind::Touchpoint,
+        InputKind::Reference => InputKind::Touchpoint,
     };
     [
         Entry::Line,

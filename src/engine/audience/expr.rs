@@ -78,6 +78,11 @@ pub struct EventPattern {
 }
 
 impl EventPattern {
+    /// The filter after `where`, if any.
+    pub fn filter(&self) -> Option<&EventFilter> {
+        self.filter.as_ref()
+    }
+
     /// Whether an event of `event_type` with these fields is one of these events.
     pub fn matches(&self, event_type: &str, event: &dyn EventFields) -> bool {
         self.event_type.as_deref().is_none_or(|t| t == event_type)
@@ -324,6 +329,19 @@ impl EventFilter {
     /// The condition in canonical form.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// The event fields the condition reads, each once.
+    pub fn field_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        visit(&self.expr, &mut |e| {
+            if let Kind::EventField(name) = &e.kind {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+        });
+        names
     }
 }
 

@@ -78,6 +78,7 @@ pub fn stated_time(input: &Input) -> Option<(&'static str, i64)> {
         Input::Touchpoint(tp) => Some(("occurred_at", tp.occurred_at)),
         Input::Request(r) => r.requested_at.map(|at| ("requested_at", at)),
         Input::Command(c) => c.requested_at.map(|at| ("requested_at", at)),
+        Input::Reference(_) => None,
     }
 }
 

@@ -70,6 +70,8 @@ pub enum InputKind {
     Touchpoint,
     Request,
     Command,
+    /// A record of reference data (`engine::reference`).
+    Reference,
 }
 
 impl InputKind {
@@ -84,6 +86,8 @@ impl InputKind {
             InputKind::Request
         } else if has("command_id") {
             InputKind::Command
+        } else if has("reference") {
+            InputKind::Reference
         } else {
             InputKind::Touchpoint
         }
@@ -105,6 +109,7 @@ pub enum Input {
     Touchpoint(Box<Touchpoint>),
     Request(Request),
     Command(Command),
+    Reference(crate::engine::reference::ReferenceUpdate),
 }
 
 /// The parsers of every kind of input, with what they prepare once (the deny-list of
@@ -144,6 +149,12 @@ impl InputParser {
             InputKind::Touchpoint => Input::Touchpoint(Box::new(self.touchpoints.parse(bytes)?)),
             InputKind::Request => Input::Request(request::parse_request(bytes, &self.config)?),
             InputKind::Command => Input::Command(command::parse_command(bytes, &self.config)?),
+            InputKind::Reference => {
+                Input::Reference(crate::engine::reference::parse_line_document(
+                    &touchpoint::json_object(bytes, &self.config)?,
+                    &self.config,
+                )?)
+            }
         })
     }
 
@@ -161,6 +172,9 @@ impl InputParser {
             InputKind::Request => {
                 Input::Request(request::parse_request_document(&doc, &self.config)?)
             }
+            InputKind::Reference => Input::Reference(
+                crate::engine::reference::parse_line_document(&doc, &self.config)?,
+            ),
             InputKind::Command => {
                 Input::Command(command::parse_command_document(&doc, &self.config)?)
             }

@@ -472,6 +472,7 @@ mod tests {
             refund: None,
             consents: Vec::new(),
             product_sku: None,
+            source: None,
             cart: cart.map(|(id, items)| CartFacts {
                 cart_id: id.into(),
                 items,

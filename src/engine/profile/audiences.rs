@@ -35,6 +35,7 @@ use crate::engine::config::EngineConfig;
 use crate::engine::profile::event::ProfileEvent;
 use crate::engine::profile::journeys::{self, Journey, JourneyCustomer, JourneyState};
 use crate::engine::profile::records::amount;
+use crate::engine::reference::{self, Product, StoreInfo};
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::{Channel, Purpose};
 
@@ -81,6 +82,9 @@ pub struct Definitions {
     days_since: Vec<Vec<String>>,
     /// The golden record's fields the definitions read (by first name).
     record_fields: Vec<String>,
+    /// Whether some filter reads a product's or a store's reference data.
+    reads_products: bool,
+    reads_stores: bool,
 }
 
 impl Definitions {
@@ -154,10 +158,25 @@ impl Definitions {
                 record_fields.push(name);
             }
         }
+        let mut filter_fields: Vec<String> = Vec::new();
+        for filter in windows
+            .iter()
+            .filter_map(|w| w.aggregate.filter())
+            .chain(journeys.iter().flat_map(Journey::filters))
+        {
+            filter_fields.extend(filter.field_names());
+        }
+        let reads = |names: &[&str]| filter_fields.iter().any(|f| names.contains(&f.as_str()));
+        let (reads_products, reads_stores) = (
+            reads(&reference::PRODUCT_FIELDS),
+            reads(&reference::STORE_FIELDS),
+        );
         Ok(Self {
             audiences,
             traits,
             journeys,
+            reads_products,
+            reads_stores,
             windows,
             days_since,
             record_fields,
@@ -179,15 +198,24 @@ impl Definitions {
         &self.record_fields
     }
 
-    /// Adds an event of `source_profile` to the windows it counts in, as of `now`.
+    /// Which reference tables the filters read (`category`, `brand`...; `store_city`...):
+    /// the event's product and store need to be looked up only then.
+    pub fn reads_reference(&self) -> (bool, bool) {
+        (self.reads_products, self.reads_stores)
+    }
+
+    /// Adds an event of `source_profile` to the windows it counts in, as of `now`, with
+    /// the reference data of its product and store (when [`Definitions::reads_reference`]
+    /// asks for them).
     pub fn record(
         &self,
         state: &mut AudienceState,
         source_profile: u64,
         event: &ProfileEvent,
+        reference: &EventReference,
         now: i64,
     ) {
-        let fields = Fields(event);
+        let fields = Fields { event, reference };
         for w in &self.windows {
             let Some(add) = w.aggregate.contribution(&event.kind, &fields) else {
                 continue;
@@ -640,20 +668,62 @@ fn field_of(record: &serde_json::Value, path: &[&str]) -> Value {
     }
 }
 
+/// The reference data of an event: the catalogue's product of its SKU, the store of its
+/// source (each `None` when not asked for or not known).
+#[derive(Debug, Default)]
+pub struct EventReference {
+    pub product: Option<Product>,
+    pub store: Option<StoreInfo>,
+}
+
+/// The SKU an event is about: the product its page shows, else the first item of its
+/// order, else of its cart.
+pub fn event_sku(e: &ProfileEvent) -> Option<&str> {
+    let items = e
+        .order()
+        .map(|o| &o.items)
+        .or(e.cart.as_ref().map(|c| &c.items));
+    e.product_sku.as_deref().or_else(|| {
+        items
+            .and_then(|items| items.first())
+            .map(|i| i.sku.as_str())
+    })
+}
+
 /// The fields of an event as a filter reads them: `channel`, `type`, `amount` and
-/// `currency` (of a purchase or a return), `sku` (the product its page shows, else the
-/// first item of its order, else of its cart), `items` (the quantity of its order or cart); any other name is
-/// the event's attribute of that name, among those minimisation keeps.
-struct Fields<'a>(&'a ProfileEvent);
+/// `currency` (of a purchase or a return), `sku` ([`event_sku`]), `items` (the quantity of
+/// its order or cart); from the catalogue's product of that SKU, `category` (its
+/// narrowest), `category_path` (levels joined by ` > `), `brand` and `price`; from the
+/// store of its `source`, `store_city`, `store_region`, `store_format` and `store_name`;
+/// any other name is the event's attribute of that name, among those minimisation keeps.
+struct Fields<'a> {
+    event: &'a ProfileEvent,
+    reference: &'a EventReference,
+}
 
 impl EventFields for Fields<'_> {
     fn event_field(&self, name: &str) -> Value {
-        let e = self.0;
+        let e = self.event;
+        let text = |s: Option<&String>| s.map_or(Value::Null, |s| Value::Text(s.clone()));
+        let product = self.reference.product.as_ref();
+        let store = self.reference.store.as_ref();
         let items = e
             .order()
             .map(|o| &o.items)
             .or(e.cart.as_ref().map(|c| &c.items));
         match name {
+            "category" => text(product.and_then(|p| p.category_path.last())),
+            "category_path" => product
+                .filter(|p| !p.category_path.is_empty())
+                .map_or(Value::Null, |p| Value::Text(p.category_path.join(" > "))),
+            "brand" => text(product.and_then(|p| p.brand.as_ref())),
+            "price" => product
+                .and_then(|p| p.price)
+                .map_or(Value::Null, Value::Number),
+            "store_city" => text(store.and_then(|s| s.city.as_ref())),
+            "store_region" => text(store.and_then(|s| s.region.as_ref())),
+            "store_format" => text(store.and_then(|s| s.format.as_ref())),
+            "store_name" => text(store.and_then(|s| s.name.as_ref())),
             "channel" => Value::Text(e.channel.clone()),
             "type" => Value::Text(e.kind.clone()),
             "amount" => e
@@ -662,12 +732,7 @@ impl EventFields for Fields<'_> {
             "currency" => e
                 .order()
                 .map_or(Value::Null, |o| Value::Text(o.currency.clone())),
-            "sku" => match &e.product_sku {
-                Some(sku) => Value::Text(sku.clone()),
-                None => items
-                    .and_then(|items| items.first())
-                    .map_or(Value::Null, |i| Value::Text(i.sku.clone())),
-            },
+            "sku" => event_sku(e).map_or(Value::Null, |sku| Value::Text(sku.to_string())),
             "items" => items.map_or(Value::Null, |items| {
                 Value::Number(items.iter().map(|i| i.quantity).sum())
             }),
@@ -708,6 +773,7 @@ mod tests {
             consents: Vec::new(),
             cart: None,
             product_sku: None,
+            source: None,
         }
     }
 
@@ -721,7 +787,7 @@ mod tests {
         // Ten thousand events spread over the window, in a scrambled order.
         for i in 0..10_000i64 {
             let at = now - (i * 7_919 % 10_000) * (32 * HOUR / 10_000);
-            d.record(&mut state, 1, &view(at), now);
+            d.record(&mut state, 1, &view(at), &EventReference::default(), now);
         }
         let id = xxhash_rust::xxh3::xxh3_64(b"count(product_view, 32h)");
         let buckets = &state.windows[&1][&id];
@@ -729,7 +795,13 @@ mod tests {
         assert!(buckets.windows(2).all(|w| w[0].step < w[1].step));
         // Events older than the window count nothing and keep nothing.
         let mut old = AudienceState::default();
-        d.record(&mut old, 1, &view(now - 40 * HOUR), now);
+        d.record(
+            &mut old,
+            1,
+            &view(now - 40 * HOUR),
+            &EventReference::default(),
+            now,
+        );
         assert_eq!(old, AudienceState::default());
     }
 
@@ -738,7 +810,7 @@ mod tests {
         let d = definitions(&[("a", "count(product_view, 32h) >= 1")]);
         let mut state = AudienceState::default();
         let at = 100 * HOUR + 1_000;
-        d.record(&mut state, 1, &view(at), at);
+        d.record(&mut state, 1, &view(at), &EventReference::default(), at);
         let settle = |state: &mut AudienceState, now: i64| {
             let allowed = |_: Purpose, _: AllowedChannel| true;
             let customer = Customer {

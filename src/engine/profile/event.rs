@@ -45,6 +45,8 @@ pub struct ProfileEvent {
     pub cart: Option<CartFacts>,
     /// The product a page shows (`page.product_sku`).
     pub product_sku: Option<String>,
+    /// The event's `source` (a store's id for a shop's events).
+    pub source: Option<String>,
 }
 
 /// A cart snapshot: its id (`cart` when the event names none) and every item in it.
@@ -84,6 +86,7 @@ impl ProfileEvent {
                 items: c.items.clone(),
             }),
             product_sku: facts.product_sku.clone(),
+            source: facts.source.clone(),
         }
     }
 }

@@ -145,6 +145,14 @@ impl Journey {
         self.when.as_ref().map_or(&[], Compiled::windows)
     }
 
+    /// The filters of its `entry` and `unless` events.
+    pub fn filters(&self) -> impl Iterator<Item = &crate::engine::audience::EventFilter> {
+        self.entry
+            .filter()
+            .into_iter()
+            .chain(self.unless.as_ref().and_then(EventPattern::filter))
+    }
+
     /// The condition `when`, if any.
     pub fn condition(&self) -> Option<&Compiled> {
         self.when.as_ref()

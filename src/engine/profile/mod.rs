@@ -606,13 +606,36 @@ impl Profiler {
             None => self.audience_state(store, customer_id)?,
         };
         if let Some(mut state) = state {
+            let reference = self.event_reference(store, event, &mut done.counts)?;
             self.definitions
-                .record(&mut state, source_profile, event, done.clock);
+                .record(&mut state, source_profile, event, &reference, done.clock);
             done.touched_audiences
                 .insert(customer_id.to_string(), state);
         }
         done.changed.insert(customer_id.to_string());
         Ok(())
+    }
+
+    /// The reference data of an event that the definitions read: the catalogue's product
+    /// of its SKU, the store of its source; a key the reference data does not know is
+    /// counted and reads as absent.
+    fn event_reference(
+        &self,
+        store: &Store,
+        event: &ProfileEvent,
+        counts: &mut Stats,
+    ) -> Result<audiences::EventReference, StoreError> {
+        let (products, stores) = self.definitions.reads_reference();
+        let mut found = audiences::EventReference::default();
+        if let Some(sku) = audiences::event_sku(event).filter(|_| products) {
+            found.product = crate::engine::reference::product(store, sku)?;
+            counts.product_misses += u64::from(found.product.is_none());
+        }
+        if let Some(source) = event.source.as_deref().filter(|_| stores) {
+            found.store = crate::engine::reference::store_info(store, source)?;
+            counts.store_misses += u64::from(found.store.is_none());
+        }
+        Ok(found)
     }
 
     /// `source_profiles` move from `customer_id` to the new `new_customer_id`, with

@@ -246,6 +246,7 @@ mod tests {
             person: None,
             attributes: Vec::new(),
             product_sku: None,
+            source: None,
             order: Some(Order {
                 order_id: Some(format!("o-{id}")),
                 total_cents: Some(1299),

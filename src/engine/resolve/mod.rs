@@ -3118,6 +3118,7 @@ impl Resolver {
             order: tp.order.clone(),
             cart: tp.cart.clone(),
             product_sku: tp.product_sku.clone(),
+            source: tp.source.clone(),
             consents: self.consent_statements(tp, counts),
         }
     }
