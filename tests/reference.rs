@@ -180,3 +180,75 @@ fn no_filter_on_reference_fields_reads_no_reference_data() {
     );
     assert_eq!(e.stats().product_misses, 0, "not looked up");
 }
+
+#[test]
+fn geography_gives_the_region_of_an_address_and_of_a_store() {
+    let config = EngineConfig {
+        audiences: named(&[
+            ("rhone_alpes", r#"geo.region = "Auvergne-Rhône-Alpes""#),
+            (
+                "bought_in_corsica",
+                r#"count(purchase where store_region = "Corse", 365d) >= 1"#,
+            ),
+        ]),
+        // A région is no contact data: a trait may show it.
+        traits: named(&[
+            ("region", "geo.region"),
+            ("departement", "geo.departement"),
+            ("commune", "geo.commune"),
+        ]),
+        ..EngineConfig::default()
+    };
+    config.validate().unwrap();
+    let mut e = Engine::new(config, Store::temporary().unwrap()).unwrap();
+    let moved = |id: &str, postal_code: &str, country: &str, at: &str| {
+        event(
+            id,
+            "web",
+            "profile_update",
+            at,
+            json!({"identifiers": {"account_id": "A-1"},
+                   "person": {"address": {"city": "X", "postal_code": postal_code, "country": country}}}),
+        )
+    };
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            moved("a-1", "69001", "FR", "2026-11-20T10:00:00Z"),
+        ],
+    );
+    assert_eq!(entered(&out), vec!["rhone_alpes"]);
+    let record = &on_topic(&out, "profiles.merged").last().unwrap()["value"];
+    assert_eq!(record["traits"]["region"], "Auvergne-Rhône-Alpes");
+    assert_eq!(record["traits"]["departement"], "Rhône");
+    assert_eq!(record["traits"]["commune"], "Lyon 1er Arrondissement");
+
+    // Abroad, the same digits are no French postal code.
+    let out = feed(
+        &mut e,
+        &[moved("a-2", "69001", "BE", "2026-11-21T10:00:00Z")],
+    );
+    let record = &on_topic(&out, "profiles.merged").last().unwrap()["value"];
+    assert_eq!(record["traits"]["region"], Value::Null);
+    assert_eq!(record["audiences"], json!([]));
+
+    // A store whose reference data gives only a postal code.
+    let out = feed(
+        &mut e,
+        &[
+            json!({"reference": "stores", "key": "pos-ajaccio",
+                   "value": {"city": "Ajaccio", "postal_code": "20000"}})
+            .to_string(),
+            event(
+                "p-1",
+                "store",
+                "purchase",
+                "2026-11-22T10:00:00Z",
+                json!({"source": "pos-ajaccio", "identifiers": {"email": "lea@example.org"},
+                       "order": {"order_id": "O-1", "total": 10.0, "currency": "EUR"}}),
+            ),
+        ],
+    );
+    assert_eq!(entered(&out), vec!["bought_in_corsica"]);
+}

@@ -15,6 +15,7 @@ pub mod audience;
 pub mod coalesce;
 pub mod config;
 pub mod gdpr;
+pub mod geography;
 mod handle;
 pub mod handoff;
 pub mod input;

@@ -37,6 +37,10 @@
 //! the keywords (`and`, `or`, `not`, `in`, `contains`, `where`, `true`, `false`) are not
 //! names.
 //!
+//! `geo.commune`, `geo.departement`, `geo.departement_code` and `geo.region` are not in
+//! the record: the engine reads them from the postal code of the person's address (in
+//! France), with the table of `engine::geography`.
+//!
 //! # Operators
 //!
 //! From the loosest to the tightest binding:

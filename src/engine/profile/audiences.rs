@@ -32,6 +32,7 @@ use crate::engine::audience::{
     EventFields, Value,
 };
 use crate::engine::config::EngineConfig;
+use crate::engine::geography;
 use crate::engine::profile::event::ProfileEvent;
 use crate::engine::profile::journeys::{self, Journey, JourneyCustomer, JourneyState};
 use crate::engine::profile::records::amount;
@@ -154,6 +155,12 @@ impl Definitions {
         }
         let mut record_fields: Vec<String> = Vec::new();
         for name in all().flat_map(Compiled::record_fields) {
+            // `geo.*` is read from the person's address.
+            let name = if name == "geo" {
+                "person".to_string()
+            } else {
+                name
+            };
             if name != "traits" && !record_fields.contains(&name) {
                 record_fields.push(name);
             }
@@ -607,6 +614,7 @@ impl Context for Evaluation<'_> {
         match (path.first(), &self.traits) {
             (Some(&"traits"), Some(traits)) => field_of(traits, path),
             (Some(&"traits"), None) => Value::Null,
+            (Some(&"geo"), _) => geo_field(self.record, &path[1..]),
             _ => field_of(self.record, path),
         }
     }
@@ -637,6 +645,30 @@ impl Context for Evaluation<'_> {
 
     fn now_ms(&self) -> i64 {
         self.now
+    }
+}
+
+/// `geo.commune`, `geo.departement`, `geo.departement_code`, `geo.region`: where the
+/// postal code of the person's address is, for an address in France (its country `FR`
+/// or not stated); `null` otherwise.
+fn geo_field(record: &serde_json::Value, path: &[&str]) -> Value {
+    let country = field_of(record, &["person", "address", "country"]);
+    if !matches!(&country, Value::Null) && country != Value::Text("FR".into()) {
+        return Value::Null;
+    }
+    let Value::Text(code) = field_of(record, &["person", "address", "postal_code"]) else {
+        return Value::Null;
+    };
+    let Some(place) = geography::place(&code) else {
+        return Value::Null;
+    };
+    let text = |s: &str| Value::Text(s.to_string());
+    match path {
+        ["commune"] => place.commune.map_or(Value::Null, text),
+        ["departement"] => text(place.departement),
+        ["departement_code"] => text(place.departement_code),
+        ["region"] => text(place.region),
+        _ => Value::Null,
     }
 }
 
@@ -721,7 +753,14 @@ impl EventFields for Fields<'_> {
                 .and_then(|p| p.price)
                 .map_or(Value::Null, Value::Number),
             "store_city" => text(store.and_then(|s| s.city.as_ref())),
-            "store_region" => text(store.and_then(|s| s.region.as_ref())),
+            // A store's région, or the one of its postal code.
+            "store_region" => match store.and_then(|s| s.region.as_ref()) {
+                Some(region) => Value::Text(region.clone()),
+                None => store
+                    .and_then(|s| s.postal_code.as_deref())
+                    .and_then(geography::place)
+                    .map_or(Value::Null, |p| Value::Text(p.region.to_string())),
+            },
             "store_format" => text(store.and_then(|s| s.format.as_ref())),
             "store_name" => text(store.and_then(|s| s.name.as_ref())),
             "channel" => Value::Text(e.channel.clone()),
