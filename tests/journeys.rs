@@ -328,7 +328,7 @@ fn caps_quiet_hours_consent_and_a_recent_purchase_hold_triggers_back() {
 }
 
 #[test]
-fn a_merge_keeps_the_latest_wait_and_erasure_leaves_nothing() {
+fn a_merge_puts_waits_together_and_erasure_leaves_nothing() {
     let mut e = engine(config(&[(
         "viewed",
         journey("product_view", Some("cart_add"), "1h"),
@@ -490,4 +490,79 @@ fn audience_states_written_before_journeys_are_still_read() {
     );
     assert!(on_topic(&out, "audiences.changes").is_empty(), "{out:#?}");
     assert_eq!(triggers(&out, "viewed").len(), 1);
+}
+
+/// The same events in shuffled orders give the same triggers, as long as each arrives
+/// before the waits it concerns are decided (here a grace of three days: every order
+/// of the stream qualifies). Journeys without `when`, which reads the customer as its
+/// entry arrives.
+#[test]
+fn shuffled_events_give_the_same_triggers() {
+    let viewed = ("viewed", journey("product_view", Some("cart_add"), "2h"));
+    let lapsed = ("lapsed", journey("purchase", Some("page_view"), "1d"));
+    let times = [
+        ("v-1", "product_view", "2026-11-20T10:00:00Z"),
+        ("c-1", "cart_add", "2026-11-20T11:00:00Z"),
+        ("v-2", "product_view", "2026-11-20T13:00:00Z"),
+        ("w-1", "page_view", "2026-11-20T14:00:00Z"),
+        ("v-2b", "product_view", "2026-11-20T14:30:00Z"),
+        ("v-3", "product_view", "2026-11-21T09:00:00Z"),
+        ("c-2", "cart_add", "2026-11-21T12:00:00Z"),
+        ("v-4", "product_view", "2026-11-21T16:00:00Z"),
+        ("w-2", "page_view", "2026-11-21T17:00:00Z"),
+    ];
+    let purchases = [
+        purchase("p-1", "2026-11-20T12:00:00Z"),
+        purchase("p-2", "2026-11-21T08:00:00Z"),
+    ];
+    let mut lines: Vec<String> = times
+        .iter()
+        .map(|(id, kind, at)| by_lea(id, kind, at))
+        .chain(purchases)
+        .collect();
+    let run = |lines: &[String]| {
+        let mut config = config(&[viewed.clone(), lapsed.clone()]);
+        config.activation.grace_ms = 3 * 24 * 3_600_000;
+        let mut e = engine(config);
+        let mut all = vec![lea("2026-11-20T09:00:00Z")];
+        all.extend(lines.iter().cloned());
+        all.push(elsewhere("x-1", "2026-11-30T00:00:00Z"));
+        let out = feed(&mut e, &all);
+        let mut fired: Vec<(String, String, String)> = ["viewed", "lapsed"]
+            .iter()
+            .flat_map(|j| triggers(&out, j))
+            .map(|t| {
+                let s = |k: &str| t[k].as_str().unwrap().to_string();
+                (s("journey"), s("entry_event_id"), s("due_at"))
+            })
+            .collect();
+        fired.sort();
+        fired
+    };
+    let expected = run(&lines);
+    // v-1 is ended by c-1; v-2 by v-2b (another view within it: w-1 is no cart), due at
+    // 16:30; v-3 at 11:00 (c-2 comes after), v-4 at 18:00; p-1 is ended by w-1, p-2 by
+    // w-2.
+    assert_eq!(
+        expected,
+        vec![
+            (
+                "viewed".into(),
+                "v-2b".into(),
+                "2026-11-20T16:30:00Z".into()
+            ),
+            ("viewed".into(), "v-3".into(), "2026-11-21T11:00:00Z".into()),
+            ("viewed".into(), "v-4".into(), "2026-11-21T18:00:00Z".into()),
+        ]
+    );
+    let mut seed: u64 = 7;
+    for _ in 0..20 {
+        for i in (1..lines.len()).rev() {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            lines.swap(i, (seed >> 33) as usize % (i + 1));
+        }
+        assert_eq!(run(&lines), expected, "{lines:#?}");
+    }
 }

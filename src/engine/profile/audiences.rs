@@ -320,6 +320,7 @@ impl Definitions {
             allowed,
             channels,
             last_order_at,
+            decided_until,
             now,
         } = customer;
         self.prune(state, now);
@@ -368,6 +369,7 @@ impl Definitions {
                 channels,
                 last_order_at,
             },
+            decided_until,
             now,
         );
         state.journeys = journey_states;
@@ -431,6 +433,8 @@ pub struct Customer<'a> {
     pub channels: &'a dyn Fn(Purpose) -> Vec<Channel>,
     /// When the customer last ordered, if it did (journeys' `suppress_after_purchase`).
     pub last_order_at: Option<i64>,
+    /// Journeys' waits due by then are decided: the clock less `activation.grace_ms`.
+    pub decided_until: i64,
     pub now: i64,
 }
 
@@ -858,6 +862,7 @@ mod tests {
                 allowed: &allowed,
                 channels: &|_| Vec::new(),
                 last_order_at: None,
+                decided_until: i64::MIN,
                 now,
             };
             d.settle(customer, state, "time")
@@ -885,6 +890,7 @@ mod tests {
                 allowed: &allowed,
                 channels: &|_| Vec::new(),
                 last_order_at: None,
+                decided_until: i64::MIN,
                 now: 10 * DAY_MS + 5,
             };
             d.settle(customer, &mut AudienceState::default(), "event")

@@ -17,24 +17,28 @@
 //! wait = "60d"
 //! ```
 //!
-//! The rules, all on event times so that the same events in any order give the same
-//! triggers (the wait of the latest entry decides):
+//! The rules, all on event times, so that the same events in any order give the same
+//! triggers as long as each arrives before the waits it concerns are decided:
 //! - an `entry` event (for which `when` holds once the event is counted, if given) starts
-//!   a wait due `wait` after its event time; a later entry starts it again, an earlier
-//!   one changes nothing;
-//! - an `unless` event later than the entry and not later than the due time ends the
-//!   wait, whichever of the two arrived first (the latest [`UNLESS_KEPT`] `unless` times
-//!   are kept per journey for entries that arrive late);
-//! - a due time inside `quiet_hours` (UTC) moves to their end;
-//! - once the customer's clock reaches the due time, the trigger is published unless the
-//!   customer ordered within `suppress_after_purchase` before it, the cap (`"N/period"`,
-//!   triggers per customer whose due times fall within the period) is reached, or no
-//!   purpose of `purposes` has a channel allowed; either way the wait is over.
+//!   a wait due `wait` after its event time, moved to the end of `quiet_hours` (UTC);
+//! - a wait comes to nothing if an `unless` event falls in it (after the entry, up to
+//!   the due time included), or a later entry does (before the due time: that entry
+//!   starts its own wait);
+//! - it is decided at its due time, once the stream's clock is `activation.grace_ms`
+//!   past it (as cart timers): the trigger is published unless the customer ordered
+//!   within `suppress_after_purchase` before it, the cap (`"N/period"`, triggers per
+//!   customer whose due times fall within the period) is reached, or no purpose of
+//!   `purposes` has a channel allowed; either way the wait is over. An event that comes
+//!   after its wait was decided changes nothing.
 //!
-//! A journey's state is kept with the customer's audiences (`p/au/`); a merge keeps the
-//! latest wait of the two customers (ended if an `unless` time of either falls in it), a
-//! split leaves the waits with the customer split from; erasure and retention forget
-//! them with the rest.
+//! Per journey and customer, the latest [`KEPT`] waits, entry times and `unless` times
+//! are kept (a wait that comes to nothing is forgotten as soon as that is known).
+//! `when` reads the customer as the entry event arrives.
+//!
+//! A journey's state is kept with the customer's audiences (`p/au/`); a merge puts the
+//! two customers' waits and times together (a wait of one can come to nothing by an
+//! event of the other), a split leaves them with the customer split from; erasure and
+//! retention forget them with the rest.
 
 use std::collections::BTreeMap;
 
@@ -49,8 +53,8 @@ use crate::engine::profile::audiences::DefinitionError;
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::{Channel, Purpose};
 
-/// `unless` event times kept per journey and customer: the latest.
-pub const UNLESS_KEPT: usize = 16;
+/// Waits, entry times and `unless` times kept per journey and customer: the latest.
+pub const KEPT: usize = 16;
 
 /// The most triggers a cap may allow per period.
 const MAX_CAP: usize = 1_000;
@@ -248,53 +252,71 @@ fn parse_quiet_hours(source: &str) -> Result<(i64, i64), CompileError> {
 /// What a customer keeps for one journey.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JourneyState {
-    /// The wait under way: the latest entry, not ended.
-    pub run: Option<Run>,
-    /// Event times of the latest `unless` events, oldest first, at most [`UNLESS_KEPT`].
+    /// The waits under way, by entry time, at most [`KEPT`].
+    pub runs: Vec<Run>,
+    /// Event times of the latest entries, oldest first, at most [`KEPT`].
+    pub entries_seen: Vec<i64>,
+    /// Event times of the latest `unless` events, oldest first, at most [`KEPT`].
     pub unless_seen: Vec<i64>,
     /// Due times of the triggers published within the cap's period (with a cap only),
     /// oldest first.
     pub fired: Vec<i64>,
 }
 
+/// Notes `at` in a sorted list of at most [`KEPT`] times; false if it was there.
+fn note(times: &mut Vec<i64>, at: i64) -> bool {
+    match times.binary_search(&at) {
+        Ok(_) => false,
+        Err(i) => {
+            times.insert(i, at);
+            let excess = times.len().saturating_sub(KEPT);
+            times.drain(..excess);
+            true
+        }
+    }
+}
+
 impl JourneyState {
     fn is_empty(&self) -> bool {
-        self.run.is_none() && self.unless_seen.is_empty() && self.fired.is_empty()
+        self.runs.is_empty()
+            && self.entries_seen.is_empty()
+            && self.unless_seen.is_empty()
+            && self.fired.is_empty()
     }
 
-    /// Whether an `unless` event ends a wait that began at `entered_at` and is due at
-    /// `due`.
-    fn ended(&self, entered_at: i64, due: i64) -> bool {
-        self.unless_seen
-            .iter()
-            .any(|u| entered_at < *u && *u <= due)
+    /// Whether a wait has come to nothing: an `unless` event in it, or a later entry
+    /// within it (which starts its own).
+    fn ended(&self, run: &Run) -> bool {
+        let within = |t: &i64, inclusive: bool| {
+            run.entered_at < *t && (*t < run.due || (inclusive && *t == run.due))
+        };
+        self.unless_seen.iter().any(|u| within(u, true))
+            || self.entries_seen.iter().any(|e| within(e, false))
     }
 
-    fn note_unless(&mut self, at: i64) {
-        let i = self.unless_seen.partition_point(|u| *u <= at);
-        self.unless_seen.insert(i, at);
-        let excess = self.unless_seen.len().saturating_sub(UNLESS_KEPT);
-        self.unless_seen.drain(..excess);
+    /// Forgets the waits that came to nothing, as soon as that is known.
+    fn prune(&mut self) {
+        let runs = std::mem::take(&mut self.runs);
+        self.runs = runs.into_iter().filter(|r| !self.ended(r)).collect();
     }
 
     /// Adds the state of a customer merged into this one.
     fn absorb(&mut self, gone: JourneyState) {
+        for e in gone.entries_seen {
+            note(&mut self.entries_seen, e);
+        }
         for u in gone.unless_seen {
-            self.note_unless(u);
+            note(&mut self.unless_seen, u);
         }
-        let later = match (&self.run, &gone.run) {
-            (Some(mine), Some(theirs)) => theirs.entered_at > mine.entered_at,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if later {
-            self.run = gone.run;
-        }
-        if let Some(run) = &self.run {
-            if self.ended(run.entered_at, run.due) {
-                self.run = None;
+        for run in gone.runs {
+            if !self.runs.iter().any(|r| r.entered_at == run.entered_at) {
+                self.runs.push(run);
             }
         }
+        self.runs.sort_by_key(|r| r.entered_at);
+        let excess = self.runs.len().saturating_sub(KEPT);
+        self.runs.drain(..excess);
+        self.prune();
         self.fired.extend(gone.fired);
         self.fired.sort_unstable();
         self.fired.dedup();
@@ -320,7 +342,8 @@ pub struct Entry {
     event_id: String,
 }
 
-/// An event of a customer: ends the waits its `unless` matches and notes it as an entry.
+/// An event of a customer: an `unless` event ends the waits it falls in; an entry is
+/// noted, its wait started when the customer settles.
 #[allow(clippy::too_many_arguments)]
 pub fn record(
     journeys: &[Journey],
@@ -338,12 +361,8 @@ pub fn record(
             .is_some_and(|u| u.matches(kind, fields))
         {
             let state = states.entry(journey.name.clone()).or_default();
-            state.note_unless(at);
-            if let Some(run) = &state.run {
-                if state.ended(run.entered_at, run.due) {
-                    state.run = None;
-                }
-            }
+            note(&mut state.unless_seen, at);
+            state.prune();
         }
         if journey.entry.matches(kind, fields) {
             entries.push(Entry {
@@ -374,14 +393,16 @@ pub struct JourneyOutcome {
     pub suppressed: u64,
 }
 
-/// Starts the waits of `entries` (where `when` holds in `ctx`), then publishes the
-/// triggers due by `now`, and forgets the journeys no longer configured.
+/// Starts the waits of `entries` (where `when` holds in `ctx`), then decides those due
+/// by `decided_until` (the clock less the grace), stamping triggers with `now`, and
+/// forgets the journeys no longer configured.
 pub fn settle(
     journeys: &[Journey],
     states: &mut BTreeMap<String, JourneyState>,
     entries: Vec<Entry>,
     ctx: &dyn Context,
     customer: &JourneyCustomer<'_>,
+    decided_until: i64,
     now: i64,
 ) -> JourneyOutcome {
     for entry in entries {
@@ -396,34 +417,55 @@ pub fn settle(
             continue;
         }
         let state = states.entry(journey.name.clone()).or_default();
-        if state.run.as_ref().is_some_and(|r| r.entered_at >= entry.at) {
-            continue;
+        if !note(&mut state.entries_seen, entry.at) {
+            continue; // an entry at that time waits already
         }
         let due = journey.outside_quiet_hours(entry.at.saturating_add(journey.wait_ms));
-        if state.ended(entry.at, due) {
-            continue;
-        }
-        state.run = Some(Run {
-            entered_at: entry.at,
-            event_id: entry.event_id,
-            due,
-        });
+        let i = state.runs.partition_point(|r| r.entered_at < entry.at);
+        state.runs.insert(
+            i,
+            Run {
+                entered_at: entry.at,
+                event_id: entry.event_id,
+                due,
+            },
+        );
+        let excess = state.runs.len().saturating_sub(KEPT);
+        state.runs.drain(..excess);
+        state.prune();
     }
     let mut outcome = JourneyOutcome::default();
     for journey in journeys {
         let Some(state) = states.get_mut(&journey.name) else {
             continue;
         };
-        let Some(run) = state.run.take_if(|r| r.due <= now) else {
-            continue;
-        };
-        match fire(journey, state, &run, customer, now) {
-            Some(record) => outcome.triggers.push(record),
-            None => outcome.suppressed += 1,
+        let (due, waiting): (Vec<Run>, Vec<Run>) = std::mem::take(&mut state.runs)
+            .into_iter()
+            .partition(|r| r.due <= decided_until);
+        state.runs = waiting;
+        for run in due {
+            outcome.fire(journey, state, &run, customer, now);
         }
     }
     states.retain(|name, state| !state.is_empty() && journeys.iter().any(|j| j.name == *name));
     outcome
+}
+
+impl JourneyOutcome {
+    /// Publishes the trigger of a wait come to its due time, or counts it held back.
+    fn fire(
+        &mut self,
+        journey: &Journey,
+        state: &mut JourneyState,
+        run: &Run,
+        customer: &JourneyCustomer<'_>,
+        now: i64,
+    ) {
+        match fire(journey, state, run, customer, now) {
+            Some(record) => self.triggers.push(record),
+            None => self.suppressed += 1,
+        }
+    }
 }
 
 /// The trigger of a wait come to its due time, if nothing suppresses it.
@@ -479,7 +521,7 @@ fn fire(
 pub fn next_due(states: &BTreeMap<String, JourneyState>) -> Option<i64> {
     states
         .values()
-        .filter_map(|s| s.run.as_ref().map(|r| r.due))
+        .flat_map(|s| s.runs.iter().map(|r| r.due))
         .min()
 }
 

@@ -916,6 +916,7 @@ impl Profiler {
             allowed: &allowed,
             channels: &channels,
             last_order_at: profile.last_order_at(),
+            decided_until: now.saturating_sub(self.config.activation.grace_ms as i64),
             now,
         };
         let settled = self.definitions.settle(customer, &mut state, cause);
