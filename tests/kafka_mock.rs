@@ -785,3 +785,179 @@ async fn audience_changes_go_to_their_topic_keyed_by_customer() {
         .unwrap();
     assert_eq!(last["audiences"], json!([]));
 }
+
+/// Avro reference data through the broker: records of `reference.products` in the
+/// Confluent wire format are decoded with their writer schema, fetched from the registry
+/// by id (down when the runtime starts: the restore waits for it, no event is read
+/// before), and an audience reads the category they give, from the restore on and then
+/// as followed; a record whose schema id the registry does not know is skipped (its key
+/// keeps what it had) and the stream goes on; JSON values are read as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_reference_data_is_decoded_with_the_registry_and_an_unknown_schema_is_skipped() {
+    use unicus::engine::reference::RefTable;
+    use unicus::kafka::avro::{frame, schemas::catalogue};
+
+    let registry = unicus::sim::registry_double::RegistryDouble::start()
+        .await
+        .unwrap();
+    let schema = catalogue().reference(RefTable::Products);
+    let id = registry
+        .register("reference.products-value", schema.text())
+        .unwrap();
+    let avro = |id: u32, doc: Value| frame(id, &schema.encode(&doc).unwrap());
+    let unknown_id = id + 1_000;
+    let mut c = cluster("reference-avro");
+    c.settings.schema_registry.url = registry.url();
+    c.settings.runtime.retry_backoff_ms = 100;
+    c.settings.engine.audiences = [
+        (
+            "climbers".to_string(),
+            r#"count(product_view where category = "escalade", 30d) >= 2"#.to_string(),
+        ),
+        (
+            "skiers".to_string(),
+            r#"count(product_view where category = "ski", 30d) >= 1"#.to_string(),
+        ),
+    ]
+    .into();
+    c.mock.create_topic("reference.products", 2, 1).unwrap();
+    let brokers = c.settings.kafka.brokers.clone();
+    let send = |records: Vec<(&'static str, Option<Vec<u8>>)>| {
+        let brokers = brokers.clone();
+        async move {
+            let producer: rdkafka::producer::FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            for (key, value) in &records {
+                let mut record =
+                    rdkafka::producer::FutureRecord::<str, [u8]>::to("reference.products")
+                        .key(*key);
+                if let Some(value) = value {
+                    record = record.payload(value.as_slice());
+                }
+                producer.send(record, Duration::from_secs(5)).await.unwrap();
+            }
+        }
+    };
+    send(vec![
+        (
+            "ROPE-9",
+            Some(avro(
+                id,
+                json!({"category_path": ["Sport", "escalade"], "brand": "Beal"}),
+            )),
+        ),
+        // Written with a schema the registry does not know: skipped.
+        (
+            "CLIMB-42",
+            Some(avro(unknown_id, json!({"category_path": ["Sport", "ski"]}))),
+        ),
+        (
+            "CLIMB-42",
+            Some(avro(
+                id,
+                json!({"category_path": ["Sport", "Montagne", "escalade"], "brand": "Simond",
+                       "price": 129.9, "currency": "EUR"}),
+            )),
+        ),
+        // Skipped again: CLIMB-42 stays in `escalade`.
+        (
+            "CLIMB-42",
+            Some(avro(unknown_id, json!({"category_path": ["Sport", "ski"]}))),
+        ),
+        // Bytes that are not a datum of the schema: skipped.
+        (
+            "BOOT-7",
+            Some(frame(id, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01])),
+        ),
+        (
+            "TENT-1",
+            Some(br#"{"category_path": ["Sport", "camping"]}"#.to_vec()),
+        ),
+        ("ROPE-9", None),
+    ])
+    .await;
+    let view = |id: &str, at: &str| {
+        common::event(
+            id,
+            "web",
+            "product_view",
+            at,
+            json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": "CLIMB-42"}}),
+        )
+    };
+    produce(
+        &c,
+        vec![
+            common::lea_emailable("2026-11-20T09:00:00Z"),
+            view("v-1", "2026-11-20T10:00:00Z"),
+            view("v-2", "2026-11-20T10:01:00Z"),
+        ],
+    )
+    .await;
+
+    // The registry is down at start: the restore waits for it, nothing is consumed.
+    registry.set_outage(true);
+    let run = start(&c.settings);
+    let asked = std::time::Instant::now();
+    while registry.requests() < 3 {
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "the restore asks the registry again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        run.stats.consumed.load(Ordering::Relaxed),
+        0,
+        "no event before the reference data"
+    );
+    assert!(!run.task.is_finished(), "an outage does not stop the run");
+    registry.set_outage(false);
+    run.until_committed(Duration::from_secs(60), 3.0).await;
+
+    // Followed: the known id is read from the cache; an unknown one is skipped.
+    send(vec![
+        ("BOOT-7", Some(avro(unknown_id, json!({"brand": "Millet"})))),
+        (
+            "CLIMB-42",
+            Some(avro(
+                id,
+                json!({"category_path": ["Sport", "ski"], "brand": "Simond", "price": 119.5}),
+            )),
+        ),
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    produce(&c, vec![view("v-3", "2026-11-20T10:02:00Z")]).await;
+    run.until_committed(Duration::from_secs(60), 4.0).await;
+    let summary = run.stop().await;
+    assert!(summary.clean);
+    // ROPE-9, CLIMB-42, TENT-1 (JSON), ROPE-9 removed, then CLIMB-42 again: the four
+    // records not decoded never reach the engine, and are counted as refused.
+    assert_eq!(summary.engine.reference_products, 5);
+    assert_eq!(summary.engine.reference_rejected, 4);
+    assert_eq!(summary.engine.product_misses, 0);
+
+    let entered: Vec<String> = json_values(&read_topic(&brokers, "audiences.changes"))
+        .iter()
+        .filter(|v| v["change"] == "entered")
+        .map(|v| v["audience"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(entered, vec!["climbers", "skiers"]);
+    let engine = runtime::open_engine(&c.settings).unwrap();
+    let product = |sku: &str| unicus::engine::reference::product(engine.store(), sku).unwrap();
+    let climb = product("CLIMB-42").unwrap();
+    assert_eq!(climb.category_path, vec!["Sport", "ski"]);
+    assert_eq!(climb.brand.as_deref(), Some("Simond"));
+    assert_eq!(climb.price, Some(119.5));
+    assert_eq!(climb.currency, None, "absent in the last record");
+    assert_eq!(product("ROPE-9"), None, "removed by its tombstone");
+    assert_eq!(product("BOOT-7"), None, "never decoded");
+    assert_eq!(
+        product("TENT-1").unwrap().category_path,
+        vec!["Sport", "camping"]
+    );
+    drop(c.mock);
+}

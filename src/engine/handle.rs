@@ -156,6 +156,12 @@ impl Engine {
         }
     }
 
+    /// Counts a reference record refused before the engine could read it (an Avro value
+    /// that cannot be decoded).
+    pub fn count_reference_refused(&mut self) {
+        self.stats.reference_rejected += 1;
+    }
+
     fn apply_reference(&mut self, update: &ReferenceUpdate) -> Result<(), EngineError> {
         reference::apply(&mut self.store, update)?;
         match update.table {

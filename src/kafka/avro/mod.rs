@@ -8,9 +8,9 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`schemas`] | the schemas of `schemas/`, embedded in the binary: one per input channel and per output topic |
+//! | [`schemas`] | the schemas of `schemas/`, embedded in the binary: one per input channel, per reference topic and per output topic |
 //! | [`codec`] | JSON document ↔ Avro datum, guided by a schema (logical types for times, decimals for money) |
-//! | [`registry`] | the registry client: writer schemas by id (cached), output schemas registered at start |
+//! | [`registry`] | the registry client: writer schemas by id (cached) for input and reference topics, output schemas registered at start |
 //! | [`crate::sim::registry_double`] | a small in-memory Confluent-compatible registry, for tests and benchmarks (in `sim`) |
 //! | [`check`] | `unicus schemas check`: every schema backward compatible with its previous version |
 //! | [`crate::settings::avro`] | the `[schema_registry]` and `[output]` settings (in `settings`) |

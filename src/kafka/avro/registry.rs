@@ -35,6 +35,7 @@ use serde_json::Value as Json;
 use super::codec::{self, CodecError, Nulls};
 use super::schemas::{catalogue, TopicSchema};
 use crate::engine::input::touchpoint::Rejection;
+use crate::engine::reference::RefTable;
 use crate::model::output::{OutputRecord, Payload, Topic};
 use crate::settings::avro::{Format, KeyFormat, OutputSettings, SchemaRegistrySettings};
 
@@ -221,7 +222,7 @@ impl InputDecoder {
                 },
             };
             if let Writer::Unusable(f) = &writer {
-                tracing::warn!(schema_id = id, reader = reader.file.name, reason = f.reason, detail = %f.detail, "avro writer schema unusable: its records go to the dead-letter topic");
+                tracing::warn!(schema_id = id, reader = reader.file.name, reason = f.reason, detail = %f.detail, "avro writer schema unusable: its records are refused (input topics: to the dead-letter topic)");
             }
             self.writers
                 .lock()
@@ -771,6 +772,57 @@ impl InputFormats {
     }
 }
 
+/// The decoder of the reference topics' Avro values (`reference.products`,
+/// `reference.stores`): each record is read with its writer schema (from the registry, by
+/// id, cached) resolved to unicus's schema of the topic (`schemas/input/reference.*.avsc`),
+/// into the JSON document the engine's reference parser reads. Unlike the input topics'
+/// records, a record that cannot be decoded has no dead letter: the reader logs it and
+/// goes on.
+pub struct ReferenceFormats {
+    decoder: InputDecoder,
+}
+
+impl ReferenceFormats {
+    pub fn new(cfg: &SchemaRegistrySettings) -> Result<Self, RegistryError> {
+        Ok(Self {
+            decoder: InputDecoder::new(cfg)?,
+        })
+    }
+
+    /// The writer schema id of a framed record of `table` not looked up yet.
+    pub fn unknown_id(&self, table: RefTable, bytes: &[u8]) -> Option<u32> {
+        let (id, _) = super::unframe(bytes)?;
+        (!self.decoder.knows(id, catalogue().reference(table))).then_some(id)
+    }
+
+    /// Looks up the writer schema `id` of records of `table` (see [`InputDecoder::prepare`]):
+    /// an id the registry does not know, or no registry, is cached as unusable; an outage
+    /// is returned, nothing cached, for the caller to retry later.
+    pub async fn prepare(&self, table: RefTable, id: u32) -> Result<(), RegistryError> {
+        self.decoder
+            .prepare(&[(id, catalogue().reference(table))])
+            .await
+            .map(|_| ())
+    }
+
+    /// The document of a framed record of `table` (call [`ReferenceFormats::prepare`] for
+    /// its unknown id first), or why it cannot be read (`avro_*`, or `bad_value` for a
+    /// number JSON cannot hold). Null fields are left out, as in a JSON value.
+    pub fn document(&self, table: RefTable, bytes: &[u8]) -> Result<Json, Rejection> {
+        match self
+            .decoder
+            .decode(bytes, catalogue().reference(table), Nulls::Drop)?
+        {
+            doc @ Json::Object(_) => Ok(doc),
+            _ => Err(DecodeFailure {
+                reason: "avro_undecodable",
+                detail: "the datum is not a record".into(),
+            }
+            .into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,6 +859,92 @@ mod tests {
                 .decode_direct(body, Nulls::Keep)
                 .map(|v| json_shape(topic, v)),
             Some(doc)
+        );
+    }
+
+    /// A reference record is read with its writer's schema from the registry, resolved
+    /// to unicus's: a producer's catalogue with more fields than unicus reads is read
+    /// too; an unknown id, no registry, or bad bytes say why, and an outage caches nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reference_records_are_decoded_with_their_writer_schema() {
+        use crate::sim::registry_double::RegistryDouble;
+        let registry = RegistryDouble::start().await.unwrap();
+        let ours = catalogue().reference(RefTable::Products);
+        let id = registry
+            .register("reference.products-value", ours.text())
+            .unwrap();
+        // A catalogue producer's schema: an extra field, required, that unicus drops.
+        let mut theirs: Json = serde_json::from_str(ours.text()).unwrap();
+        theirs["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"name": "ean", "type": "string", "doc": "EAN-13"}));
+        let theirs = TopicSchema::parse(super::super::schemas::SchemaFile {
+            dir: "input",
+            name: "their-products",
+            text: Box::leak(theirs.to_string().into_boxed_str()),
+        })
+        .unwrap();
+        let id_theirs = registry
+            .register("their-products-value", theirs.text())
+            .unwrap();
+        let doc = serde_json::json!({"category_path": ["Sport", "Montagne", "escalade"],
+            "brand": "Simond", "price": 129.9, "currency": "EUR"});
+        let mut with_ean = doc.clone();
+        with_ean["ean"] = "3608439999999".into();
+        let framed = super::super::frame(id, &ours.encode(&doc).unwrap());
+        let framed_theirs = super::super::frame(id_theirs, &theirs.encode(&with_ean).unwrap());
+
+        let cfg = SchemaRegistrySettings {
+            url: registry.url(),
+            ..SchemaRegistrySettings::default()
+        };
+        let formats = ReferenceFormats::new(&cfg).unwrap();
+        assert_eq!(formats.unknown_id(RefTable::Products, b"{}"), None, "JSON");
+        registry.set_outage(true);
+        assert!(formats
+            .prepare(RefTable::Products, id)
+            .await
+            .unwrap_err()
+            .is_retriable());
+        assert_eq!(
+            formats.unknown_id(RefTable::Products, &framed),
+            Some(id),
+            "nothing cached"
+        );
+        registry.set_outage(false);
+        for (bytes, wid) in [(&framed, id), (&framed_theirs, id_theirs)] {
+            assert_eq!(formats.unknown_id(RefTable::Products, bytes), Some(wid));
+            formats.prepare(RefTable::Products, wid).await.unwrap();
+            assert_eq!(formats.unknown_id(RefTable::Products, bytes), None);
+            assert_eq!(formats.document(RefTable::Products, bytes), Ok(doc.clone()));
+        }
+        // The same id read for the other table is looked up for that table's schema,
+        // which a product's schema cannot be resolved to.
+        assert_eq!(formats.unknown_id(RefTable::Stores, &framed), Some(id));
+        formats.prepare(RefTable::Stores, id).await.unwrap();
+        let reason = |table, bytes: &[u8]| match formats.document(table, bytes) {
+            Err(r) => r.reason(),
+            Ok(doc) => panic!("decoded: {doc}"),
+        };
+        assert_eq!(
+            reason(RefTable::Stores, &framed),
+            "avro_incompatible_schema"
+        );
+        let unknown = super::super::frame(9_999, &ours.encode(&doc).unwrap());
+        formats.prepare(RefTable::Products, 9_999).await.unwrap();
+        assert_eq!(reason(RefTable::Products, &unknown), "avro_unknown_schema");
+        let garbage = super::super::frame(id, &[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(reason(RefTable::Products, &garbage), "avro_undecodable");
+        assert_eq!(reason(RefTable::Products, &[0, 0, 1]), "avro_undecodable");
+
+        // Without a registry, an Avro record says so.
+        let none = ReferenceFormats::new(&SchemaRegistrySettings::default()).unwrap();
+        none.prepare(RefTable::Products, id).await.unwrap();
+        assert_eq!(
+            none.document(RefTable::Products, &framed)
+                .map_err(|r| r.reason()),
+            Err("avro_no_registry")
         );
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! One schema per input channel (`schemas/input/touchpoints.<channel>.avsc`; a channel
 //! configured beyond the built-in eight reads `touchpoint.avsc`, the envelope with every
-//! optional part), one for `gdpr.requests`, one for `identity.commands`, and one per
-//! output topic
+//! optional part), one for `gdpr.requests`, one for `identity.commands`, one per
+//! reference topic (`reference.products`, `reference.stores`), and one per output topic
 //! (`schemas/output/<topic>.avsc`). `touchpoints.dlq` has none: a dead letter keeps the
 //! original bytes, whatever their format. The topics of the configured journeys
 //! (`triggers.<journey>`) share one, `schemas/output/triggers.journey.avsc`: their records
@@ -16,6 +16,7 @@ use apache_avro::schema::{Name, ResolvedSchema};
 use apache_avro::Schema;
 
 use super::codec;
+use crate::engine::reference::RefTable;
 use crate::model::output::Topic;
 
 /// One schema file of `schemas/`.
@@ -40,7 +41,7 @@ macro_rules! schema_file {
 }
 
 /// Every schema file, as compiled in.
-pub const FILES: [SchemaFile; 21] = [
+pub const FILES: [SchemaFile; 23] = [
     schema_file!("input", "touchpoints.web"),
     schema_file!("input", "touchpoints.app"),
     schema_file!("input", "touchpoints.store"),
@@ -52,6 +53,8 @@ pub const FILES: [SchemaFile; 21] = [
     schema_file!("input", "touchpoint"),
     schema_file!("input", "gdpr.requests"),
     schema_file!("input", "identity.commands"),
+    schema_file!("input", "reference.products"),
+    schema_file!("input", "reference.stores"),
     schema_file!("output", "touchpoints.resolved"),
     schema_file!("output", "identity.changes"),
     schema_file!("output", "profiles.merged"),
@@ -151,6 +154,11 @@ impl Catalogue {
     /// The schema of `identity.commands`.
     pub fn commands(&self) -> &TopicSchema {
         &self.by_name["identity.commands"]
+    }
+
+    /// The value schema of a reference topic (`reference.products`, `reference.stores`).
+    pub fn reference(&self, table: RefTable) -> &TopicSchema {
+        &self.by_name[table.topic()]
     }
 
     /// The value schema of an output topic (none for the dead-letter topic); every
@@ -254,5 +262,67 @@ mod tests {
         let mut partial = doc.clone();
         partial.as_object_mut().unwrap().remove("due_at");
         assert!(schema.encode(&partial).is_err());
+    }
+
+    /// A reference record, as Avro and back, reads as its JSON form: the engine parses
+    /// the decoded document into the same entry as the JSON text.
+    #[test]
+    fn reference_records_go_to_avro_and_back_and_read_as_their_json_form() {
+        use crate::engine::config::EngineConfig;
+        use crate::engine::reference::parse_record;
+        let config = EngineConfig::default();
+        let cases = [
+            (
+                RefTable::Products,
+                serde_json::json!({"category_path": ["Sport", "Montagne", "escalade"],
+                    "brand": "Simond", "price": 129.9, "currency": "EUR"}),
+            ),
+            (
+                RefTable::Products,
+                serde_json::json!({"category_path": [], "price": 0.5}),
+            ),
+            (
+                RefTable::Stores,
+                serde_json::json!({"name": "Part-Dieu", "city": "Lyon", "postal_code": "69003",
+                    "region": "Auvergne-Rhône-Alpes", "format": "megastore"}),
+            ),
+            // Every field is optional.
+            (RefTable::Stores, serde_json::json!({})),
+            (RefTable::Products, serde_json::json!({})),
+        ];
+        for (table, doc) in cases {
+            let schema = catalogue().reference(table);
+            assert_eq!(schema.file.name, table.topic());
+            assert_eq!(schema.file.dir, "input");
+            let body = schema.encode(&doc).unwrap();
+            let decoded = schema.decode_direct(&body, codec::Nulls::Drop);
+            assert_eq!(decoded.as_ref(), Some(&doc), "{doc}");
+            // What the generic reader (a writer schema resolved to this one) reads, too.
+            let value = apache_avro::reader::datum::GenericDatumReader::builder(schema.schema)
+                .resolved_writer_schemata(schema.resolved.clone())
+                .build()
+                .unwrap()
+                .read_value(&mut &body[..])
+                .unwrap();
+            assert_eq!(
+                codec::to_json(value, schema.schema, &schema.names, codec::Nulls::Drop).unwrap(),
+                doc
+            );
+            let as_avro = serde_json::to_vec(&decoded.unwrap()).unwrap();
+            let as_json = serde_json::to_vec(&doc).unwrap();
+            assert_eq!(
+                parse_record(table, Some(b"K-1"), Some(&as_avro), &config),
+                parse_record(table, Some(b"K-1"), Some(&as_json), &config),
+            );
+            assert!(parse_record(table, Some(b"K-1"), Some(&as_avro), &config).is_ok());
+        }
+        // A field of the wrong type is refused, not written.
+        let products = catalogue().reference(RefTable::Products);
+        assert!(products
+            .encode(&serde_json::json!({"price": "cher"}))
+            .is_err());
+        assert!(products
+            .encode(&serde_json::json!({"category_path": [1, 2]}))
+            .is_err());
     }
 }

@@ -7,17 +7,30 @@
 //! key), so a restart never misses an update. A topic that does not exist is left out:
 //! reference data is optional. A record that cannot be read is logged and counted,
 //! never blocks the stream.
+//!
+//! Values are JSON text, or Avro in the Confluent wire format (magic byte `0`, schema
+//! id, body; `schemas/input/reference.*.avsc`): an Avro value is decoded with its writer
+//! schema, looked up in the registry by id (once per id, cached, with the runtime's
+//! `[schema_registry]` settings), into the JSON document the engine reads. An Avro record
+//! that cannot be decoded (an id the registry does not know, no registry configured, bad
+//! bytes) is logged with its reason and skipped: its key keeps what it had. During a
+//! registry outage the partition is rewound to the record and read again after
+//! `runtime.retry_backoff_ms` (the restore waits, within its patience; following, the
+//! batches go on meanwhile).
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::{kafka, RuntimeError};
+use crate::engine::input::touchpoint::Rejection;
 use crate::engine::reference::RefTable;
 use crate::engine::Engine;
+use crate::kafka::avro::registry::{ReferenceFormats, RegistryError};
 use crate::settings::Settings;
 
 /// How long the restore waits for a partition's end before it goes on without it.
@@ -29,11 +42,31 @@ pub struct ReferenceReader {
     topics: Vec<(String, RefTable)>,
     /// `(topic, partition, end)`: where each partition ended when the reader opened.
     ends: Vec<(String, i32, i64)>,
+    /// Avro values, decoded with their writer schemas from the registry.
+    formats: ReferenceFormats,
+    /// How long a registry outage is waited out before the record is read again.
+    backoff: Duration,
+    /// After an outage: when following may read again (the record is rewound to).
+    retry_at: Option<Instant>,
+}
+
+/// What became of one record.
+enum Applied {
+    /// Applied, or refused (logged): the reader goes on.
+    Read,
+    /// Its writer schema could not be looked up (registry outage): read again later.
+    Later(RegistryError),
+}
+
+/// Why an Avro value was not decoded.
+enum Unread {
+    Outage(RegistryError),
+    Refused(Rejection),
 }
 
 impl ReferenceReader {
     /// Assigns every partition of the reference topics that exist, from their start;
-    /// `None` when there is none.
+    /// `None` when there is none. Avro values are read with `settings.schema_registry`.
     pub fn open(settings: &Settings) -> Result<Option<Self>, RuntimeError> {
         let mut config = super::consumer_config(settings);
         config
@@ -85,6 +118,9 @@ impl ReferenceReader {
             consumer,
             topics,
             ends,
+            formats: ReferenceFormats::new(&settings.schema_registry)?,
+            backoff: Duration::from_millis(settings.runtime.retry_backoff_ms),
+            retry_at: None,
         }))
     }
 
@@ -96,20 +132,25 @@ impl ReferenceReader {
         let mut read = 0;
         let mut last_progress = Instant::now();
         while !self.caught_up()? {
+            if last_progress.elapsed() > RESTORE_PATIENCE {
+                warn!(
+                    records = read,
+                    "reference data not read to its end in 60 s: going on, the rest follows"
+                );
+                break;
+            }
             match self.consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    self.apply(engine, &m)?;
-                    read += 1;
-                    last_progress = Instant::now();
-                }
+                Some(Ok(m)) => match self.apply(engine, &m)? {
+                    Applied::Read => {
+                        read += 1;
+                        last_progress = Instant::now();
+                    }
+                    Applied::Later(e) => {
+                        self.rewind(&m, &e);
+                        std::thread::sleep(self.backoff.min(RESTORE_PATIENCE));
+                    }
+                },
                 Some(Err(e)) => warn!(error = %e, "reading reference data"),
-                None if last_progress.elapsed() > RESTORE_PATIENCE => {
-                    warn!(
-                        records = read,
-                        "reference data not read to its end in 60 s: going on, the rest follows"
-                    );
-                    break;
-                }
                 None => {}
             }
         }
@@ -137,30 +178,90 @@ impl ReferenceReader {
     }
 
     /// Applies what has arrived since (without waiting): staged in the store, durable
-    /// with the next batch. Gives the records applied.
+    /// with the next batch. Gives the records read. After a registry outage, nothing is
+    /// read until its back-off has passed.
     pub fn follow(&mut self, engine: &mut Engine) -> Result<u64, RuntimeError> {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Ok(0);
+        }
+        self.retry_at = None;
         let mut read = 0;
         while let Some(polled) = self.consumer.poll(Duration::ZERO) {
             match polled {
-                Ok(m) => {
-                    self.apply(engine, &m)?;
-                    read += 1;
-                }
+                Ok(m) => match self.apply(engine, &m)? {
+                    Applied::Read => read += 1,
+                    Applied::Later(e) => {
+                        self.rewind(&m, &e);
+                        self.retry_at = Some(Instant::now() + self.backoff);
+                        break;
+                    }
+                },
                 Err(e) => warn!(error = %e, "reading reference data"),
             }
         }
         Ok(read)
     }
 
-    fn apply(
-        &self,
-        engine: &mut Engine,
-        m: &rdkafka::message::BorrowedMessage<'_>,
-    ) -> Result<(), RuntimeError> {
+    /// Puts the partition of `m` back at `m`, to read it again once the registry
+    /// answers. If that fails, the record is left out until the next start (which reads
+    /// the topics again from their start).
+    fn rewind(&self, m: &BorrowedMessage<'_>, outage: &RegistryError) {
+        let rewound = self.consumer.seek(
+            m.topic(),
+            m.partition(),
+            Offset::Offset(m.offset()),
+            Duration::from_secs(10),
+        );
+        match rewound {
+            Ok(()) => warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                error = %outage,
+                "avro reference record: writer schema not available; read again in {:?}",
+                self.backoff
+            ),
+            Err(e) => warn!(
+                topic = m.topic(),
+                partition = m.partition(),
+                offset = m.offset(),
+                error = %outage,
+                seek_error = %e,
+                "avro reference record: writer schema not available, and the partition cannot be rewound: left out until the next start"
+            ),
+        }
+    }
+
+    fn apply(&self, engine: &mut Engine, m: &BorrowedMessage<'_>) -> Result<Applied, RuntimeError> {
         let Some(&(_, table)) = self.topics.iter().find(|(t, _)| t == m.topic()) else {
-            return Ok(());
+            return Ok(Applied::Read);
         };
-        if let Err(rejection) = engine.reference(table, m.key(), m.payload())? {
+        let decoded;
+        let value = match m.payload() {
+            Some(bytes) if crate::kafka::avro::is_framed(bytes) => {
+                match self.decode(table, bytes) {
+                    Ok(json) => {
+                        decoded = json;
+                        Some(decoded.as_slice())
+                    }
+                    Err(Unread::Outage(e)) => return Ok(Applied::Later(e)),
+                    Err(Unread::Refused(rejection)) => {
+                        warn!(
+                            topic = m.topic(),
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            reason = rejection.reason(),
+                            error = %rejection,
+                            "avro reference record refused: its key keeps what it had"
+                        );
+                        engine.count_reference_refused();
+                        return Ok(Applied::Read);
+                    }
+                }
+            }
+            other => other,
+        };
+        if let Err(rejection) = engine.reference(table, m.key(), value)? {
             warn!(
                 topic = m.topic(),
                 partition = m.partition(),
@@ -170,6 +271,42 @@ impl ReferenceReader {
                 "reference record refused: its key keeps what it had"
             );
         }
-        Ok(())
+        Ok(Applied::Read)
+    }
+
+    /// The JSON text of a Confluent-framed Avro value, its writer schema looked up first
+    /// if it is not known yet.
+    fn decode(&self, table: RefTable, bytes: &[u8]) -> Result<Vec<u8>, Unread> {
+        if let Some(id) = self.formats.unknown_id(table, bytes) {
+            block_on(self.formats.prepare(table, id))
+                .and_then(|looked_up| looked_up)
+                .map_err(Unread::Outage)?;
+        }
+        let doc = self
+            .formats
+            .document(table, bytes)
+            .map_err(Unread::Refused)?;
+        serde_json::to_vec(&doc).map_err(|e| {
+            Unread::Refused(Rejection::Avro {
+                reason: "avro_undecodable",
+                detail: e.to_string(),
+            })
+        })
+    }
+}
+
+/// Runs a registry lookup to its end from the reader, which runs in a blocking context:
+/// inside `tokio::task::block_in_place` on the runtime's threads (the registry client
+/// then works on the runtime), or outside any runtime (then on one of its own).
+fn block_on<F: Future>(lookup: F) -> Result<F::Output, RegistryError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => Ok(handle.block_on(lookup)),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|rt| rt.block_on(lookup))
+            .map_err(|e| {
+                RegistryError::Unavailable(format!("no runtime for the registry client: {e}"))
+            }),
     }
 }
