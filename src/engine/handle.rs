@@ -28,12 +28,13 @@ enum DoneMark {
 }
 
 impl DoneMark {
-    fn of(input: &Input) -> Self {
+    /// `None` for reference data: applied again, it changes nothing.
+    fn of(input: &Input) -> Option<Self> {
         match input {
-            Input::Touchpoint(tp) => Self::Event(tp.event_id.clone()),
-            Input::Request(r) => Self::Request(r.request_id.clone()),
-            Input::Command(c) => Self::Command(c.command_id.clone()),
-            Input::Reference(_) => unreachable!("reference data has no done mark"),
+            Input::Touchpoint(tp) => Some(Self::Event(tp.event_id.clone())),
+            Input::Request(r) => Some(Self::Request(r.request_id.clone())),
+            Input::Command(c) => Some(Self::Command(c.command_id.clone())),
+            Input::Reference(_) => None,
         }
     }
 
@@ -107,32 +108,31 @@ impl Engine {
             Ok(input) => input,
             Err(rejection) => return Ok(vec![self.dead_letter(record, &rejection)]),
         };
-        // Reference data: applied again, it changes nothing; no output.
-        let input = match input {
-            Input::Reference(update) => {
-                self.apply_reference(&update)?;
-                self.stats.source(record.source_topic).accepted += 1;
+        let done = DoneMark::of(&input);
+        if let Some(mark) = &done {
+            if mark.is_done(&self.store)? {
+                self.stats.duplicates += 1;
+                self.stats.source(record.source_topic).duplicates += 1;
                 return Ok(Vec::new());
             }
-            input => input,
-        };
-        let done = DoneMark::of(&input);
-        if done.is_done(&self.store)? {
-            self.stats.duplicates += 1;
-            self.stats.source(record.source_topic).duplicates += 1;
-            return Ok(Vec::new());
         }
         let outcome = match input {
             Input::Touchpoint(tp) => self.touchpoint(record, *tp)?,
             Input::Request(r) => Ok(self.request(record, r)?),
             Input::Command(c) => self.command(record, &c)?,
-            Input::Reference(_) => Ok(Vec::new()),
+            Input::Reference(update) => {
+                self.apply_reference(&update)?;
+                self.stats.source(record.source_topic).accepted += 1;
+                Ok(Vec::new())
+            }
         };
         let mut out = match outcome {
             Ok(out) => out,
             Err(refusal) => return Ok(vec![self.dead_letter(record, &refusal)]),
         };
-        done.mark(&mut self.store)?;
+        if let Some(mark) = done {
+            mark.mark(&mut self.store)?;
+        }
         self.pending += 1;
         self.finish(&mut out)?;
         Ok(out)

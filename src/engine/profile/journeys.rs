@@ -6,7 +6,7 @@
 //! [engine.journeys.browse_no_cart]       # product viewed 3 times in 24 h, no cart
 //! entry = "product_view"
 //! when = "count(product_view, 24h) >= 3"
-//! unless = "cart"
+//! unless = "cart_add"
 //! wait = "24h"
 //! cap = "1/7d"
 //! quiet_hours = "21-8"
