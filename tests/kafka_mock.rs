@@ -559,6 +559,30 @@ async fn send_keyed(brokers: &str, topic: &str, records: &[(&str, Option<&str>)]
     }
 }
 
+/// A product view of CLIMB-42 by Léa's account.
+fn climbing_view(id: &str, at: &str) -> String {
+    common::event(
+        id,
+        "web",
+        "product_view",
+        at,
+        json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": "CLIMB-42"}}),
+    )
+}
+
+/// Léa's account, then two views of CLIMB-42.
+async fn produce_two_climbing_views(c: &Cluster) {
+    produce(
+        c,
+        vec![
+            common::lea_emailable("2026-11-20T09:00:00Z"),
+            climbing_view("v-1", "2026-11-20T10:00:00Z"),
+            climbing_view("v-2", "2026-11-20T10:01:00Z"),
+        ],
+    )
+    .await;
+}
+
 /// Reference data through the broker, the GlobalKTable way: the catalogue on
 /// `reference.products` is read whole before the first event (an audience's filter
 /// reads a product's category from the start), then followed: an update counts for the
@@ -596,24 +620,7 @@ async fn reference_data_is_restored_before_the_first_event_then_followed() {
         ],
     )
     .await;
-    let view = |id: &str, at: &str| {
-        common::event(
-            id,
-            "web",
-            "product_view",
-            at,
-            json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": "CLIMB-42"}}),
-        )
-    };
-    produce(
-        &c,
-        vec![
-            common::lea_emailable("2026-11-20T09:00:00Z"),
-            view("v-1", "2026-11-20T10:00:00Z"),
-            view("v-2", "2026-11-20T10:01:00Z"),
-        ],
-    )
-    .await;
+    produce_two_climbing_views(&c).await;
     let run = start(&c.settings);
     run.until_committed(Duration::from_secs(60), 3.0).await;
     // The catalogue changes while the stream runs; a view after it reads the change.
@@ -624,7 +631,7 @@ async fn reference_data_is_restored_before_the_first_event_then_followed() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    produce(&c, vec![view("v-3", "2026-11-20T10:02:00Z")]).await;
+    produce(&c, vec![climbing_view("v-3", "2026-11-20T10:02:00Z")]).await;
     run.until_committed(Duration::from_secs(60), 4.0).await;
     let summary = run.stop().await;
     assert!(summary.clean);
@@ -878,24 +885,7 @@ async fn avro_reference_data_is_decoded_with_the_registry_and_an_unknown_schema_
         ("ROPE-9", None),
     ])
     .await;
-    let view = |id: &str, at: &str| {
-        common::event(
-            id,
-            "web",
-            "product_view",
-            at,
-            json!({"identifiers": {"account_id": "A-1"}, "page": {"product_sku": "CLIMB-42"}}),
-        )
-    };
-    produce(
-        &c,
-        vec![
-            common::lea_emailable("2026-11-20T09:00:00Z"),
-            view("v-1", "2026-11-20T10:00:00Z"),
-            view("v-2", "2026-11-20T10:01:00Z"),
-        ],
-    )
-    .await;
+    produce_two_climbing_views(&c).await;
 
     // The registry is down at start: the restore waits for it, nothing is consumed.
     registry.set_outage(true);
@@ -930,7 +920,7 @@ async fn avro_reference_data_is_decoded_with_the_registry_and_an_unknown_schema_
     ])
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    produce(&c, vec![view("v-3", "2026-11-20T10:02:00Z")]).await;
+    produce(&c, vec![climbing_view("v-3", "2026-11-20T10:02:00Z")]).await;
     run.until_committed(Duration::from_secs(60), 4.0).await;
     let summary = run.stop().await;
     assert!(summary.clean);

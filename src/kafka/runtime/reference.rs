@@ -246,14 +246,7 @@ impl ReferenceReader {
                     }
                     Err(Unread::Outage(e)) => return Ok(Applied::Later(e)),
                     Err(Unread::Refused(rejection)) => {
-                        warn!(
-                            topic = m.topic(),
-                            partition = m.partition(),
-                            offset = m.offset(),
-                            reason = rejection.reason(),
-                            error = %rejection,
-                            "avro reference record refused: its key keeps what it had"
-                        );
+                        refused(m, &rejection);
                         engine.count_reference_refused();
                         return Ok(Applied::Read);
                     }
@@ -262,14 +255,7 @@ impl ReferenceReader {
             other => other,
         };
         if let Err(rejection) = engine.reference(table, m.key(), value)? {
-            warn!(
-                topic = m.topic(),
-                partition = m.partition(),
-                offset = m.offset(),
-                reason = rejection.reason(),
-                error = %rejection,
-                "reference record refused: its key keeps what it had"
-            );
+            refused(m, &rejection);
         }
         Ok(Applied::Read)
     }
@@ -293,6 +279,18 @@ impl ReferenceReader {
             })
         })
     }
+}
+
+/// Logs a reference record that cannot be read (counted by the engine).
+fn refused(m: &BorrowedMessage<'_>, rejection: &Rejection) {
+    warn!(
+        topic = m.topic(),
+        partition = m.partition(),
+        offset = m.offset(),
+        reason = rejection.reason(),
+        error = %rejection,
+        "reference record refused: its key keeps what it had"
+    );
 }
 
 /// Runs a registry lookup to its end from the reader, which runs in a blocking context:
