@@ -396,6 +396,12 @@ fn the_demo_serves_the_api_and_the_page_until_interrupted() {
     let rest: Vec<String> = lines.map(Result::unwrap).collect();
     assert!(child.wait().unwrap().success());
     assert!(rest.iter().any(|l| l.contains("customers")), "{rest:?}");
+    // The catalogue and stores were read before the first event.
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("reference data: 28 products and 12 stores")),
+        "{rest:?}"
+    );
 }
 
 #[test]

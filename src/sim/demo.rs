@@ -196,7 +196,7 @@ fn prepare_store(dir: &Path) -> Result<()> {
 const DEMO_AUDIENCES: [(&str, &str); 3] = [
     (
         "climbing_fans",
-        r#"count(product_view where sku = "CLIMB-42", 30d) >= 1 or sum(purchase where sku = "CLIMB-42", items, 365d) >= 1"#,
+        r#"count(product_view where category = "escalade", 30d) >= 2 or count(purchase where category = "escalade", 365d) >= 1"#,
     ),
     (
         "emailable_buyers",
@@ -225,6 +225,38 @@ fn demo_journey() -> crate::engine::config::JourneyConfig {
     }
 }
 
+/// Creates the reference topics on the mock cluster and produces the generated
+/// retailer's catalogue and stores to them.
+async fn produce_reference(
+    mock: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    settings: &Settings,
+) -> Result<()> {
+    use crate::engine::reference::RefTable;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    for table in RefTable::ALL {
+        mock.create_topic(
+            &format!("{}{}", settings.kafka.topic_prefix, table.topic()),
+            1,
+            1,
+        )?;
+    }
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &settings.kafka.brokers)
+        .create()
+        .context("failed to create the reference producer")?;
+    for (table, key, value) in crate::sim::generate::reference_records() {
+        let topic = format!("{}{}", settings.kafka.topic_prefix, table.topic());
+        producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| anyhow::anyhow!("producing reference data: {e}"))?;
+    }
+    Ok(())
+}
+
 pub async fn demo(opts: DemoOptions) -> Result<()> {
     use crate::engine::profile::audiences::named;
     prepare_store(&opts.store_dir)?;
@@ -251,6 +283,9 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         .properties
         .insert("heartbeat.interval.ms".into(), "1000".into());
     crate::sim::bench::create_topics_on_mock(&mock, &settings, opts.events, 20_000, 4)?;
+    // The retailer's catalogue and stores, read whole by the runtime before any event:
+    // `climbing_fans` counts views of the `escalade` category.
+    produce_reference(&mock, &settings).await?;
     let api_token = match &opts.api {
         Some(listen) => {
             let token = crate::api::auth::new_token();
@@ -389,6 +424,10 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         DEMO_AUDIENCES.map(|(n, _)| n).join(", "),
         s.audience_changes,
         DEMO_TRAITS.map(|(n, _)| n).join(", ")
+    );
+    println!(
+        "reference data: {} products and {} stores read before the first event ({} events of an unknown SKU)",
+        s.reference_products, s.reference_stores, s.product_misses
     );
     println!(
         "journey browse_no_cart (3 views in 24 h, no cart within a day): {} triggers, {} held back",

@@ -778,6 +778,26 @@ const CATALOGUE: &[Product] = &[
     product("KAYAK-PAD", "Pagaie de kayak", 5490, "nautique", "pagaie"),
 ];
 
+/// The generated retailer's catalogue and stores as reference records (`reference.products`
+/// keyed by SKU, `reference.stores` keyed by the stores' `source`): `(table, key, JSON
+/// value)`, for the demo and tests of reference data.
+pub fn reference_records() -> Vec<(crate::engine::reference::RefTable, String, String)> {
+    use crate::engine::reference::RefTable;
+    let products = CATALOGUE.iter().map(|p| {
+        let value = serde_json::json!({
+            "category_path": ["Sport", p.category],
+            "price": f64::from(p.cents) / 100.0,
+            "currency": "EUR",
+        });
+        (RefTable::Products, p.sku.to_string(), value.to_string())
+    });
+    let stores = STORES.iter().map(|s| {
+        let value = serde_json::json!({"name": s.label, "city": s.city, "format": "store"});
+        (RefTable::Stores, s.source.to_string(), value.to_string())
+    });
+    products.chain(stores).collect()
+}
+
 const CLIMBING_SHOES: u16 = 0;
 const HARNESS: u16 = 1;
 
