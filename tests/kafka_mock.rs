@@ -583,6 +583,39 @@ async fn produce_two_climbing_views(c: &Cluster) {
     .await;
 }
 
+/// Audiences of views of the `escalade` (two) and `ski` (one) categories.
+fn climbers_and_skiers() -> std::collections::BTreeMap<String, String> {
+    unicus::engine::profile::audiences::named(&[
+        (
+            "climbers",
+            r#"count(product_view where category = "escalade", 30d) >= 2"#,
+        ),
+        (
+            "skiers",
+            r#"count(product_view where category = "ski", 30d) >= 1"#,
+        ),
+    ])
+}
+
+/// Once the reference reader had time to follow an update: a third view of CLIMB-42,
+/// then a clean stop; gives the run's summary and the audiences entered.
+async fn view_again_and_stop(
+    c: &Cluster,
+    run: mock_cluster::Running,
+) -> (runtime::RunSummary, Vec<String>) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    produce(c, vec![climbing_view("v-3", "2026-11-20T10:02:00Z")]).await;
+    run.until_committed(Duration::from_secs(60), 4.0).await;
+    let summary = run.stop().await;
+    assert!(summary.clean);
+    let entered = json_values(&read_topic(&c.settings.kafka.brokers, "audiences.changes"))
+        .iter()
+        .filter(|v| v["change"] == "entered")
+        .map(|v| v["audience"].as_str().unwrap().to_string())
+        .collect();
+    (summary, entered)
+}
+
 /// Reference data through the broker, the GlobalKTable way: the catalogue on
 /// `reference.products` is read whole before the first event (an audience's filter
 /// reads a product's category from the start), then followed: an update counts for the
@@ -590,17 +623,7 @@ async fn produce_two_climbing_views(c: &Cluster) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_data_is_restored_before_the_first_event_then_followed() {
     let mut c = cluster("reference");
-    c.settings.engine.audiences = [
-        (
-            "climbers".to_string(),
-            r#"count(product_view where category = "escalade", 30d) >= 2"#.to_string(),
-        ),
-        (
-            "skiers".to_string(),
-            r#"count(product_view where category = "ski", 30d) >= 1"#.to_string(),
-        ),
-    ]
-    .into();
+    c.settings.engine.audiences = climbers_and_skiers();
     c.mock.create_topic("reference.products", 2, 1).unwrap();
     let brokers = c.settings.kafka.brokers.clone();
     send_keyed(
@@ -630,19 +653,10 @@ async fn reference_data_is_restored_before_the_first_event_then_followed() {
         &[("CLIMB-42", Some(r#"{"category_path": ["Sport", "ski"]}"#))],
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    produce(&c, vec![climbing_view("v-3", "2026-11-20T10:02:00Z")]).await;
-    run.until_committed(Duration::from_secs(60), 4.0).await;
-    let summary = run.stop().await;
-    assert!(summary.clean);
+    let (summary, entered) = view_again_and_stop(&c, run).await;
     assert_eq!(summary.engine.reference_products, 5);
     assert_eq!(summary.engine.product_misses, 0);
 
-    let entered: Vec<String> = json_values(&read_topic(&brokers, "audiences.changes"))
-        .iter()
-        .filter(|v| v["change"] == "entered")
-        .map(|v| v["audience"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(entered, vec!["climbers", "skiers"]);
     // Kept in the store: the removed product is gone, the other has its last value.
     let engine = runtime::open_engine(&c.settings).unwrap();
@@ -816,17 +830,7 @@ async fn avro_reference_data_is_decoded_with_the_registry_and_an_unknown_schema_
     let mut c = cluster("reference-avro");
     c.settings.schema_registry.url = registry.url();
     c.settings.runtime.retry_backoff_ms = 100;
-    c.settings.engine.audiences = [
-        (
-            "climbers".to_string(),
-            r#"count(product_view where category = "escalade", 30d) >= 2"#.to_string(),
-        ),
-        (
-            "skiers".to_string(),
-            r#"count(product_view where category = "ski", 30d) >= 1"#.to_string(),
-        ),
-    ]
-    .into();
+    c.settings.engine.audiences = climbers_and_skiers();
     c.mock.create_topic("reference.products", 2, 1).unwrap();
     let brokers = c.settings.kafka.brokers.clone();
     let send = |records: Vec<(&'static str, Option<Vec<u8>>)>| {
@@ -919,22 +923,13 @@ async fn avro_reference_data_is_decoded_with_the_registry_and_an_unknown_schema_
         ),
     ])
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    produce(&c, vec![climbing_view("v-3", "2026-11-20T10:02:00Z")]).await;
-    run.until_committed(Duration::from_secs(60), 4.0).await;
-    let summary = run.stop().await;
-    assert!(summary.clean);
+    let (summary, entered) = view_again_and_stop(&c, run).await;
     // ROPE-9, CLIMB-42, TENT-1 (JSON), ROPE-9 removed, then CLIMB-42 again: the four
     // records not decoded never reach the engine, and are counted as refused.
     assert_eq!(summary.engine.reference_products, 5);
     assert_eq!(summary.engine.reference_rejected, 4);
     assert_eq!(summary.engine.product_misses, 0);
 
-    let entered: Vec<String> = json_values(&read_topic(&brokers, "audiences.changes"))
-        .iter()
-        .filter(|v| v["change"] == "entered")
-        .map(|v| v["audience"].as_str().unwrap().to_string())
-        .collect();
     assert_eq!(entered, vec!["climbers", "skiers"]);
     let engine = runtime::open_engine(&c.settings).unwrap();
     let product = |sku: &str| unicus::engine::reference::product(engine.store(), sku).unwrap();

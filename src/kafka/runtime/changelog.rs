@@ -41,7 +41,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -243,15 +243,8 @@ fn read_back(
     stats: &RuntimeStats,
     shutdown: &watch::Receiver<bool>,
 ) -> Result<Option<ReadBack>, RuntimeError> {
-    let mut config = super::consumer_config(settings);
-    // Assigned, never subscribed: no group membership, no commit.
-    config
-        .set("group.id", format!("{}-restore", settings.kafka.group_id))
-        .remove("group.instance.id")
-        .remove("statistics.interval.ms");
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(kafka("creating the changelog reader"))?;
+    let consumer =
+        super::clients::assigned_consumer(settings, "restore", "creating the changelog reader")?;
     {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&changelog.topic, 0, Offset::Beginning)

@@ -93,6 +93,22 @@ pub fn producer_config(settings: &Settings) -> ClientConfig {
     c
 }
 
+/// A consumer of the group's settings that is assigned partitions, never subscribed: no
+/// group membership, no commit (the changelog's and the reference topics' readers).
+/// `role` names its group id (`<group>-<role>`) and what failed if it cannot be made.
+pub(super) fn assigned_consumer(
+    settings: &Settings,
+    role: &str,
+    action: &'static str,
+) -> Result<BaseConsumer, super::RuntimeError> {
+    let mut config = consumer_config(settings);
+    config
+        .set("group.id", format!("{}-{role}", settings.kafka.group_id))
+        .remove("group.instance.id")
+        .remove("statistics.interval.ms");
+    config.create().map_err(super::kafka(action))
+}
+
 pub fn consumer_config(settings: &Settings) -> ClientConfig {
     let mut c = base_config(settings, Role::Consumer);
     if !settings.kafka.properties.contains_key("auto.offset.reset") {

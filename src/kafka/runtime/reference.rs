@@ -68,14 +68,11 @@ impl ReferenceReader {
     /// Assigns every partition of the reference topics that exist, from their start;
     /// `None` when there is none. Avro values are read with `settings.schema_registry`.
     pub fn open(settings: &Settings) -> Result<Option<Self>, RuntimeError> {
-        let mut config = super::consumer_config(settings);
-        config
-            .set("group.id", format!("{}-reference", settings.kafka.group_id))
-            .remove("group.instance.id")
-            .remove("statistics.interval.ms");
-        let consumer: BaseConsumer = config
-            .create()
-            .map_err(kafka("creating the reference reader"))?;
+        let consumer = super::clients::assigned_consumer(
+            settings,
+            "reference",
+            "creating the reference reader",
+        )?;
         let mut topics = Vec::new();
         let mut ends = Vec::new();
         let mut tpl = TopicPartitionList::new();
