@@ -537,6 +537,290 @@ fn audience_changes_and_golden_records_with_audiences_and_traits_carry_the_same_
     assert_eq!(back["audiences"], json!(["big_spenders", "escalade_fans"]));
 }
 
+/// An `enrichment` with every field set, a contact for two purposes, as the engine
+/// serialises it.
+fn full_enrichment() -> Value {
+    use unicus::engine::profile::enrichment::{
+        Affinity, Contact, Enriched, HomeStore, NextPurchase, PriceBand, Stated,
+    };
+    use unicus::model::output::Time;
+    use unicus::model::{Channel, Purpose};
+    let t = |s: &str| {
+        Time(
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis(),
+        )
+    };
+    let stated = |value: &str, source, at| Stated {
+        value: value.to_string(),
+        source,
+        at: t(at),
+    };
+    let enriched = Enriched {
+        categories: vec![
+            Affinity {
+                name: "escalade".into(),
+                score: 9.875,
+                at: t("2026-10-10T15:00:00Z"),
+            },
+            Affinity {
+                name: "vêtements".into(),
+                score: 0.001,
+                at: t("2026-10-09T08:30:00.250Z"),
+            },
+        ],
+        brands: vec![Affinity {
+            name: "Simond".into(),
+            score: 4.321,
+            at: t("2026-09-10T15:00:00Z"),
+        }],
+        top_category: Some(stated("escalade", "affinity", "2026-10-10T15:00:00Z")),
+        top_brand: Some(stated("Simond", "affinity", "2026-09-10T15:00:00Z")),
+        home_store: Some(Stated {
+            value: HomeStore {
+                store: "pos-lyon-2".into(),
+                name: Some("Lyon Bellecour".into()),
+                city: Some("Lyon".into()),
+                region: Some("Auvergne-Rhône-Alpes".into()),
+                events: 2,
+            },
+            source: "store_events",
+            at: t("2026-10-10T15:00:00Z"),
+        }),
+        home_region: Some(stated(
+            "Auvergne-Rhône-Alpes",
+            "address",
+            "2026-09-01T08:00:00Z",
+        )),
+        price_band: Some(PriceBand {
+            value: "mid".into(),
+            source: "purchases",
+            at: t("2026-10-10T15:00:00Z"),
+            average_price: 98.27,
+            items: 3,
+        }),
+        contact: [
+            (
+                Purpose::Marketing,
+                Contact {
+                    value: Channel::Email,
+                    source: "engagement",
+                    at: Some(t("2026-10-05T07:00:00Z")),
+                    hour: Some(19),
+                    score: 1.912,
+                },
+            ),
+            (
+                Purpose::AbTesting,
+                Contact {
+                    value: Channel::Push,
+                    source: "engagement",
+                    at: Some(t("2026-10-02T00:15:00Z")),
+                    hour: Some(0),
+                    score: 0.5,
+                },
+            ),
+        ]
+        .into(),
+        next_purchase: Some(NextPurchase {
+            value: t("2026-11-09T15:00:00Z"),
+            source: "orders",
+            at: t("2026-10-10T15:00:00Z"),
+            orders: 2,
+            interval_days: 30.0,
+        }),
+    };
+    serde_json::to_value(&enriched).unwrap()
+}
+
+/// Golden records of a deployment that enables enrichment: the engine's own (from the
+/// catalogue, a store, orders, e-mail engagement; and null once profiling is refused)
+/// through Avro and back; then each golden record with an `enrichment` of every field,
+/// with `"enrichment": null` (profiling denied) and without it (enrichment off). The
+/// enrichment comes back exactly; null and absent are the same datum.
+#[test]
+fn golden_records_with_enrichment_carry_the_same_information() {
+    let mut config = EngineConfig::default();
+    config.enrichment.enabled = true;
+    let mut engine = Engine::new(config, Store::temporary().unwrap()).unwrap();
+    let reference = |table: &str, key: &str, value: Value| {
+        json!({"reference": table, "key": key, "value": value}).to_string()
+    };
+    let ines = |extra: Value| {
+        let mut e = json!({"identifiers": {"email": "ines.martin@example.org"}});
+        e.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        e
+    };
+    let purchase = |id: &str, at: &str| {
+        common::event(
+            id,
+            "store",
+            "purchase",
+            at,
+            ines(json!({"source": "pos-lyon-2",
+                        "order": {"order_id": id, "total": 129.9, "currency": "EUR",
+                                  "items": [{"sku": "CLIMB-42", "quantity": 1, "unit_price": 129.9}]}})),
+        )
+    };
+    let mut lines = vec![
+        reference(
+            "products",
+            "CLIMB-42",
+            json!({"category_path": ["Sport", "Montagne", "escalade"], "brand": "Simond", "price": 129.9}),
+        ),
+        reference(
+            "stores",
+            "pos-lyon-2",
+            json!({"name": "Lyon Bellecour", "city": "Lyon", "postal_code": "69002"}),
+        ),
+        common::event(
+            "en-acc",
+            "web",
+            "account_created",
+            "2026-09-01T08:00:00Z",
+            ines(
+                json!({"person": {"first_name": "Inès", "last_name": "Martin",
+                                   "address": lyon("3 place Bellecour", "69002")},
+                        "consent": [{"purpose": "marketing", "channel": "email", "granted": true},
+                                    {"purpose": "marketing", "channel": "sms", "granted": true}],
+                        "identifiers": {"email": "ines.martin@example.org", "phone": "06 12 34 56 78"}}),
+            ),
+        ),
+        common::event(
+            "en-view",
+            "web",
+            "product_view",
+            "2026-09-02T10:00:00Z",
+            ines(json!({"page": {"product_sku": "CLIMB-42"}})),
+        ),
+        purchase("en-o-1", "2026-09-10T15:00:00Z"),
+        purchase("en-o-2", "2026-10-10T15:00:00Z"),
+        common::event(
+            "en-open",
+            "email",
+            "email_open",
+            "2026-10-11T19:10:00Z",
+            ines(json!({})),
+        ),
+    ];
+    lines.extend(fuzzy_stories());
+    let deny = common::event(
+        "en-deny",
+        "web",
+        "consent_update",
+        "2026-10-12T09:00:00Z",
+        ines(json!({"consent": [{"purpose": "profiling", "channel": "all", "granted": false}]})),
+    );
+    // Two feeds: the golden record before the refusal is published with everything.
+    let mut outputs = common::feed(&mut engine, &lines);
+    outputs.extend(common::feed(&mut engine, &[deny]));
+    let outputs: Vec<OutputRecord> = outputs.iter().map(record_of).collect();
+    let golden: Vec<&Value> = outputs
+        .iter()
+        .filter(|r| r.topic == Topic::ProfilesMerged)
+        .filter_map(|r| match &r.payload {
+            Payload::Json(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    // The engine's enrichment, full and null.
+    let full = golden
+        .iter()
+        .find(|g| g["enrichment"]["next_purchase"].is_object())
+        .expect("an enrichment with a next purchase");
+    for field in ["top_category", "home_store", "home_region", "price_band"] {
+        assert!(full["enrichment"][field].is_object(), "{field}: {full:#}");
+    }
+    assert!(
+        full["enrichment"]["contact"]["marketing"].is_object(),
+        "{full:#}"
+    );
+    assert!(golden.iter().any(|g| g["enrichment"].is_null()));
+    assert!(golden.iter().all(|g| g.get("enrichment").is_some()));
+    let seen = check_every_record(&outputs);
+    assert_eq!(seen["profiles.merged"], golden.len());
+
+    let made = full_enrichment();
+    let mut records = Vec::new();
+    for g in &golden {
+        let customer = g["customer_id"].as_str().unwrap().to_string();
+        let with = |enrichment: Option<Value>| {
+            let mut v = (*g).clone();
+            let o = v.as_object_mut().unwrap();
+            match enrichment {
+                Some(e) => o.insert("enrichment".into(), e),
+                None => o.remove("enrichment"),
+            };
+            OutputRecord::json(Topic::ProfilesMerged, customer.clone(), v)
+        };
+        records.push(with(Some((*g)["enrichment"].clone())));
+        records.push(with(Some(made.clone())));
+        records.push(with(Some(Value::Null)));
+        records.push(with(None));
+    }
+    let seen = check_every_record(&records);
+    assert_eq!(seen["profiles.merged"], 4 * golden.len());
+
+    let encoder = encoder();
+    let bytes = |v: &Value| {
+        encoder
+            .value(&OutputRecord::json(Topic::ProfilesMerged, "k", v.clone()))
+            .unwrap()
+            .unwrap()
+    };
+    let ts = catalogue().output(Topic::ProfilesMerged).unwrap();
+    for r in &records {
+        let Payload::Json(original) = &r.payload else {
+            unreachable!()
+        };
+        let back = through_avro(&encoder, r);
+        // The enrichment exactly: names, numbers, times, each purpose's contact.
+        assert_eq!(
+            back["enrichment"],
+            original.get("enrichment").cloned().unwrap_or(Value::Null)
+        );
+        let mut without = original.clone();
+        without.as_object_mut().unwrap().remove("enrichment");
+        let mut nulled = without.clone();
+        nulled["enrichment"] = Value::Null;
+        assert_eq!(
+            bytes(&nulled),
+            bytes(&without),
+            "absent and null are the same"
+        );
+        // Read back as the runtime reads Avro (null fields left out): no enrichment.
+        if original.get("enrichment").is_none_or(Value::is_null) {
+            let framed = bytes(original);
+            let (_, body) = unicus::kafka::avro::unframe(&framed).unwrap();
+            let doc = ts.decode_direct(body, Nulls::Drop).unwrap();
+            assert!(doc.get("enrichment").is_none());
+            assert_eq!(normal(&doc), normal(original));
+        }
+    }
+    // The made one, every field set and two purposes, is what it was.
+    let back = through_avro(&encoder, &records[1]);
+    assert_eq!(back["enrichment"], made);
+    assert_eq!(
+        back["enrichment"]["contact"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["ab_testing", "marketing"]
+    );
+    assert_eq!(
+        back["enrichment"]["next_purchase"]["value"],
+        "2026-11-09T15:00:00Z"
+    );
+    assert_eq!(
+        back["enrichment"]["categories"][1]["at"],
+        "2026-10-09T08:30:00.250Z"
+    );
+}
+
 #[test]
 fn pseudonymised_records_fit_their_schemas_too() {
     let mut config = EngineConfig::default();

@@ -254,6 +254,8 @@ async fn a_service_agent_finds_sophie_dupont_on_the_360_page() {
         ("home_city".to_string(), "person.address.city".to_string()),
     ]
     .into();
+    // The enriched golden record: Sophie's address is in Paris, her purchase dear.
+    c.settings.engine.enrichment.enabled = true;
     c.settings.api.tokens = vec![
         ApiToken {
             name: "agent".into(),
@@ -354,6 +356,16 @@ async fn a_service_agent_finds_sophie_dupont_on_the_360_page() {
             assert!(audiences.contains(shown), "{shown} not in {audiences}");
         }
         assert!(!audiences.contains("never_shown"), "{audiences}");
+        let enrichment = page.text("#enrichment-card");
+        for shown in [
+            "home region",
+            "Île-de-France",
+            "from address",
+            "price band",
+            "high",
+        ] {
+            assert!(enrichment.contains(shown), "{shown} not in {enrichment}");
+        }
         let graph = page.wait_text("#graph", "the merge graph drawn", |t| {
             t.contains("source profiles")
         });

@@ -794,6 +794,10 @@ pub struct EngineConfig {
     /// Journeys by name: wait after an event for another that does not come, then
     /// publish a trigger on `triggers.<name>` (see `engine::profile::journeys`).
     pub journeys: BTreeMap<String, JourneyConfig>,
+    /// What the golden record infers beyond what events state: affinities, home store
+    /// and region, price band, contact channel and hour, next purchase (see
+    /// `engine::profile::enrichment`). Off by default.
+    pub enrichment: Enrichment,
     /// The channels an event may name in `channel`: those of `kafka.channels` (one list
     /// for the topics consumed and the channels accepted), copied there when the
     /// settings are read; not a key of `[engine]`. Another channel is `unknown_channel`.
@@ -835,6 +839,36 @@ pub struct JourneyConfig {
     /// No trigger if the customer ordered within this long before it is due: `7d`.
     #[serde(default)]
     pub suppress_after_purchase: Option<String>,
+}
+
+/// `[engine.enrichment]`: the golden record's `enrichment`, inferred from the events
+/// and the reference data, gated by the `profiling` consent like RFM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enrichment {
+    /// Off: no `enrichment` in the golden record and nothing kept for it.
+    pub enabled: bool,
+    /// Affinities and contact hours weigh an event half as much after this many days.
+    pub half_life_days: u32,
+    /// Upper bounds (in `lifecycle.base_currency`) of the price bands but the last,
+    /// increasing: the mean item price falls in the first band whose bound it is below.
+    pub price_band_limits: Vec<f64>,
+    /// The bands' names, one more than the limits.
+    pub price_band_names: Vec<String>,
+    /// Categories and brands shown, the strongest first.
+    pub top: usize,
+}
+
+impl Default for Enrichment {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            half_life_days: 30,
+            price_band_limits: vec![30.0, 100.0],
+            price_band_names: vec!["low".into(), "mid".into(), "high".into()],
+            top: 5,
+        }
+    }
 }
 
 fn default_journey_purposes() -> Vec<Purpose> {
@@ -939,6 +973,7 @@ impl Default for EngineConfig {
             audiences: BTreeMap::new(),
             traits: BTreeMap::new(),
             journeys: BTreeMap::new(),
+            enrichment: Enrichment::default(),
             special_categories: DEFAULT_SPECIAL_CATEGORIES
                 .into_iter()
                 .map(String::from)
@@ -960,6 +995,7 @@ impl EngineConfig {
         self.validate_gdpr()?;
         self.validate_activation()?;
         self.validate_definitions()?;
+        self.validate_enrichment()?;
         self.matching.validate()?;
         if self
             .default_region
@@ -1218,6 +1254,41 @@ impl EngineConfig {
         }
         crate::engine::profile::audiences::Definitions::compile(self)
             .map_err(|e| ConfigError::Definition(e.to_string()))?;
+        Ok(())
+    }
+
+    fn validate_enrichment(&self) -> Result<(), ConfigError> {
+        let e = &self.enrichment;
+        let invalid = |field, problem: String| Err(ConfigError::Invalid { field, problem });
+        if !(1..=3650).contains(&e.half_life_days) {
+            return invalid(
+                "enrichment.half_life_days",
+                format!("1 to 3650 days, not {}", e.half_life_days),
+            );
+        }
+        if !(1..=16).contains(&e.top) {
+            return invalid("enrichment.top", format!("1 to 16, not {}", e.top));
+        }
+        let limits = &e.price_band_limits;
+        if limits.len() > 8
+            || limits.iter().any(|l| !(l.is_finite() && *l > 0.0))
+            || limits.windows(2).any(|w| w[0] >= w[1])
+        {
+            return invalid(
+                "enrichment.price_band_limits",
+                format!("at most 8 positive amounts, increasing, not {limits:?}"),
+            );
+        }
+        let names = &e.price_band_names;
+        if names.len() != limits.len() + 1 || names.iter().any(|n| n.is_empty() || n.len() > 64) {
+            return invalid(
+                "enrichment.price_band_names",
+                format!(
+                    "one name (1 to 64 bytes) more than the {} limits, not {names:?}",
+                    limits.len()
+                ),
+            );
+        }
         Ok(())
     }
 

@@ -273,6 +273,9 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     settings.engine.audiences = named(&DEMO_AUDIENCES);
     settings.engine.traits = named(&DEMO_TRAITS);
     settings.engine.journeys = [("browse_no_cart".to_string(), demo_journey())].into();
+    // The enriched golden record: affinities from the catalogue, home store and region,
+    // price band, contact channel and hour, next purchase.
+    settings.engine.enrichment.enabled = true;
     settings.validate()?;
     settings
         .kafka

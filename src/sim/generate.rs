@@ -786,16 +786,48 @@ pub fn reference_records() -> Vec<(crate::engine::reference::RefTable, String, S
     let products = CATALOGUE.iter().map(|p| {
         let value = serde_json::json!({
             "category_path": ["Sport", p.category],
+            "brand": brand_of(p.category),
             "price": f64::from(p.cents) / 100.0,
             "currency": "EUR",
         });
         (RefTable::Products, p.sku.to_string(), value.to_string())
     });
     let stores = STORES.iter().map(|s| {
-        let value = serde_json::json!({"name": s.label, "city": s.city, "format": "store"});
+        let value = serde_json::json!({"name": s.label, "city": s.city,
+                                       "postal_code": postal_code_of(s.code), "format": "store"});
         (RefTable::Stores, s.source.to_string(), value.to_string())
     });
     products.chain(stores).collect()
+}
+
+/// The postal code of a generated store (its région comes from it).
+fn postal_code_of(store: &str) -> &'static str {
+    match store {
+        "paris02" => "75002",
+        "paris11" => "75011",
+        "paris15" => "75015",
+        "lyon02" => "69002",
+        "lyon03" => "69003",
+        "marseille01" => "13001",
+        "lille" => "59000",
+        "bordeaux" => "33000",
+        "nantes" => "44000",
+        "toulouse" => "31000",
+        "strasbourg" => "67000",
+        _ => "06000",
+    }
+}
+
+/// The generated catalogue's (invented) brand of each category.
+fn brand_of(category: &str) -> &'static str {
+    match category {
+        "escalade" => "Verticalis",
+        "camping" | "randonnee" => "Sentiers",
+        "vetements" | "accessoires" => "Maille & Co",
+        "running" | "fitness" => "Foulée",
+        "velo" => "Rayon",
+        _ => "Élan",
+    }
 }
 
 const CLIMBING_SHOES: u16 = 0;

@@ -119,6 +119,8 @@ owners! {
         /// Audiences, traits and windowed aggregates by customer (only when the
         /// configuration defines audiences or traits).
         table AUDIENCES<String> = b"p/au/";
+        /// Enrichment facts by customer (only when `[engine.enrichment]` is on).
+        table ENRICHMENT<String> = b"p/en/";
         /// Format 3: recent touchpoints by (customer, event time, event id); read only
         /// to move them to `TIMELINE`.
         table MOMENTS_OF_FORMAT_3<(String, i64, String)> = b"p/tl/";

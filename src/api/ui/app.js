@@ -113,6 +113,46 @@ function renderRecord(r) {
   if (defined && (r.audiences || []).length === 0) audiences.appendChild(el("li", "in no audience"));
   const traits = $("traits"); clear(traits);
   for (const [k, v] of Object.entries(r.traits || {})) row(traits, [k, v === null ? "—" : show(v)]);
+  renderEnrichment(r);
+}
+
+// Present when the deployment enriches golden records; `null` when profiling is denied.
+function renderEnrichment(r) {
+  $("enrichment-card").hidden = !("enrichment" in r);
+  const table = $("enrichment"); clear(table);
+  const en = r.enrichment;
+  if (en === null || en === undefined) {
+    if ("enrichment" in r) row(table, ["profiling", "denied: nothing inferred"]);
+    return;
+  }
+  const inferred = (value, source, at) => {
+    const span = el("span");
+    span.appendChild(el("span", value));
+    span.appendChild(el("div", "from " + source + (at ? " · " + at : ""), "src"));
+    return span;
+  };
+  const list = (items) => items.map((a) => a.name + " (" + a.score + ")").join(", ") || "—";
+  const latest = (items) => items.length ? items.map((a) => a.at).sort().pop() : null;
+  row(table, ["categories", inferred(list(en.categories || []), "views, carts, purchases", latest(en.categories || []))]);
+  row(table, ["brands", inferred(list(en.brands || []), "views, carts, purchases", latest(en.brands || []))]);
+  if (en.home_store) {
+    const s = en.home_store.value;
+    const text = [s.name || s.store, s.city].filter(Boolean).join(", ") + " · " + s.events + " events";
+    row(table, ["home store", inferred(text, en.home_store.source, en.home_store.at)]);
+  }
+  if (en.home_region) row(table, ["home region", inferred(en.home_region.value, en.home_region.source, en.home_region.at)]);
+  if (en.price_band) {
+    const p = en.price_band;
+    row(table, ["price band", inferred(p.value + " · mean " + p.average_price + " over " + p.items + " items", p.source, p.at)]);
+  }
+  for (const [purpose, c] of Object.entries(en.contact || {})) {
+    const text = c.value + (c.hour === null || c.hour === undefined ? "" : " around " + c.hour + ":00 UTC");
+    row(table, ["contact for " + purpose, inferred(text, c.source, c.at)]);
+  }
+  if (en.next_purchase) {
+    const n = en.next_purchase;
+    row(table, ["next purchase", inferred(n.value + " (every " + n.interval_days + " d, " + n.orders + " orders)", n.source, n.at)]);
+  }
 }
 
 function renderGraph(x) {

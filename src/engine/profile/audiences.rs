@@ -194,6 +194,11 @@ impl Definitions {
         self.audiences.is_empty() && self.traits.is_empty() && self.journeys.is_empty()
     }
 
+    /// Whether the definitions read the golden record's `enrichment`.
+    pub fn reads_enrichment(&self) -> bool {
+        self.record_fields.iter().any(|f| f == "enrichment")
+    }
+
     /// Whether golden records show `audiences` and `traits`: when some are configured.
     pub fn shows_audiences(&self) -> bool {
         !self.audiences.is_empty() || !self.traits.is_empty()
@@ -937,7 +942,7 @@ mod tests {
             ..AudienceState::default()
         };
         for audiences in [None, Some(&state)] {
-            let golden = profiler.golden("cus_1", &profile, 3_000, audiences);
+            let golden = profiler.golden("cus_1", &profile, 3_000, audiences, None);
             let whole = to_json(&golden);
             let fields = whole.as_object().unwrap();
             assert!(fields.len() >= 20, "{whole}");

@@ -28,6 +28,7 @@ pub mod activation;
 pub mod audiences;
 pub mod bounds;
 pub mod consent;
+pub mod enrichment;
 pub mod event;
 pub mod journeys;
 pub mod records;
@@ -57,6 +58,7 @@ use crate::store::{keys, Cell, Store, StoreError, Table};
 use activation::{Activity, Timer, TimerKind, Trimmed};
 use audiences::{AudienceState, Definitions};
 use consent::{forget_statements_beyond, Change, ConsentKey, Consents, Decision};
+use enrichment::EnrichmentState;
 use event::{FieldData, ProfileEvent};
 
 /// Customer profiles by id.
@@ -74,6 +76,8 @@ const TIMERS_DONE: Cell<i64> = Cell::new(keys::profile::TIMERS_DONE);
 /// Audiences, traits and windows by customer ([`audiences`]).
 const AUDIENCES: Table<String, AudienceState> = Table::new(keys::profile::AUDIENCES);
 /// The same table as written before journeys were kept in it.
+/// Enrichment facts by customer ([`enrichment`]).
+const ENRICHMENT: Table<String, EnrichmentState> = Table::new(keys::profile::ENRICHMENT);
 const AUDIENCES_BEFORE_JOURNEYS: Table<String, audiences::AudienceStateBeforeJourneys> =
     Table::new(keys::profile::AUDIENCES);
 
@@ -308,6 +312,8 @@ pub struct Profiler {
     config: EngineConfig,
     /// The configuration's audiences and traits, compiled.
     definitions: Definitions,
+    /// `[engine.enrichment]`, compiled; `None` when off.
+    enrichment: Option<enrichment::Settings>,
     /// Golden records are left to the end of the batch ([`Payload::Deferred`]) while
     /// set: see [`crate::engine::Engine::handle_batched`].
     defer: std::cell::Cell<bool>,
@@ -322,6 +328,7 @@ impl Profiler {
         Self {
             config: config.clone(),
             definitions: definitions.unwrap_or_default(),
+            enrichment: enrichment::Settings::of(config),
             defer: std::cell::Cell::new(false),
         }
     }
@@ -535,6 +542,13 @@ impl Profiler {
             state.absorb(gone);
             AUDIENCES.put(store, survivor, &state)?;
         }
+        // Kept or forgotten whatever the configuration says now.
+        if let Some(gone) = ENRICHMENT.get(store, merged)? {
+            ENRICHMENT.remove(store, merged);
+            let mut state = ENRICHMENT.get(store, survivor)?.unwrap_or_default();
+            state.absorb(gone);
+            ENRICHMENT.put(store, survivor, &state)?;
+        }
         done.changed.remove(merged);
         done.changed.insert(survivor.to_string());
         done.out.push(OutputRecord::tombstone(
@@ -612,8 +626,50 @@ impl Profiler {
             done.touched_audiences
                 .insert(customer_id.to_string(), state);
         }
+        self.enrich(store, customer_id, source_profile, event, &mut done.counts)?;
         done.changed.insert(customer_id.to_string());
         Ok(())
+    }
+
+    /// Records an event in the customer's enrichment facts (enrichment on only), with
+    /// the catalogue's products of its SKUs and the store of its source.
+    fn enrich(
+        &self,
+        store: &mut Store,
+        customer_id: &str,
+        source_profile: u64,
+        event: &ProfileEvent,
+        counts: &mut Stats,
+    ) -> Result<(), StoreError> {
+        let Some(settings) = &self.enrichment else {
+            return Ok(());
+        };
+        let mut state = ENRICHMENT.get(store, customer_id)?.unwrap_or_default();
+        let info = match &event.source {
+            Some(source) => crate::engine::reference::store_info(store, source)?,
+            None => None,
+        };
+        let lookup = |sku: &str| {
+            let found = crate::engine::reference::product(store, sku)?;
+            counts.product_misses += u64::from(found.is_none());
+            Ok::<_, StoreError>(found)
+        };
+        state.record(settings, source_profile, event, lookup, info)?;
+        ENRICHMENT.put(store, customer_id, &state)
+    }
+
+    /// The customer's enrichment facts, when enrichment is on.
+    fn enrichment_state(
+        &self,
+        store: &Store,
+        customer_id: &str,
+    ) -> Result<Option<EnrichmentState>, StoreError> {
+        match self.enrichment {
+            Some(_) => Ok(Some(
+                ENRICHMENT.get(store, customer_id)?.unwrap_or_default(),
+            )),
+            None => Ok(None),
+        }
     }
 
     /// The reference data of an event that the definitions read: the catalogue's product
@@ -689,6 +745,11 @@ impl Profiler {
             AUDIENCES.put(store, customer_id, &state)?;
             AUDIENCES.put(store, new_customer_id, &moved)?;
         }
+        if let Some(mut state) = ENRICHMENT.get(store, customer_id)? {
+            let moved = state.split_off(source_profiles);
+            ENRICHMENT.put(store, customer_id, &state)?;
+            ENRICHMENT.put(store, new_customer_id, &moved)?;
+        }
         done.changed.insert(customer_id.to_string());
         done.changed.insert(new_customer_id.to_string());
         Ok(())
@@ -718,6 +779,10 @@ impl Profiler {
             state.split_off(source_profiles);
             AUDIENCES.put(store, customer_id, &state)?;
         }
+        if let Some(mut state) = ENRICHMENT.get(store, customer_id)? {
+            state.split_off(source_profiles);
+            ENRICHMENT.put(store, customer_id, &state)?;
+        }
         done.changed.insert(customer_id.to_string());
         Ok(())
     }
@@ -735,6 +800,7 @@ impl Profiler {
             RequestKind::Export => {
                 let moments = timeline::of(store, customer_id)?;
                 let audiences = self.audience_state(store, customer_id)?;
+                let enrichment = self.enrichment_state(store, customer_id)?;
                 done.out.push(self.export(
                     customer_id,
                     &profile,
@@ -742,6 +808,7 @@ impl Profiler {
                     done.clock,
                     facts,
                     audiences.as_ref(),
+                    enrichment.as_ref(),
                 ));
             }
             RequestKind::Erase | RequestKind::Retention => {
@@ -754,6 +821,7 @@ impl Profiler {
                         .extend(audiences::exit_all(customer_id, &state, cause, done.clock));
                     self.forget_audiences(store, customer_id, &state);
                 }
+                ENRICHMENT.remove(store, customer_id);
                 let moments = timeline::forget(store, customer_id)?;
                 done.out
                     .extend(self.erase(store, customer_id, &profile, moments, facts));
@@ -887,7 +955,11 @@ impl Profiler {
         let Some(mut state) = state else {
             return Ok(());
         };
-        let golden = self.golden(customer_id, profile, now, None);
+        let enrichment = match self.definitions.reads_enrichment() {
+            true => self.enrichment_state(store, customer_id)?,
+            false => None,
+        };
+        let golden = self.golden(customer_id, profile, now, None, enrichment.as_ref());
         // The golden record's channels allowed (and reachable) per purpose.
         let allowed = |purpose: Purpose, channel: AllowedChannel| {
             let channels = golden.allowed_channels.get(&purpose);
@@ -1428,6 +1500,7 @@ impl Profiler {
     }
 
     /// The receipt of an export: everything kept about the customer.
+    #[allow(clippy::too_many_arguments)]
     fn export(
         &self,
         customer_id: &str,
@@ -1436,6 +1509,7 @@ impl Profiler {
         clock: i64,
         facts: &RequestFacts,
         audiences: Option<&AudienceState>,
+        enrichment: Option<&EnrichmentState>,
     ) -> OutputRecord {
         let identity_graph = facts
             .identity
@@ -1443,7 +1517,7 @@ impl Profiler {
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or(Value::Null);
         let export = Export {
-            golden_record: self.golden(customer_id, profile, clock, audiences),
+            golden_record: self.golden(customer_id, profile, clock, audiences, enrichment),
             identity_graph,
             source_profiles: profile
                 .source_profiles
@@ -1535,11 +1609,13 @@ impl Profiler {
         clock: i64,
     ) -> Result<Value, StoreError> {
         let audiences = self.audience_state(store, customer_id)?;
+        let enrichment = self.enrichment_state(store, customer_id)?;
         Ok(to_json(&self.golden(
             customer_id,
             profile,
             clock,
             audiences.as_ref(),
+            enrichment.as_ref(),
         )))
     }
 
@@ -1571,15 +1647,32 @@ impl Profiler {
         profile: &'a CustomerProfile,
         clock: i64,
         audiences: Option<&'a AudienceState>,
+        enrichment: Option<&EnrichmentState>,
     ) -> GoldenRecord<'a> {
         let (audiences, traits) = audiences
             .filter(|_| self.definitions.shows_audiences())
             .map(AudienceState::shown)
             .unzip();
         let totals = Totals::of(profile);
-        let (person, attributes) = person_and_attributes(self.survivors(profile));
+        let survivors = self.survivors(profile);
+        let address = survivors.get("address").and_then(|v| match &v.data {
+            FieldData::Address(a) => Some((a, v.at)),
+            FieldData::Text(_) => None,
+        });
         let (consents, consents_by_identifier) = consent_view(&profile.consents, clock);
         let profiling = self.profiling_allowed(profile, clock);
+        let allowed_channels = self.allowed_channels_by_purpose(profile, clock);
+        let enrichment = self.enrichment.as_ref().map(|settings| {
+            profiling.then(|| {
+                enrichment.unwrap_or(&EnrichmentState::default()).view(
+                    settings,
+                    clock,
+                    address,
+                    &allowed_channels,
+                )
+            })
+        });
+        let (person, attributes) = person_and_attributes(survivors);
         let last_order_at = totals.last_order.map(|(at, _)| at);
         GoldenRecord {
             customer_id,
@@ -1600,12 +1693,13 @@ impl Profiler {
             open_carts: open_carts(profile),
             consents,
             consents_by_identifier,
-            allowed_channels: self.allowed_channels_by_purpose(profile, clock),
+            allowed_channels,
             do_not_profile: !profiling,
             do_not_personalize: !self.allows(profile, Purpose::Personalization, clock),
             source_profiles: profile.source_profiles.len(),
             audiences,
             traits,
+            enrichment,
             as_of: Time(clock),
         }
     }

@@ -175,6 +175,10 @@ pub struct GoldenRecord<'a> {
     /// The computed traits by name; absent when none are configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traits: Option<Value>,
+    /// What [`super::enrichment`] infers: absent when it is off, `null` when profiling
+    /// is denied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Option<super::enrichment::Enriched>>,
     pub as_of: Time,
 }
 
@@ -204,6 +208,7 @@ impl GoldenRecord<'_> {
             "source_profiles" => to_json(&self.source_profiles),
             "audiences" => to_json(self.audiences.as_ref()?),
             "traits" => self.traits.clone()?,
+            "enrichment" => to_json(self.enrichment.as_ref()?),
             "as_of" => to_json(&self.as_of),
             _ => return None,
         })

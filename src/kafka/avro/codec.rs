@@ -1008,6 +1008,203 @@ mod tests {
             .starts_with("field `traits.x`: an array fits none of"));
     }
 
+    /// The `enrichment` of a golden record as the engine serialises it, under the
+    /// `enrichment` field of the compiled-in `profiles.merged` schema (in a record of its
+    /// own): every field set, and a sparse one (empty lists, nulls, a channel without
+    /// engagement), come back exactly, the direct writer writing what `apache-avro`
+    /// writes; `null` and absent are the same datum.
+    #[test]
+    fn a_golden_record_enrichment_round_trips_exactly() {
+        use crate::engine::profile::enrichment::{
+            Affinity, Contact, Enriched, HomeStore, NextPurchase, PriceBand, Stated,
+        };
+        use crate::model::output::{Time, Topic};
+        use crate::model::{Channel, Purpose};
+
+        let golden: Json =
+            serde_json::from_str(catalogue().output(Topic::ProfilesMerged).unwrap().text())
+                .unwrap();
+        let field = golden["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == "enrichment")
+            .expect("profiles.merged has enrichment")
+            .clone();
+        assert_eq!(field["default"], Json::Null);
+        let text: &'static str = Box::leak(
+            json!({"type": "record", "name": "G", "namespace": "unicus.test", "fields": [field]})
+                .to_string()
+                .into_boxed_str(),
+        );
+        let ts = TopicSchema::parse(crate::kafka::avro::schemas::SchemaFile {
+            dir: "output",
+            name: "g",
+            text,
+        })
+        .unwrap();
+
+        let t = |s: &str| {
+            Time(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .unwrap()
+                    .timestamp_millis(),
+            )
+        };
+        let stated = |value: &str, source, at| Stated {
+            value: value.to_string(),
+            source,
+            at: t(at),
+        };
+        let full = Enriched {
+            categories: vec![
+                Affinity {
+                    name: "escalade".into(),
+                    score: 9.875,
+                    at: t("2026-10-10T15:00:00Z"),
+                },
+                Affinity {
+                    name: "vêtements".into(),
+                    score: 5.5,
+                    at: t("2026-10-09T08:30:00.250Z"),
+                },
+            ],
+            brands: vec![Affinity {
+                name: "Simond".into(),
+                score: 4.321,
+                at: t("2026-09-10T15:00:00Z"),
+            }],
+            top_category: Some(stated("escalade", "affinity", "2026-10-10T15:00:00Z")),
+            top_brand: Some(stated("Simond", "affinity", "2026-09-10T15:00:00Z")),
+            home_store: Some(Stated {
+                value: HomeStore {
+                    store: "pos-lyon-2".into(),
+                    name: Some("Lyon Bellecour".into()),
+                    city: Some("Lyon".into()),
+                    region: Some("Auvergne-Rhône-Alpes".into()),
+                    events: 2,
+                },
+                source: "store_events",
+                at: t("2026-10-10T15:00:00Z"),
+            }),
+            home_region: Some(stated(
+                "Auvergne-Rhône-Alpes",
+                "address",
+                "2026-09-01T08:00:00Z",
+            )),
+            price_band: Some(PriceBand {
+                value: "mid".into(),
+                source: "purchases",
+                at: t("2026-10-10T15:00:00Z"),
+                average_price: 98.27,
+                items: 3,
+            }),
+            contact: [
+                (
+                    Purpose::Marketing,
+                    Contact {
+                        value: Channel::Email,
+                        source: "engagement",
+                        at: Some(t("2026-10-05T07:00:00Z")),
+                        hour: Some(19),
+                        score: 1.912,
+                    },
+                ),
+                (
+                    Purpose::Personalization,
+                    Contact {
+                        value: Channel::Push,
+                        source: "engagement",
+                        at: Some(t("2026-10-02T00:15:00Z")),
+                        hour: Some(0),
+                        score: 0.5,
+                    },
+                ),
+            ]
+            .into(),
+            next_purchase: Some(NextPurchase {
+                value: t("2026-11-09T15:00:00Z"),
+                source: "orders",
+                at: t("2026-10-10T15:00:00Z"),
+                orders: 2,
+                interval_days: 30.0,
+            }),
+        };
+        let sparse = Enriched {
+            categories: Vec::new(),
+            brands: Vec::new(),
+            top_category: None,
+            top_brand: None,
+            home_store: Some(Stated {
+                value: HomeStore {
+                    store: "pos-1".into(),
+                    name: None,
+                    city: None,
+                    region: None,
+                    events: 1,
+                },
+                source: "store_events",
+                at: t("2026-10-10T15:00:00Z"),
+            }),
+            home_region: None,
+            price_band: None,
+            contact: [(
+                Purpose::Marketing,
+                Contact {
+                    value: Channel::Sms,
+                    source: "consent",
+                    at: None,
+                    hour: None,
+                    score: 0.0,
+                },
+            )]
+            .into(),
+            next_purchase: None,
+        };
+        let apache = |body: &[u8]| {
+            apache_avro::reader::datum::GenericDatumReader::builder(ts.schema)
+                .resolved_writer_schemata(ts.resolved.clone())
+                .build()
+                .unwrap()
+                .read_value(&mut &body[..])
+                .unwrap()
+        };
+        for (enriched, has_nulls) in [(full, false), (sparse, true)] {
+            let doc = json!({ "enrichment": serde_json::to_value(&enriched).unwrap() });
+            let bytes = encode(&doc, &ts).unwrap();
+            let value = apache(&bytes);
+            // The same datum as apache-avro writes it (a map's entries in another order).
+            let reference = reference_bytes(ts.schema, value.clone());
+            assert_eq!(reference.len(), bytes.len());
+            assert_eq!(apache(&reference), value);
+            assert_eq!(
+                to_json(value, ts.schema, &ts.names, Nulls::Keep).unwrap(),
+                doc,
+                "apache-avro reads it back"
+            );
+            assert_eq!(decode_direct(&bytes, &ts, Nulls::Keep), Some(doc.clone()));
+            // Read as the runtime reads Avro, only null fields are left out.
+            let dropped = decode_direct(&bytes, &ts, Nulls::Drop).unwrap();
+            assert_eq!(dropped == doc, !has_nulls);
+        }
+
+        // Off (absent) and denied (null): the same datum, read back as null or absent.
+        let bytes = encode(&json!({}), &ts).unwrap();
+        assert_eq!(bytes, encode(&json!({"enrichment": null}), &ts).unwrap());
+        assert_eq!(
+            decode_direct(&bytes, &ts, Nulls::Keep),
+            Some(json!({"enrichment": null}))
+        );
+        assert_eq!(decode_direct(&bytes, &ts, Nulls::Drop), Some(json!({})));
+        assert_eq!(round_trip(&json!({}), &ts), json!({}));
+        // A shape the serde form never has is refused with its path.
+        let wrong = json!({"enrichment": {"categories": [], "brands": [], "contact": {"marketing": {"value": "email", "source": "consent", "score": "high"}}}});
+        assert!(encode(&wrong, &ts)
+            .unwrap_err()
+            .to_string()
+            .starts_with("field `enrichment.contact.marketing.score`"));
+    }
+
     fn round_trip(doc: &Json, ts: &TopicSchema) -> Json {
         let body = encode(doc, ts).unwrap();
         let reader = apache_avro::reader::datum::GenericDatumReader::builder(ts.schema)
