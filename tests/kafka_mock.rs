@@ -624,6 +624,7 @@ async fn view_again_and_stop(
 async fn reference_data_is_restored_before_the_first_event_then_followed() {
     let mut c = cluster("reference");
     c.settings.engine.audiences = climbers_and_skiers();
+    c.settings.engine.enrichment.enabled = true;
     c.mock.create_topic("reference.products", 2, 1).unwrap();
     let brokers = c.settings.kafka.brokers.clone();
     send_keyed(
@@ -658,6 +659,21 @@ async fn reference_data_is_restored_before_the_first_event_then_followed() {
     assert_eq!(summary.engine.product_misses, 0);
 
     assert_eq!(entered, vec!["climbers", "skiers"]);
+    // The enriched golden record: two views as escalade, the third as ski.
+    let records = json_values(&read_topic(&brokers, "profiles.merged"));
+    let last = records.last().unwrap();
+    let categories: Vec<(&str, f64)> = last["enrichment"]["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        categories,
+        vec![("escalade", 2.0), ("ski", 1.0)],
+        "{last:#}"
+    );
+    assert_eq!(last["enrichment"]["top_category"]["value"], "escalade");
     // Kept in the store: the removed product is gone, the other has its last value.
     let engine = runtime::open_engine(&c.settings).unwrap();
     let product = unicus::engine::reference::product(engine.store(), "CLIMB-42").unwrap();
