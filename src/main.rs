@@ -455,7 +455,7 @@ enum BenchCommand {
     /// Replay with audiences, computed traits and journeys against replay without, over
     /// the same generated stream, alternated in one run (20 audiences, 5 traits and 5
     /// journeys built in, or the `[engine.audiences]`, `[engine.traits]` and
-    /// `[engine.journeys]` of a configuration).
+    /// `[engine.journeys]` of a configuration, with its `[engine.enrichment]` when on).
     Audiences {
         #[arg(long, default_value_t = 50_000)]
         events: usize,

@@ -159,7 +159,8 @@ fn journeys() -> BTreeMap<String, JourneyConfig> {
 /// Replays `events` generated events (over `customers`) `rounds` times each way, and
 /// prints the events/s of each run and the ratio. `config` replaces the definitions
 /// above with a configuration's `[engine.audiences]`, `[engine.traits]` and
-/// `[engine.journeys]`.
+/// `[engine.journeys]`; its `[engine.enrichment]`, when on, is measured with them (the
+/// runs without have it off). Both replay the generated catalogue and stores first.
 pub fn audiences(
     events: usize,
     customers: usize,
@@ -177,6 +178,19 @@ pub fn audiences(
     })
     .map(|e| e.line)
     .collect();
+    // The generated retailer's catalogue and stores first, as replay lines: what filters
+    // on reference fields and enrichment read.
+    let reference =
+        crate::sim::generate::reference_records()
+            .into_iter()
+            .map(|(table, key, value)| {
+                format!(
+                    r#"{{"reference":"{}","key":{},"value":{value}}}"#,
+                    table.name(),
+                    serde_json::Value::String(key)
+                )
+            });
+    let lines: Vec<String> = reference.chain(lines).collect();
     std::fs::write(&input, lines.join("\n")).context("failed to write the stream")?;
     drop(lines);
     let with = config.unwrap_or_else(|| EngineConfig {
@@ -190,13 +204,18 @@ pub fn audiences(
         audiences: BTreeMap::new(),
         traits: BTreeMap::new(),
         journeys: BTreeMap::new(),
+        enrichment: crate::engine::config::Enrichment {
+            enabled: false,
+            ..with.enrichment.clone()
+        },
         ..with.clone()
     };
     println!(
-        "{events} events over {customers} customers; {} audiences, {} traits and {} journeys; {rounds} rounds each way, alternated",
+        "{events} events over {customers} customers; {} audiences, {} traits and {} journeys, enrichment {}; {rounds} rounds each way, alternated",
         with.audiences.len(),
         with.traits.len(),
-        with.journeys.len()
+        with.journeys.len(),
+        if with.enrichment.enabled { "on" } else { "off" }
     );
     let (mut base, mut defs) = (Vec::new(), Vec::new());
     let (mut changes, mut triggers) = (0, 0);
