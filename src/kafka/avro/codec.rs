@@ -1015,9 +1015,7 @@ mod tests {
     /// writes; `null` and absent are the same datum.
     #[test]
     fn a_golden_record_enrichment_round_trips_exactly() {
-        use crate::engine::profile::enrichment::{
-            Affinity, Contact, Enriched, HomeStore, NextPurchase, PriceBand, Stated,
-        };
+        use crate::engine::profile::enrichment::{Contact, Enriched, HomeStore, Stated};
         use crate::model::output::{Time, Topic};
         use crate::model::{Channel, Purpose};
 
@@ -1051,85 +1049,7 @@ mod tests {
                     .timestamp_millis(),
             )
         };
-        let stated = |value: &str, source, at| Stated {
-            value: value.to_string(),
-            source,
-            at: t(at),
-        };
-        let full = Enriched {
-            categories: vec![
-                Affinity {
-                    name: "escalade".into(),
-                    score: 9.875,
-                    at: t("2026-10-10T15:00:00Z"),
-                },
-                Affinity {
-                    name: "vêtements".into(),
-                    score: 5.5,
-                    at: t("2026-10-09T08:30:00.250Z"),
-                },
-            ],
-            brands: vec![Affinity {
-                name: "Simond".into(),
-                score: 4.321,
-                at: t("2026-09-10T15:00:00Z"),
-            }],
-            top_category: Some(stated("escalade", "affinity", "2026-10-10T15:00:00Z")),
-            top_brand: Some(stated("Simond", "affinity", "2026-09-10T15:00:00Z")),
-            home_store: Some(Stated {
-                value: HomeStore {
-                    store: "pos-lyon-2".into(),
-                    name: Some("Lyon Bellecour".into()),
-                    city: Some("Lyon".into()),
-                    region: Some("Auvergne-Rhône-Alpes".into()),
-                    events: 2,
-                },
-                source: "store_events",
-                at: t("2026-10-10T15:00:00Z"),
-            }),
-            home_region: Some(stated(
-                "Auvergne-Rhône-Alpes",
-                "address",
-                "2026-09-01T08:00:00Z",
-            )),
-            price_band: Some(PriceBand {
-                value: "mid".into(),
-                source: "purchases",
-                at: t("2026-10-10T15:00:00Z"),
-                average_price: 98.27,
-                items: 3,
-            }),
-            contact: [
-                (
-                    Purpose::Marketing,
-                    Contact {
-                        value: Channel::Email,
-                        source: "engagement",
-                        at: Some(t("2026-10-05T07:00:00Z")),
-                        hour: Some(19),
-                        score: 1.912,
-                    },
-                ),
-                (
-                    Purpose::Personalization,
-                    Contact {
-                        value: Channel::Push,
-                        source: "engagement",
-                        at: Some(t("2026-10-02T00:15:00Z")),
-                        hour: Some(0),
-                        score: 0.5,
-                    },
-                ),
-            ]
-            .into(),
-            next_purchase: Some(NextPurchase {
-                value: t("2026-11-09T15:00:00Z"),
-                source: "orders",
-                at: t("2026-10-10T15:00:00Z"),
-                orders: 2,
-                interval_days: 30.0,
-            }),
-        };
+        let full = Enriched::example();
         let sparse = Enriched {
             categories: Vec::new(),
             brands: Vec::new(),
