@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{engine, event, feed, on_topic};
+use common::{engine, event, feed, feed_at, on_topic, NOW};
 use serde_json::{json, Value};
 
 fn sophie_story() -> Vec<String> {
@@ -372,6 +372,45 @@ fn duplicate_delivery_changes_nothing_and_counts_nothing() {
     let g = &twice.golden_records().unwrap()[0];
     assert_eq!(g["orders"]["count"], 1);
     assert_eq!(g["channels"]["store"]["events"], 2);
+}
+
+/// An event's id is remembered `limits.seen_events_days` (30) full days after the day
+/// it was received: a copy within them changes nothing; after, the mark is pruned (by
+/// the next event) and a copy counts again. 0 keeps every mark.
+#[test]
+fn seen_marks_are_forgotten_after_their_horizon() {
+    const DAY: i64 = 86_400_000;
+    let story = sophie_story();
+    let first = story[0].clone();
+    for (days, expected_pruned) in [(30, true), (0, false)] {
+        let mut config = unicus::engine::config::EngineConfig::default();
+        config.limits.seen_events_days = days;
+        let mut e = unicus::engine::Engine::new(config, unicus::store::Store::temporary().unwrap())
+            .unwrap();
+        feed_at(&mut e, &story, NOW);
+        let marks = |e: &unicus::engine::Engine| e.store().scan_prefix(b"e/seen/").unwrap().len();
+        assert_eq!(marks(&e), story.len());
+        // A copy 30 days later is a duplicate; nothing is pruned yet.
+        let out = feed_at(&mut e, std::slice::from_ref(&first), NOW + 30 * DAY);
+        assert!(on_topic(&out, "touchpoints.resolved").is_empty());
+        assert_eq!(e.stats().duplicates, 1);
+        assert_eq!(e.stats().seen_marks_pruned, 0);
+        // The next day: the story's marks go, and the copy is processed again.
+        let out = feed_at(&mut e, std::slice::from_ref(&first), NOW + 31 * DAY);
+        if expected_pruned {
+            assert_eq!(e.stats().seen_marks_pruned, story.len() as u64);
+            assert_eq!(on_topic(&out, "touchpoints.resolved").len(), 1);
+            assert_eq!(e.stats().duplicates, 1);
+            // Only the copy's mark is left, under its own day.
+            assert_eq!(marks(&e), 1);
+            assert_eq!(e.store().scan_prefix(b"e/sd/").unwrap().len(), 1);
+        } else {
+            assert_eq!(e.stats().seen_marks_pruned, 0);
+            assert!(on_topic(&out, "touchpoints.resolved").is_empty());
+            assert_eq!(e.stats().duplicates, 2);
+            assert_eq!(marks(&e), story.len());
+        }
+    }
 }
 
 #[test]

@@ -208,6 +208,10 @@ pub struct Limits {
     pub max_orders_kept: usize,
     /// Items kept of one cart snapshot (the first ones).
     pub max_cart_items: usize,
+    /// Full days an event's id is remembered after the day it was received (UTC), so
+    /// that a redelivered or duplicated event changes nothing; then it is forgotten. Keep it above the input
+    /// topics' retention (a consumer group reset re-reads that far). 0: never forgotten.
+    pub seen_events_days: u32,
     /// Currencies a customer's order totals are kept in.
     pub max_currencies_per_customer: usize,
     /// Consent decisions about one identifier kept per customer (grants forgotten
@@ -240,6 +244,7 @@ impl Default for Limits {
             max_timeline_events: 50,
             max_orders_kept: 1000,
             max_cart_items: 100,
+            seen_events_days: 30,
             max_currencies_per_customer: 8,
             max_identifier_consents: 64,
             min_event_time: "2000-01-01T00:00:00Z".into(),

@@ -15,10 +15,22 @@ use crate::engine::{Engine, EngineError, Stats};
 use crate::model::output::{rfc3339, to_json, OutputRecord, Payload, Topic};
 use crate::model::records::{EngineReceipt, OperatorMerge, ResolutionSummary, SplitChange};
 use crate::model::EventType;
-use crate::store::{keys, Store, StoreError, Table};
+use crate::store::{keys, Cell, Store, StoreError, Table};
 
 /// Events seen, by `event_id`.
 const SEEN_EVENTS: Table<String, ()> = Table::new(keys::engine::SEEN_EVENTS);
+/// The same, by the day they were received.
+const SEEN_BY_DAY: Table<(u32, String), ()> = Table::new(keys::engine::SEEN_BY_DAY);
+/// Every mark received before this day is pruned.
+const SEEN_PRUNED: Cell<u32> = Cell::new(keys::engine::SEEN_PRUNED);
+/// Marks pruned at most per input: a day's marks go over the following inputs.
+const PRUNE_PER_INPUT: usize = 5_000;
+
+/// The day (UTC, since the epoch) of a time in ms.
+fn day_of(ms: i64) -> u32 {
+    ms.div_euclid(crate::model::output::DAY_MS)
+        .clamp(0, i64::from(u32::MAX)) as u32
+}
 
 /// The id under which an input is done once, in the table of its kind's owner.
 enum DoneMark {
@@ -46,9 +58,13 @@ impl DoneMark {
         }
     }
 
-    fn mark(&self, store: &mut Store) -> Result<(), StoreError> {
+    /// Marks the input done; an event's mark is indexed by `received_at`'s day.
+    fn mark(&self, store: &mut Store, received_at: i64) -> Result<(), StoreError> {
         match self {
-            Self::Event(id) => SEEN_EVENTS.put(store, id, &()),
+            Self::Event(id) => {
+                SEEN_BY_DAY.put(store, (day_of(received_at), id), &())?;
+                SEEN_EVENTS.put(store, id, &())
+            }
             Self::Request(id) => gdpr::mark_request_done(store, id),
             Self::Command(id) => command::mark_command_done(store, id),
         }
@@ -59,6 +75,44 @@ impl DoneMark {
 type Outcome = Result<Vec<OutputRecord>, Rejection>;
 
 impl Engine {
+    /// Forgets the seen marks of events received on a day more than
+    /// `limits.seen_events_days` days before the day of `received_at` (so each is kept
+    /// that many full days at least; at most [`PRUNE_PER_INPUT`] per call), so that
+    /// they do not grow with the stream forever. Kafka's offsets already keep a
+    /// redelivery from being processed twice within that horizon; the marks catch what
+    /// they do not (a crash before the commit, a duplicate sent by a producer, a group
+    /// reset within the topics' retention). Marks written before this index existed are
+    /// kept.
+    fn prune_seen(&mut self, received_at: i64) -> Result<(), StoreError> {
+        let days = self.config.limits.seen_events_days;
+        if days == 0 {
+            return Ok(());
+        }
+        let cutoff = day_of(received_at).saturating_sub(days);
+        let pruned = match self.seen_pruned {
+            Some(day) => day,
+            None => {
+                let day = SEEN_PRUNED.get(&self.store)?.unwrap_or(0);
+                self.seen_pruned = Some(day);
+                day
+            }
+        };
+        if cutoff <= pruned {
+            return Ok(());
+        }
+        let marks = SEEN_BY_DAY.below(&self.store, (cutoff, ""), PRUNE_PER_INPUT)?;
+        for ((day, id), ()) in &marks {
+            SEEN_BY_DAY.remove(&mut self.store, (*day, id.as_str()));
+            SEEN_EVENTS.remove(&mut self.store, id);
+        }
+        self.stats.seen_marks_pruned += marks.len() as u64;
+        if marks.len() < PRUNE_PER_INPUT {
+            SEEN_PRUNED.put(&mut self.store, &cutoff)?;
+            self.seen_pruned = Some(cutoff);
+        }
+        Ok(())
+    }
+
     /// Parses and validates a JSON record of a known kind.
     pub fn parse(&self, kind: InputKind, bytes: &[u8]) -> Result<Input, Rejection> {
         self.inputs.parse(kind, bytes)
@@ -109,6 +163,9 @@ impl Engine {
             Err(rejection) => return Ok(vec![self.dead_letter(record, &rejection)]),
         };
         let done = DoneMark::of(&input);
+        if matches!(done, Some(DoneMark::Event(_))) {
+            self.prune_seen(record.received_at)?;
+        }
         if let Some(mark) = &done {
             if mark.is_done(&self.store)? {
                 self.stats.duplicates += 1;
@@ -131,7 +188,7 @@ impl Engine {
             Err(refusal) => return Ok(vec![self.dead_letter(record, &refusal)]),
         };
         if let Some(mark) = done {
-            mark.mark(&mut self.store)?;
+            mark.mark(&mut self.store, record.received_at)?;
         }
         self.pending += 1;
         self.finish(&mut out)?;

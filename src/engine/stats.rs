@@ -31,6 +31,10 @@ macro_rules! engine_counters {
             accepted: u64;
             /// Inputs whose id was seen before: nothing changed.
             duplicates: u64;
+            /// Seen marks of events forgotten after `limits.seen_events_days`.
+            seen_marks_pruned: u64 => counter(
+                "unicus_seen_marks_pruned_total",
+                "Event ids forgotten after limits.seen_events_days (a later copy would count again).");
             /// Dead letters, by reason.
             rejected: BTreeMap<&'static str, u64>;
             /// Touchpoints resolved, by channel.
