@@ -17,14 +17,22 @@ use crate::model::records::{EngineReceipt, OperatorMerge, ResolutionSummary, Spl
 use crate::model::EventType;
 use crate::store::{keys, Cell, Store, StoreError, Table};
 
-/// Events seen, by `event_id`.
-const SEEN_EVENTS: Table<String, ()> = Table::new(keys::engine::SEEN_EVENTS);
-/// The same, by the day they were received.
-const SEEN_BY_DAY: Table<(u32, String), ()> = Table::new(keys::engine::SEEN_BY_DAY);
-/// Every mark received before this day is pruned.
-const SEEN_PRUNED: Cell<u32> = Cell::new(keys::engine::SEEN_PRUNED);
-/// Marks pruned at most per input: a day's marks go over the following inputs.
-const PRUNE_PER_INPUT: usize = 5_000;
+/// Events seen, by `event_id`: the day each was received.
+const SEEN_EVENTS: Table<String, u32> = Table::new(keys::engine::SEEN_EVENTS);
+/// Where the sweep of the seen marks stands.
+const SEEN_SWEEP: Cell<SeenSweep> = Cell::new(keys::engine::SEEN_SWEEP);
+/// Seen marks read per input while a sweep runs: a day's sweep goes over the inputs
+/// that follow.
+const SWEEP_PER_INPUT: usize = 2_000;
+
+/// A sweep of the seen marks: it forgets those received before `cutoff`, reading them in
+/// key order after `after`; `done` once it has read the last.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SeenSweep {
+    cutoff: u32,
+    after: Option<String>,
+    done: bool,
+}
 
 /// The day (UTC, since the epoch) of a time in ms.
 fn day_of(ms: i64) -> u32 {
@@ -58,13 +66,10 @@ impl DoneMark {
         }
     }
 
-    /// Marks the input done; an event's mark is indexed by `received_at`'s day.
+    /// Marks the input done; an event's mark holds the day of `received_at`.
     fn mark(&self, store: &mut Store, received_at: i64) -> Result<(), StoreError> {
         match self {
-            Self::Event(id) => {
-                SEEN_BY_DAY.put(store, (day_of(received_at), id), &())?;
-                SEEN_EVENTS.put(store, id, &())
-            }
+            Self::Event(id) => SEEN_EVENTS.put(store, id, &day_of(received_at)),
             Self::Request(id) => gdpr::mark_request_done(store, id),
             Self::Command(id) => command::mark_command_done(store, id),
         }
@@ -77,39 +82,60 @@ type Outcome = Result<Vec<OutputRecord>, Rejection>;
 impl Engine {
     /// Forgets the seen marks of events received on a day more than
     /// `limits.seen_events_days` days before the day of `received_at` (so each is kept
-    /// that many full days at least; at most [`PRUNE_PER_INPUT`] per call), so that
-    /// they do not grow with the stream forever. Kafka's offsets already keep a
-    /// redelivery from being processed twice within that horizon; the marks catch what
-    /// they do not (a crash before the commit, a duplicate sent by a producer, a group
-    /// reset within the topics' retention). Marks written before this index existed are
-    /// kept.
+    /// that many full days at least), so that they do not grow with the stream forever.
+    /// Kafka's offsets already keep a redelivery from being processed twice within that
+    /// horizon; the marks catch what they do not (a crash before the commit, a duplicate
+    /// sent by a producer, a group reset within the topics' retention). Once a day, a
+    /// sweep reads every mark in key order, [`SWEEP_PER_INPUT`] per input, and removes
+    /// those of earlier days. Marks written before they held their day are kept.
     fn prune_seen(&mut self, received_at: i64) -> Result<(), StoreError> {
         let days = self.config.limits.seen_events_days;
         if days == 0 {
             return Ok(());
         }
         let cutoff = day_of(received_at).saturating_sub(days);
-        let pruned = match self.seen_pruned {
-            Some(day) => day,
-            None => {
-                let day = SEEN_PRUNED.get(&self.store)?.unwrap_or(0);
-                self.seen_pruned = Some(day);
-                day
-            }
+        let mut sweep = match self.seen_sweep.take() {
+            Some(sweep) => sweep,
+            None => SEEN_SWEEP.get(&self.store)?.unwrap_or(SeenSweep {
+                cutoff: 0,
+                after: None,
+                done: true,
+            }),
         };
-        if cutoff <= pruned {
+        if sweep.done && sweep.cutoff >= cutoff {
+            self.seen_sweep = Some(sweep);
             return Ok(());
         }
-        let marks = SEEN_BY_DAY.below(&self.store, (cutoff, ""), PRUNE_PER_INPUT)?;
-        for ((day, id), ()) in &marks {
-            SEEN_BY_DAY.remove(&mut self.store, (*day, id.as_str()));
-            SEEN_EVENTS.remove(&mut self.store, id);
+        if sweep.done {
+            sweep.after = None;
+            sweep.done = false;
         }
-        self.stats.seen_marks_pruned += marks.len() as u64;
-        if marks.len() < PRUNE_PER_INPUT {
-            SEEN_PRUNED.put(&mut self.store, &cutoff)?;
-            self.seen_pruned = Some(cutoff);
+        sweep.cutoff = sweep.cutoff.max(cutoff);
+        let prefix = keys::engine::SEEN_EVENTS.bytes();
+        let start = match &sweep.after {
+            // The first key after it.
+            Some(id) => [prefix, id.as_bytes(), &[0]].concat(),
+            None => prefix.to_vec(),
+        };
+        let end = [&prefix[..prefix.len() - 1], &[prefix[prefix.len() - 1] + 1]].concat();
+        let marks = self.store.scan_range(&start, &end, SWEEP_PER_INPUT)?;
+        let mut pruned = 0;
+        for (key, value) in &marks {
+            let old = postcard::from_bytes::<u32>(value).is_ok_and(|day| day < sweep.cutoff);
+            if old {
+                self.store.remove(key.clone());
+                pruned += 1;
+            }
         }
+        self.stats.seen_marks_pruned += pruned;
+        match marks.last() {
+            Some((key, _)) if marks.len() == SWEEP_PER_INPUT => {
+                sweep.after = Some(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+            }
+            _ => sweep.done = true,
+        }
+        SEEN_SWEEP.put(&mut self.store, &sweep)?;
+        self.seen_sweep = Some(sweep);
         Ok(())
     }
 

@@ -71,8 +71,8 @@ pub struct Engine {
     pending: usize,
     /// Key of the pseudonymised topics' hashes, read once.
     pseudonym_key: Option<Vec<u8>>,
-    /// The day before which seen marks are pruned, once read (see `handle`).
-    seen_pruned: Option<u32>,
+    /// Where the sweep of the seen marks stands, once read (see `handle`).
+    seen_sweep: Option<handle::SeenSweep>,
 }
 
 /// Refuses a store of another format; stages the format in a new one.
@@ -117,7 +117,7 @@ impl Engine {
             stats: Stats::default(),
             pending: 0,
             pseudonym_key: None,
-            seen_pruned: None,
+            seen_sweep: None,
         })
     }
 
@@ -229,7 +229,7 @@ impl Engine {
     pub fn abandon(&mut self) {
         self.store.abandon();
         self.pending = 0;
-        self.seen_pruned = None;
+        self.seen_sweep = None;
     }
 
     /// The customer holding an identifier (raw value, normalised here), if any.

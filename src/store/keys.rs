@@ -67,12 +67,12 @@ owners! {
         /// The layout version of the store.
         cell FORMAT = b"e/format";
         /// Events seen (by `event_id`): a redelivered event changes nothing.
+        /// Events seen: the day (UTC, since the epoch) each was received (nothing in
+        /// the marks written before 2026-12-07).
         table SEEN_EVENTS<String> = b"e/seen/";
-        /// The seen marks by the day (UTC) their event was received: what is pruned
-        /// after `limits.seen_events_days`.
-        table SEEN_BY_DAY<(u32, String)> = b"e/sd/";
-        /// Every seen mark received before this day (days since the epoch) is pruned.
-        cell SEEN_PRUNED = b"e/seen_pruned";
+        /// Where the sweep of `SEEN_EVENTS` that forgets marks older than
+        /// `limits.seen_events_days` stands.
+        cell SEEN_SWEEP = b"e/seen_sweep";
         /// The engine's event-time clock: the latest time stated by an accepted
         /// touchpoint. A request or command that states no time of its own is done at it.
         cell INPUT_CLOCK = b"e/clock";
@@ -188,8 +188,7 @@ owners! {
 }
 
 /// Tables read by range on the event path: their staged keys are also kept in order.
-pub(crate) const ORDERED: [&[u8]; 4] = [
-    engine::SEEN_BY_DAY.bytes(),
+pub(crate) const ORDERED: [&[u8]; 3] = [
     profile::TIMERS.bytes(),
     profile::INACTIVE_INDEX.bytes(),
     profile::BEHAVIOURAL_INDEX.bytes(),
@@ -199,12 +198,11 @@ pub(crate) const ORDERED: [&[u8]; 4] = [
 /// read one by one (a seen mark only when an event comes again): the read cache keeps
 /// none of their keys, so that it keeps what is read. One new seen mark and about three
 /// index and timer keys per event would otherwise take most of its budget.
-pub(crate) const UNCACHED: [&[u8]; 5] = [
+pub(crate) const UNCACHED: [&[u8]; 4] = [
     engine::SEEN_EVENTS.bytes(),
     ORDERED[0],
     ORDERED[1],
     ORDERED[2],
-    ORDERED[3],
 ];
 
 #[cfg(test)]
