@@ -417,14 +417,7 @@ fn audience_changes_and_golden_records_with_audiences_and_traits_carry_the_same_
         .iter()
         .map(record_of)
         .collect();
-    let golden: Vec<&Value> = outputs
-        .iter()
-        .filter(|r| r.topic == Topic::ProfilesMerged)
-        .filter_map(|r| match &r.payload {
-            Payload::Json(v) => Some(v),
-            _ => None,
-        })
-        .collect();
+    let golden = golden_records(&outputs);
     assert!(!golden.is_empty());
     let traits = json!({"avg_basket": 64.95, "is_vip": true, "home_city": "Lyon",
         "last_order": "2026-11-20T13:03:00Z", "unknown": null, "churned": false,
@@ -537,6 +530,18 @@ fn audience_changes_and_golden_records_with_audiences_and_traits_carry_the_same_
     assert_eq!(back["audiences"], json!(["big_spenders", "escalade_fans"]));
 }
 
+/// The golden records (JSON) among `outputs`.
+fn golden_records(outputs: &[OutputRecord]) -> Vec<&Value> {
+    outputs
+        .iter()
+        .filter(|r| r.topic == Topic::ProfilesMerged)
+        .filter_map(|r| match &r.payload {
+            Payload::Json(v) => Some(v),
+            _ => None,
+        })
+        .collect()
+}
+
 /// An `enrichment` with every field set, a contact for two purposes, as the engine
 /// serialises it.
 fn full_enrichment() -> Value {
@@ -627,14 +632,7 @@ fn golden_records_with_enrichment_carry_the_same_information() {
     let mut outputs = common::feed(&mut engine, &lines);
     outputs.extend(common::feed(&mut engine, &[deny]));
     let outputs: Vec<OutputRecord> = outputs.iter().map(record_of).collect();
-    let golden: Vec<&Value> = outputs
-        .iter()
-        .filter(|r| r.topic == Topic::ProfilesMerged)
-        .filter_map(|r| match &r.payload {
-            Payload::Json(v) => Some(v),
-            _ => None,
-        })
-        .collect();
+    let golden = golden_records(&outputs);
     // The engine's enrichment, full and null.
     let full = golden
         .iter()
