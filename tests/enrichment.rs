@@ -259,12 +259,12 @@ fn the_same_events_in_any_order_give_the_same_enrichment() {
 }
 
 #[test]
-fn profiling_denied_takes_the_enrichment_away_and_granted_gives_it_back() {
+fn profiling_denied_forgets_the_enrichment_and_granted_starts_it_again() {
     let mut e = engine(config());
     let mut lines = catalogue();
     lines.extend(sophie_events());
     feed(&mut e, &lines);
-    let refuse = |id: &str, granted: bool, at: &str| {
+    let consent = |id: &str, granted: bool, at: &str| {
         event(
             id,
             "web",
@@ -274,13 +274,42 @@ fn profiling_denied_takes_the_enrichment_away_and_granted_gives_it_back() {
                    "consent": [{"purpose": "profiling", "channel": "all", "granted": granted}]}),
         )
     };
-    let out = feed(&mut e, &[refuse("p-1", false, "2026-10-11T09:00:00Z")]);
+    let view = |id: &str, at: &str| {
+        event(
+            id,
+            "web",
+            "product_view",
+            at,
+            json!({"identifiers": {"email": SOPHIE}, "page": {"product_sku": "SOCK-3P"}}),
+        )
+    };
+    // Denied: nothing shown, nothing kept, and a view while denied is not counted.
+    let out = feed(
+        &mut e,
+        &[
+            consent("p-1", false, "2026-10-11T09:00:00Z"),
+            view("v-9", "2026-10-11T09:30:00Z"),
+        ],
+    );
     let (_, record) = last_records(&out).pop().unwrap();
     assert!(record["enrichment"].is_null(), "{record:#}");
     assert!(record["rfm"].is_null());
-    let out = feed(&mut e, &[refuse("p-2", true, "2026-10-11T10:00:00Z")]);
+    assert!(e.store().scan_prefix(b"p/en/").unwrap().is_empty());
+    // Granted again: inferred from what comes from then on only.
+    let out = feed(
+        &mut e,
+        &[
+            consent("p-2", true, "2026-10-11T10:00:00Z"),
+            view("v-10", "2026-10-11T10:30:00Z"),
+        ],
+    );
     let (_, record) = last_records(&out).pop().unwrap();
-    assert_eq!(record["enrichment"]["top_category"]["value"], "escalade");
+    let en = &record["enrichment"];
+    assert_eq!(en["top_category"]["value"], "vetements", "{en:#}");
+    assert_eq!(en["categories"].as_array().unwrap().len(), 1);
+    assert_eq!(en["categories"][0]["score"], 1.0);
+    assert_eq!(en["price_band"]["source"], "views");
+    assert!(en["next_purchase"].is_null());
 }
 
 #[test]

@@ -21,6 +21,9 @@
 //! Each value is `{value, source, at}` like the golden record's stated fields, so that
 //! audiences read them (`enrichment.price_band == "high"`, `enrichment.home_store.city`).
 //!
+//! With `profiling` denied, nothing is inferred: the customer's facts are forgotten at its
+//! next event and not kept while the denial holds.
+//!
 //! Facts are kept per source profile (a split takes its own along, a merge adds both
 //! sides up) in `p/en/`, bounded: [`MAX_NAMES`] categories and brands, [`MAX_STORES`]
 //! stores and [`MAX_PURCHASES`] order times per source profile. A decayed weight is kept

@@ -75,9 +75,9 @@ const TIMERS: Table<(i64, String, String), ()> = Table::new(keys::profile::TIMER
 const TIMERS_DONE: Cell<i64> = Cell::new(keys::profile::TIMERS_DONE);
 /// Audiences, traits and windows by customer ([`audiences`]).
 const AUDIENCES: Table<String, AudienceState> = Table::new(keys::profile::AUDIENCES);
-/// The same table as written before journeys were kept in it.
 /// Enrichment facts by customer ([`enrichment`]).
 const ENRICHMENT: Table<String, EnrichmentState> = Table::new(keys::profile::ENRICHMENT);
+/// The same table as `AUDIENCES`, as written before journeys were kept in it.
 const AUDIENCES_BEFORE_JOURNEYS: Table<String, audiences::AudienceStateBeforeJourneys> =
     Table::new(keys::profile::AUDIENCES);
 
@@ -626,24 +626,40 @@ impl Profiler {
             done.touched_audiences
                 .insert(customer_id.to_string(), state);
         }
-        self.enrich(store, customer_id, source_profile, event, &mut done.counts)?;
+        if let Some(profile) = done.touched.get(customer_id) {
+            let profiling = self.profiling_allowed(profile, done.clock);
+            self.enrich(
+                store,
+                customer_id,
+                source_profile,
+                event,
+                profiling,
+                &mut done.counts,
+            )?;
+        }
         done.changed.insert(customer_id.to_string());
         Ok(())
     }
 
     /// Records an event in the customer's enrichment facts (enrichment on only), with
-    /// the catalogue's products of its SKUs and the store of its source.
+    /// the catalogue's products of its SKUs and the store of its source. With
+    /// `profiling` denied nothing is inferred: the facts kept so far are forgotten.
     fn enrich(
         &self,
         store: &mut Store,
         customer_id: &str,
         source_profile: u64,
         event: &ProfileEvent,
+        profiling: bool,
         counts: &mut Stats,
     ) -> Result<(), StoreError> {
         let Some(settings) = &self.enrichment else {
             return Ok(());
         };
+        if !profiling {
+            ENRICHMENT.remove(store, customer_id);
+            return Ok(());
+        }
         let mut state = ENRICHMENT.get(store, customer_id)?.unwrap_or_default();
         let info = match &event.source {
             Some(source) => crate::engine::reference::store_info(store, source)?,
