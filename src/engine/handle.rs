@@ -12,7 +12,7 @@ use crate::engine::input::{Input, InputKind, InputParser, Record};
 use crate::engine::reference::{self, RefTable, ReferenceUpdate};
 use crate::engine::resolve::{Method, Resolution};
 use crate::engine::{Engine, EngineError, Stats};
-use crate::model::output::{rfc3339, to_json, OutputRecord, Payload, Topic};
+use crate::model::output::{day_of, rfc3339, to_json, OutputRecord, Payload, Topic};
 use crate::model::records::{EngineReceipt, OperatorMerge, ResolutionSummary, SplitChange};
 use crate::model::EventType;
 use crate::store::{keys, Cell, Store, StoreError, Table};
@@ -32,12 +32,6 @@ pub(crate) struct SeenSweep {
     cutoff: u32,
     after: Option<String>,
     done: bool,
-}
-
-/// The day (UTC, since the epoch) of a time in ms.
-fn day_of(ms: i64) -> u32 {
-    ms.div_euclid(crate::model::output::DAY_MS)
-        .clamp(0, i64::from(u32::MAX)) as u32
 }
 
 /// The id under which an input is done once, in the table of its kind's owner.

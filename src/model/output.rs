@@ -180,6 +180,11 @@ impl OutputRecord {
 /// One day in milliseconds, the unit of every retention and lifecycle period.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// The day (UTC, since the epoch) of a time in ms; 0 for a time before the epoch.
+pub fn day_of(ms: i64) -> u32 {
+    (ms.max(0) / DAY_MS).min(i64::from(u32::MAX)) as u32
+}
+
 /// The times (ms since the epoch) RFC 3339 can state: years 0000 to 9999.
 pub const RFC3339_MS: std::ops::RangeInclusive<i64> = -62_167_219_200_000..=253_402_300_799_999;
 

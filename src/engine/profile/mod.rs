@@ -52,7 +52,7 @@ use crate::engine::profile::records::{
     PurchaseCompleted, Receipt, Rfm, RfmScores, Segments, StatedDecision, StatedField,
 };
 use crate::engine::Stats;
-use crate::model::output::{to_json, OutputRecord, Payload, Time, Topic, DAY_MS};
+use crate::model::output::{day_of, to_json, OutputRecord, Payload, Time, Topic, DAY_MS};
 use crate::model::{Channel, ConsentChannel, Ident, Purpose};
 use crate::store::{keys, Cell, Store, StoreError, Table};
 use activation::{Activity, Timer, TimerKind, Trimmed};
@@ -147,10 +147,6 @@ impl CustomerProfile {
 pub struct Profiled {
     pub out: Vec<OutputRecord>,
     pub counts: Stats,
-}
-
-fn day_of(ms: i64) -> u32 {
-    (ms.max(0) / DAY_MS).min(i64::from(u32::MAX)) as u32
 }
 
 /// The timers due after `done` and at or before `until`, per customer in the order

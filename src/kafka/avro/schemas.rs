@@ -237,6 +237,18 @@ mod tests {
         })
     }
 
+    /// What apache-avro's generic reader (a writer schema resolved to `schema`) reads of
+    /// `body`, as JSON.
+    fn generic_read(schema: &TopicSchema, body: &[u8], nulls: codec::Nulls) -> serde_json::Value {
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(schema.schema)
+            .resolved_writer_schemata(schema.resolved.clone())
+            .build()
+            .unwrap()
+            .read_value(&mut &body[..])
+            .unwrap();
+        codec::to_json(value, schema.schema, &schema.names, nulls).unwrap()
+    }
+
     #[test]
     fn a_journey_trigger_goes_to_avro_and_back_unchanged() {
         let schema = catalogue()
@@ -248,16 +260,7 @@ mod tests {
             assert_eq!(schema.decode_direct(&body, nulls), Some(doc.clone()));
         }
         // What the generic reader (a writer schema resolved to this one) reads, too.
-        let value = apache_avro::reader::datum::GenericDatumReader::builder(schema.schema)
-            .resolved_writer_schemata(schema.resolved.clone())
-            .build()
-            .unwrap()
-            .read_value(&mut &body[..])
-            .unwrap();
-        assert_eq!(
-            codec::to_json(value, schema.schema, &schema.names, codec::Nulls::Keep).unwrap(),
-            doc
-        );
+        assert_eq!(generic_read(schema, &body, codec::Nulls::Keep), doc);
         // A field missing is refused, not written as a default.
         let mut partial = doc.clone();
         partial.as_object_mut().unwrap().remove("due_at");
@@ -298,16 +301,7 @@ mod tests {
             let decoded = schema.decode_direct(&body, codec::Nulls::Drop);
             assert_eq!(decoded.as_ref(), Some(&doc), "{doc}");
             // What the generic reader (a writer schema resolved to this one) reads, too.
-            let value = apache_avro::reader::datum::GenericDatumReader::builder(schema.schema)
-                .resolved_writer_schemata(schema.resolved.clone())
-                .build()
-                .unwrap()
-                .read_value(&mut &body[..])
-                .unwrap();
-            assert_eq!(
-                codec::to_json(value, schema.schema, &schema.names, codec::Nulls::Drop).unwrap(),
-                doc
-            );
+            assert_eq!(generic_read(schema, &body, codec::Nulls::Drop), doc);
             let as_avro = serde_json::to_vec(&decoded.unwrap()).unwrap();
             let as_json = serde_json::to_vec(&doc).unwrap();
             assert_eq!(
