@@ -193,6 +193,38 @@ fn views_leave_the_window_as_time_passes_and_the_customer_exits() {
 }
 
 #[test]
+fn the_days_of_days_since_turn_at_the_time_of_day_of_their_time() {
+    let mut e = engine(config(&[("recent", "days_since(last_seen) < 2")], &[]));
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-01T09:00:00Z"),
+            view("v-1", "web", "2026-11-01T15:30:00Z"),
+        ],
+    );
+    assert_eq!(changes(&out), vec![change("recent", "entered", "event")]);
+    let lea_id = on_topic(&out, "audiences.changes")[0]["key"].clone();
+    // Léa's changes (the devices that move the clock are customers too, seen just now).
+    let hers = |out: &[Value]| -> Vec<(String, String, String)> {
+        let mine: Vec<Value> = out
+            .iter()
+            .filter(|o| o["topic"] == "audiences.changes" && o["key"] == lea_id)
+            .cloned()
+            .collect();
+        changes(&mine)
+    };
+    // Two whole days since her last event at 15:30 two days on, decided once the clock
+    // is the grace (5 minutes) past it: not at midnight, nor a day late.
+    let out = feed(&mut e, &[elsewhere("x-1", "2026-11-03T15:34:00Z")]);
+    assert_eq!(hers(&out), vec![]);
+    let out = feed(&mut e, &[elsewhere("x-2", "2026-11-03T15:36:00Z")]);
+    assert_eq!(hers(&out), vec![change("recent", "exited", "time")]);
+    // Only growing from then on: nothing more to time.
+    let out = feed(&mut e, &[elsewhere("x-3", "2027-03-01T00:00:00Z")]);
+    assert_eq!(hers(&out), vec![]);
+}
+
+#[test]
 fn a_merge_adds_up_the_windows_and_the_merged_away_id_exits_its_audiences() {
     let defs = [BROWSERS, ("viewers", "count(product_view, 30d) >= 1")];
     let mut e = engine(config(&defs, &[]));

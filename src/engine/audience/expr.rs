@@ -119,9 +119,11 @@ impl Compiled {
 
     /// The value of the expression for the customer of `ctx`, at `ctx.now_ms()`.
     pub fn eval(&self, ctx: &dyn Context) -> Value {
+        let now = ctx.now_ms();
         let env = Env::Record {
             ctx,
-            now: ctx.now_ms(),
+            now,
+            days_now: ctx.days_now_ms().unwrap_or(now),
             windows: &self.windows,
         };
         eval(&self.root, &env)
@@ -174,6 +176,105 @@ impl Compiled {
             }
         });
         refused.map_or(Ok(()), Err)
+    }
+}
+
+/// How a value moves when one quantity grows: a set of directions. [`Moves::NONE`]: it
+/// does not depend on it; [`Moves::UP`]: it can only grow with it (for a condition,
+/// false can turn true, never the reverse); [`Moves::DOWN`]: it can only shrink;
+/// [`Moves::BOTH`]: either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Moves(u8);
+
+impl Moves {
+    pub const NONE: Moves = Moves(0);
+    pub const UP: Moves = Moves(1);
+    pub const DOWN: Moves = Moves(2);
+    pub const BOTH: Moves = Moves(3);
+
+    /// Either of the two.
+    pub fn or(self, other: Moves) -> Moves {
+        Moves(self.0 | other.0)
+    }
+
+    /// When the quantity shrinks instead: up is down.
+    pub fn flip(self) -> Moves {
+        Moves(((self.0 & 1) << 1) | ((self.0 & 2) >> 1))
+    }
+
+    /// Whether it depends on the quantity at all.
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+
+    /// Whether it can move in `direction` ([`Moves::UP`] or [`Moves::DOWN`]).
+    pub fn can(self, direction: Moves) -> bool {
+        self.0 & direction.0 != 0
+    }
+
+    /// [`Moves::BOTH`] if it depends on the quantity at all: what an operation that is
+    /// not monotone (`=`, `in`, `*`) makes of its operands' moves.
+    fn either(self) -> Moves {
+        if self.any() {
+            Moves::BOTH
+        } else {
+            Moves::NONE
+        }
+    }
+}
+
+/// A leaf of an expression whose value may move with time: what [`Compiled::moves`]
+/// asks about.
+#[derive(Debug, Clone, Copy)]
+pub enum Leaf<'a> {
+    /// A windowed aggregate, by key.
+    Aggregate(&'a AggregateKey),
+    /// `days_since(path)`.
+    DaysSince(&'a [String]),
+    /// A path of the record.
+    Field(&'a [String]),
+    /// `exists(path)`.
+    Exists(&'a [String]),
+}
+
+impl Compiled {
+    /// How the expression's value moves when one quantity grows, given how each of its
+    /// leaves moves with it (`leaf`): the monotonicity of the operators composed
+    /// (`and`, `or`, `+`, `<`... keep or turn the direction; `=`, `!=`, `in`, `contains`,
+    /// `*` and `/` give either). A conservative answer: [`Moves::NONE`] only when the
+    /// value cannot change with it, [`Moves::UP`] only when it cannot shrink.
+    pub fn moves(&self, leaf: &dyn Fn(Leaf<'_>) -> Moves) -> Moves {
+        moves(&self.root, &self.windows, leaf)
+    }
+}
+
+/// [`Compiled::moves`] of `e`. Recursion is bounded by the depth of the tree.
+fn moves(e: &Expr, windows: &[Aggregate], leaf: &dyn Fn(Leaf<'_>) -> Moves) -> Moves {
+    let of = |e: &Expr| moves(e, windows, leaf);
+    match &e.kind {
+        Kind::Literal(_) | Kind::EventField(_) | Kind::Allowed(..) => Moves::NONE,
+        Kind::Field(path) => leaf(Leaf::Field(path)),
+        Kind::Exists(path) => leaf(Leaf::Exists(path)),
+        Kind::DaysSince(path) => leaf(Leaf::DaysSince(path)),
+        Kind::Aggregate(i) => windows
+            .get(*i)
+            .map_or(Moves::NONE, |a| leaf(Leaf::Aggregate(&a.key))),
+        Kind::Not(inner) | Kind::Neg(inner) => of(inner).flip(),
+        Kind::And(items) | Kind::Or(items) => {
+            items.iter().fold(Moves::NONE, |m, item| m.or(of(item)))
+        }
+        Kind::Compare(op, a, b) => match op {
+            CmpOp::Gt | CmpOp::Ge => of(a).or(of(b).flip()),
+            CmpOp::Lt | CmpOp::Le => of(a).flip().or(of(b)),
+            CmpOp::Eq | CmpOp::Ne => of(a).or(of(b)).either(),
+        },
+        Kind::In(a, _) => of(a).either(),
+        Kind::Contains(a, b) => of(a).or(of(b)).either(),
+        Kind::Arith(op, a, b) => match op {
+            ArithOp::Add => of(a).or(of(b)),
+            ArithOp::Sub => of(a).or(of(b).flip()),
+            ArithOp::Mul | ArithOp::Div => of(a).or(of(b)).either(),
+        },
     }
 }
 
@@ -566,6 +667,8 @@ enum Env<'a> {
     Record {
         ctx: &'a dyn Context,
         now: i64,
+        /// What `days_since` counts to.
+        days_now: i64,
         windows: &'a [Aggregate],
     },
     Event(&'a dyn EventFields),
@@ -617,7 +720,9 @@ fn eval(e: &Expr, env: &Env<'_>) -> Value {
             _ => Value::Null,
         },
         Kind::Aggregate(i) => match env {
-            Env::Record { ctx, now, windows } => match windows.get(*i) {
+            Env::Record {
+                ctx, now, windows, ..
+            } => match windows.get(*i) {
                 Some(a) => Value::number(ctx.aggregate(a, *now)),
                 None => Value::Null,
             },
@@ -629,8 +734,8 @@ fn eval(e: &Expr, env: &Env<'_>) -> Value {
         },
         Kind::Exists(path) => Value::Bool(!path_value(env, path).is_null()),
         Kind::DaysSince(path) => match (path_value(env, path), env) {
-            (Value::Time(t), Env::Record { now, .. }) => {
-                Value::Number(now.saturating_sub(t).div_euclid(DAY_MS) as f64)
+            (Value::Time(t), Env::Record { days_now, .. }) => {
+                Value::Number(days_now.saturating_sub(t).div_euclid(DAY_MS) as f64)
             }
             _ => Value::Null,
         },

@@ -169,7 +169,7 @@ mod tests;
 
 pub use expr::{
     compile, compile_condition, compile_duration, compile_events, compile_value, Aggregate,
-    AggregateKey, AggregateKind, CompileError, Compiled, EventFilter, EventPattern,
+    AggregateKey, AggregateKind, CompileError, Compiled, EventFilter, EventPattern, Leaf, Moves,
 };
 pub use value::{AllowedChannel, Context, EventFields, Type, Value};
 

@@ -1003,3 +1003,80 @@ fn event_filters_match_sample_events() {
     let store = Event(vec![("channel", text("store")), ("amount", num(3.0))]);
     assert_eq!(spend.contribution("purchase", &store), None);
 }
+
+/// How `source` moves as `count(a, 7d)` grows, by [`Compiled::moves`].
+fn moves_with_a(source: &str) -> Moves {
+    compiled(source).moves(&|leaf| match leaf {
+        Leaf::Aggregate(key) if key.as_str() == "count(a, 7d)" => Moves::UP,
+        _ => Moves::NONE,
+    })
+}
+
+#[test]
+fn moves_follow_the_operators() {
+    for (source, expected) in [
+        ("count(a, 7d) >= 3", Moves::UP),
+        ("count(a, 7d) < 3", Moves::DOWN),
+        ("not (count(a, 7d) < 3)", Moves::UP),
+        ("3 > count(a, 7d)", Moves::DOWN),
+        ("count(b, 7d) - count(a, 7d) > 0", Moves::DOWN),
+        ("-count(a, 7d) <= -2", Moves::UP),
+        ("count(a, 7d) >= 1 and count(b, 7d) = 0", Moves::UP),
+        ("count(a, 7d) >= 1 or count(a, 7d) < 0", Moves::BOTH),
+        ("count(a, 7d) = 2", Moves::BOTH),
+        ("count(a, 7d) != 2", Moves::BOTH),
+        ("count(a, 7d) * 2 > 3", Moves::BOTH),
+        ("count(a, 7d) / 2 > 3", Moves::BOTH),
+        ("count(a, 7d) in [1, 2]", Moves::BOTH),
+        ("count(b, 7d) >= 1", Moves::NONE),
+        ("days_since(t) > 3 and orders.count >= 1", Moves::NONE),
+    ] {
+        assert_eq!(moves_with_a(source), expected, "{source}");
+    }
+}
+
+/// What `moves` says is never contradicted by an evaluation: wherever the condition
+/// turns as `count(a, 7d)` grows by one, it said it could turn that way.
+#[test]
+fn moves_are_never_contradicted_by_an_evaluation() {
+    let sources = [
+        "count(a, 7d) >= 3",
+        "count(a, 7d) < 3",
+        "not (count(a, 7d) > 2) or count(b, 7d) >= 1",
+        "count(a, 7d) - count(b, 7d) > 0",
+        "count(b, 7d) - count(a, 7d) >= 0",
+        "-count(a, 7d) <= -2",
+        "count(a, 7d) + 10 > count(b, 7d) * 4",
+        "count(a, 7d) = 2",
+        "count(a, 7d) * 2 > 3",
+        "count(a, 7d) >= 1 and count(b, 7d) = 0",
+        "days_since(t) > 3 and count(a, 7d) >= 1",
+        "not (days_since(t) > 3 or count(a, 7d) < 2)",
+        "count(a, 7d) / count(b, 7d) >= 1",
+    ];
+    let mut turns = 0;
+    for source in sources {
+        let moves = moves_with_a(source);
+        let c = compiled(source);
+        for b in [0.0, 1.0, 3.0] {
+            for t in [0, 10 * DAY] {
+                let at = |a: f64| {
+                    let customer = Customer::at(5 * DAY)
+                        .field("t", Value::Time(t))
+                        .aggregate("count(a, 7d)", a)
+                        .aggregate("count(b, 7d)", b);
+                    c.eval_condition(&customer)
+                };
+                for a in -3..=6 {
+                    let (before, after) = (at(f64::from(a)), at(f64::from(a + 1)));
+                    if before != after {
+                        turns += 1;
+                        let direction = if after { Moves::UP } else { Moves::DOWN };
+                        assert!(moves.can(direction), "{source}: a {a} -> {}, b {b}", a + 1);
+                    }
+                }
+            }
+        }
+    }
+    assert!(turns > 20, "the values tried turn the conditions: {turns}");
+}

@@ -143,6 +143,12 @@ pub trait Context {
     /// The time of the evaluation, in milliseconds since the Unix epoch. Read once per
     /// evaluation.
     fn now_ms(&self) -> i64;
+
+    /// The time `days_since` counts to when not the time of the evaluation: the engine
+    /// asks when the days alone would change a value (everything else as now).
+    fn days_now_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// The fields of one event, as an event filter (`count(... where ...)`) reads them.

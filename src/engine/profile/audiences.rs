@@ -18,9 +18,12 @@
 //! (`event`: an event, request or identity change of the customer; `time`: a window
 //! moved or a day passed; `merge`: the customer was merged into another, which exits
 //! all its audiences; `erasure`, `retention`; `definition`: the audience is no longer
-//! configured). A customer whose aggregates hold events has a timer set at the moment
-//! the oldest bucket leaves its window, and, if some definition calls `days_since`,
-//! one at the next midnight UTC: membership moves with time even when nothing happens.
+//! configured). Membership moves with time even when nothing happens: a customer has a
+//! timer at the first instant time alone can change one of its memberships, a bucket
+//! leaving its window or the days of a `days_since` turning, in the direction the
+//! audience can go ([`Compiled::moves`] says which way each definition moves with each
+//! aggregate and with the days; see [`Definitions::next_day`]). A leaving that cannot
+//! move any audience is not timed: the next settling forgets its bucket.
 //! An audience added later counts only the events seen since.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,8 +31,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::audience::{
-    compile_condition, compile_value, Aggregate, AllowedChannel, CompileError, Compiled, Context,
-    EventFields, Value,
+    compile_condition, compile_value, Aggregate, AggregateKey, AllowedChannel, CompileError,
+    Compiled, Context, EventFields, Leaf, Moves, Value,
 };
 use crate::engine::config::EngineConfig;
 use crate::engine::geography;
@@ -69,6 +72,8 @@ struct Window {
     /// the same across restarts and configurations.
     id: u64,
     step_ms: i64,
+    /// How each audience (by index) moves as the aggregate grows: those it can move.
+    moves: Vec<(usize, Moves)>,
 }
 
 /// The compiled audiences and traits of the configuration.
@@ -81,6 +86,12 @@ pub struct Definitions {
     windows: Vec<Window>,
     /// The paths some definition calls `days_since` on, each once.
     days_since: Vec<Vec<String>>,
+    /// How each audience (by index) moves as the days of `days_since` go by: those it
+    /// can move.
+    days_moves: Vec<(usize, Moves)>,
+    /// Whether some trait moves with the days: probing an audience that reads traits
+    /// then evaluates them again.
+    traits_move_with_days: bool,
     /// The golden record's fields the definitions read (by first name).
     record_fields: Vec<String>,
     /// Whether some filter reads a product's or a store's reference data.
@@ -144,6 +155,7 @@ impl Definitions {
                     aggregate: aggregate.clone(),
                     id: xxhash_rust::xxh3::xxh3_64(aggregate.key().as_str().as_bytes()),
                     step_ms: (aggregate.window_ms() + STEPS - 1) / STEPS,
+                    moves: moves_with(&audiences, &traits, Clock::Aggregate(aggregate.key())),
                 });
             }
         }
@@ -178,6 +190,8 @@ impl Definitions {
             reads(&reference::PRODUCT_FIELDS),
             reads(&reference::STORE_FIELDS),
         );
+        let days_moves = moves_with(&audiences, &traits, Clock::Days);
+        let traits_move_with_days = traits.iter().any(|(_, c)| !c.days_since_paths().is_empty());
         Ok(Self {
             audiences,
             traits,
@@ -186,6 +200,8 @@ impl Definitions {
             reads_stores,
             windows,
             days_since,
+            days_moves,
+            traits_move_with_days,
             record_fields,
         })
     }
@@ -281,31 +297,27 @@ impl Definitions {
     }
 
     /// When the customer's membership may next change with time alone: the oldest
-    /// bucket leaving its window, or the next midnight UTC if a definition calls
-    /// `days_since` on a time the customer's `record` has. After
+    /// bucket whose leaving its window can move one of the customer's audiences (in the
+    /// direction the audience can go: in for one it is not in, out for one it is in),
+    /// `next_day` ([`Definitions::next_day`]), or a journey's wait coming due. After
     /// [`Definitions::prune`] at `now`, always later than `now`.
-    fn next_due(&self, state: &AudienceState, record: &serde_json::Value, now: i64) -> Option<i64> {
+    fn next_due(&self, state: &AudienceState, next_day: Option<i64>) -> Option<i64> {
         let leaving = state
             .windows
             .values()
             .flat_map(|by_key| by_key.iter())
             .filter_map(|(id, buckets)| {
                 let w = self.window(*id)?;
-                Some(w.leaves_at(buckets.first()?.step))
+                // The buckets before leave unread: the next settling forgets them.
+                let b = buckets
+                    .iter()
+                    .find(|b| can_move(&state.members, &self.audiences, &w.moves, leaving(b)))?;
+                Some(w.leaves_at(b.step))
             })
             .min();
-        let daily = self.days_since.iter().any(|path| {
-            let path: Vec<&str> = path.iter().map(String::as_str).collect();
-            matches!(field_of(record, &path), Value::Time(_))
-        });
-        let midnight = daily.then(|| {
-            now.div_euclid(DAY_MS)
-                .saturating_add(1)
-                .saturating_mul(DAY_MS)
-        });
         leaving
             .into_iter()
-            .chain(midnight)
+            .chain(next_day)
             .chain(journeys::next_due(&state.journeys))
             .min()
     }
@@ -331,27 +343,27 @@ impl Definitions {
         self.prune(state, now);
         let mut journey_states = std::mem::take(&mut state.journeys);
         let entries = std::mem::take(&mut state.entries);
-        let mut eval = Evaluation {
+        let before_traits = Evaluation {
             record: &record,
             traits: None,
             state,
             definitions: self,
             allowed,
             now,
+            days_now: now,
         };
-        let traits: Vec<(String, TraitValue)> = self
-            .traits
-            .iter()
-            .map(|(name, c)| (name.clone(), TraitValue::from(c.eval(&eval))))
-            .collect();
-        // Audiences read them as `traits.<name>`.
-        eval.traits = Some(serde_json::json!({ "traits": traits_json(&traits) }));
+        let (traits, traits_value) = self.evaluate_traits(&before_traits);
+        let eval = Evaluation {
+            traits: Some(&traits_value),
+            ..before_traits
+        };
         let members: BTreeSet<String> = self
             .audiences
             .iter()
             .filter(|(_, c)| c.eval_condition(&eval))
             .map(|(name, _)| name.clone())
             .collect();
+        let next_day = self.next_day(&eval, &members);
         let mut out = Vec::new();
         for name in state.members.difference(&members) {
             let cause = if self.audiences.iter().any(|(n, _)| n == name) {
@@ -384,9 +396,203 @@ impl Definitions {
             out,
             triggers: journeyed.triggers,
             suppressed: journeyed.suppressed,
-            due: self.next_due(state, &record, now),
+            due: self.next_due(state, next_day),
         }
     }
+
+    /// Evaluates the traits (`eval` without them), and gives them with the object the
+    /// audiences read them in as `traits.<name>`.
+    fn evaluate_traits(
+        &self,
+        eval: &Evaluation<'_>,
+    ) -> (Vec<(String, TraitValue)>, serde_json::Value) {
+        let eval = Evaluation {
+            traits: None,
+            ..*eval
+        };
+        let traits: Vec<(String, TraitValue)> = self
+            .traits
+            .iter()
+            .map(|(name, c)| (name.clone(), TraitValue::from(c.eval(&eval))))
+            .collect();
+        let value = serde_json::json!({ "traits": traits_json(&traits) });
+        (traits, value)
+    }
+
+    /// The first instant at which the days of `days_since` alone can take the customer
+    /// (in `members` now) into an audience or out of one, if some definition calls
+    /// `days_since` on a time the customer's record has. The days since a time `t` turn
+    /// at `t` + a whole number of days: an audience that only grows (or only shrinks)
+    /// with them is probed at those instants, everything else as now, the first that
+    /// turns it found by bisection, at most [`DAYS_AHEAD`] days ahead (then that instant,
+    /// to look again); one that can go either way is looked at from the next one on. The
+    /// windows stay as now in the probe: a bucket leaving that could move the audience
+    /// has a timer of its own, before which this one is set again.
+    fn next_day(&self, eval: &Evaluation<'_>, members: &BTreeSet<String>) -> Option<i64> {
+        let mut times: Vec<i64> = Vec::new();
+        for path in &self.days_since {
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            if let Value::Time(t) = field_of(eval.record, &path) {
+                if !times.contains(&t) {
+                    times.push(t);
+                }
+            }
+        }
+        // The `n`th instant after now at which the days since `t` turn.
+        let turn = |t: i64, n: i64| {
+            let days = eval.now.saturating_sub(t).div_euclid(DAY_MS);
+            t.saturating_add(days.saturating_add(n).saturating_mul(DAY_MS))
+        };
+        self.days_moves
+            .iter()
+            .filter_map(|(i, moves)| {
+                let (name, audience) = self.audiences.get(*i)?;
+                let member = members.contains(name);
+                let direction = if member { Moves::DOWN } else { Moves::UP };
+                if !moves.can(direction) {
+                    return None;
+                }
+                let first = |t: i64| -> i64 {
+                    if *moves == Moves::BOTH {
+                        return turn(t, 1);
+                    }
+                    let again = self.traits_move_with_days
+                        && audience.record_fields().iter().any(|f| f == "traits");
+                    let turns = |n: i64| {
+                        let probe = Evaluation {
+                            days_now: turn(t, n),
+                            ..*eval
+                        };
+                        if !again {
+                            return audience.eval_condition(&probe) != member;
+                        }
+                        let (_, traits) = self.evaluate_traits(&probe);
+                        let probe = Evaluation {
+                            traits: Some(&traits),
+                            ..probe
+                        };
+                        audience.eval_condition(&probe) != member
+                    };
+                    if !turns(DAYS_AHEAD) {
+                        return turn(t, DAYS_AHEAD);
+                    }
+                    // Not turned now (0), turned at `high`.
+                    let (mut low, mut high) = (0, DAYS_AHEAD);
+                    while high - low > 1 {
+                        let mid = low + (high - low) / 2;
+                        if turns(mid) {
+                            high = mid;
+                        } else {
+                            low = mid;
+                        }
+                    }
+                    turn(t, high)
+                };
+                times.iter().map(|t| first(*t)).min()
+            })
+            .min()
+    }
+}
+
+/// How far ahead, in days, [`Definitions::next_day`] probes.
+const DAYS_AHEAD: i64 = 3_660;
+
+/// A quantity that moves with time alone, as the audiences read it.
+#[derive(Clone, Copy)]
+enum Clock<'a> {
+    /// A windowed aggregate: it shrinks as its events leave the window.
+    Aggregate(&'a AggregateKey),
+    /// The days of every `days_since`: they grow.
+    Days,
+}
+
+/// How each audience moves as `clock` grows, reading it directly or through the traits
+/// (`traits.<name>`): the audiences (by index) it can move. Other fields of the record
+/// are taken as still: they change when the customer settles for another reason.
+fn moves_with(
+    audiences: &[(String, Compiled)],
+    traits: &[(String, Compiled)],
+    clock: Clock<'_>,
+) -> Vec<(usize, Moves)> {
+    // A leaf of a trait or an audience: a trait reads no other trait.
+    let direct = |leaf: Leaf<'_>| match (leaf, clock) {
+        (Leaf::Aggregate(key), Clock::Aggregate(k)) if key == k => Moves::UP,
+        (Leaf::DaysSince(_), Clock::Days) => Moves::UP,
+        _ => Moves::NONE,
+    };
+    let trait_moves: Vec<(&str, Moves)> = traits
+        .iter()
+        .map(|(name, c)| (name.as_str(), c.moves(&direct)))
+        .collect();
+    let of_trait = |path: &[String]| match path {
+        [first, name] if first == "traits" => trait_moves
+            .iter()
+            .find(|(n, _)| n == name)
+            .map_or(Moves::NONE, |(_, m)| *m),
+        // The whole `traits` object, or a path below a trait's value.
+        [first, ..] if first == "traits" => {
+            let any = trait_moves.iter().any(|(_, m)| m.any());
+            if any {
+                Moves::BOTH
+            } else {
+                Moves::NONE
+            }
+        }
+        _ => Moves::NONE,
+    };
+    let leaf = |leaf: Leaf<'_>| match leaf {
+        Leaf::Field(path) => of_trait(path),
+        Leaf::Exists(path) => match of_trait(path).any() {
+            true => Moves::BOTH,
+            false => Moves::NONE,
+        },
+        Leaf::DaysSince(path) => {
+            let through = match of_trait(path).any() {
+                true => Moves::BOTH,
+                false => Moves::NONE,
+            };
+            direct(leaf).or(through)
+        }
+        Leaf::Aggregate(_) => direct(leaf),
+    };
+    audiences
+        .iter()
+        .enumerate()
+        .map(|(i, (_, c))| (i, c.moves(&leaf)))
+        .filter(|(_, m)| m.any())
+        .collect()
+}
+
+/// How an aggregate moves when a bucket leaves its window: down by a count or a
+/// positive sum, up by a negative sum, not at all by zero; either for a value too large
+/// for the language's numbers to be sure of.
+fn leaving(bucket: &Bucket) -> Moves {
+    match bucket.value {
+        v if !v.is_finite() || v.abs() > crate::engine::audience::MAX_NUMBER => Moves::BOTH,
+        v if v > 0.0 => Moves::DOWN,
+        v if v < 0.0 => Moves::UP,
+        _ => Moves::NONE,
+    }
+}
+
+/// Whether a quantity moving in `direction` can change the membership of a customer in
+/// `members`, given how it moves the audiences (`moves`, by index of `audiences`): into
+/// an audience it is not in, or out of one it is in.
+fn can_move(
+    members: &BTreeSet<String>,
+    audiences: &[(String, Compiled)],
+    moves: &[(usize, Moves)],
+    direction: Moves,
+) -> bool {
+    moves.iter().any(|(i, m)| {
+        let member = audiences
+            .get(*i)
+            .is_some_and(|(name, _)| members.contains(name));
+        match member {
+            false => m.can(direction),
+            true => m.can(direction.flip()),
+        }
+    })
 }
 
 /// Whether a path of the golden record leads to contact data: identifiers (emails,
@@ -611,11 +817,13 @@ fn change_record(
 struct Evaluation<'a> {
     record: &'a serde_json::Value,
     /// `{"traits": {...}}` once the traits are evaluated (audiences read them).
-    traits: Option<serde_json::Value>,
+    traits: Option<&'a serde_json::Value>,
     state: &'a AudienceState,
     definitions: &'a Definitions,
     allowed: &'a dyn Fn(Purpose, AllowedChannel) -> bool,
     now: i64,
+    /// What `days_since` counts to: `now`, or a midnight to come when probing.
+    days_now: i64,
 }
 
 impl Context for Evaluation<'_> {
@@ -654,6 +862,10 @@ impl Context for Evaluation<'_> {
 
     fn now_ms(&self) -> i64 {
         self.now
+    }
+
+    fn days_now_ms(&self) -> Option<i64> {
+        Some(self.days_now)
     }
 }
 
@@ -825,6 +1037,20 @@ mod tests {
         }
     }
 
+    /// An event of `kind` at time 0, with an order of `cents` if any.
+    fn event(kind: &str, cents: Option<i64>) -> ProfileEvent {
+        ProfileEvent {
+            kind: kind.into(),
+            purchase: cents.map(|total_cents| crate::engine::profile::event::OrderFacts {
+                order_id: None,
+                total_cents,
+                currency: "EUR".into(),
+                items: Vec::new(),
+            }),
+            ..view(0)
+        }
+    }
+
     const HOUR: i64 = 3_600_000;
 
     #[test]
@@ -885,9 +1111,9 @@ mod tests {
     }
 
     #[test]
-    fn days_since_asks_for_a_daily_evaluation_of_customers_with_that_time() {
-        let d = definitions(&[("lapsed", "days_since(orders.last_order_at) > 60")]);
-        let due = |record: serde_json::Value| {
+    fn days_since_asks_for_an_evaluation_at_the_first_midnight_that_can_turn_an_audience() {
+        let due = |source: &str, record: serde_json::Value| {
+            let d = definitions(&[("a", source)]);
             let allowed = |_: Purpose, _: AllowedChannel| true;
             let customer = Customer {
                 customer_id: "cus_1",
@@ -901,10 +1127,130 @@ mod tests {
             d.settle(customer, &mut AudienceState::default(), "event")
                 .due
         };
-        let ordered = serde_json::json!({"orders": {"last_order_at": "2026-01-01T00:00:00Z"}});
-        assert_eq!(due(ordered), Some(11 * DAY_MS));
+        // Ordered on day 0: ten days since now, more than 60 from day 61 on.
+        let ordered = || serde_json::json!({"orders": {"last_order_at": "1970-01-01T00:00:00Z"}});
+        let lapsed = "days_since(orders.last_order_at) > 60";
+        assert_eq!(due(lapsed, ordered()), Some(61 * DAY_MS));
+        // The days since a time of day turn at that time of day.
+        let morning = serde_json::json!({"orders": {"last_order_at": "1970-01-01T06:00:00Z"}});
+        assert_eq!(due(lapsed, morning), Some(61 * DAY_MS + 6 * 3_600_000));
+        // With a part that does not move with time.
+        assert_eq!(
+            due(
+                &format!("{lapsed} and orders.last_order_at = orders.last_order_at"),
+                ordered()
+            ),
+            Some(61 * DAY_MS)
+        );
+        // In it and only ever more so: the days cannot take it out.
+        assert_eq!(due("days_since(orders.last_order_at) > 5", ordered()), None);
+        // Out of it for good as the days go by.
+        assert_eq!(due("days_since(orders.last_order_at) < 5", ordered()), None);
+        // In it until day 30.
+        assert_eq!(
+            due("days_since(orders.last_order_at) < 30", ordered()),
+            Some(30 * DAY_MS)
+        );
+        // Either way: every midnight.
+        assert_eq!(
+            due("days_since(orders.last_order_at) = 12", ordered()),
+            Some(11 * DAY_MS)
+        );
+        // Not within the probe's reach: looked at again then.
+        assert_eq!(
+            due("days_since(orders.last_order_at) > 5000", ordered()),
+            Some((10 + DAYS_AHEAD) * DAY_MS)
+        );
         // Without an order, days_since is null whatever the day: no timer.
-        assert_eq!(due(serde_json::json!({"orders": {"count": 0}})), None);
+        assert_eq!(
+            due(lapsed, serde_json::json!({"orders": {"count": 0}})),
+            None
+        );
+        // Through a trait: the probe evaluates the trait at the midnight it looks at.
+        let d = Definitions::compile(&EngineConfig {
+            audiences: named(&[("a", "traits.since > 60")]),
+            traits: named(&[("since", "days_since(orders.last_order_at)")]),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let allowed = |_: Purpose, _: AllowedChannel| true;
+        let customer = Customer {
+            customer_id: "cus_1",
+            record: ordered(),
+            allowed: &allowed,
+            channels: &|_| Vec::new(),
+            last_order_at: None,
+            decided_until: i64::MIN,
+            now: 10 * DAY_MS + 5,
+        };
+        let mut state = AudienceState::default();
+        assert_eq!(
+            d.settle(customer, &mut state, "event").due,
+            Some(61 * DAY_MS)
+        );
+        assert_eq!(
+            state.traits,
+            vec![("since".to_string(), TraitValue::Number(10.0))]
+        );
+    }
+
+    #[test]
+    fn a_bucket_leaving_sets_a_timer_only_where_it_can_move_an_audience() {
+        let sp = 1;
+        let (view, buy) = (event("product_view", None), event("purchase", Some(500)));
+        let refund = event("purchase", Some(-20_000));
+        let due = |source: &str, events: &[(&ProfileEvent, i64)]| {
+            let d = definitions(&[("a", source)]);
+            let mut state = AudienceState::default();
+            for (e, at) in events {
+                let mut e = (*e).clone();
+                e.occurred_at = *at;
+                d.record(&mut state, sp, &e, &EventReference::default(), *at);
+            }
+            let allowed = |_: Purpose, _: AllowedChannel| true;
+            let customer = Customer {
+                customer_id: "cus_1",
+                record: serde_json::json!({}),
+                allowed: &allowed,
+                channels: &|_| Vec::new(),
+                last_order_at: None,
+                decided_until: i64::MIN,
+                now: 101 * HOUR,
+            };
+            let s = d.settle(customer, &mut state, "event");
+            (s.due, state.members.len())
+        };
+        // A step of 7d / 32 = 5.25 h: a bucket [0, 5.25 h) leaves at 7 d + 5.25 h.
+        let leaves = |step: i64| (step + 1) * (7 * 24 * HOUR / 32) + 7 * 24 * HOUR;
+        let two_views = [(&view, 0), (&view, 100 * HOUR)];
+        // In: the first view leaving can take it out.
+        assert_eq!(
+            due("count(product_view, 7d) >= 2", &two_views),
+            (Some(leaves(0)), 1)
+        );
+        // Out, and fewer views cannot take it in: no timer.
+        assert_eq!(due("count(product_view, 7d) >= 3", &two_views), (None, 0));
+        // Out, and fewer views can: the first leaving.
+        assert_eq!(
+            due("count(product_view, 7d) < 2", &two_views),
+            (Some(leaves(0)), 0)
+        );
+        // Either way.
+        assert_eq!(
+            due("count(product_view, 7d) = 1", &two_views),
+            (Some(leaves(0)), 0)
+        );
+        // Through a negation and an arithmetic.
+        assert_eq!(
+            due("not (count(product_view, 7d) - 1 < 1)", &two_views),
+            (Some(leaves(0)), 1)
+        );
+        // A sum grows when a negative bucket leaves: the refund, not the purchase before.
+        let bought = [(&buy, 0), (&refund, 50 * HOUR)];
+        assert_eq!(
+            due("sum(purchase, amount, 7d) > 0", &bought),
+            (Some(leaves(50 * HOUR / (7 * 24 * HOUR / 32))), 0)
+        );
     }
 
     /// `field_json` gives each field as the whole record has it, so evaluations read the
