@@ -305,6 +305,8 @@ pub async fn api(events: usize, customers: usize, seed: u64, per_second: f64) ->
     );
     stop.send(true).ok();
     task.await??;
+    // The feeder's producer first: the cluster gone under it, it logs errors.
+    drop(feeder);
     drop(mock);
     Ok(())
 }
