@@ -214,7 +214,7 @@ impl Moves {
 
     /// [`Moves::BOTH`] if it depends on the quantity at all: what an operation that is
     /// not monotone (`=`, `in`, `*`) makes of its operands' moves.
-    fn either(self) -> Moves {
+    pub fn either(self) -> Moves {
         if self.any() {
             Moves::BOTH
         } else {

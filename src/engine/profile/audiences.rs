@@ -530,29 +530,16 @@ fn moves_with(
             .find(|(n, _)| n == name)
             .map_or(Moves::NONE, |(_, m)| *m),
         // The whole `traits` object, or a path below a trait's value.
-        [first, ..] if first == "traits" => {
-            let any = trait_moves.iter().any(|(_, m)| m.any());
-            if any {
-                Moves::BOTH
-            } else {
-                Moves::NONE
-            }
-        }
+        [first, ..] if first == "traits" => trait_moves
+            .iter()
+            .fold(Moves::NONE, |all, (_, m)| all.or(*m))
+            .either(),
         _ => Moves::NONE,
     };
     let leaf = |leaf: Leaf<'_>| match leaf {
         Leaf::Field(path) => of_trait(path),
-        Leaf::Exists(path) => match of_trait(path).any() {
-            true => Moves::BOTH,
-            false => Moves::NONE,
-        },
-        Leaf::DaysSince(path) => {
-            let through = match of_trait(path).any() {
-                true => Moves::BOTH,
-                false => Moves::NONE,
-            };
-            direct(leaf).or(through)
-        }
+        Leaf::Exists(path) => of_trait(path).either(),
+        Leaf::DaysSince(path) => direct(leaf).or(of_trait(path).either()),
         Leaf::Aggregate(_) => direct(leaf),
     };
     audiences
@@ -822,7 +809,7 @@ struct Evaluation<'a> {
     definitions: &'a Definitions,
     allowed: &'a dyn Fn(Purpose, AllowedChannel) -> bool,
     now: i64,
-    /// What `days_since` counts to: `now`, or a midnight to come when probing.
+    /// What `days_since` counts to: `now`, or an instant to come when probing.
     days_now: i64,
 }
 
@@ -1192,6 +1179,31 @@ mod tests {
             state.traits,
             vec![("since".to_string(), TraitValue::Number(10.0))]
         );
+    }
+
+    #[test]
+    fn audiences_move_with_an_aggregate_through_the_traits_they_read() {
+        let d = Definitions::compile(&EngineConfig {
+            audiences: named(&[
+                ("big", "traits.spent > 100"),
+                ("fields", "orders.count >= 1"),
+                ("known", "exists(traits.avg)"),
+            ]),
+            traits: named(&[
+                ("spent", "sum(purchase, amount, 7d)"),
+                ("avg", "orders.total / count(purchase, 7d)"),
+            ]),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let moves_of = |key: &str| {
+            let w = d.windows.iter().find(|w| w.aggregate.key().as_str() == key);
+            w.unwrap().moves.clone()
+        };
+        // By index of the audiences, in name order.
+        assert_eq!(moves_of("sum(purchase, amount, 7d)"), vec![(0, Moves::UP)]);
+        assert_eq!(moves_of("count(purchase, 7d)"), vec![(2, Moves::BOTH)]);
+        assert!(d.days_moves.is_empty() && !d.traits_move_with_days);
     }
 
     #[test]
