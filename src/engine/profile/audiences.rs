@@ -1038,6 +1038,28 @@ mod tests {
         }
     }
 
+    /// Settles `state` by `d` for a customer whose record is `record`, allowed every
+    /// purpose on every channel, at `now`.
+    fn settle_at(
+        d: &Definitions,
+        state: &mut AudienceState,
+        record: serde_json::Value,
+        now: i64,
+        cause: &'static str,
+    ) -> Settled {
+        let allowed = |_: Purpose, _: AllowedChannel| true;
+        let customer = Customer {
+            customer_id: "cus_1",
+            record,
+            allowed: &allowed,
+            channels: &|_| Vec::new(),
+            last_order_at: None,
+            decided_until: i64::MIN,
+            now,
+        };
+        d.settle(customer, state, cause)
+    }
+
     const HOUR: i64 = 3_600_000;
 
     #[test]
@@ -1073,17 +1095,7 @@ mod tests {
         let at = 100 * HOUR + 1_000;
         d.record(&mut state, 1, &view(at), &EventReference::default(), at);
         let settle = |state: &mut AudienceState, now: i64| {
-            let allowed = |_: Purpose, _: AllowedChannel| true;
-            let customer = Customer {
-                customer_id: "cus_1",
-                record: serde_json::json!({}),
-                allowed: &allowed,
-                channels: &|_| Vec::new(),
-                last_order_at: None,
-                decided_until: i64::MIN,
-                now,
-            };
-            d.settle(customer, state, "time")
+            settle_at(&d, state, serde_json::json!({}), now, "time")
         };
         let s = settle(&mut state, at);
         assert_eq!(s.out.len(), 1, "entered");
@@ -1098,21 +1110,17 @@ mod tests {
     }
 
     #[test]
-    fn days_since_asks_for_an_evaluation_at_the_first_midnight_that_can_turn_an_audience() {
+    fn days_since_asks_for_an_evaluation_at_the_first_instant_that_can_turn_an_audience() {
         let due = |source: &str, record: serde_json::Value| {
             let d = definitions(&[("a", source)]);
-            let allowed = |_: Purpose, _: AllowedChannel| true;
-            let customer = Customer {
-                customer_id: "cus_1",
+            settle_at(
+                &d,
+                &mut AudienceState::default(),
                 record,
-                allowed: &allowed,
-                channels: &|_| Vec::new(),
-                last_order_at: None,
-                decided_until: i64::MIN,
-                now: 10 * DAY_MS + 5,
-            };
-            d.settle(customer, &mut AudienceState::default(), "event")
-                .due
+                10 * DAY_MS + 5,
+                "event",
+            )
+            .due
         };
         // Ordered on day 0: ten days since now, more than 60 from day 61 on.
         let ordered = || serde_json::json!({"orders": {"last_order_at": "1970-01-01T00:00:00Z"}});
@@ -1160,21 +1168,9 @@ mod tests {
             ..EngineConfig::default()
         })
         .unwrap();
-        let allowed = |_: Purpose, _: AllowedChannel| true;
-        let customer = Customer {
-            customer_id: "cus_1",
-            record: ordered(),
-            allowed: &allowed,
-            channels: &|_| Vec::new(),
-            last_order_at: None,
-            decided_until: i64::MIN,
-            now: 10 * DAY_MS + 5,
-        };
         let mut state = AudienceState::default();
-        assert_eq!(
-            d.settle(customer, &mut state, "event").due,
-            Some(61 * DAY_MS)
-        );
+        let settled = settle_at(&d, &mut state, ordered(), 10 * DAY_MS + 5, "event");
+        assert_eq!(settled.due, Some(61 * DAY_MS));
         assert_eq!(
             state.traits,
             vec![("since".to_string(), TraitValue::Number(10.0))]
@@ -1219,17 +1215,7 @@ mod tests {
                 e.occurred_at = *at;
                 d.record(&mut state, sp, &e, &EventReference::default(), *at);
             }
-            let allowed = |_: Purpose, _: AllowedChannel| true;
-            let customer = Customer {
-                customer_id: "cus_1",
-                record: serde_json::json!({}),
-                allowed: &allowed,
-                channels: &|_| Vec::new(),
-                last_order_at: None,
-                decided_until: i64::MIN,
-                now: 101 * HOUR,
-            };
-            let s = d.settle(customer, &mut state, "event");
+            let s = settle_at(&d, &mut state, serde_json::json!({}), 101 * HOUR, "event");
             (s.due, state.members.len())
         };
         // A step of 7d / 32 = 5.25 h: a bucket [0, 5.25 h) leaves at 7 d + 5.25 h.
