@@ -251,6 +251,11 @@ impl Engine {
         Ok(self.profiler.golden_records(&self.store)?)
     }
 
+    /// How many source profiles each live customer has (in customer id order).
+    pub fn source_profile_counts(&self) -> Result<Vec<usize>, EngineError> {
+        Ok(self.profiler.source_profile_counts(&self.store)?)
+    }
+
     /// Live customers.
     pub fn customer_count(&self) -> Result<i64, EngineError> {
         Ok(self.resolver.customer_count(&self.store)?)

@@ -79,11 +79,7 @@ pub fn replay(events: usize, customers: usize, seed: u64) -> Result<()> {
     let summary = replay::run(&mut engine, reader, "bench", now, &mut sink, 10_000, None)?;
     let (peak, _) = memory();
     let disk = engine.store().size_on_disk().unwrap_or(0);
-    let mut sizes: Vec<u64> = engine
-        .golden_records()?
-        .iter()
-        .map(|g| g["source_profiles"].as_u64().unwrap_or(0))
-        .collect();
+    let mut sizes = engine.source_profile_counts()?;
     sizes.sort_unstable();
     drop(engine);
     let restart = first_event_after_restart(&input, &dir.path().join("store"), now)?;

@@ -170,6 +170,21 @@ fn due_timers(
     Ok(by_customer)
 }
 
+/// [`Profiler::source_profile_counts`], `page` profiles at a time.
+fn source_profile_counts(store: &Store, page: usize) -> Result<Vec<usize>, StoreError> {
+    let mut counts = Vec::new();
+    let mut from = String::new();
+    loop {
+        // Customer ids are ASCII: every one sorts before U+10FFFF.
+        let rows = PROFILES.range(store, &from, "\u{10FFFF}", page)?;
+        counts.extend(rows.iter().map(|(_, p)| p.source_profiles.len()));
+        match rows.last() {
+            Some((last, _)) if rows.len() == page => from = format!("{last}\0"),
+            _ => return Ok(counts),
+        }
+    }
+}
+
 /// Keeps the latest decision per key a source profile stated, and at most
 /// `max_identifier_consents` about single identifiers. Returns how many were forgotten.
 fn remember_statement(
@@ -365,6 +380,12 @@ impl Profiler {
             .into_iter()
             .map(|(customer_id, profile)| self.golden_record(store, &customer_id, &profile, clock))
             .collect()
+    }
+
+    /// How many source profiles each live customer has, in customer id order, read a
+    /// page at a time (not every profile at once).
+    pub fn source_profile_counts(&self, store: &Store) -> Result<Vec<usize>, StoreError> {
+        source_profile_counts(store, 10_000)
     }
 
     /// A customer's golden record as of the stage's clock.
@@ -2028,6 +2049,36 @@ fn record_event(facts: &mut SourceFacts, event: &ProfileEvent, amounts_fit: bool
         facts.returns += 1;
         if amounts_fit {
             *facts.return_cents.entry(r.currency.clone()).or_default() += r.total_cents;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_profile_counts_are_read_page_by_page_in_customer_order() {
+        let mut store = Store::temporary().unwrap();
+        let sizes = [3usize, 1, 4, 1, 5, 9, 2];
+        for (n, size) in sizes.iter().enumerate() {
+            let profile = CustomerProfile {
+                source_profiles: (0..*size as u64)
+                    .map(|sp| (sp, SourceFacts::default()))
+                    .collect(),
+                ..CustomerProfile::default()
+            };
+            PROFILES
+                .put(&mut store, &format!("cus_{n}"), &profile)
+                .unwrap();
+        }
+        store.commit().unwrap();
+        for page in [1, 2, 3, 7, 100] {
+            assert_eq!(
+                source_profile_counts(&store, page).unwrap(),
+                sizes,
+                "pages of {page}"
+            );
         }
     }
 }
