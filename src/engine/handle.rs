@@ -106,13 +106,8 @@ impl Engine {
         }
         sweep.cutoff = sweep.cutoff.max(cutoff);
         let prefix = keys::engine::SEEN_EVENTS.bytes();
-        let start = match &sweep.after {
-            // The first key after it.
-            Some(id) => [prefix, id.as_bytes(), &[0]].concat(),
-            None => prefix.to_vec(),
-        };
-        let end = [&prefix[..prefix.len() - 1], &[prefix[prefix.len() - 1] + 1]].concat();
-        let marks = self.store.scan_range(&start, &end, SWEEP_PER_INPUT)?;
+        // Undecoded: marks written before they held their day hold `()`.
+        let marks = SEEN_EVENTS.page_raw(&self.store, sweep.after.as_deref(), SWEEP_PER_INPUT)?;
         let mut pruned = 0;
         for (key, value) in &marks {
             let old = postcard::from_bytes::<u32>(value).is_ok_and(|day| day < sweep.cutoff);

@@ -271,6 +271,36 @@ impl<K: TableKey, V: Serialize + DeserializeOwned> Table<K, V> {
         self.entries(store.scan_range(&self.key(start), &self.key(end), limit)?)
     }
 
+    /// At most `limit` entries after the one keyed `after` (from the first when `None`),
+    /// in key order, undecoded (whole keys and values): a table read a page at a time.
+    pub fn page_raw(
+        &self,
+        store: &Store,
+        after: Option<K::Ref<'_>>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = match after {
+            // The key right after it.
+            Some(key) => {
+                let mut k = self.key(key);
+                k.push(0);
+                k
+            }
+            None => self.prefix.to_vec(),
+        };
+        store.scan_range(&start, &prefix_end(self.prefix), limit)
+    }
+
+    /// [`Table::page_raw`], decoded.
+    pub fn page(
+        &self,
+        store: &Store,
+        after: Option<K::Ref<'_>>,
+        limit: usize,
+    ) -> Result<Vec<(K, V)>> {
+        self.entries(self.page_raw(store, after, limit)?)
+    }
+
     /// At most `limit` entries with keys before `end`, from the first, in key order.
     pub fn below(&self, store: &Store, end: K::Ref<'_>, limit: usize) -> Result<Vec<(K, V)>> {
         self.entries(store.scan_range(self.prefix, &self.key(end), limit)?)

@@ -173,13 +173,12 @@ fn due_timers(
 /// [`Profiler::source_profile_counts`], `page` profiles at a time.
 fn source_profile_counts(store: &Store, page: usize) -> Result<Vec<usize>, StoreError> {
     let mut counts = Vec::new();
-    let mut from = String::new();
+    let mut after: Option<String> = None;
     loop {
-        // Customer ids are ASCII: every one sorts before U+10FFFF.
-        let rows = PROFILES.range(store, &from, "\u{10FFFF}", page)?;
+        let rows = PROFILES.page(store, after.as_deref(), page)?;
         counts.extend(rows.iter().map(|(_, p)| p.source_profiles.len()));
         match rows.last() {
-            Some((last, _)) if rows.len() == page => from = format!("{last}\0"),
+            Some((last, _)) if rows.len() == page => after = Some(last.clone()),
             _ => return Ok(counts),
         }
     }
