@@ -95,6 +95,38 @@ fn a_web_cart_bought_in_store_gets_no_reminder() {
 }
 
 #[test]
+fn timers_are_read_only_once_the_clock_reaches_the_next_one_due() {
+    let mut e = engine();
+    feed(&mut e, &[lea(), web_cart("w-1", "2026-11-20T10:00:00Z")]);
+    // Timer keys the engine cannot read (no separator after the customer): a read of
+    // the timers due drops those it meets.
+    let unreadable = |at: &str| {
+        let at = ms(at);
+        [
+            &b"p/tm/"[..],
+            &((at as u64) ^ (1 << 63)).to_be_bytes(),
+            b"cus_x",
+        ]
+        .concat()
+    };
+    let (before, after) = (
+        unreadable("2026-11-20T10:50:00Z"),
+        unreadable("2026-11-20T11:00:30Z"),
+    );
+    e.store_mut().put_raw(before.clone(), Vec::new());
+    // Timers fire 5 minutes late (the grace for late events): at 10:55 the clock
+    // passes 10:50 but not the cart's timer (11:00), and the timers are not read.
+    let out = feed(&mut e, &[elsewhere("x-1", "2026-11-20T10:55:00Z")]);
+    assert!(on_topic(&out, "triggers.cart_abandoned").is_empty());
+    assert!(e.store().get_raw(&before).unwrap().is_some());
+    // Past the cart's timer they are: it fires, and the key due since is dropped.
+    e.store_mut().put_raw(after.clone(), Vec::new());
+    let out = feed(&mut e, &[elsewhere("x-2", "2026-11-20T11:06:00Z")]);
+    assert_eq!(on_topic(&out, "triggers.cart_abandoned").len(), 1);
+    assert!(e.store().get_raw(&after).unwrap().is_none());
+}
+
+#[test]
 fn an_abandoned_cart_fires_once_after_the_delay_with_the_allowed_channels() {
     let mut e = engine();
     let out = feed(

@@ -119,6 +119,9 @@ owners! {
         table TIMERS<(i64, String, String)> = b"p/tm/";
         /// Timers fired so far: all those due at or before it.
         cell TIMERS_DONE = b"p/timers_done";
+        /// No timer is due before it after `TIMERS_DONE` (`i64::MAX`: none is set);
+        /// absent, the timers are read to know.
+        cell TIMERS_NEXT = b"p/timers_next";
         /// Recent touchpoints of each customer, in one record.
         table TIMELINE<String> = b"p/tr/";
         /// Audiences, traits and windowed aggregates by customer (only when the

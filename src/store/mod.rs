@@ -476,6 +476,40 @@ impl Store {
             .collect())
     }
 
+    /// The least key in `[start, end)` committed, in flight or staged, removals
+    /// included: a lower bound of the first key there, which reads one key of sled
+    /// and none of the staged writes beyond it (a range scan merges them all).
+    pub fn first_key_at_least(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut least = match self.tree.range(start..end).next() {
+            Some(kv) => Some(kv?.0.to_vec()),
+            None => None,
+        };
+        let mut consider = |key: Option<&Vec<u8>>| {
+            if let Some(key) = key {
+                if least.as_ref().is_none_or(|l| key < l) {
+                    least = Some(key.clone());
+                }
+            }
+        };
+        if is_ordered(start) {
+            if let Some(f) = &self.in_flight {
+                consider(f.ordered.range(start.to_vec()..end.to_vec()).next());
+            }
+            consider(
+                self.overlay_ordered
+                    .range(start.to_vec()..end.to_vec())
+                    .next(),
+            );
+        } else {
+            let in_range = |k: &&Vec<u8>| k.as_slice() >= start && k.as_slice() < end;
+            if let Some(f) = &self.in_flight {
+                consider(f.staged.keys().filter(in_range).min());
+            }
+            consider(self.overlay.keys().filter(in_range).min());
+        }
+        Ok(least)
+    }
+
     /// Every key and value of every tree of the database, committed or staged: what an
     /// audit of "what is stored about this person" must read. A full scan.
     pub fn audit_scan(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -766,6 +800,33 @@ mod tests {
         let decoded = s.decoded.borrow();
         assert!(decoded.held() <= 2 * DECODED_GENERATION);
         assert!(decoded.is_young(&0u32.to_be_bytes()[..]));
+    }
+
+    #[test]
+    fn the_first_key_at_least_is_read_over_committed_in_flight_and_staged_keys() {
+        for prefix in [&b"p/tm/"[..], &b"x/"[..]] {
+            let k = |n: u8| [prefix, &[n]].concat();
+            let first = |s: &Store, from: u8| s.first_key_at_least(&k(from), &k(9)).unwrap();
+            let mut s = Store::temporary().unwrap();
+            assert_eq!(first(&s, 0), None);
+            s.put_raw(k(6), vec![6]);
+            s.commit().unwrap();
+            assert_eq!(first(&s, 0), Some(k(6)));
+            s.put_raw(k(4), vec![4]);
+            s.commit_in_background().unwrap();
+            assert_eq!(first(&s, 0), Some(k(4)));
+            s.put_raw(k(2), vec![2]);
+            assert_eq!(first(&s, 0), Some(k(2)));
+            assert_eq!(first(&s, 3), Some(k(4)));
+            assert_eq!(first(&s, 5), Some(k(6)));
+            assert_eq!(first(&s, 7), None);
+            // A staged removal still counts: a lower bound, never past a key there.
+            s.remove(k(2));
+            assert_eq!(first(&s, 0), Some(k(2)));
+            s.wait_durable().unwrap();
+            // The end is excluded.
+            assert_eq!(s.first_key_at_least(&k(5), &k(6)).unwrap(), None);
+        }
     }
 
     #[test]

@@ -306,6 +306,19 @@ impl<K: TableKey, V: Serialize + DeserializeOwned> Table<K, V> {
         self.entries(store.scan_range(self.prefix, &self.key(end), limit)?)
     }
 
+    /// The least key in `[start, end)`, or one before it that a staged removal hides
+    /// ([`Store::first_key_at_least`]): `Some(None)` if it cannot be decoded.
+    pub fn first_key_at_least(
+        &self,
+        store: &Store,
+        start: K::Ref<'_>,
+        end: K::Ref<'_>,
+    ) -> Result<Option<Option<K>>> {
+        Ok(store
+            .first_key_at_least(&self.key(start), &self.key(end))?
+            .map(|k| K::decode(&k[self.prefix.len()..])))
+    }
+
     /// As [`Table::range`], except that entries whose key cannot be decoded are
     /// removed (staged) and skipped instead of failing the read.
     pub fn range_dropping_unreadable(

@@ -73,6 +73,7 @@ const BEHAVIOURAL_INDEX: Table<(u32, u64), String> = Table::new(keys::profile::B
 const TIMERS: Table<(i64, String, String), ()> = Table::new(keys::profile::TIMERS);
 /// The `until` of the last timer check: every timer due at or before it has fired.
 const TIMERS_DONE: Cell<i64> = Cell::new(keys::profile::TIMERS_DONE);
+const TIMERS_NEXT: Cell<i64> = Cell::new(keys::profile::TIMERS_NEXT);
 /// Audiences, traits and windows by customer ([`audiences`]).
 const AUDIENCES: Table<String, AudienceState> = Table::new(keys::profile::AUDIENCES);
 /// Enrichment facts by customer ([`enrichment`]).
@@ -168,6 +169,15 @@ fn due_timers(
         }
     }
     Ok(by_customer)
+}
+
+/// Sets a timer due at `due`, and lowers the bound of the next one due to it.
+fn set_timer(store: &mut Store, due: i64, customer_id: &str, kind: &str) -> Result<(), StoreError> {
+    TIMERS.put(store, (due, customer_id, kind), &())?;
+    if TIMERS_NEXT.get(store)?.is_some_and(|next| due < next) {
+        TIMERS_NEXT.put(store, &due)?;
+    }
+    Ok(())
 }
 
 /// [`Profiler::source_profile_counts`], `page` profiles at a time.
@@ -1038,7 +1048,7 @@ impl Profiler {
                 TIMERS.remove(store, (old, customer_id, &kind));
             }
             if let Some(new) = due {
-                TIMERS.put(store, (new, customer_id, &kind), &())?;
+                set_timer(store, new, customer_id, &kind)?;
             }
             state.due = due;
         }
@@ -1120,7 +1130,7 @@ impl Profiler {
             TIMERS.remove(store, (*due, customer_id, kind));
         }
         for (due, kind) in &want {
-            TIMERS.put(store, (*due, customer_id, kind), &())?;
+            set_timer(store, *due, customer_id, kind)?;
         }
         profile.timers = want;
         Ok(true)
@@ -1187,9 +1197,23 @@ impl Profiler {
             return Ok(());
         }
         TIMERS_DONE.put(store, &until)?;
+        // Most events move the clock by less than the time to the next timer: the
+        // timers are read only when one can be due.
+        if TIMERS_NEXT.get(store)?.is_some_and(|next| next > until) {
+            return Ok(());
+        }
         for (customer_id, timers) in due_timers(store, fired, until)? {
             self.fire_customer_timers(store, customer_id, &timers, until, now, done)?;
         }
+        // The first one left (or one removed before it), among them those that firing
+        // set; a key that cannot be read is read (and dropped) at the next event.
+        let start = until.saturating_add(1);
+        let next = match TIMERS.first_key_at_least(store, (start, "", ""), (i64::MAX, "", ""))? {
+            None => i64::MAX,
+            Some(Some((due, _, _))) => due,
+            Some(None) => start,
+        };
+        TIMERS_NEXT.put(store, &next)?;
         Ok(())
     }
 
