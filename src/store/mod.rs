@@ -478,7 +478,8 @@ impl Store {
 
     /// The least key in `[start, end)` committed, in flight or staged, removals
     /// included: a lower bound of the first key there, which reads one key of sled
-    /// and none of the staged writes beyond it (a range scan merges them all).
+    /// and, in a table of [`keys::ORDERED`], none of the staged writes beyond it (a
+    /// range scan merges them all).
     pub fn first_key_at_least(&self, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
         let mut least = match self.tree.range(start..end).next() {
             Some(kv) => Some(kv?.0.to_vec()),
