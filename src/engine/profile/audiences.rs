@@ -89,9 +89,9 @@ pub struct Definitions {
     /// How each audience (by index) moves as the days of `days_since` go by: those it
     /// can move.
     days_moves: Vec<(usize, Moves)>,
-    /// Whether some trait moves with the days: probing an audience that reads traits
-    /// then evaluates them again.
-    traits_move_with_days: bool,
+    /// By index of the audiences: whether probing one at a later day evaluates the
+    /// traits again (it reads traits, and some trait moves with the days).
+    probe_traits: Vec<bool>,
     /// The golden record's fields the definitions read (by first name).
     record_fields: Vec<String>,
     /// Whether some filter reads a product's or a store's reference data.
@@ -192,6 +192,10 @@ impl Definitions {
         );
         let days_moves = moves_with(&audiences, &traits, Clock::Days);
         let traits_move_with_days = traits.iter().any(|(_, c)| !c.days_since_paths().is_empty());
+        let probe_traits = audiences
+            .iter()
+            .map(|(_, c)| traits_move_with_days && c.record_fields().iter().any(|f| f == "traits"))
+            .collect();
         Ok(Self {
             audiences,
             traits,
@@ -201,7 +205,7 @@ impl Definitions {
             windows,
             days_since,
             days_moves,
-            traits_move_with_days,
+            probe_traits,
             record_fields,
         })
     }
@@ -456,8 +460,7 @@ impl Definitions {
                     if *moves == Moves::BOTH {
                         return turn(t, 1);
                     }
-                    let again = self.traits_move_with_days
-                        && audience.record_fields().iter().any(|f| f == "traits");
+                    let again = self.probe_traits.get(*i).copied().unwrap_or(false);
                     let turns = |n: i64| {
                         let probe = Evaluation {
                             days_now: turn(t, n),
@@ -1199,7 +1202,7 @@ mod tests {
         // By index of the audiences, in name order.
         assert_eq!(moves_of("sum(purchase, amount, 7d)"), vec![(0, Moves::UP)]);
         assert_eq!(moves_of("count(purchase, 7d)"), vec![(2, Moves::BOTH)]);
-        assert!(d.days_moves.is_empty() && !d.traits_move_with_days);
+        assert!(d.days_moves.is_empty() && !d.probe_traits.contains(&true));
     }
 
     #[test]
