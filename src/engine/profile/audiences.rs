@@ -1254,8 +1254,9 @@ mod tests {
         );
     }
 
-    /// `field_json` gives each field as the whole record has it, so evaluations read the
-    /// same record as `profiles.merged` shows.
+    /// `field_json` gives each field as the whole record has it, and as a record made for
+    /// that field alone has it, so evaluations read the same record as `profiles.merged`
+    /// shows.
     #[test]
     fn a_field_alone_is_the_field_of_the_whole_record() {
         use crate::engine::config::EngineConfig;
@@ -1283,6 +1284,25 @@ mod tests {
             },
         );
         profile.source_profiles.insert(1, facts);
+        // A decision for all the email address's channels, and one for the address only.
+        for identifier in [
+            None,
+            Some(crate::model::Ident::new("email", "lea@example.org")),
+        ] {
+            let key = crate::engine::profile::consent::ConsentKey {
+                purpose: crate::model::Purpose::Marketing,
+                channel: crate::model::ConsentChannel::All,
+                identifier,
+            };
+            let decision = crate::engine::profile::consent::Decision {
+                granted: true,
+                at: 1_500,
+                source_channel: "web".into(),
+                event_id: "e-2".into(),
+                expires_at: None,
+            };
+            profile.consents.apply(key, decision);
+        }
         let state = AudienceState {
             members: ["a".to_string()].into(),
             traits: vec![("t".into(), TraitValue::Number(2.5))],
@@ -1295,6 +1315,11 @@ mod tests {
             assert!(fields.len() >= 20, "{whole}");
             for (name, value) in fields {
                 assert_eq!(golden.field_json(name).as_ref(), Some(value), "{name}");
+                // Worked out alone, as settling reads it.
+                let only = [name.clone()];
+                let alone =
+                    profiler.golden_with("cus_1", &profile, 3_000, audiences, None, Some(&only));
+                assert_eq!(alone.field_json(name).as_ref(), Some(value), "{name} alone");
             }
             for name in ["audiences", "traits", "nope"] {
                 if !fields.contains_key(name) {

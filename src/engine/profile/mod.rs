@@ -34,6 +34,7 @@ pub mod journeys;
 pub mod records;
 pub mod timeline;
 
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use std::cmp::Reverse;
@@ -1001,29 +1002,36 @@ impl Profiler {
             true => self.enrichment_state(store, customer_id)?,
             false => None,
         };
-        let golden = self.golden(customer_id, profile, now, None, enrichment.as_ref());
-        // The golden record's channels allowed (and reachable) per purpose.
-        let allowed = |purpose: Purpose, channel: AllowedChannel| {
-            let channels = golden.allowed_channels.get(&purpose);
-            match channel {
-                AllowedChannel::One(c) => channels.is_some_and(|cs| cs.contains(&c)),
-                AllowedChannel::Any => channels.is_some_and(|cs| !cs.is_empty()),
-            }
-        };
-        // Only the fields the definitions read.
-        let record = self
-            .definitions
-            .record_fields()
+        // Only the fields the definitions read: the others are not worked out.
+        let fields = self.definitions.record_fields();
+        let golden = self.golden_with(
+            customer_id,
+            profile,
+            now,
+            None,
+            enrichment.as_ref(),
+            Some(fields),
+        );
+        let record = fields
             .iter()
             .filter_map(|name| Some((name.clone(), golden.field_json(name)?)))
             .collect();
-        let channels = |purpose: Purpose| {
-            golden
-                .allowed_channels
-                .get(&purpose)
-                .cloned()
-                .unwrap_or_default()
+        // The channels allowed (and reachable) per purpose, worked out for the purposes
+        // asked about only, as the golden record's `allowed_channels` has them.
+        let by_purpose: [OnceCell<Vec<Channel>>; Purpose::ALL.len()] =
+            std::array::from_fn(|_| OnceCell::new());
+        let channels_of = |purpose: Purpose| {
+            let i = Purpose::ALL.iter().position(|p| *p == purpose).unwrap_or(0);
+            by_purpose[i].get_or_init(|| self.allowed_channels(profile, purpose, now))
         };
+        let allowed = |purpose: Purpose, channel: AllowedChannel| {
+            let channels = channels_of(purpose);
+            match channel {
+                AllowedChannel::One(c) => channels.contains(&c),
+                AllowedChannel::Any => !channels.is_empty(),
+            }
+        };
+        let channels = |purpose: Purpose| channels_of(purpose).clone();
         let customer = audiences::Customer {
             customer_id,
             record: Value::Object(record),
@@ -1705,53 +1713,92 @@ impl Profiler {
         audiences: Option<&'a AudienceState>,
         enrichment: Option<&EnrichmentState>,
     ) -> GoldenRecord<'a> {
+        self.golden_with(customer_id, profile, clock, audiences, enrichment, None)
+    }
+
+    /// [`Profiler::golden`] with, when `only` names fields, only those fields (and
+    /// what they are made of) worked out: the others are left empty, for a reader of
+    /// those fields alone ([`GoldenRecord::field_json`]).
+    fn golden_with<'a>(
+        &'a self,
+        customer_id: &'a str,
+        profile: &'a CustomerProfile,
+        clock: i64,
+        audiences: Option<&'a AudienceState>,
+        enrichment: Option<&EnrichmentState>,
+        only: Option<&[String]>,
+    ) -> GoldenRecord<'a> {
+        let needs = |name: &str| only.is_none_or(|fields| fields.iter().any(|f| f == name));
         let (audiences, traits) = audiences
             .filter(|_| self.definitions.shows_audiences())
             .map(AudienceState::shown)
             .unzip();
         let totals = Totals::of(profile);
-        let survivors = self.survivors(profile);
+        let enriched = self.enrichment.is_some() && needs("enrichment");
+        let survivors = match needs("person") || needs("attributes") || enriched {
+            true => self.survivors(profile),
+            false => BTreeMap::new(),
+        };
         let address = survivors.get("address").and_then(|v| match &v.data {
             FieldData::Address(a) => Some((a, v.at)),
             FieldData::Text(_) => None,
         });
-        let (consents, consents_by_identifier) = consent_view(&profile.consents, clock);
+        let (consents, consents_by_identifier) =
+            match needs("consents") || needs("consents_by_identifier") {
+                true => consent_view(&profile.consents, clock),
+                false => Default::default(),
+            };
         let profiling = self.profiling_allowed(profile, clock);
-        let allowed_channels = self.allowed_channels_by_purpose(profile, clock);
-        let enrichment = self.enrichment.as_ref().map(|settings| {
-            profiling.then(|| {
-                enrichment.unwrap_or(&EnrichmentState::default()).view(
-                    settings,
-                    clock,
-                    address,
-                    &allowed_channels,
-                )
-            })
-        });
+        let allowed_channels = match needs("allowed_channels") || enriched {
+            true => self.allowed_channels_by_purpose(profile, clock),
+            false => BTreeMap::new(),
+        };
+        let enrichment = self
+            .enrichment
+            .as_ref()
+            .filter(|_| enriched)
+            .map(|settings| {
+                profiling.then(|| {
+                    enrichment.unwrap_or(&EnrichmentState::default()).view(
+                        settings,
+                        clock,
+                        address,
+                        &allowed_channels,
+                    )
+                })
+            });
         let (person, attributes) = person_and_attributes(survivors);
         let last_order_at = totals.last_order.map(|(at, _)| at);
         GoldenRecord {
             customer_id,
-            identifiers: identifiers_by_type(profile),
+            identifiers: match needs("identifiers") {
+                true => identifiers_by_type(profile),
+                false => BTreeMap::new(),
+            },
             person,
             attributes,
             channels: totals.channels(),
             first_seen: Time(totals.first_seen),
             last_seen: Time(totals.last_seen),
             orders: totals.order_summary(),
-            rfm: profiling.then(|| self.rfm(&totals, clock)),
+            rfm: (profiling && needs("rfm")).then(|| self.rfm(&totals, clock)),
             lifecycle_stage: profiling
                 .then(|| activation::stage(last_order_at, clock, &self.config.lifecycle)),
-            segments: profiling.then(|| self.segments(profile, &totals, clock)),
-            recently_purchased: profile
-                .activity
-                .recently_purchased(clock, self.config.activation.recent_purchase_days),
+            segments: (profiling && needs("segments"))
+                .then(|| self.segments(profile, &totals, clock)),
+            recently_purchased: match needs("recently_purchased") {
+                true => profile
+                    .activity
+                    .recently_purchased(clock, self.config.activation.recent_purchase_days),
+                false => Vec::new(),
+            },
             open_carts: open_carts(profile),
             consents,
             consents_by_identifier,
             allowed_channels,
             do_not_profile: !profiling,
-            do_not_personalize: !self.allows(profile, Purpose::Personalization, clock),
+            do_not_personalize: needs("do_not_personalize")
+                && !self.allows(profile, Purpose::Personalization, clock),
             source_profiles: profile.source_profiles.len(),
             audiences,
             traits,
