@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{elsewhere, event, feed, on_topic};
+use common::{cart_add, elsewhere, event, feed, on_topic};
 use serde_json::{json, Value};
 use unicus::engine::config::EngineConfig;
 use unicus::engine::Engine;
@@ -46,15 +46,12 @@ fn lea() -> String {
 }
 
 fn web_cart(id: &str, at: &str) -> String {
-    event(
+    cart_add(
         id,
-        "web",
-        "cart_add",
+        "K-1",
         at,
-        json!({"identifiers": {"account_id": "A-1"},
-               "cart": {"cart_id": "K-1", "items": [
-                   {"sku": "CLIMB-42", "name": "Chaussons", "quantity": 1, "unit_price": 129.90},
-                   {"sku": "CHALK-1", "quantity": 2, "unit_price": 5.0}]}}),
+        json!([{"sku": "CLIMB-42", "name": "Chaussons", "quantity": 1, "unit_price": 129.90},
+               {"sku": "CHALK-1", "quantity": 2, "unit_price": 5.0}]),
     )
 }
 

@@ -20,10 +20,12 @@ fn journey(entry: &str, unless: Option<&str>, wait: &str) -> JourneyConfig {
         when: None,
         unless: unless.map(String::from),
         wait: wait.into(),
-        purposes: vec![unicus::model::Purpose::Marketing],
+        purposes: Some(vec![unicus::model::Purpose::Marketing]),
         cap: None,
         quiet_hours: None,
         suppress_after_purchase: None,
+        per: None,
+        enabled: true,
     }
 }
 
@@ -422,13 +424,13 @@ fn a_journey_that_does_not_compile_is_refused_with_its_field_and_position() {
     };
     assert!(refused(bad).contains("`25` is not an hour"));
     let bad = JourneyConfig {
-        purposes: vec![],
+        purposes: Some(vec![]),
         ..journey("product_view", None, "2h")
     };
     assert!(refused(bad).starts_with("engine.journeys.j.purposes: "));
 
     // Built-in triggers keep their topics; names are those of audiences.
-    let err = config(&[("cart_abandoned", browse_no_cart())])
+    let err = config(&[("purchase_completed", browse_no_cart())])
         .validate()
         .unwrap_err()
         .to_string();
@@ -565,4 +567,154 @@ fn shuffled_events_give_the_same_triggers() {
         }
         assert_eq!(run(&lines), expected, "{lines:#?}");
     }
+}
+
+fn cart(id: &str, cart_id: &str, at: &str) -> String {
+    let items = json!([{"sku": "CLIMB-42", "quantity": 1, "unit_price": 129.90}]);
+    common::cart_add(id, cart_id, at, items)
+}
+
+/// The cart journey from a configuration file's text.
+fn with_cart_journey(toml: &str) -> EngineConfig {
+    let settings = unicus::settings::Settings::from_toml_and_env(toml, []).unwrap();
+    settings.engine
+}
+
+/// Cart abandonment is the journey `cart_abandoned`, shipped by default: a
+/// configuration sets its wait, quiet hours and suppression by a recent purchase as for
+/// any journey, and its records stay those of `triggers.cart_abandoned`.
+#[test]
+fn the_cart_journey_takes_its_wait_quiet_hours_and_recent_purchase_from_its_definition() {
+    let mut e = engine(with_cart_journey(
+        "[engine.journeys.cart_abandoned]\nwait = \"30m\"\nquiet_hours = \"21-8\"\n\
+         suppress_after_purchase = \"2d\"\n",
+    ));
+    // Due 30 minutes after the cart (not the hour of `activation`), once the clock is
+    // five minutes past.
+    let out = feed(
+        &mut e,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            cart("c-1", "K-1", "2026-11-20T10:00:00Z"),
+            elsewhere("x-1", "2026-11-20T10:34:00Z"),
+        ],
+    );
+    assert!(on_topic(&out, "triggers.cart_abandoned").is_empty());
+    let out = feed(&mut e, &[elsewhere("x-2", "2026-11-20T10:36:00Z")]);
+    let fired = on_topic(&out, "triggers.cart_abandoned");
+    assert_eq!(fired.len(), 1, "{out:#?}");
+    assert_eq!(fired[0]["value"]["cart_id"], "K-1");
+    assert_eq!(fired[0]["value"]["due_at"], "2026-11-20T10:30:00Z");
+    assert_eq!(fired[0]["value"]["purpose"], "marketing");
+    // Due at 21:15, in the quiet hours: at 08:00 the next morning.
+    let out = feed(
+        &mut e,
+        &[
+            cart("c-2", "K-2", "2026-11-20T20:45:00Z"),
+            elsewhere("x-3", "2026-11-21T07:00:00Z"),
+        ],
+    );
+    assert!(on_topic(&out, "triggers.cart_abandoned").is_empty());
+    let out = feed(&mut e, &[elsewhere("x-4", "2026-11-21T08:06:00Z")]);
+    let fired = on_topic(&out, "triggers.cart_abandoned");
+    assert_eq!(fired.len(), 1, "{out:#?}");
+    assert_eq!(fired[0]["value"]["cart_id"], "K-2");
+    assert_eq!(fired[0]["value"]["due_at"], "2026-11-21T08:00:00Z");
+    // An order an hour before a new cart: within the 2 days, held back and counted.
+    let out = feed(
+        &mut e,
+        &[
+            purchase("p-1", "2026-11-22T09:00:00Z"),
+            cart("c-3", "K-3", "2026-11-22T10:00:00Z"),
+            elsewhere("x-5", "2026-11-22T12:00:00Z"),
+        ],
+    );
+    assert!(on_topic(&out, "triggers.cart_abandoned").is_empty());
+    assert_eq!(e.stats().carts_fired, 2);
+    assert_eq!(e.stats().carts_suppressed, 1);
+    // Held back once is over: the cart does not fire later either.
+    let out = feed(&mut e, &[elsewhere("x-6", "2026-11-26T12:00:00Z")]);
+    assert!(on_topic(&out, "triggers.cart_abandoned").is_empty());
+}
+
+/// `enabled = false` turns the shipped cart journey off; a configuration that defines
+/// other journeys only keeps it as shipped.
+#[test]
+fn the_cart_journey_is_shipped_and_can_be_turned_off() {
+    let events = [
+        lea("2026-11-20T09:00:00Z"),
+        cart("c-1", "K-1", "2026-11-20T10:00:00Z"),
+        elsewhere("x-1", "2026-11-20T12:00:00Z"),
+    ];
+    let mut off = engine(with_cart_journey(
+        "[engine.journeys.cart_abandoned]\nenabled = false\n",
+    ));
+    let out = feed(&mut off, &events);
+    assert!(on_topic(&out, "triggers.cart_abandoned").is_empty());
+    assert_eq!(off.stats().carts_fired + off.stats().carts_suppressed, 0);
+    // The cart is still kept and shown.
+    let customer = off.find_customer("account_id", "A-1").unwrap().unwrap();
+    let merged = on_topic(&out, "profiles.merged");
+    let hers = merged.iter().rev().find(|r| r["key"] == customer.as_str());
+    assert_eq!(hers.unwrap()["value"]["open_carts"], 1);
+
+    // Its topic is the contract's, listed once among the outputs.
+    let config = with_cart_journey("[engine.journeys.cart_abandoned]\nquiet_hours = \"21-8\"\n");
+    let topics = unicus::model::output::Topic::outputs(&config);
+    let carts = topics
+        .iter()
+        .filter(|t| t.name() == "triggers.cart_abandoned");
+    assert_eq!(carts.count(), 1);
+
+    let mut other = engine(with_cart_journey(
+        "[engine.journeys.viewed]\nentry = \"product_view\"\nwait = \"1h\"\n",
+    ));
+    let out = feed(&mut other, &events);
+    let fired = on_topic(&out, "triggers.cart_abandoned");
+    assert_eq!(fired.len(), 1, "{out:#?}");
+    assert_eq!(fired[0]["value"]["due_at"], "2026-11-20T11:00:00Z");
+}
+
+#[test]
+fn a_cart_journey_that_sets_what_carts_decide_is_refused_with_its_field() {
+    let refused = |toml: &str| {
+        unicus::settings::Settings::from_toml_and_env(toml, [])
+            .unwrap_err()
+            .to_string()
+    };
+    let err = refused("[engine.journeys.cart_abandoned]\nentry = \"cart_add\"\nwait = \"1h\"\n");
+    assert!(
+        err.contains("engine.journeys.cart_abandoned.entry: "),
+        "{err}"
+    );
+    let err = refused("[engine.journeys.cart_abandoned]\nunless = \"purchase\"\n");
+    assert!(
+        err.contains("engine.journeys.cart_abandoned.unless: "),
+        "{err}"
+    );
+    let err = refused("[engine.journeys.cart_abandoned]\ncap = \"1/7d\"\n");
+    assert!(err.contains("a cart fires at most once"), "{err}");
+    let err = refused("[engine.journeys.cart_abandoned]\nper = \"customer\"\n");
+    assert!(
+        err.contains("engine.journeys.cart_abandoned.per: "),
+        "{err}"
+    );
+    let err = refused("[engine.journeys.panier]\nper = \"cart\"\n");
+    assert!(err.contains("engine.journeys.panier.per: "), "{err}");
+    let err = refused("[engine.journeys.cart_abandoned]\nwait = \"1 hour\"\n");
+    assert!(
+        err.contains("engine.journeys.cart_abandoned.wait: line 1"),
+        "{err}"
+    );
+    let err = refused("[engine.journeys.cart_abandoned]\npurposes = []\n");
+    assert!(
+        err.contains("engine.journeys.cart_abandoned.purposes: "),
+        "{err}"
+    );
+    // A journey of customers still needs its entry and wait.
+    let err = refused("[engine.journeys.j]\nwait = \"1h\"\n");
+    assert!(
+        err.contains("engine.journeys.j.entry: line 1, column 1: `entry` is required"),
+        "{err}"
+    );
 }

@@ -695,14 +695,8 @@ async fn a_journey_triggers_on_its_own_topic_keyed_by_customer() {
     c.settings.engine.journeys = [(
         "viewed_no_cart".to_string(),
         unicus::engine::config::JourneyConfig {
-            entry: "product_view".into(),
-            when: None,
             unless: Some("cart_add".into()),
-            wait: "1h".into(),
-            purposes: vec![unicus::model::Purpose::Marketing],
-            cap: None,
-            quiet_hours: None,
-            suppress_after_purchase: None,
+            ..unicus::engine::config::JourneyConfig::new("product_view", "1h")
         },
     )]
     .into();

@@ -31,7 +31,7 @@ pub enum ConfigError {
 pub const MAX_DEFINITIONS: usize = 200;
 
 /// The triggers of the engine itself: no journey takes their topics.
-const BUILT_IN_TRIGGERS: [&str; 3] = ["cart_abandoned", "purchase_completed", "lifecycle_changed"];
+const BUILT_IN_TRIGGERS: [&str; 2] = ["purchase_completed", "lifecycle_changed"];
 
 /// An audience's or a trait's name: it keys records and golden-record fields.
 fn definition_name_ok(name: &str) -> bool {
@@ -462,12 +462,14 @@ impl Default for VipRule {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Activation {
-    /// A cart with items and no purchase of them for this long after its last activity
-    /// is abandoned.
+    /// Deprecated: the cart journey's `wait` when `[engine.journeys.cart_abandoned]`
+    /// gives none (a cart with items and no purchase of them for this long after its
+    /// last activity is abandoned).
     pub cart_abandoned_delay_ms: u64,
     /// Timers fire this long after their due time, so that late events still count.
     pub grace_ms: u64,
-    /// A reminder may use a channel allowed for any of these purposes.
+    /// Deprecated: the cart journey's `purposes` when `[engine.journeys.cart_abandoned]`
+    /// gives none (a reminder is for the first of them with a channel allowed).
     pub cart_purposes: Vec<Purpose>,
     /// Products bought within this many days are listed as `recently_purchased`.
     pub recent_purchase_days: u32,
@@ -815,11 +817,19 @@ pub struct EngineConfig {
 /// on `triggers.<name>`, within the cap, outside quiet hours, unless the customer
 /// purchased lately or may not be contacted for any of `purposes`. The event patterns,
 /// condition and durations are in the language of `engine::audience`.
+///
+/// `[engine.journeys.cart_abandoned]` is the abandoned-cart journey, shipped by default
+/// ([`CART_JOURNEY`]): one wait per cart (`per = "cart"`), started again by every event
+/// that carries the cart and ended by its purchase or emptying; its `wait`, `purposes`,
+/// `quiet_hours` and `suppress_after_purchase` may be set, `enabled = false` turns it
+/// off.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JourneyConfig {
     /// The events that start the wait (a later one starts it again):
-    /// `product_view`, `purchase where amount > 100`, `*`.
+    /// `product_view`, `purchase where amount > 100`, `*`. Required but for the cart
+    /// journey, whose entries are the events carrying its cart.
+    #[serde(default)]
     pub entry: String,
     /// A condition on the customer once the entry event is counted:
     /// `count(product_view, 24h) >= 3`. None: every entry event starts the wait.
@@ -828,12 +838,15 @@ pub struct JourneyConfig {
     /// The events that end the wait without a trigger: `cart`. None: only time.
     #[serde(default)]
     pub unless: Option<String>,
-    /// How long after the entry event the trigger is due: `24h`, `60d`.
+    /// How long after the entry event the trigger is due: `24h`, `60d`. Required but
+    /// for the cart journey (`activation.cart_abandoned_delay_ms` when not given).
+    #[serde(default)]
     pub wait: String,
     /// Purposes in order of preference: the trigger names the first for which the
-    /// customer has a channel allowed; with none, no trigger.
-    #[serde(default = "default_journey_purposes")]
-    pub purposes: Vec<Purpose>,
+    /// customer has a channel allowed; with none, no trigger. Not given: marketing
+    /// (`activation.cart_purposes` for the cart journey).
+    #[serde(default)]
+    pub purposes: Option<Vec<Purpose>>,
     /// At most this many triggers per customer in a period: `"1/7d"`. None: no cap.
     #[serde(default)]
     pub cap: Option<String>,
@@ -844,6 +857,51 @@ pub struct JourneyConfig {
     /// No trigger if the customer ordered within this long before it is due: `7d`.
     #[serde(default)]
     pub suppress_after_purchase: Option<String>,
+    /// What a wait is kept for: `customer` (the default), or `cart`, which only the
+    /// cart journey is.
+    #[serde(default)]
+    pub per: Option<JourneyPer>,
+    /// `false`: the journey is not run (to turn off the shipped cart journey).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// The name of the abandoned-cart journey: its topic, `triggers.cart_abandoned`, and
+/// its records are those of the contract.
+pub const CART_JOURNEY: &str = "cart_abandoned";
+
+/// What a journey's waits are kept for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JourneyPer {
+    /// One set of waits per customer.
+    Customer,
+    /// One wait per cart of the customer (the cart journey).
+    Cart,
+}
+
+impl JourneyConfig {
+    /// Whether this is the cart journey: named [`CART_JOURNEY`], or saying `per = "cart"`
+    /// (refused under another name).
+    pub fn is_cart(&self, name: &str) -> bool {
+        name == CART_JOURNEY || self.per == Some(JourneyPer::Cart)
+    }
+
+    /// A journey of `entry` events, due `wait` after them, with no other key given.
+    pub fn new(entry: &str, wait: &str) -> Self {
+        Self {
+            entry: entry.into(),
+            when: None,
+            unless: None,
+            wait: wait.into(),
+            purposes: None,
+            cap: None,
+            quiet_hours: None,
+            suppress_after_purchase: None,
+            per: None,
+            enabled: true,
+        }
+    }
 }
 
 /// `[engine.enrichment]`: the golden record's `enrichment`, inferred from the events
@@ -874,10 +932,6 @@ impl Default for Enrichment {
             top: 5,
         }
     }
-}
-
-fn default_journey_purposes() -> Vec<Purpose> {
-    vec![Purpose::Marketing]
 }
 
 /// The default special-category terms: GDPR art. 9 in English, then in French. Words
@@ -1258,6 +1312,8 @@ impl EngineConfig {
             )));
         }
         crate::engine::profile::audiences::Definitions::compile(self)
+            .map_err(|e| ConfigError::Definition(e.to_string()))?;
+        crate::engine::profile::journeys::CartJourney::compile(self)
             .map_err(|e| ConfigError::Definition(e.to_string()))?;
         Ok(())
     }

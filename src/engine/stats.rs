@@ -114,9 +114,10 @@ macro_rules! engine_counters {
             };
             triggers_suppressed => counters(
                 "unicus_triggers_suppressed_total",
-                "Triggers not sent: no allowed and reachable channel.",
+                "Triggers not sent: no allowed and reachable channel, or held back by a recent order.",
                 ["trigger"]) each {
-                /// Abandoned carts without any allowed channel: no trigger.
+                /// Abandoned carts held back: no channel allowed, or an order within the
+                /// cart journey's `suppress_after_purchase`.
                 carts_suppressed = "cart_abandoned",
             };
             reference_applied => counters(

@@ -72,11 +72,13 @@ impl Topic {
         Topic::Journey(kept)
     }
 
-    /// Every output topic of a configuration: those of the contract and one per journey.
+    /// Every output topic of a configuration: those of the contract and one per journey
+    /// (the cart journey's is the contract's `triggers.cart_abandoned`).
     pub fn outputs(config: &crate::engine::config::EngineConfig) -> Vec<Topic> {
+        let journeys = config.journeys.iter().filter(|(name, j)| !j.is_cart(name));
         Topic::ALL
             .into_iter()
-            .chain(config.journeys.keys().map(|name| Topic::journey(name)))
+            .chain(journeys.map(|(name, _)| Topic::journey(name)))
             .collect()
     }
 }

@@ -381,7 +381,7 @@ pub fn describe(summary: &ReplaySummary) -> String {
     }
     let consent_changes: u64 = s.consent_changes.values().sum();
     text += &format!(
-        "consent changes: {consent_changes}; triggers: {} abandoned carts ({} suppressed: no allowed channel), {} purchases, {} lifecycle changes; suppressed events of erased persons: {}; fields dropped by minimisation: {}\n",
+        "consent changes: {consent_changes}; triggers: {} abandoned carts ({} held back: no channel allowed or a recent order), {} purchases, {} lifecycle changes; suppressed events of erased persons: {}; fields dropped by minimisation: {}\n",
         s.carts_fired, s.carts_suppressed, s.purchases, s.lifecycle_changes, s.suppressed, s.minimised
     );
     let outs: Vec<String> = s.outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();

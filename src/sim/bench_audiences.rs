@@ -146,10 +146,12 @@ fn journeys() -> BTreeMap<String, JourneyConfig> {
                 when: when.map(String::from),
                 unless: unless.map(String::from),
                 wait: wait.into(),
-                purposes: vec![crate::model::Purpose::Marketing],
+                purposes: Some(vec![crate::model::Purpose::Marketing]),
                 cap: cap.map(String::from),
                 quiet_hours: Some("21-8".into()),
                 suppress_after_purchase: None,
+                per: None,
+                enabled: true,
             };
             (name.to_string(), journey)
         })

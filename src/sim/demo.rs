@@ -218,10 +218,12 @@ fn demo_journey() -> crate::engine::config::JourneyConfig {
         when: Some("count(product_view, 24h) >= 3".into()),
         unless: Some("cart_add".into()),
         wait: "24h".into(),
-        purposes: vec![crate::model::Purpose::Marketing],
+        purposes: Some(vec![crate::model::Purpose::Marketing]),
         cap: Some("1/7d".into()),
         quiet_hours: None,
         suppress_after_purchase: None,
+        per: None,
+        enabled: true,
     }
 }
 

@@ -52,6 +52,18 @@ pub fn event(id: &str, channel: &str, kind: &str, at: &str, extra: Value) -> Str
     e.to_string()
 }
 
+/// A web `cart_add` by Léa's account (`A-1`): the whole content of cart `cart_id`.
+pub fn cart_add(id: &str, cart_id: &str, at: &str, items: Value) -> String {
+    event(
+        id,
+        "web",
+        "cart_add",
+        at,
+        serde_json::json!({"identifiers": {"account_id": "A-1"},
+               "cart": {"cart_id": cart_id, "items": items}}),
+    )
+}
+
 /// Someone else's event at `at` (an app page view by a device of its own): moves the
 /// event-time clock, and with it the timers.
 pub fn elsewhere(id: &str, at: &str) -> String {

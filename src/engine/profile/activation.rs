@@ -11,8 +11,9 @@
 //!   customer's other carts (a cart left with nothing is cancelled). A purchase without
 //!   item detail cancels every open cart: better no reminder than one for what was
 //!   just bought.
-//! - A cart is abandoned `cart_abandoned_delay_ms` after its last activity; it fires at
-//!   most once (a fired cart is remembered and never re-armed).
+//! - A cart is abandoned the cart journey's `wait` after its last activity
+//!   ([`CartJourney`], `[engine.journeys.cart_abandoned]`); it fires at most once (a
+//!   fired cart is remembered and never re-armed).
 //! - Everything is bounded (`[engine.limits]`, `activation.max_carts`): the oldest carts,
 //!   purchases and orders are forgotten first, a snapshot keeps its first items; what
 //!   was forgotten is returned ([`Trimmed`]) for the counters.
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::config::{EngineConfig, Lifecycle, RfmBands};
 use crate::engine::profile::consent::ConsentKey;
 use crate::engine::profile::event::{CartFacts, ProfileEvent};
+use crate::engine::profile::journeys::CartJourney;
 use crate::model::output::DAY_MS;
 use crate::model::Item;
 
@@ -339,12 +341,11 @@ impl Activity {
         (cents, orders)
     }
 
-    /// Due time of a cart's abandonment, if it can still fire.
-    pub fn cart_due(cart: &CartState, config: &EngineConfig) -> Option<i64> {
-        (!cart.fired && !cart.items.is_empty()).then(|| {
-            cart.last_activity
-                .saturating_add(config.activation.cart_abandoned_delay_ms as i64)
-        })
+    /// Due time of a cart's abandonment, if it can still fire: none when the cart
+    /// journey is turned off.
+    pub fn cart_due(cart: &CartState, journey: Option<&CartJourney>) -> Option<i64> {
+        let journey = journey?;
+        (!cart.fired && !cart.items.is_empty()).then(|| journey.due(cart.last_activity))
     }
 }
 
@@ -526,7 +527,12 @@ mod tests {
             &c,
         );
         assert_eq!(a.carts["K"].items.len(), 2);
-        assert_eq!(Activity::cart_due(&a.carts["K"], &c), Some(20 + 3_600_000));
+        let journey = CartJourney::compile(&c).unwrap();
+        assert_eq!(
+            Activity::cart_due(&a.carts["K"], journey.as_ref()),
+            Some(20 + 3_600_000)
+        );
+        assert_eq!(Activity::cart_due(&a.carts["K"], None), None);
         let fx = a.on_event(&ev("cart_remove", 30, Some(("K", vec![])), None), 0, &c);
         assert_eq!(fx.cancelled_carts, ["K"]);
     }

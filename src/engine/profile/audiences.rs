@@ -136,9 +136,11 @@ impl Definitions {
                 error,
             })?;
         }
+        // The cart journey is the carts' (`CartJourney`); one turned off is not run.
         let journeys = config
             .journeys
             .iter()
+            .filter(|(name, journey)| journey.enabled && !journey.is_cart(name))
             .map(|(name, journey)| Journey::compile(name, journey))
             .collect::<Result<Vec<_>, _>>()?;
         let mut windows: Vec<Window> = Vec::new();
@@ -1309,7 +1311,7 @@ mod tests {
             ..AudienceState::default()
         };
         for audiences in [None, Some(&state)] {
-            let golden = profiler.golden("cus_1", &profile, 3_000, audiences, None);
+            let golden = profiler.golden("cus_1", &profile, 3_000, audiences, None, None);
             let whole = to_json(&golden);
             let fields = whole.as_object().unwrap();
             assert!(fields.len() >= 20, "{whole}");
@@ -1317,8 +1319,7 @@ mod tests {
                 assert_eq!(golden.field_json(name).as_ref(), Some(value), "{name}");
                 // Worked out alone, as settling reads it.
                 let only = [name.clone()];
-                let alone =
-                    profiler.golden_with("cus_1", &profile, 3_000, audiences, None, Some(&only));
+                let alone = profiler.golden("cus_1", &profile, 3_000, audiences, None, Some(&only));
                 assert_eq!(alone.field_json(name).as_ref(), Some(value), "{name} alone");
             }
             for name in ["audiences", "traits", "nope"] {

@@ -48,7 +48,7 @@ use crate::engine::audience::{
     compile_condition, compile_duration, compile_events, Aggregate, CompileError, Compiled,
     Context, EventFields, EventPattern,
 };
-use crate::engine::config::JourneyConfig;
+use crate::engine::config::{EngineConfig, JourneyConfig, JourneyPer, CART_JOURNEY};
 use crate::engine::profile::audiences::DefinitionError;
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::{Channel, Purpose};
@@ -81,14 +81,16 @@ pub struct Journey {
 impl Journey {
     /// Compiles a journey; the error names the field, with its line and column.
     pub fn compile(name: &str, config: &JourneyConfig) -> Result<Self, DefinitionError> {
-        let at = |field: &str| {
-            let name = format!("{name}.{field}");
-            move |error: CompileError| DefinitionError {
-                section: "journeys",
-                name,
-                error,
+        let at = |field: &str| field_error(name, field);
+        for (field, value) in [("entry", &config.entry), ("wait", &config.wait)] {
+            if value.trim().is_empty() {
+                return Err(at(field)(CompileError {
+                    line: 1,
+                    column: 1,
+                    message: format!("`{field}` is required"),
+                }));
             }
-        };
+        }
         let entry = compile_events(&config.entry).map_err(at("entry"))?;
         let when = config
             .when
@@ -109,27 +111,11 @@ impl Journey {
             .map(parse_cap)
             .transpose()
             .map_err(at("cap"))?;
-        let quiet = config
-            .quiet_hours
-            .as_deref()
-            .map(parse_quiet_hours)
-            .transpose()
-            .map_err(at("quiet_hours"))?;
-        let suppress_after_purchase_ms = config
-            .suppress_after_purchase
-            .as_deref()
-            .map(compile_duration)
-            .transpose()
-            .map_err(at("suppress_after_purchase"))?;
-        if config.purposes.is_empty() {
-            return Err(at("purposes")(CompileError {
-                line: 1,
-                column: 1,
-                message: "at least one purpose: the trigger is sent for the first one \
-                          the customer allows on some channel"
-                    .into(),
-            }));
-        }
+        let Holds {
+            purposes,
+            quiet,
+            suppress_after_purchase_ms,
+        } = Holds::compile(name, config, &[Purpose::Marketing])?;
         Ok(Self {
             name: name.to_string(),
             topic: Topic::journey(name),
@@ -137,7 +123,7 @@ impl Journey {
             when,
             unless,
             wait_ms,
-            purposes: config.purposes.clone(),
+            purposes,
             cap,
             quiet,
             suppress_after_purchase_ms,
@@ -164,26 +150,181 @@ impl Journey {
 
     /// `at`, or the end of the quiet hours it falls in.
     fn outside_quiet_hours(&self, at: i64) -> i64 {
-        let Some((from, to)) = self.quiet else {
-            return at;
+        outside_quiet_hours(self.quiet, at)
+    }
+}
+
+/// What holds a trigger back, common to every journey: the purposes it may be sent
+/// for, its quiet hours, a recent purchase.
+struct Holds {
+    purposes: Vec<Purpose>,
+    quiet: Option<(i64, i64)>,
+    suppress_after_purchase_ms: Option<i64>,
+}
+
+impl Holds {
+    /// The holds of journey `name`; `purposes` when it gives none.
+    fn compile(
+        name: &str,
+        config: &JourneyConfig,
+        purposes: &[Purpose],
+    ) -> Result<Self, DefinitionError> {
+        let at = |field: &str| field_error(name, field);
+        let quiet = match config.quiet_hours.as_deref() {
+            Some(q) => Some(parse_quiet_hours(q).map_err(at("quiet_hours"))?),
+            None => None,
         };
-        let day = at.div_euclid(DAY_MS) * DAY_MS;
-        let hour = (at - day) / HOUR_MS;
-        let quiet = if from < to {
-            (from..to).contains(&hour)
-        } else {
-            hour >= from || hour < to
+        let suppress_after_purchase_ms = match config.suppress_after_purchase.as_deref() {
+            Some(d) => Some(compile_duration(d).map_err(at("suppress_after_purchase"))?),
+            None => None,
         };
-        if !quiet {
-            return at;
+        let purposes = config.purposes.as_deref().unwrap_or(purposes).to_vec();
+        if purposes.is_empty() {
+            return Err(at("purposes")(CompileError {
+                line: 1,
+                column: 1,
+                message: "at least one purpose: the trigger is sent for the first one \
+                          the customer allows on some channel"
+                    .into(),
+            }));
         }
-        // The end of these quiet hours: today at `to`, or tomorrow if they began today.
-        let end = day + to * HOUR_MS;
-        if end > at {
-            end
-        } else {
-            end + DAY_MS
+        Ok(Self {
+            purposes,
+            quiet,
+            suppress_after_purchase_ms,
+        })
+    }
+}
+
+/// The error of field `field` of journey `name`.
+fn field_error(name: &str, field: &str) -> impl FnOnce(CompileError) -> DefinitionError {
+    let name = format!("{name}.{field}");
+    move |error: CompileError| DefinitionError {
+        section: "journeys",
+        name,
+        error,
+    }
+}
+
+/// `at`, or the end of the `quiet` hours (from, to) it falls in.
+fn outside_quiet_hours(quiet: Option<(i64, i64)>, at: i64) -> i64 {
+    let Some((from, to)) = quiet else {
+        return at;
+    };
+    let day = at.div_euclid(DAY_MS) * DAY_MS;
+    let hour = (at - day) / HOUR_MS;
+    let quiet = if from < to {
+        (from..to).contains(&hour)
+    } else {
+        hour >= from || hour < to
+    };
+    if !quiet {
+        return at;
+    }
+    // The end of these quiet hours: today at `to`, or tomorrow if they began today.
+    let end = day + to * HOUR_MS;
+    if end > at {
+        end
+    } else {
+        end + DAY_MS
+    }
+}
+
+/// Whether an order at `ordered` falls within `within` before `due`.
+fn ordered_within(within: Option<i64>, ordered: Option<i64>, due: i64) -> bool {
+    match (within, ordered) {
+        (Some(within), Some(ordered)) => ordered <= due && due - ordered <= within,
+        _ => false,
+    }
+}
+
+/// The abandoned-cart journey (`[engine.journeys.cart_abandoned]`, shipped by default),
+/// compiled: a cart with items and no purchase of them `wait` after its last activity
+/// is abandoned; the trigger is due then (at the end of quiet hours, if it falls in
+/// them), held back by a recent order or for want of a channel allowed, like any
+/// journey's. Its waits are the customer's carts (`engine::profile::activation`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CartJourney {
+    pub wait_ms: i64,
+    pub purposes: Vec<Purpose>,
+    quiet: Option<(i64, i64)>,
+    suppress_after_purchase_ms: Option<i64>,
+}
+
+impl CartJourney {
+    /// The cart journey of the configuration: `None` when it is turned off; the
+    /// shipped definition when `[engine.journeys]` does not name it (its wait and
+    /// purposes then from `activation.cart_abandoned_delay_ms` and `cart_purposes`).
+    /// The error names the field.
+    pub fn compile(config: &EngineConfig) -> Result<Option<CartJourney>, DefinitionError> {
+        let activation = &config.activation;
+        let shipped = JourneyConfig::new("", "");
+        let mut carts = config.journeys.iter().filter(|(n, j)| j.is_cart(n));
+        let (name, journey) = match carts.next() {
+            Some((name, journey)) => (name.as_str(), journey),
+            None => (CART_JOURNEY, &shipped),
+        };
+        let at = |field: &str| field_error(name, field);
+        let refuse = |field: &str, message: &str| {
+            at(field)(CompileError {
+                line: 1,
+                column: 1,
+                message: message.into(),
+            })
+        };
+        if name != CART_JOURNEY {
+            return Err(refuse(
+                "per",
+                "`per = \"cart\"` is the abandoned-cart journey, named `cart_abandoned` \
+                 (its topic and records are those of the contract)",
+            ));
         }
+        if journey.per == Some(JourneyPer::Customer) {
+            return Err(refuse(
+                "per",
+                "`cart_abandoned` is the abandoned-cart journey: its waits are per cart",
+            ));
+        }
+        let given = [
+            ("entry", !journey.entry.trim().is_empty()),
+            ("when", journey.when.is_some()),
+            ("unless", journey.unless.is_some()),
+            ("cap", journey.cap.is_some()),
+        ];
+        if let Some((field, _)) = given.iter().find(|(_, given)| *given) {
+            let message = match *field {
+                "cap" => "not for carts: a cart fires at most once",
+                _ => {
+                    "the cart journey's entries are the events carrying a cart, and a \
+                     purchase of the cart or its emptying ends its wait: nothing to set"
+                }
+            };
+            return Err(refuse(field, message));
+        }
+        if !journey.enabled {
+            return Ok(None);
+        }
+        let wait_ms = match journey.wait.trim().is_empty() {
+            true => i64::try_from(activation.cart_abandoned_delay_ms).unwrap_or(i64::MAX),
+            false => compile_duration(&journey.wait).map_err(at("wait"))?,
+        };
+        let holds = Holds::compile(name, journey, &activation.cart_purposes)?;
+        Ok(Some(CartJourney {
+            wait_ms,
+            purposes: holds.purposes,
+            quiet: holds.quiet,
+            suppress_after_purchase_ms: holds.suppress_after_purchase_ms,
+        }))
+    }
+
+    /// When the cart last active at `last_activity` is due.
+    pub fn due(&self, last_activity: i64) -> i64 {
+        outside_quiet_hours(self.quiet, last_activity.saturating_add(self.wait_ms))
+    }
+
+    /// Whether an order at `last_order_at` holds back a trigger due at `due`.
+    pub fn held_by_order(&self, last_order_at: Option<i64>, due: i64) -> bool {
+        ordered_within(self.suppress_after_purchase_ms, last_order_at, due)
     }
 }
 
@@ -476,12 +617,12 @@ fn fire(
     customer: &JourneyCustomer<'_>,
     now: i64,
 ) -> Option<OutputRecord> {
-    if let (Some(within), Some(ordered)) =
-        (journey.suppress_after_purchase_ms, customer.last_order_at)
-    {
-        if ordered <= run.due && run.due - ordered <= within {
-            return None;
-        }
+    if ordered_within(
+        journey.suppress_after_purchase_ms,
+        customer.last_order_at,
+        run.due,
+    ) {
+        return None;
     }
     if let Some((count, period)) = journey.cap {
         state.fired.retain(|t| *t > run.due - period);

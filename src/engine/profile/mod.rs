@@ -333,6 +333,8 @@ pub struct Profiler {
     config: EngineConfig,
     /// The configuration's audiences and traits, compiled.
     definitions: Definitions,
+    /// The cart journey, compiled: `None` when it is turned off.
+    cart: Option<journeys::CartJourney>,
     /// `[engine.enrichment]`, compiled; `None` when off.
     enrichment: Option<enrichment::Settings>,
     /// Golden records are left to the end of the batch ([`Payload::Deferred`]) while
@@ -346,9 +348,20 @@ impl Profiler {
         // built in code without that check keeps none rather than half of them.
         let definitions = Definitions::compile(config);
         debug_assert!(definitions.is_ok(), "{definitions:?}");
+        // Unchecked, the cart journey as shipped rather than none.
+        let cart = journeys::CartJourney::compile(config);
+        debug_assert!(cart.is_ok(), "{cart:?}");
+        let shipped = || {
+            let shipped = EngineConfig {
+                journeys: BTreeMap::new(),
+                ..config.clone()
+            };
+            journeys::CartJourney::compile(&shipped).ok().flatten()
+        };
         Self {
             config: config.clone(),
             definitions: definitions.unwrap_or_default(),
+            cart: cart.unwrap_or_else(|_| shipped()),
             enrichment: enrichment::Settings::of(config),
             defer: std::cell::Cell::new(false),
         }
@@ -1004,7 +1017,7 @@ impl Profiler {
         };
         // Only the fields the definitions read: the others are not worked out.
         let fields = self.definitions.record_fields();
-        let golden = self.golden_with(
+        let golden = self.golden(
             customer_id,
             profile,
             now,
@@ -1153,7 +1166,7 @@ impl Profiler {
     fn timers_of(&self, profile: &CustomerProfile, now: i64) -> Vec<Timer> {
         let mut timers: Vec<Timer> = Vec::new();
         for (id, cart) in &profile.activity.carts {
-            if let Some(due) = Activity::cart_due(cart, &self.config) {
+            if let Some(due) = Activity::cart_due(cart, self.cart.as_ref()) {
                 timers.push((due, TimerKind::Cart(id.clone()).encode()));
             }
         }
@@ -1328,11 +1341,17 @@ impl Profiler {
     ) -> Option<OutputRecord> {
         let cart = profile.activity.carts.get(cart_id)?;
         // The key's due may be later than the cart's (see `settle`), never earlier.
-        let due = Activity::cart_due(cart, &self.config).filter(|d| *d <= due)?;
-        let chosen = self.config.activation.cart_purposes.iter().find_map(|&p| {
-            let channels = self.allowed_channels(profile, p, now);
-            (!channels.is_empty()).then_some((p, channels))
-        });
+        let due = Activity::cart_due(cart, self.cart.as_ref()).filter(|d| *d <= due)?;
+        let journey = self.cart.as_ref()?;
+        // Held back, like any journey's trigger, by a recent order or for want of a
+        // channel allowed.
+        let chosen = match journey.held_by_order(profile.last_order_at(), due) {
+            true => None,
+            false => journey.purposes.iter().find_map(|&p| {
+                let channels = self.allowed_channels(profile, p, now);
+                (!channels.is_empty()).then_some((p, channels))
+            }),
+        };
         let record = chosen.map(|(purpose, channels)| {
             let trigger = CartAbandoned {
                 trigger_id: format!(
@@ -1581,7 +1600,7 @@ impl Profiler {
             .and_then(|t| serde_json::from_str(t).ok())
             .unwrap_or(Value::Null);
         let export = Export {
-            golden_record: self.golden(customer_id, profile, clock, audiences, enrichment),
+            golden_record: self.golden(customer_id, profile, clock, audiences, enrichment, None),
             identity_graph,
             source_profiles: profile
                 .source_profiles
@@ -1680,6 +1699,7 @@ impl Profiler {
             clock,
             audiences.as_ref(),
             enrichment.as_ref(),
+            None,
         )))
     }
 
@@ -1704,22 +1724,10 @@ impl Profiler {
     }
 
     /// The golden record of a customer as of `clock`. With `profiling` denied it has no
-    /// RFM, lifecycle stage or segments.
-    fn golden<'a>(
-        &'a self,
-        customer_id: &'a str,
-        profile: &'a CustomerProfile,
-        clock: i64,
-        audiences: Option<&'a AudienceState>,
-        enrichment: Option<&EnrichmentState>,
-    ) -> GoldenRecord<'a> {
-        self.golden_with(customer_id, profile, clock, audiences, enrichment, None)
-    }
-
-    /// [`Profiler::golden`] with, when `only` names fields, only those fields (and
-    /// what they are made of) worked out: the others are left empty, for a reader of
+    /// RFM, lifecycle stage or segments. When `only` names fields, only those fields (and
+    /// what they are made of) are worked out and the others left empty, for a reader of
     /// those fields alone ([`GoldenRecord::field_json`]).
-    fn golden_with<'a>(
+    fn golden<'a>(
         &'a self,
         customer_id: &'a str,
         profile: &'a CustomerProfile,
