@@ -1037,12 +1037,9 @@ impl Profiler {
             let i = Purpose::ALL.iter().position(|p| *p == purpose).unwrap_or(0);
             by_purpose[i].get_or_init(|| self.allowed_channels(profile, purpose, now))
         };
-        let allowed = |purpose: Purpose, channel: AllowedChannel| {
-            let channels = channels_of(purpose);
-            match channel {
-                AllowedChannel::One(c) => channels.contains(&c),
-                AllowedChannel::Any => !channels.is_empty(),
-            }
+        let allowed = |purpose: Purpose, channel: AllowedChannel| match channel {
+            AllowedChannel::One(c) => self.channel_allowed(profile, purpose, c, now),
+            AllowedChannel::Any => !channels_of(purpose).is_empty(),
         };
         let channels = |purpose: Purpose| channels_of(purpose).clone();
         let customer = audiences::Customer {
@@ -1645,32 +1642,39 @@ impl Profiler {
         purpose: Purpose,
         now: i64,
     ) -> Vec<Channel> {
-        let mut ids: BTreeSet<&Ident> = BTreeSet::new();
-        let mut has_address = false;
-        for f in profile.source_profiles.values() {
-            ids.extend(f.identifiers.iter());
-            has_address |= f.fields.contains_key("address");
-        }
-        let implied = self.implied(purpose);
-        let consents = &profile.consents;
         Channel::ALL
             .into_iter()
-            .filter(|&channel| {
-                let Some(by) = self.config.consent.reachable_by.get(&channel) else {
-                    return false;
-                };
-                let channel = ConsentChannel::One(channel);
-                by.iter().any(|t| {
-                    if t == "address" {
-                        has_address && consents.allowed(purpose, channel, None, implied, now)
-                    } else {
-                        ids.iter()
-                            .filter(|id| &id.kind == t)
-                            .any(|id| consents.allowed(purpose, channel, Some(id), implied, now))
-                    }
-                })
-            })
+            .filter(|&channel| self.channel_allowed(profile, purpose, channel, now))
             .collect()
+    }
+
+    /// Whether `channel` is allowed and reachable for `purpose` at `now`: one of the
+    /// identifier types (or the address) that reach it, with consent for it.
+    pub fn channel_allowed(
+        &self,
+        profile: &CustomerProfile,
+        purpose: Purpose,
+        channel: Channel,
+        now: i64,
+    ) -> bool {
+        let Some(by) = self.config.consent.reachable_by.get(&channel) else {
+            return false;
+        };
+        let implied = self.implied(purpose);
+        let consents = &profile.consents;
+        let channel = ConsentChannel::One(channel);
+        let facts = || profile.source_profiles.values();
+        by.iter().any(|t| {
+            if t == "address" {
+                facts().any(|f| f.fields.contains_key("address"))
+                    && consents.allowed(purpose, channel, None, implied, now)
+            } else {
+                facts()
+                    .flat_map(|f| f.identifiers.iter())
+                    .filter(|id| &id.kind == t)
+                    .any(|id| consents.allowed(purpose, channel, Some(id), implied, now))
+            }
+        })
     }
 
     fn rank(&self, field: &str, channel: &str) -> usize {
