@@ -665,6 +665,12 @@ fn the_cart_journey_is_shipped_and_can_be_turned_off() {
         .iter()
         .filter(|t| t.name() == "triggers.cart_abandoned");
     assert_eq!(carts.count(), 1);
+    // A journey turned off is not run and has no topic.
+    let config = with_cart_journey(
+        "[engine.journeys.viewed]\nentry = \"product_view\"\nwait = \"1h\"\nenabled = false\n",
+    );
+    let topics = unicus::model::output::Topic::outputs(&config);
+    assert!(topics.iter().all(|t| t.name() != "triggers.viewed"));
 
     let mut other = engine(with_cart_journey(
         "[engine.journeys.viewed]\nentry = \"product_view\"\nwait = \"1h\"\n",
@@ -700,6 +706,11 @@ fn a_cart_journey_that_sets_what_carts_decide_is_refused_with_its_field() {
         "{err}"
     );
     let err = refused("[engine.journeys.panier]\nper = \"cart\"\n");
+    assert!(err.contains("engine.journeys.panier.per: "), "{err}");
+    // Also beside the cart journey itself.
+    let err = refused(
+        "[engine.journeys.cart_abandoned]\nwait = \"2h\"\n[engine.journeys.panier]\nper = \"cart\"\n",
+    );
     assert!(err.contains("engine.journeys.panier.per: "), "{err}");
     let err = refused("[engine.journeys.cart_abandoned]\nwait = \"1 hour\"\n");
     assert!(

@@ -73,9 +73,12 @@ impl Topic {
     }
 
     /// Every output topic of a configuration: those of the contract and one per journey
-    /// (the cart journey's is the contract's `triggers.cart_abandoned`).
+    /// run (the cart journey's is the contract's `triggers.cart_abandoned`).
     pub fn outputs(config: &crate::engine::config::EngineConfig) -> Vec<Topic> {
-        let journeys = config.journeys.iter().filter(|(name, j)| !j.is_cart(name));
+        let journeys = config
+            .journeys
+            .iter()
+            .filter(|(name, j)| j.enabled && !j.is_cart(name));
         Topic::ALL
             .into_iter()
             .chain(journeys.map(|(name, _)| Topic::journey(name)))

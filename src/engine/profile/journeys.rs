@@ -259,26 +259,29 @@ impl CartJourney {
     pub fn compile(config: &EngineConfig) -> Result<Option<CartJourney>, DefinitionError> {
         let activation = &config.activation;
         let shipped = JourneyConfig::new("", "");
-        let mut carts = config.journeys.iter().filter(|(n, j)| j.is_cart(n));
-        let (name, journey) = match carts.next() {
-            Some((name, journey)) => (name.as_str(), journey),
-            None => (CART_JOURNEY, &shipped),
-        };
-        let at = |field: &str| field_error(name, field);
-        let refuse = |field: &str, message: &str| {
-            at(field)(CompileError {
+        let refuse = |name: &str, field: &str, message: &str| {
+            field_error(name, field)(CompileError {
                 line: 1,
                 column: 1,
                 message: message.into(),
             })
         };
-        if name != CART_JOURNEY {
+        let elsewhere = config
+            .journeys
+            .iter()
+            .find(|(n, j)| j.is_cart(n) && *n != CART_JOURNEY);
+        if let Some((name, _)) = elsewhere {
             return Err(refuse(
+                name,
                 "per",
                 "`per = \"cart\"` is the abandoned-cart journey, named `cart_abandoned` \
                  (its topic and records are those of the contract)",
             ));
         }
+        let name = CART_JOURNEY;
+        let journey = config.journeys.get(name).unwrap_or(&shipped);
+        let at = |field: &str| field_error(name, field);
+        let refuse = |field: &str, message: &str| refuse(name, field, message);
         if journey.per == Some(JourneyPer::Customer) {
             return Err(refuse(
                 "per",
