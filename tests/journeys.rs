@@ -717,6 +717,21 @@ fn a_cart_journey_that_sets_what_carts_decide_is_refused_with_its_field() {
         err.contains("engine.journeys.cart_abandoned.wait: line 1"),
         "{err}"
     );
+    // `activation.cart_purposes = []`, accepted before the cart journey, still is: no
+    // reminder, each held back and counted.
+    let mut none = engine(with_cart_journey(
+        "[engine.activation]\ncart_purposes = []\n",
+    ));
+    let out = feed(
+        &mut none,
+        &[
+            lea("2026-11-20T09:00:00Z"),
+            cart("c-1", "K-1", "2026-11-20T10:00:00Z"),
+            elsewhere("x-1", "2026-11-20T12:00:00Z"),
+        ],
+    );
+    assert!(on_topic(&out, "triggers.cart_abandoned").is_empty());
+    assert_eq!(none.stats().carts_suppressed, 1);
     let err = refused("[engine.journeys.cart_abandoned]\npurposes = []\n");
     assert!(
         err.contains("engine.journeys.cart_abandoned.purposes: "),

@@ -163,7 +163,8 @@ struct Holds {
 }
 
 impl Holds {
-    /// The holds of journey `name`; `purposes` when it gives none.
+    /// The holds of journey `name`; `purposes` when it gives none (the cart journey's
+    /// from `activation.cart_purposes`, which may be empty as before: no reminder).
     fn compile(
         name: &str,
         config: &JourneyConfig,
@@ -178,8 +179,7 @@ impl Holds {
             Some(d) => Some(compile_duration(d).map_err(at("suppress_after_purchase"))?),
             None => None,
         };
-        let purposes = config.purposes.as_deref().unwrap_or(purposes).to_vec();
-        if purposes.is_empty() {
+        if config.purposes.as_ref().is_some_and(Vec::is_empty) {
             return Err(at("purposes")(CompileError {
                 line: 1,
                 column: 1,
@@ -189,7 +189,7 @@ impl Holds {
             }));
         }
         Ok(Self {
-            purposes,
+            purposes: config.purposes.as_deref().unwrap_or(purposes).to_vec(),
             quiet,
             suppress_after_purchase_ms,
         })
