@@ -48,7 +48,7 @@ use crate::engine::audience::{
     compile_condition, compile_duration, compile_events, Aggregate, CompileError, Compiled,
     Context, EventFields, EventPattern,
 };
-use crate::engine::config::{EngineConfig, JourneyConfig, JourneyPer, CART_JOURNEY};
+use crate::engine::config::{Activation, EngineConfig, JourneyConfig, JourneyPer, CART_JOURNEY};
 use crate::engine::profile::audiences::DefinitionError;
 use crate::model::output::{to_json, OutputRecord, Time, Topic, DAY_MS};
 use crate::model::{Channel, Purpose};
@@ -257,8 +257,6 @@ impl CartJourney {
     /// purposes then from `activation.cart_abandoned_delay_ms` and `cart_purposes`).
     /// The error names the field.
     pub fn compile(config: &EngineConfig) -> Result<Option<CartJourney>, DefinitionError> {
-        let activation = &config.activation;
-        let shipped = JourneyConfig::new("", "");
         let refuse = |name: &str, field: &str, message: &str| {
             field_error(name, field)(CompileError {
                 line: 1,
@@ -278,46 +276,56 @@ impl CartJourney {
                  (its topic and records are those of the contract)",
             ));
         }
-        let name = CART_JOURNEY;
-        let journey = config.journeys.get(name).unwrap_or(&shipped);
-        let at = |field: &str| field_error(name, field);
-        let refuse = |field: &str, message: &str| refuse(name, field, message);
+        let shipped = Self::shipped(&config.activation);
+        let Some(journey) = config.journeys.get(CART_JOURNEY) else {
+            return Ok(Some(shipped));
+        };
+        let refuse = |field: &str, message: &str| Err(refuse(CART_JOURNEY, field, message));
+        let decided = "the cart journey's entries are the events carrying a cart, and a \
+                       purchase of the cart or its emptying ends its wait: nothing to set";
         if journey.per == Some(JourneyPer::Customer) {
-            return Err(refuse(
+            return refuse(
                 "per",
                 "`cart_abandoned` is the abandoned-cart journey: its waits are per cart",
-            ));
+            );
         }
-        let given = [
-            ("entry", !journey.entry.trim().is_empty()),
-            ("when", journey.when.is_some()),
-            ("unless", journey.unless.is_some()),
-            ("cap", journey.cap.is_some()),
-        ];
-        if let Some((field, _)) = given.iter().find(|(_, given)| *given) {
-            let message = match *field {
-                "cap" => "not for carts: a cart fires at most once",
-                _ => {
-                    "the cart journey's entries are the events carrying a cart, and a \
-                     purchase of the cart or its emptying ends its wait: nothing to set"
-                }
-            };
-            return Err(refuse(field, message));
+        if !journey.entry.trim().is_empty() {
+            return refuse("entry", decided);
+        }
+        if journey.when.is_some() {
+            return refuse("when", decided);
+        }
+        if journey.unless.is_some() {
+            return refuse("unless", decided);
+        }
+        if journey.cap.is_some() {
+            return refuse("cap", "not for carts: a cart fires at most once");
         }
         if !journey.enabled {
             return Ok(None);
         }
         let wait_ms = match journey.wait.trim().is_empty() {
-            true => i64::try_from(activation.cart_abandoned_delay_ms).unwrap_or(i64::MAX),
-            false => compile_duration(&journey.wait).map_err(at("wait"))?,
+            true => shipped.wait_ms,
+            false => compile_duration(&journey.wait).map_err(field_error(CART_JOURNEY, "wait"))?,
         };
-        let holds = Holds::compile(name, journey, &activation.cart_purposes)?;
+        let holds = Holds::compile(CART_JOURNEY, journey, &shipped.purposes)?;
         Ok(Some(CartJourney {
             wait_ms,
             purposes: holds.purposes,
             quiet: holds.quiet,
             suppress_after_purchase_ms: holds.suppress_after_purchase_ms,
         }))
+    }
+
+    /// The cart journey as shipped: `activation.cart_abandoned_delay_ms` and
+    /// `cart_purposes`, no quiet hours, no hold by a recent order.
+    pub fn shipped(activation: &Activation) -> CartJourney {
+        CartJourney {
+            wait_ms: i64::try_from(activation.cart_abandoned_delay_ms).unwrap_or(i64::MAX),
+            purposes: activation.cart_purposes.clone(),
+            quiet: None,
+            suppress_after_purchase_ms: None,
+        }
     }
 
     /// When the cart last active at `last_activity` is due.

@@ -351,17 +351,10 @@ impl Profiler {
         // Unchecked, the cart journey as shipped rather than none.
         let cart = journeys::CartJourney::compile(config);
         debug_assert!(cart.is_ok(), "{cart:?}");
-        let shipped = || {
-            let shipped = EngineConfig {
-                journeys: BTreeMap::new(),
-                ..config.clone()
-            };
-            journeys::CartJourney::compile(&shipped).ok().flatten()
-        };
         Self {
             config: config.clone(),
             definitions: definitions.unwrap_or_default(),
-            cart: cart.unwrap_or_else(|_| shipped()),
+            cart: cart.unwrap_or_else(|_| Some(journeys::CartJourney::shipped(&config.activation))),
             enrichment: enrichment::Settings::of(config),
             defer: std::cell::Cell::new(false),
         }
@@ -1338,8 +1331,8 @@ impl Profiler {
     ) -> Option<OutputRecord> {
         let cart = profile.activity.carts.get(cart_id)?;
         // The key's due may be later than the cart's (see `settle`), never earlier.
-        let due = Activity::cart_due(cart, self.cart.as_ref()).filter(|d| *d <= due)?;
         let journey = self.cart.as_ref()?;
+        let due = Activity::cart_due(cart, Some(journey)).filter(|d| *d <= due)?;
         // Held back, like any journey's trigger, by a recent order or for want of a
         // channel allowed.
         let chosen = match journey.held_by_order(profile.last_order_at(), due) {
