@@ -126,8 +126,9 @@ store_dir = "{}"
     path
 }
 
-/// What unicus logs once its consumer has an assignment from the group.
-const ASSIGNED: &str = "partitions assigned";
+/// What unicus logs once its consumer has an assignment from the group (with its
+/// target: librdkafka's debug lines say "partitions assigned" too).
+const ASSIGNED: &str = "runtime::source: partitions assigned";
 /// What unicus logs after re-sending an outbox entry left by the previous run.
 const RESENT: &str = "re-sent outputs left in the outbox";
 
@@ -352,25 +353,38 @@ tick_interval_ms = 86400000
     reader.poll_for(Duration::from_secs(2));
     let (records, resent_before) = (reader.records, log_count(&log, RESENT));
     let assigned_before = log_count(&log, ASSIGNED);
+    let elected_before = log_count(&log, ELECTED);
     drop(last); // SIGKILL
     let mut last = start(&config_path, &log);
     let restarted = Instant::now();
+    let mut elected_after = None;
     while log_count(&log, ASSIGNED) == assigned_before {
         assert!(
             restarted.elapsed() < Duration::from_secs(60),
             "no assignment after the idle restart; log: {}",
             log.display()
         );
+        if elected_after.is_none() && log_count(&log, ELECTED) > elected_before {
+            elected_after = Some(restarted.elapsed());
+        }
         reader.poll_for(Duration::from_millis(50));
     }
-    // Measured on Tansu at session.timeout.ms = 6000: ~6.5 s with static membership,
-    // 11-13 s without (it waits for the killed member's session to expire); not the
+    // Two groups are joined in turn: the writer election's, then the inputs'. Measured
+    // on Tansu at session.timeout.ms = 6000: ~6.5 s each with static membership, 11-13 s
+    // each without (it waits for the killed member's session to expire); not the
     // immediate hand-back Apache Kafka gives a known group.instance.id.
     let assigned_after = restarted.elapsed();
-    eprintln!("idle restart: partitions assigned after {assigned_after:?}");
+    let elected_after = elected_after.unwrap_or(assigned_after);
+    eprintln!(
+        "idle restart: elected the writer after {elected_after:?}, partitions assigned after {assigned_after:?}"
+    );
     assert!(
-        assigned_after < Duration::from_secs(10),
-        "static membership: the restarted member waited for the old session ({assigned_after:?})"
+        elected_after < Duration::from_secs(10),
+        "static membership: the restarted member waited for the old session in the writer election ({elected_after:?})"
+    );
+    assert!(
+        assigned_after - elected_after < Duration::from_secs(10),
+        "static membership: the restarted member waited for the old session in the group ({assigned_after:?})"
     );
     reader.poll_for(Duration::from_secs(2));
     assert_eq!(
@@ -383,22 +397,7 @@ tick_interval_ms = 86400000
         "records appeared after the idle restart"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &last.0.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = last.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "unicus did not stop within 20 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "unicus exits 0 on SIGTERM: {status}");
+    stop_cleanly(&mut last);
     let duplicates = reader.records - reader.distinct.len() as u64;
     eprintln!(
         "{} resolved records for {} events: {duplicates} duplicates after {KILLS} kills ({:.0} per kill; a batch holds up to {BATCH}); {} outbox re-sends logged",
@@ -663,4 +662,310 @@ fn a_member_restarted_after_kill_9_is_assigned_as_soon_as_a_new_one() {
         restarted.unicus_share() < Duration::from_secs(3),
         "{restarted:?}"
     );
+}
+
+/// What an instance logs once it is the deployment's writer, and while it stands by.
+const ELECTED: &str = "elected the deployment's writer";
+const STANDING_BY: &str = "standing by";
+
+/// SIGTERM, then waits (at most 20 s) for a clean exit.
+fn stop_cleanly(child: &mut Running) {
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unicus did not stop within 20 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "unicus exits 0 on SIGTERM: {status}");
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a running instance.
+fn signal(child: &Running, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal}");
+}
+
+/// Several instances of one deployment on a test broker: the same group, each with its
+/// store, configuration and log in a directory of its own; a generated stream on one
+/// input partition (the broker's order is the stream's, so every final state must equal
+/// one replay's exactly).
+struct Deployment {
+    brokers: String,
+    prefix: String,
+    lines: Vec<String>,
+    config: EngineConfig,
+    /// The events the engine accepts: each must get its resolved record.
+    valid: HashSet<String>,
+    dirs: Vec<tempfile::TempDir>,
+    configs: Vec<std::path::PathBuf>,
+    logs: Vec<std::path::PathBuf>,
+    reader: TopicReader,
+}
+
+impl Deployment {
+    /// `instances` configurations of `events` generated events over `customers`, with
+    /// batches of `batch` events; `None` without a test broker.
+    fn new(
+        name: &str,
+        events: usize,
+        customers: usize,
+        instances: usize,
+        batch: u64,
+    ) -> Option<Self> {
+        let brokers = broker()?;
+        let seed = run_seed(name);
+        let prefix = format!("{name}-{}-{seed}.", std::process::id());
+        let lines: Vec<String> = Generator::new(GenerateOptions {
+            seed,
+            customers,
+            events,
+            ..GenerateOptions::default()
+        })
+        .map(|e| e.line)
+        .collect();
+        let config = EngineConfig {
+            channels: vec!["web".into()],
+            ..EngineConfig::default()
+        };
+        let valid = lines
+            .iter()
+            .filter_map(|l| unicus::engine::input::touchpoint::parse(l.as_bytes(), &config).ok())
+            .map(|t| t.event_id)
+            .collect();
+        create_topic(&brokers, &format!("{prefix}touchpoints.web"), 1);
+        let dirs: Vec<tempfile::TempDir> = (0..instances)
+            .map(|_| tempfile::tempdir().unwrap())
+            .collect();
+        let rest = format!(
+            r#"batch_max_events = {batch}
+batch_max_wait_ms = 50
+retry_backoff_ms = 200
+[engine.activation]
+tick_interval_ms = 86400000
+"#
+        );
+        let configs = dirs
+            .iter()
+            .map(|d| write_config(d.path(), &brokers, &prefix, false, 2, "", &rest))
+            .collect();
+        let logs = dirs.iter().map(|d| d.path().join("unicus.log")).collect();
+        let reader = TopicReader::new(
+            &brokers,
+            &format!("{prefix}touchpoints.resolved"),
+            "event_id",
+            false,
+        );
+        Some(Self {
+            brokers,
+            prefix,
+            lines,
+            config,
+            valid,
+            dirs,
+            configs,
+            logs,
+            reader,
+        })
+    }
+
+    fn start(&self, i: usize) -> Running {
+        start(&self.configs[i], &self.logs[i])
+    }
+
+    fn produce(&self) {
+        let produced = produce_web(&self.brokers, &self.prefix, &self.lines);
+        assert_eq!(produced as usize, self.lines.len());
+    }
+
+    /// Lines of instance `i`'s log that contain `what`.
+    fn logged(&self, i: usize, what: &str) -> usize {
+        log_count(&self.logs[i], what)
+    }
+
+    /// Reads the outputs until instance `i` logs `what` (at most 90 s).
+    fn wait_for(&mut self, i: usize, what: &str) {
+        let until = Instant::now() + Duration::from_secs(90);
+        while self.logged(i, what) == 0 {
+            assert!(
+                Instant::now() < until,
+                "no `{what}` in {}",
+                self.logs[i].display()
+            );
+            self.reader.poll_for(Duration::from_millis(50));
+        }
+    }
+
+    /// Reads the outputs until `n` events are resolved (at most `limit`).
+    fn until_resolved(&mut self, n: usize, limit: Duration) {
+        let until = Instant::now() + limit;
+        while self.valid.intersection(&self.reader.distinct).count() < n {
+            assert!(
+                Instant::now() < until,
+                "only {} of {n} events resolved",
+                self.valid.intersection(&self.reader.distinct).count()
+            );
+            self.reader.poll_for(Duration::from_millis(50));
+        }
+    }
+
+    /// Asserts that the stores of `instances` hold the golden records of one
+    /// uninterrupted replay of the stream.
+    fn assert_stores_equal_replay(&self, instances: std::ops::Range<usize>) {
+        let mut single = replay::open_engine(self.config.clone(), None).unwrap();
+        replay::run(
+            &mut single,
+            self.lines.join("\n").as_bytes(),
+            "deployment",
+            chrono::Utc::now().timestamp_millis(),
+            &mut std::io::sink(),
+            10_000,
+            None,
+        )
+        .unwrap();
+        let want = single.golden_records().unwrap();
+        for i in instances {
+            let store = self.dirs[i].path().join("store");
+            let engine = replay::open_engine(self.config.clone(), Some(&store)).unwrap();
+            let got = engine.golden_records().unwrap();
+            assert_eq!(got.len(), want.len(), "customers of instance {i}");
+            for (x, y) in got.iter().zip(&want) {
+                assert_eq!(x, y, "golden records of instance {i} differ");
+            }
+        }
+    }
+}
+
+/// Several instances of one deployment: one writes, the others stand by following the
+/// changelog. The writer is killed with SIGKILL mid-stream and a standby takes over;
+/// later a fourth instance starts on an empty store. Every event is resolved,
+/// duplicates stay within the batch the kill caught, and every store (the writer's and
+/// the standbys', the one started empty included) ends with the state of one
+/// uninterrupted replay.
+#[test]
+fn a_standby_takes_over_from_a_killed_writer_and_every_store_ends_equal() {
+    let Some(mut d) = Deployment::new("standby", 30_000, 3_000, 4, BATCH) else {
+        return;
+    };
+    let all = d.valid.len();
+    // The first instance is the writer; two more stand by.
+    let a = d.start(0);
+    d.wait_for(0, ELECTED);
+    let mut others = vec![d.start(1), d.start(2)];
+    d.wait_for(1, STANDING_BY);
+    d.wait_for(2, STANDING_BY);
+    d.produce();
+    d.until_resolved(all / 3, Duration::from_secs(120));
+    for i in 1..3 {
+        assert_eq!(
+            d.logged(i, ELECTED),
+            0,
+            "a standby wrote while the writer lived"
+        );
+    }
+    drop(a); // SIGKILL
+    let killed_at = d.reader.distinct.len();
+    let took_over = Instant::now();
+    let until = Instant::now() + Duration::from_secs(90);
+    let new_writer = loop {
+        if let Some(i) = (1..3).find(|i| d.logged(*i, ELECTED) > 0) {
+            break i;
+        }
+        assert!(Instant::now() < until, "no standby took over");
+        d.reader.poll_for(Duration::from_millis(50));
+    };
+    eprintln!(
+        "writer killed at {killed_at} of {all} events; instance {new_writer} elected after {:?}",
+        took_over.elapsed()
+    );
+    // A new machine joins on an empty store: it stands by, restoring from the changelog.
+    others.push(d.start(3));
+    d.until_resolved(all, Duration::from_secs(240));
+    d.reader.poll_for(Duration::from_secs(3));
+    let duplicates = d.reader.records - d.reader.distinct.len() as u64;
+    eprintln!(
+        "{} resolved records for {all} events: {duplicates} duplicates",
+        d.reader.records
+    );
+    assert_eq!(d.reader.distinct.len(), all);
+    assert!(duplicates <= BATCH, "{duplicates} duplicates for one kill");
+    assert_eq!(
+        d.logged(3, ELECTED),
+        0,
+        "the instance started last stood by"
+    );
+
+    // The standbys stop first (each in step with what it has read), then the writer.
+    let mut writer = others.remove(new_writer - 1);
+    for standby in &mut others {
+        stop_cleanly(standby);
+    }
+    stop_cleanly(&mut writer);
+    d.assert_stores_equal_replay(1..4);
+}
+
+/// A writer frozen past its session (SIGSTOP) is replaced by a standby, which writes;
+/// resumed (SIGCONT), the old writer finds the election gone for good and exits
+/// non-zero without writing on as the writer. A batch it may still have put on the
+/// changelog after the new writer's fence is never applied by a reader: an instance
+/// started afterwards on an empty store ends with the new writer's state, and both equal
+/// one uninterrupted replay.
+#[test]
+fn a_frozen_writer_is_replaced_and_stops_when_it_wakes_up() {
+    // Small batches: the frozen writer is caught with one in delivery.
+    let Some(mut d) = Deployment::new("frozen", 20_000, 2_000, 3, 500) else {
+        return;
+    };
+    let all = d.valid.len();
+    let mut a = d.start(0);
+    d.wait_for(0, ELECTED);
+    let mut b = d.start(1);
+    d.wait_for(1, STANDING_BY);
+    d.produce();
+    d.until_resolved(all / 4, Duration::from_secs(120));
+    signal(&a, "-STOP");
+    let frozen_at = d.reader.distinct.len();
+    d.wait_for(1, ELECTED);
+    d.until_resolved(frozen_at + all / 4, Duration::from_secs(120));
+    signal(&a, "-CONT");
+    let woke = Instant::now();
+    let status = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            woke.elapsed() < Duration::from_secs(60),
+            "the old writer did not stop after it woke up"
+        );
+        d.reader.poll_for(Duration::from_millis(100));
+    };
+    eprintln!(
+        "frozen at {frozen_at} of {all} events; the old writer stopped {:?} after it woke up: {status}",
+        woke.elapsed()
+    );
+    assert!(!status.success(), "the deposed writer exits non-zero");
+    assert!(
+        d.logged(0, "no longer the deployment's writer") > 0,
+        "the deposed writer says why; log: {}",
+        d.logs[0].display()
+    );
+    d.until_resolved(all, Duration::from_secs(240));
+    // A new machine on an empty store restores from the changelog as a standby.
+    let mut c = d.start(2);
+    d.wait_for(2, STANDING_BY);
+    d.reader.poll_for(Duration::from_secs(5));
+    stop_cleanly(&mut c);
+    stop_cleanly(&mut b);
+    d.assert_stores_equal_replay(1..3);
 }

@@ -41,8 +41,11 @@
 //! in delivery; also the one before it if its offset commit failed or the broker does
 //! not tell the committed offsets on start), never lost; state is never counted twice.
 //!
-//! An empty store is restored from the changelog before anything is consumed
-//! ([`changelog`]); its outbox entries keep the store keys their batch wrote, whose
+//! With the changelog, several instances of one deployment elect one writer
+//! ([`election`]); the others stand by following the changelog, and a writer that is no
+//! longer elected stops at once ([`RuntimeError::NoLongerWriter`]). An empty store is
+//! restored from the changelog before anything is consumed, a kept one reads what was
+//! written after its place ([`changelog`]); its outbox entries keep the store keys their batch wrote, whose
 //! current values go to the changelog again on start if the batch was not committed.
 //!
 //! A producer that keeps failing fatally, even new ones, makes the run end with
@@ -63,6 +66,7 @@ mod changelog;
 mod clients;
 mod decode;
 mod dispatch;
+mod election;
 mod offsets;
 mod outbox;
 mod reference;
@@ -70,7 +74,7 @@ mod sink;
 mod source;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -92,6 +96,7 @@ pub use sink::WireRecord;
 use changelog::Changelog;
 use decode::Inputs;
 use dispatch::{Dispatch, Processed};
+use election::Election;
 use outbox::Outbox;
 use sink::Sink;
 use source::{Source, Timers};
@@ -118,6 +123,12 @@ pub enum RuntimeError {
     ProducerUnrecoverable { rebuilds: u32, cause: String },
     #[error(transparent)]
     Api(#[from] crate::api::ApiStartError),
+    #[error(
+        "no longer the deployment's writer (another instance was elected while this one was \
+         cut off, and wrote); stopped without finishing the batch in delivery, which stays \
+         in the outbox: start again to stand by"
+    )]
+    NoLongerWriter,
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: String,
@@ -147,8 +158,16 @@ pub struct RuntimeStats {
     pub outbox_resent: AtomicU64,
     /// Records of the store's changelog acknowledged.
     pub changelog_records: AtomicU64,
-    /// Changelog records applied to the store while restoring it on start.
+    /// Changelog records applied to the store while restoring it on start, or while
+    /// standing by.
     pub restored_records: AtomicU64,
+    /// One past the highest changelog offset acknowledged to this instance (0: none):
+    /// where the store is in step once a batch's changelog records are all acknowledged.
+    pub changelog_next: AtomicI64,
+    /// Whether this instance writes the store (the deployment's writer), or stands by.
+    pub writer: AtomicBool,
+    /// The term this instance opened as the writer: the changelog offset after its fence.
+    pub changelog_term: AtomicI64,
     /// Schema Registry calls that failed and were retried (an outage).
     pub registry_retries: AtomicU64,
     pub customers: AtomicU64,
@@ -272,10 +291,43 @@ pub async fn run(
     // Not in the group until it subscribes: it reads the group's committed offsets first.
     let source = Source::new(&settings, stats.clone())?;
 
+    // With the changelog, the deployment's writer is elected among its instances; the
+    // others stand by, following the changelog, until elected.
+    let changelog = Changelog::new(&settings);
+    let missing = ensure_topics(&settings).await;
+    let election = match &changelog {
+        Some(c) => {
+            // The election subscribes to the changelog: a broker that creates topics on
+            // first use creates it now (a record no reader applies).
+            if missing.contains(&settings.kafka.changelog_topic())
+                && !c.announce(&mut sink, &mut shutdown).await?
+            {
+                return run_summary(&engine, &stats, started, true);
+            }
+            Some(Election::join(&settings)?)
+        }
+        None => None,
+    };
+    if let (Some(c), Some(e)) = (&changelog, &election) {
+        telemetry.set_writer(false);
+        let elected = changelog::stand_by(
+            c,
+            &settings,
+            &mut engine,
+            e,
+            &stats,
+            &api_ready,
+            &mut shutdown,
+        )
+        .await?;
+        if !elected {
+            return run_summary(&engine, &stats, started, true);
+        }
+    }
+    stats.writer.store(true, Ordering::Relaxed);
+    telemetry.set_writer(true);
     // An empty store is restored from the changelog first; outputs decided before a
     // crash but maybe never acknowledged go out next.
-    let changelog = Changelog::new(&settings);
-    ensure_topics(&settings).await;
     let mut clean = changelog::sync(
         changelog.as_ref(),
         &settings,
@@ -285,6 +337,14 @@ pub async fn run(
         &mut shutdown,
     )
     .await?;
+    // The term is claimed before anything is consumed: a writer cut off from the group
+    // learns from it that this one took over.
+    if let (true, Some(e)) = (clean, &election) {
+        let term = stats.changelog_term.load(Ordering::Relaxed);
+        if let Err(error) = tokio::task::block_in_place(|| e.claim(term)) {
+            warn!(%error, "cannot claim the writer's term: a writer cut off earlier may write on once");
+        }
+    }
     if clean {
         clean = outbox::resend(
             &mut engine,
@@ -331,6 +391,8 @@ pub async fn run(
         committing: None,
         max_wait: Duration::from_millis(settings.runtime.batch_max_wait_ms),
         reference,
+        election: election.as_ref(),
+        deposed: false,
     };
     while clean && !*shutdown.borrow() {
         telemetry.health.beat();
@@ -339,7 +401,13 @@ pub async fn run(
             break;
         }
     }
+    let deposed = pipeline.deposed();
     pipeline.stop(clean, &mut shutdown).await?;
+    if deposed {
+        stats.writer.store(false, Ordering::Relaxed);
+        telemetry.set_writer(false);
+        return Err(RuntimeError::NoLongerWriter);
+    }
     run_summary(&engine, &stats, started, clean)
 }
 
@@ -448,6 +516,10 @@ struct Pipeline<'a> {
     max_wait: Duration,
     /// The reference topics, followed (none when there is none).
     reference: Option<reference::ReferenceReader>,
+    /// The writer election, with the changelog on.
+    election: Option<&'a Election>,
+    /// Another instance wrote as the writer: this one stops.
+    deposed: bool,
 }
 
 impl Pipeline<'_> {
@@ -456,6 +528,12 @@ impl Pipeline<'_> {
     /// acknowledged, its state durable, its offsets committed) and this one's state,
     /// outbox entry and outputs start going out.
     async fn turn(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<Turn, RuntimeError> {
+        // No longer elected (a broker outage, or this instance's session timed out):
+        // nothing more is done until the election comes back, and then only if no
+        // other writer wrote meanwhile; else it stops at once, finishing nothing.
+        if !self.still_writer(shutdown).await? {
+            return Ok(Turn::Stop { clean: false });
+        }
         let mut idle_until = self.timers.idle_until();
         if self.in_flight.is_some() || self.committing.is_some() {
             idle_until = idle_until.min(tokio::time::Instant::now() + self.max_wait);
@@ -572,6 +650,57 @@ impl Pipeline<'_> {
         Ok(Turn::Next)
     }
 
+    /// Whether this instance was the writer and is no longer.
+    fn deposed(&self) -> bool {
+        self.deposed
+    }
+
+    /// Whether this instance may go on writing: it is elected, or the election comes
+    /// back and the group holds no other writer's term. While the election is away, the
+    /// group is asked every [`election::regain_within`]: another writer's term deposes
+    /// this one. False: deposed (or shutdown requested meanwhile).
+    async fn still_writer(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, RuntimeError> {
+        let Some(election) = self.election else {
+            return Ok(true);
+        };
+        if election.is_writer() {
+            return Ok(true);
+        }
+        let every = election::regain_within(self.dispatch.settings);
+        let mine = self.stats.changelog_term.load(Ordering::Relaxed);
+        warn!(
+            "the writer election was lost: nothing is written until it comes back, and only if no other writer took over meanwhile"
+        );
+        loop {
+            let lost = Instant::now();
+            while !election.is_writer() && lost.elapsed() < every {
+                if *shutdown.borrow() {
+                    return Ok(false);
+                }
+                self.stats.telemetry.health.beat();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            match tokio::task::block_in_place(|| election.term()) {
+                Ok(Some(term)) if term != mine => {
+                    self.deposed = true;
+                    return Ok(false);
+                }
+                Ok(_) if election.is_writer() => {
+                    info!("the writer election came back, and no other writer took over meanwhile: going on");
+                    return Ok(true);
+                }
+                Ok(_) => warn!(
+                    seconds = every.as_secs(),
+                    "the writer election is still away, and no other writer has taken over: waiting on"
+                ),
+                Err(error) => warn!(%error, "cannot read the writer's term: waiting on"),
+            }
+        }
+    }
+
     /// Commits the batch whose changelog is on its way, if any ([`Pipeline::complete`]).
     async fn complete_committing(
         &mut self,
@@ -663,6 +792,7 @@ impl Pipeline<'_> {
             delivered,
             durable,
         } = settled;
+        let changelog_sent = changelog_sending.is_some();
         if let Some(sending) = changelog_sending {
             if self
                 .sink
@@ -675,6 +805,11 @@ impl Pipeline<'_> {
             self.stats.telemetry.changelog_sent(changelog.len());
         }
         self.outbox.acknowledged(self.engine.store_mut());
+        if changelog_sent {
+            // The store is in step with the changelog up to this batch's end.
+            let next = self.stats.changelog_next.load(Ordering::Relaxed);
+            changelog::NEXT.put(self.engine.store_mut(), &next)?;
+        }
         if write_now {
             tokio::task::block_in_place(|| self.engine.commit())?;
         }

@@ -122,6 +122,12 @@ impl KafkaSettings {
     pub fn changelog_topic(&self) -> String {
         format!("{}{}-store-changelog", self.topic_prefix, self.group_id)
     }
+
+    /// The consumer group that elects the deployment's writer (the member assigned the
+    /// changelog's partition).
+    pub fn writer_group(&self) -> String {
+        format!("{}-writer", self.group_id)
+    }
 }
 
 /// How the runtime batches, bounds and stops.

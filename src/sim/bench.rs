@@ -209,6 +209,9 @@ pub(crate) fn create_topics_on_mock(
     }
     m.create_topic(&settings.kafka.requests_topic(), 1, 1)?;
     m.create_topic(&settings.kafka.commands_topic(), 1, 1)?;
+    if settings.kafka.changelog {
+        m.create_topic(&settings.kafka.changelog_topic(), 1, 1)?;
+    }
     Ok(())
 }
 

@@ -180,6 +180,17 @@ owners! {
         /// Set while the store is being restored from the changelog: a restore cut by
         /// a crash is done again, not taken for a newer copy.
         cell CHANGELOG_RESTORING = b"k/changelog_restoring";
+        /// The changelog offset the store is in step with: the next record to read
+        /// (written with each batch once its changelog records are acknowledged, and as
+        /// a standby applies the changelog).
+        cell CHANGELOG_NEXT = b"k/changelog_next";
+        /// The id this store wrote its last term as the deployment's writer under
+        /// (each changelog batch end carries its writer's id).
+        cell CHANGELOG_WRITER = b"k/changelog_writer";
+        /// The writer whose term the store's place on the changelog is in (the last
+        /// writer's fence read): batches of any other writer after it are a deposed
+        /// writer's, never applied.
+        cell CHANGELOG_TERM = b"k/changelog_term";
     }
 
     /// Keys of stores of format 2 and before, read (never written) by the engine only to

@@ -97,6 +97,8 @@ pub struct Health {
     store_ok: AtomicBool,
     /// The store is being restored from its changelog.
     restoring: AtomicBool,
+    /// Another instance is the deployment's writer: this one follows the changelog.
+    standby: AtomicBool,
     stopping: AtomicBool,
     /// Milliseconds since `origin` of the last acknowledgement of an output, or of the
     /// hand-off of outputs to the producer when none came since; [`NOTHING_AWAITED`]
@@ -118,6 +120,7 @@ impl Default for Health {
             joined: AtomicBool::new(false),
             store_ok: AtomicBool::new(false),
             restoring: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             awaited_since_ms: AtomicU64::new(NOTHING_AWAITED),
             ack_stall_ms: AtomicU64::new(0),
@@ -143,6 +146,10 @@ impl Health {
 
     pub fn set_restoring(&self, restoring: bool) {
         self.restoring.store(restoring, Ordering::Relaxed);
+    }
+
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
     }
 
     pub fn set_stopping(&self) {
@@ -202,6 +209,8 @@ impl Health {
             Some("store not open or last write failed")
         } else if self.ack_stalled().is_some() {
             Some("outputs not acknowledged within runtime.stall_timeout_ms")
+        } else if self.standby.load(Ordering::Relaxed) {
+            Some("standing by: another instance is the deployment's writer")
         } else if self.restoring.load(Ordering::Relaxed) {
             Some("restoring the store from its changelog")
         } else if !self.joined.load(Ordering::Relaxed) {
@@ -349,6 +358,11 @@ impl Telemetry {
 
     pub fn outbox_resent(&self, records: usize) {
         self.families.outbox_resent.inc_by(records as u64);
+    }
+
+    /// Whether this instance is the deployment's writer now.
+    pub fn set_writer(&self, writer: bool) {
+        self.families.store_writer.set(i64::from(writer));
     }
 
     /// Changelog records applied to the store while restoring it.

@@ -18,15 +18,22 @@
 //!
 //! # Restoring
 //!
-//! A store in step with the changelog says so (a cell of the runtime's own): it is used
-//! as it is. Otherwise the runtime writes a *fence* record (a value of its own) and
-//! reads the changelog from its start until that fence (this needs no end offset, which
-//! some brokers misreport). Records are applied batch by batch, at each batch end;
-//! records after the last batch end (a batch cut by a crash) are not applied, and their
-//! keys' restored values are written again so that a later restore does not apply them
+//! A store keeps its place on the changelog ([`NEXT`]: the offset after the last batch
+//! it holds). The deployment's writer (see [`super::election`]) writes a *fence* record
+//! (a value of its own) and reads the changelog from the store's place (from its start
+//! for an empty store) until that fence (this needs no end offset, which some brokers
+//! misreport). Each batch end carries the id of the writer that wrote it: the batches of
+//! the store's own last term are in it already and are not applied again (newer writes
+//! may follow them); the others are applied batch by batch, at each batch end; records
+//! after the last batch end (a batch cut by a crash) are not applied, and their keys'
+//! restored values are written again so that a later restore does not apply them
 //! either. The records that restored batches have acknowledged outputs; their input
 //! records are consumed again from the group's committed offsets and recognised by
 //! `event_id`.
+//!
+//! If another writer's batch follows the store's place while the store holds a batch
+//! whose changelog a crash may have cut (an outbox entry with keys), the store is emptied
+//! and restored from the start: that writer consumed the batch's inputs again.
 //!
 //! A restore cut by a crash is done again on the next start, over what it had applied.
 //! A store that holds customers but is not in step, and not being restored (a store
@@ -34,19 +41,26 @@
 //! newer copy: it is copied to the changelog whole, and the keys the changelog holds
 //! that it does not are removed there.
 //!
+//! # Standing by
+//!
+//! An instance that is not the writer follows the changelog into its store the same
+//! way, from its place, until it is elected ([`stand_by`]); once it has read all there
+//! was, the store is in step up to its place, and the lookup API answers from it.
+//!
 //! One partition keeps a batch's records in order with its end; the store is written by
-//! one instance (see the README on scaling out).
+//! one instance at a time (see the README on scaling out).
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::election::Election;
 use super::sink::{Sink, WireRecord};
 use super::{kafka, RuntimeError, RuntimeStats};
 use crate::engine::Engine;
@@ -64,6 +78,15 @@ const CHUNK: usize = 20_000;
 const SYNCED: Cell<bool> = Cell::new(keys::kafka_runtime::CHANGELOG_SYNCED);
 /// Set while a restore is under way (written with its first records).
 const RESTORING: Cell<bool> = Cell::new(keys::kafka_runtime::CHANGELOG_RESTORING);
+/// The changelog offset the store is in step with (the next record to read).
+pub(super) const NEXT: Cell<i64> = Cell::new(keys::kafka_runtime::CHANGELOG_NEXT);
+/// The writer id of the store's last term as the writer.
+const WRITER: Cell<Vec<u8>> = Cell::new(keys::kafka_runtime::CHANGELOG_WRITER);
+/// The writer whose term the store's place is in.
+const TERM: Cell<Vec<u8>> = Cell::new(keys::kafka_runtime::CHANGELOG_TERM);
+/// How writer ids (on a term's fence and its batch ends) begin; fences and batch ends
+/// written before writer ids do not.
+const TERM_PREFIX: &[u8] = b"w:";
 
 /// Whether a store key is state that the changelog carries (not the runtime's own).
 fn is_state(key: &[u8]) -> bool {
@@ -73,6 +96,8 @@ fn is_state(key: &[u8]) -> bool {
 /// The changelog of one deployment's store.
 pub(super) struct Changelog {
     topic: String,
+    /// This term's writer id, on each batch end it writes.
+    writer: Vec<u8>,
 }
 
 impl Changelog {
@@ -80,6 +105,7 @@ impl Changelog {
     pub(super) fn new(settings: &Settings) -> Option<Self> {
         settings.kafka.changelog.then(|| Self {
             topic: settings.kafka.changelog_topic(),
+            writer: writer_id(),
         })
     }
 
@@ -96,7 +122,19 @@ impl Changelog {
     }
 
     fn batch_end(&self) -> WireRecord {
-        self.record(BATCH_END, Some(b""))
+        self.record(BATCH_END, Some(&self.writer))
+    }
+
+    /// Sends a fence that opens no writer's term (readers skip it): where the broker
+    /// creates topics on first use, this creates the changelog. False: shutdown was
+    /// requested while the broker refused it.
+    pub(super) async fn announce(
+        &self,
+        sink: &mut Sink,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, RuntimeError> {
+        sink.deliver(&[self.record(FENCE, Some(&fence_value()))], shutdown)
+            .await
     }
 
     /// The changelog records of the state the store has staged, ended by a batch end,
@@ -139,10 +177,11 @@ impl Changelog {
     }
 }
 
-/// Brings the store in step with the changelog before anything is consumed: restores
-/// an empty store from it, or copies a store that is not in step to it (module docs).
-/// With the changelog off, marks the store as no longer in step. False: shutdown was
-/// requested during an outage.
+/// Brings the store in step with the changelog before anything is consumed, once this
+/// instance is the deployment's writer: restores an empty store from it, reads the
+/// records after the store's place on it (what other writers wrote since), or copies a
+/// store that is not in step to it (module docs). With the changelog off, marks the
+/// store as no longer in step. False: shutdown was requested during an outage.
 pub(super) async fn sync(
     changelog: Option<&Changelog>,
     settings: &Settings,
@@ -155,32 +194,47 @@ pub(super) async fn sync(
     let Some(changelog) = changelog else {
         if synced {
             SYNCED.remove(engine.store_mut());
+            NEXT.remove(engine.store_mut());
             tokio::task::block_in_place(|| engine.commit())?;
         }
         return Ok(true);
     };
-    if synced {
-        return Ok(true);
-    }
     let health = &stats.telemetry.health;
     health.set_restoring(true);
     let started = Instant::now();
-    // A store restored in part (a crash during its restore) is restored again: the
-    // whole changelog applied over it gives the changelog's state.
+    // A store restored in part (a crash during its restore) is restored again from its
+    // place: the changelog applied over it gives the changelog's state.
     let restoring = RESTORING.get(engine.store())?.unwrap_or(false);
-    let copy = !restoring && engine.holds_customers()?;
-    if !copy {
+    let mut next = NEXT.get(engine.store())?;
+    let copy = !restoring && !synced && next.is_none() && engine.holds_customers()?;
+    if !copy && !synced {
         RESTORING.put(engine.store_mut(), &true)?;
     }
-    let fence = fence_value();
+    // The fence opens this writer's term: batches of any other writer after it are a
+    // deposed writer's (module docs).
+    let fence = changelog.writer.clone();
     if !sink
         .deliver(&[changelog.record(FENCE, Some(&fence))], shutdown)
         .await?
     {
         return Ok(false);
     }
-    let Some(read) = read_back(changelog, settings, engine, &fence, copy, stats, shutdown)? else {
-        return Ok(false);
+    let mut wiped = false;
+    let read = loop {
+        // A restore cut by a crash starts again from the changelog's start.
+        let from = if copy || restoring { None } else { next };
+        let until = Until::Fence(&fence);
+        match read(
+            changelog, settings, engine, from, until, copy, stats, shutdown,
+        )? {
+            Read::Done(read) => break read,
+            Read::Stopped => return Ok(false),
+            Read::Wipe => {
+                wipe(engine)?;
+                wiped = true;
+                next = None;
+            }
+        }
     };
     let mut sent = 0;
     if copy {
@@ -195,6 +249,13 @@ pub(super) async fn sync(
             return Ok(false);
         }
     }
+    // This writer's term begins after its fence.
+    stats.changelog_term.store(read.next, Ordering::Relaxed);
+    // In step with everything up to the fence and with what was sent after it.
+    let next = read.next.max(stats.changelog_next.load(Ordering::Relaxed));
+    NEXT.put(engine.store_mut(), &next)?;
+    WRITER.put(engine.store_mut(), &changelog.writer)?;
+    TERM.put(engine.store_mut(), &changelog.writer)?;
     SYNCED.put(engine.store_mut(), &true)?;
     RESTORING.remove(engine.store_mut());
     tokio::task::block_in_place(|| engine.commit())?;
@@ -203,12 +264,148 @@ pub(super) async fn sync(
         restored = read.applied,
         read = read.read,
         not_applied = read.cut.len(),
+        deposed_writers_batches = read.deposed,
         copied = sent,
+        wiped,
         seconds = started.elapsed().as_secs_f64(),
         topic = %changelog.topic,
         "store in step with its changelog"
     );
     Ok(true)
+}
+
+/// Stands by until this instance is elected the deployment's writer, following the
+/// changelog into the store meanwhile (a warm replica, whose committed state the lookup
+/// API answers from once it has read all there was: `caught_up`). A store that is not
+/// in step with the changelog but holds customers (from before the changelog) follows
+/// nothing: it is copied to the changelog if elected. False: shutdown was requested.
+pub(super) async fn stand_by(
+    changelog: &Changelog,
+    settings: &Settings,
+    engine: &mut Engine,
+    election: &Election,
+    stats: &RuntimeStats,
+    caught_up: &AtomicBool,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<bool, RuntimeError> {
+    if election.is_writer() {
+        return Ok(true);
+    }
+    let health = &stats.telemetry.health;
+    health.set_standby(true);
+    info!(topic = %changelog.topic, "standing by: another instance writes the store; following its changelog until elected");
+    let synced = SYNCED.get(engine.store())?.unwrap_or(false);
+    let restoring = RESTORING.get(engine.store())?.unwrap_or(false);
+    let mut next = NEXT.get(engine.store())?;
+    if !synced && !restoring && next.is_none() && engine.holds_customers()? {
+        warn!("the store holds customers but was not kept with the changelog: it follows nothing, and is copied to the changelog if this instance is elected");
+        while !election.is_writer() {
+            health.beat();
+            if *shutdown.borrow() || shutdown.has_changed().is_err() {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        health.set_standby(false);
+        return Ok(true);
+    }
+    let restoring = restoring || !synced;
+    if restoring {
+        RESTORING.put(engine.store_mut(), &true)?;
+        next = None;
+    }
+    loop {
+        let until = Until::Elected {
+            election,
+            caught_up,
+        };
+        match read(
+            changelog, settings, engine, next, until, false, stats, shutdown,
+        )? {
+            Read::Done(_) => break,
+            Read::Stopped => return Ok(false),
+            Read::Wipe => {
+                wipe(engine)?;
+                RESTORING.put(engine.store_mut(), &true)?;
+                next = None;
+            }
+        }
+    }
+    health.set_standby(false);
+    Ok(true)
+}
+
+/// Removes everything the store holds (state, outbox and marks), for a restore from
+/// the changelog's start: a store whose batches not on the changelog were overtaken by
+/// another writer's. Returns the keys removed.
+fn wipe(engine: &mut Engine) -> Result<u64, RuntimeError> {
+    warn!("another writer wrote the changelog after this store's last batch, whose changelog a crash cut: the store is emptied and restored from the changelog's start");
+    let mut removed = 0u64;
+    loop {
+        let chunk = engine.store().committed_after(None, CHUNK)?;
+        if chunk.is_empty() {
+            break;
+        }
+        for (key, _) in chunk {
+            engine.store_mut().remove(key);
+            removed += 1;
+        }
+        tokio::task::block_in_place(|| engine.commit())?;
+    }
+    RESTORING.put(engine.store_mut(), &true)?;
+    tokio::task::block_in_place(|| engine.commit())?;
+    Ok(removed)
+}
+
+/// A reader of the changelog from `from` (its start if `None`).
+fn reader(
+    changelog: &Changelog,
+    settings: &Settings,
+    from: Option<i64>,
+) -> Result<BaseConsumer, RuntimeError> {
+    let consumer =
+        super::clients::assigned_consumer(settings, "restore", "creating the changelog reader")?;
+    let offset = from.map_or(Offset::Beginning, Offset::Offset);
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&changelog.topic, 0, offset)
+        .map_err(kafka("assigning the changelog"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(kafka("assigning the changelog"))?;
+    // The list is dropped here, before the consumer.
+    drop(tpl);
+    Ok(consumer)
+}
+
+/// Commits what was applied from the changelog (`staged` records), and counts them.
+fn commit_applied(
+    engine: &mut Engine,
+    stats: &RuntimeStats,
+    staged: &mut usize,
+) -> Result<(), RuntimeError> {
+    tokio::task::block_in_place(|| engine.commit())?;
+    stats
+        .restored_records
+        .fetch_add(*staged as u64, Ordering::Relaxed);
+    stats.telemetry.restored(*staged);
+    *staged = 0;
+    Ok(())
+}
+
+/// Marks a standby's store in step with the changelog up to its place: no batch on it
+/// is the store's own unless it was the writer before.
+fn mark_in_step(engine: &mut Engine) -> Result<(), RuntimeError> {
+    if WRITER.get(engine.store())?.is_none() {
+        WRITER.put(engine.store_mut(), &fence_value())?;
+    }
+    SYNCED.put(engine.store_mut(), &true)?;
+    RESTORING.remove(engine.store_mut());
+    Ok(())
+}
+
+/// A writer id: a value no other start writes, marked as a writer's.
+fn writer_id() -> Vec<u8> {
+    [TERM_PREFIX, &fence_value()].concat()
 }
 
 /// A value no other start writes.
@@ -217,6 +414,27 @@ fn fence_value() -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{}-{nanos}-{}", std::process::id(), rand::random::<u64>()).into_bytes()
+}
+
+/// Where a read of the changelog stops.
+enum Until<'a> {
+    /// At this fence: a writer taking over reads what was written before it.
+    Fence(&'a [u8]),
+    /// Once this instance is elected: a standby follows the changelog until then.
+    Elected {
+        election: &'a Election,
+        caught_up: &'a AtomicBool,
+    },
+}
+
+/// How a read of the changelog ended.
+enum Read {
+    Done(ReadBack),
+    /// Another writer's batch came while the store has batches whose changelog a crash
+    /// may have cut (outbox entries): the store must be emptied and restored.
+    Wipe,
+    /// Shutdown was requested.
+    Stopped,
 }
 
 /// What reading the changelog back found.
@@ -230,29 +448,45 @@ struct ReadBack {
     cut: Vec<Vec<u8>>,
     /// Every state key the changelog holds (only when the store is copied to it).
     keys: HashSet<Vec<u8>>,
+    /// The offset after the fence: where the store is in step once it is read.
+    next: i64,
+    /// Batches of a deposed writer, not applied.
+    deposed: u64,
 }
 
-/// Reads the changelog from its start until `fence`; applies its complete batches to
-/// the store, or (`copy`) only collects its keys. `None`: shutdown was requested.
-fn read_back(
+/// Reads the changelog from `from` (its start if `None`) until `until`; applies its
+/// complete batches to the store, keeping the store's place on it, or (`copy`) only
+/// collects its keys.
+#[allow(clippy::too_many_arguments)]
+fn read(
     changelog: &Changelog,
     settings: &Settings,
     engine: &mut Engine,
-    fence: &[u8],
+    from: Option<i64>,
+    until: Until<'_>,
     copy: bool,
     stats: &RuntimeStats,
     shutdown: &watch::Receiver<bool>,
-) -> Result<Option<ReadBack>, RuntimeError> {
-    let consumer =
-        super::clients::assigned_consumer(settings, "restore", "creating the changelog reader")?;
-    {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&changelog.topic, 0, Offset::Beginning)
-            .map_err(kafka("assigning the changelog"))?;
-        consumer
-            .assign(&tpl)
-            .map_err(kafka("assigning the changelog"))?;
-    }
+) -> Result<Read, RuntimeError> {
+    let consumer = reader(changelog, settings, from)?;
+    // The batches of the store's last term as the writer are in it already (each was
+    // durable before it went to the changelog), and newer writes may follow them: they
+    // are not applied again. A store in step from before writer ids wrote empty batch
+    // ends; a store being restored has no batch of its own.
+    let own = match WRITER.get(engine.store())? {
+        // Read from the start: everything is applied.
+        _ if from.is_none() => None,
+        Some(id) => Some(id),
+        None if SYNCED.get(engine.store())?.unwrap_or(false) => Some(Vec::new()),
+        None => None,
+    };
+    let unsent = super::outbox::holds_entries(engine.store())?;
+    // The writer whose term the reading is in: another writer's batches are a deposed
+    // writer's (it wrote after the fence that opened this term), never applied.
+    let mut term = match from {
+        Some(_) => TERM.get(engine.store())?,
+        None => None,
+    };
     let mut found = ReadBack::default();
     let mut batch: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
     let mut staged = 0usize;
@@ -260,12 +494,33 @@ fn read_back(
     loop {
         // Shutdown requested, or nobody left to request it.
         if *shutdown.borrow() || shutdown.has_changed().is_err() {
-            return Ok(None);
+            return Ok(Read::Stopped);
+        }
+        if let Until::Elected { election, .. } = &until {
+            // A standby's loop turns here: `/healthz` follows it.
+            stats.telemetry.health.beat();
+            if election.is_writer() {
+                // Every batch up to its place is applied (from the start if it began
+                // empty): the writer's read goes on from there, not from the start.
+                mark_in_step(engine)?;
+                break;
+            }
         }
         let polled = tokio::task::block_in_place(|| consumer.poll(Duration::from_millis(200)));
         let m = match polled {
             None => {
-                if last_progress.elapsed() > Duration::from_secs(30) {
+                if let Until::Elected { caught_up, .. } = &until {
+                    // All there was is read: the replica is in step (from its place on,
+                    // not from the start, if it is elected), for its lookups too.
+                    if !caught_up.load(Ordering::Acquire) {
+                        mark_in_step(engine)?;
+                    }
+                    if staged > 0 || !caught_up.load(Ordering::Acquire) {
+                        commit_applied(engine, stats, &mut staged)?;
+                    }
+                    stats.telemetry.health.set_restoring(false);
+                    caught_up.store(true, Ordering::Release);
+                } else if last_progress.elapsed() > Duration::from_secs(30) {
                     warn!(topic = %changelog.topic, records = found.read, "still reading the changelog back: no record for 30 s");
                     last_progress = Instant::now();
                 }
@@ -280,13 +535,37 @@ fn read_back(
         last_progress = Instant::now();
         let key = m.key().unwrap_or_default();
         if key == FENCE {
-            if m.payload() == Some(fence) {
-                break;
+            let payload = m.payload().unwrap_or_default();
+            if payload.starts_with(TERM_PREFIX) {
+                term = Some(payload.to_vec());
+                if !copy {
+                    TERM.put(engine.store_mut(), &payload.to_vec())?;
+                }
+            }
+            if let Until::Fence(fence) = &until {
+                if payload == *fence {
+                    found.next = m.offset().saturating_add(1);
+                    break;
+                }
             }
             continue;
         }
         found.read += 1;
         if key == BATCH_END {
+            let writer = m.payload().unwrap_or_default();
+            let deposed =
+                writer.starts_with(TERM_PREFIX) && term.as_deref().is_some_and(|t| t != writer);
+            if deposed {
+                found.deposed += 1;
+                batch.clear();
+            }
+            let is_own = own.as_deref() == Some(writer);
+            if !copy && !is_own && !deposed && unsent {
+                return Ok(Read::Wipe);
+            }
+            if is_own && !copy {
+                batch.clear();
+            }
             for (k, v) in batch.drain(..) {
                 if copy {
                     found.keys.insert(k);
@@ -299,28 +578,26 @@ fn read_back(
                 found.applied += 1;
                 staged += 1;
             }
+            if !copy {
+                NEXT.put(engine.store_mut(), &m.offset().saturating_add(1))?;
+            }
             if staged >= CHUNK {
-                tokio::task::block_in_place(|| engine.commit())?;
-                stats
-                    .restored_records
-                    .store(found.applied, Ordering::Relaxed);
-                stats.telemetry.restored(staged);
-                staged = 0;
+                commit_applied(engine, stats, &mut staged)?;
             }
         } else if is_state(key) {
             batch.push((key.to_vec(), m.payload().map(<[u8]>::to_vec)));
         }
     }
-    tokio::task::block_in_place(|| engine.commit())?;
-    stats.telemetry.restored(staged);
-    stats
-        .restored_records
-        .store(found.applied, Ordering::Relaxed);
+    commit_applied(engine, stats, &mut staged)?;
     found.cut = batch.into_iter().map(|(k, _)| k).collect();
     if copy {
         found.keys.extend(found.cut.drain(..));
     }
-    Ok(Some(found))
+    // A standby elected mid-batch leaves the batch to the writer's read, from its place.
+    if matches!(until, Until::Elected { .. }) {
+        found.cut.clear();
+    }
+    Ok(Read::Done(found))
 }
 
 /// Copies every state key of the store to the changelog, and removes there the keys it
@@ -391,7 +668,10 @@ mod tests {
         store.put_raw(b"r/cu/cus_1".to_vec(), b"one".to_vec());
         store.remove(b"p/cu/cus_2".to_vec());
         store.put_raw(b"k/outbox/1".to_vec(), b"outputs".to_vec());
-        let changelog = Changelog { topic: "t".into() };
+        let changelog = Changelog {
+            topic: "t".into(),
+            writer: b"w".to_vec(),
+        };
         let (records, mut keys) = changelog.records(&store);
         keys.sort();
         assert_eq!(keys, vec![b"p/cu/cus_2".to_vec(), b"r/cu/cus_1".to_vec()]);
@@ -403,9 +683,6 @@ mod tests {
             .find(|r| r.key.as_deref() == Some(b"p/cu/cus_2".as_slice()))
             .unwrap();
         assert_eq!(removal.payload, None, "a removal is a tombstone");
-        assert!(Changelog { topic: "t".into() }
-            .records(&Store::temporary().unwrap())
-            .0
-            .is_empty());
+        assert!(changelog.records(&Store::temporary().unwrap()).0.is_empty());
     }
 }

@@ -94,6 +94,17 @@ impl Outbox {
     }
 }
 
+/// Whether the store holds an outbox entry with store keys: a batch whose changelog a
+/// crash may have cut (its state is in the store, maybe not on the changelog).
+pub(super) fn holds_entries(store: &Store) -> Result<bool, StoreError> {
+    let prefix = keys::kafka_runtime::OUTBOX_KEYS.bytes();
+    let mut end = prefix.to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    Ok(store.first_key_at_least(prefix, &end)?.is_some())
+}
+
 /// Removes an entry.
 fn remove(store: &mut Store, seq: u64) {
     OUTBOX.remove(store, seq);

@@ -420,11 +420,14 @@ async fn acknowledgements(
     for (stamp, f) in stamps.into_iter().zip(futures) {
         let i = stamp.index;
         match f.await {
-            Ok(Ok(_)) => {
+            Ok(Ok(delivery)) => {
                 attempt.acknowledged += 1;
                 health.output_acknowledged();
                 if stamp.changelog {
                     stats.changelog_records.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .changelog_next
+                        .fetch_max(delivery.offset.saturating_add(1), Ordering::Relaxed);
                 } else {
                     stats.produced.fetch_add(1, Ordering::Relaxed);
                 }

@@ -240,7 +240,11 @@ engine_counters!(families [
         => runtime;
     changelog_restored: counter(
         "unicus_changelog_restored_records_total",
-        "Changelog records applied to an empty store while restoring it on start.")
+        "Changelog records applied to the store: restoring an empty store on start, reading what another writer wrote, or following the changelog as a standby.")
+        => runtime;
+    store_writer: gauge(
+        "unicus_store_writer",
+        "1 while this instance is the deployment's writer (consumes the inputs and writes the store), 0 while it stands by following the changelog.")
         => runtime;
     api_requests: counters(
         "unicus_api_requests_total",
