@@ -278,6 +278,11 @@ struct DemoArgs {
     /// stream until Ctrl-C.
     #[arg(long)]
     api: Option<String>,
+    /// Run this many instances of one deployment in the process: one writer, the others
+    /// standing by on the changelog; the writer is stopped half-way and a standby takes
+    /// over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    instances: u16,
 }
 
 #[derive(Args)]
@@ -578,6 +583,7 @@ fn run(cli: Cli) -> Result<()> {
             seed: args.seed,
             store_dir: args.store,
             api: args.api,
+            instances: usize::from(args.instances),
         }),
         Command::Run(args) => service::run(&args.overrides()),
         Command::CheckConfig(args) => service::check_config(&args.overrides()),

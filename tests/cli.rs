@@ -436,3 +436,61 @@ fn an_audience_that_does_not_compile_stops_the_start_with_its_position() {
         );
     }
 }
+
+/// `unicus demo --instances 3`: one writer takes the first half of the stream, is
+/// stopped, a standby is elected and takes the second half; the stores of the two
+/// instances left hold the same customers.
+#[test]
+fn the_demo_runs_three_instances_with_a_handover() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("demo-store");
+    let out = unicus(&[
+        "--log-level",
+        "warn",
+        "demo",
+        "--instances",
+        "3",
+        "--events",
+        "4000",
+        "--customers",
+        "400",
+        "--store",
+        store.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("instance 0 stopped after 2000 events"),
+        "{text}"
+    );
+    let elected = text
+        .lines()
+        .find(|l| l.contains("elected the writer"))
+        .unwrap_or_else(|| panic!("no handover in {text}"));
+    let writer: usize = elected
+        .trim_start_matches("instance ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        text.contains(&format!(
+            "instance {writer}: 2000 events consumed as the writer"
+        )),
+        "{text}"
+    );
+    let counts = text
+        .lines()
+        .find(|l| l.starts_with("customers in the stores"))
+        .unwrap_or_else(|| panic!("no store counts in {text}"));
+    let list = &counts[counts.find('[').unwrap() + 1..counts.find(']').unwrap()];
+    let n: Vec<i64> = list.split(", ").map(|c| c.parse().unwrap()).collect();
+    assert_eq!(n.len(), 2, "{counts}");
+    assert!(n[0] > 0 && n[0] == n[1], "{counts}");
+    assert!(store.join("instance-0").exists() && store.join("instance-2").exists());
+}

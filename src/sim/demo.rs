@@ -167,6 +167,9 @@ pub struct DemoOptions {
     pub store_dir: PathBuf,
     /// Serve the lookup API and the 360 page here, until Ctrl-C after the stream.
     pub api: Option<String>,
+    /// Instances of one deployment: one writer, the others standing by (1: as a single
+    /// `unicus run`).
+    pub instances: usize,
 }
 
 const DEMO_MARKER: &str = ".unicus-demo";
@@ -291,6 +294,12 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
     // The retailer's catalogue and stores, read whole by the runtime before any event:
     // `climbing_fans` counts views of the `escalade` category.
     produce_reference(&mock, &settings).await?;
+    if opts.instances > 1 {
+        if opts.api.is_some() {
+            bail!("--api serves one instance: leave it out with --instances");
+        }
+        return deployment(&opts, &settings, mock).await;
+    }
     let api_token = match &opts.api {
         Some(listen) => {
             let token = crate::api::auth::new_token();
@@ -459,6 +468,188 @@ pub async fn demo(opts: DemoOptions) -> Result<()> {
         "\nstore kept in {}: `unicus profile --store {} --email sophie.dupont@gmail.com`",
         opts.store_dir.display(),
         opts.store_dir.display()
+    );
+    Ok(())
+}
+
+/// One instance of the demo's deployment.
+struct Instance {
+    stats: Arc<RuntimeStats>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<runtime::RunSummary, runtime::RuntimeError>>,
+    settings: Settings,
+}
+
+impl Instance {
+    fn start(settings: &Settings, i: usize) -> Self {
+        let mut settings = settings.clone();
+        settings.runtime.store_dir = settings.runtime.store_dir.join(format!("instance-{i}"));
+        let stats = Arc::new(RuntimeStats::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(runtime::run(settings.clone(), stop_rx, stats.clone()));
+        Self {
+            stats,
+            stop,
+            task,
+            settings,
+        }
+    }
+
+    fn is_writer(&self) -> bool {
+        self.stats.writer.load(Ordering::Relaxed)
+    }
+
+    async fn stop(self) -> Result<runtime::RunSummary> {
+        self.stop.send(true).ok();
+        Ok(self.task.await.context("an instance's task failed")??)
+    }
+}
+
+/// Waits (at most `limit`) until one of `instances` is the writer; its index.
+async fn writer_of(instances: &[Instance], limit: Duration) -> Result<usize> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(i) = instances.iter().position(Instance::is_writer) {
+            return Ok(i);
+        }
+        if Instant::now() > until {
+            bail!("no instance was elected the writer within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `instances` have committed `n` events between them, showing progress
+/// after the `before` events committed earlier.
+async fn until_committed(
+    instances: &[Instance],
+    n: u64,
+    before: u64,
+    bar: &ProgressBar,
+) -> Result<()> {
+    loop {
+        let committed: u64 = instances
+            .iter()
+            .map(|i| i.stats.committed.load(Ordering::Relaxed))
+            .sum();
+        bar.set_position(before + committed);
+        if committed >= n {
+            return Ok(());
+        }
+        if instances.iter().any(|i| i.task.is_finished()) {
+            bail!("an instance stopped early");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `unicus demo --instances N`: N instances of one deployment in this process, each
+/// with its store; the first is elected the writer, the others stand by following the
+/// changelog. Half-way through the stream the writer is stopped (as a rolling restart
+/// would) and a standby takes over from the changelog's tail.
+async fn deployment(
+    opts: &DemoOptions,
+    settings: &Settings,
+    mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+) -> Result<()> {
+    let n = opts.instances;
+    let mut instances = vec![Instance::start(settings, 0)];
+    writer_of(&instances, Duration::from_secs(60)).await?;
+    for i in 1..n {
+        instances.push(Instance::start(settings, i));
+    }
+    println!(
+        "{n} instances of one deployment (group {}): instance 0 is the writer, {} standing by on the changelog",
+        settings.kafka.group_id,
+        n - 1
+    );
+    let started = Instant::now();
+    let lines: Vec<String> = Generator::new(GenerateOptions {
+        seed: opts.seed,
+        customers: opts.customers,
+        events: opts.events,
+        ..GenerateOptions::default()
+    })
+    .map(|e| e.line)
+    .collect();
+    let (first_half, second_half) = lines.split_at(lines.len() / 2);
+    let (channels, brokers) = (&settings.kafka.channels, &settings.kafka.brokers);
+    let bar = ProgressBar::new(opts.events as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} events {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // The first half of the stream through instance 0, the writer.
+    let produced = produce_lines(brokers, "", channels, first_half.iter().cloned()).await?;
+    until_committed(&instances[..1], produced, 0, &bar).await?;
+    let first = instances.remove(0);
+    let summary = first.stop().await?;
+    let handover = Instant::now();
+    bar.suspend(|| {
+        println!(
+            "instance 0 stopped after {} events (its outputs acknowledged, its changes on the changelog)",
+            summary.consumed
+        )
+    });
+    // The second half through the standby elected in its place.
+    let writer = writer_of(&instances, Duration::from_secs(60)).await?;
+    bar.suspend(|| {
+        println!(
+            "instance {} elected the writer {:.1} s later: it had followed the changelog, and read only its tail",
+            writer + 1,
+            handover.elapsed().as_secs_f64()
+        )
+    });
+    let second = produce_lines(brokers, "", channels, second_half.iter().cloned()).await?;
+    until_committed(&instances[writer..=writer], second, produced, &bar).await?;
+    let produced = produced + second;
+    let elapsed = started.elapsed();
+    // The standbys read the writer's last batches before they stop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    bar.finish_and_clear();
+    let writer_store = instances[writer].settings.runtime.store_dir.clone();
+    let stores: Vec<PathBuf> = instances
+        .iter()
+        .map(|i| i.settings.runtime.store_dir.clone())
+        .collect();
+    for (i, instance) in instances.into_iter().enumerate() {
+        let applied = instance.stats.restored_records.load(Ordering::Relaxed);
+        let summary = instance.stop().await?;
+        println!(
+            "instance {}: {} events consumed as the writer, {applied} changelog records applied as a standby",
+            i + 1,
+            summary.consumed
+        );
+    }
+    println!(
+        "unicus demo: {produced} events through {n} instances in {:.1}s, one writer at a time",
+        elapsed.as_secs_f64()
+    );
+    drop(mock);
+    let mut counts = Vec::new();
+    for store in &stores {
+        let mut at = settings.clone();
+        at.runtime.store_dir = store.clone();
+        counts.push(runtime::open_engine(&at)?.customer_count()?);
+    }
+    println!(
+        "customers in the stores of instances 1 to {}: {counts:?} (the writer's and the standbys' replicas)",
+        n - 1
+    );
+    let mut writer_settings = settings.clone();
+    writer_settings.runtime.store_dir = writer_store.clone();
+    let engine = runtime::open_engine(&writer_settings)?;
+    if let Some(id) = engine.find_customer("email", "sophie.dupont@gmail.com")? {
+        let record = engine.golden_record(&id)?.unwrap_or_default();
+        println!("\nSophie Dupont's merged profile ({id}), from the last writer's store:");
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    }
+    println!(
+        "\nstores kept in {}/instance-*: `unicus profile --store {} --email sophie.dupont@gmail.com`",
+        opts.store_dir.display(),
+        writer_store.display()
     );
     Ok(())
 }

@@ -100,14 +100,21 @@ impl Election {
     /// its own before it consumes anything, so a writer cut off from the group learns
     /// from it whether another one took over ([`Election::term`]). Only the member the
     /// partition is assigned to can commit.
+    /// A commit refused (a rebalance in progress as another instance joins) is tried
+    /// again for up to [`TERM_TIMEOUT`].
     pub(super) fn claim(&self, term: i64) -> Result<(), RuntimeError> {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&self.topic, 0, Offset::Offset(term))
             .map_err(kafka("claiming the writer's term"))?;
-        let committed = self
-            .consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(kafka("claiming the writer's term"));
+        let until = std::time::Instant::now() + TERM_TIMEOUT;
+        let committed = loop {
+            match self.consumer.commit(&tpl, CommitMode::Sync) {
+                Err(_) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                done => break done.map_err(kafka("claiming the writer's term")),
+            }
+        };
         drop(tpl);
         committed
     }
