@@ -188,29 +188,18 @@ async fn an_empty_store_is_restored_from_the_changelog_byte_for_byte() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_cut_by_a_crash_is_not_applied_now_or_later() {
     let c = cluster("g-cut");
-    let topic = c.settings.kafka.changelog_topic();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &c.settings.kafka.brokers)
-        .create()
-        .unwrap();
     // One whole batch (k1 = v1, then its end), then the start of another (k2, and k1
     // again) that a crash cut before its end.
-    for (key, value) in [
-        ("r/zz/k1", Some("v1")),
-        ("#batch", Some("")),
-        ("r/zz/k2", Some("v2")),
-        ("r/zz/k1", Some("v1-cut")),
-    ] {
-        let mut r = FutureRecord::<str, str>::to(&topic).key(key).partition(0);
-        if let Some(v) = value {
-            r = r.payload(v);
-        }
-        producer
-            .send(r, Duration::from_secs(5))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
+    write_changelog(
+        &c,
+        &[
+            ("r/zz/k1", "v1"),
+            ("#batch", ""),
+            ("r/zz/k2", "v2"),
+            ("r/zz/k1", "v1-cut"),
+        ],
+    )
+    .await;
     for _ in 0..2 {
         let dir = tempfile::tempdir().unwrap();
         let fresh = on_new_store(&c.settings, &dir);
@@ -292,6 +281,126 @@ async fn the_changelog_of_a_batch_a_crash_may_have_cut_is_sent_again_on_start() 
         "{again:?}"
     );
     assert!(state(&c.settings).len() > 10, "the store is kept as it was");
+}
+
+/// A store with a batch whose changelog a crash may have cut (an outbox entry with
+/// keys), while another writer wrote after its place: its own unsent writes cannot be
+/// reconciled with the other writer's, so it is emptied and restored from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_overtaken_by_another_writer_is_emptied_and_restored() {
+    let c = cluster("g-overtaken");
+    let lines = stream(200, 8);
+    let n = lines.len() as u64;
+    produce(&c, lines).await;
+    run_until(&c.settings, n).await;
+    let original = state(&c.settings);
+    let (key, value) = original
+        .iter()
+        .find(|(k, _)| k.starts_with(b"r/cu/"))
+        .cloned()
+        .unwrap();
+    // The crash's batch: a key changed and a key added, neither on the changelog.
+    {
+        let mut store = Store::open(&c.settings.runtime.store_dir).unwrap();
+        store.put_raw(key.clone(), b"unsent".to_vec());
+        store.put_raw(b"r/zz/unsent".to_vec(), b"unsent".to_vec());
+        let seq = 1_000u64.to_be_bytes();
+        let none: Vec<unicus::kafka::runtime::WireRecord> = Vec::new();
+        store.put([OUTBOX.bytes(), &seq].concat(), &none).unwrap();
+        let keys = vec![key.clone(), b"r/zz/unsent".to_vec()];
+        store
+            .put([OUTBOX_KEYS.bytes(), &seq].concat(), &keys)
+            .unwrap();
+        store.commit().unwrap();
+    }
+    // Meanwhile another writer took over and wrote a batch.
+    write_changelog(
+        &c,
+        &[
+            ("#fence", "w:other"),
+            ("r/zz/other", "theirs"),
+            ("#batch", "w:other"),
+        ],
+    )
+    .await;
+    let restored = restore_only(&c.settings).await;
+    assert!(
+        restored as usize >= original.len(),
+        "restored from the start: {restored} records applied"
+    );
+    let after = state(&c.settings);
+    let get = |k: &[u8]| after.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+    assert_eq!(get(&key), Some(value), "the unsent change is gone");
+    assert_eq!(get(b"r/zz/unsent"), None, "the unsent key is gone");
+    assert_eq!(get(b"r/zz/other"), Some(b"theirs".to_vec()));
+    assert_eq!(
+        outbox_entries(&c.settings),
+        0,
+        "the unsent batch's entry is gone"
+    );
+}
+
+/// A batch that a deposed writer still puts on the changelog after the next writer's
+/// fence (it was cut off, then woke up) is never applied: a restore keeps the next
+/// writer's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_writers_batch_after_the_next_writers_fence_is_never_applied() {
+    let c = cluster("g-deposed");
+    let lines = stream(100, 9);
+    let n = lines.len() as u64;
+    produce(&c, lines).await;
+    run_until(&c.settings, n).await;
+    write_changelog(
+        &c,
+        &[
+            ("#fence", "w:next"),
+            ("r/zz/zombie", "old"),
+            ("r/zz/both", "old"),
+            ("#batch", "w:deposed"),
+            ("r/zz/both", "new"),
+            ("#batch", "w:next"),
+        ],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = on_new_store(&c.settings, &dir);
+    restore_only(&fresh).await;
+    let got = state(&fresh);
+    let get = |k: &[u8]| got.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone());
+    assert_eq!(
+        get(b"r/zz/zombie"),
+        None,
+        "the deposed writer's batch is not applied"
+    );
+    assert_eq!(get(b"r/zz/both"), Some(b"new".to_vec()));
+}
+
+/// Writes records (key, value) to the changelog's partition, as a writer would.
+async fn write_changelog(c: &Cluster, records: &[(&str, &str)]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &c.settings.kafka.brokers)
+        .create()
+        .unwrap();
+    let topic = c.settings.kafka.changelog_topic();
+    for (key, value) in records {
+        producer
+            .send(
+                FutureRecord::<str, str>::to(&topic)
+                    .partition(0)
+                    .key(key)
+                    .payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// The outbox entries a stopped instance's store holds.
+fn outbox_entries(settings: &Settings) -> usize {
+    let store = Store::open(&settings.runtime.store_dir).unwrap();
+    store.scan_prefix(OUTBOX_KEYS.bytes()).unwrap().len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,7 +65,9 @@ pub struct KafkaSettings {
     /// Write every change of the store to the compacted topic
     /// `<topic_prefix><group_id>-store-changelog` (one partition), from which an
     /// instance that starts on an empty store (a lost disk, a new machine) restores it
-    /// before consuming. Off: the store on disk is the only copy of the state.
+    /// before consuming. On, several instances of one `group_id` elect one writer and
+    /// the others stand by following the changelog. Off: the store on disk is the only
+    /// copy of the state, and one instance runs per group.
     pub changelog: bool,
     /// Partitions and replication of topics unicus creates.
     pub partitions: i32,

@@ -337,9 +337,8 @@ pub(super) async fn stand_by(
 
 /// Removes everything the store holds (state, outbox and marks), for a restore from
 /// the changelog's start: a store whose batches not on the changelog were overtaken by
-/// another writer's. Returns the keys removed.
-fn wipe(engine: &mut Engine) -> Result<u64, RuntimeError> {
-    warn!("another writer wrote the changelog after this store's last batch, whose changelog a crash cut: the store is emptied and restored from the changelog's start");
+/// another writer's.
+fn wipe(engine: &mut Engine) -> Result<(), RuntimeError> {
     let mut removed = 0u64;
     loop {
         let chunk = engine.store().committed_after(None, CHUNK)?;
@@ -354,7 +353,11 @@ fn wipe(engine: &mut Engine) -> Result<u64, RuntimeError> {
     }
     RESTORING.put(engine.store_mut(), &true)?;
     tokio::task::block_in_place(|| engine.commit())?;
-    Ok(removed)
+    warn!(
+        removed,
+        "another writer wrote the changelog after this store's last batch, whose changelog a crash may have cut: the store was emptied, to be restored from the changelog's start"
+    );
+    Ok(())
 }
 
 /// A reader of the changelog from `from` (its start if `None`).
