@@ -129,6 +129,8 @@ pub enum RuntimeError {
          in the outbox: start again to stand by"
     )]
     NoLongerWriter,
+    #[error("cannot start the writer election's thread: {0}")]
+    ElectionThread(std::io::Error),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: String,

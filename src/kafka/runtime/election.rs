@@ -9,7 +9,7 @@
 //! (the writer stopped, or its session timed out). The assignment is cooperative-sticky,
 //! so an instance joining never moves the partition away from a live writer; with
 //! `kafka.group_instance_id` the membership is static, so a writer restarted with the
-//! same id takes its partition back at once. The partition is paused as soon as it is
+//! same id takes its partition back without waiting for its old session to expire. The partition is paused as soon as it is
 //! assigned: this group only elects, it reads nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -77,9 +77,7 @@ impl Election {
             std::thread::Builder::new()
                 .name("unicus-election".into())
                 .spawn(move || follow(&consumer, &topic, &writer, &stop))
-                .map_err(|e| {
-                    RuntimeError::Store(crate::store::StoreError::Sled(sled::Error::Io(e)))
-                })?
+                .map_err(RuntimeError::ElectionThread)?
         };
         Ok(Self {
             consumer,
